@@ -1,0 +1,39 @@
+# kvstore — every command a developer or CI needs.
+# `make test` is exactly what CI runs (through .ci/run).
+
+CARGO ?= cargo
+FUZZ_SMOKE_SECONDS ?= 10
+FUZZ_SECONDS ?= 60
+
+.PHONY: run build test lint unit fuzz-smoke fuzz bench-engine bench-compare clean
+
+run:
+	$(CARGO) run --release --bin kvstore -- serve --data-dir ./data
+
+build:
+	$(CARGO) build --release
+
+test: lint unit fuzz-smoke
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+unit:
+	$(CARGO) build --bin kvstore
+	$(CARGO) nextest run --no-fail-fast
+
+fuzz-smoke:
+	./fuzz/run.sh $(FUZZ_SMOKE_SECONDS)
+
+fuzz:
+	./fuzz/run.sh $(FUZZ_SECONDS)
+
+bench-engine:
+	$(CARGO) bench --bench engine
+
+bench-compare:
+	cd benches/compare && $(CARGO) run --release
+
+clean:
+	$(CARGO) clean

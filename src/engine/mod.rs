@@ -1,0 +1,4 @@
+//! The storage engine: an append-only log of checksummed records, an
+//! in-memory hash index, hint files and compaction. No networking here.
+
+pub mod record;
