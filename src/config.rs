@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use clap::Args;
 
+use crate::engine::options::{MAX_SEGMENT_BYTES, MIN_SEGMENT_BYTES};
 use crate::engine::record::{MAX_KEY_LEN, MAX_VALUE_LEN};
 
 /// Default client address (`--listen`).
@@ -370,8 +371,12 @@ impl Config {
             1,
             60_000,
         )?);
-        let segment_max_bytes =
-            parse_u64("segment-max-bytes", &args.segment_max_bytes, 4096, 1 << 40)?;
+        let segment_max_bytes = parse_u64(
+            "segment-max-bytes",
+            &args.segment_max_bytes,
+            MIN_SEGMENT_BYTES,
+            MAX_SEGMENT_BYTES,
+        )?;
 
         let max_connections = parse_u64("max-connections", &args.max_connections, 1, 1_000_000)?;
         let max_frame_bytes = parse_u64(

@@ -182,3 +182,18 @@ fn a_port_in_use_fails_naming_the_setting() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_locked_data_dir_fails_with_a_clear_error() {
+    let server = Server::start(&[]);
+    let dir = server.data_dir();
+    let dir = dir.to_str().unwrap();
+    let mut args = vec!["serve", "--data-dir", dir];
+    args.extend(LOCAL);
+    let (status, stderr) = run_to_exit(&args, &[], EXIT_DEADLINE);
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("locked") && stderr.contains(dir),
+        "{stderr}"
+    );
+}
