@@ -4,4 +4,5 @@
 //! socket become records or frames, frames become commands, commands reach
 //! the [`engine`].
 
+pub mod cli;
 pub mod engine;

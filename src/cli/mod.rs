@@ -1,0 +1,3 @@
+//! The `kvstore` command line.
+
+pub mod offline;
