@@ -86,6 +86,8 @@ fn main() {
     let commit_with_key = with_u32(header(&batch_commit), 9, 1);
 
     use Expect::*;
+    // A table reads better one seed a line than as rustfmt would wrap it.
+    #[rustfmt::skip]
     let seeds: Vec<(&str, Vec<u8>, Expect)> = vec![
         // Valid records, alone.
         ("put", put.clone(), Record),
@@ -122,7 +124,11 @@ fn main() {
     let mut wrong = 0;
     for (name, bytes, expect) in &seeds {
         let ok = expect.holds(bytes);
-        println!("{name:<20} {:>6} bytes  expect {expect:?}: {}", bytes.len(), if ok { "ok" } else { "WRONG" });
+        println!(
+            "{name:<20} {:>6} bytes  expect {expect:?}: {}",
+            bytes.len(),
+            if ok { "ok" } else { "WRONG" }
+        );
         wrong += usize::from(!ok);
         fs::write(dir.join(name), bytes).expect("write a seed");
     }

@@ -38,7 +38,10 @@ fn step(buf: &[u8]) -> Option<usize> {
             assert_eq!(h.record_len(), len, "header and decode disagree on length");
             assert!((HEADER_LEN..=MAX_RECORD_LEN).contains(&len));
             assert!(len <= buf.len());
-            assert_eq!((h.kind, h.in_batch, h.epoch), (rec.kind, rec.in_batch, rec.epoch));
+            assert_eq!(
+                (h.kind, h.in_batch, h.epoch),
+                (rec.kind, rec.in_batch, rec.epoch)
+            );
             assert_eq!((h.key_len, h.value_len), (rec.key.len(), rec.value.len()));
             assert!(rec.key.len() <= MAX_KEY_LEN);
             assert!(rec.value.len() <= MAX_VALUE_LEN);
@@ -57,14 +60,35 @@ fn step(buf: &[u8]) -> Option<usize> {
             }
 
             let mut out = Vec::with_capacity(len);
-            record::encode(&mut out, rec.kind, rec.in_batch, rec.epoch, rec.key, rec.value);
-            assert_eq!(out.len(), record::encoded_len(rec.key.len(), rec.value.len()));
-            assert!(out == buf[..len], "re-encoding differs from the consumed bytes");
+            record::encode(
+                &mut out,
+                rec.kind,
+                rec.in_batch,
+                rec.epoch,
+                rec.key,
+                rec.value,
+            );
+            assert_eq!(
+                out.len(),
+                record::encoded_len(rec.key.len(), rec.value.len())
+            );
+            assert!(
+                out == buf[..len],
+                "re-encoding differs from the consumed bytes"
+            );
 
             // A torn write: the header complete but the body short, and the
             // header itself short. Both must read as "need more bytes".
-            assert_eq!(record::decode(&buf[..len - 1]), Ok(None), "record cut by one byte");
-            assert_eq!(record::decode(&buf[..HEADER_LEN - 1]), Ok(None), "header cut");
+            assert_eq!(
+                record::decode(&buf[..len - 1]),
+                Ok(None),
+                "record cut by one byte"
+            );
+            assert_eq!(
+                record::decode(&buf[..HEADER_LEN - 1]),
+                Ok(None),
+                "header cut"
+            );
             Some(len)
         }
         Ok(None) => {
