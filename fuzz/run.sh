@@ -33,7 +33,8 @@ cargo +nightly fuzz --version >/dev/null 2>&1 \
 # The targets cargo-fuzz knows (the [[bin]] entries of fuzz/Cargo.toml)
 # against the list above, both ways: nothing listed may be missing, nothing
 # defined may be skipped without anyone noticing.
-mapfile -t defined < <(cargo +nightly fuzz list)
+listing=$(cargo +nightly fuzz list) || die "cargo fuzz list failed: is fuzz/Cargo.toml valid?"
+mapfile -t defined <<<"$listing"
 for t in "${TARGETS[@]}"; do
   printf '%s\n' "${defined[@]}" | grep -qxF -- "$t" \
     || die "target '$t' is listed in run.sh but is not a [[bin]] in fuzz/Cargo.toml"
