@@ -26,6 +26,7 @@ enum Expect {
     KeyTooLarge,
     ValueTooLarge,
     BadCommit,
+    DeleteWithValue,
 }
 
 impl Expect {
@@ -39,6 +40,7 @@ impl Expect {
             Expect::KeyTooLarge => matches!(got, Err(RecordError::KeyTooLarge { .. })),
             Expect::ValueTooLarge => matches!(got, Err(RecordError::ValueTooLarge { .. })),
             Expect::BadCommit => matches!(got, Err(RecordError::BadCommit)),
+            Expect::DeleteWithValue => matches!(got, Err(RecordError::DeleteWithValue)),
         }
     }
 }
@@ -114,7 +116,7 @@ fn main() {
         ("value-too-large", with_u32(header(&put), 13, MAX_VALUE_LEN as u32 + 1), ValueTooLarge),
         ("lengths-u32-max", with_u32(with_u32(header(&put), 9, u32::MAX), 13, u32::MAX), KeyTooLarge),
         // Per-kind rules, with a correct crc so only the rule refuses them.
-        ("delete-with-value", with_crc([&delete_with_value[..], b"kxyz"].concat()), BadCommit),
+        ("delete-with-value", with_crc([&delete_with_value[..], b"kxyz"].concat()), DeleteWithValue),
         ("commit-with-key", with_crc([&commit_with_key[..], b"k", &batch_commit[HEADER_LEN..]].concat()), BadCommit),
         ("commit-short-count", with_crc(with_u32(batch_commit[..HEADER_LEN + 2].to_vec(), 13, 2)), BadCommit),
     ];
