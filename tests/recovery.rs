@@ -414,16 +414,16 @@ fn damaged_hint_is_ignored_and_rewritten() {
         let name = hint.file_name().unwrap().to_owned();
         // A flipped byte in the header, in an entry, in the trailer; and a
         // hint cut short.
-        let damages: Vec<Box<dyn Fn(&Path)>> = vec![
-            Box::new(|p| flip(p, 10, 0xff)),
-            Box::new(|p| flip(p, 24 + 17 * 2 + 3, 0x01)),
-            Box::new(|p| flip(p, original.len() as u64 - 1, 0x80)),
-            Box::new(|p| truncate(p, original.len() as u64 - 5)),
+        let damages: [fn(&Path, u64); 4] = [
+            |p, _| flip(p, 10, 0xff),
+            |p, _| flip(p, 24 + 17 * 2 + 3, 0x01),
+            |p, len| flip(p, len - 1, 0x80),
+            |p, len| truncate(p, len - 5),
         ];
         for (d, damage) in damages.iter().enumerate() {
             let copy = copy_dir(dir.path());
             let path = copy.path().join(&name);
-            damage(&path);
+            damage(&path, original.len() as u64);
             let ctx = format!("hint {i} damage {d}");
             let engine = Engine::open(copy.path(), options(SMALL_SEGMENT))
                 .unwrap_or_else(|e| panic!("{ctx}: open failed: {e}"));
