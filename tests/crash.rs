@@ -236,8 +236,12 @@ fn sigkill_loses_no_acknowledged_write() {
                     );
                     continue;
                 };
-                let w = WriteId::parse_value(&v)
-                    .unwrap_or_else(|| panic!("round {round}: garbage value under {key:?}"));
+                let w = WriteId::parse_value(&v).unwrap_or_else(|| {
+                    panic!(
+                        "round {round}: garbage value under {}",
+                        String::from_utf8_lossy(&key)
+                    )
+                });
                 assert_eq!(w.key(), key, "round {round}: value of another key");
                 assert_eq!(v, w.value(), "round {round}: wrong bytes for {w:?}");
                 let was_in_flight = w.round == round
@@ -245,8 +249,9 @@ fn sigkill_loses_no_acknowledged_write() {
                     && w.seq == in_flight.get(&thread).copied().unwrap_or(0);
                 assert!(
                     Some(w) == expected || was_in_flight,
-                    "round {round}: {key:?} holds {w:?}, but the newest acknowledged \
-                     write is {expected:?}"
+                    "round {round}: {} holds {w:?}, but the newest acknowledged \
+                     write is {expected:?}",
+                    String::from_utf8_lossy(&key)
                 );
                 // An unacknowledged write that survived is durable now.
                 durable.insert(key, w);
