@@ -7,6 +7,7 @@
 //! anything else unless the command says otherwise ([`CliError::Exit`]).
 
 pub mod client;
+pub mod offline;
 pub mod serve;
 
 use std::process::ExitCode;

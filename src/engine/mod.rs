@@ -11,6 +11,7 @@
 //! the file table is a lock-free snapshot ([`arc_swap`]).
 
 pub mod compaction;
+pub mod epochs;
 pub mod error;
 pub mod fault;
 mod files;
@@ -23,6 +24,7 @@ pub mod options;
 pub mod record;
 pub mod recovery;
 pub mod segment;
+pub mod snapshot;
 mod stats;
 pub mod verify;
 mod writer;
@@ -37,11 +39,13 @@ use arc_swap::ArcSwap;
 use parking_lot::Mutex;
 
 pub use compaction::CompactionReport;
+pub use epochs::EpochStart;
 pub use error::{Error, Result};
 pub use fault::{CompactionStep, Faults};
 pub use log::LogChunk;
 pub use options::{CompactionPolicy, Durability, Options};
 pub use record::{MAX_KEY_LEN, MAX_VALUE_LEN};
+pub use snapshot::{Snapshot, SnapshotFile};
 pub use stats::Stats;
 
 use error::IoContext;
@@ -142,7 +146,7 @@ impl Engine {
         let FileKind::Segment { base } = active.kind else {
             unreachable!("the active file is a segment")
         };
-        let writer = Writer::new(active, rec.active_file, base, options.epoch);
+        let writer = Writer::new(active, rec.active_file, base, rec.epochs);
         let inner = Arc::new(Inner {
             dir,
             options,

@@ -29,6 +29,7 @@ use std::time::Instant;
 use parking_lot::{Condvar, Mutex, MutexGuard};
 use tokio::sync::watch;
 
+use super::epochs::EpochHistory;
 use super::error::{Error, Result};
 use super::fault;
 use super::hint::HintEntry;
@@ -79,7 +80,9 @@ pub(crate) struct WriterState {
     last_sync: Instant,
     pub poisoned: Option<String>,
     pub closed: bool,
+    /// Epoch stamped on records this node writes: the history's newest.
     pub epoch: u32,
+    pub epochs: EpochHistory,
     /// Whether the writer seals segments by size on its own (a master);
     /// a replica's segment boundaries come from its master.
     pub auto_roll: bool,
@@ -94,6 +97,16 @@ impl WriterState {
     /// Global offset of the end of what is durable under the policy.
     pub fn durable_end(&self) -> u64 {
         self.base + (self.synced - FILE_HEADER_LEN)
+    }
+
+    /// File length of the active segment that is durable.
+    pub fn durable_len(&self) -> u64 {
+        self.synced
+    }
+
+    pub(crate) fn set_epochs(&mut self, epochs: EpochHistory) {
+        self.epoch = epochs.current();
+        self.epochs = epochs;
     }
 
     /// Global offset of the end of what the OS has.
@@ -156,7 +169,7 @@ pub(crate) struct Writer {
 }
 
 impl Writer {
-    pub fn new(active: Arc<DataFile>, file: File, base: u64, epoch: u32) -> Self {
+    pub fn new(active: Arc<DataFile>, file: File, base: u64, epochs: EpochHistory) -> Self {
         let len = active.readable_len();
         let state = WriterState {
             active,
@@ -176,7 +189,8 @@ impl Writer {
             last_sync: Instant::now(),
             poisoned: None,
             closed: false,
-            epoch,
+            epoch: epochs.current(),
+            epochs,
             auto_roll: true,
         };
         let progress = Progress {
@@ -601,6 +615,7 @@ impl Inner {
         let start_end = st.end();
         let mut taken = 0usize;
         let mut ops = Vec::new();
+        let mut new_epochs = st.epochs.clone();
         let limit = bytes.len().min(MAX_APPEND_BYTES);
         while taken < limit {
             let (rec, len) = match record::decode(&bytes[taken..limit]) {
@@ -613,6 +628,7 @@ impl Inner {
                     })
                 }
             };
+            new_epochs.push(rec.epoch, start_end + taken as u64);
             let loc = Loc {
                 file: st.active.id,
                 pos: (st.len + taken as u64) as u32,
@@ -632,6 +648,12 @@ impl Inner {
         }
         if taken == 0 {
             return Ok(0);
+        }
+        // The history names a new epoch before any of its records is
+        // written, so it is never behind the log.
+        if new_epochs != st.epochs {
+            new_epochs.store(&self.dir)?;
+            st.set_epochs(new_epochs);
         }
         let was_empty = st.buf.is_empty();
         st.buf.extend_from_slice(&bytes[..taken]);
