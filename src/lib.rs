@@ -5,3 +5,4 @@
 //! the [`engine`].
 
 pub mod engine;
+pub mod protocol;
