@@ -4,5 +4,6 @@
 //! socket become records or frames, frames become commands, commands reach
 //! the [`engine`].
 
+pub mod client;
 pub mod engine;
 pub mod protocol;
