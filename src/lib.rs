@@ -7,3 +7,4 @@
 pub mod client;
 pub mod engine;
 pub mod protocol;
+pub mod server;
