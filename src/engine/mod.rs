@@ -1,4 +1,436 @@
-//! The storage engine: an append-only log of checksummed records, an
-//! in-memory hash index, hint files and compaction. No networking here.
+//! The storage engine: an append-only log of checksummed records cut into
+//! segment files, an in-memory hash index (the keydir), hint files for fast
+//! restart, group commit, and compaction of the sealed prefix. No
+//! networking here.
+//!
+//! A write goes `Engine::put` → [`writer`] (buffer, one pwrite + fdatasync
+//! per group) → keydir. A read goes keydir → [`files`] snapshot → one copy
+//! out of a memory map, with the record's checksum and key verified.
+//!
+//! Locks are taken in one order only: writer state, then a keydir shard;
+//! the file table is a lock-free snapshot ([`arc_swap`]).
 
+pub mod compaction;
+pub mod error;
+pub mod fault;
+mod files;
+pub mod hint;
+mod keydir;
+mod log;
+mod maintenance;
+pub mod manifest;
+pub mod options;
 pub mod record;
+pub mod recovery;
+pub mod segment;
+mod stats;
+pub mod verify;
+mod writer;
+
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use arc_swap::ArcSwap;
+use parking_lot::Mutex;
+
+pub use compaction::CompactionReport;
+pub use error::{Error, Result};
+pub use fault::{CompactionStep, Faults};
+pub use log::LogChunk;
+pub use options::{CompactionPolicy, Durability, Options};
+pub use record::{MAX_KEY_LEN, MAX_VALUE_LEN};
+pub use stats::Stats;
+
+use error::IoContext;
+use files::FileTable;
+use keydir::{hash_key, KeyDir, Loc};
+use maintenance::Maintenance;
+use record::{Kind, Record};
+use segment::{DataFile, FileKind, FILE_HEADER_LEN};
+use stats::Counters;
+use writer::{Op, Writer};
+
+/// Name of the lock file that makes a data directory single-owner.
+pub const LOCK_FILE: &str = "LOCK";
+
+/// One operation of an atomic batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BatchOp {
+    Put { key: Vec<u8>, value: Vec<u8> },
+    Delete { key: Vec<u8> },
+}
+
+impl BatchOp {
+    fn as_op(&self) -> Op<'_> {
+        match self {
+            BatchOp::Put { key, value } => Op {
+                kind: Kind::Put,
+                key,
+                value,
+            },
+            BatchOp::Delete { key } => Op {
+                kind: Kind::Delete,
+                key,
+                value: &[],
+            },
+        }
+    }
+}
+
+/// A handle on an open data directory. Cheap to clone; the directory is
+/// closed when the last handle is dropped or [`Engine::close`] is called.
+#[derive(Clone)]
+pub struct Engine {
+    handle: Arc<Handle>,
+}
+
+struct Handle {
+    inner: Arc<Inner>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) dir: PathBuf,
+    pub(crate) options: Options,
+    _lock: File,
+    pub(crate) keydir: ArcSwap<KeyDir>,
+    pub(crate) files: ArcSwap<FileTable>,
+    pub(crate) writer: Writer,
+    ids: AtomicU32,
+    pub(crate) stats: Counters,
+    /// Held by a compaction or a truncation, which both replace files.
+    pub(crate) compaction: Mutex<()>,
+    pub(crate) maintenance: Maintenance,
+}
+
+/// Takes the directory's lock file, or says who has it.
+pub fn lock_dir(dir: &Path) -> Result<File> {
+    let path = dir.join(LOCK_FILE);
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .ctx(|| format!("open {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(fs::TryLockError::WouldBlock) => Err(Error::Locked {
+            path: dir.to_path_buf(),
+        }),
+        Err(fs::TryLockError::Error(e)) => Err(Error::io(format!("lock {}", path.display()), e)),
+    }
+}
+
+impl Engine {
+    /// Opens (creating if needed) the data directory `dir`: takes its lock,
+    /// recovers the log and starts the flusher and maintenance threads.
+    pub fn open(dir: impl AsRef<Path>, options: Options) -> Result<Engine> {
+        options.validate()?;
+        let dir = dir.as_ref().to_path_buf();
+        fs::create_dir_all(&dir).ctx(|| format!("create data directory {}", dir.display()))?;
+        let lock = lock_dir(&dir)?;
+        let ids = AtomicU32::new(1);
+        let rec = recovery::recover(&dir, &options, &ids)?;
+        let active = rec
+            .table
+            .active()
+            .expect("recovery leaves a segment")
+            .clone();
+        let FileKind::Segment { base } = active.kind else {
+            unreachable!("the active file is a segment")
+        };
+        let writer = Writer::new(active, rec.active_file, base, options.epoch);
+        let inner = Arc::new(Inner {
+            dir,
+            options,
+            _lock: lock,
+            keydir: ArcSwap::from_pointee(rec.keydir),
+            files: ArcSwap::from_pointee(rec.table),
+            writer,
+            ids,
+            stats: Counters::default(),
+            compaction: Mutex::new(()),
+            maintenance: Maintenance::default(),
+        });
+        inner.stats.set_live(rec.live_bytes);
+        let spawn = |name: &str, f: fn(&Inner)| {
+            let inner = inner.clone();
+            std::thread::Builder::new()
+                .name(name.into())
+                .spawn(move || f(&inner))
+                .ctx(|| format!("spawn {name} thread"))
+        };
+        let threads = vec![
+            spawn("kvstore-flusher", Inner::run_flusher)?,
+            spawn("kvstore-maintenance", Inner::run_maintenance)?,
+        ];
+        Ok(Engine {
+            handle: Arc::new(Handle {
+                inner,
+                threads: Mutex::new(threads),
+            }),
+        })
+    }
+
+    fn inner(&self) -> &Inner {
+        &self.handle.inner
+    }
+
+    /// The value of `key`, if it has one.
+    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.inner().get_with(key, |value| value.to_vec())
+    }
+
+    pub fn contains(&self, key: &[u8]) -> Result<bool> {
+        Ok(self.inner().get_with(key, |_| ())?.is_some())
+    }
+
+    /// Sets `key` to `value`; returns once durable under the policy.
+    pub fn put(&self, key: &[u8], value: &[u8]) -> Result<()> {
+        let op = Op {
+            kind: Kind::Put,
+            key,
+            value,
+        };
+        self.write_blocking(&[op], false).map(|_| ())
+    }
+
+    /// Removes `key`; returns whether it had a value (see
+    /// `docs/ARCHITECTURE.md` for how exact that is under concurrency).
+    pub fn delete(&self, key: &[u8]) -> Result<bool> {
+        let op = Op {
+            kind: Kind::Delete,
+            key,
+            value: &[],
+        };
+        self.write_blocking(&[op], false)
+    }
+
+    /// Applies every operation or none, even across a crash.
+    pub fn write_batch(&self, ops: &[BatchOp]) -> Result<()> {
+        if ops.is_empty() {
+            return Ok(());
+        }
+        let ops: Vec<Op<'_>> = ops.iter().map(BatchOp::as_op).collect();
+        self.write_blocking(&ops, true).map(|_| ())
+    }
+
+    pub async fn put_async(&self, key: &[u8], value: &[u8]) -> Result<()> {
+        let op = Op {
+            kind: Kind::Put,
+            key,
+            value,
+        };
+        self.write_async(&[op], false).await.map(|_| ())
+    }
+
+    pub async fn delete_async(&self, key: &[u8]) -> Result<bool> {
+        let op = Op {
+            kind: Kind::Delete,
+            key,
+            value: &[],
+        };
+        self.write_async(&[op], false).await
+    }
+
+    pub async fn write_batch_async(&self, ops: &[BatchOp]) -> Result<()> {
+        if ops.is_empty() {
+            return Ok(());
+        }
+        let ops: Vec<Op<'_>> = ops.iter().map(BatchOp::as_op).collect();
+        self.write_async(&ops, true).await.map(|_| ())
+    }
+
+    fn write_blocking(&self, ops: &[Op<'_>], batch: bool) -> Result<bool> {
+        let ticket = self.inner().append(ops, batch)?;
+        if self.inner().options.durability == Durability::Always {
+            self.inner().wait_durable(ticket.end)?;
+        }
+        Ok(ticket.existed)
+    }
+
+    async fn write_async(&self, ops: &[Op<'_>], batch: bool) -> Result<bool> {
+        let ticket = self.inner().append(ops, batch)?;
+        if self.inner().options.durability == Durability::Always {
+            self.inner().wait_durable_async(ticket.end).await?;
+        }
+        Ok(ticket.existed)
+    }
+
+    /// Seals the active segment and merges the sealed prefix of the log
+    /// into a new merged generation. Blocks; reads and writes go on.
+    pub fn compact(&self) -> Result<CompactionReport> {
+        compaction::compact(self.inner(), true)
+    }
+
+    /// Writes and fsyncs everything buffered.
+    pub fn flush(&self) -> Result<()> {
+        self.inner().flush()
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.inner().stats()
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.inner().dir
+    }
+
+    /// Flushes, stops the background threads and releases the directory.
+    /// Other clones of this handle get [`Error::Closed`] afterwards.
+    pub fn close(self) -> Result<()> {
+        self.handle.shutdown()
+    }
+}
+
+impl Handle {
+    fn shutdown(&self) -> Result<()> {
+        let flushed = self.inner.flush();
+        {
+            let mut st = self.inner.writer.state.lock();
+            st.closed = true;
+        }
+        self.inner.writer.kick();
+        self.inner.maintenance.stop();
+        for t in self.threads.lock().drain(..) {
+            let _ = t.join();
+        }
+        match flushed {
+            Err(Error::Closed) => Ok(()),
+            other => other,
+        }
+    }
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        if let Err(e) = self.shutdown() {
+            tracing::warn!(error = %e, "closing the engine on drop failed");
+        }
+    }
+}
+
+/// How many times a read retries when its location was moved by a
+/// compaction between the index lookup and the file read.
+const READ_RETRIES: usize = 16;
+
+impl Inner {
+    pub(crate) fn next_id(&self) -> u32 {
+        self.ids.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Looks `key` up and calls `f` with its value.
+    pub(crate) fn get_with<R>(&self, key: &[u8], f: impl FnOnce(&[u8]) -> R) -> Result<Option<R>> {
+        record::check_lengths(key.len(), 0)?;
+        let hash = hash_key(key);
+        let mut f = Some(f);
+        for _ in 0..READ_RETRIES {
+            let candidates = self.keydir.load().candidates(hash);
+            let mut stale = false;
+            for loc in candidates.iter() {
+                let found = self.with_record(loc, |rec| {
+                    (rec.key == key).then(|| (f.take().expect("called once"))(rec.value))
+                })?;
+                match found {
+                    None => stale = true,
+                    Some(Some(out)) => return Ok(Some(out)),
+                    Some(None) => {}
+                }
+            }
+            if !stale {
+                return Ok(None);
+            }
+        }
+        Err(Error::io(
+            "read",
+            std::io::Error::other("the index kept moving under the read; retry"),
+        ))
+    }
+
+    /// Calls `f` with the verified record at `loc`; `Ok(None)` when the
+    /// location is stale (its file was replaced meanwhile).
+    fn with_record<R>(&self, loc: Loc, f: impl FnOnce(Record<'_>) -> R) -> Result<Option<R>> {
+        let table = self.files.load();
+        let Some(file) = table.get(loc.file) else {
+            return Ok(None);
+        };
+        if let Some(bytes) = file.slice(u64::from(loc.pos), loc.len as usize) {
+            return decode_at(file, loc, bytes).map(|r| Some(f(r)));
+        }
+        let path = file.path.clone();
+        drop(table);
+        if let Some(bytes) = self.read_buffered(loc) {
+            return decode_in(&path, loc, &bytes).map(|r| Some(f(r)));
+        }
+        let table = self.files.load();
+        match table.get(loc.file) {
+            Some(file) => match file.slice(u64::from(loc.pos), loc.len as usize) {
+                Some(bytes) => decode_at(file, loc, bytes).map(|r| Some(f(r))),
+                None => Ok(None),
+            },
+            None => Ok(None),
+        }
+    }
+
+    pub(crate) fn stats(&self) -> Stats {
+        let table = self.files.load();
+        let keydir = self.keydir.load();
+        let mut s = Stats {
+            keys: keydir.len() as u64,
+            keydir_bytes: keydir.allocated_bytes() as u64,
+            data_bytes: table.data_bytes(),
+            disk_bytes: table.all().map(|f| f.readable_len()).sum(),
+            segments: table.segments.len() as u64,
+            merged_files: table.merged.len() as u64,
+            log_start: table
+                .segments
+                .keys()
+                .next()
+                .copied()
+                .unwrap_or(table.horizon),
+            ..Stats::default()
+        };
+        {
+            let st = self.writer.state.lock();
+            s.log_end = st.end();
+            s.durable_end = st.durable_end();
+            s.epoch = st.epoch;
+            s.poisoned = st.poisoned.clone();
+        }
+        self.stats.fill(&mut s);
+        s
+    }
+
+    /// Hands a freshly sealed segment to the maintenance thread for its
+    /// hint file.
+    pub(crate) fn sealed(&self, file: Arc<DataFile>) {
+        self.maintenance.push_hint_job(file);
+    }
+}
+
+fn decode_at<'a>(file: &DataFile, loc: Loc, bytes: &'a [u8]) -> Result<Record<'a>> {
+    decode_in(&file.path, loc, bytes)
+}
+
+/// Decodes the record the keydir points at; anything but one whole valid
+/// record of the expected length is corruption.
+fn decode_in<'a>(path: &Path, loc: Loc, bytes: &'a [u8]) -> Result<Record<'a>> {
+    match record::decode(bytes) {
+        Ok(Some((rec, len))) if len == bytes.len() => Ok(rec),
+        Ok(_) => Err(Error::corrupt(
+            path,
+            u64::from(loc.pos),
+            "record length differs from the index",
+        )),
+        Err(e) => Err(Error::corrupt(path, u64::from(loc.pos), e)),
+    }
+}
+
+/// Global offset of the first record byte of a segment file position.
+pub(crate) fn global_offset(base: u64, pos: u64) -> u64 {
+    base + (pos - FILE_HEADER_LEN)
+}

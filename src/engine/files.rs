@@ -1,0 +1,79 @@
+//! The set of data files the engine reads from, published as one immutable
+//! snapshot ([`FileTable`]) that readers load without locking and writers
+//! replace whole (roll, compaction, truncation).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use super::keydir::Loc;
+use super::record::{self, HEADER_LEN};
+use super::segment::{DataFile, FILE_HEADER_LEN};
+
+#[derive(Clone, Default, Debug)]
+pub struct FileTable {
+    by_id: HashMap<u32, Arc<DataFile>>,
+    /// The merged generation, in index order; covers the log below `horizon`.
+    pub merged: Vec<Arc<DataFile>>,
+    pub horizon: u64,
+    /// Segments by base offset; the last one is the active segment.
+    pub segments: BTreeMap<u64, Arc<DataFile>>,
+}
+
+impl FileTable {
+    pub fn get(&self, id: u32) -> Option<&Arc<DataFile>> {
+        self.by_id.get(&id)
+    }
+
+    /// Adds a file to the id index only (it is not part of the log yet).
+    pub fn register(&mut self, file: Arc<DataFile>) {
+        self.by_id.insert(file.id, file);
+    }
+
+    pub fn unregister(&mut self, id: u32) {
+        self.by_id.remove(&id);
+    }
+
+    pub fn add_segment(&mut self, base: u64, file: Arc<DataFile>) {
+        self.register(file.clone());
+        self.segments.insert(base, file);
+    }
+
+    pub fn active(&self) -> Option<&Arc<DataFile>> {
+        self.segments.values().next_back()
+    }
+
+    /// Sealed segments: every segment but the last.
+    pub fn sealed(&self) -> impl Iterator<Item = (&u64, &Arc<DataFile>)> {
+        let n = self.segments.len().saturating_sub(1);
+        self.segments.iter().take(n)
+    }
+
+    /// Every data file, merged generation first, then segments in order.
+    pub fn all(&self) -> impl Iterator<Item = &Arc<DataFile>> {
+        self.merged.iter().chain(self.segments.values())
+    }
+
+    /// The segment holding global offset `offset` (a segment holds
+    /// `[base, base + len)`; the end of the active segment belongs to it).
+    pub fn segment_at(&self, offset: u64) -> Option<(u64, &Arc<DataFile>)> {
+        let (&base, file) = self.segments.range(..=offset).next_back()?;
+        Some((base, file))
+    }
+
+    /// Bytes of records in all files (headers excluded).
+    pub fn data_bytes(&self) -> u64 {
+        self.all()
+            .map(|f| f.readable_len().saturating_sub(FILE_HEADER_LEN))
+            .sum()
+    }
+
+    /// The key of the record at `loc`, read through the file's mapping.
+    /// `None` if the file is gone or the bytes are not readable or not a
+    /// record header.
+    pub fn key_at(&self, loc: Loc) -> Option<&[u8]> {
+        let file = self.get(loc.file)?;
+        let header = file.slice(u64::from(loc.pos), HEADER_LEN)?;
+        let header = record::decode_header(header).ok()??;
+        file.slice(u64::from(loc.pos) + HEADER_LEN as u64, header.key_len)
+    }
+}

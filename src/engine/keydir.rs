@@ -1,0 +1,229 @@
+//! The keydir: the in-memory index from key to the location of its newest
+//! record.
+//!
+//! To keep the per-key cost small the keydir does not hold keys. Each entry
+//! is 16 bytes: 32 bits of the key's hash (the *fingerprint*) and the
+//! record's location (file id, position, length). The rest of the 64-bit
+//! hash picks one of [`SHARDS`] shards. Two keys can share a fingerprint, so
+//! every match is confirmed by comparing the key stored in the record on
+//! disk (a read through the memory map); the `is_key` callbacks do that.
+//! This is the layout of FASTER's hash index: the log holds the keys.
+//!
+//! Invariants: at most one entry per distinct key; an entry always points at
+//! a complete put record whose bytes are readable (for the `always`
+//! durability policy: durable) or in the writer's buffer.
+
+use hashbrown::HashTable;
+use parking_lot::RwLock;
+use xxhash_rust::xxh3::xxh3_64;
+
+/// Number of independently locked shards.
+pub const SHARDS: usize = 64;
+const SHARD_BITS: u32 = SHARDS.trailing_zeros();
+
+/// Where a record lives: the in-memory id of its data file, its position in
+/// that file and its encoded length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Loc {
+    pub file: u32,
+    pub pos: u32,
+    pub len: u32,
+}
+
+#[derive(Clone, Copy)]
+struct Slot {
+    fp: u32,
+    loc: Loc,
+}
+
+/// A key's 64-bit hash: the shard and fingerprint come from it, and hint
+/// files store it. xxh3 is specified and stable across versions and
+/// platforms, which the hint format depends on.
+pub fn hash_key(key: &[u8]) -> u64 {
+    xxh3_64(key)
+}
+
+fn shard_of(hash: u64) -> usize {
+    (hash >> (64 - SHARD_BITS)) as usize
+}
+
+fn fingerprint(hash: u64) -> u32 {
+    hash as u32
+}
+
+/// The hash the table itself uses, rebuilt from the fingerprint (the table
+/// never sees the key). Multiplying by an odd constant spreads the
+/// fingerprint's entropy into the high bits hashbrown uses for its tags.
+fn table_hash(fp: u32) -> u64 {
+    u64::from(fp).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+}
+
+/// Candidate locations for one key, most of the time exactly one.
+#[derive(Default)]
+pub struct Candidates {
+    first: Option<Loc>,
+    rest: Vec<Loc>,
+}
+
+impl Candidates {
+    fn push(&mut self, loc: Loc) {
+        if self.first.is_none() {
+            self.first = Some(loc);
+        } else {
+            self.rest.push(loc);
+        }
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = Loc> + '_ {
+        self.first.iter().copied().chain(self.rest.iter().copied())
+    }
+}
+
+pub struct KeyDir {
+    shards: Box<[RwLock<HashTable<Slot>>]>,
+}
+
+impl Default for KeyDir {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl KeyDir {
+    pub fn new() -> Self {
+        KeyDir {
+            shards: (0..SHARDS).map(|_| RwLock::new(HashTable::new())).collect(),
+        }
+    }
+
+    /// Every location whose fingerprint matches `hash`; the caller confirms
+    /// the key by reading the record.
+    pub fn candidates(&self, hash: u64) -> Candidates {
+        let fp = fingerprint(hash);
+        let shard = self.shards[shard_of(hash)].read();
+        let mut out = Candidates::default();
+        for slot in shard.iter_hash(table_hash(fp)) {
+            if slot.fp == fp {
+                out.push(slot.loc);
+            }
+        }
+        out
+    }
+
+    /// Points the key at `loc`, returning the location it replaced.
+    /// `is_key(existing)` must say whether a record at `existing` holds the
+    /// same key (it is called only for fingerprint matches).
+    pub fn insert(&self, hash: u64, loc: Loc, mut is_key: impl FnMut(Loc) -> bool) -> Option<Loc> {
+        let fp = fingerprint(hash);
+        let th = table_hash(fp);
+        let mut shard = self.shards[shard_of(hash)].write();
+        if let Some(slot) = shard.find_mut(th, |s| s.fp == fp && is_key(s.loc)) {
+            return Some(std::mem::replace(&mut slot.loc, loc));
+        }
+        shard.insert_unique(th, Slot { fp, loc }, |s| table_hash(s.fp));
+        None
+    }
+
+    /// Removes the key, returning where its record was.
+    pub fn remove(&self, hash: u64, mut is_key: impl FnMut(Loc) -> bool) -> Option<Loc> {
+        let fp = fingerprint(hash);
+        let mut shard = self.shards[shard_of(hash)].write();
+        match shard.find_entry(table_hash(fp), |s| s.fp == fp && is_key(s.loc)) {
+            Ok(entry) => Some(entry.remove().0.loc),
+            Err(_) => None,
+        }
+    }
+
+    /// Moves an entry from `old` to `new` only if it still points at `old`
+    /// (compaction uses this: a key written meanwhile keeps its new value).
+    pub fn replace_if(&self, hash: u64, old: Loc, new: Loc) -> bool {
+        let fp = fingerprint(hash);
+        let mut shard = self.shards[shard_of(hash)].write();
+        match shard.find_mut(table_hash(fp), |s| s.fp == fp && s.loc == old) {
+            Some(slot) => {
+                slot.loc = new;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Whether the record at `loc` is the newest for its key.
+    pub fn is_current(&self, hash: u64, loc: Loc) -> bool {
+        let fp = fingerprint(hash);
+        let shard = self.shards[shard_of(hash)].read();
+        shard
+            .find(table_hash(fp), |s| s.fp == fp && s.loc == loc)
+            .is_some()
+    }
+
+    pub fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.read().len()).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Heap bytes held by the index tables.
+    pub fn allocated_bytes(&self) -> usize {
+        self.shards.iter().map(|s| s.read().allocation_size()).sum()
+    }
+
+    /// Calls `f` with every location, shard by shard (shards are locked one
+    /// at a time, so concurrent writes may or may not be seen).
+    pub fn for_each(&self, mut f: impl FnMut(Loc)) {
+        for shard in self.shards.iter() {
+            for slot in shard.read().iter() {
+                f(slot.loc);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn loc(file: u32, pos: u32) -> Loc {
+        Loc { file, pos, len: 10 }
+    }
+
+    #[test]
+    fn colliding_fingerprints_are_told_apart_by_the_key_check() {
+        let kd = KeyDir::new();
+        // Two "keys" forced onto the same hash; the key check tells them
+        // apart by location, as the engine does by reading the record.
+        let h = 0xdead_beef_u64;
+        let key_of = |l: Loc| l.file; // file 1 holds key A, file 2 key B
+        assert_eq!(kd.insert(h, loc(1, 0), |_| false), None);
+        assert_eq!(kd.insert(h, loc(2, 0), |l| key_of(l) == 2), None);
+        assert_eq!(kd.len(), 2);
+        // Overwrite key A only.
+        assert_eq!(
+            kd.insert(h, loc(1, 50), |l| key_of(l) == 1),
+            Some(loc(1, 0))
+        );
+        let cands: Vec<_> = kd.candidates(h).iter().collect();
+        assert_eq!(cands.len(), 2);
+        assert!(cands.contains(&loc(1, 50)) && cands.contains(&loc(2, 0)));
+        assert_eq!(kd.remove(h, |l| key_of(l) == 2), Some(loc(2, 0)));
+        assert_eq!(kd.len(), 1);
+    }
+
+    #[test]
+    fn replace_if_only_moves_the_current_location() {
+        let kd = KeyDir::new();
+        let h = hash_key(b"k");
+        kd.insert(h, loc(1, 0), |_| true);
+        assert!(!kd.replace_if(h, loc(1, 99), loc(3, 0)));
+        assert!(kd.replace_if(h, loc(1, 0), loc(3, 0)));
+        assert!(kd.is_current(h, loc(3, 0)));
+        assert!(!kd.is_current(h, loc(1, 0)));
+    }
+
+    #[test]
+    fn entries_stay_small() {
+        assert_eq!(std::mem::size_of::<Slot>(), 16);
+    }
+}

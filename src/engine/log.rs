@@ -1,0 +1,201 @@
+//! The log as raw bytes, for replication: where it starts and ends, reading
+//! bytes from an offset, appending bytes received from a master (verified
+//! record by record) and cutting the log back to an offset.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+
+use super::error::{Error, IoContext, Result};
+use super::recovery::{build_index, open_active};
+use super::segment::{sync_dir, FileKind, FILE_HEADER_LEN};
+use super::{global_offset, Engine, Inner};
+
+/// Raw log bytes read from one segment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogChunk {
+    /// Base offset of the segment the bytes belong to: a replica appends
+    /// them to its segment of the same name.
+    pub segment_base: u64,
+    /// Global offset of the first byte.
+    pub offset: u64,
+    /// Whole records, or the start of one when it is larger than asked.
+    pub bytes: Vec<u8>,
+}
+
+impl Engine {
+    /// First offset still in the log (below it, the merged generation).
+    pub fn log_start(&self) -> u64 {
+        let table = self.inner().files.load();
+        table
+            .segments
+            .keys()
+            .next()
+            .copied()
+            .unwrap_or(table.horizon)
+    }
+
+    /// End of the log that may be shipped: durable bytes under `Always`,
+    /// bytes handed to the OS otherwise.
+    pub fn log_end(&self) -> u64 {
+        self.inner().shippable_end()
+    }
+
+    /// Up to `max_bytes` of the log from `from`, never crossing a segment
+    /// boundary. Empty at the end of the log.
+    pub fn read_log(&self, from: u64, max_bytes: usize) -> Result<LogChunk> {
+        let inner = self.inner();
+        let end = inner.shippable_end();
+        let table = inner.files.load();
+        let start = table
+            .segments
+            .keys()
+            .next()
+            .copied()
+            .unwrap_or(table.horizon);
+        if from < start {
+            return Err(Error::Compacted {
+                offset: from,
+                start,
+            });
+        }
+        if from > end {
+            return Err(Error::BeyondEnd { offset: from, end });
+        }
+        let (base, file) = table.segment_at(from).ok_or(Error::Compacted {
+            offset: from,
+            start,
+        })?;
+        let seg_end = global_offset(base, file.readable_len()).min(end);
+        let len = usize::try_from(seg_end.saturating_sub(from))
+            .unwrap_or(usize::MAX)
+            .min(max_bytes);
+        let pos = FILE_HEADER_LEN + (from - base);
+        let bytes = match file.slice(pos, len) {
+            Some(b) => b.to_vec(),
+            None => {
+                let mut buf = vec![0; len];
+                file.file()
+                    .read_exact_at(&mut buf, pos)
+                    .ctx(|| format!("read {}", file.path.display()))?;
+                buf
+            }
+        };
+        Ok(LogChunk {
+            segment_base: base,
+            offset: from,
+            bytes,
+        })
+    }
+
+    /// Appends records shipped from a master to the segment named
+    /// `segment_base` (starting it if it is new). Every record's checksum is
+    /// verified; only whole records are taken and their count in bytes is
+    /// returned, so a caller keeps the rest for the next call. Durable under
+    /// this engine's policy on return.
+    pub fn append_log(&self, segment_base: u64, bytes: &[u8]) -> Result<usize> {
+        self.inner().append_raw(segment_base, bytes)
+    }
+
+    /// Cuts the log back to offset `to` (a record boundary), discarding
+    /// everything after it, and rebuilds the index. For a replica whose log
+    /// diverged from its new master.
+    pub fn truncate_log(&self, to: u64) -> Result<()> {
+        self.inner().truncate(to)
+    }
+
+    /// Whether this engine seals segments by size on its own (a master) or
+    /// only where shipped bytes say (a replica).
+    pub fn set_auto_roll(&self, on: bool) {
+        self.inner().writer.state.lock().auto_roll = on;
+    }
+
+    /// Sets the epoch stamped on records written from now on.
+    pub fn set_epoch(&self, epoch: u32) {
+        self.inner().writer.state.lock().epoch = epoch;
+    }
+}
+
+impl Inner {
+    pub(crate) fn shippable_end(&self) -> u64 {
+        let st = self.writer.state.lock();
+        match self.options.durability {
+            super::Durability::Always => st.durable_end(),
+            _ => st.written_end(),
+        }
+    }
+
+    fn truncate(&self, to: u64) -> Result<()> {
+        let _guard = self.compaction.lock();
+        let mut st = self.writer.state.lock();
+        self.drain_locked(&mut st)?;
+        let end = st.end();
+        let table = self.files.load_full();
+        let start = table
+            .segments
+            .keys()
+            .next()
+            .copied()
+            .unwrap_or(table.horizon);
+        if to > end {
+            return Err(Error::BeyondEnd { offset: to, end });
+        }
+        if to < start {
+            return Err(Error::Compacted { offset: to, start });
+        }
+        if to == end {
+            return Ok(());
+        }
+        let (base, keep_file) = table.segment_at(to).expect("to is within the log");
+        let keep_file = keep_file.clone();
+        let dir = &self.dir;
+        // Later segments go entirely.
+        for (_, file) in table.segments.range(base + 1..) {
+            for name in [file.kind.file_name(), file.kind.hint_name()] {
+                match fs::remove_file(dir.join(&name)) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(Error::io(format!("remove {name}"), e)),
+                }
+            }
+        }
+        // The segment holding `to` is rewritten to a new file and renamed
+        // over the old one: the old file stays intact for anyone still
+        // reading it through its mapping.
+        let kind = keep_file.kind;
+        let keep = FILE_HEADER_LEN + (to - base);
+        let prefix = keep_file.slice(0, keep as usize).ok_or_else(|| {
+            Error::corrupt(
+                &keep_file.path,
+                keep,
+                "segment is shorter than its offsets say",
+            )
+        })?;
+        let tmp = dir.join(format!("{}.tmp", kind.file_name()));
+        let mut f = fs::File::create(&tmp).ctx(|| format!("create {}", tmp.display()))?;
+        f.write_all(prefix)
+            .and_then(|_| f.sync_all())
+            .ctx(|| format!("write {}", tmp.display()))?;
+        fs::rename(&tmp, &keep_file.path).ctx(|| format!("rename {}", tmp.display()))?;
+        let _ = fs::remove_file(dir.join(kind.hint_name()));
+        sync_dir(dir)?;
+        let (active, write) = open_active(dir, kind, self.next_id(), &self.options)?;
+        let mut new_table = (*table).clone();
+        for (_, file) in table.segments.range(base..) {
+            new_table.unregister(file.id);
+        }
+        new_table.segments.split_off(&base);
+        new_table.add_segment(base, active.clone());
+        let index = build_index(dir, &new_table)?;
+        tracing::warn!(from = end, to, "log truncated");
+        self.files.store(Arc::new(new_table));
+        self.keydir.store(Arc::new(index.keydir));
+        self.stats.set_live(index.live_bytes);
+        debug_assert!(matches!(kind, FileKind::Segment { .. }));
+        st.reset_active(active, write, base);
+        st.clear_batches();
+        self.writer_publish(&st);
+        Ok(())
+    }
+}

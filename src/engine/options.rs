@@ -1,0 +1,119 @@
+//! Engine options, each with its default, validated at open.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::error::{Error, Result};
+use super::fault::Faults;
+
+/// When an acknowledged write is on stable storage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// A write is acknowledged only after the fdatasync that covers it.
+    /// Concurrent writers share fsyncs (group commit). Loses nothing.
+    #[default]
+    Always,
+    /// Writes are acknowledged once buffered; the log is handed to the OS
+    /// continuously and fsynced every interval. A power loss or kernel crash
+    /// can lose up to one interval; a process crash can lose the writes
+    /// still in the process's buffer (microseconds of work).
+    Interval(Duration),
+    /// Like `Interval` without the periodic fsync: the OS writes the pages
+    /// back when it likes (fsyncs still happen at segment rolls and at
+    /// close). A power loss can lose anything not yet written back.
+    Never,
+}
+
+/// When the background compactor merges the sealed prefix on its own.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CompactionPolicy {
+    /// Run only when at least this fraction of all data bytes is dead
+    /// (overwritten, deleted, tombstones). Default 0.5.
+    pub min_dead_ratio: f64,
+    /// ... and at least this many bytes are dead. Default 64 MiB.
+    pub min_dead_bytes: u64,
+    /// How often the policy is checked; `None` disables background
+    /// compaction (on-demand `compact` still works). Default 30 s.
+    pub check_every: Option<Duration>,
+}
+
+impl Default for CompactionPolicy {
+    fn default() -> Self {
+        CompactionPolicy {
+            min_dead_ratio: 0.5,
+            min_dead_bytes: 64 * 1024 * 1024,
+            check_every: Some(Duration::from_secs(30)),
+        }
+    }
+}
+
+/// Smallest accepted segment size (tests use tiny segments).
+pub const MIN_SEGMENT_BYTES: u64 = 4096;
+/// Largest accepted segment size: record positions are 32-bit and one
+/// append may overshoot the limit by up to [`super::writer::MAX_APPEND_BYTES`].
+pub const MAX_SEGMENT_BYTES: u64 = 2 * 1024 * 1024 * 1024;
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Default [`Durability::Always`].
+    pub durability: Durability,
+    /// The active segment is sealed and a new one started once it holds
+    /// this many bytes. Default 1 GiB; between 4 KiB and 2 GiB.
+    pub segment_max_bytes: u64,
+    /// Default: see [`CompactionPolicy`].
+    pub compaction: CompactionPolicy,
+    /// Epoch stamped on records this node writes. Default 0; replication
+    /// raises it.
+    pub epoch: u32,
+    /// Fault injection for tests; `None` in production.
+    pub faults: Option<Arc<Faults>>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            durability: Durability::Always,
+            segment_max_bytes: 1024 * 1024 * 1024,
+            compaction: CompactionPolicy::default(),
+            epoch: 0,
+            faults: None,
+        }
+    }
+}
+
+impl Options {
+    /// Checks every option, naming the first one that is out of range.
+    pub fn validate(&self) -> Result<()> {
+        if !(MIN_SEGMENT_BYTES..=MAX_SEGMENT_BYTES).contains(&self.segment_max_bytes) {
+            return Err(Error::InvalidOption {
+                name: "segment_max_bytes",
+                reason: format!(
+                    "{} is outside {MIN_SEGMENT_BYTES}..={MAX_SEGMENT_BYTES}",
+                    self.segment_max_bytes
+                ),
+            });
+        }
+        if let Durability::Interval(d) = self.durability {
+            if d.is_zero() || d > Duration::from_secs(3600) {
+                return Err(Error::InvalidOption {
+                    name: "durability interval",
+                    reason: format!("{d:?} is not between 1 ms and 1 hour"),
+                });
+            }
+        }
+        let ratio = self.compaction.min_dead_ratio;
+        if !(0.0..=1.0).contains(&ratio) {
+            return Err(Error::InvalidOption {
+                name: "compaction.min_dead_ratio",
+                reason: format!("{ratio} is not between 0 and 1"),
+            });
+        }
+        if self.compaction.check_every.is_some_and(|d| d.is_zero()) {
+            return Err(Error::InvalidOption {
+                name: "compaction.check_every",
+                reason: "must be greater than zero".into(),
+            });
+        }
+        Ok(())
+    }
+}

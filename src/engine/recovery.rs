@@ -1,0 +1,423 @@
+//! Opening a data directory: clean up after an interrupted compaction, map
+//! every data file, rebuild the keydir from hint files where they are valid
+//! and from the records elsewhere, and cut a torn tail off the active
+//! segment.
+//!
+//! Rules (DESIGN.md §5):
+//! - A record that is incomplete, or damaged with nothing valid after it,
+//!   at the end of the *active* segment is a torn write: the segment is cut
+//!   back to the end of the last complete record (or of the last complete
+//!   batch) and the cut is logged.
+//! - Any other bad record is corruption: open fails naming file and offset.
+//! - Files left by a compaction that did not commit, and files a committed
+//!   compaction replaced, are deleted; nothing the manifest names is.
+
+use std::fs::{self, OpenOptions};
+use std::path::Path;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+
+use super::error::{Error, IoContext, Result};
+use super::files::FileTable;
+use super::hint::{self, HintEntry};
+use super::keydir::{hash_key, KeyDir, Loc};
+use super::manifest::Manifest;
+use super::options::Options;
+use super::record::{self, Kind};
+use super::segment::{self, sync_dir, DataFile, FileKind, FILE_HEADER_LEN};
+use super::writer::MAX_APPEND_BYTES;
+
+/// What opening produced.
+pub struct Recovered {
+    pub table: FileTable,
+    pub keydir: KeyDir,
+    pub live_bytes: u64,
+    /// Write handle of the active segment.
+    pub active_file: fs::File,
+    pub max_epoch: u32,
+}
+
+/// How a scan treats a bad record.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum ScanMode {
+    /// Sealed and merged files: every byte must be a valid record.
+    Strict,
+    /// The active segment: a torn tail is tolerated and reported.
+    TornTailAllowed,
+}
+
+/// Result of scanning one file.
+pub struct ScanEnd {
+    /// File length up to the end of the last complete record or batch.
+    pub valid_len: u64,
+    pub max_epoch: u32,
+}
+
+/// Reads every record of `file` from its header on, verifying checksums,
+/// and calls `on_entry` for each committed put or delete, in file order
+/// (batch members only once their commit record is seen).
+pub fn scan(
+    file: &DataFile,
+    mode: ScanMode,
+    mut on_entry: impl FnMut(HintEntry),
+) -> Result<ScanEnd> {
+    let data = file.tail_from(0);
+    let mut pos = FILE_HEADER_LEN as usize;
+    let mut committed = pos;
+    let mut batch: Vec<HintEntry> = Vec::new();
+    let mut max_epoch = 0;
+    let corrupt = |at: usize, why: String| Error::corrupt(&file.path, at as u64, why);
+    while pos < data.len() {
+        let rec = match record::decode(&data[pos..]) {
+            Ok(Some(found)) => found,
+            Ok(None) if mode == ScanMode::Strict => {
+                return Err(corrupt(pos, "record runs past the end of the file".into()))
+            }
+            Ok(None) => break,
+            Err(e) if mode == ScanMode::Strict || valid_record_after(data, pos + 1) => {
+                return Err(corrupt(pos, e.to_string()))
+            }
+            Err(_) => break,
+        };
+        let (rec, len) = rec;
+        max_epoch = max_epoch.max(rec.epoch);
+        // Positions fit in u32: files are bounded well below 4 GiB.
+        let entry = |kind| HintEntry {
+            kind,
+            pos: pos as u32,
+            len: len as u32,
+            hash: hash_key(rec.key),
+        };
+        match rec.kind {
+            Kind::Put | Kind::Delete if rec.in_batch => batch.push(entry(rec.kind)),
+            Kind::Put | Kind::Delete => {
+                if !batch.is_empty() {
+                    return Err(corrupt(pos, "record inside an unterminated batch".into()));
+                }
+                on_entry(entry(rec.kind));
+            }
+            Kind::Commit => {
+                if rec.commit_count() != Some(batch.len() as u32) {
+                    return Err(corrupt(
+                        pos,
+                        format!(
+                            "batch commit for {:?} records follows {}",
+                            rec.commit_count(),
+                            batch.len()
+                        ),
+                    ));
+                }
+                batch.drain(..).for_each(&mut on_entry);
+            }
+        }
+        pos += len;
+        if batch.is_empty() {
+            committed = pos;
+        }
+    }
+    if mode == ScanMode::Strict && !batch.is_empty() {
+        return Err(corrupt(committed, "file ends inside a batch".into()));
+    }
+    Ok(ScanEnd {
+        valid_len: committed as u64,
+        max_epoch,
+    })
+}
+
+/// Whether any valid record starts at or after `from`: a damaged record
+/// with valid ones after it is corruption, not a torn write.
+fn valid_record_after(data: &[u8], from: usize) -> bool {
+    (from..data.len()).any(|p| matches!(record::decode(&data[p..]), Ok(Some(_))))
+}
+
+/// Applies one committed entry to the keydir. Returns the change in live
+/// bytes (bytes of current put records).
+pub fn apply_entry(keydir: &KeyDir, table: &FileTable, file: u32, e: HintEntry) -> i64 {
+    let loc = Loc {
+        file,
+        pos: e.pos,
+        len: e.len,
+    };
+    let same_key =
+        |other: Loc| table.key_at(other).is_some() && table.key_at(other) == table.key_at(loc);
+    let (added, old) = match e.kind {
+        Kind::Put => (i64::from(e.len), keydir.insert(e.hash, loc, same_key)),
+        Kind::Delete | Kind::Commit => (0, keydir.remove(e.hash, same_key)),
+    };
+    added - old.map_or(0, |o| i64::from(o.len))
+}
+
+/// Indexes one sealed or merged file: from its hint when that is valid,
+/// otherwise by a strict scan, after which the hint is (re)written.
+fn index_sealed(
+    dir: &Path,
+    file: &Arc<DataFile>,
+    table: &FileTable,
+    keydir: &KeyDir,
+    live: &mut i64,
+) -> Result<u32> {
+    let hint_name = file.kind.hint_name();
+    let data_len = file.readable_len();
+    let from_hint = match fs::read(dir.join(&hint_name)) {
+        Ok(bytes) => match hint::decode(&bytes, data_len) {
+            Ok(entries) => Some(entries),
+            Err(why) => {
+                tracing::warn!(hint = %hint_name, %why, "ignoring unusable hint file; scanning the data file");
+                None
+            }
+        },
+        Err(_) => None,
+    };
+    if let Some(entries) = from_hint {
+        for e in entries {
+            *live += apply_entry(keydir, table, file.id, e);
+        }
+        return Ok(0);
+    }
+    let mut entries = Vec::new();
+    let end = scan(file, ScanMode::Strict, |e| entries.push(e))?;
+    for &e in &entries {
+        *live += apply_entry(keydir, table, file.id, e);
+    }
+    hint::write(dir, &hint_name, data_len, &entries)?;
+    Ok(end.max_epoch)
+}
+
+/// Opens the data directory (already locked by the caller).
+pub fn recover(dir: &Path, options: &Options, ids: &AtomicU32) -> Result<Recovered> {
+    let manifest = Manifest::load(dir)?.unwrap_or_default();
+    let horizon = manifest.horizon;
+    let mut merged_found = vec![false; manifest.file_lens.len()];
+    let mut segments: Vec<u64> = Vec::new();
+    let mut removed_any = false;
+    let mut remove = |name: &str, why: &str| -> Result<()> {
+        tracing::info!(file = name, why, "removing leftover file");
+        removed_any = true;
+        fs::remove_file(dir.join(name)).ctx(|| format!("remove {name}"))
+    };
+    let mut names: Vec<String> = Vec::new();
+    for entry in fs::read_dir(dir).ctx(|| format!("list {}", dir.display()))? {
+        let entry = entry.ctx(|| format!("list {}", dir.display()))?;
+        names.push(entry.file_name().to_string_lossy().into_owned());
+    }
+    names.sort();
+    for name in &names {
+        if name.ends_with(".tmp") {
+            remove(name, "temporary file of an interrupted write")?;
+            continue;
+        }
+        match FileKind::parse(name) {
+            Some(FileKind::Segment { base }) if base < horizon => {
+                remove(name, "segment replaced by the merged generation")?;
+            }
+            Some(FileKind::Segment { base }) => segments.push(base),
+            Some(FileKind::Merged { horizon: h, index }) => {
+                match merged_found.get_mut(index as usize) {
+                    Some(found) if h == horizon => *found = true,
+                    _ => remove(name, "merged file not in the committed generation")?,
+                }
+            }
+            None => {}
+        }
+    }
+    // Hints whose data file is gone.
+    for name in &names {
+        if let Some(stem) = name.strip_suffix(".hint") {
+            let data_name = match stem.strip_prefix("merged-") {
+                Some(_) => format!("{stem}.dat"),
+                None => format!("{stem}.seg"),
+            };
+            if dir.join(&data_name).exists() {
+                continue;
+            }
+            remove(name, "hint of a data file that no longer exists")?;
+        }
+    }
+    if removed_any {
+        sync_dir(dir)?;
+    }
+    if let Some(missing) = merged_found.iter().position(|f| !f) {
+        let name = FileKind::Merged {
+            horizon,
+            index: missing as u32,
+        }
+        .file_name();
+        return Err(Error::corrupt(
+            dir.join(super::manifest::FILE_NAME),
+            0,
+            format!("merged file {name} is missing"),
+        ));
+    }
+
+    let mut table = FileTable::default();
+    table.horizon = horizon;
+    let next_id = || ids.fetch_add(1, Ordering::Relaxed);
+    for (index, &len) in manifest.file_lens.iter().enumerate() {
+        let kind = FileKind::Merged {
+            horizon,
+            index: index as u32,
+        };
+        let file = open_sealed(dir, kind, next_id())?;
+        if file.readable_len() != len {
+            return Err(Error::corrupt(
+                &file.path,
+                0,
+                format!(
+                    "file has {} bytes but the manifest says {len}",
+                    file.readable_len()
+                ),
+            ));
+        }
+        table.register(file.clone());
+        table.merged.push(file);
+    }
+
+    if segments.is_empty() {
+        segment::create(dir, FileKind::Segment { base: horizon })?;
+        segments.push(horizon);
+    }
+    let mut expected = horizon;
+    let last = segments.len() - 1;
+    let mut active_file = None;
+    for (i, &base) in segments.iter().enumerate() {
+        let kind = FileKind::Segment { base };
+        let path = dir.join(kind.file_name());
+        if base != expected {
+            return Err(Error::corrupt(
+                &path,
+                0,
+                format!("segment starts at offset {base} but the log before it ends at {expected}"),
+            ));
+        }
+        let file = if i == last {
+            let (file, write) = open_active(dir, kind, next_id(), options)?;
+            active_file = Some(write);
+            file
+        } else {
+            open_sealed(dir, kind, next_id())?
+        };
+        expected = base + (file.readable_len() - FILE_HEADER_LEN);
+        table.add_segment(base, file);
+    }
+
+    let index = build_index(dir, &table)?;
+    let active = table.active().expect("a segment exists").clone();
+    let active_file = active_file.expect("last segment opened for writing");
+    if index.active_valid_len < index.active_file_len {
+        tracing::warn!(
+            file = %active.path.display(),
+            from = index.active_file_len,
+            to = index.active_valid_len,
+            "cut torn tail off the active segment"
+        );
+        active_file
+            .set_len(index.active_valid_len)
+            .and_then(|_| active_file.sync_all())
+            .ctx(|| format!("truncate torn tail of {}", active.path.display()))?;
+    }
+    Ok(Recovered {
+        table,
+        keydir: index.keydir,
+        live_bytes: index.live_bytes,
+        active_file,
+        max_epoch: index.max_epoch,
+    })
+}
+
+/// The keydir built from a set of files.
+pub struct Index {
+    pub keydir: KeyDir,
+    pub live_bytes: u64,
+    pub max_epoch: u32,
+    /// Length of the active segment's valid prefix; the readable length of
+    /// the active file is set to it.
+    pub active_valid_len: u64,
+    /// Length the active segment had before the scan.
+    pub active_file_len: u64,
+}
+
+/// Builds the keydir from the merged generation and sealed segments (via
+/// their hints where valid) and a scan of the active segment, whose
+/// readable length is cut back to its valid prefix.
+pub fn build_index(dir: &Path, table: &FileTable) -> Result<Index> {
+    let keydir = KeyDir::new();
+    let mut live = 0i64;
+    let mut max_epoch = 0u32;
+    let sealed: Vec<Arc<DataFile>> = table
+        .merged
+        .iter()
+        .chain(table.sealed().map(|(_, f)| f))
+        .cloned()
+        .collect();
+    for file in &sealed {
+        max_epoch = max_epoch.max(index_sealed(dir, file, table, &keydir, &mut live)?);
+    }
+    let active = table.active().expect("a segment exists").clone();
+    let mut entries = Vec::new();
+    let active_file_len = active.readable_len();
+    let end = scan(&active, ScanMode::TornTailAllowed, |e| entries.push(e))?;
+    active.set_readable_len(end.valid_len);
+    for e in entries {
+        live += apply_entry(&keydir, table, active.id, e);
+    }
+    Ok(Index {
+        keydir,
+        live_bytes: u64::try_from(live).unwrap_or(0),
+        max_epoch: max_epoch.max(end.max_epoch),
+        active_valid_len: end.valid_len,
+        active_file_len,
+    })
+}
+
+/// Maps a sealed or merged file and checks its header.
+pub fn open_sealed(dir: &Path, kind: FileKind, id: u32) -> Result<Arc<DataFile>> {
+    let path = dir.join(kind.file_name());
+    let file = fs::File::open(&path).ctx(|| format!("open {}", path.display()))?;
+    let len = file
+        .metadata()
+        .ctx(|| format!("stat {}", path.display()))?
+        .len();
+    let data = DataFile::new(id, kind, path, file, len, len)?;
+    kind.check_header(data.tail_from(0))
+        .map_err(|why| Error::corrupt(&data.path, 0, why))?;
+    Ok(Arc::new(data))
+}
+
+/// Opens the active segment for reading and appending. A file shorter than
+/// its header is a segment whose creation was interrupted: it gets its
+/// header again.
+pub fn open_active(
+    dir: &Path,
+    kind: FileKind,
+    id: u32,
+    options: &Options,
+) -> Result<(Arc<DataFile>, fs::File)> {
+    let path = dir.join(kind.file_name());
+    let write = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .ctx(|| format!("open {}", path.display()))?;
+    let mut len = write
+        .metadata()
+        .ctx(|| format!("stat {}", path.display()))?
+        .len();
+    if len < FILE_HEADER_LEN {
+        tracing::warn!(file = %path.display(), len, "rewriting the header of an interrupted segment creation");
+        use std::os::unix::fs::FileExt;
+        write
+            .set_len(0)
+            .and_then(|_| write.write_all_at(&kind.header(), 0))
+            .and_then(|_| write.sync_all())
+            .ctx(|| format!("rewrite header of {}", path.display()))?;
+        len = FILE_HEADER_LEN;
+    }
+    let read = write
+        .try_clone()
+        .ctx(|| format!("dup {}", path.display()))?;
+    let capacity = options.segment_max_bytes + MAX_APPEND_BYTES as u64 + FILE_HEADER_LEN;
+    let data = DataFile::new(id, kind, path, read, len, capacity)?;
+    kind.check_header(data.tail_from(0))
+        .map_err(|why| Error::corrupt(&data.path, 0, why))?;
+    Ok((Arc::new(data), write))
+}

@@ -1,0 +1,307 @@
+//! Data files: log segments and merged files share one layout, a 32-byte
+//! header followed by records.
+//!
+//! ```text
+//! offset  size  field
+//!      0     8  magic: "KVSTSEG\0" (segment) or "KVSTMRG\0" (merged file)
+//!      8     4  format version (1)
+//!     12     4  index: 0 for a segment, the file's number within its
+//!               merged generation otherwise
+//!     16     8  base: a segment's global base offset, or a merged
+//!               generation's horizon
+//!     24     4  reserved, zero
+//!     28     4  crc32 of bytes 0..28
+//! ```
+//!
+//! Header bytes are not part of the global offset space: the byte at file
+//! position `p` of segment `base` has global offset `base + p - 32`.
+//!
+//! A [`DataFile`] is the read side of one file. Every file is memory-mapped
+//! read-only; the active segment is mapped at its full capacity so appends
+//! become visible without remapping. Mapped files are never shortened in
+//! place while the engine runs (truncation writes a new file and renames
+//! it), so a read through a mapping can never touch a page past the end of
+//! its file.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use memmap2::{Mmap, MmapOptions};
+
+use super::error::{Error, IoContext, Result};
+
+pub const FILE_HEADER_LEN: u64 = 32;
+pub const FORMAT_VERSION: u32 = 1;
+const SEGMENT_MAGIC: &[u8; 8] = b"KVSTSEG\0";
+const MERGED_MAGIC: &[u8; 8] = b"KVSTMRG\0";
+
+/// Which role a data file plays, as named by its file name and header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum FileKind {
+    /// A log segment starting at this global offset.
+    Segment { base: u64 },
+    /// File `index` of the merged generation with this horizon.
+    Merged { horizon: u64, index: u32 },
+}
+
+impl FileKind {
+    /// The data file's name inside the data directory.
+    pub fn file_name(&self) -> String {
+        match self {
+            FileKind::Segment { base } => format!("{base:020}.seg"),
+            FileKind::Merged { horizon, index } => format!("merged-{horizon:020}-{index:04}.dat"),
+        }
+    }
+
+    /// The name of the hint file that indexes this data file.
+    pub fn hint_name(&self) -> String {
+        match self {
+            FileKind::Segment { base } => format!("{base:020}.hint"),
+            FileKind::Merged { horizon, index } => format!("merged-{horizon:020}-{index:04}.hint"),
+        }
+    }
+
+    /// Parses a data file name; `None` for any other file.
+    pub fn parse(name: &str) -> Option<FileKind> {
+        if let Some(stem) = name.strip_suffix(".seg") {
+            if stem.len() == 20 && stem.bytes().all(|b| b.is_ascii_digit()) {
+                return stem.parse().ok().map(|base| FileKind::Segment { base });
+            }
+            return None;
+        }
+        let stem = name.strip_prefix("merged-")?.strip_suffix(".dat")?;
+        let (horizon, index) = stem.split_once('-')?;
+        if horizon.len() != 20 || index.len() != 4 {
+            return None;
+        }
+        if !(horizon.bytes().all(|b| b.is_ascii_digit())
+            && index.bytes().all(|b| b.is_ascii_digit()))
+        {
+            return None;
+        }
+        Some(FileKind::Merged {
+            horizon: horizon.parse().ok()?,
+            index: index.parse().ok()?,
+        })
+    }
+
+    fn magic(&self) -> &'static [u8; 8] {
+        match self {
+            FileKind::Segment { .. } => SEGMENT_MAGIC,
+            FileKind::Merged { .. } => MERGED_MAGIC,
+        }
+    }
+
+    fn header_fields(&self) -> (u32, u64) {
+        match *self {
+            FileKind::Segment { base } => (0, base),
+            FileKind::Merged { horizon, index } => (index, horizon),
+        }
+    }
+
+    /// The encoded header for a file of this kind.
+    pub fn header(&self) -> [u8; FILE_HEADER_LEN as usize] {
+        let (index, base) = self.header_fields();
+        let mut h = [0u8; FILE_HEADER_LEN as usize];
+        h[0..8].copy_from_slice(self.magic());
+        h[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+        h[12..16].copy_from_slice(&index.to_le_bytes());
+        h[16..24].copy_from_slice(&base.to_le_bytes());
+        let crc = crc32fast::hash(&h[0..28]);
+        h[28..32].copy_from_slice(&crc.to_le_bytes());
+        h
+    }
+
+    /// Checks that `bytes` start with this kind's header; the reason on
+    /// failure names what differs.
+    pub fn check_header(&self, bytes: &[u8]) -> std::result::Result<(), String> {
+        let Some(h) = bytes.get(..FILE_HEADER_LEN as usize) else {
+            return Err(format!(
+                "file is {} bytes, shorter than its header",
+                bytes.len()
+            ));
+        };
+        if &h[0..8] != self.magic() {
+            return Err("bad magic: not a kvstore data file of this kind".into());
+        }
+        let stored = u32::from_le_bytes([h[28], h[29], h[30], h[31]]);
+        if stored != crc32fast::hash(&h[0..28]) {
+            return Err("header checksum mismatch".into());
+        }
+        let version = u32::from_le_bytes([h[8], h[9], h[10], h[11]]);
+        if version != FORMAT_VERSION {
+            return Err(format!("unsupported format version {version}"));
+        }
+        if h != self.header() {
+            return Err("header does not match the file name".into());
+        }
+        Ok(())
+    }
+}
+
+/// Opens `dir` and fsyncs it, so that a create, rename or delete inside it
+/// is durable.
+pub fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .ctx(|| format!("fsync directory {}", dir.display()))
+}
+
+/// Creates a new data file holding only its header, fsynced, and fsyncs
+/// the directory. Fails if the file exists.
+pub fn create(dir: &Path, kind: FileKind) -> Result<File> {
+    let path = dir.join(kind.file_name());
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .ctx(|| format!("create {}", path.display()))?;
+    // A plain write leaves the cursor after the header, where a sequential
+    // writer (compaction) continues; appenders use positioned writes.
+    (&file)
+        .write_all(&kind.header())
+        .and_then(|_| file.sync_all())
+        .ctx(|| format!("write header of {}", path.display()))?;
+    sync_dir(dir)?;
+    Ok(file)
+}
+
+/// The read side of one data file.
+pub struct DataFile {
+    /// In-memory identity, never reused while the process runs; the
+    /// keydir names files by it.
+    pub id: u32,
+    pub kind: FileKind,
+    pub path: PathBuf,
+    file: File,
+    map: Mmap,
+    /// File length that holds complete, written records; reads never go
+    /// past it. Grows as the writer hands bytes to the OS.
+    readable: AtomicU64,
+}
+
+impl DataFile {
+    /// Maps `file`, reserving `capacity` bytes of address space so that the
+    /// active segment can grow without a remap.
+    pub fn new(
+        id: u32,
+        kind: FileKind,
+        path: PathBuf,
+        file: File,
+        len: u64,
+        capacity: u64,
+    ) -> Result<Self> {
+        let map_len = capacity.max(len).max(FILE_HEADER_LEN);
+        let map_len = usize::try_from(map_len).map_err(|_| Error::InvalidOption {
+            name: "segment_max_bytes",
+            reason: format!("{map_len} bytes cannot be mapped on this platform"),
+        })?;
+        // SAFETY: the mapping is read-only, and the engine never shortens a
+        // mapped file in place (truncation writes a new file and renames
+        // it), so pages below `readable` always exist. Bytes past the end
+        // of the file are never read: `read_at` checks `readable`.
+        let map = unsafe { MmapOptions::new().len(map_len).map(&file) }
+            .ctx(|| format!("mmap {}", path.display()))?;
+        Ok(DataFile {
+            id,
+            kind,
+            path,
+            file,
+            map,
+            readable: AtomicU64::new(len),
+        })
+    }
+
+    pub fn readable_len(&self) -> u64 {
+        self.readable.load(Ordering::Acquire)
+    }
+
+    /// Publishes that the file now holds `len` bytes of written records.
+    pub fn set_readable_len(&self, len: u64) {
+        self.readable.store(len, Ordering::Release);
+    }
+
+    /// The bytes at `[pos, pos + len)`, if they are within the readable
+    /// part of the file.
+    pub fn slice(&self, pos: u64, len: usize) -> Option<&[u8]> {
+        let end = pos.checked_add(len as u64)?;
+        if end > self.readable_len() {
+            return None;
+        }
+        let start = usize::try_from(pos).ok()?;
+        self.map.get(start..start.checked_add(len)?)
+    }
+
+    /// Everything readable from `pos` on (for scans).
+    pub fn tail_from(&self, pos: u64) -> &[u8] {
+        let end = usize::try_from(self.readable_len())
+            .unwrap_or(usize::MAX)
+            .min(self.map.len());
+        let start = usize::try_from(pos).unwrap_or(usize::MAX).min(end);
+        &self.map[start..end]
+    }
+
+    /// The underlying file, for positioned reads of very large ranges.
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+}
+
+impl std::fmt::Debug for DataFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DataFile")
+            .field("id", &self.id)
+            .field("path", &self.path)
+            .field("readable", &self.readable_len())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for kind in [
+            FileKind::Segment { base: 0 },
+            FileKind::Segment { base: 104_857_600 },
+            FileKind::Merged {
+                horizon: 77,
+                index: 3,
+            },
+        ] {
+            assert_eq!(FileKind::parse(&kind.file_name()), Some(kind));
+        }
+        for bad in [
+            "LOCK",
+            "1.seg",
+            "merged-1-1.dat",
+            "00000000000000000000.hint",
+            "x0000000000000000000.seg",
+        ] {
+            assert_eq!(FileKind::parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn header_checks_name_magic_and_crc() {
+        let kind = FileKind::Segment { base: 4096 };
+        let header = kind.header();
+        assert!(kind.check_header(&header).is_ok());
+        assert!(FileKind::Segment { base: 0 }.check_header(&header).is_err());
+        assert!(FileKind::Merged {
+            horizon: 4096,
+            index: 0
+        }
+        .check_header(&header)
+        .is_err());
+        let mut bad = header;
+        bad[17] ^= 1;
+        assert!(kind.check_header(&bad).unwrap_err().contains("checksum"));
+        assert!(kind.check_header(&header[..10]).is_err());
+    }
+}

@@ -1,0 +1,112 @@
+//! Counters the engine keeps while it runs, and the [`Stats`] snapshot it
+//! reports (the server turns it into `stats` answers and metrics).
+
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
+
+use serde::Serialize;
+
+use super::record::Kind;
+use super::writer::Op;
+
+/// A point-in-time view of the engine. Field names are part of the `stats`
+/// output and stay stable.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct Stats {
+    /// Live keys.
+    pub keys: u64,
+    /// Bytes of the records holding live values.
+    pub live_bytes: u64,
+    /// Bytes of all records in all data files (live and dead).
+    pub data_bytes: u64,
+    /// Bytes of every data file on disk, headers included.
+    pub disk_bytes: u64,
+    /// Heap bytes of the keydir's tables.
+    pub keydir_bytes: u64,
+    pub segments: u64,
+    pub merged_files: u64,
+    /// First offset still in the log (the merged generation's horizon).
+    pub log_start: u64,
+    /// End of everything appended.
+    pub log_end: u64,
+    /// End of what is durable under the durability policy.
+    pub durable_end: u64,
+    pub epoch: u32,
+    pub puts: u64,
+    pub deletes: u64,
+    pub batches: u64,
+    pub bytes_written: u64,
+    pub fsyncs: u64,
+    pub compactions: u64,
+    /// Why the engine refuses writes, if it does.
+    pub poisoned: Option<String>,
+}
+
+impl Stats {
+    /// Fraction of record bytes that are dead.
+    pub fn dead_ratio(&self) -> f64 {
+        if self.data_bytes == 0 {
+            return 0.0;
+        }
+        1.0 - self.live_bytes as f64 / self.data_bytes as f64
+    }
+}
+
+#[derive(Default)]
+pub(crate) struct Counters {
+    puts: AtomicU64,
+    deletes: AtomicU64,
+    batches: AtomicU64,
+    bytes_written: AtomicU64,
+    fsyncs: AtomicU64,
+    compactions: AtomicU64,
+    live_bytes: AtomicI64,
+    poisoned: AtomicBool,
+}
+
+impl Counters {
+    pub fn count_ops(&self, ops: &[Op<'_>], bytes: u64) {
+        let deletes = ops.iter().filter(|o| o.kind == Kind::Delete).count() as u64;
+        self.deletes.fetch_add(deletes, Relaxed);
+        self.puts.fetch_add(ops.len() as u64 - deletes, Relaxed);
+        if ops.len() > 1 {
+            self.batches.fetch_add(1, Relaxed);
+        }
+        self.bytes_written.fetch_add(bytes, Relaxed);
+    }
+
+    pub fn add_live(&self, delta: i64) {
+        self.live_bytes.fetch_add(delta, Relaxed);
+    }
+
+    pub fn set_live(&self, bytes: u64) {
+        self.live_bytes
+            .store(i64::try_from(bytes).unwrap_or(i64::MAX), Relaxed);
+    }
+
+    pub fn live(&self) -> u64 {
+        u64::try_from(self.live_bytes.load(Relaxed)).unwrap_or(0)
+    }
+
+    pub fn count_fsync(&self) {
+        self.fsyncs.fetch_add(1, Relaxed);
+    }
+
+    pub fn count_compaction(&self) {
+        self.compactions.fetch_add(1, Relaxed);
+    }
+
+    pub fn set_poisoned(&self) {
+        self.poisoned.store(true, Relaxed);
+    }
+
+    /// Fills the counter fields of a snapshot.
+    pub fn fill(&self, s: &mut Stats) {
+        s.puts = self.puts.load(Relaxed);
+        s.deletes = self.deletes.load(Relaxed);
+        s.batches = self.batches.load(Relaxed);
+        s.bytes_written = self.bytes_written.load(Relaxed);
+        s.fsyncs = self.fsyncs.load(Relaxed);
+        s.compactions = self.compactions.load(Relaxed);
+        s.live_bytes = self.live();
+    }
+}

@@ -1,0 +1,182 @@
+//! Offline verification of a data directory (`kvstore verify`): every
+//! file header, every record checksum, every hint against its data file,
+//! the manifest and the continuity of the segments. It reports all the
+//! problems it finds rather than stopping at the first.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use super::error::{IoContext, Result};
+use super::hint;
+use super::lock_dir;
+use super::manifest::{self, Manifest};
+use super::recovery::{scan, ScanMode};
+use super::segment::{DataFile, FileKind, FILE_HEADER_LEN};
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Problem {
+    pub file: PathBuf,
+    pub offset: u64,
+    pub what: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct VerifyReport {
+    pub files: u64,
+    pub records: u64,
+    pub problems: Vec<Problem>,
+}
+
+impl VerifyReport {
+    fn problem(&mut self, file: impl Into<PathBuf>, offset: u64, what: impl Into<String>) {
+        self.problems.push(Problem {
+            file: file.into(),
+            offset,
+            what: what.into(),
+        });
+    }
+}
+
+/// Verifies the stopped node's data directory `dir` (its lock is taken,
+/// so a running node's directory is refused).
+pub fn verify_dir(dir: &Path) -> Result<VerifyReport> {
+    let _lock = lock_dir(dir)?;
+    let mut report = VerifyReport::default();
+    let manifest = match Manifest::load(dir) {
+        Ok(m) => m.unwrap_or_default(),
+        Err(e) => {
+            report.problem(dir.join(manifest::FILE_NAME), 0, e.to_string());
+            Manifest::default()
+        }
+    };
+    let mut kinds = Vec::new();
+    for entry in fs::read_dir(dir).ctx(|| format!("list {}", dir.display()))? {
+        let name = entry.ctx(|| format!("list {}", dir.display()))?.file_name();
+        if let Some(kind) = FileKind::parse(&name.to_string_lossy()) {
+            kinds.push(kind);
+        }
+    }
+    kinds.sort();
+    for index in 0..manifest.file_lens.len() {
+        let kind = FileKind::Merged {
+            horizon: manifest.horizon,
+            index: index as u32,
+        };
+        if !kinds.contains(&kind) {
+            report.problem(
+                dir.join(kind.file_name()),
+                0,
+                "merged file named by the manifest is missing",
+            );
+        }
+    }
+    let last_segment = kinds
+        .iter()
+        .rev()
+        .find(|k| matches!(k, FileKind::Segment { .. }))
+        .copied();
+    let mut expected = manifest.horizon;
+    for kind in kinds {
+        let path = dir.join(kind.file_name());
+        match kind {
+            FileKind::Merged { horizon, .. } if horizon != manifest.horizon => {
+                report.problem(
+                    &path,
+                    0,
+                    "merged file of an uncommitted generation (removed at next open)",
+                );
+                continue;
+            }
+            FileKind::Segment { base } if base < manifest.horizon => {
+                report.problem(&path, 0, "segment already merged (removed at next open)");
+                continue;
+            }
+            FileKind::Segment { base } if base != expected => {
+                report.problem(
+                    &path,
+                    0,
+                    format!("segment starts at {base}, the log before it ends at {expected}"),
+                );
+            }
+            _ => {}
+        }
+        report.files += 1;
+        let Some(file) = map(&path, kind, &mut report) else {
+            continue;
+        };
+        if let FileKind::Segment { base } = kind {
+            expected = base + file.readable_len().saturating_sub(FILE_HEADER_LEN);
+        }
+        let active = Some(kind) == last_segment;
+        check_records(dir, &file, active, &mut report);
+    }
+    Ok(report)
+}
+
+fn map(path: &Path, kind: FileKind, report: &mut VerifyReport) -> Option<Arc<DataFile>> {
+    let opened = fs::File::open(path).and_then(|f| f.metadata().map(|m| (f, m.len())));
+    let (file, len) = match opened {
+        Ok(x) => x,
+        Err(e) => {
+            report.problem(path, 0, format!("cannot open: {e}"));
+            return None;
+        }
+    };
+    let data = match DataFile::new(0, kind, path.to_path_buf(), file, len, len) {
+        Ok(d) => d,
+        Err(e) => {
+            report.problem(path, 0, e.to_string());
+            return None;
+        }
+    };
+    if let Err(why) = kind.check_header(data.tail_from(0)) {
+        report.problem(path, 0, why);
+        return None;
+    }
+    Some(Arc::new(data))
+}
+
+fn check_records(dir: &Path, file: &DataFile, active: bool, report: &mut VerifyReport) {
+    let mode = if active {
+        ScanMode::TornTailAllowed
+    } else {
+        ScanMode::Strict
+    };
+    let mut entries = Vec::new();
+    let end = match scan(file, mode, |e| entries.push(e)) {
+        Ok(end) => end,
+        Err(e) => {
+            report.problem(&file.path, 0, e.to_string());
+            return;
+        }
+    };
+    report.records += entries.len() as u64;
+    let len = file.readable_len();
+    if end.valid_len < len {
+        report.problem(
+            &file.path,
+            end.valid_len,
+            format!(
+                "torn tail of {} bytes (cut off at next open)",
+                len - end.valid_len
+            ),
+        );
+    }
+    let hint_path = dir.join(file.kind.hint_name());
+    // A missing hint is not a problem: it is rebuilt at the next open.
+    let Ok(bytes) = fs::read(&hint_path) else {
+        return;
+    };
+    match hint::decode(&bytes, len) {
+        Ok(hinted) if hinted == entries => {}
+        Ok(_) => report.problem(
+            &hint_path,
+            0,
+            "hint entries differ from the data file's records",
+        ),
+        Err(why) => report.problem(&hint_path, 0, why),
+    }
+}

@@ -1,0 +1,678 @@
+//! The single writer and group commit.
+//!
+//! Callers never touch the file. A write encodes its records into the
+//! writer's buffer under one mutex and returns a ticket naming the log
+//! offset its records end at. One flusher thread takes the whole buffer,
+//! writes it with one `pwrite` and, under [`Durability::Always`], one
+//! `fdatasync`, then makes the records visible in the keydir and wakes
+//! every caller whose ticket is now durable. While one fdatasync runs, new
+//! writes pile up in the buffer and share the next one: that is group
+//! commit, and it needs no tuning knob.
+//!
+//! Under `Interval` and `Never` a write is visible in the keydir as soon as
+//! it is buffered (reads of buffered bytes are served from the buffer), and
+//! the caller does not wait.
+//!
+//! After a failed write or fsync the writer is poisoned: the state of the
+//! file is unknown, so every later write is refused with the reason.
+//!
+//! Invariants (file positions in the active segment):
+//! `synced <= written <= buf_pos <= len`, `inflight` holds
+//! `[written, buf_pos)` while the flusher writes it, `buf` holds
+//! `[buf_pos, len)`. Only the holder of `busy` does I/O on the active file.
+
+use std::fs::File;
+use std::mem;
+use std::sync::Arc;
+use std::time::Instant;
+
+use parking_lot::{Condvar, Mutex, MutexGuard};
+use tokio::sync::watch;
+
+use super::error::{Error, Result};
+use super::fault;
+use super::hint::HintEntry;
+use super::keydir::{hash_key, Loc};
+use super::options::Durability;
+use super::record::{self, Kind};
+use super::recovery::apply_entry;
+use super::segment::{self, DataFile, FileKind, FILE_HEADER_LEN};
+use super::Inner;
+
+/// Largest single append (one record or one batch), encoded.
+pub const MAX_APPEND_BYTES: usize = 128 * 1024 * 1024;
+
+/// A record appended but not yet in the keydir (`Always` waits for its
+/// fsync; a replica's batch waits for its commit record).
+#[derive(Clone, Copy)]
+pub(crate) struct PendingOp {
+    hash: u64,
+    loc: Loc,
+    kind: Kind,
+}
+
+/// Durability progress, published to async waiters.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Progress {
+    /// Global log offset up to which everything is durable.
+    pub durable: u64,
+    pub poisoned: bool,
+}
+
+pub(crate) struct WriterState {
+    pub active: Arc<DataFile>,
+    file: Arc<File>,
+    /// Global offset of the active segment's first record byte.
+    pub base: u64,
+    pub len: u64,
+    written: u64,
+    synced: u64,
+    buf_pos: u64,
+    inflight: Arc<Vec<u8>>,
+    buf: Vec<u8>,
+    spare: Vec<u8>,
+    pending: Vec<PendingOp>,
+    /// Members of a shipped batch whose commit record has not arrived.
+    open_batch: Vec<PendingOp>,
+    busy: bool,
+    flush_requested: bool,
+    last_sync: Instant,
+    pub poisoned: Option<String>,
+    pub closed: bool,
+    pub epoch: u32,
+    /// Whether the writer seals segments by size on its own (a master);
+    /// a replica's segment boundaries come from its master.
+    pub auto_roll: bool,
+}
+
+impl WriterState {
+    /// Global offset of the end of everything appended.
+    pub fn end(&self) -> u64 {
+        self.base + (self.len - FILE_HEADER_LEN)
+    }
+
+    /// Global offset of the end of what is durable under the policy.
+    pub fn durable_end(&self) -> u64 {
+        self.base + (self.synced - FILE_HEADER_LEN)
+    }
+
+    /// Global offset of the end of what the OS has.
+    pub fn written_end(&self) -> u64 {
+        self.base + (self.written - FILE_HEADER_LEN)
+    }
+
+    /// Bytes at `[pos, pos + len)` of the active segment that are still in
+    /// this process's buffers.
+    fn buffered(&self, pos: u64, len: usize) -> Option<&[u8]> {
+        let (src, start) = if pos >= self.buf_pos {
+            (&self.buf[..], pos - self.buf_pos)
+        } else {
+            (&self.inflight[..], pos.checked_sub(self.written)?)
+        };
+        let start = usize::try_from(start).ok()?;
+        src.get(start..start.checked_add(len)?)
+    }
+
+    /// Makes `active` (holding only complete records) the file appended to.
+    pub(crate) fn reset_active(&mut self, active: Arc<DataFile>, file: File, base: u64) {
+        let len = active.readable_len();
+        self.active = active;
+        self.file = Arc::new(file);
+        self.base = base;
+        self.len = len;
+        self.written = len;
+        self.synced = len;
+        self.buf_pos = len;
+        self.buf.clear();
+        self.inflight = Arc::default();
+    }
+
+    /// Forgets records not yet in the keydir (after a truncation).
+    pub(crate) fn clear_batches(&mut self) {
+        self.open_batch.clear();
+        self.pending.clear();
+    }
+
+    fn check_writable(&self) -> Result<()> {
+        if self.closed {
+            return Err(Error::Closed);
+        }
+        if let Some(reason) = &self.poisoned {
+            return Err(Error::Poisoned {
+                reason: reason.clone(),
+            });
+        }
+        Ok(())
+    }
+}
+
+pub(crate) struct Writer {
+    pub state: Mutex<WriterState>,
+    /// The flusher sleeps here.
+    work: Condvar,
+    /// Callers waiting for durability, rolls or buffered reads sleep here.
+    progress: Condvar,
+    progress_tx: watch::Sender<Progress>,
+}
+
+impl Writer {
+    pub fn new(active: Arc<DataFile>, file: File, base: u64, epoch: u32) -> Self {
+        let len = active.readable_len();
+        let state = WriterState {
+            active,
+            file: Arc::new(file),
+            base,
+            len,
+            written: len,
+            synced: len,
+            buf_pos: len,
+            inflight: Arc::default(),
+            buf: Vec::new(),
+            spare: Vec::new(),
+            pending: Vec::new(),
+            open_batch: Vec::new(),
+            busy: false,
+            flush_requested: false,
+            last_sync: Instant::now(),
+            poisoned: None,
+            closed: false,
+            epoch,
+            auto_roll: true,
+        };
+        let progress = Progress {
+            durable: state.durable_end(),
+            poisoned: false,
+        };
+        Writer {
+            state: Mutex::new(state),
+            work: Condvar::new(),
+            progress: Condvar::new(),
+            progress_tx: watch::channel(progress).0,
+        }
+    }
+
+    fn publish(&self, st: &WriterState) {
+        self.progress_tx.send_replace(Progress {
+            durable: st.durable_end(),
+            poisoned: st.poisoned.is_some(),
+        });
+        self.progress.notify_all();
+    }
+
+    /// Wakes the flusher.
+    pub fn kick(&self) {
+        self.work.notify_one();
+    }
+}
+
+/// One put or delete to append.
+pub(crate) struct Op<'a> {
+    pub kind: Kind,
+    pub key: &'a [u8],
+    pub value: &'a [u8],
+}
+
+/// Names the end of an append: it is durable once the log is durable up to
+/// `end`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Ticket {
+    pub end: u64,
+    pub existed: bool,
+}
+
+impl Inner {
+    pub(crate) fn writer_publish(&self, st: &WriterState) {
+        self.writer.publish(st);
+    }
+
+    fn waits_for_sync(&self) -> bool {
+        self.options.durability == Durability::Always
+    }
+
+    /// Appends `ops` (as one atomic batch when `batch`), returning the
+    /// ticket to wait on.
+    pub(crate) fn append(&self, ops: &[Op<'_>], batch: bool) -> Result<Ticket> {
+        let mut total = 0usize;
+        for op in ops {
+            record::check_lengths(op.key.len(), op.value.len())?;
+            total = total.saturating_add(record::encoded_len(op.key.len(), op.value.len()));
+        }
+        if batch {
+            total = total.saturating_add(record::encoded_len(0, 4));
+        }
+        if total > MAX_APPEND_BYTES {
+            return Err(Error::BatchTooLarge {
+                len: total as u64,
+                max: MAX_APPEND_BYTES,
+            });
+        }
+        let w = &self.writer;
+        let mut st = w.state.lock();
+        st.check_writable()?;
+        if st.auto_roll
+            && st.len > FILE_HEADER_LEN
+            && st.len + total as u64 > self.options.segment_max_bytes + FILE_HEADER_LEN
+        {
+            self.roll_locked(&mut st)?;
+        }
+        let existed = match ops {
+            [op] if op.kind == Kind::Delete && self.waits_for_sync() => {
+                self.contains_durable(op.key)?
+            }
+            _ => false,
+        };
+        let was_empty = st.buf.is_empty();
+        let (epoch, file) = (st.epoch, st.active.id);
+        let mut pos = st.len;
+        let mut applied = Vec::with_capacity(ops.len());
+        for op in ops {
+            let start = st.buf.len();
+            record::encode(&mut st.buf, op.kind, batch, epoch, op.key, op.value);
+            let len = (st.buf.len() - start) as u32;
+            let loc = Loc {
+                file,
+                pos: pos as u32,
+                len,
+            };
+            pos += u64::from(len);
+            applied.push(PendingOp {
+                hash: hash_key(op.key),
+                loc,
+                kind: op.kind,
+            });
+        }
+        if batch {
+            let start = st.buf.len();
+            record::encode_commit(&mut st.buf, epoch, ops.len() as u32);
+            pos += (st.buf.len() - start) as u64;
+        }
+        st.len = pos;
+        let mut existed_now = existed;
+        if self.waits_for_sync() {
+            st.pending.extend_from_slice(&applied);
+        } else {
+            for (op, p) in ops.iter().zip(&applied) {
+                existed_now = self.apply_buffered(&st, *p, Some(op.key)).is_some();
+            }
+        }
+        self.stats.count_ops(ops, total as u64);
+        let end = st.end();
+        drop(st);
+        if self.waits_for_sync() || was_empty {
+            w.kick();
+        }
+        Ok(Ticket {
+            end,
+            existed: existed_now,
+        })
+    }
+
+    /// Whether `key` has a durable value (the writer lock is held, so no
+    /// flusher is moving the keydir under us).
+    fn contains_durable(&self, key: &[u8]) -> Result<bool> {
+        Ok(self.get_with(key, |_| ())?.is_some())
+    }
+
+    /// Applies one record to the keydir while the writer lock is held; the
+    /// record's bytes may still be in the buffer. Returns the replaced
+    /// location.
+    fn apply_buffered(&self, st: &WriterState, op: PendingOp, key: Option<&[u8]>) -> Option<Loc> {
+        let table = self.files.load();
+        let key_of = |loc: Loc| -> Option<Vec<u8>> {
+            if let Some(k) = table.key_at(loc) {
+                return Some(k.to_vec());
+            }
+            if loc.file != st.active.id {
+                return None;
+            }
+            let header = st.buffered(u64::from(loc.pos), record::HEADER_LEN)?;
+            let header = record::decode_header(header).ok()??;
+            st.buffered(
+                u64::from(loc.pos) + record::HEADER_LEN as u64,
+                header.key_len,
+            )
+            .map(<[u8]>::to_vec)
+        };
+        let new_key = match key {
+            Some(k) => k.to_vec(),
+            None => key_of(op.loc)?,
+        };
+        let keydir = self.keydir.load();
+        let same = |other: Loc| key_of(other).as_deref() == Some(&new_key[..]);
+        let old = match op.kind {
+            Kind::Put => keydir.insert(op.hash, op.loc, same),
+            _ => keydir.remove(op.hash, same),
+        };
+        let added = if op.kind == Kind::Put {
+            i64::from(op.loc.len)
+        } else {
+            0
+        };
+        self.stats
+            .add_live(added - old.map_or(0, |o| i64::from(o.len)));
+        old
+    }
+
+    /// Applies records whose bytes are in the file (readable) to the keydir.
+    fn apply_written(&self, ops: &[PendingOp]) {
+        let table = self.files.load();
+        let keydir = self.keydir.load();
+        let mut delta = 0i64;
+        for op in ops {
+            let entry = HintEntry {
+                kind: op.kind,
+                pos: op.loc.pos,
+                len: op.loc.len,
+                hash: op.hash,
+            };
+            delta += apply_entry(&keydir, &table, op.loc.file, entry);
+        }
+        self.stats.add_live(delta);
+    }
+
+    /// Blocks until the log is durable up to `end`.
+    pub(crate) fn wait_durable(&self, end: u64) -> Result<()> {
+        let w = &self.writer;
+        let mut st = w.state.lock();
+        loop {
+            if st.durable_end() >= end {
+                return Ok(());
+            }
+            st.check_writable()?;
+            w.progress.wait(&mut st);
+        }
+    }
+
+    /// Waits, without blocking a thread, until the log is durable up to
+    /// `end`.
+    pub(crate) async fn wait_durable_async(&self, end: u64) -> Result<()> {
+        let mut rx = self.writer.progress_tx.subscribe();
+        let progress = *rx
+            .wait_for(|p| p.durable >= end || p.poisoned)
+            .await
+            .map_err(|_| Error::Closed)?;
+        if progress.durable >= end {
+            return Ok(());
+        }
+        self.writer.state.lock().check_writable()?;
+        Err(Error::Closed)
+    }
+
+    /// Copies the record at `loc` if its bytes are still buffered or being
+    /// written; waits for an in-progress write when needed.
+    pub(crate) fn read_buffered(&self, loc: Loc) -> Option<Vec<u8>> {
+        let w = &self.writer;
+        let mut st = w.state.lock();
+        loop {
+            if st.active.id != loc.file {
+                return None;
+            }
+            if let Some(bytes) = st.buffered(u64::from(loc.pos), loc.len as usize) {
+                return Some(bytes.to_vec());
+            }
+            if st
+                .active
+                .slice(u64::from(loc.pos), loc.len as usize)
+                .is_some()
+                || !st.busy
+            {
+                return None;
+            }
+            w.progress.wait(&mut st);
+        }
+    }
+
+    /// Writes and fsyncs everything appended so far and waits for it.
+    pub(crate) fn flush(&self) -> Result<()> {
+        let end = {
+            let mut st = self.writer.state.lock();
+            if st.synced == st.len {
+                return Ok(());
+            }
+            st.flush_requested = true;
+            st.end()
+        };
+        self.writer.kick();
+        self.wait_durable(end)
+    }
+
+    fn poison(&self, st: &mut WriterState, reason: String) {
+        tracing::error!(%reason, "storage engine poisoned: refusing further writes");
+        st.poisoned = Some(reason);
+        st.buf.clear();
+        st.pending.clear();
+        self.stats.set_poisoned();
+    }
+
+    /// Waits until no one does I/O on the active file, then writes and
+    /// fsyncs the whole buffer itself (the writer lock stays held).
+    pub(crate) fn drain_locked(&self, st: &mut MutexGuard<'_, WriterState>) -> Result<()> {
+        while st.busy {
+            self.writer.progress.wait(st);
+        }
+        st.check_writable()?;
+        let bytes = mem::take(&mut st.buf);
+        let faults = self.options.faults.as_deref();
+        let pos = st.written;
+        let result = fault::write_all_at(faults, &st.file, &bytes, pos)
+            .and_then(|_| fault::sync_data(faults, &st.file));
+        if let Err(e) = result {
+            let path = st.active.path.display().to_string();
+            self.poison(st, format!("write to {path} failed: {e}"));
+            self.writer.publish(st);
+            return Err(Error::io(format!("write {path}"), e));
+        }
+        st.written = pos + bytes.len() as u64;
+        st.buf_pos = st.written;
+        st.synced = st.written;
+        st.last_sync = Instant::now();
+        st.active.set_readable_len(st.written);
+        self.stats.count_fsync();
+        let pending = mem::take(&mut st.pending);
+        self.apply_written(&pending);
+        self.writer.publish(st);
+        Ok(())
+    }
+
+    /// Seals the active segment and starts a new one at the end of the log.
+    pub(crate) fn roll_locked(&self, st: &mut MutexGuard<'_, WriterState>) -> Result<()> {
+        self.drain_locked(st)?;
+        let base = st.end();
+        let kind = FileKind::Segment { base };
+        let created = segment::create(&self.dir, kind).and_then(|file| {
+            let path = self.dir.join(kind.file_name());
+            let read = file
+                .try_clone()
+                .map_err(|e| Error::io(format!("dup {}", path.display()), e))?;
+            let capacity =
+                self.options.segment_max_bytes + MAX_APPEND_BYTES as u64 + FILE_HEADER_LEN;
+            let data = DataFile::new(self.next_id(), kind, path, read, FILE_HEADER_LEN, capacity)?;
+            Ok((file, Arc::new(data)))
+        });
+        let (file, data) = match created {
+            Ok(made) => made,
+            Err(e) => {
+                self.poison(
+                    st,
+                    format!("could not start segment {}: {e}", kind.file_name()),
+                );
+                self.writer.publish(st);
+                return Err(e);
+            }
+        };
+        self.files.rcu(|t| {
+            let mut t = (**t).clone();
+            t.add_segment(base, data.clone());
+            t
+        });
+        let sealed = st.active.clone();
+        st.reset_active(data, file, base);
+        self.writer.publish(st);
+        self.sealed(sealed);
+        Ok(())
+    }
+
+    /// The flusher thread's loop: runs until the engine closes.
+    pub(crate) fn run_flusher(&self) {
+        let w = &self.writer;
+        let interval = match self.options.durability {
+            Durability::Interval(d) => Some(d),
+            _ => None,
+        };
+        let mut st = w.state.lock();
+        loop {
+            let sync_due =
+                interval.is_some_and(|d| st.synced < st.written && st.last_sync.elapsed() >= d);
+            let has_work = !st.buf.is_empty() || st.flush_requested || sync_due;
+            if st.busy || !has_work || st.poisoned.is_some() {
+                if st.closed && !st.busy {
+                    return;
+                }
+                let wait = interval.unwrap_or(std::time::Duration::from_secs(1));
+                w.work.wait_for(&mut st, wait);
+                continue;
+            }
+            let sync = self.waits_for_sync() || st.flush_requested || sync_due || st.closed;
+            st.flush_requested = false;
+            let spare = mem::take(&mut st.spare);
+            let bytes = Arc::new(mem::replace(&mut st.buf, spare));
+            st.inflight = bytes.clone();
+            st.buf_pos = st.len;
+            let pos = st.written;
+            let pending = mem::take(&mut st.pending);
+            let file = st.file.clone();
+            let path = st.active.path.clone();
+            st.busy = true;
+            let faults = self.options.faults.as_deref();
+            let result = MutexGuard::unlocked(&mut st, || {
+                fault::write_all_at(faults, &file, &bytes, pos)?;
+                if sync {
+                    fault::sync_data(faults, &file)?;
+                }
+                Ok::<_, std::io::Error>(())
+            });
+            match result {
+                Err(e) => {
+                    self.poison(&mut st, format!("write to {} failed: {e}", path.display()));
+                    st.inflight = Arc::default();
+                }
+                Ok(()) => {
+                    st.written = pos + bytes.len() as u64;
+                    st.active.set_readable_len(st.written);
+                    st.inflight = Arc::default();
+                    if sync {
+                        st.synced = st.written;
+                        st.last_sync = Instant::now();
+                        self.stats.count_fsync();
+                    }
+                    if !pending.is_empty() {
+                        MutexGuard::unlocked(&mut st, || self.apply_written(&pending));
+                    }
+                }
+            }
+            if let Ok(mut v) = Arc::try_unwrap(bytes) {
+                v.clear();
+                st.spare = v;
+            }
+            st.busy = false;
+            w.publish(&st);
+        }
+    }
+
+    /// Appends raw log bytes shipped from a master, which must continue the
+    /// local log exactly: `segment_base` names the segment they belong to.
+    /// Only whole records are taken; the number of bytes taken is returned.
+    pub(crate) fn append_raw(&self, segment_base: u64, bytes: &[u8]) -> Result<usize> {
+        let w = &self.writer;
+        let mut st = w.state.lock();
+        st.check_writable()?;
+        if segment_base != st.base {
+            if segment_base != st.end() {
+                return Err(Error::BadLogBytes {
+                    offset: segment_base,
+                    reason: format!(
+                        "segment {segment_base} does not start at the local log end {}",
+                        st.end()
+                    ),
+                });
+            }
+            self.roll_locked(&mut st)?;
+        }
+        let start_end = st.end();
+        let mut taken = 0usize;
+        let mut ops = Vec::new();
+        let limit = bytes.len().min(MAX_APPEND_BYTES);
+        while taken < limit {
+            let (rec, len) = match record::decode(&bytes[taken..limit]) {
+                Ok(Some(found)) => found,
+                Ok(None) => break,
+                Err(e) => {
+                    return Err(Error::BadLogBytes {
+                        offset: start_end + taken as u64,
+                        reason: e.to_string(),
+                    })
+                }
+            };
+            let loc = Loc {
+                file: st.active.id,
+                pos: (st.len + taken as u64) as u32,
+                len: len as u32,
+            };
+            ops.push((
+                rec.kind,
+                rec.in_batch,
+                rec.commit_count(),
+                PendingOp {
+                    hash: hash_key(rec.key),
+                    loc,
+                    kind: rec.kind,
+                },
+            ));
+            taken += len;
+        }
+        if taken == 0 {
+            return Ok(0);
+        }
+        let was_empty = st.buf.is_empty();
+        st.buf.extend_from_slice(&bytes[..taken]);
+        st.len += taken as u64;
+        let mut ready = Vec::new();
+        for (kind, in_batch, count, op) in ops {
+            match kind {
+                Kind::Commit => {
+                    if count != Some(st.open_batch.len() as u32) {
+                        let reason = format!(
+                            "commit for {count:?} records closes a batch of {}",
+                            st.open_batch.len()
+                        );
+                        self.poison(&mut st, reason.clone());
+                        w.publish(&st);
+                        return Err(Error::BadLogBytes {
+                            offset: start_end + u64::from(op.loc.pos),
+                            reason,
+                        });
+                    }
+                    ready.append(&mut st.open_batch);
+                }
+                _ if in_batch => st.open_batch.push(op),
+                _ => ready.push(op),
+            }
+        }
+        if self.waits_for_sync() {
+            st.pending.extend_from_slice(&ready);
+        } else {
+            for op in ready {
+                self.apply_buffered(&st, op, None);
+            }
+        }
+        let end = st.end();
+        drop(st);
+        if self.waits_for_sync() || was_empty {
+            w.kick();
+        }
+        if self.waits_for_sync() {
+            self.wait_durable(end)?;
+        }
+        Ok(taken)
+    }
+}
