@@ -114,6 +114,7 @@ fn engine_error(e: engine::Error) -> Response {
     let code = match &e {
         engine::Error::KeyTooLarge { .. } => ErrorCode::KEY_TOO_LARGE,
         engine::Error::ValueTooLarge { .. } => ErrorCode::VALUE_TOO_LARGE,
+        engine::Error::BatchTooLarge { .. } => ErrorCode::BATCH_TOO_LARGE,
         engine::Error::Poisoned { .. } => ErrorCode::POISONED,
         engine::Error::Closed => ErrorCode::SHUTTING_DOWN,
         _ => ErrorCode::STORAGE,
