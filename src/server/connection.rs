@@ -2,16 +2,21 @@
 //! order, enforce the per-connection limits and timeouts.
 //!
 //! Invariants:
-//! - responses are written in request order; requests already buffered are
-//!   executed one after another, their answers written in one batch, so a
-//!   pipelining client costs one write per read;
+//! - answers are written in request order; all requests already buffered
+//!   are answered before the next read, in one write, so a pipelining
+//!   client costs one read and one write per batch;
+//! - consecutive writes (PUT, DELETE, BATCH) of one pipeline are appended
+//!   to the log in request order and then awaited together, so they share
+//!   one group commit instead of paying one fsync each; a read that
+//!   follows them waits until they are done, so it sees them;
 //! - nothing a client sends can panic this task or make it allocate more
-//!   than the frame limit: frame lengths are validated when their 4 bytes
-//!   arrive, and buffers grow only as bytes actually arrive;
+//!   than the frame limit: a frame length is validated when its 4 bytes
+//!   arrive, and the buffer grows only as bytes actually arrive;
 //! - a connection error (code < 100) is answered, flushed, and the
 //!   connection closed; a request error leaves it open;
-//! - an idle connection is closed after `idle_timeout`, a frame that starts
-//!   and does not finish within `frame_timeout` gets FRAME_TIMEOUT.
+//! - an idle connection is closed after `idle_timeout` (0 = never), a frame
+//!   that starts and is not complete within `frame_timeout` gets
+//!   FRAME_TIMEOUT and the connection is closed.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,11 +37,14 @@ const READ_CHUNK: usize = 16 * 1024;
 const MAX_GROWTH: usize = 1024 * 1024;
 /// Flush answers once this many bytes are pending, even mid-pipeline.
 const FLUSH_AT: usize = 256 * 1024;
-/// A read buffer grown past this is released when it becomes empty.
+/// A buffer grown past this is released once it is empty again.
 const SHRINK_ABOVE: usize = 4 * 1024 * 1024;
+/// Most writes started together before they are awaited.
+const MAX_WRITE_RUN: usize = 1024;
+/// Stand-in for "no idle timeout": far away, but no overflow.
+const NEVER: Duration = Duration::from_secs(365 * 24 * 3600);
 
-/// Why a connection ended. Only for logs: the client already got its
-/// answer, or is gone.
+/// Why a connection ended; for logs only.
 #[derive(Debug)]
 enum End {
     /// Peer closed cleanly between frames.
@@ -47,22 +55,22 @@ enum End {
     FrameTimeout,
     Shutdown,
     /// A connection error was answered, e.g. a malformed frame.
-    ProtocolError(ErrorCode),
+    Refused(ErrorCode),
     Io(std::io::Error),
 }
 
 /// Serves one client until it disconnects, misbehaves, idles out or the
-/// server shuts down. Never panics on client bytes; errors end up in logs.
+/// server shuts down. Never panics on client bytes; errors go to logs.
 pub async fn serve_connection(stream: TcpStream, ctx: Arc<ServerContext>) {
     let peer = stream
         .peer_addr()
         .map(|a| a.to_string())
         .unwrap_or_else(|_| "unknown".into());
-    // Small request/response exchanges: Nagle would add up to 40 ms.
-    let _ = stream.set_nodelay(true);
+    let limits = dispatch::protocol_limits(&ctx.limits);
     let mut conn = Connection {
         stream,
         ctx,
+        limits,
         read_buf: BytesMut::with_capacity(READ_CHUNK),
         write_buf: BytesMut::new(),
     };
@@ -70,18 +78,31 @@ pub async fn serve_connection(stream: TcpStream, ctx: Arc<ServerContext>) {
     match &end {
         End::Eof | End::Shutdown => tracing::trace!(%peer, ?end, "connection closed"),
         End::Io(e) => tracing::debug!(%peer, error = %e, "connection I/O error"),
-        _ => tracing::debug!(%peer, ?end, "connection closed by server"),
+        End::Idle => tracing::debug!(%peer, "idle connection closed"),
+        End::Refused(code) => {
+            conn.ctx.metrics.protocol_error();
+            tracing::debug!(%peer, %code, "connection closed after an error");
+        }
+        _ => {
+            conn.ctx.metrics.protocol_error();
+            tracing::debug!(%peer, ?end, "connection closed for cause");
+        }
     }
 }
 
-/// Answers a connection the server will not serve (e.g. over the
-/// connection limit) with one ERROR frame, then closes it.
-pub async fn reject(mut stream: TcpStream, code: ErrorCode, message: &str) {
+/// Refuses a connection over `--max-connections`: one ERROR frame
+/// (TOO_MANY_CONNECTIONS), then close. The caller bounds the time.
+pub async fn reject_connection(mut stream: TcpStream, ctx: Arc<ServerContext>) {
     let mut buf = BytesMut::new();
-    if Response::error(code, message).encode(&mut buf).is_ok() {
-        let write = stream.write_all(&buf);
-        // A client that does not read must not hold the accept path.
-        let _ = tokio::time::timeout(Duration::from_secs(1), write).await;
+    let message = format!(
+        "too many connections (limit {}); retry later",
+        ctx.limits.max_connections
+    );
+    if Response::error(ErrorCode::TOO_MANY_CONNECTIONS, message)
+        .encode(&mut buf)
+        .is_ok()
+    {
+        let _ = stream.write_all(&buf).await;
     }
     let _ = stream.shutdown().await;
 }
@@ -89,13 +110,13 @@ pub async fn reject(mut stream: TcpStream, code: ErrorCode, message: &str) {
 struct Connection {
     stream: TcpStream,
     ctx: Arc<ServerContext>,
+    limits: protocol::Limits,
     read_buf: BytesMut,
     write_buf: BytesMut,
 }
 
 impl Connection {
     async fn run(&mut self) -> End {
-        let mut shutdown = self.ctx.shutdown.clone();
         // When the first byte of a not-yet-complete frame arrived.
         let mut frame_started: Option<Instant> = None;
         loop {
@@ -103,10 +124,10 @@ impl Connection {
             if let Err(end) = self.answer_buffered().await {
                 return end;
             }
-            if let Err(e) = self.flush().await {
-                return e;
+            if let Err(end) = self.flush().await {
+                return end;
             }
-            if *shutdown.borrow() {
+            if self.ctx.shutdown.is_triggered() {
                 return End::Shutdown;
             }
             if self.read_buf.is_empty() {
@@ -118,24 +139,23 @@ impl Connection {
                 frame_started = Some(Instant::now());
             }
 
-            // 2. Wait for more bytes, bounded by the idle or frame deadline.
-            let limits = &self.ctx.limits;
+            // 2. Wait for more bytes, bounded by the frame or idle deadline.
             let deadline = match frame_started {
-                Some(start) => start + limits.frame_timeout,
-                None => Instant::now() + limits.idle_timeout,
+                Some(start) => start + self.ctx.limits.frame_timeout,
+                None if self.ctx.limits.idle_timeout.is_zero() => Instant::now() + NEVER,
+                None => Instant::now() + self.ctx.limits.idle_timeout,
             };
-            let missing = Frame::missing(&self.read_buf, limits.protocol.max_frame_bytes)
+            // The prefix (if buffered) was validated by answer_buffered.
+            let missing = Frame::missing(&self.read_buf, self.limits.max_frame_bytes)
                 .ok()
                 .flatten()
                 .unwrap_or(0);
             self.read_buf.reserve(missing.clamp(READ_CHUNK, MAX_GROWTH));
+            let ctx = Arc::clone(&self.ctx);
             let read = tokio::select! {
                 r = tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.read_buf)) => r,
-                _ = shutdown.changed() => {
-                    // Sender gone or shutdown signalled: either way stop
-                    // reading; what was fully read has been answered.
-                    return End::Shutdown;
-                }
+                // Everything fully read has been answered; stop here.
+                _ = ctx.shutdown.wait() => return End::Shutdown,
             };
             match read {
                 Err(_elapsed) if frame_started.is_some() => {
@@ -147,47 +167,84 @@ impl Connection {
                 Ok(Err(e)) => return End::Io(e),
                 Ok(Ok(0)) if self.read_buf.is_empty() => return End::Eof,
                 Ok(Ok(0)) => return End::EofMidFrame,
-                Ok(Ok(_)) => {}
+                Ok(Ok(n)) => self.ctx.metrics.add_bytes_received(n as u64),
             }
         }
     }
 
-    /// Parses and executes every complete frame in the read buffer,
-    /// appending answers to the write buffer. Returns `Err` when the
-    /// connection must end (after the error answer is flushed).
+    /// Parses and answers every complete frame in the read buffer, in
+    /// order. Returns `Err` when the connection must end (after the error
+    /// answer has been sent).
     async fn answer_buffered(&mut self) -> Result<(), End> {
-        let limits = self.ctx.limits.protocol;
+        let mut writes: Vec<Request> = Vec::new();
         loop {
-            let frame = match Frame::parse(&mut self.read_buf, limits.max_frame_bytes) {
+            let frame = match Frame::parse(&mut self.read_buf, self.limits.max_frame_bytes) {
                 Ok(Some(frame)) => frame,
-                Ok(None) => return Ok(()),
-                Err(e) => return Err(self.protocol_error(&e).await),
-            };
-            let request = match Request::decode(frame, &limits) {
-                Ok(request) => request,
-                Err(e) if e.code().closes_connection() => {
-                    return Err(self.protocol_error(&e).await)
-                }
+                Ok(None) => break,
                 Err(e) => {
-                    self.push(&Response::error(e.code(), e.to_string())).await?;
+                    self.run_writes(&mut writes).await?;
+                    return Err(self.refuse(&e).await);
+                }
+            };
+            let request = match Request::decode(frame, &self.limits) {
+                Ok(request) => request,
+                Err(e) => {
+                    self.run_writes(&mut writes).await?;
+                    if e.code().closes_connection() {
+                        return Err(self.refuse(&e).await);
+                    }
+                    self.push(&Response::error(e.code(), e.to_string()))
+                        .await?;
                     continue;
                 }
             };
-            let response = dispatch::execute(&self.ctx, request).await;
-            if let Response::Error { code, message } = &response {
-                if code.closes_connection() {
-                    self.fail(*code, message).await;
-                    return Err(End::ProtocolError(*code));
+            if is_write(&request) {
+                writes.push(request);
+                if writes.len() >= MAX_WRITE_RUN {
+                    self.run_writes(&mut writes).await?;
                 }
+                continue;
             }
+            self.run_writes(&mut writes).await?;
+            let response = dispatch::execute(&self.ctx, request).await;
             self.push(&response).await?;
         }
+        self.run_writes(&mut writes).await
     }
 
-    /// Queues an answer; flushes when enough is pending.
+    /// Executes a run of consecutive writes. Each write is appended to the
+    /// log when its future is first polled, and `join_all` polls them in
+    /// order, so log order is request order; they then wait for their
+    /// durability together.
+    async fn run_writes(&mut self, writes: &mut Vec<Request>) -> Result<(), End> {
+        if writes.is_empty() {
+            return Ok(());
+        }
+        let ctx = Arc::clone(&self.ctx);
+        if writes.len() == 1 {
+            if let Some(request) = writes.pop() {
+                let response = dispatch::execute(&ctx, request).await;
+                return self.push(&response).await;
+            }
+        }
+        let run = writes.drain(..).map(|r| dispatch::execute(&ctx, r));
+        let responses = futures_util::future::join_all(run).await;
+        for response in &responses {
+            self.push(response).await?;
+        }
+        Ok(())
+    }
+
+    /// Queues an answer; a connection error answer ends the connection.
     async fn push(&mut self, response: &Response) -> Result<(), End> {
+        if let Response::Error { code, message } = response {
+            if code.closes_connection() {
+                self.fail(*code, message).await;
+                return Err(End::Refused(*code));
+            }
+        }
         if let Err(e) = response.encode(&mut self.write_buf) {
-            // Only a > 4 GiB answer cannot be framed; tell the client.
+            // Only an answer over 4 GiB cannot be framed; say so instead.
             let msg = format!("answer cannot be sent: {e}");
             let _ = Response::error(ErrorCode::INTERNAL, msg).encode(&mut self.write_buf);
         }
@@ -201,9 +258,12 @@ impl Connection {
         if self.write_buf.is_empty() {
             return Ok(());
         }
+        let idle = self.ctx.limits.idle_timeout;
+        let bound = if idle.is_zero() { NEVER } else { idle };
         // A client that never reads its answers is bounded like an idle one.
         let write = self.stream.write_all(&self.write_buf);
-        let result = tokio::time::timeout(self.ctx.limits.idle_timeout, write).await;
+        let result = tokio::time::timeout(bound, write).await;
+        self.ctx.metrics.add_bytes_sent(self.write_buf.len() as u64);
         self.write_buf.clear();
         if self.write_buf.capacity() > SHRINK_ABOVE {
             self.write_buf = BytesMut::new();
@@ -215,17 +275,24 @@ impl Connection {
         }
     }
 
-    async fn protocol_error(&mut self, e: &protocol::Error) -> End {
+    async fn refuse(&mut self, e: &protocol::Error) -> End {
         let code = e.code();
         self.fail(code, &e.to_string()).await;
-        End::ProtocolError(code)
+        End::Refused(code)
     }
 
-    /// Sends pending answers plus one connection-ending ERROR, then closes
+    /// Sends pending answers plus one connection-ending ERROR, then shuts
     /// the write side. Failures are ignored: the connection ends anyway.
     async fn fail(&mut self, code: ErrorCode, message: &str) {
         let _ = Response::error(code, message).encode(&mut self.write_buf);
         let _ = self.flush().await;
         let _ = self.stream.shutdown().await;
     }
+}
+
+fn is_write(request: &Request) -> bool {
+    matches!(
+        request,
+        Request::Put { .. } | Request::Delete { .. } | Request::Batch(_)
+    )
 }

@@ -6,23 +6,48 @@
 use std::time::Instant;
 
 use super::ServerContext;
+use crate::config;
 use crate::engine;
+use crate::metrics::Outcome;
 use crate::protocol::{
-    BatchOp, CompactionSummary, ErrorCode, Hello, HelloOk, Request, Response,
+    self, BatchOp, CompactionSummary, ErrorCode, Hello, HelloOk, Request, Response, Role,
     MIN_PROTOCOL_VERSION, PROTOCOL_VERSION,
 };
+
+/// The wire limits a server enforces: the configured frame limit, the
+/// engine's key and value limits, the default batch limit.
+pub fn protocol_limits(limits: &config::Limits) -> protocol::Limits {
+    protocol::Limits {
+        max_frame_bytes: limits.max_frame_bytes,
+        ..protocol::Limits::default()
+    }
+}
+
+/// The metrics outcome of an answer.
+pub fn outcome(response: &Response) -> Outcome {
+    match response {
+        Response::NotFound => Outcome::NotFound,
+        Response::Error { code, .. } if code.closes_connection() => Outcome::BadRequest,
+        Response::Error { code, .. }
+            if matches!(
+                *code,
+                ErrorCode::KEY_TOO_LARGE | ErrorCode::VALUE_TOO_LARGE | ErrorCode::BATCH_TOO_LARGE
+            ) =>
+        {
+            Outcome::BadRequest
+        }
+        Response::Error { .. } => Outcome::Error,
+        _ => Outcome::Ok,
+    }
+}
 
 /// Runs `request` and returns its response. Records metrics.
 pub async fn execute(ctx: &ServerContext, request: Request) -> Response {
     let started = Instant::now();
     let op = request.name();
     let response = run(ctx, request).await;
-    let outcome = match &response {
-        Response::Error { .. } => "error",
-        Response::NotFound => "not_found",
-        _ => "ok",
-    };
-    ctx.metrics.record_request(op, outcome, started.elapsed());
+    ctx.metrics
+        .observe_request(op, outcome(&response), started.elapsed());
     response
 }
 
@@ -92,8 +117,11 @@ fn hello_answer(ctx: &ServerContext, hello: &Hello) -> Response {
     // ignored, so clients can already send one.
     Response::HelloOk(HelloOk {
         version: hello.version.min(PROTOCOL_VERSION),
-        role: ctx.role,
-        limits: ctx.limits.protocol,
+        role: match ctx.role {
+            config::Role::Master => Role::Master,
+            config::Role::Replica { .. } => Role::Replica,
+        },
+        limits: protocol_limits(&ctx.limits),
         server: format!("kvstore {}", env!("CARGO_PKG_VERSION")),
     })
 }
