@@ -193,8 +193,7 @@ impl Connection {
                     if e.code().closes_connection() {
                         return Err(self.refuse(&e).await);
                     }
-                    self.push(&Response::error(e.code(), e.to_string()))
-                        .await?;
+                    self.push(&Response::error(e.code(), e.to_string())).await?;
                     continue;
                 }
             };
