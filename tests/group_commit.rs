@@ -1,0 +1,133 @@
+//! Group commit and the poisoned state: concurrent writers share fsyncs;
+//! a failed write or fsync stops all writes and loses nothing acknowledged.
+
+use std::sync::{Arc, Mutex};
+
+use kvstore::engine::{Durability, Engine, Error, Faults, Options};
+
+#[test]
+fn sixty_four_writers_share_fsyncs() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path(), Options::default()).unwrap();
+    let before = engine.stats().fsyncs;
+    let writers: Vec<_> = (0..64)
+        .map(|t| {
+            let engine = engine.clone();
+            std::thread::spawn(move || {
+                for i in 0..100 {
+                    engine
+                        .put(format!("t{t}-{i}").as_bytes(), &[t as u8; 100])
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.join().unwrap();
+    }
+    let stats = engine.stats();
+    let fsyncs = stats.fsyncs - before;
+    assert_eq!(stats.puts, 6400);
+    assert!(
+        fsyncs * 4 < stats.puts,
+        "{fsyncs} fsyncs for {} writes",
+        stats.puts
+    );
+    println!("6400 synced writes from 64 threads took {fsyncs} fsyncs");
+    assert_eq!(engine.get(b"t63-99").unwrap(), Some(vec![63; 100]));
+}
+
+/// Writes until the fault hits; returns the acknowledged keys.
+fn write_until_failure(engine: &Engine) -> (Vec<Vec<u8>>, Error) {
+    let mut acked = Vec::new();
+    for i in 0..100_000u32 {
+        let key = format!("key{i}").into_bytes();
+        match engine.put(&key, &i.to_le_bytes().repeat(10)) {
+            Ok(()) => acked.push(key),
+            Err(e) => return (acked, e),
+        }
+    }
+    panic!("the injected fault never hit");
+}
+
+fn check_survivors(dir: &std::path::Path, acked: &[Vec<u8>], durability: Durability) {
+    let engine = Engine::open(
+        dir,
+        Options {
+            durability,
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    for key in acked {
+        let i: u32 = std::str::from_utf8(&key[3..]).unwrap().parse().unwrap();
+        assert_eq!(
+            engine.get(key).unwrap(),
+            Some(i.to_le_bytes().repeat(10)),
+            "{key:?}"
+        );
+    }
+}
+
+#[test]
+fn a_full_disk_poisons_the_engine_and_loses_nothing_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let faults = Arc::new(Faults::default());
+    let engine = Engine::open(
+        dir.path(),
+        Options {
+            faults: Some(faults.clone()),
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    faults.set_write_budget(20_000);
+    let (acked, err) = write_until_failure(&engine);
+    assert!(!acked.is_empty());
+    let message = err.to_string();
+    assert!(
+        message.contains("No space left") || message.contains("space"),
+        "{message}"
+    );
+    // Every later write is refused with the reason, even with space back.
+    faults.clear_write_budget();
+    match engine.put(b"after", b"x") {
+        Err(Error::Poisoned { reason }) => assert!(reason.contains("space"), "{reason}"),
+        other => panic!("expected Poisoned, got {other:?}"),
+    }
+    // Reads still work.
+    assert!(engine.get(&acked[0]).unwrap().is_some());
+    assert!(engine.stats().poisoned.is_some());
+    drop(engine);
+    check_survivors(dir.path(), &acked, Durability::Always);
+}
+
+#[test]
+fn a_failed_fsync_poisons_the_engine() {
+    let dir = tempfile::tempdir().unwrap();
+    let faults = Arc::new(Faults::default());
+    let engine = Engine::open(
+        dir.path(),
+        Options {
+            faults: Some(faults.clone()),
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    for i in 0..50u32 {
+        let key = format!("key{i}").into_bytes();
+        engine.put(&key, &i.to_le_bytes().repeat(10)).unwrap();
+        acked.lock().unwrap().push(key);
+    }
+    faults.set_fail_sync(true);
+    let err = engine.put(b"key999", b"x").unwrap_err();
+    assert!(matches!(err, Error::Poisoned { .. }), "{err}");
+    faults.set_fail_sync(false);
+    assert!(matches!(
+        engine.put(b"key1000", b"y"),
+        Err(Error::Poisoned { .. })
+    ));
+    drop(engine);
+    check_survivors(dir.path(), &acked.lock().unwrap(), Durability::Always);
+}
