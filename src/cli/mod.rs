@@ -8,6 +8,7 @@
 
 pub mod bench;
 pub mod client;
+pub mod offline;
 pub mod serve;
 
 use std::process::ExitCode;
