@@ -6,7 +6,9 @@
 //! [`config`] validates a node's settings and [`metrics`] exports them.
 
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod engine;
 pub mod metrics;
+pub mod protocol;
 pub mod server;

@@ -12,6 +12,7 @@
 //! exits 0.
 
 pub mod connection;
+pub mod dispatch;
 pub mod health;
 pub mod http;
 mod listener;
