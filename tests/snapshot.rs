@@ -39,24 +39,42 @@ fn a_snapshot_restores_the_state_it_was_taken_at() {
     let dir = tempfile::tempdir().unwrap();
     let engine = Engine::open(dir.path(), options()).unwrap();
     for i in 0..300u32 {
-        engine.put(format!("k{}", i % 40).as_bytes(), &i.to_le_bytes().repeat(8)).unwrap();
+        engine
+            .put(
+                format!("k{}", i % 40).as_bytes(),
+                &i.to_le_bytes().repeat(8),
+            )
+            .unwrap();
     }
     engine.compact().unwrap();
     for i in 300..400u32 {
-        engine.put(format!("k{}", i % 40).as_bytes(), &i.to_le_bytes().repeat(8)).unwrap();
+        engine
+            .put(
+                format!("k{}", i % 40).as_bytes(),
+                &i.to_le_bytes().repeat(8),
+            )
+            .unwrap();
     }
     let snap = engine.snapshot().unwrap();
-    let expected: Vec<_> = (0..40).map(|k| engine.get(format!("k{k}").as_bytes()).unwrap()).collect();
+    let expected: Vec<_> = (0..40)
+        .map(|k| engine.get(format!("k{k}").as_bytes()).unwrap())
+        .collect();
     // Writes and a compaction after the snapshot change nothing in it.
     for i in 400..600u32 {
-        engine.put(format!("k{}", i % 40).as_bytes(), b"later").unwrap();
+        engine
+            .put(format!("k{}", i % 40).as_bytes(), b"later")
+            .unwrap();
     }
     engine.compact().unwrap();
     let restored = tempfile::tempdir().unwrap();
     write_snapshot(&snap, restored.path());
     let copy = Engine::open(restored.path(), options()).unwrap();
     for k in 0..40 {
-        assert_eq!(copy.get(format!("k{k}").as_bytes()).unwrap(), expected[k], "k{k}");
+        assert_eq!(
+            copy.get(format!("k{k}").as_bytes()).unwrap(),
+            expected[k],
+            "k{k}"
+        );
     }
     assert_eq!(copy.stats().log_end, snap.end);
 }
@@ -67,7 +85,9 @@ fn an_installed_snapshot_then_the_tail_rebuilds_a_replica() {
     let master = Engine::open(mdir.path(), options()).unwrap();
     master.begin_epoch(1).unwrap();
     for i in 0..300u32 {
-        master.put(format!("k{}", i % 50).as_bytes(), &[i as u8; 30]).unwrap();
+        master
+            .put(format!("k{}", i % 50).as_bytes(), &[i as u8; 30])
+            .unwrap();
     }
     master.compact().unwrap();
     master.begin_epoch(2).unwrap();
@@ -76,7 +96,9 @@ fn an_installed_snapshot_then_the_tail_rebuilds_a_replica() {
     }
     let replica = Engine::open(rdir.path(), options()).unwrap();
     replica.set_auto_roll(false);
-    replica.put(b"stale", b"local data the resync replaces").unwrap();
+    replica
+        .put(b"stale", b"local data the resync replaces")
+        .unwrap();
     let snap = master.snapshot().unwrap();
     let staged = rdir.path().join("staged");
     write_snapshot(&snap, &staged);
@@ -93,8 +115,15 @@ fn an_installed_snapshot_then_the_tail_rebuilds_a_replica() {
         let c = master.read_log(replica.stats().log_end, 1 << 20).unwrap();
         replica.append_log(c.segment_base, &c.bytes).unwrap();
     }
-    for k in (0..50).map(|i| format!("k{i}")).chain((0..100).map(|i| format!("t{i}"))) {
-        assert_eq!(replica.get(k.as_bytes()).unwrap(), master.get(k.as_bytes()).unwrap(), "{k}");
+    for k in (0..50)
+        .map(|i| format!("k{i}"))
+        .chain((0..100).map(|i| format!("t{i}")))
+    {
+        assert_eq!(
+            replica.get(k.as_bytes()).unwrap(),
+            master.get(k.as_bytes()).unwrap(),
+            "{k}"
+        );
     }
     drop(replica);
     let replica = Engine::open(rdir.path(), options()).unwrap();
@@ -113,7 +142,13 @@ fn the_epoch_history_follows_the_log() {
     master.put(b"b", b"2").unwrap();
     assert_eq!(
         master.epoch_history(),
-        vec![EpochStart { epoch: 3, start: 0 }, EpochStart { epoch: 5, start: e3_end }]
+        vec![
+            EpochStart { epoch: 3, start: 0 },
+            EpochStart {
+                epoch: 5,
+                start: e3_end
+            }
+        ]
     );
     assert_eq!(master.epoch_end(4), Some((3, e3_end)));
     assert_eq!(master.epoch_end(5), Some((5, master.log_end())));
@@ -127,7 +162,10 @@ fn the_epoch_history_follows_the_log() {
     assert_eq!(replica.current_epoch(), 5);
     // Truncating below epoch 5's start forgets it, durably.
     replica.truncate_log(e3_end).unwrap();
-    assert_eq!(replica.epoch_history(), vec![EpochStart { epoch: 3, start: 0 }]);
+    assert_eq!(
+        replica.epoch_history(),
+        vec![EpochStart { epoch: 3, start: 0 }]
+    );
     drop(replica);
     let replica = Engine::open(rdir.path(), options()).unwrap();
     assert_eq!(replica.current_epoch(), 3);

@@ -109,7 +109,10 @@ impl EpochHistory {
         }
         let count = u32::from_le_bytes(body[12..16].try_into().expect("4 bytes"));
         if count > MAX_ENTRIES || body.len() - 16 != count as usize * 12 {
-            return Err(format!("epoch history lists {count} entries in {} bytes", body.len()));
+            return Err(format!(
+                "epoch history lists {count} entries in {} bytes",
+                body.len()
+            ));
         }
         let mut history = EpochHistory::default();
         for c in body[16..].chunks_exact(12) {

@@ -39,13 +39,13 @@ use arc_swap::ArcSwap;
 use parking_lot::Mutex;
 
 pub use compaction::CompactionReport;
+pub use epochs::EpochStart;
 pub use error::{Error, Result};
 pub use fault::{CompactionStep, Faults};
-pub use epochs::EpochStart;
 pub use log::LogChunk;
-pub use snapshot::{Snapshot, SnapshotFile};
 pub use options::{CompactionPolicy, Durability, Options};
 pub use record::{MAX_KEY_LEN, MAX_VALUE_LEN};
+pub use snapshot::{Snapshot, SnapshotFile};
 pub use stats::Stats;
 
 use error::IoContext;

@@ -322,8 +322,16 @@ pub fn recover(dir: &Path, options: &Options, ids: &AtomicU32) -> Result<Recover
     if index.max_epoch > epochs.current() {
         // Only possible if EPOCHS was lost: attribute the newest epoch
         // conservatively to the end of the log.
-        let end = table.segments.iter().next_back().map_or(horizon, |(b, f)| b + f.readable_len() - FILE_HEADER_LEN);
-        tracing::warn!(epoch = index.max_epoch, start = end, "epoch history behind the log; repaired");
+        let end = table
+            .segments
+            .iter()
+            .next_back()
+            .map_or(horizon, |(b, f)| b + f.readable_len() - FILE_HEADER_LEN);
+        tracing::warn!(
+            epoch = index.max_epoch,
+            start = end,
+            "epoch history behind the log; repaired"
+        );
         epochs.push(index.max_epoch, end);
         epochs.store(dir)?;
     }

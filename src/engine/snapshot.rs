@@ -117,7 +117,12 @@ impl Engine {
         Ok(Snapshot {
             files,
             end: st.durable_end(),
-            start: table.segments.keys().next().copied().unwrap_or(table.horizon),
+            start: table
+                .segments
+                .keys()
+                .next()
+                .copied()
+                .unwrap_or(table.horizon),
         })
     }
 
@@ -139,15 +144,22 @@ impl Engine {
             }
         }
         for entry in fs::read_dir(staged).ctx(|| format!("list {}", staged.display()))? {
-            let name = entry.ctx(|| format!("list {}", staged.display()))?.file_name();
+            let name = entry
+                .ctx(|| format!("list {}", staged.display()))?
+                .file_name();
             let name = name.to_string_lossy();
             if is_snapshot_file(&name) {
-                fs::rename(staged.join(&*name), dir.join(&*name)).ctx(|| format!("move {name} into place"))?;
+                fs::rename(staged.join(&*name), dir.join(&*name))
+                    .ctx(|| format!("move {name} into place"))?;
             }
         }
         sync_dir(dir)?;
         let rec = recovery::recover(dir, &inner.options, &inner.ids)?;
-        let active = rec.table.active().expect("recovery leaves a segment").clone();
+        let active = rec
+            .table
+            .active()
+            .expect("recovery leaves a segment")
+            .clone();
         let FileKind::Segment { base } = active.kind else {
             unreachable!("the active file is a segment")
         };
