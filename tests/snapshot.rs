@@ -69,12 +69,8 @@ fn a_snapshot_restores_the_state_it_was_taken_at() {
     let restored = tempfile::tempdir().unwrap();
     write_snapshot(&snap, restored.path());
     let copy = Engine::open(restored.path(), options()).unwrap();
-    for k in 0..40 {
-        assert_eq!(
-            copy.get(format!("k{k}").as_bytes()).unwrap(),
-            expected[k],
-            "k{k}"
-        );
+    for (k, want) in expected.iter().enumerate() {
+        assert_eq!(&copy.get(format!("k{k}").as_bytes()).unwrap(), want, "k{k}");
     }
     assert_eq!(copy.stats().log_end, snap.end);
 }

@@ -52,11 +52,14 @@ pub(crate) struct PendingOp {
     kind: Kind,
 }
 
-/// Durability progress, published to async waiters.
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct Progress {
+/// How far the log has got, published to async waiters (writers waiting
+/// for durability, replication streams waiting for new bytes).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Progress {
     /// Global log offset up to which everything is durable.
     pub durable: u64,
+    /// Global log offset up to which the OS has everything.
+    pub written: u64,
     pub poisoned: bool,
 }
 
@@ -195,6 +198,7 @@ impl Writer {
         };
         let progress = Progress {
             durable: state.durable_end(),
+            written: state.written_end(),
             poisoned: false,
         };
         Writer {
@@ -208,9 +212,14 @@ impl Writer {
     fn publish(&self, st: &WriterState) {
         self.progress_tx.send_replace(Progress {
             durable: st.durable_end(),
+            written: st.written_end(),
             poisoned: st.poisoned.is_some(),
         });
         self.progress.notify_all();
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<Progress> {
+        self.progress_tx.subscribe()
     }
 
     /// Wakes the flusher.
