@@ -286,3 +286,174 @@ pub fn metric(http_addr: SocketAddr, name: &str) -> f64 {
         ref other => panic!("{name} is not a number: {other:?}"),
     }
 }
+
+// ---------------------------------------------------------------------------
+// Wire-protocol helpers (client library, raw frames, CLI).
+// ---------------------------------------------------------------------------
+
+use kvstore::client::{BlockingClient, ClientOptions};
+use kvstore::protocol::{Frame, Limits, Response};
+
+/// How long a test waits for any single network answer.
+pub const NET_DEADLINE: Duration = Duration::from_secs(20);
+
+impl Server {
+    /// A connected blocking client.
+    pub fn client(&self) -> BlockingClient {
+        connect_client(self.addr)
+    }
+}
+
+/// A blocking client to `addr`, with test-sized timeouts.
+pub fn connect_client(addr: SocketAddr) -> BlockingClient {
+    let options = ClientOptions {
+        connect_timeout: NET_DEADLINE,
+        request_timeout: NET_DEADLINE,
+        client_name: "test".into(),
+        credential: None,
+    };
+    BlockingClient::connect(addr.to_string(), options).expect("connect to the server")
+}
+
+/// Asserts that a brand-new client is served: put, get, delete.
+pub fn assert_serves(addr: SocketAddr) {
+    let mut client = connect_client(addr);
+    let key = format!("probe-{}", std::process::id());
+    client.put(key.as_bytes(), b"alive").expect("probe put");
+    let value = client.get(key.as_bytes()).expect("probe get");
+    assert_eq!(value.as_deref(), Some(&b"alive"[..]));
+    client.delete(key.as_bytes()).expect("probe delete");
+}
+
+/// A raw TCP connection with bounded reads and writes, for sending bytes
+/// by hand and reading response frames.
+pub struct Raw {
+    pub stream: TcpStream,
+    buf: bytes::BytesMut,
+}
+
+/// Opens a [`Raw`] connection.
+pub fn raw_connect(addr: SocketAddr) -> Raw {
+    let stream = TcpStream::connect_timeout(&addr, NET_DEADLINE).expect("connect");
+    stream
+        .set_read_timeout(Some(NET_DEADLINE))
+        .expect("timeout");
+    stream
+        .set_write_timeout(Some(NET_DEADLINE))
+        .expect("timeout");
+    stream.set_nodelay(true).expect("nodelay");
+    Raw {
+        stream,
+        buf: bytes::BytesMut::new(),
+    }
+}
+
+/// What a raw connection got back.
+#[derive(Debug)]
+pub enum Answer {
+    Frame(Response),
+    /// The server closed the connection (EOF or reset).
+    Closed,
+}
+
+impl Raw {
+    /// Sends bytes; errors (the server may already have closed) are returned.
+    pub fn send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.stream.write_all(bytes)
+    }
+
+    /// Closes our sending side (the server sees EOF).
+    pub fn shutdown_write(&mut self) {
+        let _ = self.stream.shutdown(std::net::Shutdown::Write);
+    }
+
+    /// Reads one response frame, or reports that the server closed. Panics
+    /// on a read timeout: the server must answer or close, never hang.
+    pub fn answer(&mut self) -> Answer {
+        let mut chunk = [0u8; 64 * 1024];
+        loop {
+            if let Some(frame) =
+                Frame::parse(&mut self.buf, u32::MAX).expect("server frames are valid")
+            {
+                let response =
+                    Response::decode(frame, &Limits::default()).expect("server responses decode");
+                return Answer::Frame(response);
+            }
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return Answer::Closed,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+                    ) =>
+                {
+                    return Answer::Closed
+                }
+                Err(e) => panic!("reading from the server: {e} (it neither answered nor closed)"),
+            }
+        }
+    }
+
+    /// Reads until the server closes the connection; panics if it does not
+    /// within the read timeout. Returns the error codes seen on the way.
+    pub fn until_closed(&mut self) -> Vec<kvstore::protocol::ErrorCode> {
+        let mut codes = Vec::new();
+        for _ in 0..100_000 {
+            match self.answer() {
+                Answer::Closed => return codes,
+                Answer::Frame(Response::Error { code, .. }) => codes.push(code),
+                Answer::Frame(_) => {}
+            }
+        }
+        panic!("the server kept answering instead of closing");
+    }
+}
+
+/// Runs the `kvstore` CLI against `addr`; returns the full output.
+pub fn cli(addr: SocketAddr, args: &[&str]) -> std::process::Output {
+    cli_with_stdin(addr, args, None)
+}
+
+/// Like [`cli`], feeding `stdin` to the process.
+pub fn cli_with_stdin(
+    addr: SocketAddr,
+    args: &[&str],
+    stdin: Option<&[u8]>,
+) -> std::process::Output {
+    let mut cmd = Command::new(kvstore_bin());
+    cmd.args(args)
+        .arg("--addr")
+        .arg(addr.to_string())
+        .env_remove("KVSTORE_ADDR")
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    run_cli(cmd, stdin)
+}
+
+/// Spawns a prepared CLI command, feeds stdin, waits (bounded). Output is
+/// collected by a helper thread so a large stdout cannot block the child.
+pub fn run_cli(mut cmd: Command, stdin: Option<&[u8]>) -> std::process::Output {
+    let mut child = cmd.spawn().expect("spawn kvstore");
+    let pid = Pid::from_raw(i32::try_from(child.id()).expect("pid fits i32"));
+    if let Some(input) = stdin {
+        let mut pipe = child.stdin.take().expect("stdin pipe");
+        pipe.write_all(input).expect("write stdin");
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(NET_DEADLINE) {
+        Ok(output) => output.expect("collect CLI output"),
+        Err(_) => {
+            let _ = kill(pid, Signal::SIGKILL);
+            panic!("kvstore CLI did not exit within {NET_DEADLINE:?}");
+        }
+    }
+}
