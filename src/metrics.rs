@@ -372,3 +372,32 @@ impl Collector for EngineCollector {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_counted_by_op_and_outcome() {
+        let m = Metrics::new();
+        m.observe_request("get", Outcome::NotFound, Duration::from_micros(30));
+        m.observe_request("get", Outcome::NotFound, Duration::from_micros(30));
+        // An op not in KNOWN_OPS takes the slower path, same result.
+        m.observe_request("promote", Outcome::Error, Duration::from_millis(2));
+        let text = m.encode().unwrap();
+        assert!(
+            text.contains("kvstore_requests_total{op=\"get\",outcome=\"not_found\"} 2\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("kvstore_requests_total{op=\"promote\",outcome=\"error\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("kvstore_request_duration_seconds_count{op=\"get\"} 2\n"),
+            "{text}"
+        );
+        // No engine attached yet: no engine figures, and no failure.
+        assert!(!text.contains("kvstore_engine_keys"), "{text}");
+    }
+}

@@ -141,7 +141,7 @@ fn data_dir_and_ports_come_from_the_environment() {
         matches!(common::http_get(http, "/readyz"), Ok((200, _))).then_some(())
     });
     assert!(data.is_dir());
-    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
     nix::sys::signal::kill(pid, Signal::SIGTERM).unwrap();
     let status = common::wait_for(common::STOP_DEADLINE, "exit", || child.try_wait().unwrap());
     assert_eq!(status.code(), Some(0));
@@ -196,4 +196,34 @@ fn a_locked_data_dir_fails_with_a_clear_error() {
         stderr.contains("locked") && stderr.contains(dir),
         "{stderr}"
     );
+}
+
+/// The signal handlers are installed before the listeners are bound, so
+/// even a SIGTERM sent the instant the port file appears takes the graceful
+/// path. (The window this guards is microseconds wide; the test repeats to
+/// give it a chance.)
+#[test]
+fn sigterm_right_after_the_port_file_appears_is_graceful() {
+    for _ in 0..5 {
+        let dir = tempfile::tempdir().unwrap();
+        let ports = dir.path().join("ports");
+        let mut child = std::process::Command::new(common::kvstore_bin())
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .args(LOCAL)
+            .arg("--port-file")
+            .arg(&ports)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        common::wait_for(common::START_DEADLINE, "port file", || {
+            common::read_port_file(&ports)
+        });
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
+        nix::sys::signal::kill(pid, Signal::SIGTERM).unwrap();
+        let status = common::wait_for(common::STOP_DEADLINE, "exit", || child.try_wait().unwrap());
+        assert_eq!(status.code(), Some(0), "{status}");
+    }
 }

@@ -92,26 +92,34 @@ pub fn engine_options(config: &Config) -> Options {
 
 /// Runs a node until SIGTERM or SIGINT, then shuts down gracefully.
 pub async fn run_until_signal(config: Config) -> Result<(), ServerError> {
-    run(config, termination_signal()).await
+    // Install the handlers before anything is bound: a signal that arrives
+    // as soon as the port file exists must take the graceful path, not the
+    // default action (death by SIGTERM).
+    let signals = termination_signals();
+    run(config, signals).await
 }
 
-/// Resolves on the first SIGTERM or SIGINT. If the handlers cannot be
-/// installed the node keeps running (and says so): killing it still works.
-async fn termination_signal() {
+/// Installs SIGTERM and SIGINT handlers now; the returned future resolves
+/// on the first of them. If the handlers cannot be installed the node
+/// keeps running (and says so): killing it still works.
+fn termination_signals() -> impl Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
-    match (
+    let installed = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
-    ) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => info!("SIGTERM received, shutting down"),
-                _ = int.recv() => info!("SIGINT received, shutting down"),
+    );
+    async move {
+        match installed {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => info!("SIGTERM received, shutting down"),
+                    _ = int.recv() => info!("SIGINT received, shutting down"),
+                }
             }
-        }
-        (Err(e), _) | (_, Err(e)) => {
-            warn!("cannot install signal handlers ({e}); graceful shutdown is unavailable");
-            std::future::pending::<()>().await;
+            (Err(e), _) | (_, Err(e)) => {
+                warn!("cannot install signal handlers ({e}); graceful shutdown is unavailable");
+                std::future::pending::<()>().await;
+            }
         }
     }
 }
