@@ -48,7 +48,9 @@ pub struct SyncRequest {
 pub enum ToMaster {
     Sync(SyncRequest),
     /// Everything below `durable_end` is durable on the replica.
-    Ack { durable_end: u64 },
+    Ack {
+        durable_end: u64,
+    },
 }
 
 /// Master → replica.
@@ -116,8 +118,16 @@ impl SyncRequest {
 
     pub(crate) fn decode_body(r: &mut Reader) -> Result<SyncRequest, Error> {
         let op = r.opcode();
-        let replica_id = utf8(op, "replica id", r.sized("replica id", MAX_NAME_BYTES, name_too_large)?)?;
-        let advertise = utf8(op, "advertise", r.sized("advertise", MAX_NAME_BYTES, name_too_large)?)?;
+        let replica_id = utf8(
+            op,
+            "replica id",
+            r.sized("replica id", MAX_NAME_BYTES, name_too_large)?,
+        )?;
+        let advertise = utf8(
+            op,
+            "advertise",
+            r.sized("advertise", MAX_NAME_BYTES, name_too_large)?,
+        )?;
         Ok(SyncRequest {
             replica_id,
             advertise,
@@ -308,7 +318,10 @@ mod tests {
             ToReplica::FileData {
                 bytes: Bytes::from_static(b"abc"),
             },
-            ToReplica::Stream { epoch: 3, from: 9000 },
+            ToReplica::Stream {
+                epoch: 3,
+                from: 9000,
+            },
             ToReplica::Chunk {
                 segment_base: 4096,
                 offset: 9000,
@@ -355,6 +368,9 @@ mod tests {
             opcode: opcode::REPL_CHUNK,
             payload: payload.freeze(),
         };
-        assert!(matches!(ToReplica::decode(f), Err(Error::ValueTooLarge { .. })));
+        assert!(matches!(
+            ToReplica::decode(f),
+            Err(Error::ValueTooLarge { .. })
+        ));
     }
 }

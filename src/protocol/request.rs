@@ -70,7 +70,9 @@ pub enum Request {
     Promote,
     /// Admin: follow the master at this address (repoints a replica or
     /// demotes a master).
-    Replicate { master: String },
+    Replicate {
+        master: String,
+    },
     /// Opens a replication stream; the connection becomes one.
     ReplSync(SyncRequest),
 }

@@ -86,7 +86,9 @@ pub enum Response {
     Stats(String),
     /// A write reached a replica: `master` is where to send it. Clients
     /// follow it transparently.
-    Redirect { master: String },
+    Redirect {
+        master: String,
+    },
     Error {
         code: ErrorCode,
         message: String,
@@ -144,7 +146,9 @@ impl Response {
                 dst.put_u64_le(c.keys_kept);
             }
             Response::Stats(json) => put_sized(dst, json.as_bytes()),
-            Response::Redirect { master } => put_sized(dst, truncate_utf8(master, MAX_MESSAGE_BYTES)),
+            Response::Redirect { master } => {
+                put_sized(dst, truncate_utf8(master, MAX_MESSAGE_BYTES))
+            }
             Response::Error { code, message } => {
                 dst.put_u16_le(code.0);
                 put_sized(dst, truncate_utf8(message, MAX_MESSAGE_BYTES));

@@ -76,8 +76,16 @@ fn plan(repl: &Replication, req: &SyncRequest) -> Plan {
 
 /// Serves one replica on a connection that sent REPL_SYNC. `leftover` is
 /// what the connection had read past that frame.
-pub async fn serve_replica(stream: TcpStream, leftover: BytesMut, ctx: Arc<ServerContext>, first: SyncRequest) {
-    let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+pub async fn serve_replica(
+    stream: TcpStream,
+    leftover: BytesMut,
+    ctx: Arc<ServerContext>,
+    first: SyncRequest,
+) {
+    let peer = stream
+        .peer_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
     let id = if first.replica_id.is_empty() {
         peer.clone()
     } else {
@@ -108,17 +116,25 @@ async fn serve(
         match plan(&repl, &req) {
             Plan::Refuse { code, message } => {
                 tracing::warn!(replica = %id, %code, %message, "refusing replica");
-                writer.send(|b| Response::error(code, message).encode(b)).await?;
+                writer
+                    .send(|b| Response::error(code, message).encode(b))
+                    .await?;
                 writer.shutdown().await;
                 return Ok(());
             }
             Plan::Truncate { to } => {
                 tracing::info!(replica = %id, from = req.end, to, "replica log diverged; telling it to truncate");
-                writer.send(|b| ToReplica::Truncate { epoch, to }.encode(b)).await?;
+                writer
+                    .send(|b| ToReplica::Truncate { epoch, to }.encode(b))
+                    .await?;
                 match reader.next(REPLICA_SILENCE).await? {
                     Some(frame) => match ToMaster::decode(frame)? {
                         ToMaster::Sync(next) => req = next,
-                        other => return Err(ReplError::Unexpected(format!("{other:?} instead of REPL_SYNC"))),
+                        other => {
+                            return Err(ReplError::Unexpected(format!(
+                                "{other:?} instead of REPL_SYNC"
+                            )))
+                        }
                     },
                     None => return Ok(()),
                 }
@@ -129,7 +145,9 @@ async fn serve(
                 break end;
             }
             Plan::Stream { from } => {
-                writer.send(|b| ToReplica::Stream { epoch, from }.encode(b)).await?;
+                writer
+                    .send(|b| ToReplica::Stream { epoch, from }.encode(b))
+                    .await?;
                 repl.partial_resyncs.fetch_add(1, Relaxed);
                 tracing::info!(replica = %id, from, "replica resumes from its offset");
                 break from;
@@ -169,18 +187,39 @@ async fn send_snapshot<W: tokio::io::AsyncWrite + Unpin>(
         })
         .await?;
     for f in &snap.files {
-        writer.send(|b| ToReplica::File { name: f.name.clone(), len: f.len }.encode(b)).await?;
+        writer
+            .send(|b| {
+                ToReplica::File {
+                    name: f.name.clone(),
+                    len: f.len,
+                }
+                .encode(b)
+            })
+            .await?;
         let mut offset = 0;
         while offset < f.len {
             let bytes = Bytes::from(f.read(offset, FILE_CHUNK_BYTES as usize)?);
             if bytes.is_empty() {
-                return Err(ReplError::Unexpected(format!("{} ended early at {offset}", f.name)));
+                return Err(ReplError::Unexpected(format!(
+                    "{} ended early at {offset}",
+                    f.name
+                )));
             }
             offset += bytes.len() as u64;
-            writer.send(|b| ToReplica::FileData { bytes }.encode(b)).await?;
+            writer
+                .send(|b| ToReplica::FileData { bytes }.encode(b))
+                .await?;
         }
     }
-    writer.send(|b| ToReplica::Stream { epoch, from: snap.end }.encode(b)).await?;
+    writer
+        .send(|b| {
+            ToReplica::Stream {
+                epoch,
+                from: snap.end,
+            }
+            .encode(b)
+        })
+        .await?;
     Ok(snap.end)
 }
 
@@ -204,7 +243,9 @@ async fn stream_log<W: tokio::io::AsyncWrite + Unpin>(
                     None => return Ok(()),
                     Some(frame) => match ToMaster::decode(frame)? {
                         ToMaster::Ack { durable_end } => repl.record_ack(&id, durable_end),
-                        ToMaster::Sync(_) => return Err(ReplError::Unexpected("REPL_SYNC mid-stream".into())),
+                        ToMaster::Sync(_) => {
+                            return Err(ReplError::Unexpected("REPL_SYNC mid-stream".into()))
+                        }
                     },
                 }
             }

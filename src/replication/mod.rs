@@ -243,10 +243,14 @@ impl Replication {
     async fn become_master(&self) -> Result<u32, engine::Error> {
         let engine = self.engine.clone();
         let epoch = tokio::task::spawn_blocking(move || {
-            let epoch = engine.current_epoch().checked_add(1).ok_or(engine::Error::InvalidOption {
-                name: "epoch",
-                reason: "epochs exhausted".into(),
-            })?;
+            let epoch =
+                engine
+                    .current_epoch()
+                    .checked_add(1)
+                    .ok_or(engine::Error::InvalidOption {
+                        name: "epoch",
+                        reason: "epochs exhausted".into(),
+                    })?;
             engine.begin_epoch(epoch)?;
             engine.set_auto_roll(true);
             Ok::<_, engine::Error>(epoch)
@@ -266,9 +270,14 @@ impl Replication {
         if let RoleState::Master = *role {
             return Ok(self.engine.current_epoch());
         }
-        if let RoleState::Replica { stop, task, master } = std::mem::replace(&mut *role, RoleState::Master) {
+        if let RoleState::Replica { stop, task, master } =
+            std::mem::replace(&mut *role, RoleState::Master)
+        {
             let _ = stop.send(true);
-            if tokio::time::timeout(Duration::from_secs(5), task).await.is_err() {
+            if tokio::time::timeout(Duration::from_secs(5), task)
+                .await
+                .is_err()
+            {
                 tracing::warn!(%master, "follower task did not stop in 5 s");
             }
         }
@@ -280,7 +289,9 @@ impl Replication {
     /// master: its streams to replicas end).
     pub async fn replicate(self: &Arc<Self>, master: String) {
         let mut role = self.role.lock().await;
-        if let RoleState::Replica { stop, task, .. } = std::mem::replace(&mut *role, RoleState::Master) {
+        if let RoleState::Replica { stop, task, .. } =
+            std::mem::replace(&mut *role, RoleState::Master)
+        {
             let _ = stop.send(true);
             let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
         }
@@ -288,17 +299,21 @@ impl Replication {
         self.health.set_replication_ready(false);
         self.replicas.lock().clear();
         self.engine.set_compaction_floor(None);
-        self.role_tx.send_replace(RoleView::Replica { master: master.clone() });
+        self.role_tx.send_replace(RoleView::Replica {
+            master: master.clone(),
+        });
         let (stop, stop_rx) = watch::channel(false);
         let task = tokio::spawn(replica::follow(Arc::clone(self), master.clone(), stop_rx));
-        tracing::info!(%master, "Starting as REPLICA of {master}");
+        tracing::info!(%master, "following master {master}");
         *role = RoleState::Replica { master, stop, task };
     }
 
     /// Stops the follower (at shutdown).
     pub async fn stop(&self) {
         let mut role = self.role.lock().await;
-        if let RoleState::Replica { stop, task, .. } = std::mem::replace(&mut *role, RoleState::Master) {
+        if let RoleState::Replica { stop, task, .. } =
+            std::mem::replace(&mut *role, RoleState::Master)
+        {
             let _ = stop.send(true);
             let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
         }
@@ -348,12 +363,22 @@ impl Replication {
     /// the retention bound.
     fn update_floor(&self) {
         let lowest = self.replicas.lock().values().map(|r| r.acked).min();
-        let floor = lowest.map(|acked| acked.max(self.engine.log_end().saturating_sub(self.settings.retention_bytes)));
+        let floor = lowest.map(|acked| {
+            acked.max(
+                self.engine
+                    .log_end()
+                    .saturating_sub(self.settings.retention_bytes),
+            )
+        });
         self.engine.set_compaction_floor(floor);
     }
 
     fn acked_count(&self, end: u64) -> usize {
-        self.replicas.lock().values().filter(|r| r.acked >= end).count()
+        self.replicas
+            .lock()
+            .values()
+            .filter(|r| r.acked >= end)
+            .count()
     }
 
     /// Sync mode: refuses a write up front when too few replicas are
@@ -417,7 +442,8 @@ impl Replication {
             link.caught_up_at = Some(Instant::now());
         }
         let lag = master_end.saturating_sub(local_end);
-        self.health.set_replication_ready(lag <= self.settings.max_ready_lag_bytes);
+        self.health
+            .set_replication_ready(lag <= self.settings.max_ready_lag_bytes);
     }
 
     pub fn stats(&self) -> ReplicationStats {
@@ -443,7 +469,11 @@ impl Replication {
             .collect();
         let link = self.link.lock().clone();
         let is_replica = matches!(role, RoleView::Replica { .. });
-        let lag_bytes = if is_replica { link.master_end.saturating_sub(end) } else { 0 };
+        let lag_bytes = if is_replica {
+            link.master_end.saturating_sub(end)
+        } else {
+            0
+        };
         ReplicationStats {
             role: if is_replica { "replica" } else { "master" },
             epoch: self.engine.current_epoch(),

@@ -71,7 +71,11 @@ pub async fn follow(repl: Arc<Replication>, master: String, mut stop: watch::Rec
 }
 
 /// One connection to the master. Returns whether it got to streaming.
-async fn session(repl: &Arc<Replication>, master: &str, force_full: &mut bool) -> Result<bool, ReplError> {
+async fn session(
+    repl: &Arc<Replication>,
+    master: &str,
+    force_full: &mut bool,
+) -> Result<bool, ReplError> {
     let engine = repl.engine.clone();
     let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(master))
         .await
@@ -102,7 +106,10 @@ async fn session(repl: &Arc<Replication>, master: &str, force_full: &mut bool) -
             full: *force_full,
         };
         writer.send(|b| Request::ReplSync(sync).encode(b)).await?;
-        let frame = reader.next(MASTER_SILENCE).await?.ok_or(ReplError::Closed)?;
+        let frame = reader
+            .next(MASTER_SILENCE)
+            .await?
+            .ok_or(ReplError::Closed)?;
         let msg = match ToReplica::decode(frame.clone())? {
             Some(msg) => msg,
             None => return Err(refused(Response::decode(frame, &limits)?)),
@@ -118,7 +125,9 @@ async fn session(repl: &Arc<Replication>, master: &str, force_full: &mut bool) -
                     Err(e) => return Err(e),
                 }
             }
-            ToReplica::FullResync { epoch, end, files, .. } => {
+            ToReplica::FullResync {
+                epoch, end, files, ..
+            } => {
                 check_epoch(&engine, epoch)?;
                 tracing::info!(%master, files, end, "full resync from the master");
                 receive_snapshot(&engine, &mut reader, files).await?;
@@ -126,7 +135,11 @@ async fn session(repl: &Arc<Replication>, master: &str, force_full: &mut bool) -
                 repl.full_resyncs.fetch_add(1, Relaxed);
                 match next_message(&mut reader, &limits).await? {
                     ToReplica::Stream { from, .. } if from == engine.end() => break,
-                    other => return Err(ReplError::Unexpected(format!("{other:?} after a full resync"))),
+                    other => {
+                        return Err(ReplError::Unexpected(format!(
+                            "{other:?} after a full resync"
+                        )))
+                    }
                 }
             }
             ToReplica::Stream { epoch, from } => {
@@ -141,7 +154,11 @@ async fn session(repl: &Arc<Replication>, master: &str, force_full: &mut bool) -
                 tracing::info!(%master, from, "resuming replication from the local log end");
                 break;
             }
-            other => return Err(ReplError::Unexpected(format!("{other:?} while negotiating"))),
+            other => {
+                return Err(ReplError::Unexpected(format!(
+                    "{other:?} while negotiating"
+                )))
+            }
         }
     }
 
@@ -160,7 +177,9 @@ async fn session(repl: &Arc<Replication>, master: &str, force_full: &mut bool) -
             } => {
                 let expected = engine.end() + carry.len() as u64;
                 if offset != expected {
-                    return Err(ReplError::Unexpected(format!("chunk at {offset}, expected {expected}")));
+                    return Err(ReplError::Unexpected(format!(
+                        "chunk at {offset}, expected {expected}"
+                    )));
                 }
                 if carry.is_empty() {
                     carry_base = segment_base;
@@ -169,7 +188,8 @@ async fn session(repl: &Arc<Replication>, master: &str, force_full: &mut bool) -
                 }
                 carry.extend_from_slice(&bytes);
                 let (e, base, data) = (engine.clone(), carry_base, carry.split().freeze());
-                let (taken, data) = blocking(move || e.append_log(base, &data).map(|n| (n, data))).await?;
+                let (taken, data) =
+                    blocking(move || e.append_log(base, &data).map(|n| (n, data))).await?;
                 carry.extend_from_slice(&data[taken..]);
                 repl.bytes_shipped.fetch_add(taken as u64, Relaxed);
                 master_end
@@ -178,7 +198,9 @@ async fn session(repl: &Arc<Replication>, master: &str, force_full: &mut bool) -
             other => return Err(ReplError::Unexpected(format!("{other:?} while streaming"))),
         };
         let durable_end = engine.log_end();
-        writer.send(|b| ToMaster::Ack { durable_end }.encode(b)).await?;
+        writer
+            .send(|b| ToMaster::Ack { durable_end }.encode(b))
+            .await?;
         repl.observe_master(master_end, engine.end());
     }
 }
@@ -202,7 +224,10 @@ async fn next_response<R: tokio::io::AsyncRead + Unpin>(
     reader: &mut FrameReader<R>,
     limits: &Limits,
 ) -> Result<Response, ReplError> {
-    let frame = reader.next(MASTER_SILENCE).await?.ok_or(ReplError::Closed)?;
+    let frame = reader
+        .next(MASTER_SILENCE)
+        .await?
+        .ok_or(ReplError::Closed)?;
     Ok(Response::decode(frame, limits)?)
 }
 
@@ -210,7 +235,10 @@ async fn next_message<R: tokio::io::AsyncRead + Unpin>(
     reader: &mut FrameReader<R>,
     limits: &Limits,
 ) -> Result<ToReplica, ReplError> {
-    let frame = reader.next(MASTER_SILENCE).await?.ok_or(ReplError::Closed)?;
+    let frame = reader
+        .next(MASTER_SILENCE)
+        .await?
+        .ok_or(ReplError::Closed)?;
     match ToReplica::decode(frame.clone())? {
         Some(msg) => Ok(msg),
         None => Err(refused(Response::decode(frame, limits)?)),
@@ -240,11 +268,17 @@ async fn receive_snapshot<R: tokio::io::AsyncRead + Unpin>(
     for _ in 0..files {
         let (name, len) = match next_message(reader, &limits).await? {
             ToReplica::File { name, len } => (name, len),
-            other => return Err(ReplError::Unexpected(format!("{other:?} instead of a file"))),
+            other => {
+                return Err(ReplError::Unexpected(format!(
+                    "{other:?} instead of a file"
+                )))
+            }
         };
         // The name comes from the network: only plain snapshot file names.
         if !is_snapshot_file(&name) || name.contains('/') {
-            return Err(ReplError::Unexpected(format!("refusing snapshot file name {name:?}")));
+            return Err(ReplError::Unexpected(format!(
+                "refusing snapshot file name {name:?}"
+            )));
         }
         let path = staging.join(&name);
         let mut file = tokio::fs::File::create(&path).await?;
@@ -252,11 +286,17 @@ async fn receive_snapshot<R: tokio::io::AsyncRead + Unpin>(
         while received < len {
             let bytes = match next_message(reader, &limits).await? {
                 ToReplica::FileData { bytes } => bytes,
-                other => return Err(ReplError::Unexpected(format!("{other:?} inside file {name}"))),
+                other => {
+                    return Err(ReplError::Unexpected(format!(
+                        "{other:?} inside file {name}"
+                    )))
+                }
             };
             received += bytes.len() as u64;
             if received > len || bytes.is_empty() {
-                return Err(ReplError::Unexpected(format!("file {name} overruns its length {len}")));
+                return Err(ReplError::Unexpected(format!(
+                    "file {name} overruns its length {len}"
+                )));
             }
             file.write_all(&bytes).await?;
         }

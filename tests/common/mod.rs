@@ -47,6 +47,9 @@ pub struct Server {
     dir: tempfile::TempDir,
     args: Vec<String>,
     envs: Vec<(String, String)>,
+    /// What `--listen` is given: port 0 at first, the same port after
+    /// [`Server::restart_same_port`].
+    listen: String,
     /// Client address (from the port file).
     pub addr: SocketAddr,
     /// HTTP address (from the port file).
@@ -72,6 +75,7 @@ impl Server {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            listen: "127.0.0.1:0".into(),
             addr: "127.0.0.1:0".parse().expect("addr"),
             http_addr: "127.0.0.1:0".parse().expect("addr"),
             restarts: 0,
@@ -104,7 +108,7 @@ impl Server {
             .arg(self.data_dir())
             .args([
                 "--listen",
-                "127.0.0.1:0",
+                &self.listen,
                 "--http-listen",
                 "127.0.0.1:0",
                 "--port-file",
@@ -171,6 +175,18 @@ impl Server {
     /// SIGKILL and wait: a crash.
     pub fn sigkill(&mut self) {
         self.stop_with(Signal::SIGKILL);
+    }
+
+    /// Starts the node again on the same data directory, flags and client
+    /// port (so replicas pointing at it find it again).
+    pub fn restart_same_port(&mut self) {
+        self.listen = self.addr.to_string();
+        self.restart();
+    }
+
+    /// Replaces the extra flags used by the next (re)start.
+    pub fn set_args(&mut self, extra: &[&str]) {
+        self.args = extra.iter().map(|s| s.to_string()).collect();
     }
 
     /// Starts the node again on the same data directory and flags (new
@@ -310,7 +326,7 @@ pub fn connect_client(addr: SocketAddr) -> BlockingClient {
         connect_timeout: NET_DEADLINE,
         request_timeout: NET_DEADLINE,
         client_name: "test".into(),
-        credential: None,
+        ..ClientOptions::default()
     };
     BlockingClient::connect(addr.to_string(), options).expect("connect to the server")
 }
