@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{run_to_exit, Server};
+use common::{http_get, run_to_exit, wait_for, Server, START_DEADLINE};
 use nix::sys::signal::Signal;
 
 const EXIT_DEADLINE: Duration = Duration::from_secs(10);
@@ -86,15 +86,22 @@ fn invalid_environment_values_fail_naming_the_variable() {
 }
 
 #[test]
-fn replica_role_says_replication_is_not_there_yet() {
-    let mut args = vec!["serve", "--role", "replica", "--master-addr", "127.0.0.1:1"];
-    args.extend(LOCAL);
-    let (status, stderr) = run_to_exit(&args, &[], EXIT_DEADLINE);
-    assert_eq!(status.code(), Some(1), "{stderr}");
-    assert!(
-        stderr.contains("replication is not implemented yet"),
-        "{stderr}"
+fn a_replica_starts_without_its_master_and_says_whom_it_follows() {
+    // Nothing listens on port 1: the replica must still start, log its
+    // role, and keep retrying rather than exit.
+    let mut server = Server::start_unready(&["--role", "replica", "--master-addr", "127.0.0.1:1"]);
+    wait_for(START_DEADLINE, "the role line", || {
+        server
+            .logs()
+            .contains("Starting as REPLICA of 127.0.0.1:1")
+            .then_some(())
+    });
+    let (code, body) = http_get(server.http_addr, "/readyz").expect("readyz");
+    assert_eq!(
+        code, 503,
+        "a replica without its master is not ready: {body}"
     );
+    assert_eq!(server.sigterm().code(), Some(0));
 }
 
 #[test]

@@ -50,6 +50,8 @@ pub struct Server {
     /// What `--listen` is given: port 0 at first, the same port after
     /// [`Server::restart_same_port`].
     listen: String,
+    /// Whether (re)starts wait for `/readyz`.
+    wait_ready: bool,
     /// Client address (from the port file).
     pub addr: SocketAddr,
     /// HTTP address (from the port file).
@@ -64,8 +66,18 @@ impl Server {
         Server::start_with_env(extra, &[])
     }
 
+    /// Starts a node without waiting for `/readyz` (a replica whose master
+    /// is not there never gets ready); waits for the port file only.
+    pub fn start_unready(extra: &[&str]) -> Server {
+        Server::build(extra, &[], false)
+    }
+
     /// Like [`Server::start`], with extra environment variables.
     pub fn start_with_env(extra: &[&str], envs: &[(&str, &str)]) -> Server {
+        Server::build(extra, envs, true)
+    }
+
+    fn build(extra: &[&str], envs: &[(&str, &str)], wait_ready: bool) -> Server {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut server = Server {
             child: None,
@@ -79,6 +91,7 @@ impl Server {
             addr: "127.0.0.1:0".parse().expect("addr"),
             http_addr: "127.0.0.1:0".parse().expect("addr"),
             restarts: 0,
+            wait_ready,
         };
         server.spawn();
         server
@@ -130,6 +143,9 @@ impl Server {
         });
         self.addr = addr;
         self.http_addr = http;
+        if !self.wait_ready {
+            return;
+        }
         wait_for(START_DEADLINE, "/readyz to answer 200", || {
             self.assert_running();
             matches!(http_get(self.http_addr, "/readyz"), Ok((200, _))).then_some(())
