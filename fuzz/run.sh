@@ -14,6 +14,7 @@ set -euo pipefail
 # fails if either is missing, or if Cargo.toml has a target not listed here.
 TARGETS=(
   record_decode
+  resp_decode
 )
 
 # Seconds one input may take before libFuzzer calls it a hang.

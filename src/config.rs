@@ -170,6 +170,9 @@ pub struct ServeArgs {
         default_value = "text"
     )]
     pub log_format: String,
+    /// Also serve Redis clients (RESP2) on this address (host:port); off unless given.
+    #[arg(long, env = "KVSTORE_RESP_LISTEN", value_name = "ADDR")]
+    pub resp_listen: Option<String>,
     /// Write the bound addresses here (`listen=..`, `http=..`) once listening.
     #[arg(long, env = "KVSTORE_PORT_FILE", value_name = "PATH")]
     pub port_file: Option<String>,
@@ -249,6 +252,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub listen: SocketAddr,
     pub http_listen: SocketAddr,
+    /// RESP listener (`--resp-listen`), if any.
+    pub resp_listen: Option<SocketAddr>,
     pub durability: DurabilityPolicy,
     pub fsync_interval: Duration,
     pub segment_max_bytes: u64,
@@ -272,6 +277,7 @@ pub const KNOWN_ENV: &[&str] = &[
     "KVSTORE_DATA_DIR",
     "KVSTORE_LISTEN",
     "KVSTORE_HTTP_LISTEN",
+    "KVSTORE_RESP_LISTEN",
     "KVSTORE_DURABILITY",
     "KVSTORE_FSYNC_INTERVAL_MS",
     "KVSTORE_SEGMENT_MAX_BYTES",
@@ -368,6 +374,20 @@ impl Config {
                 "must differ from --listen",
             ));
         }
+        let resp_listen = match &args.resp_listen {
+            None => None,
+            Some(a) => {
+                let addr = parse_addr("resp-listen", a)?;
+                if addr.port() != 0 && (addr == listen || addr == http_listen) {
+                    return Err(invalid(
+                        "resp-listen",
+                        a,
+                        "must differ from --listen and --http-listen",
+                    ));
+                }
+                Some(addr)
+            }
+        };
         let durability = match args.durability.trim() {
             "always" => DurabilityPolicy::Always,
             "interval" => DurabilityPolicy::Interval,
@@ -497,6 +517,7 @@ impl Config {
             data_dir: PathBuf::from(&args.data_dir),
             listen,
             http_listen,
+            resp_listen,
             durability,
             fsync_interval,
             segment_max_bytes,

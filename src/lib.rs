@@ -12,4 +12,5 @@ pub mod engine;
 pub mod metrics;
 pub mod protocol;
 pub mod replication;
+pub mod resp;
 pub mod server;

@@ -166,7 +166,7 @@ fn to_write_op(op: &BatchOp) -> WriteOp<'_> {
 /// A write as the node's role allows it: a replica redirects it to its
 /// master; in sync mode the master refuses it up front when too few
 /// replicas are connected, and acknowledges it only once enough hold it.
-async fn write(
+pub(crate) async fn write(
     ctx: &ServerContext,
     ops: &[WriteOp<'_>],
     atomic: bool,
@@ -202,7 +202,7 @@ fn stats_json(ctx: &ServerContext) -> Result<String, serde_json::Error> {
 
 /// Maps an engine error to the code a client can act on. The message is
 /// the engine's own one-line description.
-fn engine_error(e: engine::Error) -> Response {
+pub(crate) fn engine_error(e: engine::Error) -> Response {
     let code = match &e {
         engine::Error::KeyTooLarge { .. } => ErrorCode::KEY_TOO_LARGE,
         engine::Error::ValueTooLarge { .. } => ErrorCode::VALUE_TOO_LARGE,

@@ -177,10 +177,27 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> Result<(), S
     };
     let client_addr = local(&client, "--listen", config.listen)?;
     let http_addr = local(&http, "--http-listen", config.http_listen)?;
+    let resp = match config.resp_listen {
+        None => None,
+        Some(addr) => {
+            let l = TcpListener::bind(addr)
+                .await
+                .map_err(|source| ServerError::Bind {
+                    setting: "--resp-listen",
+                    addr,
+                    source,
+                })?;
+            let bound = local(&l, "--resp-listen", addr)?;
+            Some((l, bound))
+        }
+    };
     if let Some(path) = &config.port_file {
-        port_file::write(path, client_addr, http_addr).map_err(|source| ServerError::PortFile {
-            path: path.clone(),
-            source,
+        let resp_addr = resp.as_ref().map(|(_, a)| *a);
+        port_file::write_with_resp(path, client_addr, http_addr, resp_addr).map_err(|source| {
+            ServerError::PortFile {
+                path: path.clone(),
+                source,
+            }
         })?;
     }
 
@@ -211,7 +228,8 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> Result<(), S
         }
     });
 
-    let result = serve_clients(&config, client, &metrics, &health, trigger, shutdown, stop).await;
+    let listeners = Listeners { client, resp };
+    let result = serve_clients(&config, listeners, &metrics, &health, trigger, shutdown, stop).await;
     let _ = http_stop_tx.send(());
     // The HTTP server has no long requests; a bounded wait keeps a stuck
     // scrape from holding the exit.
@@ -224,10 +242,16 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> Result<(), S
     result
 }
 
+/// The bound client listeners: binary, and RESP when enabled.
+struct Listeners {
+    client: TcpListener,
+    resp: Option<(TcpListener, SocketAddr)>,
+}
+
 /// Opens the engine, accepts clients until `stop`, drains, closes the engine.
 async fn serve_clients(
     config: &Config,
-    client: TcpListener,
+    listeners: Listeners,
     metrics: &Arc<Metrics>,
     health: &Arc<Health>,
     trigger: ShutdownTrigger,
@@ -235,6 +259,7 @@ async fn serve_clients(
     stop: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
     tokio::pin!(stop);
+    let Listeners { client, resp } = listeners;
     let client_addr = client.local_addr().unwrap_or(config.listen);
     let dir = config.data_dir.clone();
     let options = engine_options(config);
@@ -282,12 +307,38 @@ async fn serve_clients(
         health: Arc::clone(health),
         replication: Arc::clone(&replication),
     });
+    // RESP clients are served until the shutdown trigger, then drained
+    // (bounded by --shutdown-timeout-secs) alongside binary ones.
+    let resp_task = resp.map(|(l, addr)| {
+        let settings = crate::resp::Settings {
+            addr,
+            durability: match config.durability {
+                DurabilityPolicy::Always => "always",
+                DurabilityPolicy::Interval => "interval",
+                DurabilityPolicy::Never => "never",
+            },
+            limits: crate::resp::parse::Limits {
+                max_request: config.limits.max_frame_bytes as usize,
+                ..crate::resp::parse::Limits::default()
+            },
+            shutdown_timeout: config.shutdown_timeout,
+        };
+        tokio::spawn(crate::resp::serve(l, Arc::clone(&ctx), settings))
+    });
     let connections = listener::accept_until(client, Arc::clone(&ctx), &mut stop).await;
     replication.stop().await;
 
     health.set_stopping();
     trigger.trigger();
-    listener::drain(connections, config.shutdown_timeout).await;
+    let resp_drained = async {
+        if let Some(task) = resp_task {
+            let _ = task.await;
+        }
+    };
+    tokio::join!(
+        listener::drain(connections, config.shutdown_timeout),
+        resp_drained
+    );
     drop(ctx);
 
     let flushed = tokio::task::spawn_blocking(move || {

@@ -6,6 +6,7 @@
 //! ```text
 //! listen=127.0.0.1:40123
 //! http=127.0.0.1:40124
+//! resp=127.0.0.1:40125      (only with --resp-listen)
 //! ```
 //!
 //! It is written once both listeners are bound, to `PATH.tmp` and then
@@ -32,11 +33,24 @@ pub fn connectable(addr: SocketAddr) -> SocketAddr {
 
 /// Writes the port file atomically (temporary file, fsync, rename).
 pub fn write(path: &Path, listen: SocketAddr, http: SocketAddr) -> std::io::Result<()> {
-    let body = format!(
+    write_with_resp(path, listen, http, None)
+}
+
+/// [`write`], plus a `resp=host:port` line when the RESP listener is on.
+pub fn write_with_resp(
+    path: &Path,
+    listen: SocketAddr,
+    http: SocketAddr,
+    resp: Option<SocketAddr>,
+) -> std::io::Result<()> {
+    let mut body = format!(
         "listen={}\nhttp={}\n",
         connectable(listen),
         connectable(http)
     );
+    if let Some(resp) = resp {
+        body.push_str(&format!("resp={}\n", connectable(resp)));
+    }
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = Path::new(&tmp);

@@ -1,0 +1,368 @@
+//! Runs one decoded RESP command against the engine.
+//!
+//! Writes go through the binary protocol's write path
+//! ([`dispatch::write`]): a replica refuses them (`-READONLY`, naming its
+//! master), sync replication waits for acknowledgements exactly as for
+//! binary clients. Every command is counted in `kvstore_requests_total`
+//! under `op="resp_<name>"`.
+//!
+//! `SET NX`/`XX` check and write under one lock shared by every RESP
+//! connection, so they are atomic against each other; a plain write from a
+//! binary client can still land between the check and the write.
+
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use super::info;
+use super::parse::Args;
+use super::reply::Reply;
+use super::table::{self, Spec};
+use super::{Session, Shared};
+use crate::engine::WriteOp;
+use crate::metrics::Outcome;
+use crate::protocol::{ErrorCode, Response};
+use crate::server::dispatch;
+use crate::server::ServerContext;
+
+/// Whether `args` is a write that may share a group commit with the writes
+/// around it in a pipeline (runs no check before writing, needs no session).
+pub fn batchable(args: &Args) -> bool {
+    let Some(name) = args.first() else {
+        return false;
+    };
+    (name.eq_ignore_ascii_case(b"set") && args.len() == 3)
+        || name.eq_ignore_ascii_case(b"mset")
+        || name.eq_ignore_ascii_case(b"del")
+}
+
+/// Runs any command. Records metrics.
+pub async fn execute(
+    ctx: &ServerContext,
+    shared: &Shared,
+    session: &mut Session,
+    args: Args,
+) -> Reply {
+    let args = &args;
+    timed(ctx, shared, args, |spec| async move {
+        match spec.name {
+            "ping" => match args.get(1) {
+                _ if args.len() > 2 => wrong_arity("ping"),
+                Some(msg) => Reply::bulk(msg.to_vec()),
+                None => Reply::Status("PONG"),
+            },
+            "echo" => Reply::bulk(args[1].to_vec()),
+            "get" => get(ctx, shared, &args[1]),
+            "exists" => exists(ctx, &args[1..]),
+            "mget" => Reply::Array(args[1..].iter().map(|k| get(ctx, shared, k)).collect()),
+            "dbsize" => Reply::Int(i64::try_from(ctx.engine.stats().keys).unwrap_or(i64::MAX)),
+            "info" => Reply::Bulk(info::info(ctx, shared, &args[1..]).into_bytes()),
+            "command" => command(&args[1..]),
+            "config" => info::config(ctx, shared, &args[1..]),
+            "select" => match &args[1][..] {
+                b"0" => Reply::ok(),
+                _ => Reply::err("DB index is out of range (kvstore has only database 0)"),
+            },
+            "quit" => {
+                session.quit = true;
+                Reply::ok()
+            }
+            "client" => client(session, &args[1..]),
+            "hello" => hello(ctx, session, &args[1..]),
+            _ => write_command(ctx, shared, spec, args).await,
+        }
+    })
+    .await
+}
+
+/// Runs a [`batchable`] write (or any write). Records metrics.
+pub async fn execute_write(ctx: &ServerContext, shared: &Shared, args: Args) -> Reply {
+    timed(ctx, shared, &args, |spec| {
+        write_command(ctx, shared, spec, &args)
+    })
+    .await
+}
+
+/// Looks the command up, checks its arity, runs `body`, counts it.
+async fn timed<F, Fut>(ctx: &ServerContext, shared: &Shared, args: &Args, body: F) -> Reply
+where
+    F: FnOnce(&'static Spec) -> Fut,
+    Fut: std::future::Future<Output = Reply>,
+{
+    let started = Instant::now();
+    let name = args.first().map(|b| &b[..]).unwrap_or(b"");
+    let (op, reply) = match table::lookup(name) {
+        None => (table::UNKNOWN_OP, unknown(args)),
+        Some(spec) if !table::arity_ok(spec, args.len()) => (spec.op, wrong_arity(spec.name)),
+        Some(spec) => (spec.op, body(spec).await),
+    };
+    shared.count_command();
+    ctx.metrics
+        .observe_request(op, outcome(&reply), started.elapsed());
+    reply
+}
+
+fn outcome(reply: &Reply) -> Outcome {
+    match reply {
+        Reply::Nil => Outcome::NotFound,
+        Reply::Error(e)
+            if e.starts_with("ERR wrong number")
+                || e.starts_with("ERR syntax")
+                || e.starts_with("ERR unknown")
+                || e.starts_with("ERR Protocol") =>
+        {
+            Outcome::BadRequest
+        }
+        Reply::Error(_) => Outcome::Error,
+        _ => Outcome::Ok,
+    }
+}
+
+fn wrong_arity(name: &str) -> Reply {
+    Reply::err(format!("wrong number of arguments for '{name}' command"))
+}
+
+/// Redis's wording: the name and up to the first few arguments.
+fn unknown(args: &Args) -> Reply {
+    let show = |b: &Bytes| {
+        let s = String::from_utf8_lossy(b);
+        s.chars().take(128).collect::<String>()
+    };
+    let name = args.first().map(show).unwrap_or_default();
+    let rest: String = args
+        .iter()
+        .skip(1)
+        .take(8)
+        .map(|a| format!("'{}' ", show(a)))
+        .collect();
+    Reply::err(format!(
+        "unknown command '{name}', with args beginning with: {rest}"
+    ))
+}
+
+/// A binary-protocol answer as a RESP error.
+pub fn from_response(response: Response) -> Reply {
+    match response {
+        Response::Redirect { master } => Reply::Error(format!(
+            "READONLY You can't write against a read only replica. master is {master}"
+        )),
+        Response::Error { code, message } if code == ErrorCode::NOT_ENOUGH_REPLICAS => {
+            Reply::Error(format!("NOREPLICAS {message}"))
+        }
+        Response::Error { message, .. } => Reply::err(message),
+        other => Reply::err(format!("unexpected answer {other:?}")),
+    }
+}
+
+fn get(ctx: &ServerContext, shared: &Shared, key: &[u8]) -> Reply {
+    match ctx.engine.get(key) {
+        Ok(Some(value)) => {
+            shared.count_hit(true);
+            Reply::Bulk(value)
+        }
+        Ok(None) => {
+            shared.count_hit(false);
+            Reply::Nil
+        }
+        Err(e) => from_response(dispatch::engine_error(e)),
+    }
+}
+
+fn exists(ctx: &ServerContext, keys: &[Bytes]) -> Reply {
+    let mut n = 0;
+    for key in keys {
+        match ctx.engine.contains(key) {
+            Ok(true) => n += 1,
+            Ok(false) => {}
+            Err(e) => return from_response(dispatch::engine_error(e)),
+        }
+    }
+    Reply::Int(n)
+}
+
+/// SET, DEL, MSET.
+async fn write_command(ctx: &ServerContext, shared: &Shared, spec: &Spec, args: &Args) -> Reply {
+    match spec.name {
+        "set" => set(ctx, shared, args).await,
+        "del" => del(ctx, &args[1..]).await,
+        "mset" => {
+            if args.len() % 2 == 0 {
+                return wrong_arity("mset");
+            }
+            let ops: Vec<WriteOp<'_>> = args[1..]
+                .chunks_exact(2)
+                .map(|kv| WriteOp::Put(&kv[0], &kv[1]))
+                .collect();
+            match dispatch::write(ctx, &ops, true).await {
+                Ok(_) => Reply::ok(),
+                Err(answer) => from_response(answer),
+            }
+        }
+        other => Reply::err(format!("'{other}' is not a write")),
+    }
+}
+
+async fn set(ctx: &ServerContext, shared: &Shared, args: &Args) -> Reply {
+    let (key, value) = (&args[1], &args[2]);
+    let (mut nx, mut xx) = (false, false);
+    for opt in &args[3..] {
+        let upper = opt.to_ascii_uppercase();
+        match &upper[..] {
+            b"NX" => nx = true,
+            b"XX" => xx = true,
+            b"EX" | b"PX" | b"EXAT" | b"PXAT" | b"KEEPTTL" => {
+                return Reply::err(format!(
+                    "SET {} is not supported: kvstore keys do not expire",
+                    String::from_utf8_lossy(&upper)
+                ))
+            }
+            b"GET" => return Reply::err("SET GET is not supported; use GET then SET"),
+            _ => return Reply::err("syntax error"),
+        }
+    }
+    if nx && xx {
+        return Reply::err("syntax error");
+    }
+    let op = [WriteOp::Put(key, value)];
+    if !nx && !xx {
+        return match dispatch::write(ctx, &op, false).await {
+            Ok(_) => Reply::ok(),
+            Err(answer) => from_response(answer),
+        };
+    }
+    let _guard = shared.conditional.lock().await;
+    match ctx.engine.contains(key) {
+        Ok(found) if found == nx => return Reply::Nil,
+        Ok(_) => {}
+        Err(e) => return from_response(dispatch::engine_error(e)),
+    }
+    match dispatch::write(ctx, &op, false).await {
+        Ok(_) => Reply::ok(),
+        Err(answer) => from_response(answer),
+    }
+}
+
+/// DEL answers how many of the (distinct) keys existed. With one key the
+/// engine says so exactly; with several they are checked first and then
+/// deleted in one atomic batch, so the count is exact unless another client
+/// writes one of them in between.
+async fn del(ctx: &ServerContext, keys: &[Bytes]) -> Reply {
+    if let [key] = keys {
+        return match dispatch::write(ctx, &[WriteOp::Delete(key)], false).await {
+            Ok(receipt) => Reply::Int(i64::from(receipt.existed)),
+            Err(answer) => from_response(answer),
+        };
+    }
+    let mut distinct: Vec<&Bytes> = keys.iter().collect();
+    distinct.sort();
+    distinct.dedup();
+    let mut existed = 0;
+    for key in &distinct {
+        match ctx.engine.contains(key) {
+            Ok(true) => existed += 1,
+            Ok(false) => {}
+            Err(e) => return from_response(dispatch::engine_error(e)),
+        }
+    }
+    let ops: Vec<WriteOp<'_>> = distinct.iter().map(|k| WriteOp::Delete(k)).collect();
+    match dispatch::write(ctx, &ops, true).await {
+        Ok(_) => Reply::Int(existed),
+        Err(answer) => from_response(answer),
+    }
+}
+
+/// `COMMAND`, `COMMAND COUNT`, `COMMAND INFO name...`, `COMMAND LIST`,
+/// `COMMAND DOCS` (empty: redis-cli falls back to its built-in help).
+fn command(args: &[Bytes]) -> Reply {
+    let sub = args.first().map(|s| s.to_ascii_lowercase());
+    match sub.as_deref() {
+        None => Reply::Array(table::COMMANDS.iter().map(table::info).collect()),
+        Some(b"count") => Reply::Int(i64::try_from(table::COMMANDS.len()).unwrap_or(0)),
+        Some(b"list") => Reply::Array(
+            table::COMMANDS
+                .iter()
+                .map(|s| Reply::bulk(s.name))
+                .collect(),
+        ),
+        Some(b"info") => Reply::Array(
+            args[1..]
+                .iter()
+                .map(|n| table::lookup(n).map_or(Reply::Nil, table::info))
+                .collect(),
+        ),
+        Some(b"docs") => Reply::Array(Vec::new()),
+        Some(_) => Reply::err(format!(
+            "unknown subcommand '{}'. Try COMMAND COUNT, DOCS, INFO or LIST.",
+            String::from_utf8_lossy(&args[0])
+        )),
+    }
+}
+
+fn client(session: &mut Session, args: &[Bytes]) -> Reply {
+    let sub = args[0].to_ascii_lowercase();
+    match (&sub[..], args.len()) {
+        (b"setname", 2) => {
+            let name = &args[1];
+            if name.iter().any(|&b| b <= b' ' || b > b'~') {
+                return Reply::err("Client names cannot contain spaces, newlines or special characters.");
+            }
+            session.name = if name.is_empty() { None } else { Some(name.clone()) };
+            Reply::ok()
+        }
+        (b"getname", 1) => session
+            .name
+            .as_ref()
+            .map_or(Reply::Nil, |n| Reply::bulk(n.to_vec())),
+        (b"id", 1) => Reply::Int(i64::try_from(session.id).unwrap_or(i64::MAX)),
+        (b"info", 1) => Reply::Bulk(format!("{}\n", session.describe()).into_bytes()),
+        (b"list", 1) => Reply::Bulk(format!("{}\n", session.describe()).into_bytes()),
+        // Client libraries announce themselves; nothing to keep.
+        (b"setinfo", 3) => Reply::ok(),
+        _ => Reply::err(format!(
+            "unknown subcommand or wrong number of arguments for '{}'. Try CLIENT SETNAME, GETNAME, ID, INFO, LIST or SETINFO.",
+            String::from_utf8_lossy(&args[0])
+        )),
+    }
+}
+
+/// `HELLO [2 [SETNAME name]]`: RESP2 only; `HELLO 3` is refused as Redis
+/// refuses an unknown version, so clients fall back to RESP2.
+fn hello(ctx: &ServerContext, session: &mut Session, args: &[Bytes]) -> Reply {
+    if let Some(version) = args.first() {
+        if &version[..] != b"2" {
+            return Reply::Error(
+                "NOPROTO sorry, this protocol version is not supported (kvstore speaks RESP2 only)"
+                    .into(),
+            );
+        }
+    }
+    let mut rest = args.iter().skip(1);
+    while let Some(opt) = rest.next() {
+        match (&opt.to_ascii_lowercase()[..], rest.next()) {
+            (b"setname", Some(name)) => session.name = Some(name.clone()),
+            (b"auth", _) => return Reply::err("AUTH is not supported by kvstore"),
+            _ => return Reply::err("syntax error in HELLO option"),
+        }
+    }
+    let role = if ctx.replication.is_master() {
+        "master"
+    } else {
+        "replica"
+    };
+    Reply::Array(vec![
+        Reply::bulk("server"),
+        Reply::bulk("kvstore"),
+        Reply::bulk("version"),
+        Reply::bulk(info::REDIS_VERSION),
+        Reply::bulk("proto"),
+        Reply::Int(2),
+        Reply::bulk("id"),
+        Reply::Int(i64::try_from(session.id).unwrap_or(i64::MAX)),
+        Reply::bulk("mode"),
+        Reply::bulk("standalone"),
+        Reply::bulk("role"),
+        Reply::bulk(role),
+        Reply::bulk("modules"),
+        Reply::Array(Vec::new()),
+    ])
+}

@@ -1,0 +1,235 @@
+//! One RESP client: read, answer every complete request in order, write the
+//! answers in one go.
+//!
+//! Invariants (as for binary connections, `server::connection`):
+//! - answers go out in request order; everything already buffered is
+//!   answered before the next read, in one write per batch;
+//! - consecutive plain writes of one pipeline (`SET k v`, `MSET`, `DEL`)
+//!   are appended in request order and awaited together, so they share a
+//!   group commit; a command after them waits until they are done;
+//! - the read buffer holds at most one incomplete request, whose size the
+//!   parser bounds; it grows only as bytes arrive;
+//! - a protocol error is answered `-ERR Protocol error: ...` and the
+//!   connection closed, as Redis does;
+//! - idle for `--idle-timeout-secs` → closed; a request started and not
+//!   complete within `--frame-timeout-secs` → error, closed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use super::commands;
+use super::parse::{self, Args};
+use super::reply::Reply;
+use super::{Session, Shared};
+use crate::server::ServerContext;
+
+const READ_CHUNK: usize = 16 * 1024;
+const MAX_GROWTH: usize = 1024 * 1024;
+const FLUSH_AT: usize = 256 * 1024;
+const SHRINK_ABOVE: usize = 4 * 1024 * 1024;
+const MAX_WRITE_RUN: usize = 1024;
+const NEVER: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// Why the connection ended.
+#[derive(Debug)]
+enum End {
+    Eof,
+    Quit,
+    Idle,
+    Shutdown,
+    Protocol,
+    Io(std::io::Error),
+}
+
+/// Answers a connection over the limit and closes it, within one second.
+pub async fn reject(mut stream: TcpStream) {
+    let send = async {
+        let _ = stream
+            .write_all(b"-ERR max number of clients reached\r\n")
+            .await;
+        let _ = stream.shutdown().await;
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), send).await;
+}
+
+/// Serves one RESP client until it quits, disconnects, idles out,
+/// misbehaves or the node shuts down.
+pub async fn serve_connection(
+    stream: TcpStream,
+    ctx: Arc<ServerContext>,
+    shared: Arc<Shared>,
+    id: u64,
+) {
+    let addr = |a: std::io::Result<std::net::SocketAddr>| {
+        a.map(|a| a.to_string()).unwrap_or_else(|_| "unknown".into())
+    };
+    let session = Session {
+        id,
+        name: None,
+        peer: addr(stream.peer_addr()),
+        local: addr(stream.local_addr()),
+        quit: false,
+        opened: std::time::Instant::now(),
+    };
+    let mut conn = Connection {
+        stream,
+        ctx,
+        shared,
+        session,
+        read_buf: BytesMut::with_capacity(READ_CHUNK),
+        write_buf: BytesMut::new(),
+    };
+    let end = conn.run().await;
+    match end {
+        End::Protocol => conn.ctx.metrics.protocol_error(),
+        End::Io(e) => tracing::debug!(peer = %conn.session.peer, error = %e, "RESP I/O error"),
+        other => tracing::trace!(peer = %conn.session.peer, ?other, "RESP connection closed"),
+    }
+}
+
+struct Connection {
+    stream: TcpStream,
+    ctx: Arc<ServerContext>,
+    shared: Arc<Shared>,
+    session: Session,
+    read_buf: BytesMut,
+    write_buf: BytesMut,
+}
+
+impl Connection {
+    async fn run(&mut self) -> End {
+        let mut started: Option<Instant> = None;
+        loop {
+            if let Err(end) = self.answer_buffered().await {
+                let _ = self.flush().await;
+                let _ = self.stream.shutdown().await;
+                return end;
+            }
+            if let Err(end) = self.flush().await {
+                return end;
+            }
+            if self.ctx.shutdown.is_triggered() {
+                return End::Shutdown;
+            }
+            if self.read_buf.is_empty() {
+                started = None;
+                if self.read_buf.capacity() > SHRINK_ABOVE {
+                    self.read_buf = BytesMut::with_capacity(READ_CHUNK);
+                }
+            } else if started.is_none() {
+                started = Some(Instant::now());
+            }
+            let limits = self.ctx.limits;
+            let deadline = match started {
+                Some(at) => at + limits.frame_timeout,
+                None if limits.idle_timeout.is_zero() => Instant::now() + NEVER,
+                None => Instant::now() + limits.idle_timeout,
+            };
+            // Grow by what is already here (a big value streaming in),
+            // never by an announced length.
+            self.read_buf
+                .reserve(self.read_buf.len().clamp(READ_CHUNK, MAX_GROWTH));
+            let ctx = Arc::clone(&self.ctx);
+            let read = tokio::select! {
+                r = tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.read_buf)) => r,
+                _ = ctx.shutdown.wait() => return End::Shutdown,
+            };
+            match read {
+                Err(_) if started.is_some() => {
+                    Reply::err("Protocol error: request not completed in time")
+                        .encode(&mut self.write_buf);
+                    let _ = self.flush().await;
+                    let _ = self.stream.shutdown().await;
+                    return End::Protocol;
+                }
+                Err(_) => return End::Idle,
+                Ok(Err(e)) => return End::Io(e),
+                Ok(Ok(0)) => return End::Eof,
+                Ok(Ok(n)) => self.ctx.metrics.add_bytes_received(n as u64),
+            }
+        }
+    }
+
+    /// Answers every complete request in the buffer, in order.
+    async fn answer_buffered(&mut self) -> Result<(), End> {
+        let mut writes: Vec<Args> = Vec::new();
+        loop {
+            let args = match parse::parse(&mut self.read_buf, &self.shared.settings.limits) {
+                Ok(Some(args)) => args,
+                Ok(None) => break,
+                Err(e) => {
+                    self.run_writes(&mut writes).await?;
+                    Reply::err(e).encode(&mut self.write_buf);
+                    return Err(End::Protocol);
+                }
+            };
+            if args.is_empty() {
+                continue;
+            }
+            if commands::batchable(&args) {
+                writes.push(args);
+                if writes.len() >= MAX_WRITE_RUN {
+                    self.run_writes(&mut writes).await?;
+                }
+                continue;
+            }
+            self.run_writes(&mut writes).await?;
+            let reply =
+                commands::execute(&self.ctx, &self.shared, &mut self.session, args).await;
+            self.push(&reply).await?;
+            if self.session.quit {
+                return Err(End::Quit);
+            }
+        }
+        self.run_writes(&mut writes).await
+    }
+
+    /// Runs a run of plain writes: each is appended when first polled and
+    /// `join_all` polls in order, so log order is request order.
+    async fn run_writes(&mut self, writes: &mut Vec<Args>) -> Result<(), End> {
+        if writes.is_empty() {
+            return Ok(());
+        }
+        let (ctx, shared) = (Arc::clone(&self.ctx), Arc::clone(&self.shared));
+        let run = writes
+            .drain(..)
+            .map(|args| commands::execute_write(&ctx, &shared, args));
+        let replies = futures_util::future::join_all(run).await;
+        for reply in &replies {
+            self.push(reply).await?;
+        }
+        Ok(())
+    }
+
+    async fn push(&mut self, reply: &Reply) -> Result<(), End> {
+        reply.encode(&mut self.write_buf);
+        if self.write_buf.len() >= FLUSH_AT {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<(), End> {
+        if self.write_buf.is_empty() {
+            return Ok(());
+        }
+        let idle = self.ctx.limits.idle_timeout;
+        let bound = if idle.is_zero() { NEVER } else { idle };
+        let result = tokio::time::timeout(bound, self.stream.write_all(&self.write_buf)).await;
+        self.ctx.metrics.add_bytes_sent(self.write_buf.len() as u64);
+        self.write_buf.clear();
+        if self.write_buf.capacity() > SHRINK_ABOVE {
+            self.write_buf = BytesMut::new();
+        }
+        match result {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(End::Io(e)),
+            Err(_) => Err(End::Idle),
+        }
+    }
+}
