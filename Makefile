@@ -5,7 +5,7 @@ CARGO ?= cargo
 FUZZ_SMOKE_SECONDS ?= 10
 FUZZ_SECONDS ?= 60
 
-.PHONY: run build test lint unit fuzz-smoke fuzz bench-engine bench-compare clean
+.PHONY: run build test lint unit fuzz-smoke fuzz bench-engine bench-compare bench-vs-redis clean
 
 run:
 	$(CARGO) run --release --bin kvstore -- serve --data-dir ./data
@@ -35,6 +35,12 @@ bench-engine:
 
 bench-compare:
 	cd benches/compare && $(CARGO) run --release
+
+# RESP: redis-benchmark against Redis and kvstore side by side (N requests each).
+BENCH_N ?= 1000000
+bench-vs-redis:
+	$(CARGO) build --release --bin kvstore
+	N=$(BENCH_N) ./scripts/bench-vs-redis.sh
 
 clean:
 	$(CARGO) clean

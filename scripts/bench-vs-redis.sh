@@ -1,0 +1,124 @@
+#!/usr/bin/env bash
+# kvstore's RESP listener against Redis, same machine, same load generator:
+#
+#   redis-benchmark -t set,get -n $N -r 1000000 -d 100 -c 50 -P {1,16}
+#
+# in two durability pairings (Redis AOF appendfsync always vs kvstore
+# --durability always; appendfsync everysec vs --durability interval with
+# --fsync-interval-ms 1000), alternating which server goes first run by
+# run, then prints one side-by-side table with the ratio kvstore/Redis.
+#
+#   N=1000000 scripts/bench-vs-redis.sh        (make bench-vs-redis)
+#
+# Env: N (requests per test, default 1000000), KVSTORE_BIN (default
+# $CARGO_TARGET_DIR or target, /release/kvstore), OUT (raw CSV dir, kept).
+# Installs redis-server and redis-tools with apt-get when missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+N=${N:-1000000}
+BIN=${KVSTORE_BIN:-${CARGO_TARGET_DIR:-target}/release/kvstore}
+die() { echo "bench-vs-redis: $*" >&2; exit 1; }
+
+[[ -x $BIN ]] || die "$BIN not built (make bench-vs-redis builds it)"
+if ! command -v redis-server >/dev/null || ! command -v redis-benchmark >/dev/null; then
+  apt-get update -q && apt-get install -y -q redis-server redis-tools
+fi
+command -v redis-server >/dev/null || die "redis-server missing after install"
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/bench-vs-redis.XXXXXX")
+OUT=${OUT:-$work/results}
+mkdir -p "$OUT"
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work/redis-"* "$work/kv-"*
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+wait_ping() { # port
+  for _ in $(seq 1 200); do
+    [[ $(redis-cli -p "$1" PING 2>/dev/null) == PONG ]] && return 0
+    sleep 0.05
+  done
+  die "nothing answers PING on port $1"
+}
+
+start_redis() { # name appendfsync -> sets REDIS_PORT, REDIS_PID
+  local dir=$work/redis-$1
+  mkdir -p "$dir"
+  REDIS_PORT=$(free_port)
+  redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --dir "$dir" --save '' \
+    --appendonly yes --appendfsync "$2" --daemonize no --logfile "$dir/log" &
+  REDIS_PID=$!
+  pids+=("$REDIS_PID")
+  wait_ping "$REDIS_PORT"
+}
+
+start_kvstore() { # name durability-flags... -> sets KV_PORT, KV_PID
+  local name=$1; shift
+  local dir=$work/kv-$name
+  mkdir -p "$dir"
+  "$BIN" serve --data-dir "$dir/data" --listen 127.0.0.1:0 --http-listen 127.0.0.1:0 \
+    --resp-listen 127.0.0.1:0 --port-file "$dir/ports" "$@" >"$dir/log" 2>&1 &
+  KV_PID=$!
+  pids+=("$KV_PID")
+  for _ in $(seq 1 200); do [[ -s $dir/ports ]] && grep -q '^resp=' "$dir/ports" && break; sleep 0.05; done
+  KV_PORT=$(sed -n 's/^resp=.*:\([0-9]*\)$/\1/p' "$dir/ports")
+  [[ -n $KV_PORT ]] || die "kvstore did not write resp= to its port file"
+  wait_ping "$KV_PORT"
+}
+
+stop() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
+
+bench() { # label server port P
+  local file=$OUT/$1-$2-P$4.csv
+  echo "bench-vs-redis: $1 $2 -P $4 (N=$N)" >&2
+  redis-benchmark -p "$3" -t set,get -n "$N" -r 1000000 -d 100 -c 50 -P "$4" --csv >"$file"
+}
+
+run=0
+for pairing in always everysec; do
+  if [[ $pairing == always ]]; then
+    start_redis always always
+    start_kvstore always --durability always
+  else
+    start_redis everysec everysec
+    start_kvstore interval --durability interval --fsync-interval-ms 1000
+  fi
+  for P in 1 16; do
+    # Alternate which server goes first, run by run.
+    if (( run % 2 == 0 )); then
+      bench "$pairing" redis "$REDIS_PORT" "$P"; bench "$pairing" kvstore "$KV_PORT" "$P"
+    else
+      bench "$pairing" kvstore "$KV_PORT" "$P"; bench "$pairing" redis "$REDIS_PORT" "$P"
+    fi
+    run=$((run + 1))
+  done
+  stop "$REDIS_PID"; stop "$KV_PID"
+done
+
+rps() { # file test -> requests/s
+  awk -F'","' -v t="$2" '{gsub(/"/,"",$1); gsub(/"/,"",$2)} $1==t {print $2}' "$1"
+}
+p50() { awk -F'","' -v t="$2" '{gsub(/"/,"",$1); gsub(/"/,"",$5)} $1==t {print $5}' "$1"; }
+
+echo
+echo "redis-benchmark -t set,get -n $N -r 1000000 -d 100 -c 50; $(nproc) cores, $(lscpu | sed -n 's/^Model name: *//p'); $(date -u +%Y-%m-%d)"
+printf '| %-34s | %-3s | %-4s | %12s | %12s | %6s | %9s | %9s |\n' "pairing" "P" "test" "Redis rps" "kvstore rps" "ratio" "Redis p50" "kv p50"
+printf '|%s|\n' "------------------------------------|-----|------|--------------|--------------|--------|-----------|----------"
+for pairing in always everysec; do
+  if [[ $pairing == always ]]; then label="appendfsync always / always"; else label="appendfsync everysec / interval 1s"; fi
+  for P in 1 16; do
+    for t in SET GET; do
+      r=$(rps "$OUT/$pairing-redis-P$P.csv" "$t"); k=$(rps "$OUT/$pairing-kvstore-P$P.csv" "$t")
+      rp=$(p50 "$OUT/$pairing-redis-P$P.csv" "$t"); kp=$(p50 "$OUT/$pairing-kvstore-P$P.csv" "$t")
+      ratio=$(awk -v a="$k" -v b="$r" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }')
+      printf '| %-34s | %-3s | %-4s | %12s | %12s | %6s | %9s | %9s |\n' "$label" "$P" "$t" "$r" "$k" "$ratio" "$rp" "$kp"
+    done
+  done
+done
+echo "raw CSV: $OUT"
