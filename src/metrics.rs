@@ -70,6 +70,8 @@ struct OpLabels {
 /// costs atomic adds and no map lookup under a lock.
 const KNOWN_OPS: &[&str] = &[
     "hello", "ping", "get", "put", "delete", "exists", "batch", "compact", "stats",
+    // The RESP hot path (src/resp); other RESP commands go through the map.
+    "resp_get", "resp_set",
 ];
 
 /// Pre-created handles for one operation (Counter and Histogram are `Arc`s

@@ -12,7 +12,9 @@
 //! - a protocol error is answered `-ERR Protocol error: ...` and the
 //!   connection closed, as Redis does;
 //! - idle for `--idle-timeout-secs` → closed; a request started and not
-//!   complete within `--frame-timeout-secs` → error, closed.
+//!   complete within `--frame-timeout-secs` → error, closed. A request
+//!   "starts" when the one before it completes, so a long stream of
+//!   pipelined requests (`redis-cli --pipe`) is never timed out as a whole.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -105,11 +107,15 @@ impl Connection {
     async fn run(&mut self) -> End {
         let mut started: Option<Instant> = None;
         loop {
+            let before = self.read_buf.len();
             if let Err(end) = self.answer_buffered().await {
                 let _ = self.flush().await;
                 let _ = self.stream.shutdown().await;
                 return end;
             }
+            // A request completed: whatever is left started just now, so
+            // a client streaming a long pipeline is not cut off.
+            let progressed = self.read_buf.len() < before;
             if let Err(end) = self.flush().await {
                 return end;
             }
@@ -121,7 +127,7 @@ impl Connection {
                 if self.read_buf.capacity() > SHRINK_ABOVE {
                     self.read_buf = BytesMut::with_capacity(READ_CHUNK);
                 }
-            } else if started.is_none() {
+            } else if progressed || started.is_none() {
                 started = Some(Instant::now());
             }
             let limits = self.ctx.limits;
