@@ -255,3 +255,17 @@ fn an_oversized_bulk_length_is_refused_before_the_data_and_closes() {
     s.read_to_end(&mut answer).expect("read until closed");
     assert_eq!(answer, b"-ERR Protocol error: invalid bulk length\r\n");
 }
+
+#[test]
+fn a_request_left_incomplete_times_out_and_closes() {
+    let (_server, addr) = start_with_resp(&["--frame-timeout-secs", "1"]);
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.write_all(b"*2\r\n$3\r\nGET\r\n").unwrap();
+    let mut answer = Vec::new();
+    s.read_to_end(&mut answer).expect("read until closed");
+    assert_eq!(
+        answer,
+        b"-ERR Protocol error: request not completed in time\r\n"
+    );
+}
