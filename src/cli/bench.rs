@@ -278,8 +278,12 @@ fn report(args: &BenchArgs, op: Op, o: &Outcome) {
     let ms = |q: f64| o.histogram.value_at_quantile(q) as f64 / 1000.0;
     let max = o.histogram.max() as f64 / 1000.0;
     if args.quiet {
+        let mut extra = String::new();
+        if o.errors > 0 || o.misses > 0 {
+            extra = format!(" ({} errors, {} misses)", o.errors, o.misses);
+        }
         println!(
-            "{}: {rate:.0} requests per second, p50={:.3} ms p99={:.3} ms p99.9={:.3} ms max={max:.3} ms",
+            "{}: {rate:.0} requests per second, p50={:.3} ms p99={:.3} ms p99.9={:.3} ms max={max:.3} ms{extra}",
             op.name(),
             ms(0.5),
             ms(0.99),
