@@ -13,6 +13,7 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand};
 
 use crate::cli::bench::{self, BenchArgs};
+use crate::cli::offline;
 use crate::cli::CliError;
 use crate::client::{BlockingClient, ClientOptions};
 
@@ -29,8 +30,9 @@ pub enum ClientCommand {
     Delete(KeyArg),
     /// Print `true` (exit 0) or `false` (exit 1).
     Exists(KeyArg),
-    /// Compact the node's log now and report what it did.
-    Compact,
+    /// Compact the node's log now and report what it did (or, with
+    /// --data-dir, a stopped node's data directory, without a server).
+    Compact(CompactArgs),
     /// Show the node's statistics.
     Stats(StatsArgs),
     /// Check that the node answers; print the round-trip time.
@@ -58,6 +60,13 @@ pub struct PutArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct CompactArgs {
+    /// Compact this data directory directly (the node must be stopped).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
 pub struct StatsArgs {
     /// Print the raw JSON object instead of a table.
     #[arg(long)]
@@ -68,6 +77,13 @@ pub struct StatsArgs {
 pub fn run(cmd: ClientCommand, addr: &str) -> Result<(), CliError> {
     let mut client = match cmd {
         ClientCommand::Bench(args) => return bench::run(&args, addr),
+        ClientCommand::Compact(CompactArgs {
+            data_dir: Some(dir),
+        }) => {
+            let mut out = std::io::stdout().lock();
+            return offline::compact(&dir, &mut out)
+                .map_err(|e| CliError::Other(format!("compact {}: {e}", dir.display())));
+        }
         _ => {
             let options = ClientOptions {
                 client_name: "kvstore-cli".into(),
@@ -111,7 +127,7 @@ pub fn run(cmd: ClientCommand, addr: &str) -> Result<(), CliError> {
                 });
             }
         }
-        ClientCommand::Compact => {
+        ClientCommand::Compact(_) => {
             let c = client.compact().map_err(other)?;
             println!(
                 "compacted up to offset {}: {} -> {} bytes, {} keys kept",
