@@ -28,6 +28,7 @@ trap cleanup EXIT
 echo "# kvstore bench-server $(date -u '+%Y-%m-%d %H:%M UTC')"
 echo "# commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)," \
   "$(nproc) CPUs, $(lscpu | sed -n 's/^Model name: *//p' | head -1)"
+echo "# load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 
 for durability in always never; do
   ports="$work/ports-$durability"

@@ -45,9 +45,11 @@ pub struct BenchArgs {
     /// when stderr is a terminal.)
     #[arg(short = 'q', long = "quiet")]
     pub quiet: bool,
-    /// Client threads (default: number of CPUs).
-    #[arg(long)]
-    pub threads: Option<usize>,
+    /// Client threads. Default 1, as redis-benchmark: on a small machine
+    /// shared with the server, more client threads mostly steal the
+    /// server's CPU.
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,11 +113,8 @@ pub fn run(args: &BenchArgs, addr: &str) -> Result<(), CliError> {
             "-c, -P and -r must be at least 1".to_string(),
         ));
     }
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if let Some(threads) = args.threads {
-        builder.worker_threads(threads.max(1));
-    }
-    let runtime = builder
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.threads.max(1))
         .enable_all()
         .build()
         .map_err(|e| CliError::Other(format!("cannot start the async runtime: {e}")))?;
