@@ -70,7 +70,7 @@ pub struct ServeArgs {
         long,
         env = "KVSTORE_SEGMENT_MAX_BYTES",
         value_name = "BYTES",
-        default_value = "268435456"
+        default_value = "1073741824"
     )]
     pub segment_max_bytes: String,
     /// master, replica, or auto (master when the pod ordinal equals MASTER_ORDINAL).
@@ -90,6 +90,37 @@ pub struct ServeArgs {
     /// true or false [default: true; also REPLICATION_ENABLED].
     #[arg(long, env = "KVSTORE_REPLICATION_ENABLED", value_name = "BOOL")]
     pub replication_enabled: Option<String>,
+    /// Where other nodes and redirected clients reach this node (host:port)
+    /// [default: the bound --listen address].
+    #[arg(long, env = "KVSTORE_ADVERTISE_ADDR", value_name = "ADDR")]
+    pub advertise_addr: Option<String>,
+    /// Sync mode: replicas that must hold a write before it is acknowledged.
+    #[arg(long, env = "KVSTORE_MIN_ACKS", value_name = "N", default_value = "1")]
+    pub min_acks: String,
+    /// Sync mode: how long a write waits for replica acknowledgements.
+    #[arg(
+        long,
+        env = "KVSTORE_SYNC_TIMEOUT_MS",
+        value_name = "MS",
+        default_value = "5000"
+    )]
+    pub sync_timeout_ms: String,
+    /// Log a master keeps for connected replicas beyond what they acknowledged.
+    #[arg(
+        long,
+        env = "KVSTORE_REPLICATION_RETENTION_BYTES",
+        value_name = "BYTES",
+        default_value = "1073741824"
+    )]
+    pub replication_retention_bytes: String,
+    /// A replica reports ready only while at most this far behind its master.
+    #[arg(
+        long,
+        env = "KVSTORE_REPLICA_MAX_LAG_BYTES",
+        value_name = "BYTES",
+        default_value = "67108864"
+    )]
+    pub replica_max_lag_bytes: String,
     /// Ordinal of the master pod, for --role auto [also MASTER_ORDINAL].
     #[arg(long, env = "KVSTORE_MASTER_ORDINAL", value_name = "N")]
     pub master_ordinal: Option<String>,
@@ -228,6 +259,11 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     pub log_format: LogFormat,
     pub port_file: Option<PathBuf>,
+    pub advertise_addr: Option<String>,
+    pub min_acks: usize,
+    pub sync_timeout: Duration,
+    pub replication_retention_bytes: u64,
+    pub replica_max_lag_bytes: u64,
 }
 
 /// Every environment variable `kvstore` reads; anything else starting with
@@ -245,6 +281,11 @@ pub const KNOWN_ENV: &[&str] = &[
     "KVSTORE_REPLICATION_ENABLED",
     "KVSTORE_MASTER_ORDINAL",
     "KVSTORE_POD_NAME",
+    "KVSTORE_ADVERTISE_ADDR",
+    "KVSTORE_MIN_ACKS",
+    "KVSTORE_SYNC_TIMEOUT_MS",
+    "KVSTORE_REPLICATION_RETENTION_BYTES",
+    "KVSTORE_REPLICA_MAX_LAG_BYTES",
     "KVSTORE_MAX_CONNECTIONS",
     "KVSTORE_MAX_FRAME_BYTES",
     "KVSTORE_IDLE_TIMEOUT_SECS",
@@ -425,6 +466,32 @@ impl Config {
             )?,
         };
         let role = role::resolve_role(args, replication_enabled, &env)?;
+        let advertise_addr = match &args.advertise_addr {
+            Some(a) => {
+                role::check_host_port("advertise-addr", a)?;
+                Some(a.trim().to_string())
+            }
+            None => None,
+        };
+        let min_acks = parse_u64("min-acks", &args.min_acks, 1, 64)? as usize;
+        let sync_timeout = Duration::from_millis(parse_u64(
+            "sync-timeout-ms",
+            &args.sync_timeout_ms,
+            1,
+            600_000,
+        )?);
+        let replication_retention_bytes = parse_u64(
+            "replication-retention-bytes",
+            &args.replication_retention_bytes,
+            0,
+            u64::MAX,
+        )?;
+        let replica_max_lag_bytes = parse_u64(
+            "replica-max-lag-bytes",
+            &args.replica_max_lag_bytes,
+            0,
+            u64::MAX,
+        )?;
 
         Ok(Config {
             data_dir: PathBuf::from(&args.data_dir),
@@ -440,6 +507,11 @@ impl Config {
             shutdown_timeout: Duration::from_secs(shutdown),
             log_format,
             port_file,
+            advertise_addr,
+            min_acks,
+            sync_timeout,
+            replication_retention_bytes,
+            replica_max_lag_bytes,
         })
     }
 }

@@ -11,4 +11,5 @@ pub mod config;
 pub mod engine;
 pub mod metrics;
 pub mod protocol;
+pub mod replication;
 pub mod server;

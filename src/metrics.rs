@@ -293,59 +293,111 @@ impl Collector for EngineCollector {
             return Ok(());
         };
         let s = engine.stats();
-        let e = &mut enc;
-        counter(e, "engine_puts", "Put records written", s.puts)?;
-        counter(e, "engine_deletes", "Tombstones written", s.deletes)?;
-        counter(
-            e,
-            "engine_written_bytes",
-            "Bytes appended to the log",
-            s.bytes_written,
-        )?;
-        counter(
-            e,
-            "engine_fsyncs",
-            "fsync/fdatasync calls on the log",
-            s.fsyncs,
-        )?;
-        counter(
-            e,
-            "engine_compactions",
-            "Compactions completed",
-            s.compactions,
-        )?;
-        gauge(e, "engine_keys", "Live keys in the index", s.keys)?;
-        gauge(
-            e,
-            "engine_live_bytes",
-            "Bytes of live records",
-            s.live_bytes,
-        )?;
-        gauge(
-            e,
-            "engine_disk_bytes",
-            "Bytes of all data files on disk",
-            s.disk_bytes,
-        )?;
-        gauge(e, "engine_segments", "Segment files", s.segments)?;
-        gauge(
-            e,
-            "engine_log_end_offset",
-            "Global offset of the end of the log",
-            s.log_end,
-        )?;
-        gauge(
-            e,
-            "engine_durable_end_offset",
-            "Global offset up to which the log is fsynced",
-            s.durable_end,
-        )?;
-        gauge(
-            e,
-            "engine_poisoned",
-            "1 when the engine refuses writes after an I/O error",
-            u64::from(s.poisoned.is_some()),
-        )?;
+        let counters = [
+            ("engine_puts", "Put records written.", s.puts),
+            ("engine_deletes", "Tombstones written.", s.deletes),
+            ("engine_batches", "Atomic batches written.", s.batches),
+            (
+                "engine_written_bytes",
+                "Bytes appended to the log.",
+                s.bytes_written,
+            ),
+            (
+                "engine_fsyncs",
+                "fsync/fdatasync calls on the log.",
+                s.fsyncs,
+            ),
+            (
+                "engine_compactions",
+                "Compactions completed.",
+                s.compactions,
+            ),
+        ];
+        let gauges = [
+            ("engine_keys", "Live keys in the index.", s.keys),
+            ("engine_live_bytes", "Bytes of live records.", s.live_bytes),
+            (
+                "engine_data_bytes",
+                "Bytes of all records, live and dead.",
+                s.data_bytes,
+            ),
+            (
+                "engine_disk_bytes",
+                "Bytes of all data files on disk.",
+                s.disk_bytes,
+            ),
+            (
+                "engine_keydir_bytes",
+                "Heap bytes of the in-memory index.",
+                s.keydir_bytes,
+            ),
+            ("engine_segments", "Segment files.", s.segments),
+            (
+                "engine_merged_files",
+                "Merged files of the current generation.",
+                s.merged_files,
+            ),
+            (
+                "engine_log_start_offset",
+                "First global offset still in the log.",
+                s.log_start,
+            ),
+            (
+                "engine_log_end_offset",
+                "Global offset of the end of the log.",
+                s.log_end,
+            ),
+            (
+                "engine_durable_end_offset",
+                "Global offset up to which the log is durable.",
+                s.durable_end,
+            ),
+            (
+                "engine_epoch",
+                "Epoch stamped on records this node writes.",
+                u64::from(s.epoch),
+            ),
+            (
+                "engine_poisoned",
+                "1 when the engine refuses writes after an I/O error.",
+                u64::from(s.poisoned.is_some()),
+            ),
+        ];
+        for (name, help, v) in counters {
+            counter(&mut enc, name, help, v)?;
+        }
+        for (name, help, v) in gauges {
+            gauge(&mut enc, name, help, v)?;
+        }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_counted_by_op_and_outcome() {
+        let m = Metrics::new();
+        m.observe_request("get", Outcome::NotFound, Duration::from_micros(30));
+        m.observe_request("get", Outcome::NotFound, Duration::from_micros(30));
+        // An op not in KNOWN_OPS takes the slower path, same result.
+        m.observe_request("promote", Outcome::Error, Duration::from_millis(2));
+        let text = m.encode().unwrap();
+        assert!(
+            text.contains("kvstore_requests_total{op=\"get\",outcome=\"not_found\"} 2\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("kvstore_requests_total{op=\"promote\",outcome=\"error\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("kvstore_request_duration_seconds_count{op=\"get\"} 2\n"),
+            "{text}"
+        );
+        // No engine attached yet: no engine figures, and no failure.
+        assert!(!text.contains("kvstore_engine_keys"), "{text}");
     }
 }

@@ -112,3 +112,27 @@ fn connection_gauge_follows_clients() {
         (active() == 0.0).then_some(())
     });
 }
+
+#[test]
+fn every_metric_is_documented_and_every_documented_metric_exists() {
+    let server = Server::start(&[]);
+    let scrape = scrape(&server);
+    let doc_path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/CONFIGURATION.md");
+    let doc = std::fs::read_to_string(doc_path).unwrap();
+    let metrics_section = doc.split("## Metrics").nth(1).expect("a Metrics section");
+    for family in scrape.docs.keys() {
+        assert!(
+            metrics_section.contains(&format!("`{family}`")),
+            "{family} is not documented"
+        );
+    }
+    let documented = metrics_section
+        .split('`')
+        .filter(|w| w.starts_with("kvstore_") && !w.contains(' '));
+    for name in documented {
+        assert!(
+            scrape.docs.contains_key(name),
+            "documented {name} is not exported"
+        );
+    }
+}

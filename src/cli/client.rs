@@ -13,8 +13,8 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand};
 
 use crate::cli::bench::{self, BenchArgs};
-use crate::cli::offline;
 use crate::cli::CliError;
+use crate::cli::{admin, offline};
 use crate::client::{BlockingClient, ClientOptions};
 
 /// Commands that talk to a node.
@@ -30,8 +30,8 @@ pub enum ClientCommand {
     Delete(KeyArg),
     /// Print `true` (exit 0) or `false` (exit 1).
     Exists(KeyArg),
-    /// Compact the node's log now and report what it did (or, with
-    /// --data-dir, a stopped node's data directory, without a server).
+    /// Compact the node's log now and report what it did; with
+    /// --data-dir, compact a stopped node's directory instead.
     Compact(CompactArgs),
     /// Show the node's statistics.
     Stats(StatsArgs),
@@ -39,6 +39,32 @@ pub enum ClientCommand {
     Ping,
     /// Load generator in the manner of redis-benchmark.
     Bench(BenchArgs),
+    /// Make the node (a replica) the master, in a new epoch, without a restart.
+    Promote,
+    /// Make the node follow another master (repoint a replica, demote a master).
+    Replicate(admin::ReplicateArgs),
+    /// One-shot failover: promote the most advanced replica of --nodes and
+    /// repoint the others; refuses while a master answers unless --force.
+    Failover(admin::FailoverArgs),
+    /// Check every record, hint and manifest of a stopped node's data
+    /// directory; exit 1 on any problem.
+    Verify(DataDirArg),
+    /// Print every record of a stopped node's data directory.
+    Dump(DataDirArg),
+}
+
+#[derive(Debug, Args)]
+pub struct CompactArgs {
+    /// Compact this stopped node's data directory instead of a running node.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct DataDirArg {
+    /// The data directory (the node must be stopped).
+    #[arg(long, value_name = "DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -60,13 +86,6 @@ pub struct PutArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct CompactArgs {
-    /// Compact this data directory directly (the node must be stopped).
-    #[arg(long, value_name = "DIR")]
-    pub data_dir: Option<PathBuf>,
-}
-
-#[derive(Debug, Args)]
 pub struct StatsArgs {
     /// Print the raw JSON object instead of a table.
     #[arg(long)]
@@ -77,12 +96,20 @@ pub struct StatsArgs {
 pub fn run(cmd: ClientCommand, addr: &str) -> Result<(), CliError> {
     let mut client = match cmd {
         ClientCommand::Bench(args) => return bench::run(&args, addr),
+        ClientCommand::Promote => return admin::promote(addr),
+        ClientCommand::Replicate(args) => return admin::replicate(addr, &args),
+        ClientCommand::Failover(args) => return admin::failover(&args),
+        ClientCommand::Verify(args) => return offline_verify(&args),
+        ClientCommand::Dump(args) => {
+            let mut out = std::io::stdout().lock();
+            return offline::dump(&args.data_dir, &mut out)
+                .map_err(|e| CliError::Other(e.to_string()));
+        }
         ClientCommand::Compact(CompactArgs {
             data_dir: Some(dir),
         }) => {
             let mut out = std::io::stdout().lock();
-            return offline::compact(&dir, &mut out)
-                .map_err(|e| CliError::Other(format!("compact {}: {e}", dir.display())));
+            return offline::compact(&dir, &mut out).map_err(|e| CliError::Other(e.to_string()));
         }
         _ => {
             let options = ClientOptions {
@@ -149,9 +176,28 @@ pub fn run(cmd: ClientCommand, addr: &str) -> Result<(), CliError> {
             println!("PONG ({:.3} ms)", start.elapsed().as_secs_f64() * 1000.0);
         }
         // Returned before connecting.
-        ClientCommand::Bench(_) => {}
+        ClientCommand::Bench(_)
+        | ClientCommand::Promote
+        | ClientCommand::Replicate(_)
+        | ClientCommand::Failover(_)
+        | ClientCommand::Verify(_)
+        | ClientCommand::Dump(_) => {}
     }
     Ok(())
+}
+
+fn offline_verify(args: &DataDirArg) -> Result<(), CliError> {
+    let mut out = std::io::stdout().lock();
+    let clean =
+        offline::verify(&args.data_dir, &mut out).map_err(|e| CliError::Other(e.to_string()))?;
+    if clean {
+        Ok(())
+    } else {
+        Err(CliError::Exit {
+            code: 1,
+            message: format!("{} has problems (listed above)", args.data_dir.display()),
+        })
+    }
 }
 
 fn put_value(args: &PutArgs) -> Result<Vec<u8>, CliError> {
@@ -172,15 +218,30 @@ fn put_value(args: &PutArgs) -> Result<Vec<u8>, CliError> {
     }
 }
 
+/// Prints the stats as `name  value` lines; nested objects (the
+/// `replication` section) are flattened as `section.name`.
 fn print_table(stats: &serde_json::Map<String, serde_json::Value>) {
-    let width = stats.keys().map(String::len).max().unwrap_or(0);
-    for (name, value) in stats {
-        let shown = match value {
-            serde_json::Value::Null => "-".to_string(),
-            serde_json::Value::String(s) => s.clone(),
-            other => other.to_string(),
-        };
+    let mut rows = Vec::new();
+    flatten("", stats, &mut rows);
+    let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    for (name, shown) in rows {
         println!("{name:<width$}  {shown}");
+    }
+}
+
+fn flatten(
+    prefix: &str,
+    map: &serde_json::Map<String, serde_json::Value>,
+    rows: &mut Vec<(String, String)>,
+) {
+    for (name, value) in map {
+        let name = format!("{prefix}{name}");
+        match value {
+            serde_json::Value::Object(inner) => flatten(&format!("{name}."), inner, rows),
+            serde_json::Value::Null => rows.push((name, "-".into())),
+            serde_json::Value::String(s) => rows.push((name, s.clone())),
+            other => rows.push((name, other.to_string())),
+        }
     }
 }
 

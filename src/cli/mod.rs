@@ -6,6 +6,7 @@
 //! `error: ...`, and a non-zero exit code: 2 for a bad configuration, 1 for
 //! anything else unless the command says otherwise ([`CliError::Exit`]).
 
+pub mod admin;
 pub mod bench;
 pub mod client;
 pub mod offline;

@@ -12,6 +12,9 @@ use crate::protocol::{
     opcode, Auth, BatchOp, CompactionSummary, Hello, HelloOk, Request, Response, PROTOCOL_VERSION,
 };
 
+/// Most REDIRECT answers followed for one call.
+const MAX_REDIRECTS: usize = 4;
+
 /// An async connection to one kvstore node.
 ///
 /// Methods take `&mut self`: one client is one ordered conversation. Open
@@ -134,16 +137,60 @@ impl Client {
     }
 
     /// Sends one request and returns the raw response. An ERROR response
-    /// is returned as `Err(Error::Server)`.
+    /// is returned as `Err(Error::Server)`. A REDIRECT from a replica is
+    /// followed to the master it names (a few hops at most) unless
+    /// [`ClientOptions::follow_redirects`] is off; the client then stays
+    /// connected to that master.
     pub async fn call(&mut self, request: &Request) -> Result<Response, Error> {
-        let mut responses = self.pipeline(std::slice::from_ref(request)).await?;
-        let response = responses.pop().ok_or_else(|| Error::UnexpectedResponse {
-            request: opcode::name(request.opcode()),
-            response: "nothing",
-        })?;
-        match response {
-            Response::Error { code, message } => Err(Error::Server { code, message }),
-            other => Ok(other),
+        for _ in 0..MAX_REDIRECTS {
+            let mut responses = self.pipeline(std::slice::from_ref(request)).await?;
+            let response = responses.pop().ok_or_else(|| Error::UnexpectedResponse {
+                request: opcode::name(request.opcode()),
+                response: "nothing",
+            })?;
+            match response {
+                Response::Error { code, message } => return Err(Error::Server { code, message }),
+                Response::Redirect { master }
+                    if self.options.follow_redirects && master != self.addr =>
+                {
+                    tracing::debug!(from = %self.addr, to = %master, "following redirect to the master");
+                    self.addr = master;
+                    self.conn = None;
+                }
+                Response::Redirect { master } => {
+                    return Err(Error::Redirected {
+                        addr: self.addr.clone(),
+                        master,
+                    })
+                }
+                other => return Ok(other),
+            }
+        }
+        Err(Error::Redirected {
+            addr: self.addr.clone(),
+            master: "(too many redirects)".into(),
+        })
+    }
+
+    /// Makes the node a master in a new epoch (it must be a replica or
+    /// already a master).
+    pub async fn promote(&mut self) -> Result<(), Error> {
+        match self.call(&Request::Promote).await? {
+            Response::Ok => Ok(()),
+            other => unexpected("PROMOTE", &other),
+        }
+    }
+
+    /// Makes the node follow `master`.
+    pub async fn replicate(&mut self, master: &str) -> Result<(), Error> {
+        match self
+            .call(&Request::Replicate {
+                master: master.to_string(),
+            })
+            .await?
+        {
+            Response::Ok => Ok(()),
+            other => unexpected("REPLICATE", &other),
         }
     }
 

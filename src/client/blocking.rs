@@ -65,6 +65,14 @@ impl BlockingClient {
         self.runtime.block_on(self.inner.stats())
     }
 
+    pub fn promote(&mut self) -> Result<(), Error> {
+        self.runtime.block_on(self.inner.promote())
+    }
+
+    pub fn replicate(&mut self, master: &str) -> Result<(), Error> {
+        self.runtime.block_on(self.inner.replicate(master))
+    }
+
     pub fn call(&mut self, request: &Request) -> Result<Response, Error> {
         self.runtime.block_on(self.inner.call(request))
     }

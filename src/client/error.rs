@@ -36,6 +36,8 @@ pub enum Error {
         request: &'static str,
         response: &'static str,
     },
+    #[error("{addr} is a replica; writes go to the master at {master}")]
+    Redirected { addr: String, master: String },
     #[error("server sent invalid stats JSON: {0}")]
     InvalidStats(#[from] serde_json::Error),
 }
@@ -45,7 +47,9 @@ impl Error {
     pub fn breaks_connection(&self) -> bool {
         match self {
             Error::Server { code, .. } => code.closes_connection(),
-            Error::UnexpectedResponse { .. } | Error::InvalidStats(_) => false,
+            Error::UnexpectedResponse { .. }
+            | Error::InvalidStats(_)
+            | Error::Redirected { .. } => false,
             // A request refused by our own limit check never touched the wire.
             Error::Protocol(e) => !matches!(
                 e,

@@ -40,6 +40,10 @@ pub struct ClientOptions {
     pub client_name: String,
     /// Bearer token sent in HELLO, for servers with authentication.
     pub credential: Option<Bytes>,
+    /// Follow a replica's REDIRECT to its master (reconnecting there) for
+    /// writes. Default true; when false a redirect is an
+    /// [`Error::Redirected`].
+    pub follow_redirects: bool,
 }
 
 impl Default for ClientOptions {
@@ -49,6 +53,7 @@ impl Default for ClientOptions {
             request_timeout: Duration::from_secs(30),
             client_name: format!("kvstore-client {}", env!("CARGO_PKG_VERSION")),
             credential: None,
+            follow_redirects: true,
         }
     }
 }

@@ -14,7 +14,7 @@ pub enum Role {
 }
 
 /// Checks `host:port` without resolving it: the master may not be up yet.
-fn check_host_port(flag: &str, value: &str) -> Result<(), ConfigError> {
+pub(super) fn check_host_port(flag: &str, value: &str) -> Result<(), ConfigError> {
     let (host, port) = value
         .rsplit_once(':')
         .ok_or_else(|| invalid(flag, value, "expected host:port"))?;

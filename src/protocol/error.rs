@@ -87,6 +87,10 @@ impl ErrorCode {
     pub const POISONED: ErrorCode = ErrorCode(111);
     pub const READ_ONLY: ErrorCode = ErrorCode(112);
     pub const FATE_UNKNOWN: ErrorCode = ErrorCode(113);
+    pub const NOT_ENOUGH_REPLICAS: ErrorCode = ErrorCode(114);
+    pub const STALE_MASTER: ErrorCode = ErrorCode(115);
+    pub const NOT_MASTER: ErrorCode = ErrorCode(116);
+    pub const MALFORMED_REQUEST: ErrorCode = ErrorCode(117);
     pub const INTERNAL: ErrorCode = ErrorCode(120);
 
     /// True if the server closes the connection after this error.
@@ -112,6 +116,10 @@ impl ErrorCode {
             ErrorCode::POISONED => "POISONED",
             ErrorCode::READ_ONLY => "READ_ONLY",
             ErrorCode::FATE_UNKNOWN => "FATE_UNKNOWN",
+            ErrorCode::NOT_ENOUGH_REPLICAS => "NOT_ENOUGH_REPLICAS",
+            ErrorCode::STALE_MASTER => "STALE_MASTER",
+            ErrorCode::NOT_MASTER => "NOT_MASTER",
+            ErrorCode::MALFORMED_REQUEST => "MALFORMED_REQUEST",
             ErrorCode::INTERNAL => "INTERNAL",
             _ => "UNKNOWN_CODE",
         }

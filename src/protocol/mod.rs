@@ -18,6 +18,7 @@ pub mod error;
 pub mod frame;
 pub mod limits;
 pub mod opcode;
+pub mod replication;
 pub mod request;
 pub mod response;
 mod wire;

@@ -25,6 +25,22 @@ pub const EXISTS: u8 = 0x06;
 pub const BATCH: u8 = 0x07;
 pub const COMPACT: u8 = 0x08;
 pub const STATS: u8 = 0x09;
+/// Admin: make this replica the master (new epoch).
+pub const PROMOTE: u8 = 0x0A;
+/// Admin: follow the master at the given address.
+pub const REPLICATE: u8 = 0x0B;
+
+// Replication stream, replica to master.
+pub const REPL_SYNC: u8 = 0x40;
+pub const REPL_ACK: u8 = 0x41;
+// Replication stream, master to replica.
+pub const REPL_TRUNCATE: u8 = 0xC0;
+pub const REPL_FULL: u8 = 0xC1;
+pub const REPL_FILE: u8 = 0xC2;
+pub const REPL_FILE_DATA: u8 = 0xC3;
+pub const REPL_STREAM: u8 = 0xC4;
+pub const REPL_CHUNK: u8 = 0xC5;
+pub const REPL_HEARTBEAT: u8 = 0xC6;
 
 // Responses.
 pub const OK: u8 = 0x80;
@@ -36,6 +52,8 @@ pub const DELETED: u8 = 0x85;
 pub const EXISTS_ANSWER: u8 = 0x86;
 pub const COMPACTED: u8 = 0x87;
 pub const STATS_ANSWER: u8 = 0x88;
+/// A write reached a replica: here is the master to send it to.
+pub const REDIRECT: u8 = 0x89;
 pub const ERROR: u8 = 0xFF;
 
 /// Batch operation kinds inside a BATCH request.
@@ -54,6 +72,18 @@ pub fn name(opcode: u8) -> &'static str {
         BATCH => "BATCH",
         COMPACT => "COMPACT",
         STATS => "STATS",
+        PROMOTE => "PROMOTE",
+        REPLICATE => "REPLICATE",
+        REPL_SYNC => "REPL_SYNC",
+        REPL_ACK => "REPL_ACK",
+        REPL_TRUNCATE => "REPL_TRUNCATE",
+        REPL_FULL => "REPL_FULL",
+        REPL_FILE => "REPL_FILE",
+        REPL_FILE_DATA => "REPL_FILE_DATA",
+        REPL_STREAM => "REPL_STREAM",
+        REPL_CHUNK => "REPL_CHUNK",
+        REPL_HEARTBEAT => "REPL_HEARTBEAT",
+        REDIRECT => "REDIRECT",
         OK => "OK",
         HELLO_OK => "HELLO_OK",
         PONG => "PONG",

@@ -11,6 +11,7 @@ use super::error::Error;
 use super::frame::Frame;
 use super::limits::Limits;
 use super::opcode;
+use super::replication::{SyncRequest, MAX_NAME_BYTES};
 use super::wire::{finish_frame, put_sized, start_frame, Reader};
 
 /// Longest credential or client name accepted in HELLO.
@@ -65,6 +66,15 @@ pub enum Request {
     Batch(Vec<BatchOp>),
     Compact,
     Stats,
+    /// Admin: make this replica the master, in a new epoch.
+    Promote,
+    /// Admin: follow the master at this address (repoints a replica or
+    /// demotes a master).
+    Replicate {
+        master: String,
+    },
+    /// Opens a replication stream; the connection becomes one.
+    ReplSync(SyncRequest),
 }
 
 const AUTH_NONE: u8 = 0;
@@ -104,6 +114,9 @@ impl Request {
             Request::Batch(_) => opcode::BATCH,
             Request::Compact => opcode::COMPACT,
             Request::Stats => opcode::STATS,
+            Request::Promote => opcode::PROMOTE,
+            Request::Replicate { .. } => opcode::REPLICATE,
+            Request::ReplSync(_) => opcode::REPL_SYNC,
         }
     }
 
@@ -119,6 +132,9 @@ impl Request {
             Request::Batch(_) => "batch",
             Request::Compact => "compact",
             Request::Stats => "stats",
+            Request::Promote => "promote",
+            Request::Replicate { .. } => "replicate",
+            Request::ReplSync(_) => "repl_sync",
         }
     }
 
@@ -140,7 +156,9 @@ impl Request {
                 }
                 put_sized(dst, hello.client_name.as_bytes());
             }
-            Request::Ping | Request::Compact | Request::Stats => {}
+            Request::Ping | Request::Compact | Request::Stats | Request::Promote => {}
+            Request::Replicate { master } => put_sized(dst, master.as_bytes()),
+            Request::ReplSync(sync) => sync.encode_body(dst),
             Request::Get { key } | Request::Delete { key } | Request::Exists { key } => {
                 put_sized(dst, key);
             }
@@ -199,6 +217,11 @@ impl Request {
             opcode::PING => Request::Ping,
             opcode::COMPACT => Request::Compact,
             opcode::STATS => Request::Stats,
+            opcode::PROMOTE => Request::Promote,
+            opcode::REPLICATE => Request::Replicate {
+                master: r.string("master", MAX_NAME_BYTES)?,
+            },
+            opcode::REPL_SYNC => Request::ReplSync(SyncRequest::decode_body(&mut r)?),
             opcode::GET => Request::Get {
                 key: r.sized("key", limits.max_key_bytes, key_too_large)?,
             },

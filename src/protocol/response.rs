@@ -84,6 +84,11 @@ pub enum Response {
     Compacted(CompactionSummary),
     /// STATS answer: a UTF-8 JSON object.
     Stats(String),
+    /// A write reached a replica: `master` is where to send it. Clients
+    /// follow it transparently.
+    Redirect {
+        master: String,
+    },
     Error {
         code: ErrorCode,
         message: String,
@@ -103,6 +108,7 @@ impl Response {
             Response::Exists(_) => opcode::EXISTS_ANSWER,
             Response::Compacted(_) => opcode::COMPACTED,
             Response::Stats(_) => opcode::STATS_ANSWER,
+            Response::Redirect { .. } => opcode::REDIRECT,
             Response::Error { .. } => opcode::ERROR,
         }
     }
@@ -140,6 +146,9 @@ impl Response {
                 dst.put_u64_le(c.keys_kept);
             }
             Response::Stats(json) => put_sized(dst, json.as_bytes()),
+            Response::Redirect { master } => {
+                put_sized(dst, truncate_utf8(master, MAX_MESSAGE_BYTES))
+            }
             Response::Error { code, message } => {
                 dst.put_u16_le(code.0);
                 put_sized(dst, truncate_utf8(message, MAX_MESSAGE_BYTES));
@@ -190,6 +199,9 @@ impl Response {
                 keys_kept: r.u64("keys kept")?,
             }),
             opcode::STATS_ANSWER => Response::Stats(r.string("stats", MAX_STATS_BYTES)?),
+            opcode::REDIRECT => Response::Redirect {
+                master: r.string("master", MAX_MESSAGE_BYTES)?,
+            },
             opcode::ERROR => Response::Error {
                 code: ErrorCode(r.u16("code")?),
                 message: r.string("message", MAX_MESSAGE_BYTES)?,
@@ -252,6 +264,9 @@ mod tests {
             keys_kept: 4,
         }));
         roundtrip(Response::Stats("{\"keys\":1}".into()));
+        roundtrip(Response::Redirect {
+            master: "kvstore-0.kvstore-headless:5555".into(),
+        });
         roundtrip(Response::error(ErrorCode::KEY_TOO_LARGE, "too big"));
         roundtrip(Response::error(ErrorCode(999), "from the future"));
     }

@@ -28,6 +28,7 @@ use tokio::time::Instant;
 
 use super::dispatch;
 use super::ServerContext;
+use crate::protocol::replication::SyncRequest;
 use crate::protocol::{self, ErrorCode, Frame, Request, Response};
 
 /// Smallest read: enough for many small pipelined requests at once.
@@ -57,6 +58,8 @@ enum End {
     /// A connection error was answered, e.g. a malformed frame.
     Refused(ErrorCode),
     Io(std::io::Error),
+    /// The peer is a replica: the connection becomes its stream.
+    Replication(SyncRequest),
 }
 
 /// Serves one client until it disconnects, misbehaves, idles out or the
@@ -75,6 +78,16 @@ pub async fn serve_connection(stream: TcpStream, ctx: Arc<ServerContext>) {
         write_buf: BytesMut::new(),
     };
     let end = conn.run().await;
+    if let End::Replication(sync) = end {
+        let Connection {
+            stream,
+            read_buf,
+            ctx,
+            ..
+        } = conn;
+        crate::replication::master::serve_replica(stream, read_buf, ctx, sync).await;
+        return;
+    }
     match &end {
         End::Eof | End::Shutdown => tracing::trace!(%peer, ?end, "connection closed"),
         End::Io(e) => tracing::debug!(%peer, error = %e, "connection I/O error"),
@@ -206,6 +219,11 @@ impl Connection {
                     continue;
                 }
             };
+            if let Request::ReplSync(sync) = request {
+                self.run_writes(&mut writes).await?;
+                self.flush().await?;
+                return Err(End::Replication(sync));
+            }
             if is_write(&request) {
                 writes.push(request);
                 if writes.len() >= MAX_WRITE_RUN {

@@ -8,11 +8,13 @@ use std::time::Instant;
 use super::ServerContext;
 use crate::config;
 use crate::engine;
+use crate::engine::WriteOp;
 use crate::metrics::Outcome;
 use crate::protocol::{
     self, BatchOp, CompactionSummary, ErrorCode, Hello, HelloOk, Request, Response, Role,
     MIN_PROTOCOL_VERSION, PROTOCOL_VERSION,
 };
+use crate::replication::RoleView;
 
 /// The wire limits a server enforces: the configured frame limit, the
 /// engine's key and value limits, the default batch limit.
@@ -65,21 +67,48 @@ async fn run(ctx: &ServerContext, request: Request) -> Response {
             Ok(found) => Response::Exists(found),
             Err(e) => engine_error(e),
         },
-        Request::Put { key, value } => match engine.put_async(&key, &value).await {
-            Ok(()) => Response::Ok,
-            Err(e) => engine_error(e),
+        Request::Put { key, value } => match write(ctx, &[WriteOp::Put(&key, &value)], false).await
+        {
+            Ok(_) => Response::Ok,
+            Err(answer) => answer,
         },
-        Request::Delete { key } => match engine.delete_async(&key).await {
-            Ok(existed) => Response::Deleted { existed },
-            Err(e) => engine_error(e),
+        Request::Delete { key } => match write(ctx, &[WriteOp::Delete(&key)], false).await {
+            Ok(receipt) => Response::Deleted {
+                existed: receipt.existed,
+            },
+            Err(answer) => answer,
         },
         Request::Batch(ops) => {
-            let ops: Vec<engine::BatchOp> = ops.into_iter().map(to_engine_op).collect();
-            match engine.write_batch_async(&ops).await {
-                Ok(()) => Response::Ok,
-                Err(e) => engine_error(e),
+            let ops: Vec<WriteOp<'_>> = ops.iter().map(to_write_op).collect();
+            match write(ctx, &ops, true).await {
+                Ok(_) => Response::Ok,
+                Err(answer) => answer,
             }
         }
+        Request::Promote => match ctx.replication.promote().await {
+            Ok(epoch) => {
+                tracing::info!(epoch, "promoted to master by request");
+                Response::Ok
+            }
+            Err(e) => engine_error(e),
+        },
+        Request::Replicate { master } => {
+            if master.trim().is_empty() || !master.contains(':') {
+                return Response::error(
+                    ErrorCode::MALFORMED_REQUEST,
+                    format!("master address {master:?} is not host:port"),
+                );
+            }
+            ctx.replication.replicate(master).await;
+            Response::Ok
+        }
+        // The connection hands a REPL_SYNC over to the replication stream
+        // before dispatch; reaching here means it was pipelined behind
+        // other requests, which the stream cannot take.
+        Request::ReplSync(_) => Response::error(
+            ErrorCode::MALFORMED_REQUEST,
+            "REPL_SYNC must be the last request on its connection",
+        ),
         Request::Compact => {
             let engine = engine.clone();
             match tokio::task::spawn_blocking(move || engine.compact()).await {
@@ -96,7 +125,7 @@ async fn run(ctx: &ServerContext, request: Request) -> Response {
                 ),
             }
         }
-        Request::Stats => match serde_json::to_string(&engine.stats()) {
+        Request::Stats => match stats_json(ctx) {
             Ok(json) => Response::Stats(json),
             Err(e) => Response::error(ErrorCode::INTERNAL, format!("cannot encode stats: {e}")),
         },
@@ -117,23 +146,58 @@ fn hello_answer(ctx: &ServerContext, hello: &Hello) -> Response {
     // ignored, so clients can already send one.
     Response::HelloOk(HelloOk {
         version: hello.version.min(PROTOCOL_VERSION),
-        role: match ctx.role {
-            config::Role::Master => Role::Master,
-            config::Role::Replica { .. } => Role::Replica,
+        role: if ctx.replication.is_master() {
+            Role::Master
+        } else {
+            Role::Replica
         },
         limits: protocol_limits(&ctx.limits),
         server: format!("kvstore {}", env!("CARGO_PKG_VERSION")),
     })
 }
 
-fn to_engine_op(op: BatchOp) -> engine::BatchOp {
+fn to_write_op(op: &BatchOp) -> WriteOp<'_> {
     match op {
-        BatchOp::Put { key, value } => engine::BatchOp::Put {
-            key: key.to_vec(),
-            value: value.to_vec(),
-        },
-        BatchOp::Delete { key } => engine::BatchOp::Delete { key: key.to_vec() },
+        BatchOp::Put { key, value } => WriteOp::Put(key, value),
+        BatchOp::Delete { key } => WriteOp::Delete(key),
     }
+}
+
+/// A write as the node's role allows it: a replica redirects it to its
+/// master; in sync mode the master refuses it up front when too few
+/// replicas are connected, and acknowledges it only once enough hold it.
+async fn write(
+    ctx: &ServerContext,
+    ops: &[WriteOp<'_>],
+    atomic: bool,
+) -> Result<engine::Receipt, Response> {
+    let repl = &ctx.replication;
+    if let RoleView::Replica { master } = repl.role() {
+        return Err(Response::Redirect { master });
+    }
+    repl.check_sync_ready()
+        .map_err(|message| Response::error(ErrorCode::NOT_ENOUGH_REPLICAS, message))?;
+    let receipt = ctx
+        .engine
+        .write_async(ops, atomic)
+        .await
+        .map_err(engine_error)?;
+    repl.wait_replicated(receipt.end)
+        .await
+        .map_err(|message| Response::error(ErrorCode::FATE_UNKNOWN, message))?;
+    Ok(receipt)
+}
+
+/// The STATS document: the engine's figures, plus `role` and a
+/// `replication` section.
+fn stats_json(ctx: &ServerContext) -> Result<String, serde_json::Error> {
+    let mut doc = serde_json::to_value(ctx.engine.stats())?;
+    let replication = ctx.replication.stats();
+    if let serde_json::Value::Object(map) = &mut doc {
+        map.insert("role".into(), replication.role.into());
+        map.insert("replication".into(), serde_json::to_value(replication)?);
+    }
+    serde_json::to_string(&doc)
 }
 
 /// Maps an engine error to the code a client can act on. The message is

@@ -55,3 +55,21 @@ impl Health {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ready_only_when_open_following_and_not_stopping() {
+        let h = Health::default();
+        assert_eq!(h.readiness(), Err("engine opening"));
+        h.set_engine_open();
+        assert_eq!(h.readiness(), Ok(()));
+        h.set_replication_ready(false);
+        assert_eq!(h.readiness(), Err("replica not connected to its master"));
+        h.set_replication_ready(true);
+        h.set_stopping();
+        assert_eq!(h.readiness(), Err("shutting down"));
+    }
+}

@@ -89,6 +89,7 @@ pub(super) async fn accept_until(
         }
     }
     drop(listener);
+    while tasks.try_join_next().is_some() {}
     info!(open = tasks.len(), "stopped accepting connections");
     tasks
 }

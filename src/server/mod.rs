@@ -28,9 +28,10 @@ use tokio::net::TcpListener;
 use tracing::{info, warn};
 
 pub use crate::config::Limits;
-use crate::config::{Config, DurabilityPolicy, Role};
+use crate::config::{Config, DurabilityPolicy, ReplicationMode, Role};
 use crate::engine::{self, Durability, Engine, Options};
 use crate::metrics::Metrics;
+use crate::replication::{self, Replication, RoleView};
 use health::Health;
 pub use shutdown::{Shutdown, ShutdownTrigger};
 
@@ -41,7 +42,7 @@ pub struct ServerContext {
     pub limits: Limits,
     pub shutdown: Shutdown,
     pub health: Arc<Health>,
-    pub role: Role,
+    pub replication: Arc<Replication>,
 }
 
 /// Why a node could not start or stop cleanly. Each message names what
@@ -77,6 +78,28 @@ pub enum ServerError {
     Internal(String),
 }
 
+/// Replication settings for `config`; `client_addr` is the bound client
+/// address, announced when no `--advertise-addr` is set.
+pub fn replication_settings(config: &Config, client_addr: SocketAddr) -> replication::Settings {
+    let advertise = config
+        .advertise_addr
+        .clone()
+        .unwrap_or_else(|| client_addr.to_string());
+    replication::Settings {
+        mode: match config.replication_mode {
+            ReplicationMode::Async => replication::Mode::Async,
+            ReplicationMode::Sync => replication::Mode::Sync,
+        },
+        min_acks: config.min_acks,
+        sync_timeout: config.sync_timeout,
+        retention_bytes: config.replication_retention_bytes,
+        max_ready_lag_bytes: config.replica_max_lag_bytes,
+        replica_id: advertise.clone(),
+        advertise,
+        ..replication::Settings::default()
+    }
+}
+
 /// Engine options for `config`.
 pub fn engine_options(config: &Config) -> Options {
     Options {
@@ -92,26 +115,34 @@ pub fn engine_options(config: &Config) -> Options {
 
 /// Runs a node until SIGTERM or SIGINT, then shuts down gracefully.
 pub async fn run_until_signal(config: Config) -> Result<(), ServerError> {
-    run(config, termination_signal()).await
+    // Install the handlers before anything is bound: a signal that arrives
+    // as soon as the port file exists must take the graceful path, not the
+    // default action (death by SIGTERM).
+    let signals = termination_signals();
+    run(config, signals).await
 }
 
-/// Resolves on the first SIGTERM or SIGINT. If the handlers cannot be
-/// installed the node keeps running (and says so): killing it still works.
-async fn termination_signal() {
+/// Installs SIGTERM and SIGINT handlers now; the returned future resolves
+/// on the first of them. If the handlers cannot be installed the node
+/// keeps running (and says so): killing it still works.
+fn termination_signals() -> impl Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
-    match (
+    let installed = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
-    ) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => info!("SIGTERM received, shutting down"),
-                _ = int.recv() => info!("SIGINT received, shutting down"),
+    );
+    async move {
+        match installed {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => info!("SIGTERM received, shutting down"),
+                    _ = int.recv() => info!("SIGINT received, shutting down"),
+                }
             }
-        }
-        (Err(e), _) | (_, Err(e)) => {
-            warn!("cannot install signal handlers ({e}); graceful shutdown is unavailable");
-            std::future::pending::<()>().await;
+            (Err(e), _) | (_, Err(e)) => {
+                warn!("cannot install signal handlers ({e}); graceful shutdown is unavailable");
+                std::future::pending::<()>().await;
+            }
         }
     }
 }
@@ -122,11 +153,6 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> Result<(), S
         Role::Master => None,
         Role::Replica { master_addr } => Some(master_addr.clone()),
     };
-    if master_addr.is_some() {
-        return Err(ServerError::Unsupported(
-            "--role replica: replication is not implemented yet; run with --role master",
-        ));
-    }
 
     let client = TcpListener::bind(config.listen)
         .await
@@ -209,6 +235,7 @@ async fn serve_clients(
     stop: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
     tokio::pin!(stop);
+    let client_addr = client.local_addr().unwrap_or(config.listen);
     let dir = config.data_dir.clone();
     let options = engine_options(config);
     let open = tokio::task::spawn_blocking(move || {
@@ -230,15 +257,33 @@ async fn serve_clients(
     health.set_engine_open();
     info!(data_dir = %config.data_dir.display(), "engine open, ready");
 
+    let role = match &config.role {
+        Role::Master => RoleView::Master,
+        Role::Replica { master_addr } => RoleView::Replica {
+            master: master_addr.clone(),
+        },
+    };
+    let replication = Replication::start(
+        engine.clone(),
+        replication_settings(config, client_addr),
+        Arc::clone(health),
+        role,
+    )
+    .await
+    .map_err(|source| ServerError::Open {
+        path: config.data_dir.clone(),
+        source,
+    })?;
     let ctx = Arc::new(ServerContext {
         engine: engine.clone(),
         metrics: Arc::clone(metrics),
         limits: config.limits,
         shutdown: shutdown.clone(),
         health: Arc::clone(health),
-        role: config.role.clone(),
+        replication: Arc::clone(&replication),
     });
     let connections = listener::accept_until(client, Arc::clone(&ctx), &mut stop).await;
+    replication.stop().await;
 
     health.set_stopping();
     trigger.trigger();

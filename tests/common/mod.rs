@@ -47,6 +47,11 @@ pub struct Server {
     dir: tempfile::TempDir,
     args: Vec<String>,
     envs: Vec<(String, String)>,
+    /// What `--listen` is given: port 0 at first, the same port after
+    /// [`Server::restart_same_port`].
+    listen: String,
+    /// Whether (re)starts wait for `/readyz`.
+    wait_ready: bool,
     /// Client address (from the port file).
     pub addr: SocketAddr,
     /// HTTP address (from the port file).
@@ -61,8 +66,18 @@ impl Server {
         Server::start_with_env(extra, &[])
     }
 
+    /// Starts a node without waiting for `/readyz` (a replica whose master
+    /// is not there never gets ready); waits for the port file only.
+    pub fn start_unready(extra: &[&str]) -> Server {
+        Server::build(extra, &[], false)
+    }
+
     /// Like [`Server::start`], with extra environment variables.
     pub fn start_with_env(extra: &[&str], envs: &[(&str, &str)]) -> Server {
+        Server::build(extra, envs, true)
+    }
+
+    fn build(extra: &[&str], envs: &[(&str, &str)], wait_ready: bool) -> Server {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut server = Server {
             child: None,
@@ -72,9 +87,11 @@ impl Server {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            listen: "127.0.0.1:0".into(),
             addr: "127.0.0.1:0".parse().expect("addr"),
             http_addr: "127.0.0.1:0".parse().expect("addr"),
             restarts: 0,
+            wait_ready,
         };
         server.spawn();
         server
@@ -104,7 +121,7 @@ impl Server {
             .arg(self.data_dir())
             .args([
                 "--listen",
-                "127.0.0.1:0",
+                &self.listen,
                 "--http-listen",
                 "127.0.0.1:0",
                 "--port-file",
@@ -126,6 +143,9 @@ impl Server {
         });
         self.addr = addr;
         self.http_addr = http;
+        if !self.wait_ready {
+            return;
+        }
         wait_for(START_DEADLINE, "/readyz to answer 200", || {
             self.assert_running();
             matches!(http_get(self.http_addr, "/readyz"), Ok((200, _))).then_some(())
@@ -171,6 +191,18 @@ impl Server {
     /// SIGKILL and wait: a crash.
     pub fn sigkill(&mut self) {
         self.stop_with(Signal::SIGKILL);
+    }
+
+    /// Starts the node again on the same data directory, flags and client
+    /// port (so replicas pointing at it find it again).
+    pub fn restart_same_port(&mut self) {
+        self.listen = self.addr.to_string();
+        self.restart();
+    }
+
+    /// Replaces the extra flags used by the next (re)start.
+    pub fn set_args(&mut self, extra: &[&str]) {
+        self.args = extra.iter().map(|s| s.to_string()).collect();
     }
 
     /// Starts the node again on the same data directory and flags (new
@@ -310,7 +342,7 @@ pub fn connect_client(addr: SocketAddr) -> BlockingClient {
         connect_timeout: NET_DEADLINE,
         request_timeout: NET_DEADLINE,
         client_name: "test".into(),
-        credential: None,
+        ..ClientOptions::default()
     };
     BlockingClient::connect(addr.to_string(), options).expect("connect to the server")
 }
