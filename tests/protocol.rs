@@ -370,3 +370,21 @@ fn rss_kib(pid: u32) -> u64 {
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
 }
+
+#[test]
+fn the_frame_timeout_restarts_with_each_frame() {
+    // Frames that each complete within the timeout are fine even if the
+    // connection always holds part of the next one.
+    let server = Server::start(&["--frame-timeout-secs", "1"]);
+    let mut s = raw_connect(server.addr);
+    let ping = encode(&Request::Ping);
+    s.send(&ping[..3]).unwrap();
+    for _ in 0..3 {
+        std::thread::sleep(Duration::from_millis(600));
+        // Finish the pending PING and start the next one.
+        let mut bytes = ping[3..].to_vec();
+        bytes.extend_from_slice(&ping[..3]);
+        s.send(&bytes).unwrap();
+        assert!(matches!(s.answer(), Answer::Frame(Response::Pong)));
+    }
+}

@@ -141,8 +141,14 @@ impl Connection {
         tokio::pin!(timer);
         loop {
             // 1. Answer every complete request already buffered.
+            let buffered = self.read_buf.len();
             if let Err(end) = self.answer_buffered().await {
                 return end;
+            }
+            if self.read_buf.len() < buffered {
+                // A frame completed: what is left is a new frame, whose
+                // time starts now, not when the previous one began.
+                frame_started = None;
             }
             if let Err(end) = self.flush().await {
                 return end;
