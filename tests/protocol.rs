@@ -388,3 +388,29 @@ fn the_frame_timeout_restarts_with_each_frame() {
         assert!(matches!(s.answer(), Answer::Frame(Response::Pong)));
     }
 }
+
+#[test]
+fn hello_with_an_unsupported_version_is_refused_and_closed() {
+    let server = Server::start(&[]);
+    let mut s = raw_connect(server.addr);
+    s.send(&encode(&Request::Hello(kvstore::protocol::Hello {
+        version: 0,
+        auth: kvstore::protocol::Auth::None,
+        client_name: "old".into(),
+    })))
+    .unwrap();
+    expect_error(s.answer(), ErrorCode::UNSUPPORTED_VERSION);
+    assert!(matches!(s.answer(), Answer::Closed));
+    // A newer client is answered with the version this server speaks.
+    let mut s = raw_connect(server.addr);
+    s.send(&encode(&Request::Hello(kvstore::protocol::Hello {
+        version: 9,
+        auth: kvstore::protocol::Auth::Token(Bytes::from_static(b"ignored")),
+        client_name: String::new(),
+    })))
+    .unwrap();
+    match s.answer() {
+        Answer::Frame(Response::HelloOk(hello)) => assert_eq!(hello.version, 1),
+        other => panic!("expected HELLO_OK, got {other:?}"),
+    }
+}
