@@ -166,7 +166,10 @@ fn redis_cli_set_get_mset_info_errors_and_binary_values() {
             && s.labels.get("op") == Some("resp_get")
             && s.labels.get("outcome") == Some("ok")
     });
-    assert!(resp_get.is_some(), "no kvstore_requests_total{{op=resp_get}}");
+    assert!(
+        resp_get.is_some(),
+        "no kvstore_requests_total{{op=resp_get}}"
+    );
 }
 
 #[test]

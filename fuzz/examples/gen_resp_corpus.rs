@@ -47,30 +47,100 @@ fn main() {
     let mut seeds: Vec<(&str, Vec<u8>, Expect)> = vec![
         ("ping", encode_request(&[b"PING"]), Expect::Request),
         ("get", encode_request(&[b"GET", b"key"]), Expect::Request),
-        ("set", encode_request(&[b"SET", b"key", b"value"]), Expect::Request),
-        ("set-nx", encode_request(&[b"SET", b"k", b"v", b"NX"]), Expect::Request),
-        ("set-binary", encode_request(&[b"SET", b"bin", &binary]), Expect::Request),
-        ("set-max-bulk", encode_request(&[b"SET", b"k", &big]), Expect::Request),
-        ("mset", encode_request(&[b"MSET", b"a", b"1", b"b", b"2"]), Expect::Request),
-        ("empty-arg", encode_request(&[b"ECHO", b""]), Expect::Request),
+        (
+            "set",
+            encode_request(&[b"SET", b"key", b"value"]),
+            Expect::Request,
+        ),
+        (
+            "set-nx",
+            encode_request(&[b"SET", b"k", b"v", b"NX"]),
+            Expect::Request,
+        ),
+        (
+            "set-binary",
+            encode_request(&[b"SET", b"bin", &binary]),
+            Expect::Request,
+        ),
+        (
+            "set-max-bulk",
+            encode_request(&[b"SET", b"k", &big]),
+            Expect::Request,
+        ),
+        (
+            "mset",
+            encode_request(&[b"MSET", b"a", b"1", b"b", b"2"]),
+            Expect::Request,
+        ),
+        (
+            "empty-arg",
+            encode_request(&[b"ECHO", b""]),
+            Expect::Request,
+        ),
         ("array-zero", b"*0\r\n".to_vec(), Expect::Request),
         ("array-minus-one", b"*-1\r\n".to_vec(), Expect::Request),
         ("inline-ping", b"PING\r\n".to_vec(), Expect::Request),
-        ("inline-quoted", b"SET k \"a\\x00b\\n\" 'c\\'d'\r\n".to_vec(), Expect::Request),
+        (
+            "inline-quoted",
+            b"SET k \"a\\x00b\\n\" 'c\\'d'\r\n".to_vec(),
+            Expect::Request,
+        ),
         ("inline-lf-only", b"GET k\n".to_vec(), Expect::Request),
         ("cut-header", b"*2\r".to_vec(), Expect::Incomplete),
-        ("cut-bulk", encode_request(&[b"SET", b"key", b"value"])[..20].to_vec(), Expect::Incomplete),
-        ("too-many-args", b"*65\r\n".to_vec(), Expect::Error(|e| *e == ParseError::ArrayLength)),
-        ("bulk-too-long", b"*1\r\n$4097\r\n".to_vec(), Expect::Error(|e| *e == ParseError::BulkLength)),
-        ("bulk-negative", b"*1\r\n$-1\r\n".to_vec(), Expect::Error(|e| *e == ParseError::BulkLength)),
-        ("header-too-long", format!("*{}\r\n", "9".repeat(40)).into_bytes(), Expect::Error(|e| *e == ParseError::HeaderTooLong)),
-        ("not-bulk", b"*1\r\n:1\r\n".to_vec(), Expect::Error(|e| matches!(e, ParseError::ExpectedBulk(_)))),
-        ("no-crlf-after-bulk", b"*1\r\n$1\r\nabc".to_vec(), Expect::Error(|e| *e == ParseError::MissingCrlf)),
-        ("inline-too-long", vec![b'a'; LIMITS.max_inline], Expect::Error(|e| *e == ParseError::InlineTooLong)),
-        ("unbalanced-quote", b"GET \"k\r\n".to_vec(), Expect::Error(|e| *e == ParseError::UnbalancedQuotes)),
+        (
+            "cut-bulk",
+            encode_request(&[b"SET", b"key", b"value"])[..20].to_vec(),
+            Expect::Incomplete,
+        ),
+        (
+            "too-many-args",
+            b"*65\r\n".to_vec(),
+            Expect::Error(|e| *e == ParseError::ArrayLength),
+        ),
+        (
+            "bulk-too-long",
+            b"*1\r\n$4097\r\n".to_vec(),
+            Expect::Error(|e| *e == ParseError::BulkLength),
+        ),
+        (
+            "bulk-negative",
+            b"*1\r\n$-1\r\n".to_vec(),
+            Expect::Error(|e| *e == ParseError::BulkLength),
+        ),
+        (
+            "header-too-long",
+            format!("*{}\r\n", "9".repeat(40)).into_bytes(),
+            Expect::Error(|e| *e == ParseError::HeaderTooLong),
+        ),
+        (
+            "not-bulk",
+            b"*1\r\n:1\r\n".to_vec(),
+            Expect::Error(|e| matches!(e, ParseError::ExpectedBulk(_))),
+        ),
+        (
+            "no-crlf-after-bulk",
+            b"*1\r\n$1\r\nabc".to_vec(),
+            Expect::Error(|e| *e == ParseError::MissingCrlf),
+        ),
+        (
+            "inline-too-long",
+            vec![b'a'; LIMITS.max_inline],
+            Expect::Error(|e| *e == ParseError::InlineTooLong),
+        ),
+        (
+            "unbalanced-quote",
+            b"GET \"k\r\n".to_vec(),
+            Expect::Error(|e| *e == ParseError::UnbalancedQuotes),
+        ),
     ];
-    let over: Vec<&[u8]> = std::iter::once(&b"MSET"[..]).chain(std::iter::repeat(&big[..]).take(3)).collect();
-    seeds.push(("request-too-large", encode_request(&over), Expect::Error(|e| matches!(e, ParseError::TooLarge(_)))));
+    let over: Vec<&[u8]> = std::iter::once(&b"MSET"[..])
+        .chain(std::iter::repeat(&big[..]).take(3))
+        .collect();
+    seeds.push((
+        "request-too-large",
+        encode_request(&over),
+        Expect::Error(|e| matches!(e, ParseError::TooLarge(_))),
+    ));
     let mut pipeline = Vec::new();
     for i in 0..16 {
         let key = format!("key:{i:06}");

@@ -26,7 +26,10 @@ fuzz_target!(|data: &[u8]| {
         let before = buf.clone();
         match parse(&mut buf, &LIMITS) {
             Ok(None) => {
-                assert_eq!(buf, before, "an incomplete request must leave the buffer alone");
+                assert_eq!(
+                    buf, before,
+                    "an incomplete request must leave the buffer alone"
+                );
                 // What is buffered is bounded: one request's data plus its
                 // framing, or one inline line.
                 let framing = (LIMITS.max_args + 1) * (MAX_HEADER_LINE + 2);
@@ -38,7 +41,9 @@ fuzz_target!(|data: &[u8]| {
                 let consumed = before.len() - buf.len();
                 assert!(consumed > 0, "a decoded request consumes bytes");
                 assert!(args.len() <= LIMITS.max_args);
-                assert!(args.iter().all(|a| a.len() <= LIMITS.max_bulk.max(LIMITS.max_inline)));
+                assert!(args
+                    .iter()
+                    .all(|a| a.len() <= LIMITS.max_bulk.max(LIMITS.max_inline)));
                 if before.first() == Some(&b'*') {
                     let total: usize = args.iter().map(|a| a.len()).sum();
                     assert!(total <= LIMITS.max_request);
@@ -49,7 +54,9 @@ fuzz_target!(|data: &[u8]| {
                     let refs: Vec<&[u8]> = args.iter().map(|a| &a[..]).collect();
                     let mut again = BytesMut::from(&encode_request(&refs)[..]);
                     let total: usize = args.iter().map(|a| a.len()).sum();
-                    if total <= LIMITS.max_request && args.iter().all(|a| a.len() <= LIMITS.max_bulk) {
+                    if total <= LIMITS.max_request
+                        && args.iter().all(|a| a.len() <= LIMITS.max_bulk)
+                    {
                         let decoded = parse(&mut again, &LIMITS);
                         assert_eq!(decoded, Ok(Some(args)));
                         assert!(again.is_empty());

@@ -186,7 +186,7 @@ async fn write_command(ctx: &ServerContext, shared: &Shared, spec: &Spec, args: 
         "set" => set(ctx, shared, args).await,
         "del" => del(ctx, &args[1..]).await,
         "mset" => {
-            if args.len() % 2 == 0 {
+            if args.len().is_multiple_of(2) {
                 return wrong_arity("mset");
             }
             let ops: Vec<WriteOp<'_>> = args[1..]

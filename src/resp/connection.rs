@@ -68,7 +68,8 @@ pub async fn serve_connection(
     id: u64,
 ) {
     let addr = |a: std::io::Result<std::net::SocketAddr>| {
-        a.map(|a| a.to_string()).unwrap_or_else(|_| "unknown".into())
+        a.map(|a| a.to_string())
+            .unwrap_or_else(|_| "unknown".into())
     };
     let session = Session {
         id,
@@ -185,8 +186,7 @@ impl Connection {
                 continue;
             }
             self.run_writes(&mut writes).await?;
-            let reply =
-                commands::execute(&self.ctx, &self.shared, &mut self.session, args).await;
+            let reply = commands::execute(&self.ctx, &self.shared, &mut self.session, args).await;
             self.push(&reply).await?;
             if self.session.quit {
                 return Err(End::Quit);

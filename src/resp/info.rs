@@ -112,7 +112,11 @@ fn persistence(ctx: &ServerContext, shared: &Shared) -> Fields {
 fn stats(shared: &Shared) -> Fields {
     let c = &shared.counters;
     let mut f = Vec::new();
-    field(&mut f, "total_connections_received", c.connections_received());
+    field(
+        &mut f,
+        "total_connections_received",
+        c.connections_received(),
+    );
     field(&mut f, "total_commands_processed", c.commands_processed());
     field(&mut f, "rejected_connections", c.rejected());
     field(&mut f, "keyspace_hits", c.hits());
@@ -224,7 +228,10 @@ pub fn config(ctx: &ServerContext, shared: &Shared, args: &[Bytes]) -> Reply {
     ];
     let mut out = Vec::new();
     for (name, value) in &params {
-        if args[1..].iter().any(|p| glob(&p.to_ascii_lowercase(), name.as_bytes())) {
+        if args[1..]
+            .iter()
+            .any(|p| glob(&p.to_ascii_lowercase(), name.as_bytes()))
+        {
             out.push(Reply::bulk(*name));
             out.push(Reply::bulk(value.as_bytes()));
         }

@@ -189,7 +189,10 @@ pub async fn serve(listener: TcpListener, ctx: Arc<ServerContext>, settings: Set
     let bound = shared.settings.shutdown_timeout;
     let all_done = async { while tasks.join_next().await.is_some() {} };
     if tokio::time::timeout(bound, all_done).await.is_err() {
-        warn!(left = tasks.len(), "RESP connections still open after {bound:?}; closing them");
+        warn!(
+            left = tasks.len(),
+            "RESP connections still open after {bound:?}; closing them"
+        );
         tasks.shutdown().await;
     }
 }

@@ -342,8 +342,14 @@ mod tests {
         let run = |b: &[u8]| parse(&mut BytesMut::from(b), &limits);
         assert_eq!(run(b"*4\r\n"), Err(ParseError::ArrayLength));
         assert_eq!(run(b"*1\r\n$11\r\n"), Err(ParseError::BulkLength));
-        assert_eq!(run(b"*2\r\n$10\r\n0123456789\r\n$6\r\n"), Err(ParseError::TooLarge(15)));
-        assert_eq!(run(b"*99999999999999999999999\r\n"), Err(ParseError::HeaderTooLong));
+        assert_eq!(
+            run(b"*2\r\n$10\r\n0123456789\r\n$6\r\n"),
+            Err(ParseError::TooLarge(15))
+        );
+        assert_eq!(
+            run(b"*99999999999999999999999\r\n"),
+            Err(ParseError::HeaderTooLong)
+        );
         assert_eq!(run(b"*1\r\n$-1\r\n"), Err(ParseError::BulkLength));
         assert_eq!(run(&[b'a'; 16]), Err(ParseError::InlineTooLong));
         assert_eq!(run(b"*1\r\n$1\r\nab\r\n"), Err(ParseError::MissingCrlf));

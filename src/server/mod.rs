@@ -229,7 +229,10 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> Result<(), S
     });
 
     let listeners = Listeners { client, resp };
-    let result = serve_clients(&config, listeners, &metrics, &health, trigger, shutdown, stop).await;
+    let result = serve_clients(
+        &config, listeners, &metrics, &health, trigger, shutdown, stop,
+    )
+    .await;
     let _ = http_stop_tx.send(());
     // The HTTP server has no long requests; a bounded wait keeps a stuck
     // scrape from holding the exit.
