@@ -348,8 +348,10 @@ mod tests {
         );
         assert_eq!(
             run(b"*99999999999999999999999\r\n"),
-            Err(ParseError::HeaderTooLong)
+            Err(ParseError::ArrayLength)
         );
+        let long = format!("*{}\r\n", "9".repeat(40));
+        assert_eq!(run(long.as_bytes()), Err(ParseError::HeaderTooLong));
         assert_eq!(run(b"*1\r\n$-1\r\n"), Err(ParseError::BulkLength));
         assert_eq!(run(&[b'a'; 16]), Err(ParseError::InlineTooLong));
         assert_eq!(run(b"*1\r\n$1\r\nab\r\n"), Err(ParseError::MissingCrlf));
