@@ -1,0 +1,598 @@
+//! The engine benchmark workload, one copy shared by two programs through
+//! `#[path]`: `benches/engine.rs` (kvstore alone, `make bench-engine`) and
+//! `benches/compare` (kvstore beside sled, redb and fjall,
+//! `make bench-compare`). Keeping one copy means the figures in
+//! `docs/BENCHMARKS.md` from both programs measure the same thing.
+//!
+//! A store takes part through the [`Db`] trait. The workload, for 16-byte
+//! keys and 100-byte values:
+//!
+//! 1. `N` puts of distinct keys in random order, no fsync;
+//! 2. `N` gets of random existing keys, on 1 thread, then on 2 threads;
+//! 3. close (each store makes its data durable the way it does at close),
+//!    then the bytes in the directory;
+//! 4. reopen: open + the first get, timed;
+//! 5. in a fresh directory, puts that are durable when they return: one
+//!    writer, then 64 writers on 64 threads. Each phase is bounded by an
+//!    operation count and a time cap, so a store without group commit still
+//!    ends in reasonable time; its rate is over the operations it did.
+//!
+//! Every get is checked (the value length); after the load, a sample of keys
+//! is read back and compared byte for byte, untimed.
+//!
+//! Settings come from the environment: `BENCH_N` (default 1,000,000),
+//! `BENCH_SYNC_OPS_1` (20,000), `BENCH_SYNC_OPS_64` (200,000),
+//! `BENCH_SYNC_SECS` (time cap per synced phase, default 20),
+//! `BENCH_DIR` (where the data goes; default `bench-data` beside the
+//! executable, on the build disk, because `/tmp` may be a tmpfs whose fsync
+//! costs nothing).
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Barrier;
+use std::time::{Duration, Instant};
+
+pub const KEY_LEN: usize = 16;
+pub const VALUE_LEN: usize = 100;
+/// Concurrent writers in the second synced phase.
+pub const WRITERS: usize = 64;
+/// Threads of the second get phase.
+pub const GET_THREADS: usize = 2;
+
+pub type Key = [u8; KEY_LEN];
+
+/// What the workload needs from a store. Each method panics on error: a
+/// benchmark that hits one has nothing meaningful left to report.
+pub trait Db: Send + Sync + Sized {
+    /// Opens (creating if needed) a store in `dir`. With `synced`, every
+    /// `put` is durable when it returns; without, no put waits for a fsync.
+    fn open(dir: &Path, synced: bool) -> Self;
+    fn put(&self, key: &[u8], value: &[u8]);
+    /// Looks every key up and returns the total bytes of the values found.
+    /// One call per thread per phase, so a store may set up what it reuses
+    /// across lookups (a read transaction, say) once.
+    fn get_many(&self, keys: &[Key]) -> u64;
+    fn get(&self, key: &[u8]) -> Option<Vec<u8>>;
+    /// Makes everything durable and releases the directory.
+    fn close(self);
+    /// Bytes of the in-memory index per key, where the store reports it.
+    fn keydir_bytes_per_key(&self) -> Option<f64> {
+        None
+    }
+    /// fsyncs issued so far, where the store counts them.
+    fn fsyncs(&self) -> Option<u64> {
+        None
+    }
+}
+
+/// How a figure compares across stores.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Better {
+    Higher,
+    Lower,
+}
+
+/// One figure the workload reports. `id` is stable (it crosses a process
+/// boundary in `benches/compare`); `label` is for people.
+#[derive(Clone, Copy, Debug)]
+pub struct Metric {
+    pub id: &'static str,
+    pub label: &'static str,
+    pub unit: Unit,
+    pub better: Better,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Unit {
+    OpsPerSec,
+    Seconds,
+    Bytes,
+    BytesPerKey,
+    Ratio,
+    Count,
+}
+
+const fn metric(id: &'static str, label: &'static str, unit: Unit, better: Better) -> Metric {
+    Metric {
+        id,
+        label,
+        unit,
+        better,
+    }
+}
+
+pub const PUTS_NEVER: Metric = metric(
+    "puts_never",
+    "puts, no fsync",
+    Unit::OpsPerSec,
+    Better::Higher,
+);
+pub const GETS_1T: Metric = metric("gets_1t", "gets, 1 thread", Unit::OpsPerSec, Better::Higher);
+pub const GETS_2T: Metric = metric(
+    "gets_2t",
+    "gets, 2 threads",
+    Unit::OpsPerSec,
+    Better::Higher,
+);
+pub const SYNCED_1W: Metric = metric(
+    "synced_1w",
+    "synced puts, 1 writer",
+    Unit::OpsPerSec,
+    Better::Higher,
+);
+pub const SYNCED_64W: Metric = metric(
+    "synced_64w",
+    "synced puts, 64 writers",
+    Unit::OpsPerSec,
+    Better::Higher,
+);
+pub const SYNCED_SCALE: Metric = metric(
+    "synced_scale",
+    "64 writers / 1 writer",
+    Unit::Ratio,
+    Better::Higher,
+);
+pub const FSYNCS_PER_PUT_64W: Metric = metric(
+    "fsync_per_put_64w",
+    "fsyncs per put, 64 writers",
+    Unit::Ratio,
+    Better::Lower,
+);
+pub const REOPEN: Metric = metric(
+    "reopen_s",
+    "reopen + first get",
+    Unit::Seconds,
+    Better::Lower,
+);
+pub const DISK_BYTES: Metric = metric(
+    "disk_bytes",
+    "disk bytes (file lengths)",
+    Unit::Bytes,
+    Better::Lower,
+);
+pub const DISK_ALLOC: Metric = metric(
+    "disk_alloc",
+    "disk blocks allocated",
+    Unit::Bytes,
+    Better::Lower,
+);
+pub const DISK_PER_KEY: Metric = metric(
+    "disk_per_key",
+    "disk bytes per key",
+    Unit::BytesPerKey,
+    Better::Lower,
+);
+pub const KEYDIR_PER_KEY: Metric = metric(
+    "keydir_per_key",
+    "keydir bytes per key",
+    Unit::BytesPerKey,
+    Better::Lower,
+);
+pub const SYNCED_1W_OPS: Metric = metric(
+    "synced_1w_ops",
+    "  (ops done, 1 writer)",
+    Unit::Count,
+    Better::Higher,
+);
+pub const SYNCED_64W_OPS: Metric = metric(
+    "synced_64w_ops",
+    "  (ops done, 64 writers)",
+    Unit::Count,
+    Better::Higher,
+);
+
+/// Every metric, in table order.
+pub const METRICS: &[Metric] = &[
+    PUTS_NEVER,
+    GETS_1T,
+    GETS_2T,
+    SYNCED_1W,
+    SYNCED_64W,
+    SYNCED_SCALE,
+    FSYNCS_PER_PUT_64W,
+    REOPEN,
+    DISK_BYTES,
+    DISK_ALLOC,
+    DISK_PER_KEY,
+    KEYDIR_PER_KEY,
+    SYNCED_1W_OPS,
+    SYNCED_64W_OPS,
+];
+
+pub type Results = Vec<(&'static str, f64)>;
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub n: usize,
+    pub sync_ops_1: u64,
+    pub sync_ops_64: u64,
+    pub sync_cap: Duration,
+    pub dir: PathBuf,
+}
+
+impl Config {
+    pub fn from_env() -> Config {
+        fn num(name: &str, default: u64) -> u64 {
+            match std::env::var(name) {
+                Ok(s) => s
+                    .replace('_', "")
+                    .parse()
+                    .unwrap_or_else(|_| panic!("{name}={s:?} is not a whole number")),
+                Err(_) => default,
+            }
+        }
+        let dir = match std::env::var_os("BENCH_DIR") {
+            Some(d) => PathBuf::from(d),
+            None => std::env::current_exe()
+                .ok()
+                .and_then(|exe| exe.parent().map(|p| p.join("bench-data")))
+                .unwrap_or_else(|| PathBuf::from("bench-data")),
+        };
+        Config {
+            n: usize::try_from(num("BENCH_N", 1_000_000)).expect("BENCH_N fits usize"),
+            sync_ops_1: num("BENCH_SYNC_OPS_1", 20_000),
+            sync_ops_64: num("BENCH_SYNC_OPS_64", 200_000),
+            sync_cap: Duration::from_secs(num("BENCH_SYNC_SECS", 20)),
+            dir,
+        }
+    }
+}
+
+/// splitmix64: a fast, well-mixed, seedable generator, so every store sees
+/// the same keys in the same order without a `rand` dependency.
+pub fn mix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+/// Key `i` of the stream `seed`: 128 random bits, so distinct in practice and
+/// in random order when written for i = 0, 1, 2, ...
+pub fn key(seed: u64, i: u64) -> Key {
+    let mut k = [0u8; KEY_LEN];
+    k[..8].copy_from_slice(&mix(seed ^ mix(i)).to_le_bytes());
+    k[8..].copy_from_slice(&mix(!seed ^ mix(i.wrapping_add(1))).to_le_bytes());
+    k
+}
+
+/// Values are windows into a pool of random bytes: incompressible (so a
+/// store that compresses gains nothing it would not gain on real data) and
+/// free to produce inside the timed loop.
+pub struct Values {
+    pool: Vec<u8>,
+}
+
+const POOL_LEN: usize = 4 << 20;
+
+impl Values {
+    pub fn new() -> Values {
+        let mut pool = Vec::with_capacity(POOL_LEN + 8);
+        let mut i = 0u64;
+        while pool.len() < POOL_LEN {
+            pool.extend_from_slice(&mix(0xdead_beef ^ i).to_le_bytes());
+            i += 1;
+        }
+        Values { pool }
+    }
+
+    pub fn get(&self, i: u64) -> &[u8] {
+        // The pool is far smaller than 2^32, so the offset fits any usize.
+        let off = (mix(i ^ 0x5eed) % (POOL_LEN - VALUE_LEN) as u64) as usize;
+        &self.pool[off..off + VALUE_LEN]
+    }
+}
+
+const LOAD_SEED: u64 = 1;
+const SYNC_SEED: u64 = 2;
+const LOOKUP_SEED: u64 = 3;
+
+/// Runs the whole workload against `D` and returns its figures. Progress
+/// goes to stderr.
+pub fn run<D: Db>(name: &str, cfg: &Config) -> Results {
+    let mut out = Results::new();
+    progress(name, &format!("start; {}", load_average()));
+    let root = cfg.dir.join(format!("{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let load_dir = root.join("load");
+    let sync_dir = root.join("synced");
+    std::fs::create_dir_all(&load_dir).expect("create the bench directory");
+    std::fs::create_dir_all(&sync_dir).expect("create the bench directory");
+    let values = Values::new();
+    let n = cfg.n as u64;
+    let keys: Vec<Key> = (0..n).map(|i| key(LOAD_SEED, i)).collect();
+    let lookups: Vec<Key> = (0..n)
+        .map(|i| keys[(mix(LOOKUP_SEED ^ mix(i)) % n) as usize])
+        .collect();
+
+    // 1. Load.
+    let db = D::open(&load_dir, false);
+    let t = Instant::now();
+    for (i, k) in keys.iter().enumerate() {
+        db.put(k, values.get(i as u64));
+    }
+    let secs = t.elapsed().as_secs_f64();
+    progress(name, &format!("{n} puts, no fsync: {secs:.2} s"));
+    out.push((PUTS_NEVER.id, n as f64 / secs));
+    verify_sample(&db, &keys, &values);
+
+    // 2. Gets.
+    let t = Instant::now();
+    let got = db.get_many(&lookups);
+    let secs = t.elapsed().as_secs_f64();
+    assert_eq!(got, n * VALUE_LEN as u64, "{name}: a get missed a key");
+    progress(name, &format!("{n} gets, 1 thread: {secs:.2} s"));
+    out.push((GETS_1T.id, n as f64 / secs));
+
+    let chunk = lookups.len().div_ceil(GET_THREADS).max(1);
+    let t = Instant::now();
+    let got: u64 = std::thread::scope(|s| {
+        let handles: Vec<_> = lookups
+            .chunks(chunk)
+            .map(|part| s.spawn(|| db.get_many(part)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("get thread"))
+            .sum()
+    });
+    let secs = t.elapsed().as_secs_f64();
+    assert_eq!(got, n * VALUE_LEN as u64, "{name}: a get missed a key");
+    progress(
+        name,
+        &format!("{n} gets, {GET_THREADS} threads: {secs:.2} s"),
+    );
+    out.push((GETS_2T.id, n as f64 / secs));
+
+    // 3. At rest.
+    if let Some(b) = db.keydir_bytes_per_key() {
+        out.push((KEYDIR_PER_KEY.id, b));
+    }
+    db.close();
+    let (bytes, allocated) = dir_bytes(&load_dir);
+    out.push((DISK_BYTES.id, bytes as f64));
+    out.push((DISK_ALLOC.id, allocated as f64));
+    out.push((DISK_PER_KEY.id, bytes as f64 / n.max(1) as f64));
+
+    // 4. Reopen.
+    let probe = keys[(n / 2) as usize];
+    let t = Instant::now();
+    let db = D::open(&load_dir, false);
+    let first = db.get(&probe);
+    let secs = t.elapsed().as_secs_f64();
+    assert_eq!(
+        first.as_deref(),
+        Some(values.get(n / 2)),
+        "{name}: wrong value after reopen"
+    );
+    progress(name, &format!("reopen + first get: {secs:.3} s"));
+    out.push((REOPEN.id, secs));
+    verify_sample(&db, &keys, &values);
+    db.close();
+    let _ = std::fs::remove_dir_all(&load_dir);
+
+    // 5. Synced puts.
+    let db = D::open(&sync_dir, true);
+    let next = AtomicU64::new(0);
+    let (ops, secs) = synced(&db, &values, &next, 1, cfg.sync_ops_1, cfg.sync_cap);
+    progress(name, &format!("{ops} synced puts, 1 writer: {secs:.2} s"));
+    let rate_1 = ops as f64 / secs;
+    out.push((SYNCED_1W.id, rate_1));
+    out.push((SYNCED_1W_OPS.id, ops as f64));
+
+    let fsyncs_before = db.fsyncs();
+    let start = next.load(Ordering::Relaxed);
+    let (ops, secs) = synced(
+        &db,
+        &values,
+        &next,
+        WRITERS,
+        start + cfg.sync_ops_64,
+        cfg.sync_cap,
+    );
+    progress(
+        name,
+        &format!("{ops} synced puts, {WRITERS} writers: {secs:.2} s"),
+    );
+    let rate_64 = ops as f64 / secs;
+    out.push((SYNCED_64W.id, rate_64));
+    out.push((SYNCED_64W_OPS.id, ops as f64));
+    out.push((SYNCED_SCALE.id, rate_64 / rate_1));
+    if let (Some(before), Some(after)) = (fsyncs_before, db.fsyncs()) {
+        out.push((
+            FSYNCS_PER_PUT_64W.id,
+            after.saturating_sub(before) as f64 / ops as f64,
+        ));
+    }
+    db.close();
+    let _ = std::fs::remove_dir_all(&root);
+    progress(name, &format!("done; {}", load_average()));
+    out
+}
+
+/// The machine's load average, printed beside the figures: on a shared
+/// machine it says how much the other work on it may have skewed them.
+fn load_average() -> String {
+    match std::fs::read_to_string("/proc/loadavg") {
+        Ok(s) => format!(
+            "load average {}",
+            s.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+        ),
+        Err(_) => "load average unknown".to_string(),
+    }
+}
+
+/// Synced puts from `writers` threads that take key numbers from `next`
+/// until it reaches `end` or `cap` has passed. Returns (ops, seconds).
+fn synced<D: Db>(
+    db: &D,
+    values: &Values,
+    next: &AtomicU64,
+    writers: usize,
+    end: u64,
+    cap: Duration,
+) -> (u64, f64) {
+    let done = AtomicU64::new(0);
+    let barrier = Barrier::new(writers + 1);
+    let t = std::thread::scope(|s| {
+        for _ in 0..writers {
+            s.spawn(|| {
+                barrier.wait();
+                let t = Instant::now();
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= end || t.elapsed() > cap {
+                        break;
+                    }
+                    db.put(&key(SYNC_SEED, i), values.get(i));
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+            });
+        }
+        barrier.wait();
+        // The scope joins the writers before it returns, so this clock runs
+        // from the moment they start until the last one is done.
+        Instant::now()
+    });
+    (done.into_inner(), t.elapsed().as_secs_f64())
+}
+
+fn verify_sample<D: Db>(db: &D, keys: &[Key], values: &Values) {
+    let n = keys.len() as u64;
+    for j in 0..1000u64.min(n) {
+        let i = mix(j ^ 0xc0ffee) % n;
+        let got = db.get(&keys[i as usize]);
+        assert_eq!(
+            got.as_deref(),
+            Some(values.get(i)),
+            "wrong value for key #{i}"
+        );
+    }
+}
+
+/// Bytes of the regular files under `dir`, recursively: (their lengths,
+/// the blocks allocated to them). The two differ for preallocated or sparse
+/// files.
+pub fn dir_bytes(dir: &Path) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    let (mut len, mut allocated) = (0, 0);
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return (0, 0);
+    };
+    for entry in entries.flatten() {
+        let Ok(meta) = entry.metadata() else { continue };
+        if meta.is_dir() {
+            let (l, a) = dir_bytes(&entry.path());
+            len += l;
+            allocated += a;
+        } else if meta.is_file() {
+            len += meta.len();
+            allocated += meta.blocks() * 512;
+        }
+    }
+    (len, allocated)
+}
+
+fn progress(name: &str, what: &str) {
+    eprintln!("[{name}] {what}");
+}
+
+/// Formats one figure for the table.
+pub fn format_value(unit: Unit, v: f64) -> String {
+    match unit {
+        Unit::OpsPerSec => {
+            if v >= 1e6 {
+                format!("{:.2} M/s", v / 1e6)
+            } else if v >= 1e3 {
+                format!("{:.1} k/s", v / 1e3)
+            } else {
+                format!("{v:.0} /s")
+            }
+        }
+        Unit::Seconds => {
+            if v < 0.01 {
+                format!("{:.2} ms", v * 1e3)
+            } else {
+                format!("{v:.3} s")
+            }
+        }
+        Unit::Bytes => format!("{:.1} MiB", v / (1024.0 * 1024.0)),
+        Unit::BytesPerKey => format!("{v:.1} B"),
+        Unit::Ratio => format!("{v:.3}x"),
+        Unit::Count => format!("{v:.0}"),
+    }
+}
+
+/// The table: one row per metric, one column per store and, when there is
+/// more than one store, kvstore / best peer (for figures where lower is
+/// better, a ratio below 1 means kvstore is ahead).
+pub fn table(columns: &[(String, Results)]) -> String {
+    let mut s = String::new();
+    let peers = columns.len() > 1;
+    let _ = write!(s, "| {:<28} |", "metric");
+    for (name, _) in columns {
+        let _ = write!(s, " {name:>12} |");
+    }
+    if peers {
+        let _ = write!(s, " {:>22} |", "kvstore / best peer");
+    }
+    s.push('\n');
+    let _ = write!(s, "|{}|", "-".repeat(30));
+    for _ in columns {
+        let _ = write!(s, "{}:|", "-".repeat(13));
+    }
+    if peers {
+        let _ = write!(s, "{}:|", "-".repeat(23));
+    }
+    s.push('\n');
+    for m in METRICS {
+        let cells: Vec<Option<f64>> = columns
+            .iter()
+            .map(|(_, r)| r.iter().find(|(id, _)| *id == m.id).map(|(_, v)| *v))
+            .collect();
+        if cells.iter().all(Option::is_none) {
+            continue;
+        }
+        let _ = write!(s, "| {:<28} |", m.label);
+        for c in &cells {
+            let text = c.map_or_else(|| "n/a".to_string(), |v| format_value(m.unit, v));
+            let _ = write!(s, " {text:>12} |");
+        }
+        if peers {
+            let _ = write!(s, " {:>22} |", ratio_cell(m, columns, &cells));
+        }
+        s.push('\n');
+    }
+    s
+}
+
+fn ratio_cell(m: &Metric, columns: &[(String, Results)], cells: &[Option<f64>]) -> String {
+    let Some(ours) = columns
+        .iter()
+        .position(|(name, _)| name == "kvstore")
+        .and_then(|i| cells[i])
+    else {
+        return String::new();
+    };
+    let best = columns
+        .iter()
+        .zip(cells)
+        .filter(|((name, _), _)| name != "kvstore")
+        .filter_map(|((name, _), v)| v.map(|v| (name, v)))
+        .reduce(|a, b| {
+            let b_wins = match m.better {
+                Better::Higher => b.1 > a.1,
+                Better::Lower => b.1 < a.1,
+            };
+            if b_wins {
+                b
+            } else {
+                a
+            }
+        });
+    match best {
+        Some((name, v)) if v > 0.0 => format!("{:.2}x vs {name}", ours / v),
+        _ => String::new(),
+    }
+}
