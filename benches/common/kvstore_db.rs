@@ -1,5 +1,10 @@
 //! kvstore's side of the benchmark workload, through the public engine API;
 //! shared by `benches/engine.rs` and `benches/compare` through `#[path]`.
+//!
+//! Options are the defaults but for the durability policy, except that
+//! `BENCH_SEGMENT_MB` sets the segment size: with the default (1 GiB) the
+//! whole load stays in the active segment, which has no hint file, so a
+//! reopen scans it; a smaller size seals segments and reopens from hints.
 
 use std::path::Path;
 
@@ -16,6 +21,14 @@ impl Db for Kvstore {
                 Durability::Always
             } else {
                 Durability::Never
+            },
+            segment_max_bytes: match std::env::var("BENCH_SEGMENT_MB") {
+                Ok(mb) => {
+                    mb.parse::<u64>()
+                        .expect("BENCH_SEGMENT_MB is a whole number")
+                        << 20
+                }
+                Err(_) => Options::default().segment_max_bytes,
             },
             ..Options::default()
         };

@@ -37,6 +37,8 @@ pub const KEY_LEN: usize = 16;
 pub const VALUE_LEN: usize = 100;
 /// Concurrent writers in the second synced phase.
 pub const WRITERS: usize = 64;
+/// Reopens after the load.
+pub const REOPENS: usize = 3;
 /// Threads of the second get phase.
 pub const GET_THREADS: usize = 2;
 
@@ -141,7 +143,13 @@ pub const FSYNCS_PER_PUT_64W: Metric = metric(
 );
 pub const REOPEN: Metric = metric(
     "reopen_s",
-    "reopen + first get",
+    "reopen + first get (first)",
+    Unit::Seconds,
+    Better::Lower,
+);
+pub const REOPEN_BEST: Metric = metric(
+    "reopen_best_s",
+    "reopen + first get (best of 3)",
     Unit::Seconds,
     Better::Lower,
 );
@@ -192,6 +200,7 @@ pub const METRICS: &[Metric] = &[
     SYNCED_SCALE,
     FSYNCS_PER_PUT_64W,
     REOPEN,
+    REOPEN_BEST,
     DISK_BYTES,
     DISK_ALLOC,
     DISK_PER_KEY,
@@ -355,21 +364,30 @@ pub fn run<D: Db>(name: &str, cfg: &Config) -> Results {
     out.push((DISK_ALLOC.id, allocated as f64));
     out.push((DISK_PER_KEY.id, bytes as f64 / n.max(1) as f64));
 
-    // 4. Reopen.
+    // 4. Reopen, three times: the first shows what a restart after the load
+    // costs (a store may do one-off work there), the best of the three is
+    // the figure least skewed by other work on the machine.
     let probe = keys[(n / 2) as usize];
-    let t = Instant::now();
-    let db = D::open(&load_dir, false);
-    let first = db.get(&probe);
-    let secs = t.elapsed().as_secs_f64();
-    assert_eq!(
-        first.as_deref(),
-        Some(values.get(n / 2)),
-        "{name}: wrong value after reopen"
-    );
-    progress(name, &format!("reopen + first get: {secs:.3} s"));
-    out.push((REOPEN.id, secs));
-    verify_sample(&db, &keys, &values);
-    db.close();
+    let mut times = Vec::new();
+    for round in 0..REOPENS {
+        let t = Instant::now();
+        let db = D::open(&load_dir, false);
+        let first = db.get(&probe);
+        times.push(t.elapsed().as_secs_f64());
+        assert_eq!(
+            first.as_deref(),
+            Some(values.get(n / 2)),
+            "{name}: wrong value after reopen"
+        );
+        if round == 0 {
+            verify_sample(&db, &keys, &values);
+        }
+        db.close();
+    }
+    let best = times.iter().copied().fold(f64::INFINITY, f64::min);
+    progress(name, &format!("reopen + first get: {times:.3?} s"));
+    out.push((REOPEN.id, times[0]));
+    out.push((REOPEN_BEST.id, best));
     let _ = std::fs::remove_dir_all(&load_dir);
 
     // 5. Synced puts.
@@ -530,7 +548,7 @@ pub fn format_value(unit: Unit, v: f64) -> String {
 pub fn table(columns: &[(String, Results)]) -> String {
     let mut s = String::new();
     let peers = columns.len() > 1;
-    let _ = write!(s, "| {:<28} |", "metric");
+    let _ = write!(s, "| {:<30} |", "metric");
     for (name, _) in columns {
         let _ = write!(s, " {name:>12} |");
     }
@@ -538,7 +556,7 @@ pub fn table(columns: &[(String, Results)]) -> String {
         let _ = write!(s, " {:>22} |", "kvstore / best peer");
     }
     s.push('\n');
-    let _ = write!(s, "|{}|", "-".repeat(30));
+    let _ = write!(s, "|{}|", "-".repeat(32));
     for _ in columns {
         let _ = write!(s, "{}:|", "-".repeat(13));
     }
@@ -554,7 +572,7 @@ pub fn table(columns: &[(String, Results)]) -> String {
         if cells.iter().all(Option::is_none) {
             continue;
         }
-        let _ = write!(s, "| {:<28} |", m.label);
+        let _ = write!(s, "| {:<30} |", m.label);
         for c in &cells {
             let text = c.map_or_else(|| "n/a".to_string(), |v| format_value(m.unit, v));
             let _ = write!(s, " {text:>12} |");
