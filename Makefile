@@ -17,6 +17,7 @@ test: lint unit fuzz-smoke
 
 lint:
 	$(CARGO) fmt --all -- --check
+	$(CARGO) fmt --manifest-path fuzz/Cargo.toml --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
 
 unit:

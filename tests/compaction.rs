@@ -211,3 +211,26 @@ fn the_background_policy_compacts_on_its_own() {
     }
     assert_state(&engine, &model);
 }
+
+#[test]
+fn the_floor_keeps_segments_replicas_still_need() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path(), options(None)).unwrap();
+    load(&engine, 5);
+    let floor = engine.log_end();
+    let model = load(&engine, 5);
+    engine.set_compaction_floor(Some(floor));
+    let report = engine.compact().unwrap();
+    assert!(
+        report.horizon > 0 && report.horizon <= floor,
+        "{report:?} floor {floor}"
+    );
+    // Everything from the floor on is still raw log.
+    assert!(engine.read_log(floor, 10).is_ok());
+    assert_state(&engine, &model);
+    engine.set_compaction_floor(None);
+    let report = engine.compact().unwrap();
+    assert!(report.horizon > floor);
+    assert!(engine.read_log(floor, 10).is_err());
+    assert_state(&engine, &model);
+}

@@ -69,7 +69,15 @@ pub(crate) fn compact(inner: &Inner, seal_active: bool) -> Result<CompactionRepo
         }
     }
     let table = inner.files.load_full();
-    let horizon = *table.segments.keys().next_back().expect("a segment exists");
+    let mut horizon = *table.segments.keys().next_back().expect("a segment exists");
+    // Keep the segments replicas still need: merge only below the floor.
+    if let Some(floor) = *inner.compaction_floor.lock() {
+        horizon = table
+            .segments
+            .range(..=floor.min(horizon))
+            .next_back()
+            .map_or(0, |(b, _)| *b);
+    }
     if horizon <= table.horizon {
         return Ok(CompactionReport {
             horizon: table.horizon,

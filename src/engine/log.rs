@@ -7,6 +7,7 @@ use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
+use super::epochs::{EpochHistory, EpochStart};
 use super::error::{Error, IoContext, Result};
 use super::recovery::{build_index, open_active};
 use super::segment::{sync_dir, FileKind, FILE_HEADER_LEN};
@@ -111,9 +112,39 @@ impl Engine {
         self.inner().writer.state.lock().auto_roll = on;
     }
 
-    /// Sets the epoch stamped on records written from now on.
-    pub fn set_epoch(&self, epoch: u32) {
-        self.inner().writer.state.lock().epoch = epoch;
+    /// The epoch history: where each master epoch began in this log.
+    pub fn epoch_history(&self) -> Vec<EpochStart> {
+        self.inner().writer.state.lock().epochs.entries().to_vec()
+    }
+
+    /// The newest epoch this node knows (0 before any).
+    pub fn current_epoch(&self) -> u32 {
+        self.inner().writer.state.lock().epoch
+    }
+
+    /// Starts epoch `epoch` (higher than any known) at the end of the log:
+    /// records written from now on carry it. Durable on return.
+    pub fn begin_epoch(&self, epoch: u32) -> Result<()> {
+        let inner = self.inner();
+        let mut st = inner.writer.state.lock();
+        let mut epochs = st.epochs.clone();
+        if !epochs.push(epoch, st.end()) {
+            return Err(Error::InvalidOption {
+                name: "epoch",
+                reason: format!("{epoch} is not above the current epoch {}", st.epoch),
+            });
+        }
+        epochs.store(&inner.dir)?;
+        st.set_epochs(epochs);
+        Ok(())
+    }
+
+    /// Where `epoch` ended in this log: the largest known epoch not above
+    /// it and the offset the next one began at (Kafka's
+    /// OffsetsForLeaderEpoch). `None` if every known epoch is newer.
+    pub fn epoch_end(&self, epoch: u32) -> Option<(u32, u64)> {
+        let st = self.inner().writer.state.lock();
+        st.epochs.end_of(epoch, st.end())
     }
 }
 
@@ -195,6 +226,10 @@ impl Inner {
         debug_assert!(matches!(kind, FileKind::Segment { .. }));
         st.reset_active(active, write, base);
         st.clear_batches();
+        let mut epochs: EpochHistory = st.epochs.clone();
+        epochs.truncate(to);
+        epochs.store(dir)?;
+        st.set_epochs(epochs);
         self.writer_publish(&st);
         Ok(())
     }

@@ -11,6 +11,7 @@
 //! the file table is a lock-free snapshot ([`arc_swap`]).
 
 pub mod compaction;
+pub mod epochs;
 pub mod error;
 pub mod fault;
 mod files;
@@ -23,6 +24,7 @@ pub mod options;
 pub mod record;
 pub mod recovery;
 pub mod segment;
+pub mod snapshot;
 mod stats;
 pub mod verify;
 mod writer;
@@ -37,12 +39,15 @@ use arc_swap::ArcSwap;
 use parking_lot::Mutex;
 
 pub use compaction::CompactionReport;
+pub use epochs::EpochStart;
 pub use error::{Error, Result};
 pub use fault::{CompactionStep, Faults};
 pub use log::LogChunk;
 pub use options::{CompactionPolicy, Durability, Options};
 pub use record::{MAX_KEY_LEN, MAX_VALUE_LEN};
+pub use snapshot::{Snapshot, SnapshotFile};
 pub use stats::Stats;
+pub use writer::Progress;
 
 use error::IoContext;
 use files::FileTable;
@@ -55,6 +60,22 @@ use writer::{Op, Writer};
 
 /// Name of the lock file that makes a data directory single-owner.
 pub const LOCK_FILE: &str = "LOCK";
+
+/// One write, borrowing its key and value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteOp<'a> {
+    Put(&'a [u8], &'a [u8]),
+    Delete(&'a [u8]),
+}
+
+/// What a write did: where it ends in the log (replication waits for
+/// replicas to acknowledge that offset) and, for a single delete, whether
+/// the key had a value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Receipt {
+    pub end: u64,
+    pub existed: bool,
+}
 
 /// One operation of an atomic batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,6 +124,8 @@ pub(crate) struct Inner {
     pub(crate) stats: Counters,
     /// Held by a compaction or a truncation, which both replace files.
     pub(crate) compaction: Mutex<()>,
+    /// Compaction leaves the log at and above this offset alone.
+    pub(crate) compaction_floor: Mutex<Option<u64>>,
     pub(crate) maintenance: Maintenance,
 }
 
@@ -142,7 +165,7 @@ impl Engine {
         let FileKind::Segment { base } = active.kind else {
             unreachable!("the active file is a segment")
         };
-        let writer = Writer::new(active, rec.active_file, base, options.epoch);
+        let writer = Writer::new(active, rec.active_file, base, rec.epochs);
         let inner = Arc::new(Inner {
             dir,
             options,
@@ -153,6 +176,7 @@ impl Engine {
             ids,
             stats: Counters::default(),
             compaction: Mutex::new(()),
+            compaction_floor: Mutex::new(None),
             maintenance: Maintenance::default(),
         });
         inner.stats.set_live(rec.live_bytes);
@@ -224,7 +248,7 @@ impl Engine {
             key,
             value,
         };
-        self.write_async(&[op], false).await.map(|_| ())
+        self.write_ops_async(&[op], false).await.map(|_| ())
     }
 
     pub async fn delete_async(&self, key: &[u8]) -> Result<bool> {
@@ -233,7 +257,7 @@ impl Engine {
             key,
             value: &[],
         };
-        self.write_async(&[op], false).await
+        self.write_ops_async(&[op], false).await.map(|r| r.existed)
     }
 
     pub async fn write_batch_async(&self, ops: &[BatchOp]) -> Result<()> {
@@ -241,7 +265,39 @@ impl Engine {
             return Ok(());
         }
         let ops: Vec<Op<'_>> = ops.iter().map(BatchOp::as_op).collect();
-        self.write_async(&ops, true).await.map(|_| ())
+        self.write_ops_async(&ops, true).await.map(|_| ())
+    }
+
+    /// Appends `ops` (atomically when `atomic`) and waits, without blocking
+    /// a thread, until they are durable under the policy.
+    pub async fn write_async(&self, ops: &[WriteOp<'_>], atomic: bool) -> Result<Receipt> {
+        let ops: Vec<Op<'_>> = ops
+            .iter()
+            .map(|op| match *op {
+                WriteOp::Put(key, value) => Op {
+                    kind: Kind::Put,
+                    key,
+                    value,
+                },
+                WriteOp::Delete(key) => Op {
+                    kind: Kind::Delete,
+                    key,
+                    value: &[],
+                },
+            })
+            .collect();
+        self.write_ops_async(&ops, atomic).await
+    }
+
+    /// Watches how far the log has got (durable and written ends).
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<Progress> {
+        self.inner().writer.subscribe()
+    }
+
+    /// Keeps compaction from merging the log at or above `floor` (the
+    /// oldest offset a connected replica still needs); `None` lifts it.
+    pub fn set_compaction_floor(&self, floor: Option<u64>) {
+        *self.inner().compaction_floor.lock() = floor;
     }
 
     fn write_blocking(&self, ops: &[Op<'_>], batch: bool) -> Result<bool> {
@@ -252,12 +308,15 @@ impl Engine {
         Ok(ticket.existed)
     }
 
-    async fn write_async(&self, ops: &[Op<'_>], batch: bool) -> Result<bool> {
+    async fn write_ops_async(&self, ops: &[Op<'_>], batch: bool) -> Result<Receipt> {
         let ticket = self.inner().append(ops, batch)?;
         if self.inner().options.durability == Durability::Always {
             self.inner().wait_durable_async(ticket.end).await?;
         }
-        Ok(ticket.existed)
+        Ok(Receipt {
+            end: ticket.end,
+            existed: ticket.existed,
+        })
     }
 
     /// Seals the active segment and merges the sealed prefix of the log

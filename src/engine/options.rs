@@ -62,9 +62,6 @@ pub struct Options {
     pub segment_max_bytes: u64,
     /// Default: see [`CompactionPolicy`].
     pub compaction: CompactionPolicy,
-    /// Epoch stamped on records this node writes. Default 0; replication
-    /// raises it.
-    pub epoch: u32,
     /// Fault injection for tests; `None` in production.
     pub faults: Option<Arc<Faults>>,
 }
@@ -75,7 +72,6 @@ impl Default for Options {
             durability: Durability::Always,
             segment_max_bytes: 1024 * 1024 * 1024,
             compaction: CompactionPolicy::default(),
-            epoch: 0,
             faults: None,
         }
     }

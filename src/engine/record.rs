@@ -86,6 +86,8 @@ pub enum RecordError {
     ChecksumMismatch { expected: u32, actual: u32 },
     #[error("malformed batch commit record")]
     BadCommit,
+    #[error("delete record carries a value")]
+    DeleteWithValue,
 }
 
 impl fmt::Display for Kind {
@@ -126,7 +128,12 @@ pub fn check_lengths(key_len: usize, value_len: usize) -> Result<(), RecordError
 /// The caller has checked the lengths with [`check_lengths`]; a key or value
 /// over the limits is a programming error here, not bad input.
 pub fn encode(out: &mut Vec<u8>, kind: Kind, in_batch: bool, epoch: u32, key: &[u8], value: &[u8]) {
-    debug_assert!(check_lengths(key.len(), value.len()).is_ok());
+    // Not a debug assertion: a length over u32 would otherwise be written
+    // truncated. Callers check the limits first, so this never fires.
+    assert!(
+        check_lengths(key.len(), value.len()).is_ok(),
+        "record encode called with unchecked lengths"
+    );
     let mut kind_byte = match kind {
         Kind::Put => KIND_PUT,
         Kind::Delete => KIND_DELETE,
@@ -209,7 +216,7 @@ pub fn decode_header(buf: &[u8]) -> Result<Option<Header>, RecordError> {
         Kind::Commit if key_len != 0 || value_len != COMMIT_VALUE_LEN => {
             return Err(RecordError::BadCommit)
         }
-        Kind::Delete if value_len != 0 => return Err(RecordError::BadCommit),
+        Kind::Delete if value_len != 0 => return Err(RecordError::DeleteWithValue),
         _ => {}
     }
     Ok(Some(Header {

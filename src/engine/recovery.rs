@@ -17,6 +17,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
+use super::epochs::EpochHistory;
 use super::error::{Error, IoContext, Result};
 use super::files::FileTable;
 use super::hint::{self, HintEntry};
@@ -35,6 +36,8 @@ pub struct Recovered {
     /// Write handle of the active segment.
     pub active_file: fs::File,
     pub max_epoch: u32,
+    /// The epoch history, made to cover every epoch seen in the log.
+    pub epochs: EpochHistory,
 }
 
 /// How a scan treats a bad record.
@@ -315,12 +318,30 @@ pub fn recover(dir: &Path, options: &Options, ids: &AtomicU32) -> Result<Recover
             .and_then(|_| active_file.sync_all())
             .ctx(|| format!("truncate torn tail of {}", active.path.display()))?;
     }
+    let mut epochs = EpochHistory::load(dir)?;
+    if index.max_epoch > epochs.current() {
+        // Only possible if EPOCHS was lost: attribute the newest epoch
+        // conservatively to the end of the log.
+        let end = table
+            .segments
+            .iter()
+            .next_back()
+            .map_or(horizon, |(b, f)| b + f.readable_len() - FILE_HEADER_LEN);
+        tracing::warn!(
+            epoch = index.max_epoch,
+            start = end,
+            "epoch history behind the log; repaired"
+        );
+        epochs.push(index.max_epoch, end);
+        epochs.store(dir)?;
+    }
     Ok(Recovered {
         table,
         keydir: index.keydir,
         live_bytes: index.live_bytes,
         active_file,
         max_epoch: index.max_epoch,
+        epochs,
     })
 }
 

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use super::error::{IoContext, Result};
+use super::error::{Error, IoContext, Result};
 use super::hint;
 use super::lock_dir;
 use super::manifest::{self, Manifest};
@@ -72,6 +72,9 @@ pub fn verify_dir(dir: &Path) -> Result<VerifyReport> {
                 "merged file named by the manifest is missing",
             );
         }
+    }
+    if let Err(e) = super::epochs::EpochHistory::load(dir) {
+        report.problem(dir.join(super::epochs::FILE_NAME), 0, e.to_string());
     }
     let last_segment = kinds
         .iter()
@@ -149,7 +152,11 @@ fn check_records(dir: &Path, file: &DataFile, active: bool, report: &mut VerifyR
     let end = match scan(file, mode, |e| entries.push(e)) {
         Ok(end) => end,
         Err(e) => {
-            report.problem(&file.path, 0, e.to_string());
+            let offset = match &e {
+                Error::Corrupt { offset, .. } => *offset,
+                _ => 0,
+            };
+            report.problem(&file.path, offset, e.to_string());
             return;
         }
     };

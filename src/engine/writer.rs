@@ -29,6 +29,7 @@ use std::time::Instant;
 use parking_lot::{Condvar, Mutex, MutexGuard};
 use tokio::sync::watch;
 
+use super::epochs::EpochHistory;
 use super::error::{Error, Result};
 use super::fault;
 use super::hint::HintEntry;
@@ -51,11 +52,14 @@ pub(crate) struct PendingOp {
     kind: Kind,
 }
 
-/// Durability progress, published to async waiters.
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct Progress {
+/// How far the log has got, published to async waiters (writers waiting
+/// for durability, replication streams waiting for new bytes).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Progress {
     /// Global log offset up to which everything is durable.
     pub durable: u64,
+    /// Global log offset up to which the OS has everything.
+    pub written: u64,
     pub poisoned: bool,
 }
 
@@ -79,7 +83,9 @@ pub(crate) struct WriterState {
     last_sync: Instant,
     pub poisoned: Option<String>,
     pub closed: bool,
+    /// Epoch stamped on records this node writes: the history's newest.
     pub epoch: u32,
+    pub epochs: EpochHistory,
     /// Whether the writer seals segments by size on its own (a master);
     /// a replica's segment boundaries come from its master.
     pub auto_roll: bool,
@@ -94,6 +100,16 @@ impl WriterState {
     /// Global offset of the end of what is durable under the policy.
     pub fn durable_end(&self) -> u64 {
         self.base + (self.synced - FILE_HEADER_LEN)
+    }
+
+    /// File length of the active segment that is durable.
+    pub fn durable_len(&self) -> u64 {
+        self.synced
+    }
+
+    pub(crate) fn set_epochs(&mut self, epochs: EpochHistory) {
+        self.epoch = epochs.current();
+        self.epochs = epochs;
     }
 
     /// Global offset of the end of what the OS has.
@@ -156,7 +172,7 @@ pub(crate) struct Writer {
 }
 
 impl Writer {
-    pub fn new(active: Arc<DataFile>, file: File, base: u64, epoch: u32) -> Self {
+    pub fn new(active: Arc<DataFile>, file: File, base: u64, epochs: EpochHistory) -> Self {
         let len = active.readable_len();
         let state = WriterState {
             active,
@@ -176,11 +192,13 @@ impl Writer {
             last_sync: Instant::now(),
             poisoned: None,
             closed: false,
-            epoch,
+            epoch: epochs.current(),
+            epochs,
             auto_roll: true,
         };
         let progress = Progress {
             durable: state.durable_end(),
+            written: state.written_end(),
             poisoned: false,
         };
         Writer {
@@ -194,9 +212,14 @@ impl Writer {
     fn publish(&self, st: &WriterState) {
         self.progress_tx.send_replace(Progress {
             durable: st.durable_end(),
+            written: st.written_end(),
             poisoned: st.poisoned.is_some(),
         });
         self.progress.notify_all();
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<Progress> {
+        self.progress_tx.subscribe()
     }
 
     /// Wakes the flusher.
@@ -601,6 +624,7 @@ impl Inner {
         let start_end = st.end();
         let mut taken = 0usize;
         let mut ops = Vec::new();
+        let mut new_epochs = st.epochs.clone();
         let limit = bytes.len().min(MAX_APPEND_BYTES);
         while taken < limit {
             let (rec, len) = match record::decode(&bytes[taken..limit]) {
@@ -613,6 +637,7 @@ impl Inner {
                     })
                 }
             };
+            new_epochs.push(rec.epoch, start_end + taken as u64);
             let loc = Loc {
                 file: st.active.id,
                 pos: (st.len + taken as u64) as u32,
@@ -632,6 +657,12 @@ impl Inner {
         }
         if taken == 0 {
             return Ok(0);
+        }
+        // The history names a new epoch before any of its records is
+        // written, so it is never behind the log.
+        if new_epochs != st.epochs {
+            new_epochs.store(&self.dir)?;
+            st.set_epochs(new_epochs);
         }
         let was_empty = st.buf.is_empty();
         st.buf.extend_from_slice(&bytes[..taken]);
