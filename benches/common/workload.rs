@@ -115,6 +115,18 @@ pub const PUTS_NEVER: Metric = metric(
     Unit::OpsPerSec,
     Better::Higher,
 );
+pub const PUTS_NEVER_CPU: Metric = metric(
+    "puts_never_cpu",
+    "  (puts per CPU-second)",
+    Unit::OpsPerSec,
+    Better::Higher,
+);
+pub const GETS_1T_CPU: Metric = metric(
+    "gets_1t_cpu",
+    "  (gets per CPU-second)",
+    Unit::OpsPerSec,
+    Better::Higher,
+);
 pub const GETS_1T_FIRST: Metric = metric(
     "gets_1t_first",
     "gets, 1 thread, first pass",
@@ -204,8 +216,10 @@ pub const SYNCED_64W_OPS: Metric = metric(
 /// Every metric, in table order.
 pub const METRICS: &[Metric] = &[
     PUTS_NEVER,
+    PUTS_NEVER_CPU,
     GETS_1T_FIRST,
     GETS_1T,
+    GETS_1T_CPU,
     GETS_2T,
     SYNCED_1W,
     SYNCED_64W,
@@ -331,13 +345,19 @@ pub fn run<D: Db>(name: &str, cfg: &Config) -> Results {
 
     // 1. Load.
     let db = D::open(&load_dir, false);
-    let t = Instant::now();
-    for (i, k) in keys.iter().enumerate() {
-        db.put(k, values.get(i as u64));
-    }
-    let secs = t.elapsed().as_secs_f64();
-    progress(name, &format!("{n} puts, no fsync: {secs:.2} s"));
+    let ((), secs, sched) = timed(|| {
+        for (i, k) in keys.iter().enumerate() {
+            db.put(k, values.get(i as u64));
+        }
+    });
+    progress(
+        name,
+        &format!("{n} puts, no fsync: {}", describe(secs, sched)),
+    );
     out.push((PUTS_NEVER.id, n as f64 / secs));
+    if let Some((cpu, _)) = sched {
+        out.push((PUTS_NEVER_CPU.id, n as f64 / cpu));
+    }
     verify_sample(&db, &keys, &values);
 
     // 2. Gets: a first pass, which also pays whatever a store does on first
@@ -353,11 +373,15 @@ pub fn run<D: Db>(name: &str, cfg: &Config) -> Results {
     );
     out.push((GETS_1T_FIRST.id, n as f64 / secs));
 
-    let t = Instant::now();
-    let got = db.get_many(&lookups);
-    let secs = t.elapsed().as_secs_f64();
+    let (got, secs, sched) = timed(|| db.get_many(&lookups));
     assert_eq!(got, n * VALUE_LEN as u64, "{name}: a get missed a key");
-    progress(name, &format!("{n} gets, 1 thread: {secs:.2} s"));
+    progress(
+        name,
+        &format!("{n} gets, 1 thread: {}", describe(secs, sched)),
+    );
+    if let Some((cpu, _)) = sched {
+        out.push((GETS_1T_CPU.id, n as f64 / cpu));
+    }
     out.push((GETS_1T.id, n as f64 / secs));
 
     let chunk = lookups.len().div_ceil(GET_THREADS).max(1);
@@ -464,6 +488,53 @@ pub fn run<D: Db>(name: &str, cfg: &Config) -> Results {
     let _ = std::fs::remove_dir_all(&root);
     progress(name, &format!("done; {}", load_average()));
     out
+}
+
+/// Nanoseconds this process's live threads have run on a CPU and waited
+/// for one (Linux schedstat). On a shared machine the wait says how much
+/// other work took from a phase; the run time gives a rate per CPU-second
+/// that the other work skews far less than the wall-clock rate. Threads
+/// that exit during a phase drop out, so it is taken only around phases
+/// whose threads outlive them.
+fn sched_ns() -> Option<(u64, u64)> {
+    let mut total = (0u64, 0u64);
+    for task in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
+        let Ok(text) = std::fs::read_to_string(task.path().join("schedstat")) else {
+            continue;
+        };
+        let mut fields = text.split_whitespace().map(|f| f.parse::<u64>().ok());
+        if let (Some(Some(run)), Some(Some(wait))) = (fields.next(), fields.next()) {
+            total.0 += run;
+            total.1 += wait;
+        }
+    }
+    Some(total)
+}
+
+/// Runs `f`, returning its result, wall seconds, and the CPU seconds and
+/// run-queue wait seconds of the whole process meanwhile.
+fn timed<R>(f: impl FnOnce() -> R) -> (R, f64, Option<(f64, f64)>) {
+    let before = sched_ns();
+    let t = Instant::now();
+    let r = f();
+    let secs = t.elapsed().as_secs_f64();
+    let sched = match (before, sched_ns()) {
+        (Some(b), Some(a)) => Some((
+            a.0.saturating_sub(b.0) as f64 / 1e9,
+            a.1.saturating_sub(b.1) as f64 / 1e9,
+        )),
+        _ => None,
+    };
+    (r, secs, sched)
+}
+
+fn describe(secs: f64, sched: Option<(f64, f64)>) -> String {
+    match sched {
+        Some((cpu, wait)) => {
+            format!("{secs:.2} s (CPU {cpu:.2} s, waited for a CPU {wait:.2} s)")
+        }
+        None => format!("{secs:.2} s"),
+    }
 }
 
 /// The machine's load average, printed beside the figures: on a shared
