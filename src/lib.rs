@@ -2,7 +2,14 @@
 //!
 //! The crate is layered so that data flows one way: bytes from a file or a
 //! socket become records or frames, frames become commands, commands reach
-//! the [`engine`].
+//! the [`engine`]. [`server`] runs a node, [`cli`] is the command line,
+//! [`config`] validates a node's settings and [`metrics`] exports them.
 
 pub mod cli;
+pub mod client;
+pub mod config;
 pub mod engine;
+pub mod metrics;
+pub mod protocol;
+pub mod replication;
+pub mod server;

@@ -1,3 +1,91 @@
-//! The `kvstore` command line.
+//! The `kvstore` command line: one subcommand per task.
+//!
+//! `serve` runs a node ([`serve`]); the client commands talk to a node over
+//! the wire protocol ([`client`]); offline commands work on a data
+//! directory directly. Every failure becomes one line on stderr,
+//! `error: ...`, and a non-zero exit code: 2 for a bad configuration, 1 for
+//! anything else unless the command says otherwise ([`CliError::Exit`]).
 
+pub mod admin;
+pub mod bench;
+pub mod client;
 pub mod offline;
+pub mod serve;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::ConfigError;
+use crate::server::ServerError;
+
+/// Default node address for client commands.
+pub const DEFAULT_ADDR: &str = "127.0.0.1:5555";
+
+/// `kvstore`: a replicated key-value store.
+#[derive(Debug, Parser)]
+#[command(name = "kvstore", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Node to talk to (client commands), before or after the subcommand.
+    #[arg(long, global = true, env = "KVSTORE_ADDR", value_name = "ADDR", default_value = DEFAULT_ADDR)]
+    pub addr: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Every subcommand.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a node.
+    Serve(Box<crate::config::ServeArgs>),
+    /// Client commands: talk to a node over the network.
+    #[command(flatten)]
+    Client(client::ClientCommand),
+    // Offline commands (verify, dump, compact --data-dir): src/cli/offline.rs.
+}
+
+/// A failed command; `Display` is the one line shown to the user.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Server(#[from] ServerError),
+    /// Exit with `code` after printing `message` (e.g. "key not found").
+    #[error("{message}")]
+    Exit { code: u8, message: String },
+    #[error("{0}")]
+    Other(String),
+}
+
+impl CliError {
+    /// The process exit code for this error.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Config(_) => 2,
+            CliError::Exit { code, .. } => *code,
+            _ => 1,
+        }
+    }
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> Result<(), CliError> {
+    match cli.command {
+        Command::Serve(args) => serve::run(&args),
+        Command::Client(cmd) => client::run(cmd, &cli.addr),
+    }
+}
+
+/// The whole program: parse `std::env::args`, run, report. `main.rs` calls
+/// only this.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}

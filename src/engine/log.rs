@@ -43,6 +43,16 @@ impl Engine {
         self.inner().shippable_end()
     }
 
+    /// End of everything appended (durable or not).
+    pub fn end(&self) -> u64 {
+        self.inner().writer.state.lock().end()
+    }
+
+    /// End of what is durable under this engine's durability policy.
+    pub fn durable_end(&self) -> u64 {
+        self.inner().writer.state.lock().durable_end()
+    }
+
     /// Up to `max_bytes` of the log from `from`, never crossing a segment
     /// boundary. Empty at the end of the log.
     pub fn read_log(&self, from: u64, max_bytes: usize) -> Result<LogChunk> {

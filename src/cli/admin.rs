@@ -1,0 +1,122 @@
+//! Role commands: `promote`, `replicate` and `failover`, an operator's
+//! one-shot failover without consensus.
+
+use clap::Args;
+use serde_json::Value;
+
+use crate::cli::CliError;
+use crate::client::{BlockingClient, ClientOptions};
+
+#[derive(Debug, Args)]
+pub struct ReplicateArgs {
+    /// The master to follow (host:port).
+    #[arg(long, value_name = "ADDR")]
+    pub master: String,
+}
+
+#[derive(Debug, Args)]
+pub struct FailoverArgs {
+    /// Every node of the cluster, comma-separated host:port.
+    #[arg(long, value_name = "A,B,C", value_delimiter = ',', required = true)]
+    pub nodes: Vec<String>,
+    /// Act even though a master still answers (it is demoted to a replica
+    /// of the promoted node, and loses what it had not replicated).
+    #[arg(long)]
+    pub force: bool,
+}
+
+fn connect(addr: &str) -> Result<BlockingClient, crate::client::Error> {
+    let options = ClientOptions {
+        client_name: "kvstore-admin".into(),
+        connect_timeout: std::time::Duration::from_secs(2),
+        follow_redirects: false,
+        ..ClientOptions::default()
+    };
+    BlockingClient::connect(addr, options)
+}
+
+fn fail(e: impl std::fmt::Display) -> CliError {
+    CliError::Other(e.to_string())
+}
+
+pub fn promote(addr: &str) -> Result<(), CliError> {
+    connect(addr).and_then(|mut c| c.promote()).map_err(fail)?;
+    println!("{addr} is now the master");
+    Ok(())
+}
+
+pub fn replicate(addr: &str, args: &ReplicateArgs) -> Result<(), CliError> {
+    connect(addr)
+        .and_then(|mut c| c.replicate(&args.master))
+        .map_err(fail)?;
+    println!("{addr} now follows {}", args.master);
+    Ok(())
+}
+
+/// What failover learned about one node.
+struct NodeState {
+    addr: String,
+    role: String,
+    epoch: u64,
+    durable: u64,
+}
+
+fn node_state(addr: &str) -> Result<NodeState, crate::client::Error> {
+    let stats = connect(addr)?.stats()?;
+    let repl = stats.get("replication").cloned().unwrap_or(Value::Null);
+    let num = |v: &Value, k: &str| v.get(k).and_then(Value::as_u64).unwrap_or(0);
+    Ok(NodeState {
+        addr: addr.to_string(),
+        role: repl
+            .get("role")
+            .and_then(Value::as_str)
+            .unwrap_or("unknown")
+            .to_string(),
+        epoch: num(&repl, "epoch"),
+        durable: num(&repl, "durable_offset"),
+    })
+}
+
+/// Asks every node for its role, epoch and durable log end; promotes the
+/// most advanced replica; points every other reachable node at it.
+pub fn failover(args: &FailoverArgs) -> Result<(), CliError> {
+    let mut reachable = Vec::new();
+    for addr in &args.nodes {
+        match node_state(addr) {
+            Ok(s) => {
+                println!(
+                    "{:<24} {:<8} epoch {:<6} durable offset {}",
+                    s.addr, s.role, s.epoch, s.durable
+                );
+                reachable.push(s);
+            }
+            Err(e) => println!("{addr:<24} unreachable: {e}"),
+        }
+    }
+    let masters: Vec<&str> = reachable
+        .iter()
+        .filter(|s| s.role == "master")
+        .map(|s| s.addr.as_str())
+        .collect();
+    if !masters.is_empty() && !args.force {
+        return Err(CliError::Other(format!(
+            "refusing to fail over: {} still answers as master (use --force to demote it)",
+            masters.join(", ")
+        )));
+    }
+    let best = reachable
+        .iter()
+        .filter(|s| s.role == "replica")
+        .max_by_key(|s| (s.epoch, s.durable))
+        .ok_or_else(|| CliError::Other("no reachable replica to promote".into()))?;
+    let new_master = best.addr.clone();
+    promote(&new_master)?;
+    for s in reachable.iter().filter(|s| s.addr != new_master) {
+        match connect(&s.addr).and_then(|mut c| c.replicate(&new_master)) {
+            Ok(()) => println!("{} now follows {new_master}", s.addr),
+            Err(e) => eprintln!("warning: could not repoint {}: {e}", s.addr),
+        }
+    }
+    println!("failover done: {new_master} is the master");
+    Ok(())
+}

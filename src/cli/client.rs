@@ -1,0 +1,250 @@
+//! Client subcommands: talk to a node over the wire protocol with the
+//! [`BlockingClient`].
+//!
+//! Keys and values are taken as raw bytes from the command line (no UTF-8
+//! requirement). `read` writes the value's raw bytes to stdout; a missing
+//! key exits 1 with a message on stderr, as scripts expect.
+
+use std::ffi::OsString;
+use std::io::{Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+
+use crate::cli::bench::{self, BenchArgs};
+use crate::cli::CliError;
+use crate::cli::{admin, offline};
+use crate::client::{BlockingClient, ClientOptions};
+
+/// Commands that talk to a node.
+#[derive(Debug, Subcommand)]
+pub enum ClientCommand {
+    /// Store a value: `put KEY VALUE`, `put KEY --file PATH`, or the value
+    /// from stdin when neither is given (or VALUE is `-`).
+    Put(PutArgs),
+    /// Print a key's value (raw bytes) to stdout; exit 1 if it is absent.
+    #[command(visible_alias = "get")]
+    Read(KeyArg),
+    /// Delete a key (succeeds whether or not it existed).
+    Delete(KeyArg),
+    /// Print `true` (exit 0) or `false` (exit 1).
+    Exists(KeyArg),
+    /// Compact the node's log now and report what it did; with
+    /// --data-dir, compact a stopped node's directory instead.
+    Compact(CompactArgs),
+    /// Show the node's statistics.
+    Stats(StatsArgs),
+    /// Check that the node answers; print the round-trip time.
+    Ping,
+    /// Load generator in the manner of redis-benchmark.
+    Bench(BenchArgs),
+    /// Make the node (a replica) the master, in a new epoch, without a restart.
+    Promote,
+    /// Make the node follow another master (repoint a replica, demote a master).
+    Replicate(admin::ReplicateArgs),
+    /// One-shot failover: promote the most advanced replica of --nodes and
+    /// repoint the others; refuses while a master answers unless --force.
+    Failover(admin::FailoverArgs),
+    /// Check every record, hint and manifest of a stopped node's data
+    /// directory; exit 1 on any problem.
+    Verify(DataDirArg),
+    /// Print every record of a stopped node's data directory.
+    Dump(DataDirArg),
+}
+
+#[derive(Debug, Args)]
+pub struct CompactArgs {
+    /// Compact this stopped node's data directory instead of a running node.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct DataDirArg {
+    /// The data directory (the node must be stopped).
+    #[arg(long, value_name = "DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct KeyArg {
+    /// The key (raw bytes of the argument).
+    pub key: OsString,
+}
+
+#[derive(Debug, Args)]
+pub struct PutArgs {
+    /// The key (raw bytes of the argument).
+    pub key: OsString,
+    /// The value; `-` or absent reads it from stdin (unless --file).
+    #[arg(conflicts_with = "file")]
+    pub value: Option<OsString>,
+    /// Read the value from this file.
+    #[arg(long, value_name = "PATH")]
+    pub file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct StatsArgs {
+    /// Print the raw JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs a client command against the node at `addr`.
+pub fn run(cmd: ClientCommand, addr: &str) -> Result<(), CliError> {
+    let mut client = match cmd {
+        ClientCommand::Bench(args) => return bench::run(&args, addr),
+        ClientCommand::Promote => return admin::promote(addr),
+        ClientCommand::Replicate(args) => return admin::replicate(addr, &args),
+        ClientCommand::Failover(args) => return admin::failover(&args),
+        ClientCommand::Verify(args) => return offline_verify(&args),
+        ClientCommand::Dump(args) => {
+            let mut out = std::io::stdout().lock();
+            return offline::dump(&args.data_dir, &mut out)
+                .map_err(|e| CliError::Other(e.to_string()));
+        }
+        ClientCommand::Compact(CompactArgs {
+            data_dir: Some(dir),
+        }) => {
+            let mut out = std::io::stdout().lock();
+            return offline::compact(&dir, &mut out).map_err(|e| CliError::Other(e.to_string()));
+        }
+        _ => {
+            let options = ClientOptions {
+                client_name: "kvstore-cli".into(),
+                ..ClientOptions::default()
+            };
+            BlockingClient::connect(addr, options).map_err(other)?
+        }
+    };
+    match cmd {
+        ClientCommand::Put(args) => {
+            let value = put_value(&args)?;
+            client.put(args.key.as_bytes(), &value).map_err(other)?;
+            println!("OK");
+        }
+        ClientCommand::Read(arg) => match client.get(arg.key.as_bytes()).map_err(other)? {
+            Some(value) => {
+                let mut out = std::io::stdout().lock();
+                out.write_all(&value)
+                    .and_then(|()| out.flush())
+                    .map_err(|e| CliError::Other(format!("cannot write to stdout: {e}")))?;
+            }
+            None => {
+                return Err(CliError::Exit {
+                    code: 1,
+                    message: format!("key not found: {}", arg.key.to_string_lossy()),
+                })
+            }
+        },
+        ClientCommand::Delete(arg) => {
+            let existed = client.delete(arg.key.as_bytes()).map_err(other)?;
+            println!("{}", if existed { "deleted" } else { "not found" });
+        }
+        ClientCommand::Exists(arg) => {
+            if client.exists(arg.key.as_bytes()).map_err(other)? {
+                println!("true");
+            } else {
+                println!("false");
+                return Err(CliError::Exit {
+                    code: 1,
+                    message: format!("key not found: {}", arg.key.to_string_lossy()),
+                });
+            }
+        }
+        ClientCommand::Compact(_) => {
+            let c = client.compact().map_err(other)?;
+            println!(
+                "compacted up to offset {}: {} -> {} bytes, {} keys kept",
+                c.horizon, c.bytes_before, c.bytes_after, c.keys_kept
+            );
+        }
+        ClientCommand::Stats(args) => {
+            let stats = client.stats().map_err(other)?;
+            if args.json {
+                let json = serde_json::Value::Object(stats);
+                println!("{json}");
+            } else {
+                print_table(&stats);
+            }
+        }
+        ClientCommand::Ping => {
+            let start = std::time::Instant::now();
+            client.ping().map_err(other)?;
+            println!("PONG ({:.3} ms)", start.elapsed().as_secs_f64() * 1000.0);
+        }
+        // Returned before connecting.
+        ClientCommand::Bench(_)
+        | ClientCommand::Promote
+        | ClientCommand::Replicate(_)
+        | ClientCommand::Failover(_)
+        | ClientCommand::Verify(_)
+        | ClientCommand::Dump(_) => {}
+    }
+    Ok(())
+}
+
+fn offline_verify(args: &DataDirArg) -> Result<(), CliError> {
+    let mut out = std::io::stdout().lock();
+    let clean =
+        offline::verify(&args.data_dir, &mut out).map_err(|e| CliError::Other(e.to_string()))?;
+    if clean {
+        Ok(())
+    } else {
+        Err(CliError::Exit {
+            code: 1,
+            message: format!("{} has problems (listed above)", args.data_dir.display()),
+        })
+    }
+}
+
+fn put_value(args: &PutArgs) -> Result<Vec<u8>, CliError> {
+    if let Some(path) = &args.file {
+        return std::fs::read(path)
+            .map_err(|e| CliError::Other(format!("cannot read --file {}: {e}", path.display())));
+    }
+    match &args.value {
+        Some(v) if v.as_bytes() != b"-" => Ok(v.as_bytes().to_vec()),
+        _ => {
+            let mut value = Vec::new();
+            std::io::stdin()
+                .lock()
+                .read_to_end(&mut value)
+                .map_err(|e| CliError::Other(format!("cannot read the value from stdin: {e}")))?;
+            Ok(value)
+        }
+    }
+}
+
+/// Prints the stats as `name  value` lines; nested objects (the
+/// `replication` section) are flattened as `section.name`.
+fn print_table(stats: &serde_json::Map<String, serde_json::Value>) {
+    let mut rows = Vec::new();
+    flatten("", stats, &mut rows);
+    let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    for (name, shown) in rows {
+        println!("{name:<width$}  {shown}");
+    }
+}
+
+fn flatten(
+    prefix: &str,
+    map: &serde_json::Map<String, serde_json::Value>,
+    rows: &mut Vec<(String, String)>,
+) {
+    for (name, value) in map {
+        let name = format!("{prefix}{name}");
+        match value {
+            serde_json::Value::Object(inner) => flatten(&format!("{name}."), inner, rows),
+            serde_json::Value::Null => rows.push((name, "-".into())),
+            serde_json::Value::String(s) => rows.push((name, s.clone())),
+            other => rows.push((name, other.to_string())),
+        }
+    }
+}
+
+fn other(e: crate::client::Error) -> CliError {
+    CliError::Other(e.to_string())
+}

@@ -1,0 +1,53 @@
+//! `kvstore serve`: validate the configuration, set up logging, run a node
+//! until SIGTERM/SIGINT.
+
+use std::io::IsTerminal;
+
+use tracing::warn;
+use tracing_subscriber::EnvFilter;
+
+use crate::cli::CliError;
+use crate::config::{Config, LogFormat, ServeArgs, KNOWN_ENV};
+
+/// Runs `kvstore serve`. Configuration errors are returned before anything
+/// is started.
+pub fn run(args: &ServeArgs) -> Result<(), CliError> {
+    let config = Config::from_args(args, |k| std::env::var(k).ok())?;
+    init_logging(config.log_format);
+    warn_unknown_env();
+    if args.master_addr.is_some() && config.role == crate::config::Role::Master {
+        warn!("--master-addr is ignored: this node starts as master");
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("kvstore")
+        .build()
+        .map_err(|e| CliError::Other(format!("cannot start the async runtime: {e}")))?;
+    runtime.block_on(crate::server::run_until_signal(config))?;
+    Ok(())
+}
+
+/// Logs to stderr; `RUST_LOG` filters (default `info`).
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // A second initialisation (only possible in tests) keeps the first.
+    let _ = match format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init(),
+        LogFormat::Json => builder.json().with_ansi(false).try_init(),
+    };
+}
+
+/// A misspelt `KVSTORE_*` variable would otherwise be silently ignored.
+fn warn_unknown_env() {
+    for (key, _) in std::env::vars_os() {
+        let Some(key) = key.to_str() else { continue };
+        if key.starts_with("KVSTORE_") && !KNOWN_ENV.contains(&key) {
+            warn!("unknown environment variable {key} is ignored");
+        }
+    }
+}

@@ -1,0 +1,314 @@
+//! The async client: typed calls, raw pipelining, lazy reconnect.
+
+use std::future::Future;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::conn::Conn;
+use super::error::Error;
+use super::ClientOptions;
+use crate::protocol::{
+    opcode, Auth, BatchOp, CompactionSummary, Hello, HelloOk, Request, Response, PROTOCOL_VERSION,
+};
+
+/// Most REDIRECT answers followed for one call.
+const MAX_REDIRECTS: usize = 4;
+
+/// An async connection to one kvstore node.
+///
+/// Methods take `&mut self`: one client is one ordered conversation. Open
+/// several clients for concurrency.
+pub struct Client {
+    addr: String,
+    options: ClientOptions,
+    conn: Option<Conn>,
+}
+
+impl Client {
+    /// Connects to `addr` (`host:port`) and performs the HELLO exchange.
+    pub async fn connect(addr: impl Into<String>, options: ClientOptions) -> Result<Client, Error> {
+        let mut client = Client {
+            addr: addr.into(),
+            options,
+            conn: None,
+        };
+        client.ensure_connected().await?;
+        Ok(client)
+    }
+
+    /// Connects with default options.
+    pub async fn connect_default(addr: impl Into<String>) -> Result<Client, Error> {
+        Client::connect(addr, ClientOptions::default()).await
+    }
+
+    /// The address this client talks to.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// The server's answer to HELLO on the current connection.
+    pub fn server_info(&self) -> Option<&HelloOk> {
+        self.conn.as_ref().and_then(|c| c.server.as_ref())
+    }
+
+    /// Closes the connection; the next call reconnects.
+    pub fn disconnect(&mut self) {
+        self.conn = None;
+    }
+
+    pub async fn ping(&mut self) -> Result<(), Error> {
+        match self.call_retrying(Request::Ping).await? {
+            Response::Pong => Ok(()),
+            other => unexpected("PING", &other),
+        }
+    }
+
+    /// The newest value of `key`, or `None` if it does not exist.
+    pub async fn get(&mut self, key: &[u8]) -> Result<Option<Bytes>, Error> {
+        let key = Bytes::copy_from_slice(key);
+        match self.call_retrying(Request::Get { key }).await? {
+            Response::Value(v) => Ok(Some(v)),
+            Response::NotFound => Ok(None),
+            other => unexpected("GET", &other),
+        }
+    }
+
+    /// Stores `value` under `key`; returns once the server says it is
+    /// durable under its policy.
+    pub async fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), Error> {
+        let request = Request::Put {
+            key: Bytes::copy_from_slice(key),
+            value: Bytes::copy_from_slice(value),
+        };
+        match self.call(&request).await? {
+            Response::Ok => Ok(()),
+            other => unexpected("PUT", &other),
+        }
+    }
+
+    /// Deletes `key`; returns whether it existed.
+    pub async fn delete(&mut self, key: &[u8]) -> Result<bool, Error> {
+        let key = Bytes::copy_from_slice(key);
+        match self.call(&Request::Delete { key }).await? {
+            Response::Deleted { existed } => Ok(existed),
+            other => unexpected("DELETE", &other),
+        }
+    }
+
+    pub async fn exists(&mut self, key: &[u8]) -> Result<bool, Error> {
+        let key = Bytes::copy_from_slice(key);
+        match self.call_retrying(Request::Exists { key }).await? {
+            Response::Exists(e) => Ok(e),
+            other => unexpected("EXISTS", &other),
+        }
+    }
+
+    /// Applies `ops` atomically.
+    pub async fn batch(&mut self, ops: Vec<BatchOp>) -> Result<(), Error> {
+        match self.call(&Request::Batch(ops)).await? {
+            Response::Ok => Ok(()),
+            other => unexpected("BATCH", &other),
+        }
+    }
+
+    /// Runs a compaction on the server and waits for it.
+    pub async fn compact(&mut self) -> Result<CompactionSummary, Error> {
+        match self.call(&Request::Compact).await? {
+            Response::Compacted(c) => Ok(c),
+            other => unexpected("COMPACT", &other),
+        }
+    }
+
+    /// The server's statistics as a JSON object.
+    pub async fn stats(&mut self) -> Result<serde_json::Map<String, serde_json::Value>, Error> {
+        match self.call_retrying(Request::Stats).await? {
+            Response::Stats(json) => Ok(serde_json::from_str(&json)?),
+            other => unexpected("STATS", &other),
+        }
+    }
+
+    /// Sends one request and returns the raw response. An ERROR response
+    /// is returned as `Err(Error::Server)`. A REDIRECT from a replica is
+    /// followed to the master it names (a few hops at most) unless
+    /// [`ClientOptions::follow_redirects`] is off; the client then stays
+    /// connected to that master.
+    pub async fn call(&mut self, request: &Request) -> Result<Response, Error> {
+        for _ in 0..MAX_REDIRECTS {
+            let mut responses = self.pipeline(std::slice::from_ref(request)).await?;
+            let response = responses.pop().ok_or_else(|| Error::UnexpectedResponse {
+                request: opcode::name(request.opcode()),
+                response: "nothing",
+            })?;
+            match response {
+                Response::Error { code, message } => return Err(Error::Server { code, message }),
+                Response::Redirect { master }
+                    if self.options.follow_redirects && master != self.addr =>
+                {
+                    tracing::debug!(from = %self.addr, to = %master, "following redirect to the master");
+                    self.addr = master;
+                    self.conn = None;
+                }
+                Response::Redirect { master } => {
+                    return Err(Error::Redirected {
+                        addr: self.addr.clone(),
+                        master,
+                    })
+                }
+                other => return Ok(other),
+            }
+        }
+        Err(Error::Redirected {
+            addr: self.addr.clone(),
+            master: "(too many redirects)".into(),
+        })
+    }
+
+    /// Makes the node a master in a new epoch (it must be a replica or
+    /// already a master).
+    pub async fn promote(&mut self) -> Result<(), Error> {
+        match self.call(&Request::Promote).await? {
+            Response::Ok => Ok(()),
+            other => unexpected("PROMOTE", &other),
+        }
+    }
+
+    /// Makes the node follow `master`.
+    pub async fn replicate(&mut self, master: &str) -> Result<(), Error> {
+        match self
+            .call(&Request::Replicate {
+                master: master.to_string(),
+            })
+            .await?
+        {
+            Response::Ok => Ok(()),
+            other => unexpected("REPLICATE", &other),
+        }
+    }
+
+    /// Sends all `requests` at once, then reads one response per request,
+    /// in order. ERROR responses are returned in place, not as `Err`; an
+    /// `Err` means the connection failed and later answers are lost.
+    pub async fn pipeline(&mut self, requests: &[Request]) -> Result<Vec<Response>, Error> {
+        let timeout = self.options.request_timeout;
+        self.ensure_connected().await?;
+        let addr = self.addr.clone();
+        let conn = self
+            .conn
+            .as_mut()
+            .ok_or_else(|| Error::Closed { addr: addr.clone() })?;
+        let work = async {
+            for request in requests {
+                conn.queue(request)?;
+            }
+            conn.flush().await?;
+            let mut responses = Vec::with_capacity(requests.len());
+            for _ in requests {
+                let response = conn.recv().await?;
+                let closes =
+                    matches!(&response, Response::Error { code, .. } if code.closes_connection());
+                responses.push(response);
+                if closes {
+                    break;
+                }
+            }
+            Ok(responses)
+        };
+        let result = with_timeout(timeout, "request", &addr, work).await;
+        match &result {
+            Err(e) if e.breaks_connection() => self.conn = None,
+            Ok(responses) if responses.len() < requests.len() => self.conn = None,
+            _ => {}
+        }
+        result
+    }
+
+    /// Low-level pipelining for load generators: queue requests, flush,
+    /// then read responses one by one. No timeout, no reconnect.
+    pub async fn send_raw(&mut self, requests: &[Request]) -> Result<(), Error> {
+        self.ensure_connected().await?;
+        let addr = self.addr.clone();
+        let conn = self.conn.as_mut().ok_or(Error::Closed { addr })?;
+        for request in requests {
+            conn.queue(request)?;
+        }
+        conn.flush().await
+    }
+
+    /// Reads the next response of a [`Client::send_raw`] pipeline.
+    pub async fn recv_raw(&mut self) -> Result<Response, Error> {
+        let addr = self.addr.clone();
+        let conn = self.conn.as_mut().ok_or(Error::Closed { addr })?;
+        conn.recv().await
+    }
+
+    /// A read-only call: retried once on a new connection if the current
+    /// one turns out to be dead (e.g. the server restarted in between).
+    async fn call_retrying(&mut self, request: Request) -> Result<Response, Error> {
+        let reused = self.conn.is_some();
+        match self.call(&request).await {
+            Err(e) if reused && e.is_transport() => self.call(&request).await,
+            other => other,
+        }
+    }
+
+    async fn ensure_connected(&mut self) -> Result<(), Error> {
+        if self.conn.is_some() {
+            return Ok(());
+        }
+        let hello = Request::Hello(Hello {
+            version: PROTOCOL_VERSION,
+            auth: match &self.options.credential {
+                Some(token) => Auth::Token(token.clone()),
+                None => Auth::None,
+            },
+            client_name: self.options.client_name.clone(),
+        });
+        let addr = self.addr.clone();
+        let handshake = async {
+            let mut conn = Conn::open(&addr).await?;
+            conn.queue(&hello)?;
+            conn.flush().await?;
+            match conn.recv().await? {
+                Response::HelloOk(info) => {
+                    conn.server = Some(info);
+                    Ok(conn)
+                }
+                Response::Error { code, message } => Err(Error::Server { code, message }),
+                other => unexpected("HELLO", &other),
+            }
+        };
+        let conn = with_timeout(self.options.connect_timeout, "connect", &addr, handshake).await?;
+        self.conn = Some(conn);
+        Ok(())
+    }
+}
+
+fn unexpected<T>(request: &'static str, response: &Response) -> Result<T, Error> {
+    if let Response::Error { code, message } = response {
+        return Err(Error::Server {
+            code: *code,
+            message: message.clone(),
+        });
+    }
+    Err(Error::UnexpectedResponse {
+        request,
+        response: opcode::name(response.opcode()),
+    })
+}
+
+async fn with_timeout<T>(
+    after: Duration,
+    what: &'static str,
+    addr: &str,
+    work: impl Future<Output = Result<T, Error>>,
+) -> Result<T, Error> {
+    match tokio::time::timeout(after, work).await {
+        Ok(result) => result,
+        Err(_) => Err(Error::Timeout {
+            what,
+            addr: addr.to_string(),
+            after,
+        }),
+    }
+}

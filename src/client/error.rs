@@ -1,0 +1,72 @@
+//! Errors returned by the client.
+
+use std::time::Duration;
+
+use crate::protocol::{self, ErrorCode};
+
+/// Why a client call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot connect to {addr}: {source}")]
+    Connect {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("connection to {addr} failed: {source}")]
+    Io {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{what} to {addr} timed out after {after:?}")]
+    Timeout {
+        what: &'static str,
+        addr: String,
+        after: Duration,
+    },
+    #[error("{addr} closed the connection")]
+    Closed { addr: String },
+    #[error("invalid data from the server: {0}")]
+    Protocol(#[from] protocol::Error),
+    #[error("server error {code}: {message}")]
+    Server { code: ErrorCode, message: String },
+    #[error("server answered {response} to a {request} request")]
+    UnexpectedResponse {
+        request: &'static str,
+        response: &'static str,
+    },
+    #[error("{addr} is a replica; writes go to the master at {master}")]
+    Redirected { addr: String, master: String },
+    #[error("server sent invalid stats JSON: {0}")]
+    InvalidStats(#[from] serde_json::Error),
+}
+
+impl Error {
+    /// True if the connection this error happened on cannot be used again.
+    pub fn breaks_connection(&self) -> bool {
+        match self {
+            Error::Server { code, .. } => code.closes_connection(),
+            Error::UnexpectedResponse { .. }
+            | Error::InvalidStats(_)
+            | Error::Redirected { .. } => false,
+            // A request refused by our own limit check never touched the wire.
+            Error::Protocol(e) => !matches!(
+                e,
+                protocol::Error::KeyTooLarge { .. }
+                    | protocol::Error::ValueTooLarge { .. }
+                    | protocol::Error::BatchTooLarge { .. }
+            ),
+            Error::Connect { .. }
+            | Error::Io { .. }
+            | Error::Timeout { .. }
+            | Error::Closed { .. } => true,
+        }
+    }
+
+    /// True for failures of the transport itself (as opposed to an answer
+    /// from the server), after which a read-only request may be retried.
+    pub fn is_transport(&self) -> bool {
+        matches!(self, Error::Io { .. } | Error::Closed { .. })
+    }
+}

@@ -1,0 +1,207 @@
+//! Unit tests for [`Config::from_args`]: defaults, every setting's error
+//! names the setting, precedence of flags over ConfigMap variables, and
+//! `--role auto`.
+
+use clap::Parser;
+
+use super::*;
+
+#[derive(Parser)]
+struct Cmd {
+    #[command(flatten)]
+    args: ServeArgs,
+}
+
+fn parse(flags: &[&str], env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    let mut argv = vec!["kvstore"];
+    argv.extend_from_slice(flags);
+    let cmd = Cmd::try_parse_from(argv).expect("clap accepts string flags");
+    Config::from_args(&cmd.args, |k| {
+        env.iter()
+            .find(|(name, _)| *name == k)
+            .map(|(_, v)| v.to_string())
+    })
+}
+
+#[test]
+fn defaults_match_the_design() {
+    let c = parse(&[], &[]).unwrap();
+    assert_eq!(c.data_dir, PathBuf::from("./data"));
+    assert_eq!(c.listen, "0.0.0.0:5555".parse().unwrap());
+    assert_eq!(c.http_listen, "0.0.0.0:9555".parse().unwrap());
+    assert_eq!(c.durability, DurabilityPolicy::Always);
+    assert_eq!(c.role, Role::Master);
+    assert_eq!(c.replication_mode, ReplicationMode::Async);
+    assert!(c.replication_enabled);
+    assert_eq!(c.limits, Limits::default());
+    assert_eq!(c.log_format, LogFormat::Text);
+    assert_eq!(c.port_file, None);
+}
+
+#[test]
+fn every_bad_value_names_its_setting() {
+    let cases: &[(&str, &str, &str)] = &[
+        ("--data-dir", "", "KVSTORE_DATA_DIR"),
+        ("--listen", "nowhere", "KVSTORE_LISTEN"),
+        ("--listen", "1.2.3.4:99999", "KVSTORE_LISTEN"),
+        ("--http-listen", "x", "KVSTORE_HTTP_LISTEN"),
+        ("--http-listen", "0.0.0.0:5555", "KVSTORE_HTTP_LISTEN"),
+        ("--durability", "sometimes", "KVSTORE_DURABILITY"),
+        ("--fsync-interval-ms", "0", "KVSTORE_FSYNC_INTERVAL_MS"),
+        ("--segment-max-bytes", "12", "KVSTORE_SEGMENT_MAX_BYTES"),
+        ("--role", "leader", "KVSTORE_ROLE"),
+        ("--replication-mode", "semi", "KVSTORE_REPLICATION_MODE"),
+        (
+            "--replication-enabled",
+            "maybe",
+            "KVSTORE_REPLICATION_ENABLED",
+        ),
+        ("--max-connections", "0", "KVSTORE_MAX_CONNECTIONS"),
+        ("--max-connections", "-5", "KVSTORE_MAX_CONNECTIONS"),
+        ("--max-frame-bytes", "10", "KVSTORE_MAX_FRAME_BYTES"),
+        (
+            "--max-frame-bytes",
+            "99999999999",
+            "KVSTORE_MAX_FRAME_BYTES",
+        ),
+        ("--idle-timeout-secs", "soon", "KVSTORE_IDLE_TIMEOUT_SECS"),
+        ("--frame-timeout-secs", "0", "KVSTORE_FRAME_TIMEOUT_SECS"),
+        (
+            "--shutdown-timeout-secs",
+            "1e3",
+            "KVSTORE_SHUTDOWN_TIMEOUT_SECS",
+        ),
+        ("--log-format", "xml", "KVSTORE_LOG_FORMAT"),
+        ("--port-file", "", "KVSTORE_PORT_FILE"),
+    ];
+    for (flag, value, env) in cases {
+        let flag_eq = format!("{flag}={value}");
+        let err = parse(&[&flag_eq], &[]).expect_err(&flag_eq).to_string();
+        assert!(err.contains(flag) && err.contains(env), "{flag_eq}: {err}");
+    }
+}
+
+#[test]
+fn configmap_variables_are_read_as_they_are() {
+    let c = parse(
+        &[],
+        &[
+            ("REPLICATION_MODE", "sync"),
+            ("REPLICATION_ENABLED", "false"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(c.replication_mode, ReplicationMode::Sync);
+    assert!(!c.replication_enabled);
+    // A flag wins over the ConfigMap.
+    let c = parse(
+        &["--replication-mode", "async"],
+        &[("REPLICATION_MODE", "sync")],
+    )
+    .unwrap();
+    assert_eq!(c.replication_mode, ReplicationMode::Async);
+    let err = parse(&[], &[("REPLICATION_MODE", "fast")])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("REPLICATION_MODE"), "{err}");
+    let err = parse(&["--role", "auto"], &[("MASTER_ORDINAL", "x")])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("MASTER_ORDINAL"), "{err}");
+}
+
+#[test]
+fn role_auto_compares_pod_and_master_ordinals() {
+    let env = [("MASTER_ORDINAL", "1"), ("HOSTNAME", "kvstore-1")];
+    assert_eq!(parse(&["--role", "auto"], &env).unwrap().role, Role::Master);
+
+    let env = [("MASTER_ORDINAL", "1"), ("HOSTNAME", "kvstore-2")];
+    let err = parse(&["--role", "auto"], &env).unwrap_err().to_string();
+    assert!(err.contains("--master-addr"), "{err}");
+    let c = parse(
+        &[
+            "--role",
+            "auto",
+            "--master-addr",
+            "kvstore-{ordinal}.kvstore-headless:5555",
+        ],
+        &env,
+    )
+    .unwrap();
+    assert_eq!(
+        c.role,
+        Role::Replica {
+            master_addr: "kvstore-1.kvstore-headless:5555".into()
+        }
+    );
+
+    let err = parse(
+        &["--role", "auto"],
+        &[("MASTER_ORDINAL", "0"), ("HOSTNAME", "box")],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("HOSTNAME"), "{err}");
+    let err = parse(&["--role", "auto"], &[]).unwrap_err().to_string();
+    assert!(err.contains("MASTER_ORDINAL"), "{err}");
+
+    // Replication off: every node stands alone.
+    let env = [
+        ("MASTER_ORDINAL", "0"),
+        ("HOSTNAME", "kvstore-2"),
+        ("REPLICATION_ENABLED", "false"),
+    ];
+    assert_eq!(parse(&["--role", "auto"], &env).unwrap().role, Role::Master);
+}
+
+#[test]
+fn replica_needs_a_valid_master_addr() {
+    assert!(parse(&["--role", "replica"], &[])
+        .unwrap_err()
+        .to_string()
+        .contains("--master-addr"));
+    let err = parse(&["--role", "replica", "--master-addr", "nohost"], &[])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("--master-addr"), "{err}");
+    let c = parse(
+        &["--role", "replica", "--master-addr", "kvstore-0:5555"],
+        &[],
+    )
+    .unwrap();
+    assert_eq!(
+        c.role,
+        Role::Replica {
+            master_addr: "kvstore-0:5555".into()
+        }
+    );
+    let err = parse(
+        &["--role", "replica", "--master-addr", "m:1"],
+        &[("REPLICATION_ENABLED", "0")],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("--role"), "{err}");
+}
+
+#[test]
+fn limits_parse() {
+    let c = parse(
+        &[
+            "--max-connections",
+            "7",
+            "--max-frame-bytes",
+            "4096",
+            "--idle-timeout-secs",
+            "0",
+            "--frame-timeout-secs",
+            "2",
+        ],
+        &[],
+    )
+    .unwrap();
+    assert_eq!(c.limits.max_connections, 7);
+    assert_eq!(c.limits.max_frame_bytes, 4096);
+    assert_eq!(c.limits.idle_timeout, Duration::ZERO);
+    assert_eq!(c.limits.frame_timeout, Duration::from_secs(2));
+}

@@ -1,0 +1,403 @@
+//! Prometheus metrics for a node, served on `/metrics` by
+//! [`crate::server::http`].
+//!
+//! Request and connection metrics are recorded as they happen through
+//! [`Metrics`]; engine figures (keys, bytes, fsyncs, compactions) are read
+//! from [`Engine::stats`] at scrape time by a collector, so the engine knows
+//! nothing about Prometheus and a scrape always sees current numbers.
+//!
+//! Metric names are a public contract (dashboards and alerts use them); they
+//! are listed in `docs/CONFIGURATION.md` under "Metrics".
+
+use std::fmt;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+use crate::engine::Engine;
+
+/// How a request ended, as seen by the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Answered as asked.
+    Ok,
+    /// The key does not exist (an answer, not an error).
+    NotFound,
+    /// The request was malformed or over a limit.
+    BadRequest,
+    /// The server could not do it (engine error, poisoned, read-only, ...).
+    Error,
+}
+
+impl Outcome {
+    const ALL: [Outcome; 4] = [
+        Outcome::Ok,
+        Outcome::NotFound,
+        Outcome::BadRequest,
+        Outcome::Error,
+    ];
+
+    /// The `outcome` label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::NotFound => "not_found",
+            Outcome::BadRequest => "bad_request",
+            Outcome::Error => "error",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    op: &'static str,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OpLabels {
+    op: &'static str,
+}
+
+/// Operations whose handles are created up front, so that recording them
+/// costs atomic adds and no map lookup under a lock.
+const KNOWN_OPS: &[&str] = &[
+    "hello", "ping", "get", "put", "delete", "exists", "batch", "compact", "stats",
+];
+
+/// Pre-created handles for one operation (Counter and Histogram are `Arc`s
+/// inside: these share state with the families in the registry).
+struct OpHandles {
+    op: &'static str,
+    by_outcome: [Counter; 4],
+    latency: Histogram,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+/// Latency buckets: 10 µs doubling to about 10 s.
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.000_01, 2.0, 21))
+}
+
+/// All metrics of one node. Cheap to share behind an `Arc`.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    latency: HistogramFamily<OpLabels>,
+    known: Vec<OpHandles>,
+    connections_active: Gauge,
+    connections_accepted: Counter,
+    connections_rejected: Counter,
+    protocol_errors: Counter,
+    bytes_received: Counter,
+    bytes_sent: Counter,
+    engine: Arc<OnceLock<Engine>>,
+}
+
+impl fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Creates and registers every metric; engine figures appear once
+    /// [`Metrics::attach_engine`] is called.
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("kvstore");
+        let requests = Family::<RequestLabels, Counter>::default();
+        let latency: HistogramFamily<OpLabels> = Family::new_with_constructor(latency_histogram);
+        registry.register(
+            "requests",
+            "Requests answered, by operation and outcome",
+            requests.clone(),
+        );
+        registry.register(
+            "request_duration_seconds",
+            "Time from a complete request frame to its response, by operation",
+            latency.clone(),
+        );
+        let known = KNOWN_OPS
+            .iter()
+            .map(|&op| OpHandles {
+                op,
+                by_outcome: Outcome::ALL.map(|o| {
+                    requests.get_or_create_owned(&RequestLabels {
+                        op,
+                        outcome: o.as_str(),
+                    })
+                }),
+                latency: latency.get_or_create_owned(&OpLabels { op }),
+            })
+            .collect();
+
+        let connections_active = Gauge::default();
+        let connections_accepted = Counter::default();
+        let connections_rejected = Counter::default();
+        let protocol_errors = Counter::default();
+        let bytes_received = Counter::default();
+        let bytes_sent = Counter::default();
+        registry.register(
+            "connections_active",
+            "Client connections open now",
+            connections_active.clone(),
+        );
+        registry.register(
+            "connections_accepted",
+            "Client connections accepted",
+            connections_accepted.clone(),
+        );
+        registry.register(
+            "connections_rejected",
+            "Client connections refused because --max-connections was reached",
+            connections_rejected.clone(),
+        );
+        registry.register(
+            "protocol_errors",
+            "Malformed frames and connections closed for cause",
+            protocol_errors.clone(),
+        );
+        registry.register(
+            "network_received_bytes",
+            "Bytes read from clients",
+            bytes_received.clone(),
+        );
+        registry.register(
+            "network_sent_bytes",
+            "Bytes written to clients",
+            bytes_sent.clone(),
+        );
+
+        let engine = Arc::new(OnceLock::new());
+        registry.register_collector(Box::new(EngineCollector {
+            engine: Arc::clone(&engine),
+        }));
+
+        Metrics {
+            registry,
+            requests,
+            latency,
+            known,
+            connections_active,
+            connections_accepted,
+            connections_rejected,
+            protocol_errors,
+            bytes_received,
+            bytes_sent,
+            engine,
+        }
+    }
+
+    /// Records one answered request.
+    pub fn observe_request(&self, op: &'static str, outcome: Outcome, latency: Duration) {
+        let idx = Outcome::ALL.iter().position(|o| *o == outcome).unwrap_or(0);
+        if let Some(h) = self.known.iter().find(|h| h.op == op) {
+            h.by_outcome[idx].inc();
+            h.latency.observe(latency.as_secs_f64());
+            return;
+        }
+        self.requests
+            .get_or_create(&RequestLabels {
+                op,
+                outcome: outcome.as_str(),
+            })
+            .inc();
+        self.latency
+            .get_or_create(&OpLabels { op })
+            .observe(latency.as_secs_f64());
+    }
+
+    /// Counts bytes read from a client socket.
+    pub fn add_bytes_received(&self, n: u64) {
+        self.bytes_received.inc_by(n);
+    }
+
+    /// Counts bytes written to a client socket.
+    pub fn add_bytes_sent(&self, n: u64) {
+        self.bytes_sent.inc_by(n);
+    }
+
+    /// Counts a malformed frame or a connection closed for cause.
+    pub fn protocol_error(&self) {
+        self.protocol_errors.inc();
+    }
+
+    /// Counts an accepted connection; call [`Metrics::connection_closed`] when it ends.
+    pub fn connection_opened(&self) {
+        self.connections_accepted.inc();
+        self.connections_active.inc();
+    }
+
+    /// Pairs with [`Metrics::connection_opened`].
+    pub fn connection_closed(&self) {
+        self.connections_active.dec();
+    }
+
+    /// Counts a connection refused at the connection limit.
+    pub fn connection_rejected(&self) {
+        self.connections_rejected.inc();
+    }
+
+    /// Makes engine figures part of every scrape from now on. Only the
+    /// first engine attached counts.
+    pub fn attach_engine(&self, engine: Engine) {
+        let _ = self.engine.set(engine);
+    }
+
+    /// Encodes every metric in the Prometheus text format (version 0.0.4).
+    pub fn encode(&self) -> Result<String, fmt::Error> {
+        let mut out = String::with_capacity(8 * 1024);
+        prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry)?;
+        Ok(out)
+    }
+}
+
+/// Reads [`Engine::stats`] at scrape time.
+struct EngineCollector {
+    engine: Arc<OnceLock<Engine>>,
+}
+
+impl fmt::Debug for EngineCollector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EngineCollector").finish_non_exhaustive()
+    }
+}
+
+fn counter(enc: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -> fmt::Result {
+    let c = ConstCounter::new(v);
+    c.encode(enc.encode_descriptor(name, help, None, c.metric_type())?)
+}
+
+fn gauge(enc: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -> fmt::Result {
+    let g = ConstGauge::new(v);
+    g.encode(enc.encode_descriptor(name, help, None, g.metric_type())?)
+}
+
+impl Collector for EngineCollector {
+    fn encode(&self, mut enc: DescriptorEncoder) -> fmt::Result {
+        let Some(engine) = self.engine.get() else {
+            return Ok(());
+        };
+        let s = engine.stats();
+        let counters = [
+            ("engine_puts", "Put records written.", s.puts),
+            ("engine_deletes", "Tombstones written.", s.deletes),
+            ("engine_batches", "Atomic batches written.", s.batches),
+            (
+                "engine_written_bytes",
+                "Bytes appended to the log.",
+                s.bytes_written,
+            ),
+            (
+                "engine_fsyncs",
+                "fsync/fdatasync calls on the log.",
+                s.fsyncs,
+            ),
+            (
+                "engine_compactions",
+                "Compactions completed.",
+                s.compactions,
+            ),
+        ];
+        let gauges = [
+            ("engine_keys", "Live keys in the index.", s.keys),
+            ("engine_live_bytes", "Bytes of live records.", s.live_bytes),
+            (
+                "engine_data_bytes",
+                "Bytes of all records, live and dead.",
+                s.data_bytes,
+            ),
+            (
+                "engine_disk_bytes",
+                "Bytes of all data files on disk.",
+                s.disk_bytes,
+            ),
+            (
+                "engine_keydir_bytes",
+                "Heap bytes of the in-memory index.",
+                s.keydir_bytes,
+            ),
+            ("engine_segments", "Segment files.", s.segments),
+            (
+                "engine_merged_files",
+                "Merged files of the current generation.",
+                s.merged_files,
+            ),
+            (
+                "engine_log_start_offset",
+                "First global offset still in the log.",
+                s.log_start,
+            ),
+            (
+                "engine_log_end_offset",
+                "Global offset of the end of the log.",
+                s.log_end,
+            ),
+            (
+                "engine_durable_end_offset",
+                "Global offset up to which the log is durable.",
+                s.durable_end,
+            ),
+            (
+                "engine_epoch",
+                "Epoch stamped on records this node writes.",
+                u64::from(s.epoch),
+            ),
+            (
+                "engine_poisoned",
+                "1 when the engine refuses writes after an I/O error.",
+                u64::from(s.poisoned.is_some()),
+            ),
+        ];
+        for (name, help, v) in counters {
+            counter(&mut enc, name, help, v)?;
+        }
+        for (name, help, v) in gauges {
+            gauge(&mut enc, name, help, v)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_counted_by_op_and_outcome() {
+        let m = Metrics::new();
+        m.observe_request("get", Outcome::NotFound, Duration::from_micros(30));
+        m.observe_request("get", Outcome::NotFound, Duration::from_micros(30));
+        // An op not in KNOWN_OPS takes the slower path, same result.
+        m.observe_request("promote", Outcome::Error, Duration::from_millis(2));
+        let text = m.encode().unwrap();
+        assert!(
+            text.contains("kvstore_requests_total{op=\"get\",outcome=\"not_found\"} 2\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("kvstore_requests_total{op=\"promote\",outcome=\"error\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("kvstore_request_duration_seconds_count{op=\"get\"} 2\n"),
+            "{text}"
+        );
+        // No engine attached yet: no engine figures, and no failure.
+        assert!(!text.contains("kvstore_engine_keys"), "{text}");
+    }
+}

@@ -1,0 +1,39 @@
+//! The binary wire protocol spoken between clients and a kvstore node.
+//!
+//! Data flows one way: bytes → [`Frame`] (length-prefixed, bounded) →
+//! [`Request`] / [`Response`] (typed, limits checked). Nothing here touches
+//! a socket or the engine; the server and the client both build on it.
+//!
+//! Invariants:
+//! - every frame is `u32` little-endian body length, then the body; the body
+//!   starts with one opcode byte;
+//! - every length read from the wire is checked against [`Limits`] before
+//!   anything is allocated, and every slice is taken with bounds checks;
+//! - "need more bytes" is `Ok(None)`, never an error.
+//!
+//! The byte-level specification lives in `docs/PROTOCOL.md`; its hex
+//! examples are produced by the unit tests of this module.
+
+pub mod error;
+pub mod frame;
+pub mod limits;
+pub mod opcode;
+pub mod replication;
+pub mod request;
+pub mod response;
+mod wire;
+
+#[cfg(test)]
+mod examples;
+
+pub use error::{Error, ErrorCode};
+pub use frame::{Frame, FRAME_HEADER_LEN};
+pub use limits::Limits;
+pub use request::{Auth, BatchOp, Hello, Request};
+pub use response::{CompactionSummary, HelloOk, Response, Role};
+
+/// The protocol version this build speaks. A client sends the highest
+/// version it knows in HELLO; the server answers with the version both use.
+pub const PROTOCOL_VERSION: u16 = 1;
+/// The oldest version this build accepts.
+pub const MIN_PROTOCOL_VERSION: u16 = 1;

@@ -1,0 +1,99 @@
+//! Opcode bytes: the first byte of every frame body.
+//!
+//! Ranges are reserved so that later features never collide:
+//!
+//! | range       | use                                        |
+//! |-------------|--------------------------------------------|
+//! | 0x01..=0x3F | client requests (0x0A..=0x3F free)         |
+//! | 0x40..=0x5F | replication stream requests (reserved)     |
+//! | 0x60..=0x6F | backup stream requests (reserved)          |
+//! | 0x70..=0x7F | connection-level requests: auth, TLS (reserved) |
+//! | 0x80..=0xBF | responses to client requests               |
+//! | 0xC0..=0xDF | replication stream responses (reserved)    |
+//! | 0xE0..=0xEF | backup stream responses (reserved)         |
+//! | 0xFF        | error response                             |
+//!
+//! Bit 0x80 set means "sent by the server".
+
+// Requests.
+pub const HELLO: u8 = 0x01;
+pub const PING: u8 = 0x02;
+pub const GET: u8 = 0x03;
+pub const PUT: u8 = 0x04;
+pub const DELETE: u8 = 0x05;
+pub const EXISTS: u8 = 0x06;
+pub const BATCH: u8 = 0x07;
+pub const COMPACT: u8 = 0x08;
+pub const STATS: u8 = 0x09;
+/// Admin: make this replica the master (new epoch).
+pub const PROMOTE: u8 = 0x0A;
+/// Admin: follow the master at the given address.
+pub const REPLICATE: u8 = 0x0B;
+
+// Replication stream, replica to master.
+pub const REPL_SYNC: u8 = 0x40;
+pub const REPL_ACK: u8 = 0x41;
+// Replication stream, master to replica.
+pub const REPL_TRUNCATE: u8 = 0xC0;
+pub const REPL_FULL: u8 = 0xC1;
+pub const REPL_FILE: u8 = 0xC2;
+pub const REPL_FILE_DATA: u8 = 0xC3;
+pub const REPL_STREAM: u8 = 0xC4;
+pub const REPL_CHUNK: u8 = 0xC5;
+pub const REPL_HEARTBEAT: u8 = 0xC6;
+
+// Responses.
+pub const OK: u8 = 0x80;
+pub const HELLO_OK: u8 = 0x81;
+pub const PONG: u8 = 0x82;
+pub const VALUE: u8 = 0x83;
+pub const NOT_FOUND: u8 = 0x84;
+pub const DELETED: u8 = 0x85;
+pub const EXISTS_ANSWER: u8 = 0x86;
+pub const COMPACTED: u8 = 0x87;
+pub const STATS_ANSWER: u8 = 0x88;
+/// A write reached a replica: here is the master to send it to.
+pub const REDIRECT: u8 = 0x89;
+pub const ERROR: u8 = 0xFF;
+
+/// Batch operation kinds inside a BATCH request.
+pub const BATCH_PUT: u8 = 0x01;
+pub const BATCH_DELETE: u8 = 0x02;
+
+/// A readable name for logs and error messages.
+pub fn name(opcode: u8) -> &'static str {
+    match opcode {
+        HELLO => "HELLO",
+        PING => "PING",
+        GET => "GET",
+        PUT => "PUT",
+        DELETE => "DELETE",
+        EXISTS => "EXISTS",
+        BATCH => "BATCH",
+        COMPACT => "COMPACT",
+        STATS => "STATS",
+        PROMOTE => "PROMOTE",
+        REPLICATE => "REPLICATE",
+        REPL_SYNC => "REPL_SYNC",
+        REPL_ACK => "REPL_ACK",
+        REPL_TRUNCATE => "REPL_TRUNCATE",
+        REPL_FULL => "REPL_FULL",
+        REPL_FILE => "REPL_FILE",
+        REPL_FILE_DATA => "REPL_FILE_DATA",
+        REPL_STREAM => "REPL_STREAM",
+        REPL_CHUNK => "REPL_CHUNK",
+        REPL_HEARTBEAT => "REPL_HEARTBEAT",
+        REDIRECT => "REDIRECT",
+        OK => "OK",
+        HELLO_OK => "HELLO_OK",
+        PONG => "PONG",
+        VALUE => "VALUE",
+        NOT_FOUND => "NOT_FOUND",
+        DELETED => "DELETED",
+        EXISTS_ANSWER => "EXISTS_ANSWER",
+        COMPACTED => "COMPACTED",
+        STATS_ANSWER => "STATS_ANSWER",
+        ERROR => "ERROR",
+        _ => "UNKNOWN",
+    }
+}

@@ -1,0 +1,307 @@
+//! The master side of a replication link: decide how a replica resumes
+//! (stream from its offset, cut its diverged tail, or reseed it with a full
+//! resync), then stream raw log bytes and take its acknowledgements.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::net::TcpStream;
+
+use super::link::{FrameReader, FrameWriter};
+use super::{unix_ms, ReplError, Replication, RoleView};
+use crate::engine;
+use crate::protocol::replication::{SyncRequest, ToMaster, ToReplica, MAX_CHUNK_BYTES};
+use crate::protocol::{ErrorCode, Response};
+use crate::server::ServerContext;
+
+/// Log bytes per chunk frame.
+const CHUNK_BYTES: usize = 1024 * 1024;
+/// Snapshot file bytes per data frame.
+const FILE_CHUNK_BYTES: u64 = 1024 * 1024;
+/// A replica that sends nothing (no ack) for this long is dropped.
+const REPLICA_SILENCE: Duration = Duration::from_secs(30);
+
+/// How a replica asking with `SyncRequest` continues.
+#[derive(Debug, PartialEq, Eq)]
+enum Plan {
+    Stream { from: u64 },
+    Truncate { to: u64 },
+    Full,
+    Refuse { code: ErrorCode, message: String },
+}
+
+fn plan(repl: &Replication, req: &SyncRequest) -> Plan {
+    let engine = &repl.engine;
+    if let RoleView::Replica { master } = repl.role() {
+        return Plan::Refuse {
+            code: ErrorCode::NOT_MASTER,
+            message: format!("this node is a replica of {master}"),
+        };
+    }
+    let ours = engine.current_epoch();
+    if req.epoch > ours {
+        return Plan::Refuse {
+            code: ErrorCode::STALE_MASTER,
+            message: format!(
+                "this master is at epoch {ours} but the replica has seen epoch {}: it must not follow a stale master",
+                req.epoch
+            ),
+        };
+    }
+    let (start, end) = (engine.log_start(), engine.log_end());
+    if req.full || (req.end == 0 && end > 0) || req.end < start {
+        return Plan::Full;
+    }
+    if req.epoch < ours {
+        // Where did the replica's epoch end here? Past that, its log is
+        // not ours (KIP-101/279).
+        match engine.epoch_end(req.epoch) {
+            None => return Plan::Full,
+            Some((_, epoch_end)) if req.end > epoch_end => {
+                if epoch_end < start {
+                    return Plan::Full;
+                }
+                return Plan::Truncate { to: epoch_end };
+            }
+            Some(_) => {}
+        }
+    }
+    if req.end > end {
+        return Plan::Truncate { to: end };
+    }
+    Plan::Stream { from: req.end }
+}
+
+/// Serves one replica on a connection that sent REPL_SYNC. `leftover` is
+/// what the connection had read past that frame.
+pub async fn serve_replica(
+    stream: TcpStream,
+    leftover: BytesMut,
+    ctx: Arc<ServerContext>,
+    first: SyncRequest,
+) {
+    let peer = stream
+        .peer_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    let id = if first.replica_id.is_empty() {
+        peer.clone()
+    } else {
+        first.replica_id.clone()
+    };
+    match serve(stream, leftover, &ctx, first, &id).await {
+        Ok(()) => tracing::info!(replica = %id, %peer, "replica stream ended"),
+        Err(e) => tracing::warn!(replica = %id, %peer, error = %e, "replica stream ended"),
+    }
+}
+
+async fn serve(
+    stream: TcpStream,
+    leftover: BytesMut,
+    ctx: &Arc<ServerContext>,
+    first: SyncRequest,
+    id: &str,
+) -> Result<(), ReplError> {
+    let repl = Arc::clone(&ctx.replication);
+    let engine = repl.engine.clone();
+    let _ = stream.set_nodelay(true);
+    let (rd, wr) = stream.into_split();
+    let mut reader = FrameReader::new(rd, leftover, ctx.limits.max_frame_bytes);
+    let mut writer = FrameWriter::new(wr);
+    let mut req = first;
+    let from = loop {
+        let epoch = engine.current_epoch();
+        match plan(&repl, &req) {
+            Plan::Refuse { code, message } => {
+                tracing::warn!(replica = %id, %code, %message, "refusing replica");
+                writer
+                    .send(|b| Response::error(code, message).encode(b))
+                    .await?;
+                writer.shutdown().await;
+                return Ok(());
+            }
+            Plan::Truncate { to } => {
+                tracing::info!(replica = %id, from = req.end, to, "replica log diverged; telling it to truncate");
+                writer
+                    .send(|b| ToReplica::Truncate { epoch, to }.encode(b))
+                    .await?;
+                match reader.next(REPLICA_SILENCE).await? {
+                    Some(frame) => match ToMaster::decode(frame)? {
+                        ToMaster::Sync(next) => req = next,
+                        other => {
+                            return Err(ReplError::Unexpected(format!(
+                                "{other:?} instead of REPL_SYNC"
+                            )))
+                        }
+                    },
+                    None => return Ok(()),
+                }
+            }
+            Plan::Full => {
+                let end = send_snapshot(&engine, &mut writer, epoch, id).await?;
+                repl.full_resyncs.fetch_add(1, Relaxed);
+                break end;
+            }
+            Plan::Stream { from } => {
+                writer
+                    .send(|b| ToReplica::Stream { epoch, from }.encode(b))
+                    .await?;
+                repl.partial_resyncs.fetch_add(1, Relaxed);
+                tracing::info!(replica = %id, from, "replica resumes from its offset");
+                break from;
+            }
+        }
+    };
+    let session = repl.register(id, &req.advertise, from);
+    let result = stream_log(&repl, ctx, reader, &mut writer, from, id).await;
+    repl.unregister(id, session);
+    writer.shutdown().await;
+    result
+}
+
+/// Sends every file of a snapshot, then REPL_STREAM; returns where the
+/// stream continues.
+async fn send_snapshot<W: tokio::io::AsyncWrite + Unpin>(
+    engine: &engine::Engine,
+    writer: &mut FrameWriter<W>,
+    epoch: u32,
+    id: &str,
+) -> Result<u64, ReplError> {
+    let e = engine.clone();
+    let snap = tokio::task::spawn_blocking(move || e.snapshot())
+        .await
+        .map_err(|e| ReplError::Unexpected(e.to_string()))??;
+    tracing::info!(replica = %id, files = snap.files.len(), end = snap.end, "full resync: shipping snapshot");
+    let files = u32::try_from(snap.files.len()).unwrap_or(u32::MAX);
+    writer
+        .send(|b| {
+            ToReplica::FullResync {
+                epoch,
+                start: snap.start,
+                end: snap.end,
+                files,
+            }
+            .encode(b)
+        })
+        .await?;
+    for f in &snap.files {
+        writer
+            .send(|b| {
+                ToReplica::File {
+                    name: f.name.clone(),
+                    len: f.len,
+                }
+                .encode(b)
+            })
+            .await?;
+        let mut offset = 0;
+        while offset < f.len {
+            let bytes = Bytes::from(f.read(offset, FILE_CHUNK_BYTES as usize)?);
+            if bytes.is_empty() {
+                return Err(ReplError::Unexpected(format!(
+                    "{} ended early at {offset}",
+                    f.name
+                )));
+            }
+            offset += bytes.len() as u64;
+            writer
+                .send(|b| ToReplica::FileData { bytes }.encode(b))
+                .await?;
+        }
+    }
+    writer
+        .send(|b| {
+            ToReplica::Stream {
+                epoch,
+                from: snap.end,
+            }
+            .encode(b)
+        })
+        .await?;
+    Ok(snap.end)
+}
+
+/// Streams the log from `from` until the replica leaves, this node stops
+/// being master, or the server shuts down. Acks are read concurrently.
+async fn stream_log<W: tokio::io::AsyncWrite + Unpin>(
+    repl: &Arc<Replication>,
+    ctx: &ServerContext,
+    mut reader: FrameReader<tokio::net::tcp::OwnedReadHalf>,
+    writer: &mut FrameWriter<W>,
+    from: u64,
+    id: &str,
+) -> Result<(), ReplError> {
+    let engine = repl.engine.clone();
+    let acks = {
+        let repl = Arc::clone(repl);
+        let id = id.to_string();
+        tokio::spawn(async move {
+            loop {
+                match reader.next(REPLICA_SILENCE).await? {
+                    None => return Ok(()),
+                    Some(frame) => match ToMaster::decode(frame)? {
+                        ToMaster::Ack { durable_end } => repl.record_ack(&id, durable_end),
+                        ToMaster::Sync(_) => {
+                            return Err(ReplError::Unexpected("REPL_SYNC mid-stream".into()))
+                        }
+                    },
+                }
+            }
+        })
+    };
+    let mut acks = acks;
+    let result = async {
+        let mut progress = engine.subscribe();
+        let mut role = repl.watch_role();
+        let mut heartbeat = tokio::time::interval(repl.settings.heartbeat);
+        let mut pos = from;
+        loop {
+            let end = engine.log_end();
+            if pos < end {
+                let chunk = match engine.read_log(pos, CHUNK_BYTES.min(MAX_CHUNK_BYTES as usize)) {
+                    Ok(c) => c,
+                    Err(engine::Error::Compacted { .. }) => {
+                        tracing::info!(replica = %id, pos, "replica fell behind the compacted log; it will resync");
+                        return Ok(());
+                    }
+                    Err(e) => return Err(e.into()),
+                };
+                let len = chunk.bytes.len() as u64;
+                if len > 0 {
+                    let msg = ToReplica::Chunk {
+                        segment_base: chunk.segment_base,
+                        offset: pos,
+                        master_end: end,
+                        bytes: Bytes::from(chunk.bytes),
+                    };
+                    writer.send(|b| msg.encode(b)).await?;
+                    pos += len;
+                    repl.bytes_shipped.fetch_add(len, Relaxed);
+                    continue;
+                }
+            }
+            tokio::select! {
+                changed = progress.changed() => if changed.is_err() { return Ok(()) },
+                _ = heartbeat.tick() => {
+                    writer.send(|b| ToReplica::Heartbeat { master_end: end, unix_ms: unix_ms() }.encode(b)).await?;
+                }
+                _ = role.changed() => if !matches!(*role.borrow(), RoleView::Master) {
+                    tracing::info!(replica = %id, "no longer master; closing the replica stream");
+                    return Ok(());
+                },
+                done = &mut acks => {
+                    return match done {
+                        Ok(r) => r,
+                        Err(e) => Err(ReplError::Unexpected(e.to_string())),
+                    };
+                }
+                _ = ctx.shutdown.wait() => return Ok(()),
+            }
+        }
+    };
+    let result = result.await;
+    acks.abort();
+    result
+}

@@ -1,0 +1,503 @@
+//! Replication without consensus (DESIGN.md §7): a master serves its log
+//! bytes by offset; replicas pull them, verify them, append them to their
+//! own segments of the same name and acknowledge their durable end.
+//!
+//! This module owns the node's role and what each role tracks:
+//! - as master: the connected replicas and their acknowledged offsets
+//!   (for sync mode, lag reporting and the compaction floor);
+//! - as replica: the follower task and the state of its link.
+//!
+//! Roles change live: [`Replication::promote`] makes a replica master in a
+//! new epoch; [`Replication::replicate`] points a node at a (new) master.
+//! Epochs fence stale masters: a replica never follows a master whose
+//! epoch is below its own, and a replica whose log diverged from its
+//! master's is told where to cut it (see `docs/REPLICATION.md`).
+
+mod link;
+pub mod master;
+pub mod replica;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use parking_lot::Mutex;
+use serde::Serialize;
+use tokio::sync::{watch, Notify};
+
+use crate::engine::{self, Engine};
+use crate::protocol;
+use crate::server::health::Health;
+
+/// Why a replication link ended.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplError {
+    #[error("I/O: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("protocol: {0}")]
+    Protocol(#[from] protocol::Error),
+    #[error("storage: {0}")]
+    Engine(#[from] engine::Error),
+    #[error("the peer closed the connection mid-frame")]
+    Closed,
+    #[error("nothing received for {0:?}")]
+    Timeout(Duration),
+    #[error("the master refused: {code}: {message}")]
+    Refused {
+        code: protocol::ErrorCode,
+        message: String,
+    },
+    #[error("master at epoch {master} is behind this node's epoch {ours}: refusing to follow a stale master")]
+    StaleMaster { master: u32, ours: u32 },
+    #[error("unexpected message: {0}")]
+    Unexpected(String),
+}
+
+/// How the master acknowledges writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// After its own durability policy.
+    Async,
+    /// Only once `min_acks` replicas have the write durably.
+    Sync,
+}
+
+/// Replication settings, validated by the configuration layer.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub mode: Mode,
+    /// Replicas that must hold a write before a sync-mode ack. Default 1.
+    pub min_acks: usize,
+    /// How long a sync-mode write waits for acks. Default 5 s.
+    pub sync_timeout: Duration,
+    /// Sealed log a master keeps for connected replicas beyond what they
+    /// acknowledged, at most. Default 1 GiB.
+    pub retention_bytes: u64,
+    /// A replica is ready while connected and at most this far behind.
+    /// Default 64 MiB.
+    pub max_ready_lag_bytes: u64,
+    /// This node's name towards its master.
+    pub replica_id: String,
+    /// Where clients reach this node (announced to the master).
+    pub advertise: String,
+    /// How often a master tells idle replicas it is alive. Default 1 s.
+    pub heartbeat: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            mode: Mode::Async,
+            min_acks: 1,
+            sync_timeout: Duration::from_secs(5),
+            retention_bytes: 1 << 30,
+            max_ready_lag_bytes: 64 << 20,
+            replica_id: String::new(),
+            advertise: String::new(),
+            heartbeat: Duration::from_secs(1),
+        }
+    }
+}
+
+/// The node's role as the rest of the server sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RoleView {
+    Master,
+    Replica { master: String },
+}
+
+enum RoleState {
+    Master,
+    Replica {
+        master: String,
+        stop: watch::Sender<bool>,
+        task: tokio::task::JoinHandle<()>,
+    },
+}
+
+/// A replica as its master sees it.
+#[derive(Debug, Clone)]
+struct ReplicaLink {
+    advertise: String,
+    acked: u64,
+    /// When the replica last acknowledged everything the master had.
+    caught_up_at: Instant,
+    session: u64,
+}
+
+/// The replica side's view of its link to the master.
+#[derive(Debug, Clone, Default)]
+struct LinkStatus {
+    connected: bool,
+    master_end: u64,
+    caught_up_at: Option<Instant>,
+    last_error: Option<String>,
+}
+
+/// One replica in `stats`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReplicaStats {
+    pub id: String,
+    pub advertise: String,
+    pub acked_offset: u64,
+    pub lag_bytes: u64,
+    pub lag_seconds: f64,
+}
+
+/// The `replication` section of `stats`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReplicationStats {
+    pub role: &'static str,
+    pub epoch: u32,
+    pub mode: Mode,
+    pub min_acks: usize,
+    /// The master this node follows (replicas only).
+    pub master: Option<String>,
+    pub end_offset: u64,
+    pub durable_offset: u64,
+    pub connected_replicas: usize,
+    pub replicas: Vec<ReplicaStats>,
+    /// Replica side: whether the link to the master is streaming.
+    pub link_up: bool,
+    pub lag_bytes: u64,
+    pub lag_seconds: f64,
+    pub last_error: Option<String>,
+    /// Full resyncs served (master) or performed (replica).
+    pub full_resyncs: u64,
+    /// Partial resyncs (resume from an offset) served or performed.
+    pub partial_resyncs: u64,
+    /// Raw log bytes sent to replicas (master) or received (replica).
+    pub log_bytes_shipped: u64,
+}
+
+pub struct Replication {
+    pub(crate) engine: Engine,
+    pub(crate) settings: Settings,
+    health: Arc<Health>,
+    role: tokio::sync::Mutex<RoleState>,
+    role_tx: watch::Sender<RoleView>,
+    replicas: Mutex<BTreeMap<String, ReplicaLink>>,
+    acked: Notify,
+    link: Mutex<LinkStatus>,
+    sessions: AtomicU64,
+    pub(crate) full_resyncs: AtomicU64,
+    pub(crate) partial_resyncs: AtomicU64,
+    pub(crate) bytes_shipped: AtomicU64,
+}
+
+/// Milliseconds since the Unix epoch, for heartbeats.
+pub(crate) fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+impl Replication {
+    /// Starts in `role`: a master begins a new epoch (so a restarted
+    /// master's log is told apart from what it wrote before), a replica
+    /// starts following.
+    pub async fn start(
+        engine: Engine,
+        settings: Settings,
+        health: Arc<Health>,
+        role: RoleView,
+    ) -> Result<Arc<Replication>, engine::Error> {
+        let (role_tx, _) = watch::channel(RoleView::Master);
+        let repl = Arc::new(Replication {
+            engine,
+            settings,
+            health,
+            role: tokio::sync::Mutex::new(RoleState::Master),
+            role_tx,
+            replicas: Mutex::new(BTreeMap::new()),
+            acked: Notify::new(),
+            link: Mutex::new(LinkStatus::default()),
+            sessions: AtomicU64::new(0),
+            full_resyncs: AtomicU64::new(0),
+            partial_resyncs: AtomicU64::new(0),
+            bytes_shipped: AtomicU64::new(0),
+        });
+        match role {
+            RoleView::Master => {
+                repl.become_master().await?;
+            }
+            RoleView::Replica { master } => repl.replicate(master).await,
+        }
+        Ok(repl)
+    }
+
+    pub fn role(&self) -> RoleView {
+        self.role_tx.borrow().clone()
+    }
+
+    pub fn is_master(&self) -> bool {
+        matches!(*self.role_tx.borrow(), RoleView::Master)
+    }
+
+    pub(crate) fn watch_role(&self) -> watch::Receiver<RoleView> {
+        self.role_tx.subscribe()
+    }
+
+    async fn become_master(&self) -> Result<u32, engine::Error> {
+        let engine = self.engine.clone();
+        let epoch = tokio::task::spawn_blocking(move || {
+            let epoch =
+                engine
+                    .current_epoch()
+                    .checked_add(1)
+                    .ok_or(engine::Error::InvalidOption {
+                        name: "epoch",
+                        reason: "epochs exhausted".into(),
+                    })?;
+            engine.begin_epoch(epoch)?;
+            engine.set_auto_roll(true);
+            Ok::<_, engine::Error>(epoch)
+        })
+        .await
+        .map_err(|e| engine::Error::io("start epoch", std::io::Error::other(e.to_string())))??;
+        self.health.set_replication_ready(true);
+        self.role_tx.send_replace(RoleView::Master);
+        tracing::info!(epoch, "acting as MASTER");
+        Ok(epoch)
+    }
+
+    /// Makes this node master in a new epoch; a no-op for a master.
+    /// Returns the epoch it now leads.
+    pub async fn promote(&self) -> Result<u32, engine::Error> {
+        let mut role = self.role.lock().await;
+        if let RoleState::Master = *role {
+            return Ok(self.engine.current_epoch());
+        }
+        if let RoleState::Replica { stop, task, master } =
+            std::mem::replace(&mut *role, RoleState::Master)
+        {
+            let _ = stop.send(true);
+            if tokio::time::timeout(Duration::from_secs(5), task)
+                .await
+                .is_err()
+            {
+                tracing::warn!(%master, "follower task did not stop in 5 s");
+            }
+        }
+        self.link.lock().connected = false;
+        self.become_master().await
+    }
+
+    /// Follows `master` from now on (repointing a replica, or demoting a
+    /// master: its streams to replicas end).
+    pub async fn replicate(self: &Arc<Self>, master: String) {
+        let mut role = self.role.lock().await;
+        if let RoleState::Replica { stop, task, .. } =
+            std::mem::replace(&mut *role, RoleState::Master)
+        {
+            let _ = stop.send(true);
+            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        }
+        self.engine.set_auto_roll(false);
+        self.health.set_replication_ready(false);
+        self.replicas.lock().clear();
+        self.engine.set_compaction_floor(None);
+        self.role_tx.send_replace(RoleView::Replica {
+            master: master.clone(),
+        });
+        let (stop, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(replica::follow(Arc::clone(self), master.clone(), stop_rx));
+        tracing::info!(%master, "following master {master}");
+        *role = RoleState::Replica { master, stop, task };
+    }
+
+    /// Stops the follower (at shutdown).
+    pub async fn stop(&self) {
+        let mut role = self.role.lock().await;
+        if let RoleState::Replica { stop, task, .. } =
+            std::mem::replace(&mut *role, RoleState::Master)
+        {
+            let _ = stop.send(true);
+            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        }
+    }
+
+    // ---- master side -------------------------------------------------
+
+    /// Registers a streaming replica; the returned id unregisters it.
+    pub(crate) fn register(&self, id: &str, advertise: &str, acked: u64) -> u64 {
+        let session = self.sessions.fetch_add(1, Relaxed);
+        self.replicas.lock().insert(
+            id.to_string(),
+            ReplicaLink {
+                advertise: advertise.to_string(),
+                acked,
+                caught_up_at: Instant::now(),
+                session,
+            },
+        );
+        self.update_floor();
+        session
+    }
+
+    pub(crate) fn unregister(&self, id: &str, session: u64) {
+        let mut replicas = self.replicas.lock();
+        if replicas.get(id).is_some_and(|r| r.session == session) {
+            replicas.remove(id);
+        }
+        drop(replicas);
+        self.update_floor();
+        self.acked.notify_waiters();
+    }
+
+    pub(crate) fn record_ack(&self, id: &str, durable_end: u64) {
+        let end = self.engine.log_end();
+        if let Some(r) = self.replicas.lock().get_mut(id) {
+            r.acked = r.acked.max(durable_end);
+            if r.acked >= end {
+                r.caught_up_at = Instant::now();
+            }
+        }
+        self.update_floor();
+        self.acked.notify_waiters();
+    }
+
+    /// Keeps compaction off the log connected replicas still need, within
+    /// the retention bound.
+    fn update_floor(&self) {
+        let lowest = self.replicas.lock().values().map(|r| r.acked).min();
+        let floor = lowest.map(|acked| {
+            acked.max(
+                self.engine
+                    .log_end()
+                    .saturating_sub(self.settings.retention_bytes),
+            )
+        });
+        self.engine.set_compaction_floor(floor);
+    }
+
+    fn acked_count(&self, end: u64) -> usize {
+        self.replicas
+            .lock()
+            .values()
+            .filter(|r| r.acked >= end)
+            .count()
+    }
+
+    /// Sync mode: refuses a write up front when too few replicas are
+    /// connected to ever acknowledge it.
+    pub fn check_sync_ready(&self) -> Result<(), String> {
+        if self.settings.mode != Mode::Sync {
+            return Ok(());
+        }
+        let connected = self.replicas.lock().len();
+        if connected < self.settings.min_acks {
+            return Err(format!(
+                "sync replication needs {} replica(s) to acknowledge writes, {connected} connected; the write was not applied",
+                self.settings.min_acks
+            ));
+        }
+        Ok(())
+    }
+
+    /// Sync mode: waits until `min_acks` replicas hold the log up to `end`.
+    pub async fn wait_replicated(&self, end: u64) -> Result<(), String> {
+        if self.settings.mode != Mode::Sync {
+            return Ok(());
+        }
+        let deadline = tokio::time::Instant::now() + self.settings.sync_timeout;
+        loop {
+            let notified = self.acked.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let acked = self.acked_count(end);
+            if acked >= self.settings.min_acks {
+                return Ok(());
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return Err(format!(
+                    "the write is durable on the master but only {acked} of {} required replica(s) acknowledged it within {:?}; its replication outcome is unknown (it is not rolled back)",
+                    self.settings.min_acks, self.settings.sync_timeout
+                ));
+            }
+        }
+    }
+
+    // ---- replica side ------------------------------------------------
+
+    pub(crate) fn set_link(&self, connected: bool, error: Option<String>) {
+        let mut link = self.link.lock();
+        link.connected = connected;
+        if error.is_some() {
+            link.last_error = error;
+        }
+        if !connected {
+            self.health.set_replication_ready(false);
+        }
+    }
+
+    /// After each chunk or heartbeat: the master's end and ours.
+    pub(crate) fn observe_master(&self, master_end: u64, local_end: u64) {
+        let mut link = self.link.lock();
+        link.connected = true;
+        link.master_end = master_end;
+        if local_end >= master_end {
+            link.caught_up_at = Some(Instant::now());
+        }
+        let lag = master_end.saturating_sub(local_end);
+        self.health
+            .set_replication_ready(lag <= self.settings.max_ready_lag_bytes);
+    }
+
+    pub fn stats(&self) -> ReplicationStats {
+        let end = self.engine.end();
+        let durable = self.engine.log_end();
+        let role = self.role();
+        let now = Instant::now();
+        let replicas: Vec<ReplicaStats> = self
+            .replicas
+            .lock()
+            .iter()
+            .map(|(id, r)| ReplicaStats {
+                id: id.clone(),
+                advertise: r.advertise.clone(),
+                acked_offset: r.acked,
+                lag_bytes: durable.saturating_sub(r.acked),
+                lag_seconds: if r.acked >= durable {
+                    0.0
+                } else {
+                    now.duration_since(r.caught_up_at).as_secs_f64()
+                },
+            })
+            .collect();
+        let link = self.link.lock().clone();
+        let is_replica = matches!(role, RoleView::Replica { .. });
+        let lag_bytes = if is_replica {
+            link.master_end.saturating_sub(end)
+        } else {
+            0
+        };
+        ReplicationStats {
+            role: if is_replica { "replica" } else { "master" },
+            epoch: self.engine.current_epoch(),
+            mode: self.settings.mode,
+            min_acks: self.settings.min_acks,
+            master: match role {
+                RoleView::Replica { master } => Some(master),
+                RoleView::Master => None,
+            },
+            end_offset: end,
+            durable_offset: durable,
+            connected_replicas: replicas.len(),
+            replicas,
+            link_up: is_replica && link.connected,
+            lag_bytes,
+            lag_seconds: match (is_replica, lag_bytes, link.caught_up_at) {
+                (false, _, _) | (true, 0, _) => 0.0,
+                (true, _, Some(at)) => now.duration_since(at).as_secs_f64(),
+                (true, _, None) => f64::INFINITY.min(1e9),
+            },
+            last_error: link.last_error,
+            full_resyncs: self.full_resyncs.load(Relaxed),
+            partial_resyncs: self.partial_resyncs.load(Relaxed),
+            log_bytes_shipped: self.bytes_shipped.load(Relaxed),
+        }
+    }
+}

@@ -1,0 +1,315 @@
+//! One accepted client connection: read frames, answer each request in
+//! order, enforce the per-connection limits and timeouts.
+//!
+//! Invariants:
+//! - answers are written in request order; all requests already buffered
+//!   are answered before the next read, in one write, so a pipelining
+//!   client costs one read and one write per batch;
+//! - consecutive writes (PUT, DELETE, BATCH) of one pipeline are appended
+//!   to the log in request order and then awaited together, so they share
+//!   one group commit instead of paying one fsync each; a read that
+//!   follows them waits until they are done, so it sees them;
+//! - nothing a client sends can panic this task or make it allocate more
+//!   than the frame limit: a frame length is validated when its 4 bytes
+//!   arrive, and the buffer grows only as bytes actually arrive;
+//! - a connection error (code < 100) is answered, flushed, and the
+//!   connection closed; a request error leaves it open;
+//! - an idle connection is closed after `idle_timeout` (0 = never), a frame
+//!   that starts and is not complete within `frame_timeout` gets
+//!   FRAME_TIMEOUT and the connection is closed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use super::dispatch;
+use super::ServerContext;
+use crate::protocol::replication::SyncRequest;
+use crate::protocol::{self, ErrorCode, Frame, Request, Response};
+
+/// Smallest read: enough for many small pipelined requests at once.
+const READ_CHUNK: usize = 16 * 1024;
+/// Largest single buffer growth while a big frame streams in, so memory
+/// follows the bytes that actually arrived, not the announced length.
+const MAX_GROWTH: usize = 1024 * 1024;
+/// Flush answers once this many bytes are pending, even mid-pipeline.
+const FLUSH_AT: usize = 256 * 1024;
+/// A buffer grown past this is released once it is empty again.
+const SHRINK_ABOVE: usize = 4 * 1024 * 1024;
+/// Most writes started together before they are awaited.
+const MAX_WRITE_RUN: usize = 1024;
+/// Stand-in for "no idle timeout": far away, but no overflow.
+const NEVER: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// Why a connection ended; for logs only.
+#[derive(Debug)]
+enum End {
+    /// Peer closed cleanly between frames.
+    Eof,
+    /// Peer closed in the middle of a frame.
+    EofMidFrame,
+    Idle,
+    FrameTimeout,
+    Shutdown,
+    /// A connection error was answered, e.g. a malformed frame.
+    Refused(ErrorCode),
+    Io(std::io::Error),
+    /// The peer is a replica: the connection becomes its stream.
+    Replication(SyncRequest),
+}
+
+/// Serves one client until it disconnects, misbehaves, idles out or the
+/// server shuts down. Never panics on client bytes; errors go to logs.
+pub async fn serve_connection(stream: TcpStream, ctx: Arc<ServerContext>) {
+    let peer = stream
+        .peer_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|_| "unknown".into());
+    let limits = dispatch::protocol_limits(&ctx.limits);
+    let mut conn = Connection {
+        stream,
+        ctx,
+        limits,
+        read_buf: BytesMut::with_capacity(READ_CHUNK),
+        write_buf: BytesMut::new(),
+    };
+    let end = conn.run().await;
+    if let End::Replication(sync) = end {
+        let Connection {
+            stream,
+            read_buf,
+            ctx,
+            ..
+        } = conn;
+        crate::replication::master::serve_replica(stream, read_buf, ctx, sync).await;
+        return;
+    }
+    match &end {
+        End::Eof | End::Shutdown => tracing::trace!(%peer, ?end, "connection closed"),
+        End::Io(e) => tracing::debug!(%peer, error = %e, "connection I/O error"),
+        End::Idle => tracing::debug!(%peer, "idle connection closed"),
+        End::Refused(code) => {
+            conn.ctx.metrics.protocol_error();
+            tracing::debug!(%peer, %code, "connection closed after an error");
+        }
+        _ => {
+            conn.ctx.metrics.protocol_error();
+            tracing::debug!(%peer, ?end, "connection closed for cause");
+        }
+    }
+}
+
+/// Refuses a connection over `--max-connections`: one ERROR frame
+/// (TOO_MANY_CONNECTIONS), then close. The caller bounds the time.
+pub async fn reject_connection(mut stream: TcpStream, ctx: Arc<ServerContext>) {
+    let mut buf = BytesMut::new();
+    let message = format!(
+        "too many connections (limit {}); retry later",
+        ctx.limits.max_connections
+    );
+    if Response::error(ErrorCode::TOO_MANY_CONNECTIONS, message)
+        .encode(&mut buf)
+        .is_ok()
+    {
+        let _ = stream.write_all(&buf).await;
+    }
+    let _ = stream.shutdown().await;
+}
+
+struct Connection {
+    stream: TcpStream,
+    ctx: Arc<ServerContext>,
+    limits: protocol::Limits,
+    read_buf: BytesMut,
+    write_buf: BytesMut,
+}
+
+impl Connection {
+    async fn run(&mut self) -> End {
+        // When the first byte of a not-yet-complete frame arrived.
+        let mut frame_started: Option<Instant> = None;
+        loop {
+            // 1. Answer every complete request already buffered.
+            if let Err(end) = self.answer_buffered().await {
+                return end;
+            }
+            if let Err(end) = self.flush().await {
+                return end;
+            }
+            if self.ctx.shutdown.is_triggered() {
+                return End::Shutdown;
+            }
+            if self.read_buf.is_empty() {
+                frame_started = None;
+                if self.read_buf.capacity() > SHRINK_ABOVE {
+                    self.read_buf = BytesMut::with_capacity(READ_CHUNK);
+                }
+            } else if frame_started.is_none() {
+                frame_started = Some(Instant::now());
+            }
+
+            // 2. Wait for more bytes, bounded by the frame or idle deadline.
+            let deadline = match frame_started {
+                Some(start) => start + self.ctx.limits.frame_timeout,
+                None if self.ctx.limits.idle_timeout.is_zero() => Instant::now() + NEVER,
+                None => Instant::now() + self.ctx.limits.idle_timeout,
+            };
+            // The prefix (if buffered) was validated by answer_buffered.
+            let missing = Frame::missing(&self.read_buf, self.limits.max_frame_bytes)
+                .ok()
+                .flatten()
+                .unwrap_or(0);
+            self.read_buf.reserve(missing.clamp(READ_CHUNK, MAX_GROWTH));
+            let ctx = Arc::clone(&self.ctx);
+            let read = tokio::select! {
+                r = tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.read_buf)) => r,
+                // Everything fully read has been answered; stop here.
+                _ = ctx.shutdown.wait() => return End::Shutdown,
+            };
+            match read {
+                Err(_elapsed) if frame_started.is_some() => {
+                    self.fail(ErrorCode::FRAME_TIMEOUT, "frame not completed in time")
+                        .await;
+                    return End::FrameTimeout;
+                }
+                Err(_elapsed) => return End::Idle,
+                Ok(Err(e)) => return End::Io(e),
+                Ok(Ok(0)) if self.read_buf.is_empty() => return End::Eof,
+                Ok(Ok(0)) => return End::EofMidFrame,
+                Ok(Ok(n)) => self.ctx.metrics.add_bytes_received(n as u64),
+            }
+        }
+    }
+
+    /// Parses and answers every complete frame in the read buffer, in
+    /// order. Returns `Err` when the connection must end (after the error
+    /// answer has been sent).
+    async fn answer_buffered(&mut self) -> Result<(), End> {
+        let mut writes: Vec<Request> = Vec::new();
+        loop {
+            let frame = match Frame::parse(&mut self.read_buf, self.limits.max_frame_bytes) {
+                Ok(Some(frame)) => frame,
+                Ok(None) => break,
+                Err(e) => {
+                    self.run_writes(&mut writes).await?;
+                    return Err(self.refuse(&e).await);
+                }
+            };
+            let request = match Request::decode(frame, &self.limits) {
+                Ok(request) => request,
+                Err(e) => {
+                    self.run_writes(&mut writes).await?;
+                    if e.code().closes_connection() {
+                        return Err(self.refuse(&e).await);
+                    }
+                    self.push(&Response::error(e.code(), e.to_string())).await?;
+                    continue;
+                }
+            };
+            if let Request::ReplSync(sync) = request {
+                self.run_writes(&mut writes).await?;
+                self.flush().await?;
+                return Err(End::Replication(sync));
+            }
+            if is_write(&request) {
+                writes.push(request);
+                if writes.len() >= MAX_WRITE_RUN {
+                    self.run_writes(&mut writes).await?;
+                }
+                continue;
+            }
+            self.run_writes(&mut writes).await?;
+            let response = dispatch::execute(&self.ctx, request).await;
+            self.push(&response).await?;
+        }
+        self.run_writes(&mut writes).await
+    }
+
+    /// Executes a run of consecutive writes. Each write is appended to the
+    /// log when its future is first polled, and `join_all` polls them in
+    /// order, so log order is request order; they then wait for their
+    /// durability together.
+    async fn run_writes(&mut self, writes: &mut Vec<Request>) -> Result<(), End> {
+        if writes.is_empty() {
+            return Ok(());
+        }
+        let ctx = Arc::clone(&self.ctx);
+        if writes.len() == 1 {
+            if let Some(request) = writes.pop() {
+                let response = dispatch::execute(&ctx, request).await;
+                return self.push(&response).await;
+            }
+        }
+        let run = writes.drain(..).map(|r| dispatch::execute(&ctx, r));
+        let responses = futures_util::future::join_all(run).await;
+        for response in &responses {
+            self.push(response).await?;
+        }
+        Ok(())
+    }
+
+    /// Queues an answer; a connection error answer ends the connection.
+    async fn push(&mut self, response: &Response) -> Result<(), End> {
+        if let Response::Error { code, message } = response {
+            if code.closes_connection() {
+                self.fail(*code, message).await;
+                return Err(End::Refused(*code));
+            }
+        }
+        if let Err(e) = response.encode(&mut self.write_buf) {
+            // Only an answer over 4 GiB cannot be framed; say so instead.
+            let msg = format!("answer cannot be sent: {e}");
+            let _ = Response::error(ErrorCode::INTERNAL, msg).encode(&mut self.write_buf);
+        }
+        if self.write_buf.len() >= FLUSH_AT {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<(), End> {
+        if self.write_buf.is_empty() {
+            return Ok(());
+        }
+        let idle = self.ctx.limits.idle_timeout;
+        let bound = if idle.is_zero() { NEVER } else { idle };
+        // A client that never reads its answers is bounded like an idle one.
+        let write = self.stream.write_all(&self.write_buf);
+        let result = tokio::time::timeout(bound, write).await;
+        self.ctx.metrics.add_bytes_sent(self.write_buf.len() as u64);
+        self.write_buf.clear();
+        if self.write_buf.capacity() > SHRINK_ABOVE {
+            self.write_buf = BytesMut::new();
+        }
+        match result {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(End::Io(e)),
+            Err(_) => Err(End::Idle),
+        }
+    }
+
+    async fn refuse(&mut self, e: &protocol::Error) -> End {
+        let code = e.code();
+        self.fail(code, &e.to_string()).await;
+        End::Refused(code)
+    }
+
+    /// Sends pending answers plus one connection-ending ERROR, then shuts
+    /// the write side. Failures are ignored: the connection ends anyway.
+    async fn fail(&mut self, code: ErrorCode, message: &str) {
+        let _ = Response::error(code, message).encode(&mut self.write_buf);
+        let _ = self.flush().await;
+        let _ = self.stream.shutdown().await;
+    }
+}
+
+fn is_write(request: &Request) -> bool {
+    matches!(
+        request,
+        Request::Put { .. } | Request::Delete { .. } | Request::Batch(_)
+    )
+}

@@ -1,0 +1,215 @@
+//! Executes one decoded request against the engine and builds its answer.
+//!
+//! Engine errors become ERROR responses with a code a client can act on;
+//! nothing here can fail the connection.
+
+use std::time::Instant;
+
+use super::ServerContext;
+use crate::config;
+use crate::engine;
+use crate::engine::WriteOp;
+use crate::metrics::Outcome;
+use crate::protocol::{
+    self, BatchOp, CompactionSummary, ErrorCode, Hello, HelloOk, Request, Response, Role,
+    MIN_PROTOCOL_VERSION, PROTOCOL_VERSION,
+};
+use crate::replication::RoleView;
+
+/// The wire limits a server enforces: the configured frame limit, the
+/// engine's key and value limits, the default batch limit.
+pub fn protocol_limits(limits: &config::Limits) -> protocol::Limits {
+    protocol::Limits {
+        max_frame_bytes: limits.max_frame_bytes,
+        ..protocol::Limits::default()
+    }
+}
+
+/// The metrics outcome of an answer.
+pub fn outcome(response: &Response) -> Outcome {
+    match response {
+        Response::NotFound => Outcome::NotFound,
+        Response::Error { code, .. } if code.closes_connection() => Outcome::BadRequest,
+        Response::Error { code, .. }
+            if matches!(
+                *code,
+                ErrorCode::KEY_TOO_LARGE | ErrorCode::VALUE_TOO_LARGE | ErrorCode::BATCH_TOO_LARGE
+            ) =>
+        {
+            Outcome::BadRequest
+        }
+        Response::Error { .. } => Outcome::Error,
+        _ => Outcome::Ok,
+    }
+}
+
+/// Runs `request` and returns its response. Records metrics.
+pub async fn execute(ctx: &ServerContext, request: Request) -> Response {
+    let started = Instant::now();
+    let op = request.name();
+    let response = run(ctx, request).await;
+    ctx.metrics
+        .observe_request(op, outcome(&response), started.elapsed());
+    response
+}
+
+async fn run(ctx: &ServerContext, request: Request) -> Response {
+    let engine = &ctx.engine;
+    match request {
+        Request::Hello(hello) => hello_answer(ctx, &hello),
+        Request::Ping => Response::Pong,
+        Request::Get { key } => match engine.get(&key) {
+            Ok(Some(value)) => Response::Value(value.into()),
+            Ok(None) => Response::NotFound,
+            Err(e) => engine_error(e),
+        },
+        Request::Exists { key } => match engine.contains(&key) {
+            Ok(found) => Response::Exists(found),
+            Err(e) => engine_error(e),
+        },
+        Request::Put { key, value } => match write(ctx, &[WriteOp::Put(&key, &value)], false).await
+        {
+            Ok(_) => Response::Ok,
+            Err(answer) => answer,
+        },
+        Request::Delete { key } => match write(ctx, &[WriteOp::Delete(&key)], false).await {
+            Ok(receipt) => Response::Deleted {
+                existed: receipt.existed,
+            },
+            Err(answer) => answer,
+        },
+        Request::Batch(ops) => {
+            let ops: Vec<WriteOp<'_>> = ops.iter().map(to_write_op).collect();
+            match write(ctx, &ops, true).await {
+                Ok(_) => Response::Ok,
+                Err(answer) => answer,
+            }
+        }
+        Request::Promote => match ctx.replication.promote().await {
+            Ok(epoch) => {
+                tracing::info!(epoch, "promoted to master by request");
+                Response::Ok
+            }
+            Err(e) => engine_error(e),
+        },
+        Request::Replicate { master } => {
+            if master.trim().is_empty() || !master.contains(':') {
+                return Response::error(
+                    ErrorCode::MALFORMED_REQUEST,
+                    format!("master address {master:?} is not host:port"),
+                );
+            }
+            ctx.replication.replicate(master).await;
+            Response::Ok
+        }
+        // The connection hands a REPL_SYNC over to the replication stream
+        // before dispatch; reaching here means it was pipelined behind
+        // other requests, which the stream cannot take.
+        Request::ReplSync(_) => Response::error(
+            ErrorCode::MALFORMED_REQUEST,
+            "REPL_SYNC must be the last request on its connection",
+        ),
+        Request::Compact => {
+            let engine = engine.clone();
+            match tokio::task::spawn_blocking(move || engine.compact()).await {
+                Ok(Ok(report)) => Response::Compacted(CompactionSummary {
+                    horizon: report.horizon,
+                    bytes_before: report.bytes_before,
+                    bytes_after: report.bytes_after,
+                    keys_kept: report.keys_kept,
+                }),
+                Ok(Err(e)) => engine_error(e),
+                Err(join) => Response::error(
+                    ErrorCode::INTERNAL,
+                    format!("compaction task failed: {join}"),
+                ),
+            }
+        }
+        Request::Stats => match stats_json(ctx) {
+            Ok(json) => Response::Stats(json),
+            Err(e) => Response::error(ErrorCode::INTERNAL, format!("cannot encode stats: {e}")),
+        },
+    }
+}
+
+fn hello_answer(ctx: &ServerContext, hello: &Hello) -> Response {
+    if hello.version < MIN_PROTOCOL_VERSION {
+        return Response::error(
+            ErrorCode::UNSUPPORTED_VERSION,
+            format!(
+                "protocol version {} is not supported; this server speaks {}..={}",
+                hello.version, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION
+            ),
+        );
+    }
+    // Authentication is not implemented yet: a credential is accepted and
+    // ignored, so clients can already send one.
+    Response::HelloOk(HelloOk {
+        version: hello.version.min(PROTOCOL_VERSION),
+        role: if ctx.replication.is_master() {
+            Role::Master
+        } else {
+            Role::Replica
+        },
+        limits: protocol_limits(&ctx.limits),
+        server: format!("kvstore {}", env!("CARGO_PKG_VERSION")),
+    })
+}
+
+fn to_write_op(op: &BatchOp) -> WriteOp<'_> {
+    match op {
+        BatchOp::Put { key, value } => WriteOp::Put(key, value),
+        BatchOp::Delete { key } => WriteOp::Delete(key),
+    }
+}
+
+/// A write as the node's role allows it: a replica redirects it to its
+/// master; in sync mode the master refuses it up front when too few
+/// replicas are connected, and acknowledges it only once enough hold it.
+async fn write(
+    ctx: &ServerContext,
+    ops: &[WriteOp<'_>],
+    atomic: bool,
+) -> Result<engine::Receipt, Response> {
+    let repl = &ctx.replication;
+    if let RoleView::Replica { master } = repl.role() {
+        return Err(Response::Redirect { master });
+    }
+    repl.check_sync_ready()
+        .map_err(|message| Response::error(ErrorCode::NOT_ENOUGH_REPLICAS, message))?;
+    let receipt = ctx
+        .engine
+        .write_async(ops, atomic)
+        .await
+        .map_err(engine_error)?;
+    repl.wait_replicated(receipt.end)
+        .await
+        .map_err(|message| Response::error(ErrorCode::FATE_UNKNOWN, message))?;
+    Ok(receipt)
+}
+
+/// The STATS document: the engine's figures, plus `role` and a
+/// `replication` section.
+fn stats_json(ctx: &ServerContext) -> Result<String, serde_json::Error> {
+    let mut doc = serde_json::to_value(ctx.engine.stats())?;
+    let replication = ctx.replication.stats();
+    if let serde_json::Value::Object(map) = &mut doc {
+        map.insert("role".into(), replication.role.into());
+        map.insert("replication".into(), serde_json::to_value(replication)?);
+    }
+    serde_json::to_string(&doc)
+}
+
+/// Maps an engine error to the code a client can act on. The message is
+/// the engine's own one-line description.
+fn engine_error(e: engine::Error) -> Response {
+    let code = match &e {
+        engine::Error::KeyTooLarge { .. } => ErrorCode::KEY_TOO_LARGE,
+        engine::Error::ValueTooLarge { .. } => ErrorCode::VALUE_TOO_LARGE,
+        engine::Error::BatchTooLarge { .. } => ErrorCode::BATCH_TOO_LARGE,
+        engine::Error::Poisoned { .. } => ErrorCode::POISONED,
+        engine::Error::Closed => ErrorCode::SHUTTING_DOWN,
+        _ => ErrorCode::STORAGE,
+    };
+    Response::error(code, e.to_string())
+}
