@@ -2,6 +2,9 @@
 //! against kvstore alone, in this process. For the same workload beside
 //! sled, redb and fjall, see `benches/compare` (`make bench-compare`).
 
+#[path = "common/report.rs"]
+mod report;
+
 #[path = "common/workload.rs"]
 mod workload;
 
@@ -20,5 +23,5 @@ fn main() {
         cfg.dir.display()
     );
     let results = workload::run::<kvstore_db::Kvstore>("kvstore", &cfg);
-    print!("{}", workload::table(&[("kvstore".to_string(), results)]));
+    print!("{}", report::table(&[("kvstore".to_string(), results)]));
 }

@@ -9,6 +9,9 @@
 //! `BENCH_STORES=kvstore,redb` picks stores; see the workload module for
 //! the other settings (`BENCH_N`, ...).
 
+#[path = "../../common/report.rs"]
+mod report;
+
 #[path = "../../common/workload.rs"]
 #[allow(dead_code)]
 mod workload;
@@ -22,7 +25,8 @@ mod sled_db;
 
 use std::process::{Command, Stdio};
 
-use workload::{Config, Results};
+use report::Results;
+use workload::Config;
 
 const STORES: &[&str] = &["kvstore", "sled", "redb", "fjall"];
 
@@ -64,7 +68,7 @@ fn main() {
         }
         columns.push((store.clone(), parse(&String::from_utf8_lossy(&out.stdout))));
     }
-    print!("{}", workload::table(&columns));
+    print!("{}", report::table(&columns));
 }
 
 fn run_store(name: &str, cfg: &Config) -> Results {
@@ -85,7 +89,7 @@ fn parse(stdout: &str) -> Results {
             let id = parts.next()?;
             let v: f64 = parts.next()?.parse().ok()?;
             // Map back to the metric's static id.
-            let m = workload::METRICS.iter().find(|m| m.id == id)?;
+            let m = report::METRICS.iter().find(|m| m.id == id)?;
             Some((m.id, v))
         })
         .collect()
