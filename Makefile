@@ -5,7 +5,7 @@ CARGO ?= cargo
 FUZZ_SMOKE_SECONDS ?= 10
 FUZZ_SECONDS ?= 60
 
-.PHONY: run build test lint unit fuzz-smoke fuzz bench-engine bench-compare clean
+.PHONY: run build test lint unit fuzz-smoke fuzz bench-engine bench-compare bench-replication clean
 
 run:
 	$(CARGO) run --release --bin kvstore -- serve --data-dir ./data
@@ -35,6 +35,10 @@ bench-engine:
 
 bench-compare:
 	cd benches/compare && $(CARGO) run --release
+
+bench-replication:
+	$(CARGO) build --release --bin kvstore
+	KVSTORE_BIN=$${CARGO_TARGET_DIR:-target}/release/kvstore ./scripts/bench-replication.sh
 
 clean:
 	$(CARGO) clean
