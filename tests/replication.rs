@@ -128,7 +128,10 @@ fn a_killed_replica_resumes_from_its_offset() {
     assert_eq!(rstat(m.addr, "partial_resyncs"), partial_before + 1);
     let shipped = rstat(m.addr, "log_bytes_shipped") - shipped_before;
     let received = rstat(r.addr, "log_bytes_shipped");
-    assert_eq!(shipped, received, "the master sent exactly what was applied");
+    assert_eq!(
+        shipped, received,
+        "the master sent exactly what was applied"
+    );
     let resumed_from = end - shipped;
     assert!(
         resumed_from >= acked_before_kill,
@@ -181,7 +184,10 @@ fn a_killed_master_loses_no_acknowledged_write_and_replicas_reconnect() {
     wait_converged(m.addr, &[r1.addr, r2.addr]);
     assert_same_contents(m.addr, &[r1.addr, r2.addr], &keys("acked", 0..acked));
     assert_same_contents(m.addr, &[r1.addr, r2.addr], &keys("after", 0..100));
-    assert!(rstat(r1.addr, "epoch") >= 2, "the replicas follow the new epoch");
+    assert!(
+        rstat(r1.addr, "epoch") >= 2,
+        "the replicas follow the new epoch"
+    );
 }
 
 #[test]
@@ -333,7 +339,10 @@ fn a_corrupted_byte_on_the_wire_is_refused_and_refetched() {
     let partial_before = rstat(r.addr, "partial_resyncs");
     put_range(&mut m.client(), "pre", 10..200, 65536).unwrap();
     wait_converged(m.addr, &[r.addr]);
-    assert!(proxy.flipped.load(Ordering::Relaxed), "the byte was flipped");
+    assert!(
+        proxy.flipped.load(Ordering::Relaxed),
+        "the byte was flipped"
+    );
     assert!(
         proxy.connections.load(Ordering::Relaxed) >= 2,
         "the replica reconnected"

@@ -156,7 +156,13 @@ fn repl_examples(out: &mut Vec<(&'static str, BytesMut)>) {
                 bytes: Bytes::from_static(b"abc"),
             },
         ),
-        ("REPL_STREAM", ToReplica::Stream { epoch: 3, from: 9000 }),
+        (
+            "REPL_STREAM",
+            ToReplica::Stream {
+                epoch: 3,
+                from: 9000,
+            },
+        ),
         (
             "REPL_CHUNK",
             ToReplica::Chunk {

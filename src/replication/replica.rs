@@ -188,11 +188,10 @@ async fn session(
                 }
                 carry.extend_from_slice(&bytes);
                 let (e, base, data) = (engine.clone(), carry_base, carry.split().freeze());
-                let (taken, data) =
-                    blocking(&repl.applying, move || {
-                        e.append_log(base, &data).map(|n| (n, data))
-                    })
-                    .await?;
+                let (taken, data) = blocking(&repl.applying, move || {
+                    e.append_log(base, &data).map(|n| (n, data))
+                })
+                .await?;
                 carry.extend_from_slice(&data[taken..]);
                 repl.bytes_shipped.fetch_add(taken as u64, Relaxed);
                 master_end
@@ -263,9 +262,9 @@ async fn blocking<T: Send + 'static>(
         drop(guard);
         result
     })
-        .await
-        .map_err(|e| ReplError::Unexpected(e.to_string()))?
-        .map_err(ReplError::Engine)
+    .await
+    .map_err(|e| ReplError::Unexpected(e.to_string()))?
+    .map_err(ReplError::Engine)
 }
 
 /// Receives `files` snapshot files into the staging directory, then

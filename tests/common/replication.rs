@@ -174,7 +174,10 @@ pub fn segments_from(dir: &Path, from: u64) -> Vec<(u64, Vec<u8>)> {
     for entry in std::fs::read_dir(dir).expect("read the data directory") {
         let path = entry.expect("dir entry").path();
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        let Some(base) = name.strip_suffix(".seg").and_then(|s| s.parse::<u64>().ok()) else {
+        let Some(base) = name
+            .strip_suffix(".seg")
+            .and_then(|s| s.parse::<u64>().ok())
+        else {
             continue;
         };
         if base >= from {
