@@ -5,7 +5,7 @@ CARGO ?= cargo
 FUZZ_SMOKE_SECONDS ?= 10
 FUZZ_SECONDS ?= 60
 
-.PHONY: run build test lint unit fuzz-smoke fuzz bench-engine bench-compare bench-replication clean
+.PHONY: run build test lint unit fuzz-smoke fuzz bench-engine bench-server bench-compare bench-replication clean
 
 run:
 	$(CARGO) run --release --bin kvstore -- serve --data-dir ./data
@@ -33,12 +33,17 @@ fuzz:
 bench-engine:
 	$(CARGO) bench --bench engine
 
+# Starts a release node and runs `kvstore bench` against it (docs/BENCHMARKS.md, "Server").
+bench-server:
+	CARGO=$(CARGO) ./benches/server.sh
+
 bench-compare:
 	cd benches/compare && $(CARGO) run --release
 
+# Master + two replicas on this machine (docs/BENCHMARKS.md, "Replication").
 bench-replication:
 	$(CARGO) build --release --bin kvstore
-	KVSTORE_BIN=$${CARGO_TARGET_DIR:-target}/release/kvstore ./scripts/bench-replication.sh
+	KVSTORE_BIN=$${CARGO_TARGET_DIR:-target}/release/kvstore ./benches/replication.sh
 
 clean:
 	$(CARGO) clean

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Replica lag sampler for scripts/bench-replication.sh.
+"""Replica lag sampler for benches/replication.sh.
 
 Lag mode (default): `repl_lag_sampler.py MASTER_HTTP REPLICA_HTTP...` polls
 kvstore_replication_end_offset on every node until SIGINT, then prints, per
