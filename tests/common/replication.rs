@@ -188,10 +188,29 @@ pub fn segments_from(dir: &Path, from: u64) -> Vec<(u64, Vec<u8>)> {
     out
 }
 
-/// Sends `signal` to a running node without waiting (SIGSTOP/SIGCONT).
+/// Sends `signal` to a running node (SIGSTOP/SIGCONT). After SIGSTOP,
+/// waits until every thread is actually stopped (state `T` in /proc), so
+/// nothing the test does next can still reach a running process.
 pub fn signal(server: &Server, signal: nix::sys::signal::Signal) {
     let pid = nix::unistd::Pid::from_raw(i32::try_from(server.pid()).expect("pid"));
     nix::sys::signal::kill(pid, signal).expect("signal");
+    if signal != nix::sys::signal::Signal::SIGSTOP {
+        return;
+    }
+    let tasks = format!("/proc/{}/task", server.pid());
+    wait_for(NET_DEADLINE, "the node to stop", || {
+        let entries = std::fs::read_dir(&tasks).ok()?;
+        let all_stopped = entries.filter_map(Result::ok).all(|t| {
+            std::fs::read_to_string(t.path().join("stat"))
+                .ok()
+                .and_then(|st| {
+                    st.rsplit_once(')')
+                        .map(|(_, rest)| rest.trim_start().starts_with('T'))
+                })
+                .unwrap_or(false)
+        });
+        all_stopped.then_some(())
+    });
 }
 
 /// A TCP proxy on loopback in front of `target`. On the first connection
