@@ -68,7 +68,7 @@ wait_ready() { # wait_ready HTTP
 
 put_bench() { # put_bench ADDR -> requests per second
   "$BIN" bench --addr "$1" -t put -P 16 -c "$CONNS" -n "$REQUESTS" -d 100 -r 1000000 -q \
-    | sed -n 's/^put: \([0-9]*\) requests per second.*/\1/p'
+    | sed -n 's/^[Pp][Uu][Tt]: \([0-9]*\) requests per second.*/\1/p'
 }
 
 run_mode() { # run_mode off|async|sync
@@ -120,13 +120,18 @@ wait_ready "$cm_http"
 LISTEN=127.0.0.1:0 start cr --role replica --master-addr "$cm_addr" --durability never
 cr_addr=$ADDR; cr_http=$HTTP
 wait_ready "$cr_http"
+# A few records first, so the replica has an epoch and a log to resume
+# from (an empty replica is seeded by a full resync instead).
+"$BIN" bench --addr "$cm_addr" -t put -P 16 -c 1 -n 1000 -d 100 -q >/dev/null
 base=$(python3 "$HERE/repl_lag_sampler.py" --end "$cm_http")
+python3 "$HERE/repl_lag_sampler.py" --catchup "$cm_http" "$cr_http" "$(date +%s.%N)" "$base" >/dev/null
 stop cr
 values=$(( CATCHUP_MB * 16 ))   # 64 KiB values
 "$BIN" bench --addr "$cm_addr" -t put -P 16 -c 2 -n "$values" -d 65536 -r 100000000 -q >/dev/null
 t0=$(date +%s.%N)
 LISTEN=$cr_addr start cr --role replica --master-addr "$cm_addr" --durability never
 python3 "$HERE/repl_lag_sampler.py" --catchup "$cm_http" "$HTTP" "$t0" "$base" | tee "$WORK/catchup.txt"
+echo "replica resyncs: $(curl -s "http://$HTTP/metrics" | grep -E '^kvstore_replication_(full|partial)_resyncs_total' | tr '\n' ' ')"
 seg=$(ls -S "$WORK/cm/data/"*.seg | head -1)
 sync; echo 3 >/proc/sys/vm/drop_caches 2>/dev/null && cold=yes || cold=no
 echo "dd sequential read of $(basename "$seg") (page cache dropped: $cold):"
