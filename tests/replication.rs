@@ -448,3 +448,26 @@ fn replication_metrics_are_exported() {
         Some(r.addr.to_string().as_str())
     );
 }
+
+#[test]
+fn a_replica_too_far_behind_is_not_ready_until_it_catches_up() {
+    let m = master(&["--durability", "never"]);
+    // The master's stream reaches the replica at about 2 MB/s.
+    let proxy = FlipProxy::slow(m.addr, 2_000_000);
+    let r = replica(proxy.addr, &["--replica-max-lag-bytes", "1000000"]);
+    assert_eq!(ready(&r), 200);
+    put_range(&mut m.client(), "big", 0..100, 65536).unwrap();
+    wait_for(
+        START_DEADLINE,
+        "/readyz 503 while over the lag bound",
+        || (ready(&r) == 503).then_some(()),
+    );
+    assert!(
+        repl(r.addr)["link_up"].as_bool().unwrap(),
+        "still connected"
+    );
+    wait_converged(m.addr, &[r.addr]);
+    wait_for(START_DEADLINE, "/readyz 200 once caught up", || {
+        (ready(&r) == 200).then_some(())
+    });
+}

@@ -215,7 +215,8 @@ pub fn signal(server: &Server, signal: nix::sys::signal::Signal) {
 
 /// A TCP proxy on loopback in front of `target`. On the first connection
 /// only, it flips the byte at position `flip_at` of the target→client
-/// direction, once. Counts connections.
+/// direction, once ([`FlipProxy::start`]); or it slows that direction down
+/// ([`FlipProxy::slow`]). Counts connections.
 pub struct FlipProxy {
     pub addr: SocketAddr,
     pub connections: Arc<AtomicUsize>,
@@ -225,6 +226,15 @@ pub struct FlipProxy {
 
 impl FlipProxy {
     pub fn start(target: SocketAddr, flip_at: u64) -> FlipProxy {
+        FlipProxy::build(target, Some(flip_at), None)
+    }
+
+    /// A proxy that forwards target→client at about `bytes_per_sec`.
+    pub fn slow(target: SocketAddr, bytes_per_sec: u64) -> FlipProxy {
+        FlipProxy::build(target, None, Some(bytes_per_sec))
+    }
+
+    fn build(target: SocketAddr, flip_at: Option<u64>, rate: Option<u64>) -> FlipProxy {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind the proxy");
         listener.set_nonblocking(true).expect("nonblocking");
         let addr = listener.local_addr().expect("proxy addr");
@@ -257,9 +267,9 @@ impl FlipProxy {
                     (Ok(c), Ok(u)) => (c, u),
                     _ => continue,
                 };
-                std::thread::spawn(move || pump(client, upstream, None));
-                let flip = (n == 0).then(|| (flip_at, Arc::clone(&flip)));
-                std::thread::spawn(move || pump(u2, c2, flip));
+                std::thread::spawn(move || pump(client, upstream, None, None));
+                let flip = flip_at.filter(|_| n == 0).map(|at| (at, Arc::clone(&flip)));
+                std::thread::spawn(move || pump(u2, c2, flip, rate));
             }
         });
         FlipProxy {
@@ -279,7 +289,12 @@ impl Drop for FlipProxy {
 
 /// Copies `from` to `to` until either side closes, flipping one byte at
 /// the given stream position if asked.
-fn pump(mut from: TcpStream, mut to: TcpStream, flip: Option<(u64, Arc<AtomicBool>)>) {
+fn pump(
+    mut from: TcpStream,
+    mut to: TcpStream,
+    flip: Option<(u64, Arc<AtomicBool>)>,
+    rate: Option<u64>,
+) {
     let seen = AtomicU64::new(0);
     let mut buf = vec![0u8; 64 * 1024];
     loop {
@@ -296,6 +311,9 @@ fn pump(mut from: TcpStream, mut to: TcpStream, flip: Option<(u64, Arc<AtomicBoo
         }
         if to.write_all(&buf[..n]).is_err() {
             break;
+        }
+        if let Some(rate) = rate {
+            std::thread::sleep(Duration::from_micros(n as u64 * 1_000_000 / rate.max(1)));
         }
     }
     let _ = to.shutdown(std::net::Shutdown::Both);
