@@ -5,7 +5,7 @@ CARGO ?= cargo
 FUZZ_SMOKE_SECONDS ?= 10
 FUZZ_SECONDS ?= 60
 
-.PHONY: run build test lint unit fuzz-smoke fuzz bench-engine bench-server bench-compare clean
+.PHONY: run build test lint unit fuzz-smoke fuzz bench-engine bench-server bench-compare bench-replication clean
 
 run:
 	$(CARGO) run --release --bin kvstore -- serve --data-dir ./data
@@ -39,6 +39,11 @@ bench-server:
 
 bench-compare:
 	cd benches/compare && $(CARGO) run --release
+
+# Master + two replicas on this machine (docs/BENCHMARKS.md, "Replication").
+bench-replication:
+	$(CARGO) build --release --bin kvstore
+	KVSTORE_BIN=$${CARGO_TARGET_DIR:-target}/release/kvstore ./benches/replication.sh
 
 clean:
 	$(CARGO) clean

@@ -274,6 +274,7 @@ async fn serve_clients(
         path: config.data_dir.clone(),
         source,
     })?;
+    metrics.attach_replication(Arc::clone(&replication));
     let ctx = Arc::new(ServerContext {
         engine: engine.clone(),
         metrics: Arc::clone(metrics),
