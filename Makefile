@@ -2,7 +2,7 @@
 # `make test` is exactly what CI runs (through .ci/run).
 
 CARGO ?= cargo
-FUZZ_SMOKE_SECONDS ?= 10
+FUZZ_SMOKE_SECONDS ?= 5
 FUZZ_SECONDS ?= 60
 
 .PHONY: run build test lint unit fuzz-smoke fuzz bench-engine bench-compare clean
