@@ -7,15 +7,18 @@
 //! `chaos: faults=N acked=N lost=0 full_resyncs=N partial_resyncs=N`.
 //! Short by default (a few rounds, well under a minute); with
 //! `CHAOS_MINUTES=M` (`make chaos`) each test repeats its rounds for M
-//! minutes. Only loopback and tmpfs mounts the test makes itself are used;
-//! mounting needs root, and a test that cannot mount fails loudly unless
-//! `KVSTORE_CHAOS_ALLOW_NO_MOUNT=1`.
+//! minutes. Only loopback, tmpfs mounts and a network namespace (with a
+//! veth pair) that the tests make themselves are used. Both need root; a
+//! test that cannot make them fails loudly unless
+//! `KVSTORE_CHAOS_ALLOW_NO_MOUNT=1` / `KVSTORE_CHAOS_ALLOW_NO_NETNS=1`.
 
 mod common;
 #[path = "chaos/faults.rs"]
 mod faults;
 #[path = "chaos/load.rs"]
 mod load;
+#[path = "chaos/netns.rs"]
+mod netns;
 #[path = "chaos/proxy.rs"]
 mod proxy;
 
@@ -29,6 +32,7 @@ use kvstore::engine::{Engine, Options};
 use kvstore::protocol::ErrorCode;
 use load::{count_lost, Load};
 use nix::sys::signal::{kill, Signal};
+use netns::NetNs;
 use nix::unistd::Pid;
 use proxy::{Mode, Proxy};
 
@@ -396,4 +400,77 @@ fn bit_flips_are_detected_and_a_corrupt_replica_is_reseeded() {
     (summary.full_resyncs, summary.partial_resyncs) = replication_counts(replica.addr);
     summary.print("corruption");
     assert_eq!(summary.lost, 0);
+}
+
+#[test]
+fn netns_partitions_between_master_and_replica_heal_without_loss() {
+    let ns = match NetNs::create() {
+        Ok(ns) => ns,
+        Err(why) => {
+            eprintln!("!!!!! chaos: CANNOT CREATE A NETWORK NAMESPACE: {why}");
+            assert!(
+                std::env::var("KVSTORE_CHAOS_ALLOW_NO_NETNS").as_deref() == Ok("1"),
+                "cannot create network namespaces ({why}); run as root or set KVSTORE_CHAOS_ALLOW_NO_NETNS=1"
+            );
+            return;
+        }
+    };
+    let budget = Budget::new(2);
+    let master = Server::start(&[]);
+    // The replica lives in the namespace and reaches the master through
+    // the veth link (a forwarder on the root side of it).
+    let link = Proxy::start_on(&format!("{}:0", ns.root_ip), master.addr);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let args: Vec<String> = ["--role", "replica", "--master-addr", &link.addr.to_string()]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let (child, ports) = ns.spawn_serve(common::kvstore_bin(), dir.path(), &args);
+    let _child = KillOnDrop(child);
+    let (replica_addr, replica_http) = wait_for(Duration::from_secs(30), "the replica's port file", || {
+        common::read_port_file(&ports)
+    });
+    let ready = || {
+        wait_for(Duration::from_secs(30), "the replica to be ready", || {
+            matches!(common::http_get(replica_http, "/readyz"), Ok((200, _))).then_some(())
+        })
+    };
+    ready();
+    let load = Load::start(master.addr, 2, "netns", 100);
+    let mut summary = Summary::default();
+    let mut rng = rand::thread_rng();
+    while budget.another_round() {
+        sleep_random(&mut rng, 200, 600);
+        ns.partition(true);
+        summary.faults += 1;
+        // Longer than a heartbeat gap, so both sides notice the silence.
+        sleep_random(&mut rng, 1500, 3000);
+        ns.partition(false);
+    }
+    let (acked, lost_on_read) = load.stop();
+    summary.acked = acked.len() as u64;
+    summary.lost = lost_on_read + count_lost(master.addr, &acked, READ_BACK);
+    ready();
+    let end = Instant::now() + READ_BACK;
+    let lost_on_replica = loop {
+        let lost = count_lost(replica_addr, &acked, READ_BACK);
+        if lost == 0 || Instant::now() > end {
+            break lost;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    summary.lost += lost_on_replica;
+    (summary.full_resyncs, summary.partial_resyncs) = replication_counts(replica_addr);
+    summary.print("netns");
+    assert!(summary.acked > 0);
+    assert_eq!(summary.lost, 0, "acknowledged writes lost or never replicated");
+}
+
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

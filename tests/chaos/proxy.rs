@@ -40,7 +40,12 @@ pub struct Proxy {
 
 impl Proxy {
     pub fn start(target: SocketAddr) -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
+        Proxy::start_on("127.0.0.1:0", target)
+    }
+
+    /// A proxy listening on `bind` (e.g. the root side of a veth pair).
+    pub fn start_on(bind: &str, target: SocketAddr) -> Proxy {
+        let listener = TcpListener::bind(bind).expect("bind proxy");
         listener.set_nonblocking(true).expect("nonblocking");
         let addr = listener.local_addr().expect("proxy addr");
         let shared = Arc::new(Shared {
