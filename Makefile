@@ -6,7 +6,7 @@ FUZZ_SMOKE_SECONDS ?= 5
 FUZZ_SECONDS ?= 60
 CHAOS_MINUTES ?= 5
 
-.PHONY: run build test lint unit fuzz-smoke fuzz chaos bench-engine bench-compare clean
+.PHONY: run build test lint unit fuzz-smoke fuzz chaos bench-engine bench-server bench-compare clean
 
 run:
 	$(CARGO) run --release --bin kvstore -- serve --data-dir ./data
@@ -39,6 +39,10 @@ chaos:
 
 bench-engine:
 	$(CARGO) bench --bench engine
+
+# Starts a release node and runs `kvstore bench` against it (docs/BENCHMARKS.md, "Server").
+bench-server:
+	CARGO=$(CARGO) ./benches/server.sh
 
 bench-compare:
 	cd benches/compare && $(CARGO) run --release
