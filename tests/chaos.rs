@@ -31,8 +31,8 @@ use faults::{flip_bit, replication_counts, sleep_random, Budget, Summary, Tmpfs}
 use kvstore::engine::{Engine, Options};
 use kvstore::protocol::ErrorCode;
 use load::{count_lost, Load};
-use nix::sys::signal::{kill, Signal};
 use netns::NetNs;
+use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use proxy::{Mode, Proxy};
 
@@ -179,7 +179,10 @@ fn proxy_drops_delays_duplicates_and_cuts_the_replication_stream() {
     (summary.full_resyncs, summary.partial_resyncs) = replication_counts(replica.addr);
     summary.print("proxy");
     assert!(summary.acked > 0, "no write was acknowledged at all");
-    assert_eq!(summary.lost, 0, "acknowledged writes were lost or never replicated");
+    assert_eq!(
+        summary.lost, 0,
+        "acknowledged writes were lost or never replicated"
+    );
     assert!(
         summary.full_resyncs + summary.partial_resyncs >= 2,
         "the replica never had to resync: the faults did not reach the link"
@@ -240,7 +243,11 @@ fn disk_full_on_master_and_replica_fails_clearly_and_recovers() {
         refusal.to_lowercase().contains("space"),
         "the error does not say the disk is full: {refusal}"
     );
-    assert_eq!(count_lost(master.addr, &acked, READ_BACK), 0, "reads after disk full");
+    assert_eq!(
+        count_lost(master.addr, &acked, READ_BACK),
+        0,
+        "reads after disk full"
+    );
 
     // Space returns. A poisoned master needs a restart (documented).
     master_fs.resize("64m");
@@ -251,7 +258,9 @@ fn disk_full_on_master_and_replica_fails_clearly_and_recovers() {
         master.sigkill();
         master.restart_same_port();
         client = common::connect_client(master.addr);
-        client.put(b"after-full", b"1").expect("write after restart");
+        client
+            .put(b"after-full", b"1")
+            .expect("write after restart");
     }
     acked.insert(b"after-full".to_vec(), b"1".to_vec());
     summary.acked = acked.len() as u64;
@@ -273,7 +282,10 @@ fn disk_full_on_master_and_replica_fails_clearly_and_recovers() {
         replica.sigkill();
         replica.restart();
         wait_ready(&replica);
-        assert!(caught_up(&replica), "replica never caught up after disk full");
+        assert!(
+            caught_up(&replica),
+            "replica never caught up after disk full"
+        );
     }
     (summary.full_resyncs, summary.partial_resyncs) = replication_counts(replica.addr);
     summary.print("disk-full");
@@ -313,7 +325,10 @@ fn bit_flips_are_detected_and_a_corrupt_replica_is_reseeded() {
         if i == 150 {
             client.compact().expect("compact");
         }
-        let (k, v) = (format!("c-{i:03}").into_bytes(), vec![b'a' + (i % 26) as u8; 100]);
+        let (k, v) = (
+            format!("c-{i:03}").into_bytes(),
+            vec![b'a' + (i % 26) as u8; 100],
+        );
         client.put(&k, &v).expect("put");
         acked.insert(k, v);
     }
@@ -332,12 +347,19 @@ fn bit_flips_are_detected_and_a_corrupt_replica_is_reseeded() {
         ("sealed segment", sealed[0].clone()),
         ("segment hint", sealed[0].with_extension("hint")),
         ("merged file", files_ending(&dir, ".dat")[0].clone()),
-        ("merged hint", files_ending(&dir, ".dat")[0].with_extension("hint")),
+        (
+            "merged hint",
+            files_ending(&dir, ".dat")[0].with_extension("hint"),
+        ),
     ];
     for (what, file) in &targets {
         let copy = tempfile::tempdir().expect("tempdir");
         copy_dir(&dir, copy.path());
-        let name = file.file_name().expect("name").to_string_lossy().into_owned();
+        let name = file
+            .file_name()
+            .expect("name")
+            .to_string_lossy()
+            .into_owned();
         let target = copy.path().join(&name);
         let len = std::fs::metadata(&target).expect("stat").len() as usize;
         flip_bit(&target, len / 2);
@@ -348,7 +370,10 @@ fn bit_flips_are_detected_and_a_corrupt_replica_is_reseeded() {
             .output()
             .expect("run verify");
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(!out.status.success(), "verify missed a flipped bit in the {what}:\n{text}");
+        assert!(
+            !out.status.success(),
+            "verify missed a flipped bit in the {what}:\n{text}"
+        );
         assert!(
             text.contains(&name) && text.contains("offset"),
             "verify does not name {name} and an offset:\n{text}"
@@ -427,9 +452,10 @@ fn netns_partitions_between_master_and_replica_heal_without_loss() {
         .collect();
     let (child, ports) = ns.spawn_serve(common::kvstore_bin(), dir.path(), &args);
     let _child = KillOnDrop(child);
-    let (replica_addr, replica_http) = wait_for(Duration::from_secs(30), "the replica's port file", || {
-        common::read_port_file(&ports)
-    });
+    let (replica_addr, replica_http) =
+        wait_for(Duration::from_secs(30), "the replica's port file", || {
+            common::read_port_file(&ports)
+        });
     let ready = || {
         wait_for(Duration::from_secs(30), "the replica to be ready", || {
             matches!(common::http_get(replica_http, "/readyz"), Ok((200, _))).then_some(())
@@ -463,7 +489,10 @@ fn netns_partitions_between_master_and_replica_heal_without_loss() {
     (summary.full_resyncs, summary.partial_resyncs) = replication_counts(replica_addr);
     summary.print("netns");
     assert!(summary.acked > 0);
-    assert_eq!(summary.lost, 0, "acknowledged writes lost or never replicated");
+    assert_eq!(
+        summary.lost, 0,
+        "acknowledged writes lost or never replicated"
+    );
 }
 
 struct KillOnDrop(std::process::Child);

@@ -39,7 +39,10 @@ fn expect_refused(s: &mut Raw, codes: &[ErrorCode], what: &str) {
         other => panic!("{what}: expected an ERROR, got {other:?}"),
     };
     if code.closes_connection() {
-        assert!(matches!(s.answer(), Answer::Closed), "{what}: not closed after {code}");
+        assert!(
+            matches!(s.answer(), Answer::Closed),
+            "{what}: not closed after {code}"
+        );
     } else {
         s.send(&encode(&Request::Ping)).expect("ping");
         assert!(
@@ -72,7 +75,10 @@ fn wrong_lengths_inside_payloads_are_refused() {
             p[7] += 1;
             frame(0x04, &p)
         }),
-        ("trailing bytes after the value", frame(0x04, &[payload, b"junk"].concat())),
+        (
+            "trailing bytes after the value",
+            frame(0x04, &[payload, b"junk"].concat()),
+        ),
         ("GET with half a length field", frame(0x03, &[3, 0])),
         ("PING with a payload", frame(0x02, b"x")),
         ("DELETE with no payload", frame(0x05, &[])),
@@ -107,8 +113,14 @@ fn truncated_batches_are_refused_and_apply_nothing() {
     let mut bad_kind = payload.to_vec();
     bad_kind[4] = 0x09;
     let cases: Vec<(&str, Vec<u8>)> = vec![
-        ("cut inside the last op", payload[..payload.len() - 2].to_vec()),
-        ("cut after the first op", payload[..4 + 1 + 4 + 4 + 4 + 1].to_vec()),
+        (
+            "cut inside the last op",
+            payload[..payload.len() - 2].to_vec(),
+        ),
+        (
+            "cut after the first op",
+            payload[..4 + 1 + 4 + 4 + 4 + 1].to_vec(),
+        ),
         ("count larger than the ops present", count_over),
         ("unknown op kind", bad_kind),
     ];
@@ -120,7 +132,11 @@ fn truncated_batches_are_refused_and_apply_nothing() {
     let mut client = server.client();
     for i in 0..3 {
         let key = format!("tb-{i}");
-        assert_eq!(client.get(key.as_bytes()).expect("get"), None, "{key} applied");
+        assert_eq!(
+            client.get(key.as_bytes()).expect("get"),
+            None,
+            "{key} applied"
+        );
     }
 }
 
@@ -183,7 +199,10 @@ fn a_replica_with_a_future_epoch_gets_stale_master() {
     match s.answer() {
         Answer::Frame(Response::Error { code, message }) => {
             assert_eq!(code, ErrorCode::STALE_MASTER, "{message}");
-            assert!(message.contains("1000000"), "message does not name the epoch: {message}");
+            assert!(
+                message.contains("1000000"),
+                "message does not name the epoch: {message}"
+            );
         }
         other => panic!("expected STALE_MASTER, got {other:?}"),
     }

@@ -80,7 +80,11 @@ fn check_all(engine: &Engine, model: &BTreeMap<Vec<u8>, Vec<u8>>, after: &str) {
         let got = engine.get(&k).expect("get");
         assert_eq!(got.as_ref(), model.get(&k), "key {k:?} after {after}");
     }
-    assert_eq!(engine.stats().keys, model.len() as u64, "key count after {after}");
+    assert_eq!(
+        engine.stats().keys,
+        model.len() as u64,
+        "key count after {after}"
+    );
 }
 
 fuzz_target!(|ops: Vec<Op>| {
@@ -122,8 +126,14 @@ fuzz_target!(|ops: Vec<Op>| {
                 }
             }
             Op::Get { key: k } => {
-                assert_eq!(engine.get(&key(*k)).expect("get").as_ref(), model.get(&key(*k)));
-                assert_eq!(engine.contains(&key(*k)).expect("contains"), model.contains_key(&key(*k)));
+                assert_eq!(
+                    engine.get(&key(*k)).expect("get").as_ref(),
+                    model.get(&key(*k))
+                );
+                assert_eq!(
+                    engine.contains(&key(*k)).expect("contains"),
+                    model.contains_key(&key(*k))
+                );
             }
             Op::Flush => engine.flush().expect("flush"),
             Op::Compact => {

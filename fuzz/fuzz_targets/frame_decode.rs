@@ -34,7 +34,8 @@ fn check(frame: &Frame, limits: &Limits) {
     }
     if let Ok(resp) = Response::decode(frame.clone(), limits) {
         let mut out = BytesMut::new();
-        resp.encode(&mut out).expect("a decoded response re-encodes");
+        resp.encode(&mut out)
+            .expect("a decoded response re-encodes");
         let again = reparse(out, limits);
         assert_eq!(Response::decode(again, limits).as_ref(), Ok(&resp));
     }
@@ -46,7 +47,8 @@ fn check(frame: &Frame, limits: &Limits) {
     }
     if let Ok(Some(msg)) = ToReplica::decode(frame.clone()) {
         let mut out = BytesMut::new();
-        msg.encode(&mut out).expect("a decoded ToReplica re-encodes");
+        msg.encode(&mut out)
+            .expect("a decoded ToReplica re-encodes");
         let again = reparse(out, limits);
         assert_eq!(ToReplica::decode(again).as_ref(), Ok(&Some(msg)));
     }
@@ -57,6 +59,10 @@ fn reparse(mut out: BytesMut, limits: &Limits) -> Frame {
     let frame = Frame::parse(&mut out, limits.max_frame_bytes)
         .expect("own encoding frames")
         .expect("own encoding is a whole frame");
-    assert!(out.is_empty(), "encoding left {} bytes after the frame", out.len());
+    assert!(
+        out.is_empty(),
+        "encoding left {} bytes after the frame",
+        out.len()
+    );
     frame
 }

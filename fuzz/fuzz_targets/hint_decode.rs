@@ -19,7 +19,10 @@ fuzz_target!(|data: &[u8]| {
     };
     let data_len = u64::from_le_bytes(*len_bytes);
     if let Ok(entries) = hint::decode(bytes, data_len) {
-        assert!(hint::encode(data_len, &entries) == bytes, "re-encoding differs");
+        assert!(
+            hint::encode(data_len, &entries) == bytes,
+            "re-encoding differs"
+        );
         let mut prev_end = 0u64;
         for e in &entries {
             let end = u64::from(e.pos) + u64::from(e.len);

@@ -152,7 +152,11 @@ fn check_state(engine: &Engine, map: &BTreeMap<Vec<u8>, Vec<u8>>, seen: &BTreeSe
         let got = engine.get(k).expect("get after recovery");
         assert_eq!(got.as_ref(), map.get(k), "key {k:?} after recovery");
     }
-    assert_eq!(engine.stats().keys, map.len() as u64, "key count after recovery");
+    assert_eq!(
+        engine.stats().keys,
+        map.len() as u64,
+        "key count after recovery"
+    );
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -169,11 +173,16 @@ fuzz_target!(|data: &[u8]| {
         .filter_map(|e| e.ok().map(|e| e.path()))
         .find(|p| p.extension().is_some_and(|x| x == "seg"))
         .expect("one segment");
-    let mut f = OpenOptions::new().append(true).open(&seg).expect("open segment");
+    let mut f = OpenOptions::new()
+        .append(true)
+        .open(&seg)
+        .expect("open segment");
     f.write_all(tail).expect("append tail");
     drop(f);
     let bytes = fs::read(&seg).expect("read segment");
-    let body = bytes.get(FILE_HEADER_LEN as usize..).expect("segment has a header");
+    let body = bytes
+        .get(FILE_HEADER_LEN as usize..)
+        .expect("segment has a header");
 
     match (model(body), Engine::open(&dir, options())) {
         (Expect::Corrupt, Err(Error::Corrupt { .. })) => {}

@@ -16,8 +16,8 @@ pub mod dispatch;
 pub mod health;
 pub mod http;
 mod listener;
-mod reseed;
 pub mod port_file;
+mod reseed;
 pub mod shutdown;
 
 use std::future::Future;

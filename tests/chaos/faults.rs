@@ -19,9 +19,10 @@ pub struct Budget {
 
 impl Budget {
     pub fn new(short: u32) -> Budget {
-        let minutes = std::env::var("CHAOS_MINUTES")
-            .ok()
-            .map(|m| m.parse::<f64>().expect("CHAOS_MINUTES is a number of minutes"));
+        let minutes = std::env::var("CHAOS_MINUTES").ok().map(|m| {
+            m.parse::<f64>()
+                .expect("CHAOS_MINUTES is a number of minutes")
+        });
         Budget {
             short,
             deadline: minutes.map(|m| Instant::now() + Duration::from_secs_f64(m * 60.0)),

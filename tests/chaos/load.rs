@@ -102,7 +102,9 @@ fn writer(
             v
         };
         let ok = if n % 5 == 0 {
-            let keys: Vec<Vec<u8>> = (0..3).map(|j| format!("{tag}-{n}-{j}").into_bytes()).collect();
+            let keys: Vec<Vec<u8>> = (0..3)
+                .map(|j| format!("{tag}-{n}-{j}").into_bytes())
+                .collect();
             let ops = keys
                 .iter()
                 .map(|k| BatchOp::Put {
@@ -165,7 +167,10 @@ pub fn count_lost(addr: SocketAddr, acked: &BTreeMap<Vec<u8>, Vec<u8>>, deadline
     let mut client = None;
     for (k, v) in acked {
         loop {
-            assert!(std::time::Instant::now() < end, "could not read back from {addr} in time");
+            assert!(
+                std::time::Instant::now() < end,
+                "could not read back from {addr} in time"
+            );
             let Some(c) = client.as_mut() else {
                 client = quick_client(addr);
                 continue;

@@ -16,7 +16,10 @@ pub struct NetNs {
 }
 
 fn ip(args: &[&str]) -> Result<(), String> {
-    let out = Command::new("ip").args(args).output().map_err(|e| format!("ip: {e}"))?;
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| format!("ip: {e}"))?;
     if out.status.success() {
         Ok(())
     } else {
@@ -44,7 +47,9 @@ impl NetNs {
             root_ip: root_ip.clone(),
             ns_ip: ns_ip.clone(),
         };
-        ip(&["link", "add", &root_if, "type", "veth", "peer", "name", &ns_if])?;
+        ip(&[
+            "link", "add", &root_if, "type", "veth", "peer", "name", &ns_if,
+        ])?;
         ip(&["link", "set", &ns_if, "netns", &name])?;
         ip(&["addr", "add", &format!("{root_ip}/30"), "dev", &root_if])?;
         ip(&["link", "set", &root_if, "up"])?;
@@ -61,8 +66,13 @@ impl NetNs {
 
     /// Takes the link down (true) or up (false): a partition and its end.
     pub fn partition(&self, cut: bool) {
-        ip(&["link", "set", &self.root_if, if cut { "down" } else { "up" }])
-            .expect("toggle the veth link");
+        ip(&[
+            "link",
+            "set",
+            &self.root_if,
+            if cut { "down" } else { "up" },
+        ])
+        .expect("toggle the veth link");
     }
 
     /// Runs `kvstore serve` inside the namespace.

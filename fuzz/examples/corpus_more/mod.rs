@@ -22,7 +22,9 @@ pub fn write_all() {
 }
 
 fn write(target: &str, seeds: Vec<(String, Vec<u8>)>) {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus").join(target);
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("corpus")
+        .join(target);
     fs::create_dir_all(&dir).expect("create the corpus directory");
     for (name, bytes) in &seeds {
         fs::write(dir.join(name), bytes).expect("write a seed");
@@ -109,7 +111,10 @@ fn frame_seeds() -> Vec<(String, Vec<u8>)> {
         ToReplica::FileData {
             bytes: Bytes::from_static(b"KVSTMRG\0"),
         },
-        ToReplica::Stream { epoch: 2, from: 4096 },
+        ToReplica::Stream {
+            epoch: 2,
+            from: 4096,
+        },
         ToReplica::Chunk {
             segment_base: 0,
             offset: 4096,
@@ -199,8 +204,17 @@ fn hint_seeds() -> Vec<(String, Vec<u8>)> {
         ("truncated", with_len(92, good[..good.len() - 5].to_vec())),
     ];
     for (name, bytes) in &seeds {
-        let ok = bytes.len() >= 8 && hint::decode(&bytes[8..], u64::from_le_bytes(bytes[..8].try_into().unwrap())).is_ok();
-        assert_eq!(ok, matches!(*name, "empty" | "two-entries"), "hint seed {name}");
+        let ok = bytes.len() >= 8
+            && hint::decode(
+                &bytes[8..],
+                u64::from_le_bytes(bytes[..8].try_into().unwrap()),
+            )
+            .is_ok();
+        assert_eq!(
+            ok,
+            matches!(*name, "empty" | "two-entries"),
+            "hint seed {name}"
+        );
     }
     seeds.into_iter().map(|(n, b)| (n.to_string(), b)).collect()
 }
@@ -224,7 +238,11 @@ fn segment_seeds() -> Vec<(String, Vec<u8>)> {
     let seeds: Vec<(&str, u8, Vec<u8>)> = vec![
         ("no-tail", 9, vec![]),
         ("valid-records", 4, [&put[..], &del].concat()),
-        ("valid-batch", 6, [&bput[..], &put.clone()[..0], &commit(1)].concat()),
+        (
+            "valid-batch",
+            6,
+            [&bput[..], &put.clone()[..0], &commit(1)].concat(),
+        ),
         ("torn-record", 7, put[..put.len() - 4].to_vec()),
         ("torn-batch", 3, [&bput[..], &commit(1)[..5]].concat()),
         ("garbage", 12, vec![0xa5; 64]),
