@@ -101,7 +101,7 @@ fn writer(
             v.resize(value_len.max(k.len()), b'.');
             v
         };
-        let ok = if n % 5 == 0 {
+        let ok = if n.is_multiple_of(5) {
             let keys: Vec<Vec<u8>> = (0..3)
                 .map(|j| format!("{tag}-{n}-{j}").into_bytes())
                 .collect();
@@ -121,7 +121,7 @@ fn writer(
                 }
             }
             r.is_ok()
-        } else if n % 7 == 0 {
+        } else if n.is_multiple_of(7) {
             // Read back an earlier acknowledged key of this writer.
             let probe = acked
                 .lock()
@@ -176,7 +176,7 @@ pub fn count_lost(addr: SocketAddr, acked: &BTreeMap<Vec<u8>, Vec<u8>>, deadline
                 continue;
             };
             match c.get(k) {
-                Ok(Some(got)) if &got[..] == &v[..] => break,
+                Ok(Some(got)) if got[..] == v[..] => break,
                 Ok(_) => {
                     lost += 1;
                     break;
