@@ -22,12 +22,14 @@ mod netns;
 #[path = "chaos/proxy.rs"]
 mod proxy;
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{wait_for, Server};
-use faults::{flip_bit, replication_counts, sleep_random, Budget, Summary, Tmpfs};
+use faults::{
+    copy_dir, files_ending, flip_bit, replication_counts, sleep_random, Budget, KillOnDrop,
+    Summary, Tmpfs,
+};
 use kvstore::engine::{Engine, Options};
 use kvstore::protocol::ErrorCode;
 use load::{count_lost, Load};
@@ -294,26 +296,6 @@ fn disk_full_on_master_and_replica_fails_clearly_and_recovers() {
     assert_eq!(summary.lost, 0, "acknowledged writes were lost");
 }
 
-/// The data files of `dir` of one kind, by name.
-fn files_ending(dir: &Path, suffix: &str) -> Vec<PathBuf> {
-    let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
-        .expect("list data dir")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.to_string_lossy().ends_with(suffix))
-        .collect();
-    out.sort();
-    out
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    for f in std::fs::read_dir(from).expect("list") {
-        let p = f.expect("entry").path();
-        if p.is_file() && !p.ends_with("LOCK") {
-            std::fs::copy(&p, to.join(p.file_name().expect("name"))).expect("copy");
-        }
-    }
-}
-
 #[test]
 fn bit_flips_are_detected_and_a_corrupt_replica_is_reseeded() {
     let small = ["--segment-max-bytes", "4096"];
@@ -493,13 +475,4 @@ fn netns_partitions_between_master_and_replica_heal_without_loss() {
         summary.lost, 0,
         "acknowledged writes lost or never replicated"
     );
-}
-
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }

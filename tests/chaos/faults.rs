@@ -134,3 +134,33 @@ pub fn flip_bit(file: &Path, offset: usize) {
     *b ^= 0x10;
     std::fs::write(file, bytes).expect("write corrupted file");
 }
+
+/// The data files of `dir` of one kind, by name.
+pub fn files_ending(dir: &Path, suffix: &str) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
+        .expect("list data dir")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.to_string_lossy().ends_with(suffix))
+        .collect();
+    out.sort();
+    out
+}
+
+pub fn copy_dir(from: &Path, to: &Path) {
+    for f in std::fs::read_dir(from).expect("list") {
+        let p = f.expect("entry").path();
+        if p.is_file() && !p.ends_with("LOCK") {
+            std::fs::copy(&p, to.join(p.file_name().expect("name"))).expect("copy");
+        }
+    }
+}
+
+/// A child process (here: one started through `ip netns exec`) killed on drop.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
