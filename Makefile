@@ -2,10 +2,11 @@
 # `make test` is exactly what CI runs (through .ci/run).
 
 CARGO ?= cargo
-FUZZ_SMOKE_SECONDS ?= 10
+FUZZ_SMOKE_SECONDS ?= 5
 FUZZ_SECONDS ?= 60
+CHAOS_MINUTES ?= 5
 
-.PHONY: run build test lint unit fuzz-smoke fuzz bench-engine bench-server bench-compare bench-replication clean
+.PHONY: run build test lint unit fuzz-smoke fuzz chaos bench-engine bench-server bench-compare bench-replication clean
 
 run:
 	$(CARGO) run --release --bin kvstore -- serve --data-dir ./data
@@ -29,6 +30,12 @@ fuzz-smoke:
 
 fuzz:
 	./fuzz/run.sh $(FUZZ_SECONDS)
+
+# The fault-injection tests for CHAOS_MINUTES each (they run in parallel);
+# `make test` runs them short, as part of `unit`. Needs root (tmpfs mounts).
+chaos:
+	$(CARGO) build --bin kvstore
+	CHAOS_MINUTES=$(CHAOS_MINUTES) $(CARGO) nextest run --test chaos --no-capture --slow-timeout 60s
 
 bench-engine:
 	$(CARGO) bench --bench engine
