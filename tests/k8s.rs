@@ -38,7 +38,8 @@ fn load(name: &str) -> Value {
 }
 
 fn s<'a>(v: &'a Value, what: &str) -> &'a str {
-    v.as_str().unwrap_or_else(|| panic!("{what} is not a string: {v:?}"))
+    v.as_str()
+        .unwrap_or_else(|| panic!("{what} is not a string: {v:?}"))
 }
 
 fn seq<'a>(v: &'a Value, what: &str) -> &'a Vec<Value> {
@@ -70,7 +71,10 @@ fn manifests() -> Manifests {
         s(&headless["metadata"]["name"], "headless name"),
         "the StatefulSet's serviceName must be the headless service"
     );
-    assert_eq!(headless["spec"]["publishNotReadyAddresses"], Value::Bool(true));
+    assert_eq!(
+        headless["spec"]["publishNotReadyAddresses"],
+        Value::Bool(true)
+    );
     let config = cm["data"]
         .as_mapping()
         .expect("ConfigMap data")
@@ -272,8 +276,11 @@ impl Cluster {
         cmd.stdout(file.try_clone().expect("log")).stderr(file);
         let child = cmd.spawn().expect("spawn the kvstore container");
         self.pods[n as usize] = Some(child);
-        std::fs::write(self.root.path().join(format!("current-{n}")), log.to_str().unwrap_or(""))
-            .expect("note log");
+        std::fs::write(
+            self.root.path().join(format!("current-{n}")),
+            log.to_str().unwrap_or(""),
+        )
+        .expect("note log");
     }
 
     fn logs(&self, n: u32) -> String {
@@ -292,7 +299,9 @@ impl Cluster {
         let mut child = self.pods[n as usize].take().expect("pod running");
         let pid = Pid::from_raw(i32::try_from(child.id()).expect("pid"));
         kill(pid, signal).expect("signal");
-        let status = wait_for(DEADLINE, "the pod to exit", || child.try_wait().expect("wait"));
+        let status = wait_for(DEADLINE, "the pod to exit", || {
+            child.try_wait().expect("wait")
+        });
         if signal == Signal::SIGTERM {
             assert!(status.success(), "SIGTERM exit {status}: {}", self.logs(n));
         }
@@ -351,7 +360,10 @@ impl Cluster {
         let mut cmd = Command::new(kvstore_bin());
         cmd.args(args)
             .env_clear()
-            .env("KVSTORE_ADDR", format!("{}:{}", self.ip(n), self.client_port()))
+            .env(
+                "KVSTORE_ADDR",
+                format!("{}:{}", self.ip(n), self.client_port()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -365,7 +377,11 @@ impl Cluster {
 
     fn stats(&self, n: u32) -> Json {
         let out = self.exec(n, &["stats", "--json"]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         serde_json::from_slice(&out.stdout).expect("stats JSON")
     }
 
@@ -412,9 +428,9 @@ fn free_subnet(m: &Manifests) -> u8 {
     for i in 0..200u32 {
         let t = u8::try_from(20 + (start + i * 7) % 200).expect("fits");
         let free = (0..PODS).all(|n| {
-            [5555u16, 9555].iter().all(|p| {
-                TcpListener::bind(format!("127.0.{t}.{}:{p}", 10 + n)).is_ok()
-            })
+            [5555u16, 9555]
+                .iter()
+                .all(|p| TcpListener::bind(format!("127.0.{t}.{}:{p}", 10 + n)).is_ok())
         });
         if free {
             return t;
@@ -434,7 +450,11 @@ fn init_container_resolves_every_pods_role() {
         c.config.insert("MASTER_ORDINAL".into(), master.to_string());
         for n in 0..PODS {
             let out = c.run_init(n);
-            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
             let expected = if n == master {
                 format!("{}: role MASTER", c.pod_name(n))
             } else {
@@ -491,7 +511,10 @@ fn probes_quick_start_and_the_backup_cronjob() {
     let manifest: Json =
         serde_json::from_slice(&std::fs::read(backups[0].join("MANIFEST.json")).expect("read"))
             .expect("json");
-    assert_eq!(manifest["source_role"], "replica", "the CronJob should back up a replica");
+    assert_eq!(
+        manifest["source_role"], "replica",
+        "the CronJob should back up a replica"
+    );
 
     // Restore it and start a replica on it: it resumes from the backup.
     let data = c.root.path().join("restored");
@@ -502,11 +525,22 @@ fn probes_quick_start_and_the_backup_cronjob() {
         .arg(&data)
         .output()
         .expect("restore");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let master = format!("{}:{}", c.ip(0), c.client_port());
-    let node = common::Server::start_on(&data, &["--role", "replica", "--master-addr", &master], true);
+    let node = common::Server::start_on(
+        &data,
+        &["--role", "replica", "--master-addr", &master],
+        true,
+    );
     let mut client = common::connect_client(node.addr);
-    assert_eq!(client.get(b"testkey").expect("get").as_deref(), Some(&b"testvalue"[..]));
+    assert_eq!(
+        client.get(b"testkey").expect("get").as_deref(),
+        Some(&b"testvalue"[..])
+    );
 }
 
 #[test]

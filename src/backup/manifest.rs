@@ -28,6 +28,10 @@ pub struct ManifestFile {
     pub len: u64,
     /// crc32 (IEEE, as crc32fast) of the whole file.
     pub crc32: u32,
+    /// xxh3-64 of the whole file. crc32 alone cannot identify a file:
+    /// every file that ends with the crc32 of its own bytes (`MERGED`,
+    /// `EPOCHS`) has the same crc32 (the CRC residue) for a given length.
+    pub xxh3: u64,
     /// Whether the file is a hard link to the previous backup's copy.
     #[serde(default)]
     pub linked: bool,
@@ -117,7 +121,8 @@ impl BackupManifest {
                 why: format!("{} bytes is too large for a manifest", meta.len()),
             });
         }
-        let bytes = fs::read(&path).map_err(|e| Error::io(format!("read {}", path.display()), e))?;
+        let bytes =
+            fs::read(&path).map_err(|e| Error::io(format!("read {}", path.display()), e))?;
         let m: BackupManifest = serde_json::from_slice(&bytes).map_err(|e| Error::Corrupt {
             file: path.clone(),
             why: format!("not a backup manifest: {e}"),

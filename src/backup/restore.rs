@@ -31,8 +31,7 @@ pub fn restore(from: &Path, data_dir: &Path) -> Result<RestoreReport> {
     ensure_empty(data_dir)?;
     for f in &manifest.files {
         check_name(from, f)?;
-        let crc = copy_checked(&from.join(&f.name), None, f)?;
-        debug_assert_eq!(crc, f.crc32);
+        copy_checked(&from.join(&f.name), None, f)?;
     }
     fs::create_dir_all(data_dir)
         .map_err(|e| Error::io(format!("create {}", data_dir.display()), e))?;
@@ -83,9 +82,7 @@ fn ensure_empty(dir: &Path) -> Result<()> {
     match fs::read_dir(dir) {
         Ok(entries) => {
             // A fresh ext4 volume comes with lost+found: that is empty.
-            let mut entries = entries
-                .flatten()
-                .filter(|e| e.file_name() != "lost+found");
+            let mut entries = entries.flatten().filter(|e| e.file_name() != "lost+found");
             if entries.next().is_some() {
                 return Err(Error::NotEmpty {
                     dir: dir.to_path_buf(),
@@ -98,9 +95,9 @@ fn ensure_empty(dir: &Path) -> Result<()> {
     }
 }
 
-/// Reads `src` whole, checking its length and crc32 against `f`; with
-/// `dst`, also writes the bytes there (created new) and fsyncs it.
-fn copy_checked(src: &Path, dst: Option<&Path>, f: &ManifestFile) -> Result<u32> {
+/// Reads `src` whole, checking its length, crc32 and xxh3 against `f`;
+/// with `dst`, also writes the bytes there (created new) and fsyncs it.
+fn copy_checked(src: &Path, dst: Option<&Path>, f: &ManifestFile) -> Result<()> {
     let corrupt = |why: String| Error::Corrupt {
         file: src.to_path_buf(),
         why,
@@ -130,6 +127,7 @@ fn copy_checked(src: &Path, dst: Option<&Path>, f: &ManifestFile) -> Result<u32>
         None => None,
     };
     let mut crc = crc32fast::Hasher::new();
+    let mut xxh = xxhash_rust::xxh3::Xxh3::new();
     let mut buf = vec![0u8; COPY_CHUNK];
     let mut total = 0u64;
     loop {
@@ -141,6 +139,7 @@ fn copy_checked(src: &Path, dst: Option<&Path>, f: &ManifestFile) -> Result<u32>
         }
         let chunk = buf.get(..n).unwrap_or(&[]);
         crc.update(chunk);
+        xxh.update(chunk);
         total += n as u64;
         if let (Some(out), Some(dst)) = (output.as_mut(), dst) {
             out.write_all(chunk)
@@ -148,9 +147,9 @@ fn copy_checked(src: &Path, dst: Option<&Path>, f: &ManifestFile) -> Result<u32>
         }
     }
     let crc32 = crc.finalize();
-    if total != f.len || crc32 != f.crc32 {
+    if total != f.len || crc32 != f.crc32 || xxh.digest() != f.xxh3 {
         return Err(corrupt(format!(
-            "checksum {crc32:08x} over {total} bytes, the manifest says {:08x} over {}",
+            "checksum mismatch: crc32 {crc32:08x} over {total} bytes, the manifest says {:08x} over {} (or the xxh3 differs)",
             f.crc32, f.len
         )));
     }
@@ -158,5 +157,5 @@ fn copy_checked(src: &Path, dst: Option<&Path>, f: &ManifestFile) -> Result<u32>
         out.sync_all()
             .map_err(|e| Error::io(format!("fsync {}", dst.display()), e))?;
     }
-    Ok(crc32)
+    Ok(())
 }

@@ -16,6 +16,7 @@ use super::manifest::{BackupManifest, ManifestEpoch, ManifestFile, FORMAT, MANIF
 use super::{sync_dir, time, Error, Result};
 use crate::client::{BlockingClient, ClientOptions};
 use crate::engine::epochs::{self, EpochHistory};
+use crate::engine::segment::FileKind;
 use crate::engine::snapshot::is_snapshot_file;
 use crate::protocol::replication::ToReplica;
 use crate::protocol::{Frame, Limits, Request, Response};
@@ -60,7 +61,14 @@ pub fn take_backup(opts: &BackupOptions) -> Result<BackupReport> {
     let previous = latest_complete(&opts.to)?;
     let started = time::unix_ms();
     let dir = new_backup_dir(&opts.to, started)?;
-    match receive(&source, &role, &dir, previous.as_ref(), opts.timeout, started) {
+    match receive(
+        &source,
+        &role,
+        &dir,
+        previous.as_ref(),
+        opts.timeout,
+        started,
+    ) {
         Ok((manifest, copied_bytes)) => {
             let removed = apply_retention(&opts.to, &dir, opts.keep)?;
             Ok(BackupReport {
@@ -212,7 +220,9 @@ impl Stream {
 
     fn send(&mut self, request: &Request) -> Result<()> {
         let mut out = BytesMut::new();
-        request.encode(&mut out).map_err(|e| self.bad(e.to_string()))?;
+        request
+            .encode(&mut out)
+            .map_err(|e| self.bad(e.to_string()))?;
         self.sock
             .write_all(&out)
             .map_err(|e| Error::io(format!("send BACKUP to {}", self.addr), e))
@@ -346,6 +356,7 @@ fn receive_file(
         .open(&path)
         .map_err(|e| Error::io(format!("create {}", path.display()), e))?;
     let mut crc = crc32fast::Hasher::new();
+    let mut xxh = xxhash_rust::xxh3::Xxh3::new();
     let mut received = 0u64;
     while received < len {
         let bytes = match stream.next()? {
@@ -357,6 +368,7 @@ fn receive_file(
             return Err(stream.bad(format!("file {name} overruns its length {len}")));
         }
         crc.update(&bytes);
+        xxh.update(&bytes);
         file.write_all(&bytes)
             .map_err(|e| Error::io(format!("write {}", path.display()), e))?;
     }
@@ -364,10 +376,13 @@ fn receive_file(
         .map_err(|e| Error::io(format!("fsync {}", path.display()), e))?;
     drop(file);
     let crc32 = crc.finalize();
-    if let Some((prev_dir, prev)) = previous {
+    let xxh3 = xxh.digest();
+    // Only data files are worth linking (and only they never change).
+    let data_file = FileKind::parse(name).is_some();
+    if let Some((prev_dir, prev)) = previous.filter(|_| data_file) {
         let same = prev
             .file(name)
-            .is_some_and(|f| f.len == len && f.crc32 == crc32);
+            .is_some_and(|f| f.len == len && f.crc32 == crc32 && f.xxh3 == xxh3);
         let prev_path = prev_dir.join(name);
         let prev_len = fs::metadata(&prev_path).map(|m| m.len()).ok();
         if same && prev_len == Some(len) {
@@ -380,6 +395,7 @@ fn receive_file(
                     name: name.to_string(),
                     len,
                     crc32,
+                    xxh3,
                     linked: true,
                 });
             }
@@ -389,6 +405,7 @@ fn receive_file(
         name: name.to_string(),
         len,
         crc32,
+        xxh3,
         linked: false,
     })
 }

@@ -12,7 +12,12 @@ use crate::cli::CliError;
 pub struct BackupArgs {
     /// Node(s) to back up from, comma-separated host:port; the first
     /// replica that answers is used, else the first node that answers.
-    #[arg(long, value_name = "ADDR[,ADDR...]", value_delimiter = ',', required = true)]
+    #[arg(
+        long,
+        value_name = "ADDR[,ADDR...]",
+        value_delimiter = ',',
+        required = true
+    )]
     pub from: Vec<String>,
     /// Backup root directory; the backup goes into DIR/<UTC timestamp>/.
     #[arg(long, value_name = "DIR")]
@@ -53,7 +58,8 @@ pub fn run_backup(args: &BackupArgs) -> Result<(), CliError> {
         keep: args.keep.map(|k| k as usize),
         timeout: Duration::from_secs(args.timeout_secs.max(1)),
     };
-    let report = backup::take_backup(&opts).map_err(|e| CliError::Other(format!("backup failed: {e}")))?;
+    let report =
+        backup::take_backup(&opts).map_err(|e| CliError::Other(format!("backup failed: {e}")))?;
     println!(
         "backup complete: {} from {} ({}): {} files, {} linked to the previous backup, {} bytes copied, log end {}",
         report.dir.display(),
