@@ -5,7 +5,7 @@ CARGO ?= cargo
 FUZZ_SMOKE_SECONDS ?= 10
 FUZZ_SECONDS ?= 60
 
-.PHONY: run build test lint unit k8s-check fuzz-smoke fuzz bench-engine bench-compare clean
+.PHONY: run build test lint unit k8s-check fuzz-smoke fuzz bench-engine bench-server bench-compare clean
 
 run:
 	$(CARGO) run --release --bin kvstore -- serve --data-dir ./data
@@ -37,6 +37,10 @@ fuzz:
 
 bench-engine:
 	$(CARGO) bench --bench engine
+
+# Starts a release node and runs `kvstore bench` against it (docs/BENCHMARKS.md, "Server").
+bench-server:
+	CARGO=$(CARGO) ./benches/server.sh
 
 bench-compare:
 	cd benches/compare && $(CARGO) run --release

@@ -161,3 +161,22 @@ fn bench_reports_throughput_and_percentiles() {
         assert!(line.trim_start().starts_with("0 errors"), "{text}");
     }
 }
+
+#[test]
+fn compact_with_data_dir_works_offline() {
+    let mut server = Server::start(&[]);
+    for i in 0..3 {
+        let value = format!("v{i}");
+        assert!(cli(server.addr, &["put", "k", &value]).status.success());
+    }
+    assert!(server.sigterm().success());
+    let dir = server.data_dir();
+    let mut cmd = Command::new(kvstore_bin());
+    cmd.args(["compact", "--data-dir", dir.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let out = run_cli(cmd, None);
+    assert!(out.status.success(), "{}", stderr(&out));
+    server.restart();
+    assert_eq!(cli(server.addr, &["read", "k"]).stdout, b"v2");
+}

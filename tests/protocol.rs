@@ -370,3 +370,47 @@ fn rss_kib(pid: u32) -> u64 {
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
 }
+
+#[test]
+fn the_frame_timeout_restarts_with_each_frame() {
+    // Frames that each complete within the timeout are fine even if the
+    // connection always holds part of the next one.
+    let server = Server::start(&["--frame-timeout-secs", "1"]);
+    let mut s = raw_connect(server.addr);
+    let ping = encode(&Request::Ping);
+    s.send(&ping[..3]).unwrap();
+    for _ in 0..3 {
+        std::thread::sleep(Duration::from_millis(600));
+        // Finish the pending PING and start the next one.
+        let mut bytes = ping[3..].to_vec();
+        bytes.extend_from_slice(&ping[..3]);
+        s.send(&bytes).unwrap();
+        assert!(matches!(s.answer(), Answer::Frame(Response::Pong)));
+    }
+}
+
+#[test]
+fn hello_with_an_unsupported_version_is_refused_and_closed() {
+    let server = Server::start(&[]);
+    let mut s = raw_connect(server.addr);
+    s.send(&encode(&Request::Hello(kvstore::protocol::Hello {
+        version: 0,
+        auth: kvstore::protocol::Auth::None,
+        client_name: "old".into(),
+    })))
+    .unwrap();
+    expect_error(s.answer(), ErrorCode::UNSUPPORTED_VERSION);
+    assert!(matches!(s.answer(), Answer::Closed));
+    // A newer client is answered with the version this server speaks.
+    let mut s = raw_connect(server.addr);
+    s.send(&encode(&Request::Hello(kvstore::protocol::Hello {
+        version: 9,
+        auth: kvstore::protocol::Auth::Token(Bytes::from_static(b"ignored")),
+        client_name: String::new(),
+    })))
+    .unwrap();
+    match s.answer() {
+        Answer::Frame(Response::HelloOk(hello)) => assert_eq!(hello.version, 1),
+        other => panic!("expected HELLO_OK, got {other:?}"),
+    }
+}

@@ -281,6 +281,7 @@ fn the_client_reconnects_after_the_server_closes_an_idle_connection() {
     wait_for(START_DEADLINE, "the idle connection to be closed", || {
         (metric(server.http_addr, "kvstore_connections_active") == 0.0).then_some(())
     });
-    // The next read transparently reconnects.
+    // The next write and read transparently reconnect.
+    c.put(b"k2", b"v2").unwrap();
     assert_eq!(c.get(b"k").unwrap().as_deref(), Some(&b"v"[..]));
 }

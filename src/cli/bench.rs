@@ -45,9 +45,11 @@ pub struct BenchArgs {
     /// when stderr is a terminal.)
     #[arg(short = 'q', long = "quiet")]
     pub quiet: bool,
-    /// Client threads (default: number of CPUs).
-    #[arg(long)]
-    pub threads: Option<usize>,
+    /// Client threads. Default 1, as redis-benchmark: on a small machine
+    /// shared with the server, more client threads mostly steal the
+    /// server's CPU.
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,11 +113,8 @@ pub fn run(args: &BenchArgs, addr: &str) -> Result<(), CliError> {
             "-c, -P and -r must be at least 1".to_string(),
         ));
     }
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if let Some(threads) = args.threads {
-        builder.worker_threads(threads.max(1));
-    }
-    let runtime = builder
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.threads.max(1))
         .enable_all()
         .build()
         .map_err(|e| CliError::Other(format!("cannot start the async runtime: {e}")))?;
@@ -278,8 +277,12 @@ fn report(args: &BenchArgs, op: Op, o: &Outcome) {
     let ms = |q: f64| o.histogram.value_at_quantile(q) as f64 / 1000.0;
     let max = o.histogram.max() as f64 / 1000.0;
     if args.quiet {
+        let mut extra = String::new();
+        if o.errors > 0 || o.misses > 0 {
+            extra = format!(" ({} errors, {} misses)", o.errors, o.misses);
+        }
         println!(
-            "{}: {rate:.0} requests per second, p50={:.3} ms p99={:.3} ms p99.9={:.3} ms max={max:.3} ms",
+            "{}: {rate:.0} requests per second, p50={:.3} ms p99={:.3} ms p99.9={:.3} ms max={max:.3} ms{extra}",
             op.name(),
             ms(0.5),
             ms(0.99),

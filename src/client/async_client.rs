@@ -1,7 +1,7 @@
 //! The async client: typed calls, raw pipelining, lazy reconnect.
 
 use std::future::Future;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -23,7 +23,14 @@ pub struct Client {
     addr: String,
     options: ClientOptions,
     conn: Option<Conn>,
+    /// When the connection last finished a call; a connection idle longer
+    /// than [`STALE_CHECK_AFTER`] is checked for a server-side close before
+    /// it is reused, so a write is not sent into a dead socket.
+    last_used: Instant,
 }
+
+/// Idle time after which a connection is probed before reuse.
+const STALE_CHECK_AFTER: Duration = Duration::from_millis(500);
 
 impl Client {
     /// Connects to `addr` (`host:port`) and performs the HELLO exchange.
@@ -32,6 +39,7 @@ impl Client {
             addr: addr.into(),
             options,
             conn: None,
+            last_used: Instant::now(),
         };
         client.ensure_connected().await?;
         Ok(client)
@@ -191,6 +199,13 @@ impl Client {
     /// `Err` means the connection failed and later answers are lost.
     pub async fn pipeline(&mut self, requests: &[Request]) -> Result<Vec<Response>, Error> {
         let timeout = self.options.request_timeout;
+        if self.last_used.elapsed() > STALE_CHECK_AFTER {
+            if let Some(conn) = self.conn.as_mut() {
+                if conn.is_stale() {
+                    self.conn = None;
+                }
+            }
+        }
         self.ensure_connected().await?;
         let addr = self.addr.clone();
         let conn = self
@@ -215,6 +230,7 @@ impl Client {
             Ok(responses)
         };
         let result = with_timeout(timeout, "request", &addr, work).await;
+        self.last_used = Instant::now();
         match &result {
             Err(e) if e.breaks_connection() => self.conn = None,
             Ok(responses) if responses.len() < requests.len() => self.conn = None,

@@ -1,7 +1,10 @@
 //! One framed TCP connection on the client side: buffered writes of
 //! request frames, bounded reads of response frames.
 
+use std::os::fd::AsFd;
+
 use bytes::BytesMut;
+use rustix::net::RecvFlags;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -84,6 +87,23 @@ impl Conn {
                     addr: self.addr.clone(),
                 });
             }
+        }
+    }
+
+    /// True if the server has closed this connection (or sent something
+    /// unasked, which only happens right before it closes). Non-blocking.
+    pub(crate) fn is_stale(&mut self) -> bool {
+        if !self.read_buf.is_empty() {
+            return true;
+        }
+        // A direct peek: tokio's readiness cache is stale while no runtime
+        // polls this socket (the blocking client between calls).
+        let mut probe = [0u8; 1];
+        let flags = RecvFlags::PEEK | RecvFlags::DONTWAIT;
+        match rustix::net::recv(self.stream.as_fd(), &mut probe[..], flags) {
+            // EOF, or bytes nobody asked for.
+            Ok(_) => true,
+            Err(e) => e != rustix::io::Errno::AGAIN,
         }
     }
 

@@ -7,7 +7,10 @@
 //! the connection is dropped and the next call opens a new one. Read-only
 //! calls (ping, get, exists, stats) are retried once on a fresh connection
 //! when a reused connection turns out to be dead; writes are never retried
-//! automatically, because their fate is unknown.
+//! automatically, because their fate is unknown. To keep that rare, a
+//! connection idle for a while is probed (a non-blocking peek) before it
+//! is reused, so a connection the server closed for idleness is replaced
+//! before a write is sent into it.
 
 mod async_client;
 mod blocking;

@@ -25,6 +25,8 @@ mod wire;
 
 #[cfg(test)]
 mod examples;
+#[cfg(test)]
+mod proptests;
 
 pub use error::{Error, ErrorCode};
 pub use frame::{Frame, FRAME_HEADER_LEN};

@@ -139,10 +139,23 @@ impl Connection {
     async fn run(&mut self) -> End {
         // When the first byte of a not-yet-complete frame arrived.
         let mut frame_started: Option<Instant> = None;
+        // One shutdown future and one timer for the connection's life:
+        // re-arming a timer is cheaper than creating one per read.
+        let ctx = Arc::clone(&self.ctx);
+        let shutdown = ctx.shutdown.wait();
+        tokio::pin!(shutdown);
+        let timer = tokio::time::sleep_until(Instant::now() + NEVER);
+        tokio::pin!(timer);
         loop {
             // 1. Answer every complete request already buffered.
+            let buffered = self.read_buf.len();
             if let Err(end) = self.answer_buffered().await {
                 return end;
+            }
+            if self.read_buf.len() < buffered {
+                // A frame completed: what is left is a new frame, whose
+                // time starts now, not when the previous one began.
+                frame_started = None;
             }
             if let Err(end) = self.flush().await {
                 return end;
@@ -171,23 +184,25 @@ impl Connection {
                 .flatten()
                 .unwrap_or(0);
             self.read_buf.reserve(missing.clamp(READ_CHUNK, MAX_GROWTH));
-            let ctx = Arc::clone(&self.ctx);
+            timer.as_mut().reset(deadline);
             let read = tokio::select! {
-                r = tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.read_buf)) => r,
+                biased;
+                r = self.stream.read_buf(&mut self.read_buf) => Some(r),
+                () = &mut timer => None,
                 // Everything fully read has been answered; stop here.
-                _ = ctx.shutdown.wait() => return End::Shutdown,
+                () = &mut shutdown => return End::Shutdown,
             };
             match read {
-                Err(_elapsed) if frame_started.is_some() => {
+                None if frame_started.is_some() => {
                     self.fail(ErrorCode::FRAME_TIMEOUT, "frame not completed in time")
                         .await;
                     return End::FrameTimeout;
                 }
-                Err(_elapsed) => return End::Idle,
-                Ok(Err(e)) => return End::Io(e),
-                Ok(Ok(0)) if self.read_buf.is_empty() => return End::Eof,
-                Ok(Ok(0)) => return End::EofMidFrame,
-                Ok(Ok(n)) => self.ctx.metrics.add_bytes_received(n as u64),
+                None => return End::Idle,
+                Some(Err(e)) => return End::Io(e),
+                Some(Ok(0)) if self.read_buf.is_empty() => return End::Eof,
+                Some(Ok(0)) => return End::EofMidFrame,
+                Some(Ok(n)) => self.ctx.metrics.add_bytes_received(n as u64),
             }
         }
     }
