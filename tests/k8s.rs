@@ -148,6 +148,12 @@ impl Cluster {
                 v = v.replacen(mount.as_str(), dir.to_str().expect("utf-8"), 1);
             }
         }
+        // A path outside every volume would be the container's read-only
+        // root filesystem, and here the host's: refuse it.
+        assert!(
+            !v.starts_with('/') || v.starts_with(self.root.path().to_str().expect("utf-8")),
+            "{value:?} is a path outside the container's volume mounts"
+        );
         v
     }
 
