@@ -131,3 +131,29 @@ fn a_failed_fsync_poisons_the_engine() {
     drop(engine);
     check_survivors(dir.path(), &acked.lock().unwrap(), Durability::Always);
 }
+
+#[test]
+fn a_writer_always_reads_its_own_acknowledged_write() {
+    // Many writers share each fsync; each must see its write the moment
+    // its put returns, even when it reached the lock while the flusher was
+    // still moving the batch into the index.
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path(), Options::default()).unwrap();
+    let writers: Vec<_> = (0..32)
+        .map(|t| {
+            let engine = engine.clone();
+            std::thread::spawn(move || {
+                for i in 0..300u32 {
+                    let key = format!("k{}", i % 7).into_bytes();
+                    let value = [t as u8, (i % 251) as u8];
+                    let key = [&key[..], &[t as u8]].concat();
+                    engine.put(&key, &value).unwrap();
+                    assert_eq!(engine.get(&key).unwrap(), Some(value.to_vec()), "thread {t} write {i}");
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.join().unwrap();
+    }
+}

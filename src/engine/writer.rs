@@ -580,16 +580,20 @@ impl Inner {
                     st.inflight = Arc::default();
                 }
                 Ok(()) => {
-                    st.written = pos + bytes.len() as u64;
-                    st.active.set_readable_len(st.written);
+                    let end = pos + bytes.len() as u64;
+                    st.written = end;
+                    st.active.set_readable_len(end);
                     st.inflight = Arc::default();
-                    if sync {
-                        st.synced = st.written;
-                        st.last_sync = Instant::now();
-                        self.stats.count_fsync();
-                    }
                     if !pending.is_empty() {
                         MutexGuard::unlocked(&mut st, || self.apply_written(&pending));
+                    }
+                    // Durability is published only after the keydir holds
+                    // the records: a writer that sees its ticket durable
+                    // (even without waiting) must read its own write.
+                    if sync {
+                        st.synced = end;
+                        st.last_sync = Instant::now();
+                        self.stats.count_fsync();
                     }
                 }
             }
