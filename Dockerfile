@@ -2,8 +2,8 @@
 # kvstore image: build with cargo (dependencies cached in their own layer),
 # run as a non-root user from a small Debian base.
 #   docker build -t yourregistry/kvstore:0.1.0 .
-# Probes: the image's HEALTHCHECK hits /healthz; on Kubernetes the
-# StatefulSet's startup/liveness/readiness probes do (k8s/statefulset.yaml).
+# Probes: HEALTHCHECK runs `kvstore ping`; on Kubernetes the StatefulSet's
+# startup/liveness/readiness probes use /healthz and /readyz on port 9555.
 
 ARG RUST_VERSION=1.89
 
@@ -26,11 +26,9 @@ RUN touch src/main.rs src/lib.rs \
     && strip target/release/kvstore
 
 FROM debian:bookworm-slim AS runtime
-# curl only for HEALTHCHECK; no other packages.
-RUN apt-get update \
-    && apt-get install -y --no-install-recommends curl=7.88.* ca-certificates=20230311* \
-    && rm -rf /var/lib/apt/lists/* \
-    && groupadd --system --gid 10001 kvstore \
+# No extra packages: the health check uses kvstore itself. The shell and
+# coreutils of the base stay for `kubectl exec` troubleshooting (df, ls).
+RUN groupadd --system --gid 10001 kvstore \
     && useradd --system --uid 10001 --gid 10001 --home-dir /data --shell /usr/sbin/nologin kvstore \
     && mkdir -p /data /backup \
     && chown kvstore:kvstore /data /backup
@@ -42,7 +40,9 @@ ENV KVSTORE_DATA_DIR=/data \
 WORKDIR /data
 VOLUME ["/data"]
 EXPOSE 5555 9555
+# Docker's own health check: the node answers PING on its client port.
+# Kubernetes ignores HEALTHCHECK and uses the HTTP probes of the StatefulSet.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
-    CMD ["curl", "-fsS", "http://127.0.0.1:9555/healthz"]
+    CMD ["kvstore", "ping", "--addr", "127.0.0.1:5555"]
 ENTRYPOINT ["kvstore"]
 CMD ["serve"]
