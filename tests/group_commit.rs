@@ -148,7 +148,11 @@ fn a_writer_always_reads_its_own_acknowledged_write() {
                     let value = [t as u8, (i % 251) as u8];
                     let key = [&key[..], &[t as u8]].concat();
                     engine.put(&key, &value).unwrap();
-                    assert_eq!(engine.get(&key).unwrap(), Some(value.to_vec()), "thread {t} write {i}");
+                    assert_eq!(
+                        engine.get(&key).unwrap(),
+                        Some(value.to_vec()),
+                        "thread {t} write {i}"
+                    );
                 }
             })
         })
