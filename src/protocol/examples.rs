@@ -6,6 +6,7 @@
 
 use bytes::{Bytes, BytesMut};
 
+use super::replication::ToReplica;
 use super::*;
 
 /// Every message of the protocol with one example instance.
@@ -58,6 +59,7 @@ fn examples() -> Vec<(&'static str, BytesMut)> {
     );
     req("COMPACT", Request::Compact);
     req("STATS", Request::Stats);
+    req("BACKUP", Request::Backup);
     req("PROMOTE", Request::Promote);
     req(
         "REPLICATE",

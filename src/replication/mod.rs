@@ -13,7 +13,7 @@
 //! epoch is below its own, and a replica whose log diverged from its
 //! master's is told where to cut it (see `docs/REPLICATION.md`).
 
-mod link;
+pub(crate) mod link;
 pub mod master;
 pub mod replica;
 
