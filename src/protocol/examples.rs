@@ -6,7 +6,6 @@
 
 use bytes::{Bytes, BytesMut};
 
-use super::replication::ToReplica;
 use super::*;
 
 /// Every message of the protocol with one example instance.
