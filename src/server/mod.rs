@@ -257,8 +257,6 @@ async fn serve_clients(
         }
     };
     metrics.attach_engine(engine.clone());
-    health.set_engine_open();
-    info!(data_dir = %config.data_dir.display(), "engine open, ready");
 
     let role = match &config.role {
         Role::Master => RoleView::Master,
@@ -278,6 +276,9 @@ async fn serve_clients(
         source,
     })?;
     metrics.attach_replication(Arc::clone(&replication));
+    // Ready only once everything /metrics and clients rely on is in place.
+    health.set_engine_open();
+    info!(data_dir = %config.data_dir.display(), "engine open, ready");
     let ctx = Arc::new(ServerContext {
         engine: engine.clone(),
         metrics: Arc::clone(metrics),
