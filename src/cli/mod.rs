@@ -7,9 +7,11 @@
 //! anything else unless the command says otherwise ([`CliError::Exit`]).
 
 pub mod admin;
+pub mod backup;
 pub mod bench;
 pub mod client;
 pub mod offline;
+pub mod role;
 pub mod serve;
 
 use std::process::ExitCode;
@@ -38,6 +40,15 @@ pub struct Cli {
 pub enum Command {
     /// Run a node.
     Serve(Box<crate::config::ServeArgs>),
+    /// Print the role `serve` would start in with these settings, and exit
+    /// (the Kubernetes init container runs it).
+    Role(Box<crate::config::ServeArgs>),
+    /// Back up a running node (a replica by preference) into DIR/<timestamp>/.
+    Backup(backup::BackupArgs),
+    /// Restore a backup into an empty data directory.
+    Restore(backup::RestoreArgs),
+    /// Check every file of a backup against its manifest.
+    VerifyBackup(backup::VerifyBackupArgs),
     /// Client commands: talk to a node over the network.
     #[command(flatten)]
     Client(client::ClientCommand),
@@ -73,6 +84,10 @@ impl CliError {
 pub fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Serve(args) => serve::run(&args),
+        Command::Role(args) => role::run(&args),
+        Command::Backup(args) => backup::run_backup(&args),
+        Command::Restore(args) => backup::run_restore(&args),
+        Command::VerifyBackup(args) => backup::run_verify(&args),
         Command::Client(cmd) => client::run(cmd, &cli.addr),
     }
 }

@@ -168,6 +168,11 @@ pub(crate) struct Writer {
     work: Condvar,
     /// Callers waiting for durability, rolls or buffered reads sleep here.
     progress: Condvar,
+    /// The last published progress, for blocking writers. Kept apart from
+    /// the writer state so that waking every writer of a group commit does
+    /// not make them queue on the lock the flusher needs next.
+    published: Mutex<Progress>,
+    durable_cv: Condvar,
     progress_tx: watch::Sender<Progress>,
 }
 
@@ -205,16 +210,21 @@ impl Writer {
             state: Mutex::new(state),
             work: Condvar::new(),
             progress: Condvar::new(),
+            published: Mutex::new(progress),
+            durable_cv: Condvar::new(),
             progress_tx: watch::channel(progress).0,
         }
     }
 
     fn publish(&self, st: &WriterState) {
-        self.progress_tx.send_replace(Progress {
+        let progress = Progress {
             durable: st.durable_end(),
             written: st.written_end(),
             poisoned: st.poisoned.is_some(),
-        });
+        };
+        *self.published.lock() = progress;
+        self.durable_cv.notify_all();
+        self.progress_tx.send_replace(progress);
         self.progress.notify_all();
     }
 
@@ -396,13 +406,32 @@ impl Inner {
     /// Blocks until the log is durable up to `end`.
     pub(crate) fn wait_durable(&self, end: u64) -> Result<()> {
         let w = &self.writer;
-        let mut st = w.state.lock();
         loop {
+            {
+                let mut published = w.published.lock();
+                if published.durable >= end {
+                    return Ok(());
+                }
+                if !published.poisoned {
+                    // Bounded, so that the closed check below runs even if
+                    // no publish ever comes.
+                    w.durable_cv
+                        .wait_for(&mut published, std::time::Duration::from_millis(100));
+                    if published.durable >= end {
+                        return Ok(());
+                    }
+                }
+            }
+            // Never hold `published` while taking the state lock: the
+            // flusher takes them in the other order.
+            let st = w.state.lock();
             if st.durable_end() >= end {
                 return Ok(());
             }
-            st.check_writable()?;
-            w.progress.wait(&mut st);
+            if st.poisoned.is_some() || (st.closed && !st.busy && st.buf.is_empty()) {
+                st.check_writable()?;
+                return Err(Error::Closed);
+            }
         }
     }
 

@@ -58,6 +58,24 @@ fn examples() -> Vec<(&'static str, BytesMut)> {
     );
     req("COMPACT", Request::Compact);
     req("STATS", Request::Stats);
+    req("BACKUP", Request::Backup);
+    req("PROMOTE", Request::Promote);
+    req(
+        "REPLICATE",
+        Request::Replicate {
+            master: "h:1".into(),
+        },
+    );
+    req(
+        "REPL_SYNC",
+        Request::ReplSync(replication::SyncRequest {
+            replica_id: "r1".into(),
+            advertise: "h:2".into(),
+            epoch: 3,
+            end: 4096,
+            full: false,
+        }),
+    );
     let mut resp = |name: &'static str, r: Response| {
         let mut buf = BytesMut::new();
         r.encode(&mut buf).expect("example encodes");
@@ -97,7 +115,77 @@ fn examples() -> Vec<(&'static str, BytesMut)> {
         "ERROR",
         Response::error(ErrorCode::KEY_TOO_LARGE, "key too large"),
     );
+    resp(
+        "REDIRECT",
+        Response::Redirect {
+            master: "h:1".into(),
+        },
+    );
+    repl_examples(&mut out);
     out
+}
+
+/// The replication stream messages (`replication::ToMaster`/`ToReplica`).
+fn repl_examples(out: &mut Vec<(&'static str, BytesMut)>) {
+    use replication::{ToMaster, ToReplica};
+    let mut buf = BytesMut::new();
+    ToMaster::Ack { durable_end: 8192 }
+        .encode(&mut buf)
+        .expect("example encodes");
+    out.push(("REPL_ACK", buf));
+    let to_replica = [
+        ("REPL_TRUNCATE", ToReplica::Truncate { epoch: 2, to: 1000 }),
+        (
+            "REPL_FULL",
+            ToReplica::FullResync {
+                epoch: 3,
+                start: 4096,
+                end: 9000,
+                files: 2,
+            },
+        ),
+        (
+            "REPL_FILE",
+            ToReplica::File {
+                name: "00000000000000004096.seg".into(),
+                len: 77,
+            },
+        ),
+        (
+            "REPL_FILE_DATA",
+            ToReplica::FileData {
+                bytes: Bytes::from_static(b"abc"),
+            },
+        ),
+        (
+            "REPL_STREAM",
+            ToReplica::Stream {
+                epoch: 3,
+                from: 9000,
+            },
+        ),
+        (
+            "REPL_CHUNK",
+            ToReplica::Chunk {
+                segment_base: 4096,
+                offset: 9000,
+                master_end: 9003,
+                bytes: Bytes::from_static(&[1, 2, 3]),
+            },
+        ),
+        (
+            "REPL_HEARTBEAT",
+            ToReplica::Heartbeat {
+                master_end: 9003,
+                unix_ms: 1_700_000_000_000,
+            },
+        ),
+    ];
+    for (name, msg) in to_replica {
+        let mut buf = BytesMut::new();
+        msg.encode(&mut buf).expect("example encodes");
+        out.push((name, buf));
+    }
 }
 
 fn hex(bytes: &[u8]) -> String {

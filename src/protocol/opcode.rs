@@ -30,6 +30,10 @@ pub const PROMOTE: u8 = 0x0A;
 /// Admin: follow the master at the given address.
 pub const REPLICATE: u8 = 0x0B;
 
+/// Backup: answer with a snapshot stream (REPL_FULL, REPL_FILE,
+/// REPL_FILE_DATA..., REPL_STREAM), then close the connection.
+pub const BACKUP: u8 = 0x60;
+
 // Replication stream, replica to master.
 pub const REPL_SYNC: u8 = 0x40;
 pub const REPL_ACK: u8 = 0x41;
@@ -74,6 +78,7 @@ pub fn name(opcode: u8) -> &'static str {
         STATS => "STATS",
         PROMOTE => "PROMOTE",
         REPLICATE => "REPLICATE",
+        BACKUP => "BACKUP",
         REPL_SYNC => "REPL_SYNC",
         REPL_ACK => "REPL_ACK",
         REPL_TRUNCATE => "REPL_TRUNCATE",

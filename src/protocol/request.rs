@@ -75,6 +75,9 @@ pub enum Request {
     },
     /// Opens a replication stream; the connection becomes one.
     ReplSync(SyncRequest),
+    /// Asks for a snapshot stream for a backup; the connection becomes one
+    /// and closes after it.
+    Backup,
 }
 
 const AUTH_NONE: u8 = 0;
@@ -117,6 +120,7 @@ impl Request {
             Request::Promote => opcode::PROMOTE,
             Request::Replicate { .. } => opcode::REPLICATE,
             Request::ReplSync(_) => opcode::REPL_SYNC,
+            Request::Backup => opcode::BACKUP,
         }
     }
 
@@ -135,6 +139,7 @@ impl Request {
             Request::Promote => "promote",
             Request::Replicate { .. } => "replicate",
             Request::ReplSync(_) => "repl_sync",
+            Request::Backup => "backup",
         }
     }
 
@@ -156,7 +161,11 @@ impl Request {
                 }
                 put_sized(dst, hello.client_name.as_bytes());
             }
-            Request::Ping | Request::Compact | Request::Stats | Request::Promote => {}
+            Request::Ping
+            | Request::Compact
+            | Request::Stats
+            | Request::Promote
+            | Request::Backup => {}
             Request::Replicate { master } => put_sized(dst, master.as_bytes()),
             Request::ReplSync(sync) => sync.encode_body(dst),
             Request::Get { key } | Request::Delete { key } | Request::Exists { key } => {
@@ -222,6 +231,7 @@ impl Request {
                 master: r.string("master", MAX_NAME_BYTES)?,
             },
             opcode::REPL_SYNC => Request::ReplSync(SyncRequest::decode_body(&mut r)?),
+            opcode::BACKUP => Request::Backup,
             opcode::GET => Request::Get {
                 key: r.sized("key", limits.max_key_bytes, key_too_large)?,
             },

@@ -163,7 +163,7 @@ async fn serve(
 
 /// Sends every file of a snapshot, then REPL_STREAM; returns where the
 /// stream continues.
-async fn send_snapshot<W: tokio::io::AsyncWrite + Unpin>(
+pub(crate) async fn send_snapshot<W: tokio::io::AsyncWrite + Unpin>(
     engine: &engine::Engine,
     writer: &mut FrameWriter<W>,
     epoch: u32,

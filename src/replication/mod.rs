@@ -13,7 +13,7 @@
 //! epoch is below its own, and a replica whose log diverged from its
 //! master's is told where to cut it (see `docs/REPLICATION.md`).
 
-mod link;
+pub(crate) mod link;
 pub mod master;
 pub mod replica;
 
@@ -185,6 +185,10 @@ pub struct Replication {
     pub(crate) full_resyncs: AtomicU64,
     pub(crate) partial_resyncs: AtomicU64,
     pub(crate) bytes_shipped: AtomicU64,
+    /// Held by the follower while it changes the local log (append,
+    /// truncate, install); taken by role changes once the follower
+    /// stopped, so no change lands after them.
+    pub(crate) applying: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// Milliseconds since the Unix epoch, for heartbeats.
@@ -218,6 +222,7 @@ impl Replication {
             full_resyncs: AtomicU64::new(0),
             partial_resyncs: AtomicU64::new(0),
             bytes_shipped: AtomicU64::new(0),
+            applying: Arc::new(tokio::sync::Mutex::new(())),
         });
         match role {
             RoleView::Master => {
@@ -282,6 +287,7 @@ impl Replication {
             }
         }
         self.link.lock().connected = false;
+        let _quiet = self.applying.lock().await;
         self.become_master().await
     }
 
@@ -295,6 +301,7 @@ impl Replication {
             let _ = stop.send(true);
             let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
         }
+        drop(self.applying.lock().await);
         self.engine.set_auto_roll(false);
         self.health.set_replication_ready(false);
         self.replicas.lock().clear();

@@ -119,7 +119,7 @@ async fn session(
                 check_epoch(&engine, epoch)?;
                 tracing::warn!(%master, from = engine.end(), to, "log diverged from the master's; truncating");
                 let e = engine.clone();
-                match blocking(move || e.truncate_log(to)).await {
+                match blocking(&repl.applying, move || e.truncate_log(to)).await {
                     Ok(()) => {}
                     Err(ReplError::Engine(engine::Error::Compacted { .. })) => *force_full = true,
                     Err(e) => return Err(e),
@@ -130,7 +130,7 @@ async fn session(
             } => {
                 check_epoch(&engine, epoch)?;
                 tracing::info!(%master, files, end, "full resync from the master");
-                receive_snapshot(&engine, &mut reader, files).await?;
+                receive_snapshot(repl, &mut reader, files).await?;
                 *force_full = false;
                 repl.full_resyncs.fetch_add(1, Relaxed);
                 match next_message(&mut reader, &limits).await? {
@@ -188,8 +188,10 @@ async fn session(
                 }
                 carry.extend_from_slice(&bytes);
                 let (e, base, data) = (engine.clone(), carry_base, carry.split().freeze());
-                let (taken, data) =
-                    blocking(move || e.append_log(base, &data).map(|n| (n, data))).await?;
+                let (taken, data) = blocking(&repl.applying, move || {
+                    e.append_log(base, &data).map(|n| (n, data))
+                })
+                .await?;
                 carry.extend_from_slice(&data[taken..]);
                 repl.bytes_shipped.fetch_add(taken as u64, Relaxed);
                 master_end
@@ -245,22 +247,34 @@ async fn next_message<R: tokio::io::AsyncRead + Unpin>(
     }
 }
 
+/// Runs a change to the local log on the blocking pool, holding
+/// `applying` until it is done: a follower stopped mid-change (its future
+/// dropped) cannot finish that change behind a promotion's back, because
+/// [`Replication::promote`] and [`Replication::replicate`] take the same
+/// lock before acting.
 async fn blocking<T: Send + 'static>(
+    applying: &Arc<tokio::sync::Mutex<()>>,
     f: impl FnOnce() -> Result<T, engine::Error> + Send + 'static,
 ) -> Result<T, ReplError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| ReplError::Unexpected(e.to_string()))?
-        .map_err(ReplError::Engine)
+    let guard = Arc::clone(applying).lock_owned().await;
+    tokio::task::spawn_blocking(move || {
+        let result = f();
+        drop(guard);
+        result
+    })
+    .await
+    .map_err(|e| ReplError::Unexpected(e.to_string()))?
+    .map_err(ReplError::Engine)
 }
 
 /// Receives `files` snapshot files into the staging directory, then
 /// installs them in place of the local log.
 async fn receive_snapshot<R: tokio::io::AsyncRead + Unpin>(
-    engine: &Engine,
+    repl: &Replication,
     reader: &mut FrameReader<R>,
     files: u32,
 ) -> Result<(), ReplError> {
+    let engine = &repl.engine;
     let limits = Limits::default();
     let staging = engine.dir().join(STAGING_DIR);
     let _ = tokio::fs::remove_dir_all(&staging).await;
@@ -304,7 +318,7 @@ async fn receive_snapshot<R: tokio::io::AsyncRead + Unpin>(
     }
     let e = engine.clone();
     let dir = staging.clone();
-    blocking(move || {
+    blocking(&repl.applying, move || {
         sync_dir(&dir)?;
         e.install_snapshot(&dir)
     })

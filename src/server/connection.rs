@@ -60,6 +60,9 @@ enum End {
     Io(std::io::Error),
     /// The peer is a replica: the connection becomes its stream.
     Replication(SyncRequest),
+    /// The peer asked for a backup snapshot: the connection becomes its
+    /// stream.
+    Backup,
 }
 
 /// Serves one client until it disconnects, misbehaves, idles out or the
@@ -86,6 +89,10 @@ pub async fn serve_connection(stream: TcpStream, ctx: Arc<ServerContext>) {
             ..
         } = conn;
         crate::replication::master::serve_replica(stream, read_buf, ctx, sync).await;
+        return;
+    }
+    if let End::Backup = end {
+        crate::backup::serve::serve_backup(conn.stream, conn.ctx).await;
         return;
     }
     match &end {
@@ -229,6 +236,11 @@ impl Connection {
                 self.run_writes(&mut writes).await?;
                 self.flush().await?;
                 return Err(End::Replication(sync));
+            }
+            if let Request::Backup = request {
+                self.run_writes(&mut writes).await?;
+                self.flush().await?;
+                return Err(End::Backup);
             }
             if is_write(&request) {
                 writes.push(request);

@@ -109,6 +109,10 @@ async fn run(ctx: &ServerContext, request: Request) -> Response {
             ErrorCode::MALFORMED_REQUEST,
             "REPL_SYNC must be the last request on its connection",
         ),
+        Request::Backup => Response::error(
+            ErrorCode::MALFORMED_REQUEST,
+            "BACKUP must be the last request on its connection",
+        ),
         Request::Compact => {
             let engine = engine.clone();
             match tokio::task::spawn_blocking(move || engine.compact()).await {

@@ -17,6 +17,7 @@ pub mod health;
 pub mod http;
 mod listener;
 pub mod port_file;
+mod reseed;
 pub mod shutdown;
 
 use std::future::Future;
@@ -266,12 +267,14 @@ async fn serve_clients(
     let client_addr = client.local_addr().unwrap_or(config.listen);
     let dir = config.data_dir.clone();
     let options = engine_options(config);
+    let reseed = matches!(config.role, Role::Replica { .. });
     let open = tokio::task::spawn_blocking(move || {
         std::fs::create_dir_all(&dir).map_err(|source| ServerError::DataDir {
             path: dir.clone(),
             source,
         })?;
-        Engine::open(&dir, options).map_err(|source| ServerError::Open { path: dir, source })
+        reseed::open(&dir, options, reseed)
+            .map_err(|source| ServerError::Open { path: dir, source })
     });
     // A signal while the engine opens still stops the node cleanly.
     let engine = tokio::select! {
@@ -282,8 +285,6 @@ async fn serve_clients(
         }
     };
     metrics.attach_engine(engine.clone());
-    health.set_engine_open();
-    info!(data_dir = %config.data_dir.display(), "engine open, ready");
 
     let role = match &config.role {
         Role::Master => RoleView::Master,
@@ -302,6 +303,10 @@ async fn serve_clients(
         path: config.data_dir.clone(),
         source,
     })?;
+    metrics.attach_replication(Arc::clone(&replication));
+    // Ready only once everything /metrics and clients rely on is in place.
+    health.set_engine_open();
+    info!(data_dir = %config.data_dir.display(), "engine open, ready");
     let ctx = Arc::new(ServerContext {
         engine: engine.clone(),
         metrics: Arc::clone(metrics),

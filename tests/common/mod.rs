@@ -5,6 +5,8 @@
 //! Each test binary uses a different subset of these helpers.
 #![allow(dead_code)]
 
+pub mod replication;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -52,6 +54,8 @@ pub struct Server {
     listen: String,
     /// Whether (re)starts wait for `/readyz`.
     wait_ready: bool,
+    /// A data directory given by the test instead of `<dir>/data`.
+    data_override: Option<PathBuf>,
     /// Client address (from the port file).
     pub addr: SocketAddr,
     /// HTTP address (from the port file).
@@ -92,6 +96,26 @@ impl Server {
             http_addr: "127.0.0.1:0".parse().expect("addr"),
             restarts: 0,
             wait_ready,
+            data_override: None,
+        };
+        server.spawn();
+        server
+    }
+
+    /// Starts a node on an existing data directory (e.g. a restored
+    /// backup); waits for `/readyz` when `wait_ready`.
+    pub fn start_on(data_dir: &Path, extra: &[&str], wait_ready: bool) -> Server {
+        let mut server = Server {
+            child: None,
+            dir: tempfile::tempdir().expect("tempdir"),
+            args: extra.iter().map(|s| s.to_string()).collect(),
+            envs: Vec::new(),
+            listen: "127.0.0.1:0".into(),
+            addr: "127.0.0.1:0".parse().expect("addr"),
+            http_addr: "127.0.0.1:0".parse().expect("addr"),
+            restarts: 0,
+            wait_ready,
+            data_override: Some(data_dir.to_path_buf()),
         };
         server.spawn();
         server
@@ -99,7 +123,10 @@ impl Server {
 
     /// The data directory.
     pub fn data_dir(&self) -> PathBuf {
-        self.dir.path().join("data")
+        match &self.data_override {
+            Some(dir) => dir.clone(),
+            None => self.dir.path().join("data"),
+        }
     }
 
     fn port_file(&self) -> PathBuf {

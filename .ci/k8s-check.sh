@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# `make k8s-check`: the deployment files are valid and clean.
+#  1. every manifest in k8s/ validates offline against the Kubernetes schemas;
+#  2. `kubectl kustomize k8s/` renders (the real kubectl from PyPI), the
+#     rendered objects validate, and the master Service and client
+#     NetworkPolicy follow MASTER_ORDINAL (also after changing it);
+#  3. checkov (kubernetes, dockerfile) reports nothing beyond the skips in
+#     .checkov.yaml, and each skip is explained in k8s/README.md;
+#  4. hadolint passes on the Dockerfile.
+# Fails loudly if a tool is missing; .ci/k8s-tools.sh installs them.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+BIN="$(.ci/k8s-tools.sh)"
+KUBE_VERSION=1.30.0
+tmp="$(mktemp -d)"
+trap 'rm -rf "$tmp"' EXIT
+
+echo "k8s-check: schema validation (Kubernetes $KUBE_VERSION)"
+manifests=()
+for f in k8s/*.yaml; do
+  [ "$(basename "$f")" = kustomization.yaml ] && continue
+  manifests+=("$f")
+done
+[ "${#manifests[@]}" -ge 9 ] || { echo "k8s-check: expected at least 9 manifests, found ${#manifests[@]}" >&2; exit 1; }
+"$BIN/kubernetes-validate" --strict -k "$KUBE_VERSION" "${manifests[@]}"
+
+echo "k8s-check: kubectl kustomize k8s/"
+"$BIN/kubectl" kustomize k8s/ > "$tmp/rendered.yaml"
+"$BIN/kubernetes-validate" --strict -k "$KUBE_VERSION" "$tmp/rendered.yaml"
+"$BIN/python" .ci/k8s_render_check.py "$tmp/rendered.yaml" 0
+cp -r k8s "$tmp/k8s-ordinal-2"
+sed -i 's/^  MASTER_ORDINAL: "0"$/  MASTER_ORDINAL: "2"/' "$tmp/k8s-ordinal-2/configmap.yaml"
+"$BIN/kubectl" kustomize "$tmp/k8s-ordinal-2" > "$tmp/rendered-2.yaml"
+"$BIN/python" .ci/k8s_render_check.py "$tmp/rendered-2.yaml" 2
+
+echo "k8s-check: checkov"
+"$BIN/python" .ci/k8s_render_check.py --skips-documented .checkov.yaml k8s/README.md
+BC_SKIP_MAPPING=TRUE "$BIN/checkov" --skip-download --config-file .checkov.yaml -d k8s --framework kubernetes --quiet --compact
+BC_SKIP_MAPPING=TRUE "$BIN/checkov" --skip-download --config-file .checkov.yaml -f Dockerfile --framework dockerfile --quiet --compact
+
+echo "k8s-check: hadolint"
+"$BIN/hadolint" Dockerfile
+echo "k8s-check: all passed"

@@ -1,0 +1,69 @@
+//! kvstore's side of the benchmark workload, through the public engine API;
+//! shared by `benches/engine.rs` and `benches/compare` through `#[path]`.
+//!
+//! Options are the defaults but for the durability policy, except that
+//! `BENCH_SEGMENT_MB` sets the segment size: with the default (1 GiB) the
+//! whole load stays in the active segment, which has no hint file, so a
+//! reopen scans it; a smaller size seals segments and reopens from hints.
+
+use std::path::Path;
+
+use kvstore::engine::{Durability, Engine, Options};
+
+use super::workload::{Db, Key};
+
+pub struct Kvstore(Engine);
+
+impl Db for Kvstore {
+    fn open(dir: &Path, synced: bool) -> Self {
+        let options = Options {
+            durability: if synced {
+                Durability::Always
+            } else {
+                Durability::Never
+            },
+            segment_max_bytes: match std::env::var("BENCH_SEGMENT_MB") {
+                Ok(mb) => {
+                    mb.parse::<u64>()
+                        .expect("BENCH_SEGMENT_MB is a whole number")
+                        << 20
+                }
+                Err(_) => Options::default().segment_max_bytes,
+            },
+            ..Options::default()
+        };
+        Kvstore(Engine::open(dir, options).expect("kvstore: open"))
+    }
+
+    fn put(&self, key: &[u8], value: &[u8]) {
+        self.0.put(key, value).expect("kvstore: put");
+    }
+
+    fn get_many(&self, keys: &[Key]) -> u64 {
+        keys.iter()
+            .map(|k| {
+                self.0
+                    .get(k)
+                    .expect("kvstore: get")
+                    .map_or(0, |v| v.len() as u64)
+            })
+            .sum()
+    }
+
+    fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
+        self.0.get(key).expect("kvstore: get")
+    }
+
+    fn close(self) {
+        self.0.close().expect("kvstore: close");
+    }
+
+    fn keydir_bytes_per_key(&self) -> Option<f64> {
+        let stats = self.0.stats();
+        Some(stats.keydir_bytes as f64 / stats.keys.max(1) as f64)
+    }
+
+    fn fsyncs(&self) -> Option<u64> {
+        Some(self.0.stats().fsyncs)
+    }
+}

@@ -1,0 +1,443 @@
+//! `kvstore backup`: choose a node (a replica by preference), ask it for a
+//! snapshot with BACKUP, store the files with their checksums, hard-link
+//! the files the previous backup already has, write the manifest last and
+//! apply retention.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytes::BytesMut;
+
+use super::manifest::{BackupManifest, ManifestEpoch, ManifestFile, FORMAT, MANIFEST_FILE};
+use super::{sync_dir, time, Error, Result};
+use crate::client::{BlockingClient, ClientOptions};
+use crate::engine::epochs::{self, EpochHistory};
+use crate::engine::segment::FileKind;
+use crate::engine::snapshot::is_snapshot_file;
+use crate::protocol::replication::ToReplica;
+use crate::protocol::{Frame, Limits, Request, Response};
+
+/// What `kvstore backup` is asked to do.
+#[derive(Debug, Clone)]
+pub struct BackupOptions {
+    /// Candidate nodes (`host:port`); the first replica that answers is
+    /// used, else the first node that answers.
+    pub sources: Vec<String>,
+    /// The backup root: each backup is a subdirectory.
+    pub to: PathBuf,
+    /// Keep this many complete backups (the new one included); `None`
+    /// keeps all.
+    pub keep: Option<usize>,
+    /// Bound on connecting and on each read from the node.
+    pub timeout: Duration,
+}
+
+/// What a backup did.
+#[derive(Debug, Clone)]
+pub struct BackupReport {
+    pub dir: PathBuf,
+    pub source: String,
+    pub source_role: String,
+    pub files: usize,
+    /// Files stored as hard links to the previous backup.
+    pub linked: usize,
+    /// Bytes written as new copies.
+    pub copied_bytes: u64,
+    pub end: u64,
+    /// Old or incomplete backups removed by retention.
+    pub removed: Vec<PathBuf>,
+}
+
+/// Takes one backup. On failure the partial backup directory is removed
+/// (best effort); it never has a manifest in any case.
+pub fn take_backup(opts: &BackupOptions) -> Result<BackupReport> {
+    let (source, role) = choose_source(&opts.sources, opts.timeout)?;
+    fs::create_dir_all(&opts.to)
+        .map_err(|e| Error::io(format!("create backup root {}", opts.to.display()), e))?;
+    let previous = latest_complete(&opts.to)?;
+    let started = time::unix_ms();
+    let dir = new_backup_dir(&opts.to, started)?;
+    match receive(
+        &source,
+        &role,
+        &dir,
+        previous.as_ref(),
+        opts.timeout,
+        started,
+    ) {
+        Ok((manifest, copied_bytes)) => {
+            let removed = apply_retention(&opts.to, &dir, opts.keep)?;
+            Ok(BackupReport {
+                files: manifest.files.len(),
+                linked: manifest.files.iter().filter(|f| f.linked).count(),
+                copied_bytes,
+                end: manifest.end,
+                dir,
+                source,
+                source_role: role,
+                removed,
+            })
+        }
+        Err(e) => {
+            let _ = fs::remove_dir_all(&dir);
+            Err(e)
+        }
+    }
+}
+
+/// Asks each candidate for its role; prefers a replica.
+fn choose_source(sources: &[String], timeout: Duration) -> Result<(String, String)> {
+    if sources.is_empty() {
+        return Err(Error::NoSource("no --from address given".into()));
+    }
+    let mut first_reachable: Option<(String, String)> = None;
+    let mut failures = Vec::new();
+    for addr in sources {
+        let options = ClientOptions {
+            client_name: "kvstore-backup".into(),
+            connect_timeout: timeout.min(Duration::from_secs(5)),
+            follow_redirects: false,
+            ..ClientOptions::default()
+        };
+        let stats = BlockingClient::connect(addr.as_str(), options).and_then(|mut c| c.stats());
+        match stats {
+            Ok(stats) => {
+                let role = stats
+                    .get("replication")
+                    .and_then(|r| r.get("role"))
+                    .and_then(|r| r.as_str())
+                    .unwrap_or("unknown")
+                    .to_string();
+                if role == "replica" {
+                    return Ok((addr.clone(), role));
+                }
+                first_reachable.get_or_insert((addr.clone(), role));
+            }
+            Err(e) => failures.push(format!("{addr}: {e}")),
+        }
+    }
+    match first_reachable {
+        Some((addr, role)) => {
+            if sources.len() > 1 {
+                eprintln!("warning: no replica answered; backing up from {addr} ({role})");
+            }
+            Ok((addr, role))
+        }
+        None => Err(Error::NoSource(failures.join("; "))),
+    }
+}
+
+/// Names of complete backups (with a manifest) under `root`, oldest first.
+pub fn complete_backups(root: &Path) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    let entries =
+        fs::read_dir(root).map_err(|e| Error::io(format!("list {}", root.display()), e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io(format!("list {}", root.display()), e))?;
+        let path = entry.path();
+        if path.is_dir() && path.join(MANIFEST_FILE).is_file() {
+            out.push(path);
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn latest_complete(root: &Path) -> Result<Option<(PathBuf, BackupManifest)>> {
+    for dir in complete_backups(root)?.into_iter().rev() {
+        // A manifest that does not parse is not a base to link against.
+        if let Ok(m) = BackupManifest::load(&dir) {
+            return Ok(Some((dir, m)));
+        }
+    }
+    Ok(None)
+}
+
+fn new_backup_dir(root: &Path, now_ms: u64) -> Result<PathBuf> {
+    let stamp = time::compact_utc(now_ms);
+    for n in 0..1000u32 {
+        let name = if n == 0 {
+            stamp.clone()
+        } else {
+            format!("{stamp}-{n}")
+        };
+        let dir = root.join(name);
+        match fs::create_dir(&dir) {
+            Ok(()) => {
+                sync_dir(root)?;
+                return Ok(dir);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(Error::io(format!("create {}", dir.display()), e)),
+        }
+    }
+    Err(Error::io(
+        format!("create a backup directory under {}", root.display()),
+        std::io::Error::other("too many backups with the same timestamp"),
+    ))
+}
+
+/// A blocking frame reader over the backup connection.
+struct Stream {
+    sock: TcpStream,
+    buf: BytesMut,
+    addr: String,
+    max_frame: u32,
+}
+
+impl Stream {
+    fn open(addr: &str, timeout: Duration) -> Result<Stream> {
+        let connect_err = |source| Error::Connect {
+            addr: addr.to_string(),
+            source,
+        };
+        let resolved = addr
+            .to_socket_addrs()
+            .map_err(connect_err)?
+            .next()
+            .ok_or_else(|| connect_err(std::io::Error::other("resolves to no address")))?;
+        let sock = TcpStream::connect_timeout(&resolved, timeout).map_err(connect_err)?;
+        sock.set_read_timeout(Some(timeout)).map_err(connect_err)?;
+        sock.set_write_timeout(Some(timeout)).map_err(connect_err)?;
+        Ok(Stream {
+            sock,
+            buf: BytesMut::new(),
+            addr: addr.to_string(),
+            max_frame: Limits::default().max_frame_bytes,
+        })
+    }
+
+    fn bad(&self, why: impl Into<String>) -> Error {
+        Error::Stream {
+            addr: self.addr.clone(),
+            why: why.into(),
+        }
+    }
+
+    fn send(&mut self, request: &Request) -> Result<()> {
+        let mut out = BytesMut::new();
+        request
+            .encode(&mut out)
+            .map_err(|e| self.bad(e.to_string()))?;
+        self.sock
+            .write_all(&out)
+            .map_err(|e| Error::io(format!("send BACKUP to {}", self.addr), e))
+    }
+
+    /// The next stream message; an ERROR frame becomes [`Error::Refused`].
+    fn next(&mut self) -> Result<ToReplica> {
+        let mut chunk = vec![0u8; 256 * 1024];
+        loop {
+            let parsed = Frame::parse(&mut self.buf, self.max_frame);
+            match parsed.map_err(|e| self.bad(e.to_string()))? {
+                Some(frame) => {
+                    return match ToReplica::decode(frame.clone())
+                        .map_err(|e| self.bad(e.to_string()))?
+                    {
+                        Some(msg) => Ok(msg),
+                        None => match Response::decode(frame, &Limits::for_client()) {
+                            Ok(Response::Error { code, message }) => Err(Error::Refused {
+                                addr: self.addr.clone(),
+                                code,
+                                message,
+                            }),
+                            Ok(other) => Err(self.bad(format!("unexpected answer {other:?}"))),
+                            Err(e) => Err(self.bad(e.to_string())),
+                        },
+                    };
+                }
+                None => {
+                    let n = self
+                        .sock
+                        .read(&mut chunk)
+                        .map_err(|e| Error::io(format!("read from {}", self.addr), e))?;
+                    if n == 0 {
+                        return Err(self.bad("the node closed the stream before it was complete"));
+                    }
+                    self.buf.extend_from_slice(chunk.get(..n).unwrap_or(&[]));
+                }
+            }
+        }
+    }
+}
+
+/// Receives the snapshot into `dir`, then writes the manifest. Returns it
+/// and the bytes written as new copies.
+fn receive(
+    addr: &str,
+    role: &str,
+    dir: &Path,
+    previous: Option<&(PathBuf, BackupManifest)>,
+    timeout: Duration,
+    started: u64,
+) -> Result<(BackupManifest, u64)> {
+    let mut stream = Stream::open(addr, timeout)?;
+    stream.send(&Request::Backup)?;
+    let (epoch, start, end, count) = match stream.next()? {
+        ToReplica::FullResync {
+            epoch,
+            start,
+            end,
+            files,
+        } => (epoch, start, end, files),
+        other => return Err(stream.bad(format!("{other:?} instead of REPL_FULL"))),
+    };
+    let mut files = Vec::new();
+    let mut copied = 0u64;
+    let mut seen: HashMap<String, ()> = HashMap::new();
+    for _ in 0..count {
+        let (name, len) = match stream.next()? {
+            ToReplica::File { name, len } => (name, len),
+            other => return Err(stream.bad(format!("{other:?} instead of REPL_FILE"))),
+        };
+        // The name comes from the network: plain snapshot file names only.
+        if !is_snapshot_file(&name) || name.contains('/') || seen.insert(name.clone(), ()).is_some()
+        {
+            return Err(stream.bad(format!("refusing file name {name:?}")));
+        }
+        let entry = receive_file(&mut stream, dir, &name, len, previous)?;
+        if !entry.linked {
+            copied += len;
+        }
+        files.push(entry);
+    }
+    match stream.next()? {
+        ToReplica::Stream { from, .. } if from == end => {}
+        other => return Err(stream.bad(format!("{other:?} instead of the end of the snapshot"))),
+    }
+    let history = match fs::read(dir.join(epochs::FILE_NAME)) {
+        Ok(bytes) => EpochHistory::decode(&bytes).map_err(|why| Error::Corrupt {
+            file: dir.join(epochs::FILE_NAME),
+            why,
+        })?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => EpochHistory::default(),
+        Err(e) => return Err(Error::io("read the received EPOCHS", e)),
+    };
+    let manifest = BackupManifest {
+        format: FORMAT,
+        kvstore_version: env!("CARGO_PKG_VERSION").to_string(),
+        created: time::rfc3339(started),
+        created_unix_ms: started,
+        source: addr.to_string(),
+        source_role: role.to_string(),
+        epoch,
+        start,
+        end,
+        epochs: history.entries().iter().map(ManifestEpoch::from).collect(),
+        files,
+    };
+    // Every file is durable (fsynced, directory fsynced) before the
+    // manifest that makes the backup complete.
+    sync_dir(dir)?;
+    manifest.store(dir)?;
+    if let Some(root) = dir.parent() {
+        sync_dir(root)?;
+    }
+    Ok((manifest, copied))
+}
+
+/// Receives one file, computing its crc32 as the bytes arrive; links it
+/// to the previous backup's copy when that one is identical.
+fn receive_file(
+    stream: &mut Stream,
+    dir: &Path,
+    name: &str,
+    len: u64,
+    previous: Option<&(PathBuf, BackupManifest)>,
+) -> Result<ManifestFile> {
+    let path = dir.join(name);
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .map_err(|e| Error::io(format!("create {}", path.display()), e))?;
+    let mut crc = crc32fast::Hasher::new();
+    let mut xxh = xxhash_rust::xxh3::Xxh3::new();
+    let mut received = 0u64;
+    while received < len {
+        let bytes = match stream.next()? {
+            ToReplica::FileData { bytes } => bytes,
+            other => return Err(stream.bad(format!("{other:?} inside file {name}"))),
+        };
+        received = received.saturating_add(bytes.len() as u64);
+        if bytes.is_empty() || received > len {
+            return Err(stream.bad(format!("file {name} overruns its length {len}")));
+        }
+        crc.update(&bytes);
+        xxh.update(&bytes);
+        file.write_all(&bytes)
+            .map_err(|e| Error::io(format!("write {}", path.display()), e))?;
+    }
+    file.sync_all()
+        .map_err(|e| Error::io(format!("fsync {}", path.display()), e))?;
+    drop(file);
+    let crc32 = crc.finalize();
+    let xxh3 = xxh.digest();
+    // Only data files are worth linking (and only they never change).
+    let data_file = FileKind::parse(name).is_some();
+    if let Some((prev_dir, prev)) = previous.filter(|_| data_file) {
+        let same = prev
+            .file(name)
+            .is_some_and(|f| f.len == len && f.crc32 == crc32 && f.xxh3 == xxh3);
+        let prev_path = prev_dir.join(name);
+        let prev_len = fs::metadata(&prev_path).map(|m| m.len()).ok();
+        if same && prev_len == Some(len) {
+            // Swap the copy for a link; if linking fails, keep the copy.
+            let tmp = dir.join(format!("{name}.link"));
+            if fs::hard_link(&prev_path, &tmp).is_ok() {
+                fs::rename(&tmp, &path)
+                    .map_err(|e| Error::io(format!("link {}", path.display()), e))?;
+                return Ok(ManifestFile {
+                    name: name.to_string(),
+                    len,
+                    crc32,
+                    xxh3,
+                    linked: true,
+                });
+            }
+        }
+    }
+    Ok(ManifestFile {
+        name: name.to_string(),
+        len,
+        crc32,
+        xxh3,
+        linked: false,
+    })
+}
+
+/// Keeps the newest `keep` complete backups, and removes incomplete
+/// directories older than `current` (left by failed runs).
+fn apply_retention(root: &Path, current: &Path, keep: Option<usize>) -> Result<Vec<PathBuf>> {
+    let mut removed = Vec::new();
+    let entries =
+        fs::read_dir(root).map_err(|e| Error::io(format!("list {}", root.display()), e))?;
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() && path.as_path() < current && !path.join(MANIFEST_FILE).exists() {
+            fs::remove_dir_all(&path)
+                .map_err(|e| Error::io(format!("remove incomplete {}", path.display()), e))?;
+            removed.push(path);
+        }
+    }
+    if let Some(keep) = keep {
+        let complete = complete_backups(root)?;
+        let excess = complete.len().saturating_sub(keep.max(1));
+        for path in complete.into_iter().take(excess) {
+            // The manifest goes first, so a crash midway leaves an
+            // incomplete backup, never a complete one with missing files.
+            let _ = fs::remove_file(path.join(MANIFEST_FILE));
+            fs::remove_dir_all(&path)
+                .map_err(|e| Error::io(format!("remove old backup {}", path.display()), e))?;
+            removed.push(path);
+        }
+    }
+    if !removed.is_empty() {
+        sync_dir(root)?;
+    }
+    Ok(removed)
+}

@@ -1,0 +1,161 @@
+//! Replication figures for `/metrics`, read from
+//! [`Replication::stats`] at scrape time (nothing is recorded twice).
+//!
+//! Every family is always present once replication is attached, whatever
+//! the role, so dashboards need no special case: a master reports zero
+//! link lag, a replica reports zero connected replicas. Per-replica
+//! families carry a `replica` label (the replica's id, its advertised
+//! address by default).
+
+use std::fmt;
+use std::sync::{Arc, OnceLock};
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+
+use crate::replication::{ReplicaStats, Replication};
+
+/// Reads [`Replication::stats`] at scrape time.
+pub(super) struct ReplicationCollector {
+    pub(super) replication: Arc<OnceLock<Arc<Replication>>>,
+}
+
+impl fmt::Debug for ReplicationCollector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReplicationCollector")
+            .finish_non_exhaustive()
+    }
+}
+
+fn gauge<N>(enc: &mut DescriptorEncoder, name: &str, help: &str, v: N) -> fmt::Result
+where
+    ConstGauge<N>: EncodeMetric,
+{
+    let g = ConstGauge::new(v);
+    g.encode(enc.encode_descriptor(name, help, None, g.metric_type())?)
+}
+
+fn counter(enc: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -> fmt::Result {
+    let c = ConstCounter::new(v);
+    c.encode(enc.encode_descriptor(name, help, None, c.metric_type())?)
+}
+
+/// One gauge per replica, labelled with its id.
+fn per_replica<N>(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    replicas: &[ReplicaStats],
+    value: impl Fn(&ReplicaStats) -> N,
+) -> fmt::Result
+where
+    ConstGauge<N>: EncodeMetric,
+{
+    let probe = ConstGauge::new(0u64);
+    let mut family = enc.encode_descriptor(name, help, None, probe.metric_type())?;
+    for r in replicas {
+        let labels = [("replica", r.id.as_str())];
+        ConstGauge::new(value(r)).encode(family.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+impl Collector for ReplicationCollector {
+    fn encode(&self, mut enc: DescriptorEncoder) -> fmt::Result {
+        let Some(repl) = self.replication.get() else {
+            return Ok(());
+        };
+        let s = repl.stats();
+        let e = &mut enc;
+        gauge(
+            e,
+            "replication_role",
+            "1 when this node is the master, 0 when it is a replica.",
+            u64::from(s.role == "master"),
+        )?;
+        gauge(
+            e,
+            "replication_epoch",
+            "Newest epoch in this node's log.",
+            u64::from(s.epoch),
+        )?;
+        gauge(
+            e,
+            "replication_end_offset",
+            "Global offset of the end of this node's log.",
+            s.end_offset,
+        )?;
+        gauge(
+            e,
+            "replication_durable_offset",
+            "Offset up to which this node's log is durable.",
+            s.durable_offset,
+        )?;
+        gauge(
+            e,
+            "replication_connected_replicas",
+            "Replicas streaming from this master.",
+            s.connected_replicas as u64,
+        )?;
+        per_replica(
+            e,
+            "replication_replica_acked_offset",
+            "Offset each replica acknowledged as durable.",
+            &s.replicas,
+            |r| r.acked_offset,
+        )?;
+        per_replica(
+            e,
+            "replication_replica_lag_bytes",
+            "How far each replica's acknowledged offset is behind this master.",
+            &s.replicas,
+            |r| r.lag_bytes,
+        )?;
+        per_replica(
+            e,
+            "replication_replica_lag_seconds",
+            "How long each replica has not held everything this master has.",
+            &s.replicas,
+            |r| r.lag_seconds,
+        )?;
+        counter(
+            e,
+            "replication_full_resyncs",
+            "Full resyncs served (master) or performed (replica).",
+            s.full_resyncs,
+        )?;
+        counter(
+            e,
+            "replication_partial_resyncs",
+            "Resumptions from an offset served (master) or performed (replica).",
+            s.partial_resyncs,
+        )?;
+        counter(
+            e,
+            "replication_log_shipped_bytes",
+            "Raw log bytes sent to replicas (master) or applied from the master (replica).",
+            s.log_bytes_shipped,
+        )?;
+        gauge(
+            e,
+            "replication_link_up",
+            "Replica: 1 while streaming from its master.",
+            u64::from(s.link_up),
+        )?;
+        gauge(
+            e,
+            "replication_lag_bytes",
+            "Replica: bytes its master has that it does not.",
+            s.lag_bytes,
+        )?;
+        gauge(
+            e,
+            "replication_lag_seconds",
+            "Replica: how long it has not held everything its master has.",
+            s.lag_seconds,
+        )?;
+        Ok(())
+    }
+}

@@ -1,0 +1,166 @@
+//! Shared pieces of the chaos tests: the round budget (short by default,
+//! `CHAOS_MINUTES` for the long run), the summary line, random fault
+//! timing, tmpfs mounts and bit flips.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+
+/// How many fault rounds a test runs: `short` rounds, or as many as fit in
+/// `CHAOS_MINUTES` minutes when that is set.
+pub struct Budget {
+    short: u32,
+    deadline: Option<Instant>,
+    done: std::cell::Cell<u32>,
+}
+
+impl Budget {
+    pub fn new(short: u32) -> Budget {
+        let minutes = std::env::var("CHAOS_MINUTES").ok().map(|m| {
+            m.parse::<f64>()
+                .expect("CHAOS_MINUTES is a number of minutes")
+        });
+        Budget {
+            short,
+            deadline: minutes.map(|m| Instant::now() + Duration::from_secs_f64(m * 60.0)),
+            done: std::cell::Cell::new(0),
+        }
+    }
+
+    pub fn another_round(&self) -> bool {
+        let done = self.done.get();
+        self.done.set(done + 1);
+        match self.deadline {
+            // Bounded even in the long run.
+            Some(end) => Instant::now() < end && done < 100_000,
+            None => done < self.short,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Summary {
+    pub faults: u64,
+    pub acked: u64,
+    pub lost: u64,
+    pub full_resyncs: u64,
+    pub partial_resyncs: u64,
+}
+
+impl Summary {
+    pub fn print(&self, name: &str) {
+        let line = format!(
+            "chaos: faults={} acked={} lost={} full_resyncs={} partial_resyncs={} ({name})",
+            self.faults, self.acked, self.lost, self.full_resyncs, self.partial_resyncs
+        );
+        println!("{line}");
+        eprintln!("{line}");
+    }
+}
+
+/// Sleeps a random time between `lo` and `hi` ms: when the next fault
+/// strikes (the point is randomness, not waiting for anything).
+pub fn sleep_random(rng: &mut impl Rng, lo: u64, hi: u64) {
+    std::thread::sleep(Duration::from_millis(rng.gen_range(lo..hi)));
+}
+
+/// `(full_resyncs, partial_resyncs)` from a node's STATS.
+pub fn replication_counts(addr: SocketAddr) -> (u64, u64) {
+    let mut client = super::common::connect_client(addr);
+    let stats = client.stats().expect("stats");
+    let repl = stats
+        .get("replication")
+        .unwrap_or_else(|| panic!("no replication section in stats: {stats:?}"));
+    let field = |name: &str| repl.get(name).and_then(|v| v.as_u64()).unwrap_or(0);
+    (field("full_resyncs"), field("partial_resyncs"))
+}
+
+/// A tmpfs mounted by the test; unmounted (lazily) on drop.
+pub struct Tmpfs {
+    pub path: PathBuf,
+}
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` (e.g. "2m") on `path`. Fails loudly when
+    /// that is impossible (not root, no mount), unless
+    /// `KVSTORE_CHAOS_ALLOW_NO_MOUNT=1`, in which case `None`.
+    pub fn mount(path: &Path, size: &str) -> Option<Tmpfs> {
+        std::fs::create_dir_all(path).expect("mount point");
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(path)
+            .output();
+        match out {
+            Ok(o) if o.status.success() => Some(Tmpfs {
+                path: path.to_path_buf(),
+            }),
+            other => {
+                let why = format!("{other:?}");
+                eprintln!("!!!!! chaos: CANNOT MOUNT A TMPFS (needs root): {why}");
+                assert!(
+                    std::env::var("KVSTORE_CHAOS_ALLOW_NO_MOUNT").as_deref() == Ok("1"),
+                    "cannot mount a tmpfs for the disk-full test ({why}); run as root or set KVSTORE_CHAOS_ALLOW_NO_MOUNT=1"
+                );
+                None
+            }
+        }
+    }
+
+    /// Gives the filesystem more room (space returns).
+    pub fn resize(&self, size: &str) {
+        let ok = Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(&self.path)
+            .status()
+            .expect("run mount")
+            .success();
+        assert!(ok, "remount of {} failed", self.path.display());
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+    }
+}
+
+/// Flips one bit of `file` at `offset`.
+pub fn flip_bit(file: &Path, offset: usize) {
+    let mut bytes = std::fs::read(file).expect("read file to corrupt");
+    let b = bytes.get_mut(offset).expect("offset inside the file");
+    *b ^= 0x10;
+    std::fs::write(file, bytes).expect("write corrupted file");
+}
+
+/// The data files of `dir` of one kind, by name.
+pub fn files_ending(dir: &Path, suffix: &str) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
+        .expect("list data dir")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.to_string_lossy().ends_with(suffix))
+        .collect();
+    out.sort();
+    out
+}
+
+pub fn copy_dir(from: &Path, to: &Path) {
+    for f in std::fs::read_dir(from).expect("list") {
+        let p = f.expect("entry").path();
+        if p.is_file() && !p.ends_with("LOCK") {
+            std::fs::copy(&p, to.join(p.file_name().expect("name"))).expect("copy");
+        }
+    }
+}
+
+/// A child process (here: one started through `ip netns exec`) killed on drop.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
