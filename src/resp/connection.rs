@@ -28,14 +28,11 @@ use super::commands;
 use super::parse::{self, Args};
 use super::reply::Reply;
 use super::{Session, Shared};
+// Buffer sizing and timeouts are the binary server's: one tuning for both.
+use crate::server::connection::{
+    FLUSH_AT, MAX_GROWTH, MAX_WRITE_RUN, NEVER, READ_CHUNK, SHRINK_ABOVE,
+};
 use crate::server::ServerContext;
-
-const READ_CHUNK: usize = 16 * 1024;
-const MAX_GROWTH: usize = 1024 * 1024;
-const FLUSH_AT: usize = 256 * 1024;
-const SHRINK_ABOVE: usize = 4 * 1024 * 1024;
-const MAX_WRITE_RUN: usize = 1024;
-const NEVER: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// Why the connection ended.
 #[derive(Debug)]

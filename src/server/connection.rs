@@ -32,18 +32,18 @@ use crate::protocol::replication::SyncRequest;
 use crate::protocol::{self, ErrorCode, Frame, Request, Response};
 
 /// Smallest read: enough for many small pipelined requests at once.
-const READ_CHUNK: usize = 16 * 1024;
+pub(crate) const READ_CHUNK: usize = 16 * 1024;
 /// Largest single buffer growth while a big frame streams in, so memory
 /// follows the bytes that actually arrived, not the announced length.
-const MAX_GROWTH: usize = 1024 * 1024;
+pub(crate) const MAX_GROWTH: usize = 1024 * 1024;
 /// Flush answers once this many bytes are pending, even mid-pipeline.
-const FLUSH_AT: usize = 256 * 1024;
+pub(crate) const FLUSH_AT: usize = 256 * 1024;
 /// A buffer grown past this is released once it is empty again.
-const SHRINK_ABOVE: usize = 4 * 1024 * 1024;
+pub(crate) const SHRINK_ABOVE: usize = 4 * 1024 * 1024;
 /// Most writes started together before they are awaited.
-const MAX_WRITE_RUN: usize = 1024;
+pub(crate) const MAX_WRITE_RUN: usize = 1024;
 /// Stand-in for "no idle timeout": far away, but no overflow.
-const NEVER: Duration = Duration::from_secs(365 * 24 * 3600);
+pub(crate) const NEVER: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// Why a connection ended; for logs only.
 #[derive(Debug)]
