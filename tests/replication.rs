@@ -452,11 +452,17 @@ fn replication_metrics_are_exported() {
 #[test]
 fn a_replica_too_far_behind_is_not_ready_until_it_catches_up() {
     let m = master(&["--durability", "never"]);
-    // The master's stream reaches the replica at about 2 MB/s.
-    let proxy = FlipProxy::slow(m.addr, 2_000_000);
+    // The master's stream reaches the replica at about 4 MB/s. The load
+    // (about 21 MB) is more than the loopback socket buffers hold, so the
+    // master's sends block and the chunks the replica receives carry a
+    // master end far ahead of its own: with a load the buffers could absorb,
+    // every chunk would be sent as soon as written, name a master end just
+    // past itself, and the replica would never see the lag (heartbeats queue
+    // behind the buffered bytes).
+    let proxy = FlipProxy::slow(m.addr, 4_000_000);
     let r = replica(proxy.addr, &["--replica-max-lag-bytes", "1000000"]);
     assert_eq!(ready(&r), 200);
-    put_range(&mut m.client(), "big", 0..100, 65536).unwrap();
+    put_range(&mut m.client(), "big", 0..320, 65536).unwrap();
     wait_for(
         START_DEADLINE,
         "/readyz 503 while over the lag bound",
