@@ -58,6 +58,8 @@ pub enum ParseError {
     HeaderTooLong,
     #[error("Protocol error: too big inline request")]
     InlineTooLong,
+    #[error("Protocol error: more than {0} arguments in inline request")]
+    TooManyInlineArgs(usize),
     #[error("Protocol error: unbalanced quotes in request")]
     UnbalancedQuotes,
     #[error("Protocol error: request larger than {0} bytes")]
@@ -200,7 +202,11 @@ fn parse_inline(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Args>, Par
     let line = buf.split_to(newline + 1);
     let line = line.get(..newline).unwrap_or(&[]);
     let line = line.strip_suffix(b"\r").unwrap_or(line);
-    split_args(line).map(Some)
+    let args = split_args(line)?;
+    if args.len() > limits.max_args {
+        return Err(ParseError::TooManyInlineArgs(limits.max_args));
+    }
+    Ok(Some(args))
 }
 
 /// Splits an inline line into words, with Redis's quoting: `"..."` takes
@@ -357,5 +363,9 @@ mod tests {
         assert_eq!(run(b"*1\r\n$1\r\nab\r\n"), Err(ParseError::MissingCrlf));
         assert_eq!(run(b"*1\r\n:1\r\n"), Err(ParseError::ExpectedBulk(':')));
         assert_eq!(run(b"\"abc\r\n"), Err(ParseError::UnbalancedQuotes));
+        // The argument limit holds for inline commands too: a short line
+        // of one-letter words must not get past it.
+        assert_eq!(run(b"a b c d\r\n"), Err(ParseError::TooManyInlineArgs(3)));
+        assert_eq!(run(b"a b c\r\n").map(|a| a.map(|a| a.len())), Ok(Some(3)));
     }
 }
