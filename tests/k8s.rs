@@ -63,14 +63,27 @@ fn first_line(bytes: &[u8]) -> String {
         .to_string()
 }
 
-/// Asserts the CLI call failed and its error mentions one of `words`.
-fn assert_refused(out: &Output, words: &[&str], what: &str) {
-    let err = stderr(out).to_lowercase();
+/// Asserts the CLI call failed with an error containing `word`.
+fn assert_refused(out: &Output, word: &str, what: &str) {
+    let err = stderr(out);
     assert!(
-        !out.status.success() && words.iter().any(|w| err.contains(w)),
-        "{what}: expected a failure mentioning {words:?}, got {} / {err}",
+        !out.status.success() && err.contains(word),
+        "{what}: expected a failure with {word:?}, got {} / {err}",
         out.status
     );
+}
+
+const RELOADED: &str = "SIGHUP: reloaded tokens and certificates";
+const RELOAD_FAILED: &str = "SIGHUP: reload failed, keeping the previous";
+
+/// `kvstore-n -- sh -c 'kill -HUP 1'`, then waits for the pod to log
+/// `expect` once more than before.
+fn reload(c: &Cluster, n: u32, expect: &str) {
+    let before = c.logs(n).matches(expect).count();
+    c.hup(n);
+    wait_for(DEADLINE, &format!("pod {n} to log {expect:?}"), || {
+        (c.logs(n).matches(expect).count() > before).then_some(())
+    });
 }
 
 /// `kubectl apply` of the edited Secret, the kubelet's sync, then
@@ -78,7 +91,7 @@ fn assert_refused(out: &Output, words: &[&str], what: &str) {
 fn apply_and_reload(c: &Cluster) {
     c.sync_secrets();
     for n in 0..PODS {
-        c.hup(n);
+        reload(c, n, RELOADED);
     }
 }
 
@@ -200,25 +213,25 @@ fn the_deployment_requires_tls_and_the_right_credential() {
 
     // Plaintext to the TLS client port fails fast and says why.
     let out = c.exec_with(0, &[(CA, None)], &["read", "k"]);
-    assert_refused(&out, &["tls"], "plaintext client");
+    assert_refused(&out, "TLS_REQUIRED", "plaintext client");
     // A CA of another deployment does not verify the pods' certificate.
     let other = c.root.path().join("other-deployment");
     c.secret.generate_more(&other, None);
     let out = c.exec_with(0, &[(CA, Some(&other.join("ca.crt")))], &["read", "k"]);
-    assert_refused(&out, &["certificate", "tls"], "foreign CA");
+    assert_refused(&out, "invalid peer certificate", "foreign CA");
     // No token, a wrong token.
     let out = c.exec_with(0, &[(AUTH, None)], &["read", "k"]);
-    assert_refused(&out, &["auth"], "no token");
+    assert_refused(&out, "AUTH_REQUIRED", "no token");
     let wrong = file(&c, "wrong", new_token().as_bytes());
     let out = c.exec_with(0, &[(AUTH, Some(&wrong))], &["read", "k"]);
-    assert_refused(&out, &["auth"], "wrong token");
+    assert_refused(&out, "AUTH_FAILED", "wrong token");
     // The read-only token reads and cannot write.
     let ro = c.secret.path("readonly-token");
     let out = c.exec_with(2, &[(AUTH, Some(&ro))], &["read", "k"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stdout(&out), "v");
     let out = c.exec_with(0, &[(AUTH, Some(&ro))], &["put", "k", "w"]);
-    assert_refused(&out, &["permission"], "read-only put");
+    assert_refused(&out, "PERMISSION_DENIED", "read-only put");
     // The client token (the pods' default) cannot take a backup (the raw
     // log), nor promote a replica.
     let to = c.root.path().join("operator").join("backup");
@@ -233,9 +246,9 @@ fn the_deployment_requires_tls_and_the_right_credential() {
             to.to_str().expect("utf-8"),
         ],
     );
-    assert_refused(&out, &["permission"], "backup with the client token");
+    assert_refused(&out, "PERMISSION_DENIED", "backup with the client token");
     let out = c.exec(2, &["promote"]);
-    assert_refused(&out, &["permission"], "promote with the client token");
+    assert_refused(&out, "PERMISSION_DENIED", "promote with the client token");
     assert_eq!(c.stats(2)["replication"]["role"], "replica");
     // What the admin token is for still works, and the HTTP port stays
     // plaintext and open: the failures above are counted there.
@@ -245,10 +258,15 @@ fn the_deployment_requires_tls_and_the_right_credential() {
     let metrics = format!("{}:9555", c.ip(0)).parse().expect("addr");
     let (code, body) = http_get(metrics, "/metrics").expect("scrape /metrics");
     assert_eq!(code, 200);
-    assert!(
-        body.contains("kvstore_auth_failures_total"),
-        "no auth failure metric in /metrics"
-    );
+    for reason in ["bad_token", "missing_token", "permission_denied"] {
+        let line = format!("kvstore_auth_failures_total{{reason=\"{reason}\"}} ");
+        let count: f64 = body
+            .lines()
+            .find_map(|l| l.strip_prefix(&line))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {line} in /metrics"));
+        assert!(count >= 1.0, "{line}{count}");
+    }
 }
 
 #[test]
@@ -294,7 +312,7 @@ fn token_rotation_as_documented() {
             },
         );
         let out = c.exec_with(n, &[(AUTH, Some(&old_file))], &["read", "k"]);
-        assert_refused(&out, &["auth"], "old token after rotation");
+        assert_refused(&out, "AUTH_FAILED", "old token after rotation");
     }
     c.put(0, "k", "v3");
 
@@ -371,7 +389,7 @@ fn certificate_and_ca_rotation_as_documented() {
             },
         );
         let out = c.exec_with(n, &[(CA, Some(&old_ca_file))], &["read", "k"]);
-        assert_refused(&out, &["certificate", "tls"], "old CA only");
+        assert_refused(&out, "invalid peer certificate", "old CA only");
     }
     // Replication verifies the new certificate against the bundle.
     c.stop(1, Signal::SIGKILL);
@@ -379,6 +397,14 @@ fn certificate_and_ca_rotation_as_documented() {
     c.wait_probes(1);
     c.put(2, "k", "v2");
     c.wait_value(1, "k", "v2");
+
+    // A broken Secret changes nothing: the reload fails and says so.
+    let good_key = c.secret.get("tls.key");
+    c.secret.set("tls.key", b"not a key\n");
+    c.sync_secrets();
+    reload(&c, 0, RELOAD_FAILED);
+    c.put(0, "k", "still-served");
+    c.secret.set("tls.key", &good_key);
 
     // 3. The old CA removed.
     c.secret.set("ca.crt", &read(&new_ca_file));
@@ -392,6 +418,21 @@ fn certificate_and_ca_rotation_as_documented() {
 
 fn read(path: &Path) -> Vec<u8> {
     std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+#[test]
+fn the_example_secret_is_refused_at_start() {
+    let mut c = Cluster::new();
+    let example = cluster::load("secret.example.yaml");
+    for (k, v) in example["stringData"].as_mapping().expect("stringData") {
+        let value = v.as_str().expect("placeholder");
+        c.secret
+            .set(k.as_str().expect("key"), format!("{value}\n").as_bytes());
+    }
+    c.start(0);
+    let status = c.wait_exit(0);
+    assert!(!status.success(), "a pod started with the example Secret");
+    assert!(c.logs(0).contains("--tls-cert"), "{}", c.logs(0));
 }
 
 #[test]

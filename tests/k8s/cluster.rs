@@ -373,6 +373,14 @@ impl Cluster {
         }
     }
 
+    /// Waits for pod `n`'s container to exit by itself.
+    pub fn wait_exit(&mut self, n: u32) -> std::process::ExitStatus {
+        let mut child = self.pods[n as usize].take().expect("pod running");
+        wait_for(DEADLINE, "the pod to exit", || {
+            child.try_wait().expect("wait")
+        })
+    }
+
     /// Every probe of the main container, as the kubelet would send it.
     pub fn probes(&self) -> Vec<(String, String, u16)> {
         let main = self.main_container();
