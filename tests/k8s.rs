@@ -27,6 +27,7 @@ use serde_json::Value as Json;
 
 const AUTH: &str = "KVSTORE_AUTH_TOKEN_FILE";
 const CA: &str = "KVSTORE_TLS_CA";
+const NAME: &str = "KVSTORE_TLS_SERVER_NAME";
 
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).trim().to_string()
@@ -219,6 +220,38 @@ fn the_deployment_requires_tls_and_the_right_credential() {
     c.secret.generate_more(&other, None);
     let out = c.exec_with(0, &[(CA, Some(&other.join("ca.crt")))], &["read", "k"]);
     assert_refused(&out, "invalid peer certificate", "foreign CA");
+    // The test reaches pods by IP; in the cluster, clients verify the
+    // names the manifests and the guide use. The certificate has them all.
+    let master_svc = cluster::load("service-master.yaml");
+    let svc = cluster::s(&master_svc["metadata"]["name"], "name");
+    let ns = &c.m.namespace;
+    let mut names = vec![
+        format!("{svc}.{ns}.svc.cluster.local"),
+        format!("{svc}.{ns}.svc"),
+        format!("{svc}.{ns}"),
+        svc.to_string(),
+        "localhost".to_string(),
+        "127.0.0.1".to_string(),
+    ];
+    for n in 0..PODS {
+        names.push(format!("{}.{}", c.pod_name(n), c.dns_suffix()));
+        names.push(format!("{}.{}", c.pod_name(n), c.m.headless));
+    }
+    for name in &names {
+        let out = c.exec_with(0, &[(NAME, Some(Path::new(name)))], &["read", "k"]);
+        assert!(out.status.success(), "as {name}: {}", stderr(&out));
+    }
+    let elsewhere = format!(
+        "{}.{}.elsewhere.svc.cluster.local",
+        c.pod_name(0),
+        c.m.headless
+    );
+    let out = c.exec_with(0, &[(NAME, Some(Path::new(&elsewhere)))], &["read", "k"]);
+    assert_refused(
+        &out,
+        "certificate not valid for name",
+        "another namespace's name",
+    );
     // No token, a wrong token.
     let out = c.exec_with(0, &[(AUTH, None)], &["read", "k"]);
     assert_refused(&out, "AUTH_REQUIRED", "no token");
