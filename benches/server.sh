@@ -4,8 +4,9 @@
 # then get), once under --durability always and once under never. Then TLS
 # against plaintext: two nodes under --durability never (so the figures
 # are CPU, not fsync), one with a certificate (generated here with
-# openssl), loaded alternately, plain then TLS, twice, at pipeline 16 and
-# 1; the ratio TLS/plain is printed per line. Client and server share the
+# openssl), loaded alternately, plain then TLS, BENCH_TLS_ROUNDS times
+# (default 3), at pipeline 16 and 1; the ratio TLS/plain is printed per
+# line. The client encrypts too, on the same cores. Client and server share the
 # machine. Figures go to stdout; copy them into the "Server" section of
 # docs/BENCHMARKS.md.
 #
@@ -93,7 +94,7 @@ pid=""
 rps() { sed -n "s/^$1: *\([0-9.]*\) requests per second.*/\1/p" <<<"$2" | head -1; }
 for pipeline in 16 1; do
   if [ "$pipeline" = 16 ]; then n=$N16; else n=$N1; fi
-  for round in 1 2; do
+  for round in $(seq "${BENCH_TLS_ROUNDS:-3}"); do
     plain=$("$BIN" bench --addr "$plain_addr" -q -c 50 -n "$n" -d 100 -r 1000000 -P "$pipeline" -t put,get)
     tls=$("$BIN" --tls-ca "$pki/ca.pem" bench --addr "$tls_addr" -q -c 50 -n "$n" -d 100 -r 1000000 -P "$pipeline" -t put,get)
     echo "## TLS vs plain, durability=never pipeline=$pipeline round $round (-c 50 -d 100 -r 1000000 -n $n)"

@@ -245,19 +245,21 @@ fn each_token_does_what_its_permission_allows_and_no_more() {
         other => panic!("REPL_SYNC with a client token answered {other:?}"),
     }
     // Nor a backup, from the CLI.
-    let to = secrets.path("backups");
-    let out = cli(
-        server.addr,
-        &[
+    let backup = |token_file: &str| {
+        let to = secrets.path("backups");
+        let from = server.addr.to_string();
+        let args = [
             "--auth-token-file",
-            &secrets.arg("client"),
+            &secrets.arg(token_file),
             "backup",
             "--from",
-            &server.addr.to_string(),
+            &from,
             "--to",
             to.to_str().expect("utf-8"),
-        ],
-    );
+        ];
+        cli(server.addr, &args)
+    };
+    let out = backup("client");
     assert!(!out.status.success(), "a client token took a backup");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("permission denied"), "{stderr}");
@@ -266,18 +268,7 @@ fn each_token_does_what_its_permission_allows_and_no_more() {
     // The admin token does all of it.
     let mut admin = connect(server.addr, Some(b"admin-token")).expect("admin");
     admin.compact().expect("compact");
-    let out = cli(
-        server.addr,
-        &[
-            "--auth-token-file",
-            &secrets.arg("admin"),
-            "backup",
-            "--from",
-            &server.addr.to_string(),
-            "--to",
-            to.to_str().expect("utf-8"),
-        ],
-    );
+    let out = backup("admin");
     assert!(
         out.status.success(),
         "admin backup: {}",

@@ -258,12 +258,7 @@ impl Connection {
         }
         let idle = self.ctx.limits.idle_timeout;
         let bound = if idle.is_zero() { NEVER } else { idle };
-        let stream = &mut self.stream;
-        let pending = &self.write_buf;
-        let write = async move {
-            stream.write_all(pending).await?;
-            stream.flush().await
-        };
+        let write = self.stream.send_all(&self.write_buf);
         let result = tokio::time::timeout(bound, write).await;
         self.ctx.metrics.add_bytes_sent(self.write_buf.len() as u64);
         self.write_buf.clear();

@@ -8,7 +8,7 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
 /// Plaintext or TLS over TCP; `T` is the TLS stream of the side.
@@ -51,6 +51,14 @@ impl<T: OverTcp> MaybeTls<T> {
     /// True when the connection is encrypted.
     pub fn is_tls(&self) -> bool {
         matches!(self, MaybeTls::Tls(_))
+    }
+}
+
+impl<T: AsyncWrite + Unpin> MaybeTls<T> {
+    /// Writes all of `bytes` and flushes them out of the TLS layer.
+    pub async fn send_all(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.write_all(bytes).await?;
+        self.flush().await
     }
 }
 
