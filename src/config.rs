@@ -22,6 +22,7 @@ use clap::Args;
 
 use crate::engine::options::{MAX_SEGMENT_BYTES, MIN_SEGMENT_BYTES};
 use crate::engine::record::{MAX_KEY_LEN, MAX_VALUE_LEN};
+use crate::security::{TlsFiles, TokenFiles};
 pub use role::Role;
 
 /// Default client address (`--listen`).
@@ -176,6 +177,32 @@ pub struct ServeArgs {
     /// Write the bound addresses here (`listen=..`, `http=..`) once listening.
     #[arg(long, env = "KVSTORE_PORT_FILE", value_name = "PATH")]
     pub port_file: Option<String>,
+    /// Tokens (one per line) that may only read: GET, EXISTS, STATS.
+    /// Client tokens come from the global --auth-token-file.
+    #[arg(long, env = "KVSTORE_READONLY_TOKEN_FILE", value_name = "PATH")]
+    pub readonly_token_file: Option<PathBuf>,
+    /// Tokens (one per line) that may do everything, including pulling the
+    /// log (replicas), BACKUP, PROMOTE, REPLICATE and COMPACT. This node
+    /// presents the first one to its master.
+    #[arg(long, env = "KVSTORE_ADMIN_TOKEN_FILE", value_name = "PATH")]
+    pub admin_token_file: Option<PathBuf>,
+    /// PEM certificate chain for the client port and RESP listener; with
+    /// it they accept TLS only.
+    #[arg(
+        long,
+        env = "KVSTORE_TLS_CERT",
+        value_name = "PATH",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(
+        long,
+        env = "KVSTORE_TLS_KEY",
+        value_name = "PATH",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
 }
 
 /// A configuration value that cannot be used; the message names the setting.
@@ -269,6 +296,11 @@ pub struct Config {
     pub sync_timeout: Duration,
     pub replication_retention_bytes: u64,
     pub replica_max_lag_bytes: u64,
+    /// Token files; the client one comes from the global
+    /// `--auth-token-file` ([`Config::with_connect`]).
+    pub tokens: TokenFiles,
+    /// TLS files; the CA and server name come from the global flags.
+    pub tls: TlsFiles,
 }
 
 /// Every environment variable `kvstore` reads; anything else starting with
@@ -300,6 +332,13 @@ pub const KNOWN_ENV: &[&str] = &[
     "KVSTORE_LOG_FORMAT",
     "KVSTORE_PORT_FILE",
     "KVSTORE_ADDR",
+    "KVSTORE_AUTH_TOKEN_FILE",
+    "KVSTORE_READONLY_TOKEN_FILE",
+    "KVSTORE_ADMIN_TOKEN_FILE",
+    "KVSTORE_TLS_CERT",
+    "KVSTORE_TLS_KEY",
+    "KVSTORE_TLS_CA",
+    "KVSTORE_TLS_SERVER_NAME",
 ];
 
 /// Names a setting in messages: `--durability (KVSTORE_DURABILITY)`.
@@ -533,7 +572,28 @@ impl Config {
             sync_timeout,
             replication_retention_bytes,
             replica_max_lag_bytes,
+            tokens: TokenFiles {
+                readonly: args.readonly_token_file.clone(),
+                admin: args.admin_token_file.clone(),
+                client: None,
+            },
+            tls: TlsFiles {
+                cert: args.tls_cert.clone(),
+                key: args.tls_key.clone(),
+                ca: None,
+                server_name: None,
+            },
         })
+    }
+
+    /// Adds the settings shared with client commands: the client token
+    /// file (`--auth-token-file`), the CA this node verifies its master
+    /// against (`--tls-ca`) and the name it expects there.
+    pub fn with_connect(mut self, connect: &crate::cli::connect::ConnectArgs) -> Config {
+        self.tokens.client.clone_from(&connect.auth_token_file);
+        self.tls.ca.clone_from(&connect.tls_ca);
+        self.tls.server_name.clone_from(&connect.tls_server_name);
+        self
     }
 }
 

@@ -14,4 +14,5 @@ pub mod metrics;
 pub mod protocol;
 pub mod replication;
 pub mod resp;
+pub mod security;
 pub mod server;

@@ -65,6 +65,43 @@ struct RequestLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+/// Why a connection or request was refused by authentication.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthFailure {
+    /// A token that is not accepted.
+    BadToken,
+    /// No token, or a request before authenticating.
+    MissingToken,
+    /// A valid token without the permission the request needs.
+    PermissionDenied,
+    /// Plaintext on a TLS port, or a failed TLS handshake.
+    Tls,
+}
+
+impl AuthFailure {
+    const ALL: [AuthFailure; 4] = [
+        AuthFailure::BadToken,
+        AuthFailure::MissingToken,
+        AuthFailure::PermissionDenied,
+        AuthFailure::Tls,
+    ];
+
+    /// The `reason` label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthFailure::BadToken => "bad_token",
+            AuthFailure::MissingToken => "missing_token",
+            AuthFailure::PermissionDenied => "permission_denied",
+            AuthFailure::Tls => "tls",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OpLabels {
     op: &'static str,
 }
@@ -102,6 +139,7 @@ pub struct Metrics {
     connections_accepted: Counter,
     connections_rejected: Counter,
     protocol_errors: Counter,
+    auth_failures: Family<ReasonLabels, Counter>,
     bytes_received: Counter,
     bytes_sent: Counter,
     engine: Arc<OnceLock<Engine>>,
@@ -157,6 +195,18 @@ impl Metrics {
         let protocol_errors = Counter::default();
         let bytes_received = Counter::default();
         let bytes_sent = Counter::default();
+        let auth_failures = Family::<ReasonLabels, Counter>::default();
+        for reason in AuthFailure::ALL {
+            // Present at zero from the start, so alerts see the series.
+            let _ = auth_failures.get_or_create(&ReasonLabels {
+                reason: reason.as_str(),
+            });
+        }
+        registry.register(
+            "auth_failures",
+            "Connections or requests refused by authentication or TLS, by reason",
+            auth_failures.clone(),
+        );
         registry.register(
             "connections_active",
             "Client connections open now",
@@ -206,6 +256,7 @@ impl Metrics {
             connections_accepted,
             connections_rejected,
             protocol_errors,
+            auth_failures,
             bytes_received,
             bytes_sent,
             engine,
@@ -245,6 +296,15 @@ impl Metrics {
     /// Counts a malformed frame or a connection closed for cause.
     pub fn protocol_error(&self) {
         self.protocol_errors.inc();
+    }
+
+    /// Counts a refusal by authentication or TLS.
+    pub fn auth_failure(&self, reason: AuthFailure) {
+        self.auth_failures
+            .get_or_create(&ReasonLabels {
+                reason: reason.as_str(),
+            })
+            .inc();
     }
 
     /// Counts an accepted connection; call [`Metrics::connection_closed`] when it ends.

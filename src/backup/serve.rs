@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpStream;
+use crate::security::ServerStream;
 
 use crate::replication::link::FrameWriter;
 use crate::replication::master::send_snapshot;
@@ -20,15 +20,16 @@ pub const LEASE: Duration = Duration::from_secs(6 * 3600);
 
 /// Serves one BACKUP request; errors end up in the log only (the client
 /// sees the stream stop early and fails loudly).
-pub async fn serve_backup(stream: TcpStream, ctx: Arc<ServerContext>) {
+pub async fn serve_backup(stream: ServerStream, ctx: Arc<ServerContext>) {
     let peer = stream
+        .tcp()
         .peer_addr()
         .map(|a| a.to_string())
         .unwrap_or_default();
-    let _ = stream.set_nodelay(true);
+    let _ = stream.tcp().set_nodelay(true);
     // The client sends nothing after BACKUP; keep the read half so the
     // socket stays open until we are done.
-    let (_rd, wr) = stream.into_split();
+    let (_rd, wr) = tokio::io::split(stream);
     let mut writer = FrameWriter::new(wr);
     let engine = ctx.engine.clone();
     let epoch = engine.current_epoch();

@@ -19,7 +19,7 @@ use crate::engine::epochs::{self, EpochHistory};
 use crate::engine::segment::FileKind;
 use crate::engine::snapshot::is_snapshot_file;
 use crate::protocol::replication::ToReplica;
-use crate::protocol::{Frame, Limits, Request, Response};
+use crate::protocol::{Auth, Frame, Hello, Limits, Request, Response, PROTOCOL_VERSION};
 
 /// What `kvstore backup` is asked to do.
 #[derive(Debug, Clone)]
@@ -34,6 +34,9 @@ pub struct BackupOptions {
     pub keep: Option<usize>,
     /// Bound on connecting and on each read from the node.
     pub timeout: Duration,
+    /// Credential and TLS for the node; BACKUP needs an admin token when
+    /// the node requires authentication.
+    pub client: ClientOptions,
 }
 
 /// What a backup did.
@@ -55,7 +58,7 @@ pub struct BackupReport {
 /// Takes one backup. On failure the partial backup directory is removed
 /// (best effort); it never has a manifest in any case.
 pub fn take_backup(opts: &BackupOptions) -> Result<BackupReport> {
-    let (source, role) = choose_source(&opts.sources, opts.timeout)?;
+    let (source, role) = choose_source(&opts.sources, opts.timeout, &opts.client)?;
     fs::create_dir_all(&opts.to)
         .map_err(|e| Error::io(format!("create backup root {}", opts.to.display()), e))?;
     let previous = latest_complete(&opts.to)?;
@@ -68,6 +71,7 @@ pub fn take_backup(opts: &BackupOptions) -> Result<BackupReport> {
         previous.as_ref(),
         opts.timeout,
         started,
+        &opts.client,
     ) {
         Ok((manifest, copied_bytes)) => {
             let removed = apply_retention(&opts.to, &dir, opts.keep)?;
@@ -90,7 +94,11 @@ pub fn take_backup(opts: &BackupOptions) -> Result<BackupReport> {
 }
 
 /// Asks each candidate for its role; prefers a replica.
-fn choose_source(sources: &[String], timeout: Duration) -> Result<(String, String)> {
+fn choose_source(
+    sources: &[String],
+    timeout: Duration,
+    client: &ClientOptions,
+) -> Result<(String, String)> {
     if sources.is_empty() {
         return Err(Error::NoSource("no --from address given".into()));
     }
@@ -98,10 +106,9 @@ fn choose_source(sources: &[String], timeout: Duration) -> Result<(String, Strin
     let mut failures = Vec::new();
     for addr in sources {
         let options = ClientOptions {
-            client_name: "kvstore-backup".into(),
             connect_timeout: timeout.min(Duration::from_secs(5)),
             follow_redirects: false,
-            ..ClientOptions::default()
+            ..client.clone()
         };
         let stats = BlockingClient::connect(addr.as_str(), options).and_then(|mut c| c.stats());
         match stats {
@@ -181,16 +188,22 @@ fn new_backup_dir(root: &Path, now_ms: u64) -> Result<PathBuf> {
     ))
 }
 
+/// A byte stream the backup reads from: plain TCP or TLS over it.
+trait ReadWrite: Read + Write + Send {}
+impl<T: Read + Write + Send> ReadWrite for T {}
+
 /// A blocking frame reader over the backup connection.
 struct Stream {
-    sock: TcpStream,
+    sock: Box<dyn ReadWrite>,
     buf: BytesMut,
     addr: String,
     max_frame: u32,
 }
 
 impl Stream {
-    fn open(addr: &str, timeout: Duration) -> Result<Stream> {
+    /// Connects (with TLS when `client.tls` is set) and says HELLO with
+    /// the credential of `client`.
+    fn open(addr: &str, timeout: Duration, client: &ClientOptions) -> Result<Stream> {
         let connect_err = |source| Error::Connect {
             addr: addr.to_string(),
             source,
@@ -200,15 +213,40 @@ impl Stream {
             .map_err(connect_err)?
             .next()
             .ok_or_else(|| connect_err(std::io::Error::other("resolves to no address")))?;
-        let sock = TcpStream::connect_timeout(&resolved, timeout).map_err(connect_err)?;
-        sock.set_read_timeout(Some(timeout)).map_err(connect_err)?;
-        sock.set_write_timeout(Some(timeout)).map_err(connect_err)?;
-        Ok(Stream {
+        let tcp = TcpStream::connect_timeout(&resolved, timeout).map_err(connect_err)?;
+        tcp.set_read_timeout(Some(timeout)).map_err(connect_err)?;
+        tcp.set_write_timeout(Some(timeout)).map_err(connect_err)?;
+        let sock: Box<dyn ReadWrite> = match &client.tls {
+            None => Box::new(tcp),
+            Some(tls) => {
+                let name = tls
+                    .server_name(addr)
+                    .map_err(|e| connect_err(std::io::Error::other(e)))?;
+                let session = rustls::ClientConnection::new(tls.config(), name)
+                    .map_err(|e| connect_err(std::io::Error::other(e)))?;
+                Box::new(rustls::StreamOwned::new(session, tcp))
+            }
+        };
+        let mut stream = Stream {
             sock,
             buf: BytesMut::new(),
             addr: addr.to_string(),
             max_frame: Limits::default().max_frame_bytes,
-        })
+        };
+        stream.send(&Request::Hello(Hello {
+            version: PROTOCOL_VERSION,
+            auth: match &client.credential {
+                Some(token) => Auth::Token(token.clone()),
+                None => Auth::None,
+            },
+            client_name: client.client_name.clone(),
+        }))?;
+        let frame = stream.frame()?;
+        match Response::decode(frame, &Limits::for_client()) {
+            Ok(Response::HelloOk(_)) => Ok(stream),
+            Ok(other) => Err(stream.refused(other)),
+            Err(e) => Err(stream.bad(e.to_string())),
+        }
     }
 
     fn bad(&self, why: impl Into<String>) -> Error {
@@ -218,49 +256,57 @@ impl Stream {
         }
     }
 
+    fn refused(&self, response: Response) -> Error {
+        match response {
+            Response::Error { code, message } => Error::Refused {
+                addr: self.addr.clone(),
+                code,
+                message,
+            },
+            other => self.bad(format!("unexpected answer {other:?}")),
+        }
+    }
+
     fn send(&mut self, request: &Request) -> Result<()> {
         let mut out = BytesMut::new();
         request
             .encode(&mut out)
             .map_err(|e| self.bad(e.to_string()))?;
+        let what = format!("send {} to {}", request.name().to_uppercase(), self.addr);
         self.sock
             .write_all(&out)
-            .map_err(|e| Error::io(format!("send BACKUP to {}", self.addr), e))
+            .and_then(|()| self.sock.flush())
+            .map_err(|e| Error::io(what, e))
+    }
+
+    /// The next frame.
+    fn frame(&mut self) -> Result<Frame> {
+        let mut chunk = vec![0u8; 256 * 1024];
+        loop {
+            let parsed = Frame::parse(&mut self.buf, self.max_frame);
+            if let Some(frame) = parsed.map_err(|e| self.bad(e.to_string()))? {
+                return Ok(frame);
+            }
+            let n = self
+                .sock
+                .read(&mut chunk)
+                .map_err(|e| Error::io(format!("read from {}", self.addr), e))?;
+            if n == 0 {
+                return Err(self.bad("the node closed the stream before it was complete"));
+            }
+            self.buf.extend_from_slice(chunk.get(..n).unwrap_or(&[]));
+        }
     }
 
     /// The next stream message; an ERROR frame becomes [`Error::Refused`].
     fn next(&mut self) -> Result<ToReplica> {
-        let mut chunk = vec![0u8; 256 * 1024];
-        loop {
-            let parsed = Frame::parse(&mut self.buf, self.max_frame);
-            match parsed.map_err(|e| self.bad(e.to_string()))? {
-                Some(frame) => {
-                    return match ToReplica::decode(frame.clone())
-                        .map_err(|e| self.bad(e.to_string()))?
-                    {
-                        Some(msg) => Ok(msg),
-                        None => match Response::decode(frame, &Limits::for_client()) {
-                            Ok(Response::Error { code, message }) => Err(Error::Refused {
-                                addr: self.addr.clone(),
-                                code,
-                                message,
-                            }),
-                            Ok(other) => Err(self.bad(format!("unexpected answer {other:?}"))),
-                            Err(e) => Err(self.bad(e.to_string())),
-                        },
-                    };
-                }
-                None => {
-                    let n = self
-                        .sock
-                        .read(&mut chunk)
-                        .map_err(|e| Error::io(format!("read from {}", self.addr), e))?;
-                    if n == 0 {
-                        return Err(self.bad("the node closed the stream before it was complete"));
-                    }
-                    self.buf.extend_from_slice(chunk.get(..n).unwrap_or(&[]));
-                }
-            }
+        let frame = self.frame()?;
+        match ToReplica::decode(frame.clone()).map_err(|e| self.bad(e.to_string()))? {
+            Some(msg) => Ok(msg),
+            None => match Response::decode(frame, &Limits::for_client()) {
+                Ok(response) => Err(self.refused(response)),
+                Err(e) => Err(self.bad(e.to_string())),
+            },
         }
     }
 }
@@ -274,8 +320,9 @@ fn receive(
     previous: Option<&(PathBuf, BackupManifest)>,
     timeout: Duration,
     started: u64,
+    client: &ClientOptions,
 ) -> Result<(BackupManifest, u64)> {
-    let mut stream = Stream::open(addr, timeout)?;
+    let mut stream = Stream::open(addr, timeout, client)?;
     stream.send(&Request::Backup)?;
     let (epoch, start, end, count) = match stream.next()? {
         ToReplica::FullResync {

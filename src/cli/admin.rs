@@ -4,6 +4,7 @@
 use clap::Args;
 use serde_json::Value;
 
+use crate::cli::connect::ConnectArgs;
 use crate::cli::CliError;
 use crate::client::{BlockingClient, ClientOptions};
 
@@ -25,30 +26,28 @@ pub struct FailoverArgs {
     pub force: bool,
 }
 
-fn connect(addr: &str) -> Result<BlockingClient, crate::client::Error> {
-    let options = ClientOptions {
+fn connect(addr: &str, with: &ConnectArgs) -> Result<BlockingClient, CliError> {
+    let options = with.options(ClientOptions {
         client_name: "kvstore-admin".into(),
         connect_timeout: std::time::Duration::from_secs(2),
         follow_redirects: false,
         ..ClientOptions::default()
-    };
-    BlockingClient::connect(addr, options)
+    })?;
+    BlockingClient::connect(addr, options).map_err(fail)
 }
 
 fn fail(e: impl std::fmt::Display) -> CliError {
     CliError::Other(e.to_string())
 }
 
-pub fn promote(addr: &str) -> Result<(), CliError> {
-    connect(addr).and_then(|mut c| c.promote()).map_err(fail)?;
+pub fn promote(addr: &str, with: &ConnectArgs) -> Result<(), CliError> {
+    connect(addr, with)?.promote().map_err(fail)?;
     println!("{addr} is now the master");
     Ok(())
 }
 
-pub fn replicate(addr: &str, args: &ReplicateArgs) -> Result<(), CliError> {
-    connect(addr)
-        .and_then(|mut c| c.replicate(&args.master))
-        .map_err(fail)?;
+pub fn replicate(addr: &str, args: &ReplicateArgs, with: &ConnectArgs) -> Result<(), CliError> {
+    connect(addr, with)?.replicate(&args.master).map_err(fail)?;
     println!("{addr} now follows {}", args.master);
     Ok(())
 }
@@ -61,8 +60,8 @@ struct NodeState {
     durable: u64,
 }
 
-fn node_state(addr: &str) -> Result<NodeState, crate::client::Error> {
-    let stats = connect(addr)?.stats()?;
+fn node_state(addr: &str, with: &ConnectArgs) -> Result<NodeState, CliError> {
+    let stats = connect(addr, with)?.stats().map_err(fail)?;
     let repl = stats.get("replication").cloned().unwrap_or(Value::Null);
     let num = |v: &Value, k: &str| v.get(k).and_then(Value::as_u64).unwrap_or(0);
     Ok(NodeState {
@@ -79,10 +78,10 @@ fn node_state(addr: &str) -> Result<NodeState, crate::client::Error> {
 
 /// Asks every node for its role, epoch and durable log end; promotes the
 /// most advanced replica; points every other reachable node at it.
-pub fn failover(args: &FailoverArgs) -> Result<(), CliError> {
+pub fn failover(args: &FailoverArgs, with: &ConnectArgs) -> Result<(), CliError> {
     let mut reachable = Vec::new();
     for addr in &args.nodes {
-        match node_state(addr) {
+        match node_state(addr, with) {
             Ok(s) => {
                 println!(
                     "{:<24} {:<8} epoch {:<6} durable offset {}",
@@ -110,9 +109,11 @@ pub fn failover(args: &FailoverArgs) -> Result<(), CliError> {
         .max_by_key(|s| (s.epoch, s.durable))
         .ok_or_else(|| CliError::Other("no reachable replica to promote".into()))?;
     let new_master = best.addr.clone();
-    promote(&new_master)?;
+    promote(&new_master, with)?;
     for s in reachable.iter().filter(|s| s.addr != new_master) {
-        match connect(&s.addr).and_then(|mut c| c.replicate(&new_master)) {
+        let repointed =
+            connect(&s.addr, with).and_then(|mut c| c.replicate(&new_master).map_err(fail));
+        match repointed {
             Ok(()) => println!("{} now follows {new_master}", s.addr),
             Err(e) => eprintln!("warning: could not repoint {}: {e}", s.addr),
         }

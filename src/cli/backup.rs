@@ -6,7 +6,9 @@ use std::time::Duration;
 use clap::Args;
 
 use crate::backup::{self, BackupOptions};
+use crate::cli::connect::ConnectArgs;
 use crate::cli::CliError;
+use crate::client::ClientOptions;
 
 #[derive(Debug, Args)]
 pub struct BackupArgs {
@@ -51,8 +53,13 @@ fn fail(e: backup::Error) -> CliError {
     CliError::Other(e.to_string())
 }
 
-pub fn run_backup(args: &BackupArgs) -> Result<(), CliError> {
+pub fn run_backup(args: &BackupArgs, connect: &ConnectArgs) -> Result<(), CliError> {
+    let client = connect.options(ClientOptions {
+        client_name: "kvstore-backup".into(),
+        ..ClientOptions::default()
+    })?;
     let opts = BackupOptions {
+        client,
         sources: args.from.clone(),
         to: args.to.clone(),
         keep: args.keep.map(|k| k as usize),

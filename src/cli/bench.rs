@@ -16,6 +16,7 @@ use bytes::Bytes;
 use clap::Args;
 use hdrhistogram::Histogram;
 
+use crate::cli::connect::ConnectArgs;
 use crate::cli::CliError;
 use crate::client::{Client, ClientOptions};
 use crate::protocol::{Request, Response};
@@ -101,7 +102,7 @@ struct Shared {
 }
 
 /// Runs `kvstore bench` against `addr`.
-pub fn run(args: &BenchArgs, addr: &str) -> Result<(), CliError> {
+pub fn run(args: &BenchArgs, addr: &str, with: &ConnectArgs) -> Result<(), CliError> {
     let ops = args
         .tests
         .split(',')
@@ -119,13 +120,18 @@ pub fn run(args: &BenchArgs, addr: &str) -> Result<(), CliError> {
         .build()
         .map_err(|e| CliError::Other(format!("cannot start the async runtime: {e}")))?;
     for op in ops {
-        let outcome = runtime.block_on(run_test(args, addr, op))?;
+        let outcome = runtime.block_on(run_test(args, addr, op, with))?;
         report(args, op, &outcome);
     }
     Ok(())
 }
 
-async fn run_test(args: &BenchArgs, addr: &str, op: Op) -> Result<Outcome, CliError> {
+async fn run_test(
+    args: &BenchArgs,
+    addr: &str,
+    op: Op,
+    with: &ConnectArgs,
+) -> Result<Outcome, CliError> {
     let shared = Arc::new(Shared {
         issued: AtomicU64::new(0),
         done: AtomicU64::new(0),
@@ -133,10 +139,10 @@ async fn run_test(args: &BenchArgs, addr: &str, op: Op) -> Result<Outcome, CliEr
     // Connect everyone first so connection setup is not measured.
     let mut clients = Vec::new();
     for _ in 0..args.connections {
-        let options = ClientOptions {
+        let options = with.options(ClientOptions {
             client_name: "kvstore-bench".into(),
             ..ClientOptions::default()
-        };
+        })?;
         let client = Client::connect(addr, options)
             .await
             .map_err(|e| CliError::Other(e.to_string()))?;

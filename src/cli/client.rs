@@ -13,6 +13,7 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand};
 
 use crate::cli::bench::{self, BenchArgs};
+use crate::cli::connect::ConnectArgs;
 use crate::cli::CliError;
 use crate::cli::{admin, offline};
 use crate::client::{BlockingClient, ClientOptions};
@@ -93,12 +94,12 @@ pub struct StatsArgs {
 }
 
 /// Runs a client command against the node at `addr`.
-pub fn run(cmd: ClientCommand, addr: &str) -> Result<(), CliError> {
+pub fn run(cmd: ClientCommand, addr: &str, connect: &ConnectArgs) -> Result<(), CliError> {
     let mut client = match cmd {
-        ClientCommand::Bench(args) => return bench::run(&args, addr),
-        ClientCommand::Promote => return admin::promote(addr),
-        ClientCommand::Replicate(args) => return admin::replicate(addr, &args),
-        ClientCommand::Failover(args) => return admin::failover(&args),
+        ClientCommand::Bench(args) => return bench::run(&args, addr, connect),
+        ClientCommand::Promote => return admin::promote(addr, connect),
+        ClientCommand::Replicate(args) => return admin::replicate(addr, &args, connect),
+        ClientCommand::Failover(args) => return admin::failover(&args, connect),
         ClientCommand::Verify(args) => return offline_verify(&args),
         ClientCommand::Dump(args) => {
             let mut out = std::io::stdout().lock();
@@ -112,10 +113,10 @@ pub fn run(cmd: ClientCommand, addr: &str) -> Result<(), CliError> {
             return offline::compact(&dir, &mut out).map_err(|e| CliError::Other(e.to_string()));
         }
         _ => {
-            let options = ClientOptions {
+            let options = connect.options(ClientOptions {
                 client_name: "kvstore-cli".into(),
                 ..ClientOptions::default()
-            };
+            })?;
             BlockingClient::connect(addr, options).map_err(other)?
         }
     };

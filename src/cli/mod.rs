@@ -10,6 +10,7 @@ pub mod admin;
 pub mod backup;
 pub mod bench;
 pub mod client;
+pub mod connect;
 pub mod offline;
 pub mod role;
 pub mod serve;
@@ -31,6 +32,8 @@ pub struct Cli {
     /// Node to talk to (client commands), before or after the subcommand.
     #[arg(long, global = true, env = "KVSTORE_ADDR", value_name = "ADDR", default_value = DEFAULT_ADDR)]
     pub addr: String,
+    #[command(flatten)]
+    pub connect: connect::ConnectArgs,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -83,12 +86,12 @@ impl CliError {
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
-        Command::Serve(args) => serve::run(&args),
+        Command::Serve(args) => serve::run(&args, &cli.connect),
         Command::Role(args) => role::run(&args),
-        Command::Backup(args) => backup::run_backup(&args),
+        Command::Backup(args) => backup::run_backup(&args, &cli.connect),
         Command::Restore(args) => backup::run_restore(&args),
         Command::VerifyBackup(args) => backup::run_verify(&args),
-        Command::Client(cmd) => client::run(cmd, &cli.addr),
+        Command::Client(cmd) => client::run(cmd, &cli.addr, &cli.connect),
     }
 }
 

@@ -6,13 +6,14 @@ use std::io::IsTerminal;
 use tracing::warn;
 use tracing_subscriber::EnvFilter;
 
+use crate::cli::connect::ConnectArgs;
 use crate::cli::CliError;
 use crate::config::{Config, LogFormat, ServeArgs, KNOWN_ENV};
 
 /// Runs `kvstore serve`. Configuration errors are returned before anything
 /// is started.
-pub fn run(args: &ServeArgs) -> Result<(), CliError> {
-    let config = Config::from_args(args, |k| std::env::var(k).ok())?;
+pub fn run(args: &ServeArgs, connect: &ConnectArgs) -> Result<(), CliError> {
+    let config = Config::from_args(args, |k| std::env::var(k).ok())?.with_connect(connect);
     init_logging(config.log_format);
     warn_unknown_env();
     if args.master_addr.is_some() && config.role == crate::config::Role::Master {

@@ -282,7 +282,7 @@ impl Client {
         });
         let addr = self.addr.clone();
         let handshake = async {
-            let mut conn = Conn::open(&addr).await?;
+            let mut conn = Conn::open(&addr, self.options.tls.as_ref()).await?;
             conn.queue(&hello)?;
             conn.flush().await?;
             match conn.recv().await? {

@@ -15,6 +15,14 @@ pub struct BlockingClient {
     inner: Client,
 }
 
+impl std::fmt::Debug for BlockingClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlockingClient")
+            .field("addr", &self.inner.addr())
+            .finish_non_exhaustive()
+    }
+}
+
 impl BlockingClient {
     /// Connects to `addr` and performs the HELLO exchange.
     pub fn connect(addr: impl Into<String>, options: ClientOptions) -> Result<Self, Error> {

@@ -10,12 +10,13 @@ use tokio::net::TcpStream;
 
 use super::error::Error;
 use crate::protocol::{Frame, HelloOk, Limits, Request, Response};
+use crate::security::{ClientStream, Connector};
 
 /// Read buffer growth step.
 const READ_CHUNK: usize = 64 * 1024;
 
 pub(crate) struct Conn {
-    stream: TcpStream,
+    stream: ClientStream,
     addr: String,
     read_buf: BytesMut,
     write_buf: BytesMut,
@@ -27,7 +28,9 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
-    pub(crate) async fn open(addr: &str) -> Result<Conn, Error> {
+    /// Connects to `addr`, over TLS when `tls` is set. The caller bounds
+    /// the time.
+    pub(crate) async fn open(addr: &str, tls: Option<&Connector>) -> Result<Conn, Error> {
         let stream = TcpStream::connect(addr)
             .await
             .map_err(|source| Error::Connect {
@@ -39,6 +42,16 @@ impl Conn {
             addr: addr.to_string(),
             source,
         })?;
+        let stream = match tls {
+            None => ClientStream::Plain(stream),
+            Some(tls) => tls
+                .connect(stream, addr)
+                .await
+                .map_err(|source| Error::Connect {
+                    addr: addr.to_string(),
+                    source,
+                })?,
+        };
         Ok(Conn {
             stream,
             addr: addr.to_string(),
@@ -60,7 +73,10 @@ impl Conn {
         if self.write_buf.is_empty() {
             return Ok(());
         }
-        let result = self.stream.write_all(&self.write_buf).await;
+        let mut result = self.stream.write_all(&self.write_buf).await;
+        if result.is_ok() {
+            result = self.stream.flush().await;
+        }
         self.write_buf.clear();
         result.map_err(|source| self.io(source))
     }
@@ -100,7 +116,7 @@ impl Conn {
         // polls this socket (the blocking client between calls).
         let mut probe = [0u8; 1];
         let flags = RecvFlags::PEEK | RecvFlags::DONTWAIT;
-        match rustix::net::recv(self.stream.as_fd(), &mut probe[..], flags) {
+        match rustix::net::recv(self.stream.tcp().as_fd(), &mut probe[..], flags) {
             // EOF, or bytes nobody asked for.
             Ok(_) => true,
             Err(e) => e != rustix::io::Errno::AGAIN,

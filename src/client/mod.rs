@@ -40,6 +40,8 @@ pub struct ClientOptions {
     pub client_name: String,
     /// Bearer token sent in HELLO, for servers with authentication.
     pub credential: Option<Bytes>,
+    /// TLS: verify the server with this CA (and name). `None` = plaintext.
+    pub tls: Option<crate::security::Connector>,
     /// Follow a replica's REDIRECT to its master (reconnecting there) for
     /// writes. Default true; when false a redirect is an
     /// [`Error::Redirected`].
@@ -53,6 +55,7 @@ impl Default for ClientOptions {
             request_timeout: Duration::from_secs(30),
             client_name: format!("kvstore-client {}", env!("CARGO_PKG_VERSION")),
             credential: None,
+            tls: None,
             follow_redirects: true,
         }
     }

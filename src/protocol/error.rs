@@ -79,6 +79,11 @@ impl ErrorCode {
     pub const AUTH_FAILED: ErrorCode = ErrorCode(6);
     pub const TOO_MANY_CONNECTIONS: ErrorCode = ErrorCode(7);
     pub const SHUTTING_DOWN: ErrorCode = ErrorCode(8);
+    /// A request other than HELLO or PING before authenticating, or a
+    /// HELLO without a token to a server that requires one.
+    pub const AUTH_REQUIRED: ErrorCode = ErrorCode(9);
+    /// Plaintext bytes on a port that accepts TLS only (sent in plaintext).
+    pub const TLS_REQUIRED: ErrorCode = ErrorCode(10);
     // Request errors (>= 100): the connection stays open.
     pub const KEY_TOO_LARGE: ErrorCode = ErrorCode(100);
     pub const VALUE_TOO_LARGE: ErrorCode = ErrorCode(101);
@@ -91,6 +96,8 @@ impl ErrorCode {
     pub const STALE_MASTER: ErrorCode = ErrorCode(115);
     pub const NOT_MASTER: ErrorCode = ErrorCode(116);
     pub const MALFORMED_REQUEST: ErrorCode = ErrorCode(117);
+    /// The connection's credential does not allow this request.
+    pub const PERMISSION_DENIED: ErrorCode = ErrorCode(118);
     pub const INTERNAL: ErrorCode = ErrorCode(120);
 
     /// True if the server closes the connection after this error.
@@ -109,6 +116,8 @@ impl ErrorCode {
             ErrorCode::AUTH_FAILED => "AUTH_FAILED",
             ErrorCode::TOO_MANY_CONNECTIONS => "TOO_MANY_CONNECTIONS",
             ErrorCode::SHUTTING_DOWN => "SHUTTING_DOWN",
+            ErrorCode::AUTH_REQUIRED => "AUTH_REQUIRED",
+            ErrorCode::TLS_REQUIRED => "TLS_REQUIRED",
             ErrorCode::KEY_TOO_LARGE => "KEY_TOO_LARGE",
             ErrorCode::VALUE_TOO_LARGE => "VALUE_TOO_LARGE",
             ErrorCode::BATCH_TOO_LARGE => "BATCH_TOO_LARGE",
@@ -120,6 +129,7 @@ impl ErrorCode {
             ErrorCode::STALE_MASTER => "STALE_MASTER",
             ErrorCode::NOT_MASTER => "NOT_MASTER",
             ErrorCode::MALFORMED_REQUEST => "MALFORMED_REQUEST",
+            ErrorCode::PERMISSION_DENIED => "PERMISSION_DENIED",
             ErrorCode::INTERNAL => "INTERNAL",
             _ => "UNKNOWN_CODE",
         }

@@ -74,6 +74,8 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
         self.buf.clear();
         encode(&mut self.buf)?;
         self.inner.write_all(&self.buf).await?;
+        // A TLS stream holds encrypted bytes until flushed.
+        self.inner.flush().await?;
         Ok(())
     }
 

@@ -6,8 +6,8 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::security::ServerStream;
 use bytes::{Bytes, BytesMut};
-use tokio::net::TcpStream;
 
 use super::link::{FrameReader, FrameWriter};
 use super::{unix_ms, ReplError, Replication, RoleView};
@@ -77,12 +77,13 @@ fn plan(repl: &Replication, req: &SyncRequest) -> Plan {
 /// Serves one replica on a connection that sent REPL_SYNC. `leftover` is
 /// what the connection had read past that frame.
 pub async fn serve_replica(
-    stream: TcpStream,
+    stream: ServerStream,
     leftover: BytesMut,
     ctx: Arc<ServerContext>,
     first: SyncRequest,
 ) {
     let peer = stream
+        .tcp()
         .peer_addr()
         .map(|a| a.to_string())
         .unwrap_or_default();
@@ -98,7 +99,7 @@ pub async fn serve_replica(
 }
 
 async fn serve(
-    stream: TcpStream,
+    stream: ServerStream,
     leftover: BytesMut,
     ctx: &Arc<ServerContext>,
     first: SyncRequest,
@@ -106,8 +107,8 @@ async fn serve(
 ) -> Result<(), ReplError> {
     let repl = Arc::clone(&ctx.replication);
     let engine = repl.engine.clone();
-    let _ = stream.set_nodelay(true);
-    let (rd, wr) = stream.into_split();
+    let _ = stream.tcp().set_nodelay(true);
+    let (rd, wr) = tokio::io::split(stream);
     let mut reader = FrameReader::new(rd, leftover, ctx.limits.max_frame_bytes);
     let mut writer = FrameWriter::new(wr);
     let mut req = first;
@@ -228,7 +229,7 @@ pub(crate) async fn send_snapshot<W: tokio::io::AsyncWrite + Unpin>(
 async fn stream_log<W: tokio::io::AsyncWrite + Unpin>(
     repl: &Arc<Replication>,
     ctx: &ServerContext,
-    mut reader: FrameReader<tokio::net::tcp::OwnedReadHalf>,
+    mut reader: FrameReader<tokio::io::ReadHalf<ServerStream>>,
     writer: &mut FrameWriter<W>,
     from: u64,
     id: &str,

@@ -84,6 +84,8 @@ pub struct Settings {
     pub advertise: String,
     /// How often a master tells idle replicas it is alive. Default 1 s.
     pub heartbeat: Duration,
+    /// TLS and the token this node uses toward its master.
+    pub security: Arc<crate::security::Security>,
 }
 
 impl Default for Settings {
@@ -97,6 +99,7 @@ impl Default for Settings {
             replica_id: String::new(),
             advertise: String::new(),
             heartbeat: Duration::from_secs(1),
+            security: Arc::new(crate::security::Security::disabled()),
         }
     }
 }

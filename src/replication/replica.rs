@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -19,6 +19,7 @@ use super::{ReplError, Replication};
 use crate::engine::{self, snapshot::is_snapshot_file, Engine};
 use crate::protocol::replication::{SyncRequest, ToMaster, ToReplica};
 use crate::protocol::{Auth, Hello, Limits, Request, Response, PROTOCOL_VERSION};
+use crate::security::ClientStream;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// No frame from the master for this long (heartbeats come every second)
@@ -77,17 +78,28 @@ async fn session(
     force_full: &mut bool,
 ) -> Result<bool, ReplError> {
     let engine = repl.engine.clone();
-    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(master))
+    let security = &repl.settings.security;
+    let connect = async {
+        let tcp = TcpStream::connect(master).await?;
+        tcp.set_nodelay(true)?;
+        match security.connector() {
+            None => Ok::<_, std::io::Error>(ClientStream::Plain(tcp)),
+            Some(tls) => tls.connect(tcp, master).await,
+        }
+    };
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, connect)
         .await
         .map_err(|_| ReplError::Timeout(CONNECT_TIMEOUT))??;
-    stream.set_nodelay(true)?;
-    let (rd, wr) = stream.into_split();
+    let (rd, wr) = tokio::io::split(stream);
     let limits = Limits::default();
     let mut reader = FrameReader::new(rd, BytesMut::new(), limits.max_frame_bytes);
     let mut writer = FrameWriter::new(wr);
     let hello = Request::Hello(Hello {
         version: PROTOCOL_VERSION,
-        auth: Auth::None,
+        auth: match security.outbound_token() {
+            Some(token) => Auth::Token(Bytes::copy_from_slice(&token)),
+            None => Auth::None,
+        },
         client_name: format!("replica {}", repl.settings.replica_id),
     });
     writer.send(|b| hello.encode(b)).await?;

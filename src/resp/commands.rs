@@ -340,7 +340,6 @@ fn hello(ctx: &ServerContext, session: &mut Session, args: &[Bytes]) -> Reply {
     while let Some(opt) = rest.next() {
         match (&opt.to_ascii_lowercase()[..], rest.next()) {
             (b"setname", Some(name)) => session.name = Some(name.clone()),
-            (b"auth", _) => return Reply::err("AUTH is not supported by kvstore"),
             _ => return Reply::err("syntax error in HELLO option"),
         }
     }

@@ -24,11 +24,15 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use super::auth::{self, Refusal};
 use super::commands;
 use super::parse::{self, Args};
 use super::reply::Reply;
 use super::{Session, Shared};
 // Buffer sizing and timeouts are the binary server's: one tuning for both.
+use crate::metrics::AuthFailure;
+use crate::security::tls::looks_like_tls;
+use crate::security::ServerStream;
 use crate::server::connection::{
     FLUSH_AT, MAX_GROWTH, MAX_WRITE_RUN, NEVER, READ_CHUNK, SHRINK_ABOVE,
 };
@@ -42,6 +46,10 @@ enum End {
     Idle,
     Shutdown,
     Protocol,
+    /// A token was not accepted.
+    AuthFailed,
+    /// A TLS handshake arrived on this plaintext port.
+    TlsOnPlainPort,
     Io(std::io::Error),
 }
 
@@ -59,7 +67,7 @@ pub async fn reject(mut stream: TcpStream) {
 /// Serves one RESP client until it quits, disconnects, idles out,
 /// misbehaves or the node shuts down.
 pub async fn serve_connection(
-    stream: TcpStream,
+    stream: ServerStream,
     ctx: Arc<ServerContext>,
     shared: Arc<Shared>,
     id: u64,
@@ -71,9 +79,10 @@ pub async fn serve_connection(
     let session = Session {
         id,
         name: None,
-        peer: addr(stream.peer_addr()),
-        local: addr(stream.local_addr()),
+        peer: addr(stream.tcp().peer_addr()),
+        local: addr(stream.tcp().local_addr()),
         quit: false,
+        granted: ctx.security.initial_permission(),
         opened: std::time::Instant::now(),
     };
     let mut conn = Connection {
@@ -87,13 +96,17 @@ pub async fn serve_connection(
     let end = conn.run().await;
     match end {
         End::Protocol => conn.ctx.metrics.protocol_error(),
+        End::TlsOnPlainPort => {
+            conn.ctx.metrics.auth_failure(AuthFailure::Tls);
+            tracing::warn!(peer = %conn.session.peer, "TLS handshake on the plaintext RESP port; closed");
+        }
         End::Io(e) => tracing::debug!(peer = %conn.session.peer, error = %e, "RESP I/O error"),
         other => tracing::trace!(peer = %conn.session.peer, ?other, "RESP connection closed"),
     }
 }
 
 struct Connection {
-    stream: TcpStream,
+    stream: ServerStream,
     ctx: Arc<ServerContext>,
     shared: Arc<Shared>,
     session: Session,
@@ -104,7 +117,15 @@ struct Connection {
 impl Connection {
     async fn run(&mut self) -> End {
         let mut started: Option<Instant> = None;
+        let mut start_checked = false;
         loop {
+            if !start_checked && self.read_buf.len() >= 3 {
+                start_checked = true;
+                if !self.stream.is_tls() && looks_like_tls(&self.read_buf) {
+                    let _ = self.stream.shutdown().await;
+                    return End::TlsOnPlainPort;
+                }
+            }
             let before = self.read_buf.len();
             if let Err(end) = self.answer_buffered().await {
                 let _ = self.flush().await;
@@ -175,6 +196,20 @@ impl Connection {
             if args.is_empty() {
                 continue;
             }
+            let args = match auth::gate(&self.ctx, &mut self.session, args) {
+                Ok(args) => args,
+                Err(refusal) => {
+                    self.run_writes(&mut writes).await?;
+                    match refusal {
+                        Refusal::Answer(reply) => self.push(&reply).await?,
+                        Refusal::Close(reply) => {
+                            self.push(&reply).await?;
+                            return Err(End::AuthFailed);
+                        }
+                    }
+                    continue;
+                }
+            };
             if commands::batchable(&args) {
                 writes.push(args);
                 if writes.len() >= MAX_WRITE_RUN {
@@ -223,7 +258,8 @@ impl Connection {
         }
         let idle = self.ctx.limits.idle_timeout;
         let bound = if idle.is_zero() { NEVER } else { idle };
-        let result = tokio::time::timeout(bound, self.stream.write_all(&self.write_buf)).await;
+        let write = self.stream.send_all(&self.write_buf);
+        let result = tokio::time::timeout(bound, write).await;
         self.ctx.metrics.add_bytes_sent(self.write_buf.len() as u64);
         self.write_buf.clear();
         if self.write_buf.capacity() > SHRINK_ABOVE {

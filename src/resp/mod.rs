@@ -13,6 +13,7 @@
 //! same idle and frame timeouts as binary connections. Only RESP2 is
 //! spoken; `HELLO 3` is refused with `-NOPROTO`.
 
+pub mod auth;
 pub mod commands;
 pub mod connection;
 pub mod info;
@@ -31,6 +32,8 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
+use crate::metrics::AuthFailure;
+use crate::security::tls::{self, Accepted};
 use crate::server::ServerContext;
 
 /// What the RESP front end reports about the node's settings.
@@ -120,6 +123,8 @@ pub struct Session {
     pub local: String,
     /// Set by QUIT: answer, flush, close.
     pub quit: bool,
+    /// What this client may do; `None` until AUTH.
+    pub granted: Option<crate::security::Permission>,
     pub opened: Instant,
 }
 
@@ -179,7 +184,19 @@ pub async fn serve(listener: TcpListener, ctx: Arc<ServerContext>, settings: Set
         ctx.metrics.connection_opened();
         shared.counters.connected.fetch_add(1, Relaxed);
         tasks.spawn(async move {
-            connection::serve_connection(stream, Arc::clone(&ctx), Arc::clone(&shared), id).await;
+            let acceptor = ctx.security.acceptor();
+            let refusal =
+                b"-ERR this port requires TLS: connect with TLS (redis-cli --tls --cacert CA)\r\n";
+            match tls::accept(stream, acceptor, ctx.limits.frame_timeout, refusal).await {
+                Accepted::Stream(stream) => {
+                    connection::serve_connection(stream, Arc::clone(&ctx), Arc::clone(&shared), id)
+                        .await;
+                }
+                Accepted::Refused(why) => {
+                    ctx.metrics.auth_failure(AuthFailure::Tls);
+                    warn!(%peer, "RESP connection refused: {why}");
+                }
+            }
             shared.counters.connected.fetch_sub(1, Relaxed);
             ctx.metrics.connection_closed();
             drop(permit);

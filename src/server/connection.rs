@@ -16,7 +16,13 @@
 //!   connection closed; a request error leaves it open;
 //! - an idle connection is closed after `idle_timeout` (0 = never), a frame
 //!   that starts and is not complete within `frame_timeout` gets
-//!   FRAME_TIMEOUT and the connection is closed.
+//!   FRAME_TIMEOUT and the connection is closed;
+//! - with authentication on, nothing but HELLO and PING runs before a
+//!   HELLO with an accepted token, and every request is checked against
+//!   the token's permission before it runs (see [`authorize`]);
+//! - a TLS handshake arriving on a plaintext port is recognised from its
+//!   first bytes and the connection closed at once, so a TLS client fails
+//!   fast instead of waiting for a frame that never completes.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,8 +34,11 @@ use tokio::time::Instant;
 
 use super::dispatch;
 use super::ServerContext;
+use crate::metrics::AuthFailure;
 use crate::protocol::replication::SyncRequest;
-use crate::protocol::{self, ErrorCode, Frame, Request, Response};
+use crate::protocol::{self, Auth, ErrorCode, Frame, Request, Response};
+use crate::security::tls::looks_like_tls;
+use crate::security::{Permission, ServerStream};
 
 /// Smallest read: enough for many small pipelined requests at once.
 pub(crate) const READ_CHUNK: usize = 16 * 1024;
@@ -57,6 +66,8 @@ enum End {
     Shutdown,
     /// A connection error was answered, e.g. a malformed frame.
     Refused(ErrorCode),
+    /// A TLS handshake arrived on this plaintext port.
+    TlsOnPlainPort,
     Io(std::io::Error),
     /// The peer is a replica: the connection becomes its stream.
     Replication(SyncRequest),
@@ -67,18 +78,24 @@ enum End {
 
 /// Serves one client until it disconnects, misbehaves, idles out or the
 /// server shuts down. Never panics on client bytes; errors go to logs.
-pub async fn serve_connection(stream: TcpStream, ctx: Arc<ServerContext>) {
+pub async fn serve_connection(stream: ServerStream, ctx: Arc<ServerContext>) {
     let peer = stream
+        .tcp()
         .peer_addr()
         .map(|a| a.to_string())
         .unwrap_or_else(|_| "unknown".into());
     let limits = dispatch::protocol_limits(&ctx.limits);
+    let granted = ctx.security.initial_permission();
     let mut conn = Connection {
         stream,
         ctx,
         limits,
         read_buf: BytesMut::with_capacity(READ_CHUNK),
         write_buf: BytesMut::new(),
+        peer: peer.clone(),
+        client_name: String::new(),
+        granted,
+        start_checked: false,
     };
     let end = conn.run().await;
     if let End::Replication(sync) = end {
@@ -102,6 +119,10 @@ pub async fn serve_connection(stream: TcpStream, ctx: Arc<ServerContext>) {
         End::Refused(code) => {
             conn.ctx.metrics.protocol_error();
             tracing::debug!(%peer, %code, "connection closed after an error");
+        }
+        End::TlsOnPlainPort => {
+            conn.ctx.metrics.auth_failure(AuthFailure::Tls);
+            tracing::warn!(%peer, "TLS handshake on a plaintext port; closed (this node has no --tls-cert)");
         }
         _ => {
             conn.ctx.metrics.protocol_error();
@@ -128,11 +149,18 @@ pub async fn reject_connection(mut stream: TcpStream, ctx: Arc<ServerContext>) {
 }
 
 struct Connection {
-    stream: TcpStream,
+    stream: ServerStream,
     ctx: Arc<ServerContext>,
     limits: protocol::Limits,
     read_buf: BytesMut,
     write_buf: BytesMut,
+    peer: String,
+    /// From HELLO, for logs.
+    client_name: String,
+    /// What this connection may do; `None` until it authenticates.
+    granted: Option<Permission>,
+    /// Whether the first bytes were checked for a TLS handshake.
+    start_checked: bool,
 }
 
 impl Connection {
@@ -147,6 +175,13 @@ impl Connection {
         let timer = tokio::time::sleep_until(Instant::now() + NEVER);
         tokio::pin!(timer);
         loop {
+            if !self.start_checked && self.read_buf.len() >= 3 {
+                self.start_checked = true;
+                if !self.stream.is_tls() && looks_like_tls(&self.read_buf) {
+                    let _ = self.stream.shutdown().await;
+                    return End::TlsOnPlainPort;
+                }
+            }
             // 1. Answer every complete request already buffered.
             let buffered = self.read_buf.len();
             if let Err(end) = self.answer_buffered().await {
@@ -232,6 +267,11 @@ impl Connection {
                     continue;
                 }
             };
+            if let Err((code, message)) = self.authorize(&request) {
+                self.run_writes(&mut writes).await?;
+                self.push(&Response::error(code, message)).await?;
+                continue;
+            }
             if let Request::ReplSync(sync) = request {
                 self.run_writes(&mut writes).await?;
                 self.flush().await?;
@@ -305,7 +345,7 @@ impl Connection {
         let idle = self.ctx.limits.idle_timeout;
         let bound = if idle.is_zero() { NEVER } else { idle };
         // A client that never reads its answers is bounded like an idle one.
-        let write = self.stream.write_all(&self.write_buf);
+        let write = self.stream.send_all(&self.write_buf);
         let result = tokio::time::timeout(bound, write).await;
         self.ctx.metrics.add_bytes_sent(self.write_buf.len() as u64);
         self.write_buf.clear();
@@ -332,6 +372,108 @@ impl Connection {
         let _ = self.flush().await;
         let _ = self.stream.shutdown().await;
     }
+}
+
+impl Connection {
+    /// Checks `request` against the connection's credential. HELLO
+    /// authenticates (a missing or unknown token ends the connection);
+    /// anything else needs the permission [`required_permission`] names.
+    /// Refusals are counted and logged with the peer, never the token.
+    fn authorize(&mut self, request: &Request) -> Result<(), (ErrorCode, String)> {
+        let security = &self.ctx.security;
+        if let Request::Hello(hello) = request {
+            self.client_name.clone_from(&hello.client_name);
+            if !security.auth_enabled() {
+                return Ok(());
+            }
+            let Auth::Token(token) = &hello.auth else {
+                self.ctx.metrics.auth_failure(AuthFailure::MissingToken);
+                tracing::warn!(peer = %self.peer, client = %self.client_name, "HELLO without a token; this node requires one");
+                return Err((
+                    ErrorCode::AUTH_REQUIRED,
+                    "this server requires a token: send one in HELLO (kvstore --auth-token-file)"
+                        .into(),
+                ));
+            };
+            return match security.check(token) {
+                Some(permission) => {
+                    self.granted = Some(permission);
+                    tracing::debug!(peer = %self.peer, client = %self.client_name, permission = permission.name(), "authenticated");
+                    Ok(())
+                }
+                None => {
+                    self.granted = None;
+                    self.ctx.metrics.auth_failure(AuthFailure::BadToken);
+                    tracing::warn!(peer = %self.peer, client = %self.client_name, "authentication failed: token not accepted");
+                    Err((
+                        ErrorCode::AUTH_FAILED,
+                        "authentication failed: the token is not accepted".into(),
+                    ))
+                }
+            };
+        }
+        let Some(needed) = required_permission(request) else {
+            return Ok(());
+        };
+        match self.granted {
+            Some(granted) if granted >= needed => Ok(()),
+            None => {
+                self.ctx.metrics.auth_failure(AuthFailure::MissingToken);
+                tracing::warn!(peer = %self.peer, op = request.name(), "request before authenticating");
+                Err((
+                    ErrorCode::AUTH_REQUIRED,
+                    format!(
+                        "authentication required: send HELLO with a token before {}",
+                        request.name().to_uppercase()
+                    ),
+                ))
+            }
+            Some(granted) => {
+                self.ctx.metrics.auth_failure(AuthFailure::PermissionDenied);
+                tracing::warn!(
+                    peer = %self.peer,
+                    client = %self.client_name,
+                    op = request.name(),
+                    "permission denied: {} needs a token with the {} permission, this one has {}",
+                    request.name().to_uppercase(),
+                    needed.name(),
+                    granted.name()
+                );
+                Err((
+                    ErrorCode::PERMISSION_DENIED,
+                    format!(
+                        "permission denied: {} needs a token with the {} permission; this connection's token has {}",
+                        request.name().to_uppercase(),
+                        needed.name(),
+                        granted.name()
+                    ),
+                ))
+            }
+        }
+    }
+}
+
+/// The permission a request needs; `None` for HELLO and PING, which any
+/// connection may send.
+pub(crate) fn required_permission(request: &Request) -> Option<Permission> {
+    match request {
+        Request::Hello(_) | Request::Ping => None,
+        Request::Get { .. } | Request::Exists { .. } | Request::Stats => Some(Permission::Read),
+        Request::Put { .. } | Request::Delete { .. } | Request::Batch(_) => Some(Permission::Write),
+        Request::Compact
+        | Request::Promote
+        | Request::Replicate { .. }
+        | Request::ReplSync(_)
+        | Request::Backup => Some(Permission::Admin),
+    }
+}
+
+/// The plaintext answer to a plaintext client on a TLS port.
+pub(crate) fn tls_required_frame() -> Vec<u8> {
+    let mut buf = BytesMut::new();
+    let message = "this port requires TLS: connect with --tls-ca (KVSTORE_TLS_CA)";
+    let _ = Response::error(ErrorCode::TLS_REQUIRED, message).encode(&mut buf);
+    buf.to_vec()
 }
 
 fn is_write(request: &Request) -> bool {

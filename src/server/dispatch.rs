@@ -146,8 +146,8 @@ fn hello_answer(ctx: &ServerContext, hello: &Hello) -> Response {
             ),
         );
     }
-    // Authentication is not implemented yet: a credential is accepted and
-    // ignored, so clients can already send one.
+    // The credential was checked before this runs (connection::authorize);
+    // without authentication it is ignored.
     Response::HelloOk(HelloOk {
         version: hello.version.min(PROTOCOL_VERSION),
         role: if ctx.replication.is_master() {

@@ -18,6 +18,8 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
+use crate::metrics::AuthFailure;
+use crate::security::tls::{self, Accepted};
 use crate::server::{connection, ServerContext};
 
 /// Rejections in progress at once; more are closed without a word.
@@ -66,7 +68,18 @@ pub(super) async fn accept_until(
                 let ctx = Arc::clone(&ctx);
                 ctx.metrics.connection_opened();
                 tasks.spawn(async move {
-                    connection::serve_connection(stream, Arc::clone(&ctx)).await;
+                    let refusal = connection::tls_required_frame();
+                    let acceptor = ctx.security.acceptor();
+                    let bound = ctx.limits.frame_timeout;
+                    match tls::accept(stream, acceptor, bound, &refusal).await {
+                        Accepted::Stream(stream) => {
+                            connection::serve_connection(stream, Arc::clone(&ctx)).await;
+                        }
+                        Accepted::Refused(why) => {
+                            ctx.metrics.auth_failure(AuthFailure::Tls);
+                            warn!(%peer, "connection refused: {why}");
+                        }
+                    }
                     ctx.metrics.connection_closed();
                     drop(permit);
                 });

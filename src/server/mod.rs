@@ -33,6 +33,7 @@ use crate::config::{Config, DurabilityPolicy, ReplicationMode, Role};
 use crate::engine::{self, Durability, Engine, Options};
 use crate::metrics::Metrics;
 use crate::replication::{self, Replication, RoleView};
+use crate::security::{Security, SecurityError};
 use health::Health;
 pub use shutdown::{Shutdown, ShutdownTrigger};
 
@@ -44,6 +45,8 @@ pub struct ServerContext {
     pub shutdown: Shutdown,
     pub health: Arc<Health>,
     pub replication: Arc<Replication>,
+    /// Tokens and TLS, reloaded on SIGHUP.
+    pub security: Arc<Security>,
 }
 
 /// Why a node could not start or stop cleanly. Each message names what
@@ -75,6 +78,8 @@ pub enum ServerError {
     Close(engine::Error),
     #[error("{0}")]
     Unsupported(&'static str),
+    #[error(transparent)]
+    Security(#[from] SecurityError),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -148,12 +153,43 @@ fn termination_signals() -> impl Future<Output = ()> {
     }
 }
 
+/// Re-reads token files and certificates on every SIGHUP. A reload that
+/// fails keeps what was loaded before and says why.
+fn reload_on_sighup(security: Arc<Security>) -> tokio::task::JoinHandle<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let installed = signal(SignalKind::hangup());
+    tokio::spawn(async move {
+        let mut hup = match installed {
+            Ok(hup) => hup,
+            Err(e) => {
+                warn!("cannot install the SIGHUP handler ({e}); tokens and certificates load only at start");
+                return;
+            }
+        };
+        while hup.recv().await.is_some() {
+            match security.reload() {
+                Ok(tokens) => info!(
+                    tokens,
+                    tls = security.tls_enabled(),
+                    "SIGHUP: reloaded tokens and certificates"
+                ),
+                Err(e) => warn!(
+                    "SIGHUP: reload failed, keeping the previous tokens and certificates: {e}"
+                ),
+            }
+        }
+    })
+}
+
 /// Runs a node until `stop` resolves, then shuts down gracefully.
 pub async fn run(config: Config, stop: impl Future<Output = ()>) -> Result<(), ServerError> {
     let master_addr = match &config.role {
         Role::Master => None,
         Role::Replica { master_addr } => Some(master_addr.clone()),
     };
+
+    let security = Arc::new(Security::load(config.tokens.clone(), config.tls.clone())?);
+    let reloader = reload_on_sighup(Arc::clone(&security));
 
     let client = TcpListener::bind(config.listen)
         .await
@@ -231,9 +267,10 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> Result<(), S
 
     let listeners = Listeners { client, resp };
     let result = serve_clients(
-        &config, listeners, &metrics, &health, trigger, shutdown, stop,
+        &config, listeners, &security, &metrics, &health, trigger, shutdown, stop,
     )
     .await;
+    reloader.abort();
     let _ = http_stop_tx.send(());
     // The HTTP server has no long requests; a bounded wait keeps a stuck
     // scrape from holding the exit.
@@ -253,9 +290,11 @@ struct Listeners {
 }
 
 /// Opens the engine, accepts clients until `stop`, drains, closes the engine.
+#[allow(clippy::too_many_arguments)]
 async fn serve_clients(
     config: &Config,
     listeners: Listeners,
+    security: &Arc<Security>,
     metrics: &Arc<Metrics>,
     health: &Arc<Health>,
     trigger: ShutdownTrigger,
@@ -292,17 +331,16 @@ async fn serve_clients(
             master: master_addr.clone(),
         },
     };
-    let replication = Replication::start(
-        engine.clone(),
-        replication_settings(config, client_addr),
-        Arc::clone(health),
-        role,
-    )
-    .await
-    .map_err(|source| ServerError::Open {
-        path: config.data_dir.clone(),
-        source,
-    })?;
+    let settings = replication::Settings {
+        security: Arc::clone(security),
+        ..replication_settings(config, client_addr)
+    };
+    let replication = Replication::start(engine.clone(), settings, Arc::clone(health), role)
+        .await
+        .map_err(|source| ServerError::Open {
+            path: config.data_dir.clone(),
+            source,
+        })?;
     metrics.attach_replication(Arc::clone(&replication));
     // Ready only once everything /metrics and clients rely on is in place.
     health.set_engine_open();
@@ -314,6 +352,7 @@ async fn serve_clients(
         shutdown: shutdown.clone(),
         health: Arc::clone(health),
         replication: Arc::clone(&replication),
+        security: Arc::clone(security),
     });
     // RESP clients are served until the shutdown trigger, then drained
     // (bounded by --shutdown-timeout-secs) alongside binary ones.
