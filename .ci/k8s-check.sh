@@ -6,7 +6,10 @@
 #     NetworkPolicy follow MASTER_ORDINAL (also after changing it);
 #  3. checkov (kubernetes, dockerfile) reports nothing beyond the skips in
 #     .checkov.yaml, and each skip is explained in k8s/README.md;
-#  4. hadolint passes on the Dockerfile.
+#  4. hadolint passes on the Dockerfile;
+#  5. k8s/gen-secrets.sh passes shellcheck, its Secret validates and has the
+#     keys the manifests use, its certificate verifies for the pods' names,
+#     and no high-entropy secret is committed under k8s/ (checkov secrets).
 # Fails loudly if a tool is missing; .ci/k8s-tools.sh installs them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -41,4 +44,23 @@ BC_SKIP_MAPPING=TRUE "$BIN/checkov" --skip-download --config-file .checkov.yaml 
 
 echo "k8s-check: hadolint"
 "$BIN/hadolint" Dockerfile
+echo "k8s-check: k8s/gen-secrets.sh"
+"$BIN/shellcheck" k8s/gen-secrets.sh
+command -v openssl >/dev/null || { echo "k8s-check: openssl not found" >&2; exit 1; }
+k8s/gen-secrets.sh --keep-ca "$tmp/ca" > "$tmp/secret.yaml"
+"$BIN/kubernetes-validate" --strict -k "$KUBE_VERSION" "$tmp/secret.yaml"
+"$BIN/python" .ci/k8s_render_check.py --secret "$tmp/secret.yaml" k8s/secret.example.yaml "$tmp/rendered.yaml"
+# Certificate rotation: a new server certificate from the kept CA.
+NAMESPACE=other k8s/gen-secrets.sh --ca "$tmp/ca" --out "$tmp/files"
+for name in kvstore-2.kvstore-headless.other.svc.cluster.local kvstore-0.kvstore-headless \
+  kvstore-master.other.svc.cluster.local kvstore-master localhost; do
+  openssl verify -CAfile "$tmp/ca/ca.crt" -verify_hostname "$name" "$tmp/files/tls.crt" >/dev/null
+done
+openssl verify -CAfile "$tmp/ca/ca.crt" -verify_ip 127.0.0.1 "$tmp/files/tls.crt" >/dev/null
+if openssl verify -CAfile "$tmp/ca/ca.crt" -verify_hostname kvstore-0.kvstore-headless.kvstore.svc.cluster.local \
+  "$tmp/files/tls.crt" >/dev/null 2>&1; then
+  echo "k8s-check: a certificate for namespace other covers namespace kvstore" >&2; exit 1
+fi
+BC_SKIP_MAPPING=TRUE "$BIN/checkov" --skip-download --config-file .checkov.yaml -d k8s --framework secrets --quiet --compact
+
 echo "k8s-check: all passed"

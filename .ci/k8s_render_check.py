@@ -7,7 +7,12 @@ documented. Run by .ci/k8s-check.sh with the tools' virtualenv python.
       object is in namespace kvstore (the Namespace aside).
   k8s_render_check.py --skips-documented .checkov.yaml k8s/README.md
       every skipped check id appears in the README with a reason.
+  k8s_render_check.py --secret GENERATED.yaml k8s/secret.example.yaml RENDERED.yaml
+      k8s/gen-secrets.sh's Secret and the example have the same keys, every
+      /etc/kvstore/secrets/<file> the rendered objects name is one of them,
+      and `kubectl apply -k` does not apply a Secret (it is made apart).
 """
+import re
 import sys
 
 import yaml
@@ -56,9 +61,31 @@ def skips_documented(config, readme):
     print(f"k8s_render_check: {len(skips)} checkov skips, each explained in {readme}")
 
 
+SECRET_KEYS = {"client-token", "admin-token", "readonly-token", "ca.crt", "tls.crt", "tls.key"}
+
+
+def secret(generated, example, rendered_path):
+    gen = yaml.safe_load(open(generated))
+    ex = yaml.safe_load(open(example))
+    if gen["metadata"]["name"] != "kvstore-secrets" or ex["metadata"]["name"] != "kvstore-secrets":
+        fail("the Secret must be named kvstore-secrets")
+    if set(gen["data"]) != SECRET_KEYS or set(ex["stringData"]) != SECRET_KEYS:
+        fail(f"Secret keys differ: generated {sorted(gen['data'])}, example {sorted(ex['stringData'])}")
+    text = open(rendered_path).read()
+    docs = [d for d in yaml.safe_load_all(text) if d]
+    if any(d["kind"] == "Secret" for d in docs):
+        fail("kubectl kustomize k8s/ renders a Secret; it must come from k8s/gen-secrets.sh")
+    named = set(re.findall(r"/etc/kvstore/secrets/([A-Za-z0-9._-]+)", text))
+    if not named or not named <= SECRET_KEYS:
+        fail(f"the manifests name secret files {sorted(named)}, the Secret has {sorted(SECRET_KEYS)}")
+    print(f"k8s_render_check: Secret keys match; the manifests use {sorted(named)}")
+
+
 if __name__ == "__main__":
     if len(sys.argv) == 4 and sys.argv[1] == "--skips-documented":
         skips_documented(sys.argv[2], sys.argv[3])
+    elif len(sys.argv) == 5 and sys.argv[1] == "--secret":
+        secret(sys.argv[2], sys.argv[3], sys.argv[4])
     elif len(sys.argv) == 3:
         rendered(sys.argv[1], sys.argv[2])
     else:

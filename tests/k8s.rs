@@ -1,452 +1,40 @@
-//! The Kubernetes manifests, run locally: this reads `k8s/statefulset.yaml`,
-//! `k8s/configmap.yaml` and `k8s/cronjob-backup.yaml` and runs *their*
-//! commands with *their* environment (envFrom the ConfigMap, `$(VAR)`
-//! expansion, `HOSTNAME` = pod name) against real `kvstore` processes, and
-//! polls *their* probe paths and ports. A manifest change that breaks a
-//! command, an env var or a probe fails here.
+//! The Kubernetes manifests, run locally: the StatefulSet's, ConfigMap's
+//! and backup CronJob's own commands, environment, volumes and probes
+//! against real `kvstore` processes (tests/k8s/cluster.rs says how). A
+//! manifest change that breaks a command, an env var, a probe or a mounted
+//! credential fails here.
 //!
-//! A "pod" is a process with its own loopback address, 127.0.T.(10+N) for
-//! ordinal N, listening on the manifests' own ports (5555, 9555). The pod
-//! DNS names of the headless service are rewritten to those addresses, and
-//! volume mount paths to directories of the test: nothing else is changed.
-//! The guide's failover scenarios 1-3 (docs/KUBERNETES.md) run here too.
+//! Auth and TLS run as deployed: the Secret comes from the real
+//! `k8s/gen-secrets.sh` (its certificate also names the loopback addresses
+//! the pod DNS names become), CLI calls carry the pod's token and CA as
+//! `kubectl exec` would, and the rotations of docs/SECURITY.md are played
+//! step by step (tests/k8s/auth_tls.rs). The guide's failover scenarios
+//! 1-3 (docs/KUBERNETES.md) run here too.
 
+#[path = "k8s/auth_tls.rs"]
+mod auth_tls;
+#[path = "k8s/cluster.rs"]
+mod cluster;
 mod common;
+#[path = "k8s/manifests.rs"]
+mod manifests;
+#[path = "k8s/secrets.rs"]
+mod secrets;
 
-use std::collections::BTreeMap;
-use std::net::{SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::process::{Command, Output};
 
-use common::{http_get, kvstore_bin, run_cli, wait_for};
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
+use cluster::{Cluster, PODS};
+use common::kvstore_bin;
+use nix::sys::signal::Signal;
 use serde_json::Value as Json;
-use serde_yaml::Value;
-
-const DEADLINE: Duration = Duration::from_secs(30);
-const PODS: u32 = 3;
-
-fn k8s_file(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("k8s").join(name)
-}
-
-fn load(name: &str) -> Value {
-    let text = std::fs::read_to_string(k8s_file(name)).expect("read manifest");
-    serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("k8s/{name} is not YAML: {e}"))
-}
-
-fn s<'a>(v: &'a Value, what: &str) -> &'a str {
-    v.as_str()
-        .unwrap_or_else(|| panic!("{what} is not a string: {v:?}"))
-}
-
-fn seq<'a>(v: &'a Value, what: &str) -> &'a Vec<Value> {
-    v.as_sequence()
-        .unwrap_or_else(|| panic!("{what} is not a list: {v:?}"))
-}
-
-/// What the test takes from the manifests.
-struct Manifests {
-    sts_name: String,
-    namespace: String,
-    headless: String,
-    config: BTreeMap<String, String>,
-    /// Pod template spec of the StatefulSet.
-    pod: Value,
-    /// Pod template spec of the CronJob's job.
-    backup_pod: Value,
-}
-
-fn manifests() -> Manifests {
-    let sts = load("statefulset.yaml");
-    let cm = load("configmap.yaml");
-    let cron = load("cronjob-backup.yaml");
-    let ns = load("namespace.yaml");
-    let headless = load("service-headless.yaml");
-    assert_eq!(s(&sts["kind"], "kind"), "StatefulSet");
-    assert_eq!(
-        s(&sts["spec"]["serviceName"], "serviceName"),
-        s(&headless["metadata"]["name"], "headless name"),
-        "the StatefulSet's serviceName must be the headless service"
-    );
-    assert_eq!(
-        headless["spec"]["publishNotReadyAddresses"],
-        Value::Bool(true)
-    );
-    let config = cm["data"]
-        .as_mapping()
-        .expect("ConfigMap data")
-        .iter()
-        .map(|(k, v)| (s(k, "key").to_string(), s(v, "ConfigMap value").to_string()))
-        .collect();
-    Manifests {
-        sts_name: s(&sts["metadata"]["name"], "name").to_string(),
-        namespace: s(&ns["metadata"]["name"], "namespace").to_string(),
-        headless: s(&headless["metadata"]["name"], "name").to_string(),
-        config,
-        pod: sts["spec"]["template"]["spec"].clone(),
-        backup_pod: cron["spec"]["jobTemplate"]["spec"]["template"]["spec"].clone(),
-    }
-}
-
-/// A local stand-in for the cluster: loopback addresses and directories.
-struct Cluster {
-    m: Manifests,
-    /// Third byte of the pods' 127.0.T.x addresses.
-    t: u8,
-    root: tempfile::TempDir,
-    config: BTreeMap<String, String>,
-    pods: Vec<Option<Child>>,
-    restarts: u32,
-}
-
-impl Cluster {
-    fn new() -> Cluster {
-        let m = manifests();
-        let t = free_subnet(&m);
-        let config = m.config.clone();
-        Cluster {
-            m,
-            t,
-            root: tempfile::tempdir().expect("tempdir"),
-            config,
-            pods: (0..PODS).map(|_| None).collect(),
-            restarts: 0,
-        }
-    }
-
-    fn pod_name(&self, n: u32) -> String {
-        format!("{}-{n}", self.m.sts_name)
-    }
-
-    fn ip(&self, n: u32) -> String {
-        format!("127.0.{}.{}", self.t, 10 + n)
-    }
-
-    fn dns_suffix(&self) -> String {
-        format!("{}.{}.svc.cluster.local", self.m.headless, self.m.namespace)
-    }
-
-    /// Pod DNS names become loopback addresses; `{ordinal}` stays for
-    /// kvstore to fill in (127.0.T.1{ordinal} is 127.0.T.(10+ordinal)).
-    fn localize(&self, value: &str, pod: u32, mounts: &BTreeMap<String, PathBuf>) -> String {
-        let mut v = value.to_string();
-        let suffix = self.dns_suffix();
-        v = v.replace(
-            &format!("{}-{{ordinal}}.{suffix}", self.m.sts_name),
-            &format!("127.0.{}.1{{ordinal}}", self.t),
-        );
-        for n in 0..PODS {
-            v = v.replace(&format!("{}.{suffix}", self.pod_name(n)), &self.ip(n));
-        }
-        // A pod binds its own address.
-        v = v.replace("0.0.0.0:", &format!("{}:", self.ip(pod)));
-        for (mount, dir) in mounts {
-            if v == *mount || v.starts_with(&format!("{mount}/")) {
-                v = v.replacen(mount.as_str(), dir.to_str().expect("utf-8"), 1);
-            }
-        }
-        // A path outside every volume would be the container's read-only
-        // root filesystem, and here the host's: refuse it.
-        assert!(
-            !v.starts_with('/') || v.starts_with(self.root.path().to_str().expect("utf-8")),
-            "{value:?} is a path outside the container's volume mounts"
-        );
-        v
-    }
-
-    fn port(&self, container: &Value, port: &Value) -> u16 {
-        if let Some(n) = port.as_u64() {
-            return u16::try_from(n).expect("port");
-        }
-        let name = s(port, "probe port");
-        let p = seq(&container["ports"], "ports")
-            .iter()
-            .find(|p| p["name"].as_str() == Some(name))
-            .unwrap_or_else(|| panic!("no container port named {name}"));
-        u16::try_from(p["containerPort"].as_u64().expect("containerPort")).expect("port")
-    }
-
-    fn mounts(&self, container: &Value, owner: &str) -> BTreeMap<String, PathBuf> {
-        let mut out = BTreeMap::new();
-        if let Some(list) = container["volumeMounts"].as_sequence() {
-            for vm in list {
-                let dir = self
-                    .root
-                    .path()
-                    .join(owner)
-                    .join(s(&vm["name"], "volume name"));
-                std::fs::create_dir_all(&dir).expect("mkdir");
-                out.insert(s(&vm["mountPath"], "mountPath").to_string(), dir);
-            }
-        }
-        out
-    }
-
-    /// The container's environment as Kubernetes builds it, localized.
-    fn env(&self, container: &Value, pod: u32, owner: &str) -> Vec<(String, String)> {
-        let name = self.pod_name(pod);
-        let mut env: Vec<(String, String)> = vec![("HOSTNAME".into(), name.clone())];
-        if let Some(from) = container["envFrom"].as_sequence() {
-            for f in from {
-                let cm = s(&f["configMapRef"]["name"], "configMapRef");
-                assert_eq!(cm, "kvstore-config", "unknown ConfigMap {cm}");
-                env.extend(self.config.iter().map(|(k, v)| (k.clone(), v.clone())));
-            }
-        }
-        if let Some(list) = container["env"].as_sequence() {
-            for e in list {
-                let key = s(&e["name"], "env name").to_string();
-                let value = if let Some(v) = e["value"].as_str() {
-                    expand(v, &env)
-                } else {
-                    let path = s(&e["valueFrom"]["fieldRef"]["fieldPath"], "fieldPath");
-                    assert_eq!(path, "metadata.name", "unsupported fieldRef {path}");
-                    name.clone()
-                };
-                env.retain(|(k, _)| *k != key);
-                env.push((key, value));
-            }
-        }
-        let mounts = self.mounts(container, owner);
-        env.into_iter()
-            .map(|(k, v)| {
-                let v = self.localize(&v, pod, &mounts);
-                (k, v)
-            })
-            .collect()
-    }
-
-    /// The container's command, with the image's `kvstore` replaced by the
-    /// binary under test.
-    fn command(&self, container: &Value, pod: u32, owner: &str) -> Command {
-        let mut argv: Vec<String> = seq(&container["command"], "command")
-            .iter()
-            .map(|a| s(a, "command arg").to_string())
-            .collect();
-        if let Some(args) = container["args"].as_sequence() {
-            argv.extend(args.iter().map(|a| s(a, "arg").to_string()));
-        }
-        assert_eq!(argv.first().map(String::as_str), Some("kvstore"));
-        let mounts = self.mounts(container, owner);
-        let mut cmd = Command::new(kvstore_bin());
-        for a in argv.iter().skip(1) {
-            cmd.arg(self.localize(a, pod, &mounts));
-        }
-        cmd.env_clear();
-        for (k, v) in self.env(container, pod, owner) {
-            cmd.env(k, v);
-        }
-        cmd.stdin(Stdio::null());
-        cmd
-    }
-
-    fn container<'a>(&self, spec: &'a Value, list: &str, name: &str) -> &'a Value {
-        seq(&spec[list], list)
-            .iter()
-            .find(|c| c["name"].as_str() == Some(name))
-            .unwrap_or_else(|| panic!("no {list} entry named {name}"))
-    }
-
-    fn main_container(&self) -> Value {
-        self.container(&self.m.pod, "containers", "kvstore").clone()
-    }
-
-    /// Runs the init container of pod `n`: its stdout, or a panic.
-    fn run_init(&self, n: u32) -> Output {
-        let init = self.container(&self.m.pod, "initContainers", "init-kvstore");
-        let mut cmd = self.command(init, n, &self.pod_name(n));
-        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-        run_cli(cmd, None)
-    }
-
-    /// "Kubernetes starts pod n": init container, then the server.
-    fn start(&mut self, n: u32) {
-        let init = self.run_init(n);
-        assert!(
-            init.status.success(),
-            "init container of {} failed: {}",
-            self.pod_name(n),
-            String::from_utf8_lossy(&init.stderr)
-        );
-        self.restarts += 1;
-        let log = self
-            .root
-            .path()
-            .join(format!("{}-{}.log", self.pod_name(n), self.restarts));
-        let main = self.main_container();
-        let mut cmd = self.command(&main, n, &self.pod_name(n));
-        let file = std::fs::File::create(&log).expect("log");
-        cmd.stdout(file.try_clone().expect("log")).stderr(file);
-        let child = cmd.spawn().expect("spawn the kvstore container");
-        self.pods[n as usize] = Some(child);
-        std::fs::write(
-            self.root.path().join(format!("current-{n}")),
-            log.to_str().unwrap_or(""),
-        )
-        .expect("note log");
-    }
-
-    fn logs(&self, n: u32) -> String {
-        let path = std::fs::read_to_string(self.root.path().join(format!("current-{n}")))
-            .unwrap_or_default();
-        std::fs::read_to_string(path).unwrap_or_default()
-    }
-
-    fn start_all(&mut self) {
-        for n in 0..PODS {
-            self.start(n);
-        }
-    }
-
-    fn stop(&mut self, n: u32, signal: Signal) {
-        let mut child = self.pods[n as usize].take().expect("pod running");
-        let pid = Pid::from_raw(i32::try_from(child.id()).expect("pid"));
-        kill(pid, signal).expect("signal");
-        let status = wait_for(DEADLINE, "the pod to exit", || {
-            child.try_wait().expect("wait")
-        });
-        if signal == Signal::SIGTERM {
-            assert!(status.success(), "SIGTERM exit {status}: {}", self.logs(n));
-        }
-    }
-
-    /// Every probe of the main container, as the kubelet would send it.
-    fn probes(&self) -> Vec<(String, String, u16)> {
-        let main = self.main_container();
-        let mut out = Vec::new();
-        for kind in ["startupProbe", "livenessProbe", "readinessProbe"] {
-            let get = &main[kind]["httpGet"];
-            assert!(get.is_mapping(), "{kind} must be an httpGet probe");
-            out.push((
-                kind.to_string(),
-                s(&get["path"], "probe path").to_string(),
-                self.port(&main, &get["port"]),
-            ));
-        }
-        out
-    }
-
-    /// Waits until every probe of pod `n` answers 200.
-    fn wait_probes(&mut self, n: u32) {
-        let ip = self.ip(n);
-        for (kind, path, port) in self.probes() {
-            let addr: SocketAddr = format!("{ip}:{port}").parse().expect("addr");
-            let end = Instant::now() + DEADLINE;
-            loop {
-                if let Some(child) = self.pods[n as usize].as_mut() {
-                    if let Ok(Some(st)) = child.try_wait() {
-                        panic!("pod {n} exited ({st}):\n{}", self.logs(n));
-                    }
-                }
-                if matches!(http_get(addr, &path), Ok((200, _))) {
-                    break;
-                }
-                assert!(
-                    Instant::now() < end,
-                    "{kind} {path} on {addr} never answered 200; log:\n{}",
-                    self.logs(n)
-                );
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-    }
-
-    fn wait_all_ready(&mut self) {
-        for n in 0..PODS {
-            self.wait_probes(n);
-        }
-    }
-
-    /// `kubectl exec kvstore-n -- kvstore ARGS`: the CLI with the pod's
-    /// environment, talking to the pod's own client port.
-    fn exec(&self, n: u32, args: &[&str]) -> Output {
-        let mut cmd = Command::new(kvstore_bin());
-        cmd.args(args)
-            .env_clear()
-            .env(
-                "KVSTORE_ADDR",
-                format!("{}:{}", self.ip(n), self.client_port()),
-            )
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        run_cli(cmd, None)
-    }
-
-    fn client_port(&self) -> u16 {
-        let main = self.main_container();
-        self.port(&main, &Value::String("client".into()))
-    }
-
-    fn stats(&self, n: u32) -> Json {
-        let out = self.exec(n, &["stats", "--json"]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).expect("stats JSON")
-    }
-
-    fn put(&self, n: u32, key: &str, value: &str) {
-        let out = self.exec(n, &["put", key, value]);
-        assert!(
-            out.status.success(),
-            "put via pod {n}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    /// Waits until pod `n` reads `value` for `key`.
-    fn wait_value(&self, n: u32, key: &str, value: &str) {
-        wait_for(DEADLINE, &format!("{key}={value} on pod {n}"), || {
-            let out = self.exec(n, &["read", key]);
-            (out.status.success() && out.stdout == value.as_bytes()).then_some(())
-        });
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        for child in self.pods.iter_mut().flatten() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-/// `$(VAR)` references to variables defined before, as Kubernetes does.
-fn expand(value: &str, env: &[(String, String)]) -> String {
-    let mut out = value.to_string();
-    for (k, v) in env.iter().rev() {
-        out = out.replace(&format!("$({k})"), v);
-    }
-    out
-}
-
-/// A 127.0.T.0/24 where every pod's client and HTTP ports are free.
-fn free_subnet(m: &Manifests) -> u8 {
-    let _ = m;
-    let start = std::process::id() % 200;
-    for i in 0..200u32 {
-        let t = u8::try_from(20 + (start + i * 7) % 200).expect("fits");
-        let free = (0..PODS).all(|n| {
-            [5555u16, 9555]
-                .iter()
-                .all(|p| TcpListener::bind(format!("127.0.{t}.{}:{p}", 10 + n)).is_ok())
-        });
-        if free {
-            return t;
-        }
-    }
-    panic!("no free 127.0.T.0/24 for the local pods");
-}
 
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).trim().to_string()
 }
 
 #[test]
@@ -456,11 +44,7 @@ fn init_container_resolves_every_pods_role() {
         c.config.insert("MASTER_ORDINAL".into(), master.to_string());
         for n in 0..PODS {
             let out = c.run_init(n);
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            assert!(out.status.success(), "{}", stderr(&out));
             let expected = if n == master {
                 format!("{}: role MASTER", c.pod_name(n))
             } else {
@@ -478,7 +62,7 @@ fn init_container_resolves_every_pods_role() {
     c.config.insert("MASTER_ORDINAL".into(), "one".into());
     let out = c.run_init(1);
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("MASTER_ORDINAL"));
+    assert!(stderr(&out).contains("MASTER_ORDINAL"));
 }
 
 #[test]
@@ -492,19 +76,17 @@ fn probes_quick_start_and_the_backup_cronjob() {
     c.put(0, "testkey", "testvalue");
     c.wait_value(0, "testkey", "testvalue");
     c.wait_value(2, "testkey", "testvalue");
-    // A write sent to a replica is redirected to the master.
+    // A write sent to a replica is redirected to the master (over TLS to
+    // the master's advertised name, with the same token).
     c.put(1, "via-replica", "ok");
     c.wait_value(0, "via-replica", "ok");
 
-    // The CronJob's command, with its volume.
-    let backup = c.container(&c.m.backup_pod, "containers", "backup").clone();
-    let mut cmd = c.command(&backup, 0, "backup-job");
-    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-    let out = run_cli(cmd, None);
+    // The CronJob's command, with its volumes (the admin token and the CA).
+    let out = c.run_backup_job("backup-job");
     assert!(
         out.status.success(),
         "the CronJob's backup failed: {}",
-        String::from_utf8_lossy(&out.stderr)
+        stderr(&out)
     );
     let root = c.root.path().join("backup-job").join("backup");
     let backups: Vec<PathBuf> = std::fs::read_dir(&root)
@@ -522,7 +104,8 @@ fn probes_quick_start_and_the_backup_cronjob() {
         "the CronJob should back up a replica"
     );
 
-    // Restore it and start a replica on it: it resumes from the backup.
+    // Restore it and start a replica on it: it resumes from the backup,
+    // pulling from the master over TLS with the admin token.
     let data = c.root.path().join("restored");
     let out = Command::new(kvstore_bin())
         .args(["restore", "--from"])
@@ -531,22 +114,35 @@ fn probes_quick_start_and_the_backup_cronjob() {
         .arg(&data)
         .output()
         .expect("restore");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", stderr(&out));
     let master = format!("{}:{}", c.ip(0), c.client_port());
+    let ca = c.secret.path("ca.crt");
+    let admin = c.secret.path("admin-token");
     let node = common::Server::start_on(
         &data,
-        &["--role", "replica", "--master-addr", &master],
+        &[
+            "--role",
+            "replica",
+            "--master-addr",
+            &master,
+            "--tls-ca",
+            ca.to_str().expect("utf-8"),
+            "--admin-token-file",
+            admin.to_str().expect("utf-8"),
+        ],
         true,
     );
-    let mut client = common::connect_client(node.addr);
-    assert_eq!(
-        client.get(b"testkey").expect("get").as_deref(),
-        Some(&b"testvalue"[..])
+    let out = common::cli(
+        node.addr,
+        &[
+            "--auth-token-file",
+            admin.to_str().expect("utf-8"),
+            "read",
+            "testkey",
+        ],
     );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "testvalue");
 }
 
 #[test]
