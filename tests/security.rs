@@ -298,8 +298,14 @@ fn the_cli_sends_the_token_from_its_file_and_says_when_one_is_missing() {
 #[test]
 fn sighup_rotates_tokens_with_a_window_where_both_work() {
     let secrets = Secrets::new();
-    let server = Server::start(&strs(&secrets.auth_args()));
+    let mut args = secrets.auth_args();
+    args.extend(["--resp-listen".to_string(), "127.0.0.1:0".into()]);
+    let server = Server::start(&strs(&args));
     let hup = || kill(Pid::from_raw(server.pid() as i32), Signal::SIGHUP).expect("SIGHUP");
+    // Connections opened with the token that will be removed.
+    let mut held = connect(server.addr, Some(b"client-token-1")).expect("held connection");
+    let mut held_resp = resp_connect(resp_addr(&server));
+    assert_eq!(resp(&mut held_resp, &["AUTH", "client-token-1"]), "+OK\r\n");
 
     // Old and new both in the file.
     secrets.write("client", "client-token-1\nclient-token-2\n");
@@ -319,6 +325,15 @@ fn sighup_rotates_tokens_with_a_window_where_both_work() {
         }
     });
     connect(server.addr, Some(b"client-token-2")).expect("new token works");
+    // Connections that authenticated with the removed token are cut at
+    // their next request, on both protocols.
+    assert_eq!(server_code(held.get(b"k")), ErrorCode::AUTH_FAILED);
+    assert!(resp(&mut held_resp, &["GET", "k"]).starts_with("-WRONGPASS"));
+    assert_eq!(
+        resp(&mut held_resp, &["PING"]),
+        "",
+        "RESP connection left open"
+    );
 
     // A broken file keeps what was loaded.
     secrets.write("client", "# nothing\n");

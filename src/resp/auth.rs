@@ -43,7 +43,12 @@ pub fn gate(ctx: &ServerContext, session: &mut Session, args: Args) -> Result<Ar
         Some(spec) if spec.flags.contains(&"write") => Permission::Write,
         _ => Permission::Read,
     };
-    match session.granted {
+    let Ok(granted) = session.credential.permission(&ctx.security) else {
+        ctx.metrics.auth_failure(AuthFailure::BadToken);
+        tracing::warn!(peer = %session.peer, "RESP token removed by a reload; closing the connection");
+        return Err(Refusal::Close(Reply::Error(WRONGPASS.into())));
+    };
+    match granted {
         Some(granted) if granted >= needed => Ok(args),
         None => {
             ctx.metrics.auth_failure(AuthFailure::MissingToken);
@@ -92,7 +97,7 @@ fn hello(ctx: &ServerContext, session: &mut Session, args: Args) -> Result<Args,
         .position(|a| a.eq_ignore_ascii_case(b"auth"))
         .map(|i| i + 2);
     let Some(at) = at else {
-        if session.granted.is_none() {
+        if !matches!(session.credential.permission(&ctx.security), Ok(Some(_))) {
             ctx.metrics.auth_failure(AuthFailure::MissingToken);
             return Err(Refusal::Answer(Reply::Error(
                 "NOAUTH HELLO must be called with the client already authenticated, otherwise \
@@ -122,14 +127,10 @@ fn hello(ctx: &ServerContext, session: &mut Session, args: Args) -> Result<Args,
 }
 
 /// Checks `token`; counts and logs a failure without the token.
-fn authenticate(ctx: &ServerContext, session: &mut Session, token: &[u8]) -> bool {
-    match ctx.security.check(token) {
-        Some(permission) => {
-            session.granted = Some(permission);
-            true
-        }
+fn authenticate(ctx: &ServerContext, session: &mut Session, token: &Bytes) -> bool {
+    match session.credential.authenticate(&ctx.security, token) {
+        Some(_) => true,
         None => {
-            session.granted = None;
             ctx.metrics.auth_failure(AuthFailure::BadToken);
             tracing::warn!(peer = %session.peer, "RESP authentication failed: token not accepted");
             false

@@ -82,7 +82,7 @@ pub async fn serve_connection(
         peer: addr(stream.tcp().peer_addr()),
         local: addr(stream.tcp().local_addr()),
         quit: false,
-        granted: ctx.security.initial_permission(),
+        credential: crate::security::Credential::new(&ctx.security),
         opened: std::time::Instant::now(),
     };
     let mut conn = Connection {

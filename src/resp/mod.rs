@@ -123,8 +123,8 @@ pub struct Session {
     pub local: String,
     /// Set by QUIT: answer, flush, close.
     pub quit: bool,
-    /// What this client may do; `None` until AUTH.
-    pub granted: Option<crate::security::Permission>,
+    /// What this client has proved (AUTH).
+    pub credential: crate::security::Credential,
     pub opened: Instant,
 }
 

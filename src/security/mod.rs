@@ -8,18 +8,23 @@
 //!
 //! [`Security`] is a node's live view of all of it. SIGHUP calls
 //! [`Security::reload`], which re-reads every file and swaps the new
-//! tokens and certificates in atomically; connections already open keep
-//! what they negotiated. A reload that fails changes nothing.
+//! tokens and certificates in atomically. Connections already open keep
+//! their TLS session, but re-check their token against the new set before
+//! their next request, so a token removed from its file stops working on
+//! open connections too. A reload that fails changes nothing.
 
+pub mod session;
 pub mod stream;
 pub mod tls;
 pub mod tokens;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 use tokio_rustls::TlsAcceptor;
 
+pub use session::{Credential, Revoked};
 pub use stream::{ClientStream, MaybeTls, ServerStream};
 pub use tls::{Connector, TlsError, TlsFiles};
 pub use tokens::{Permission, TokenError, TokenFiles, Tokens};
@@ -74,6 +79,9 @@ pub struct Security {
     acceptor: ArcSwapOption<TlsAcceptor>,
     connector: ArcSwapOption<Connector>,
     outbound_token: ArcSwapOption<Vec<u8>>,
+    /// Bumped by every successful reload, so connections re-check their
+    /// token against the new set before their next request.
+    generation: AtomicU64,
 }
 
 impl std::fmt::Debug for Security {
@@ -96,6 +104,7 @@ impl Security {
             acceptor: ArcSwapOption::new(loaded.acceptor.map(Arc::new)),
             connector: ArcSwapOption::new(loaded.connector.map(Arc::new)),
             outbound_token: ArcSwapOption::new(loaded.outbound_token.map(Arc::new)),
+            generation: AtomicU64::new(0),
         })
     }
 
@@ -108,6 +117,7 @@ impl Security {
             acceptor: ArcSwapOption::empty(),
             connector: ArcSwapOption::empty(),
             outbound_token: ArcSwapOption::empty(),
+            generation: AtomicU64::new(0),
         }
     }
 
@@ -121,7 +131,13 @@ impl Security {
         self.connector.store(loaded.connector.map(Arc::new));
         self.outbound_token
             .store(loaded.outbound_token.map(Arc::new));
+        self.generation.fetch_add(1, Ordering::Release);
         Ok(count)
+    }
+
+    /// Changes on every successful reload.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 
     /// True if connections must authenticate.

@@ -38,7 +38,7 @@ use crate::metrics::AuthFailure;
 use crate::protocol::replication::SyncRequest;
 use crate::protocol::{self, Auth, ErrorCode, Frame, Request, Response};
 use crate::security::tls::looks_like_tls;
-use crate::security::{Permission, ServerStream};
+use crate::security::{Credential, Permission, ServerStream};
 
 /// Smallest read: enough for many small pipelined requests at once.
 pub(crate) const READ_CHUNK: usize = 16 * 1024;
@@ -85,7 +85,7 @@ pub async fn serve_connection(stream: ServerStream, ctx: Arc<ServerContext>) {
         .map(|a| a.to_string())
         .unwrap_or_else(|_| "unknown".into());
     let limits = dispatch::protocol_limits(&ctx.limits);
-    let granted = ctx.security.initial_permission();
+    let credential = Credential::new(&ctx.security);
     let mut conn = Connection {
         stream,
         ctx,
@@ -94,7 +94,7 @@ pub async fn serve_connection(stream: ServerStream, ctx: Arc<ServerContext>) {
         write_buf: BytesMut::new(),
         peer: peer.clone(),
         client_name: String::new(),
-        granted,
+        credential,
         start_checked: false,
     };
     let end = conn.run().await;
@@ -157,8 +157,8 @@ struct Connection {
     peer: String,
     /// From HELLO, for logs.
     client_name: String,
-    /// What this connection may do; `None` until it authenticates.
-    granted: Option<Permission>,
+    /// What this connection has proved.
+    credential: Credential,
     /// Whether the first bytes were checked for a TLS handshake.
     start_checked: bool,
 }
@@ -395,14 +395,12 @@ impl Connection {
                         .into(),
                 ));
             };
-            return match security.check(token) {
+            return match self.credential.authenticate(security, token) {
                 Some(permission) => {
-                    self.granted = Some(permission);
                     tracing::debug!(peer = %self.peer, client = %self.client_name, permission = permission.name(), "authenticated");
                     Ok(())
                 }
                 None => {
-                    self.granted = None;
                     self.ctx.metrics.auth_failure(AuthFailure::BadToken);
                     tracing::warn!(peer = %self.peer, client = %self.client_name, "authentication failed: token not accepted");
                     Err((
@@ -415,7 +413,17 @@ impl Connection {
         let Some(needed) = required_permission(request) else {
             return Ok(());
         };
-        match self.granted {
+        let Ok(granted) = self.credential.permission(security) else {
+            self.ctx.metrics.auth_failure(AuthFailure::BadToken);
+            tracing::warn!(peer = %self.peer, client = %self.client_name, "token removed by a reload; closing the connection");
+            return Err((
+                ErrorCode::AUTH_FAILED,
+                "the token of this connection is no longer accepted (removed by a reload); \
+                 reconnect with a current token"
+                    .into(),
+            ));
+        };
+        match granted {
             Some(granted) if granted >= needed => Ok(()),
             None => {
                 self.ctx.metrics.auth_failure(AuthFailure::MissingToken);
