@@ -42,6 +42,8 @@ VOLUME ["/data"]
 EXPOSE 5555 9555
 # Docker's own health check: the node answers PING on its client port.
 # Kubernetes ignores HEALTHCHECK and uses the HTTP probes of the StatefulSet.
+# With TLS on, set KVSTORE_TLS_CA in the environment so the ping sees it
+# (docs/SECURITY.md).
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
     CMD ["kvstore", "ping", "--addr", "127.0.0.1:5555"]
 ENTRYPOINT ["kvstore"]
