@@ -578,3 +578,65 @@ fn resp_over_tls_refuses_plaintext_and_serves_redis_cli_with_the_ca() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(stdout.trim(), "OK", "redis-cli --tls: {stdout} {stderr}");
 }
+
+/// A token or certificate file that cannot be used stops the node at
+/// start, exit code 2, one line naming the setting and the file.
+#[test]
+fn unusable_token_and_certificate_files_fail_at_start_naming_them() {
+    let secrets = Secrets::new();
+    secrets.write("empty", "# no token yet\n");
+    secrets.write("not-pem", "hello\n");
+    let missing = secrets.arg("missing");
+    let (empty, not_pem) = (secrets.arg("empty"), secrets.arg("not-pem"));
+    let local = ["--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"];
+    let cases: [(&[&str], &str, &str); 4] = [
+        (
+            &["--admin-token-file", &missing],
+            "--admin-token-file",
+            &missing,
+        ),
+        (
+            &["--auth-token-file", &empty],
+            "KVSTORE_AUTH_TOKEN_FILE",
+            &empty,
+        ),
+        (
+            &["--tls-cert", &not_pem, "--tls-key", &not_pem],
+            "--tls-cert",
+            &not_pem,
+        ),
+        (&["--tls-cert", &not_pem], "--tls-key", "required"),
+    ];
+    for (flags, setting, detail) in cases {
+        let mut args = vec!["serve"];
+        args.extend(local);
+        args.extend(flags);
+        let (status, stderr) = common::run_to_exit(&args, &[], DEADLINE);
+        assert_eq!(status.code(), Some(2), "{flags:?}: {stderr}");
+        assert!(
+            stderr.contains(setting) && stderr.contains(detail),
+            "{flags:?}: {stderr}"
+        );
+    }
+}
+
+/// A peer that starts a TLS handshake and stalls holds only its own
+/// connection: other clients are served meanwhile.
+#[test]
+fn a_stalled_handshake_does_not_hold_up_other_clients() {
+    let secrets = Secrets::new();
+    secrets.make_pki("");
+    let server = Server::start(&strs(&secrets.tls_args("")));
+    let ca = secrets.path("ca.pem");
+    let mut stalled = Vec::new();
+    for _ in 0..20 {
+        let mut s = TcpStream::connect_timeout(&server.addr, NET_DEADLINE).expect("connect");
+        s.write_all(&[0x16, 0x03, 0x01])
+            .expect("half a record header");
+        stalled.push(s);
+    }
+    let mut client = BlockingClient::connect(server.addr.to_string(), options(None, Some(&ca)))
+        .expect("served while others stall");
+    client.put(b"k", b"v").expect("put");
+    assert_eq!(client.get(b"k").expect("get").as_deref(), Some(&b"v"[..]));
+}

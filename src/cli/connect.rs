@@ -47,7 +47,7 @@ impl ConnectArgs {
     pub fn options(&self, base: ClientOptions) -> Result<ClientOptions, CliError> {
         let credential = match &self.auth_token_file {
             Some(path) => Some(Bytes::from(
-                tokens::first_token(path).map_err(|e| CliError::Other(e.to_string()))?,
+                tokens::client_token(path).map_err(|e| CliError::Other(e.to_string()))?,
             )),
             None => None,
         };

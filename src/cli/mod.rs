@@ -76,7 +76,9 @@ impl CliError {
     /// The process exit code for this error.
     pub fn exit_code(&self) -> u8 {
         match self {
-            CliError::Config(_) => 2,
+            // A token or certificate file that cannot be used is a
+            // configuration error like any other bad setting.
+            CliError::Config(_) | CliError::Server(ServerError::Security(_)) => 2,
             CliError::Exit { code, .. } => *code,
             _ => 1,
         }

@@ -59,7 +59,7 @@ impl Loaded {
         };
         let connector = Connector::from_files(tls)?;
         let outbound_token = match &files.admin {
-            Some(path) => Some(tokens::first_token(path)?),
+            Some(path) => Some(tokens::admin_token(path)?),
             None => None,
         };
         Ok(Loaded {

@@ -90,15 +90,15 @@ fn load_certs(what: &'static str, path: &Path) -> Result<Vec<CertificateDer<'sta
 
 /// The server configuration for `cert` and `key`.
 pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsError> {
-    let chain = load_certs("--tls-cert", cert)?;
+    let chain = load_certs("--tls-cert (KVSTORE_TLS_CERT)", cert)?;
     let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| match e {
         rustls::pki_types::pem::Error::NoItemsFound => TlsError::Empty {
-            what: "--tls-key",
+            what: "--tls-key (KVSTORE_TLS_KEY)",
             path: key.to_path_buf(),
             expected: "PEM private key",
         },
         other => TlsError::File {
-            what: "--tls-key",
+            what: "--tls-key (KVSTORE_TLS_KEY)",
             path: key.to_path_buf(),
             reason: other.to_string(),
         },
@@ -113,7 +113,7 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsEr
 /// The client configuration trusting the CAs in `ca`.
 pub fn client_config(ca: &Path) -> Result<Arc<ClientConfig>, TlsError> {
     let mut roots = RootCertStore::empty();
-    for cert in load_certs("--tls-ca", ca)? {
+    for cert in load_certs("--tls-ca (KVSTORE_TLS_CA)", ca)? {
         roots.add(cert).map_err(|e| TlsError::Ca {
             path: ca.to_path_buf(),
             reason: e.to_string(),

@@ -59,14 +59,25 @@ impl TokenFiles {
 /// Why tokens could not be loaded. Never contains a token.
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {
-    #[error("cannot read token file {path}: {source}")]
+    #[error("{setting}: cannot read token file {path}: {source}")]
     Read {
+        setting: &'static str,
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("token file {path} holds no token (one per line; blank and # lines are skipped)")]
-    Empty { path: PathBuf },
+    #[error(
+        "{setting}: token file {path} holds no token (one per line; blank and # lines are skipped)"
+    )]
+    Empty {
+        setting: &'static str,
+        path: PathBuf,
+    },
 }
+
+/// The flag and variable of each token file, for messages.
+const READONLY_SETTING: &str = "--readonly-token-file (KVSTORE_READONLY_TOKEN_FILE)";
+const CLIENT_SETTING: &str = "--auth-token-file (KVSTORE_AUTH_TOKEN_FILE)";
+const ADMIN_SETTING: &str = "--admin-token-file (KVSTORE_ADMIN_TOKEN_FILE)";
 
 /// The accepted tokens, as digests, each with its permission.
 #[derive(Default)]
@@ -86,13 +97,13 @@ impl Tokens {
     pub fn load(files: &TokenFiles) -> Result<Tokens, TokenError> {
         let mut accepted = Vec::new();
         let levels = [
-            (&files.readonly, Permission::Read),
-            (&files.client, Permission::Write),
-            (&files.admin, Permission::Admin),
+            (&files.readonly, Permission::Read, READONLY_SETTING),
+            (&files.client, Permission::Write, CLIENT_SETTING),
+            (&files.admin, Permission::Admin, ADMIN_SETTING),
         ];
-        for (path, permission) in levels {
+        for (path, permission, setting) in levels {
             if let Some(path) = path {
-                for token in read_token_file(path)? {
+                for token in read_token_file(setting, path)? {
                     accepted.push((sha256(&token), permission));
                 }
             }
@@ -124,10 +135,12 @@ impl Tokens {
     }
 }
 
-/// The tokens of one file, in file order. The first one is what this node
-/// presents when it is the client (a replica to its master, the CLI).
-pub fn read_token_file(path: &Path) -> Result<Vec<Vec<u8>>, TokenError> {
+/// The tokens of one file, in file order; `setting` names the file's flag
+/// in errors. The first token is what this node presents when it is the
+/// client (a replica to its master, the CLI).
+pub fn read_token_file(setting: &'static str, path: &Path) -> Result<Vec<Vec<u8>>, TokenError> {
     let text = std::fs::read(path).map_err(|source| TokenError::Read {
+        setting,
         path: path.to_path_buf(),
         source,
     })?;
@@ -139,15 +152,26 @@ pub fn read_token_file(path: &Path) -> Result<Vec<Vec<u8>>, TokenError> {
         .collect();
     if tokens.is_empty() {
         return Err(TokenError::Empty {
+            setting,
             path: path.to_path_buf(),
         });
     }
     Ok(tokens)
 }
 
-/// The first token of `path`: the credential a client presents.
-pub fn first_token(path: &Path) -> Result<Vec<u8>, TokenError> {
-    let mut tokens = read_token_file(path)?;
+/// The first token of a client's `--auth-token-file`: its credential.
+pub fn client_token(path: &Path) -> Result<Vec<u8>, TokenError> {
+    first_token(CLIENT_SETTING, path)
+}
+
+/// The first token of this node's `--admin-token-file`: what a replica
+/// presents to its master.
+pub fn admin_token(path: &Path) -> Result<Vec<u8>, TokenError> {
+    first_token(ADMIN_SETTING, path)
+}
+
+fn first_token(setting: &'static str, path: &Path) -> Result<Vec<u8>, TokenError> {
+    let mut tokens = read_token_file(setting, path)?;
     Ok(tokens.swap_remove(0))
 }
 
@@ -190,7 +214,7 @@ mod tests {
         assert_eq!(tokens.check(b""), None);
         assert_eq!(tokens.check(b"reade"), None);
         assert_eq!(
-            first_token(files.client.as_deref().expect("set")).expect("first"),
+            client_token(files.client.as_deref().expect("set")).expect("first"),
             b"old-client"
         );
     }
@@ -205,9 +229,11 @@ mod tests {
         })
         .expect_err("empty file");
         assert!(err.to_string().contains(&*empty.to_string_lossy()), "{err}");
+        assert!(err.to_string().starts_with("--admin-token-file"), "{err}");
         let missing = dir.path().join("missing");
-        let err = read_token_file(&missing).expect_err("missing file");
+        let err = client_token(&missing).expect_err("missing file");
         assert!(err.to_string().contains("cannot read token file"), "{err}");
+        assert!(err.to_string().contains("KVSTORE_AUTH_TOKEN_FILE"), "{err}");
     }
 
     #[test]
