@@ -640,3 +640,56 @@ fn a_stalled_handshake_does_not_hold_up_other_clients() {
     client.put(b"k", b"v").expect("put");
     assert_eq!(client.get(b"k").expect("get").as_deref(), Some(&b"v"[..]));
 }
+
+/// Removing the admin token a replica streams with cuts its stream at
+/// once; it gets the log again when it presents the new token.
+#[test]
+fn removing_the_replicas_admin_token_cuts_its_stream_until_it_has_the_new_one() {
+    let secrets = Secrets::new();
+    let master = Server::start(&strs(&secrets.auth_args()));
+    secrets.write("replica-admin", "admin-token\n");
+    let replica = Server::start_unready(&[
+        "--role",
+        "replica",
+        "--master-addr",
+        &master.addr.to_string(),
+        "--admin-token-file",
+        &secrets.arg("replica-admin"),
+    ]);
+    let hup = |s: &Server| kill(Pid::from_raw(s.pid() as i32), Signal::SIGHUP).expect("SIGHUP");
+    let has = |token: &[u8], key: &[u8]| {
+        let mut c = connect(replica.addr, Some(token)).ok()?;
+        c.get(key).ok()?.map(|_| ())
+    };
+    let mut writer = connect(master.addr, Some(b"client-token-1")).expect("client");
+    writer.put(b"k1", b"v1").expect("put");
+    wait_for(DEADLINE, "the replica to stream k1", || {
+        has(b"admin-token", b"k1")
+    });
+
+    secrets.write("admin", "admin-token-2\n");
+    hup(&master);
+    wait_for(DEADLINE, "the master to cut the stream", || {
+        master
+            .logs()
+            .contains("no longer accepted with the admin permission")
+            .then_some(())
+    });
+    wait_for(DEADLINE, "the master to refuse the old token again", || {
+        (master
+            .logs()
+            .matches("authentication failed: token not accepted")
+            .count()
+            >= 1)
+            .then_some(())
+    });
+    writer.put(b"k2", b"v2").expect("put");
+
+    secrets.write("replica-admin", "admin-token-2\n");
+    hup(&replica);
+    wait_for(
+        DEADLINE,
+        "the replica to stream k2 with the new token",
+        || has(b"admin-token-2", b"k2"),
+    );
+}

@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::security::ServerStream;
+use crate::security::{Credential, Permission, Revoked, ServerStream};
 use bytes::{Bytes, BytesMut};
 
 use super::link::{FrameReader, FrameWriter};
@@ -76,11 +76,14 @@ fn plan(repl: &Replication, req: &SyncRequest) -> Plan {
 
 /// Serves one replica on a connection that sent REPL_SYNC. `leftover` is
 /// what the connection had read past that frame.
+/// `credential` is what the connection authenticated with; a reload that
+/// takes its admin permission away ends the stream.
 pub async fn serve_replica(
     stream: ServerStream,
     leftover: BytesMut,
     ctx: Arc<ServerContext>,
     first: SyncRequest,
+    credential: Credential,
 ) {
     let peer = stream
         .tcp()
@@ -92,7 +95,7 @@ pub async fn serve_replica(
     } else {
         first.replica_id.clone()
     };
-    match serve(stream, leftover, &ctx, first, &id).await {
+    match serve(stream, leftover, &ctx, first, &id, credential).await {
         Ok(()) => tracing::info!(replica = %id, %peer, "replica stream ended"),
         Err(e) => tracing::warn!(replica = %id, %peer, error = %e, "replica stream ended"),
     }
@@ -104,6 +107,7 @@ async fn serve(
     ctx: &Arc<ServerContext>,
     first: SyncRequest,
     id: &str,
+    credential: Credential,
 ) -> Result<(), ReplError> {
     let repl = Arc::clone(&ctx.replication);
     let engine = repl.engine.clone();
@@ -156,10 +160,25 @@ async fn serve(
         }
     };
     let session = repl.register(id, &req.advertise, from);
-    let result = stream_log(&repl, ctx, reader, &mut writer, from, id).await;
+    let stream = Stream {
+        reader,
+        from,
+        id,
+        credential,
+    };
+    let result = stream_log(&repl, ctx, stream, &mut writer).await;
     repl.unregister(id, session);
     writer.shutdown().await;
     result
+}
+
+/// Whether the stream's credential still has the admin permission, after
+/// any reload of the token files since it was checked.
+fn still_admin(credential: &mut Credential, ctx: &ServerContext) -> bool {
+    match credential.permission(&ctx.security) {
+        Ok(Some(permission)) => permission >= Permission::Admin,
+        Ok(None) | Err(Revoked) => false,
+    }
 }
 
 /// Sends every file of a snapshot, then REPL_STREAM; returns where the
@@ -224,16 +243,30 @@ pub(crate) async fn send_snapshot<W: tokio::io::AsyncWrite + Unpin>(
     Ok(snap.end)
 }
 
+/// One replica's stream, once it is past the resync.
+struct Stream<'a> {
+    reader: FrameReader<tokio::io::ReadHalf<ServerStream>>,
+    /// Where streaming starts.
+    from: u64,
+    id: &'a str,
+    credential: Credential,
+}
+
 /// Streams the log from `from` until the replica leaves, this node stops
-/// being master, or the server shuts down. Acks are read concurrently.
+/// being master, its token loses the admin permission in a reload, or the
+/// server shuts down. Acks are read concurrently.
 async fn stream_log<W: tokio::io::AsyncWrite + Unpin>(
     repl: &Arc<Replication>,
     ctx: &ServerContext,
-    mut reader: FrameReader<tokio::io::ReadHalf<ServerStream>>,
+    stream: Stream<'_>,
     writer: &mut FrameWriter<W>,
-    from: u64,
-    id: &str,
 ) -> Result<(), ReplError> {
+    let Stream {
+        mut reader,
+        from,
+        id,
+        mut credential,
+    } = stream;
     let engine = repl.engine.clone();
     let acks = {
         let repl = Arc::clone(repl);
@@ -259,6 +292,15 @@ async fn stream_log<W: tokio::io::AsyncWrite + Unpin>(
         let mut heartbeat = tokio::time::interval(repl.settings.heartbeat);
         let mut pos = from;
         loop {
+            if !still_admin(&mut credential, ctx) {
+                let message = "the token of this replication stream is no longer accepted \
+                               with the admin permission (removed by a reload)";
+                tracing::warn!(replica = %id, "{message}; closing the replica stream");
+                writer
+                    .send(|b| Response::error(ErrorCode::AUTH_FAILED, message).encode(b))
+                    .await?;
+                return Ok(());
+            }
             let end = engine.log_end();
             if pos < end {
                 let chunk = match engine.read_log(pos, CHUNK_BYTES.min(MAX_CHUNK_BYTES as usize)) {

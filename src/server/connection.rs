@@ -103,9 +103,10 @@ pub async fn serve_connection(stream: ServerStream, ctx: Arc<ServerContext>) {
             stream,
             read_buf,
             ctx,
+            credential,
             ..
         } = conn;
-        crate::replication::master::serve_replica(stream, read_buf, ctx, sync).await;
+        crate::replication::master::serve_replica(stream, read_buf, ctx, sync, credential).await;
         return;
     }
     if let End::Backup = end {
