@@ -34,8 +34,10 @@ use crate::metrics::AuthFailure;
 use crate::security::tls::looks_like_tls;
 use crate::security::ServerStream;
 use crate::server::connection::{
-    FLUSH_AT, MAX_GROWTH, MAX_WRITE_RUN, NEVER, READ_CHUNK, SHRINK_ABOVE,
+    flush_answers, FlushFailure, FLUSH_AT, MAX_GROWTH, MAX_WRITE_RUN, NEVER, READ_CHUNK,
+    SHRINK_ABOVE,
 };
+
 use crate::server::ServerContext;
 
 /// Why the connection ended.
@@ -253,22 +255,11 @@ impl Connection {
     }
 
     async fn flush(&mut self) -> Result<(), End> {
-        if self.write_buf.is_empty() {
-            return Ok(());
-        }
-        let idle = self.ctx.limits.idle_timeout;
-        let bound = if idle.is_zero() { NEVER } else { idle };
-        let write = self.stream.send_all(&self.write_buf);
-        let result = tokio::time::timeout(bound, write).await;
-        self.ctx.metrics.add_bytes_sent(self.write_buf.len() as u64);
-        self.write_buf.clear();
-        if self.write_buf.capacity() > SHRINK_ABOVE {
-            self.write_buf = BytesMut::new();
-        }
-        match result {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(End::Io(e)),
-            Err(_) => Err(End::Idle),
-        }
+        flush_answers(&mut self.stream, &mut self.write_buf, &self.ctx)
+            .await
+            .map_err(|failure| match failure {
+                FlushFailure::Io(e) => End::Io(e),
+                FlushFailure::Stalled => End::Idle,
+            })
     }
 }

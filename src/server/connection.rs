@@ -340,24 +340,12 @@ impl Connection {
     }
 
     async fn flush(&mut self) -> Result<(), End> {
-        if self.write_buf.is_empty() {
-            return Ok(());
-        }
-        let idle = self.ctx.limits.idle_timeout;
-        let bound = if idle.is_zero() { NEVER } else { idle };
-        // A client that never reads its answers is bounded like an idle one.
-        let write = self.stream.send_all(&self.write_buf);
-        let result = tokio::time::timeout(bound, write).await;
-        self.ctx.metrics.add_bytes_sent(self.write_buf.len() as u64);
-        self.write_buf.clear();
-        if self.write_buf.capacity() > SHRINK_ABOVE {
-            self.write_buf = BytesMut::new();
-        }
-        match result {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(End::Io(e)),
-            Err(_) => Err(End::Idle),
-        }
+        flush_answers(&mut self.stream, &mut self.write_buf, &self.ctx)
+            .await
+            .map_err(|failure| match failure {
+                FlushFailure::Io(e) => End::Io(e),
+                FlushFailure::Stalled => End::Idle,
+            })
     }
 
     async fn refuse(&mut self, e: &protocol::Error) -> End {
@@ -459,6 +447,39 @@ impl Connection {
                 ))
             }
         }
+    }
+}
+
+/// Why pending answers could not be written.
+pub(crate) enum FlushFailure {
+    Io(std::io::Error),
+    /// The client read nothing for the idle timeout.
+    Stalled,
+}
+
+/// Writes `buf` (answers of either protocol) to `stream` and empties it,
+/// releasing it if it grew large. A client that never reads its answers
+/// is bounded like an idle one: the write gives up after the idle timeout.
+pub(crate) async fn flush_answers(
+    stream: &mut ServerStream,
+    buf: &mut BytesMut,
+    ctx: &ServerContext,
+) -> Result<(), FlushFailure> {
+    if buf.is_empty() {
+        return Ok(());
+    }
+    let idle = ctx.limits.idle_timeout;
+    let bound = if idle.is_zero() { NEVER } else { idle };
+    let result = tokio::time::timeout(bound, stream.send_all(buf)).await;
+    ctx.metrics.add_bytes_sent(buf.len() as u64);
+    buf.clear();
+    if buf.capacity() > SHRINK_ABOVE {
+        *buf = BytesMut::new();
+    }
+    match result {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(FlushFailure::Io(e)),
+        Err(_) => Err(FlushFailure::Stalled),
     }
 }
 
