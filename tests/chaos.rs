@@ -32,7 +32,7 @@ use faults::{
 };
 use kvstore::engine::{Engine, Options};
 use kvstore::protocol::ErrorCode;
-use load::{count_lost, Load};
+use load::{count_lost, count_lost_eventually, Load};
 use netns::NetNs;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -169,15 +169,7 @@ fn proxy_drops_delays_duplicates_and_cuts_the_replication_stream() {
     summary.acked = acked.len() as u64;
     summary.lost = lost_on_read + count_lost(master.addr, &acked, READ_BACK);
     // Async mode: the replica converges once the link is healthy again.
-    let end = Instant::now() + READ_BACK;
-    let lost_on_replica = loop {
-        let lost = count_lost(replica.addr, &acked, READ_BACK);
-        if lost == 0 || Instant::now() > end {
-            break lost;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
-    summary.lost += lost_on_replica;
+    summary.lost += count_lost_eventually(replica.addr, &acked, READ_BACK);
     (summary.full_resyncs, summary.partial_resyncs) = replication_counts(replica.addr);
     summary.print("proxy");
     assert!(summary.acked > 0, "no write was acknowledged at all");
@@ -459,15 +451,7 @@ fn netns_partitions_between_master_and_replica_heal_without_loss() {
     summary.acked = acked.len() as u64;
     summary.lost = lost_on_read + count_lost(master.addr, &acked, READ_BACK);
     ready();
-    let end = Instant::now() + READ_BACK;
-    let lost_on_replica = loop {
-        let lost = count_lost(replica_addr, &acked, READ_BACK);
-        if lost == 0 || Instant::now() > end {
-            break lost;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
-    summary.lost += lost_on_replica;
+    summary.lost += count_lost_eventually(replica_addr, &acked, READ_BACK);
     (summary.full_resyncs, summary.partial_resyncs) = replication_counts(replica_addr);
     summary.print("netns");
     assert!(summary.acked > 0);

@@ -187,3 +187,21 @@ pub fn count_lost(addr: SocketAddr, acked: &BTreeMap<Vec<u8>, Vec<u8>>, deadline
     }
     lost
 }
+
+/// [`count_lost`] on a node that may still be catching up (an async
+/// replica after its link was broken): reads again every 200 ms until
+/// nothing is missing or `deadline` has passed; returns the last count.
+pub fn count_lost_eventually(
+    addr: SocketAddr,
+    acked: &BTreeMap<Vec<u8>, Vec<u8>>,
+    deadline: Duration,
+) -> u64 {
+    let end = std::time::Instant::now() + deadline;
+    loop {
+        let lost = count_lost(addr, acked, deadline);
+        if lost == 0 || std::time::Instant::now() > end {
+            return lost;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
