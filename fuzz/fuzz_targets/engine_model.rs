@@ -15,13 +15,14 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use arbitrary::Arbitrary;
 use kvstore::engine::options::MIN_SEGMENT_BYTES;
 use kvstore::engine::{BatchOp, CompactionPolicy, Engine, Options};
 use libfuzzer_sys::fuzz_target;
+
+mod scratch;
+use scratch::scratch_dir;
 
 /// Keys are drawn from a small set so that overwrites and deletes of live
 /// keys are common.
@@ -57,23 +58,6 @@ fn options() -> Options {
     }
 }
 
-fn scratch_dir() -> PathBuf {
-    static N: AtomicU64 = AtomicU64::new(0);
-    let root = if std::path::Path::new("/dev/shm").is_dir() {
-        PathBuf::from("/dev/shm")
-    } else {
-        std::env::temp_dir()
-    };
-    let dir = root.join(format!(
-        "kvstore-fuzz-model-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    let _ = fs::remove_dir_all(&dir);
-    fs::create_dir_all(&dir).expect("create scratch dir");
-    dir
-}
-
 fn check_all(engine: &Engine, model: &BTreeMap<Vec<u8>, Vec<u8>>, after: &str) {
     for k in 0..KEYS {
         let k = key(k);
@@ -88,7 +72,7 @@ fn check_all(engine: &Engine, model: &BTreeMap<Vec<u8>, Vec<u8>>, after: &str) {
 }
 
 fuzz_target!(|ops: Vec<Op>| {
-    let dir = scratch_dir();
+    let dir = scratch_dir("model");
     let mut engine = Engine::open(&dir, options()).expect("open");
     let mut model: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
     for op in ops.iter().take(200) {

@@ -25,13 +25,14 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, OpenOptions};
 use std::io::Write;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use kvstore::engine::record::{self, Kind};
 use kvstore::engine::segment::FILE_HEADER_LEN;
 use kvstore::engine::{BatchOp, CompactionPolicy, Engine, Error, Options};
 use libfuzzer_sys::fuzz_target;
+
+mod scratch;
+use scratch::scratch_dir;
 
 fn options() -> Options {
     Options {
@@ -41,24 +42,6 @@ fn options() -> Options {
         },
         ..Options::default()
     }
-}
-
-/// A fresh, empty directory on tmpfs when available.
-fn scratch_dir() -> PathBuf {
-    static N: AtomicU64 = AtomicU64::new(0);
-    let root = if std::path::Path::new("/dev/shm").is_dir() {
-        PathBuf::from("/dev/shm")
-    } else {
-        std::env::temp_dir()
-    };
-    let dir = root.join(format!(
-        "kvstore-fuzz-segrec-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    let _ = fs::remove_dir_all(&dir);
-    fs::create_dir_all(&dir).expect("create scratch dir");
-    dir
 }
 
 fn key(i: usize) -> Vec<u8> {
@@ -163,7 +146,7 @@ fuzz_target!(|data: &[u8]| {
     let Some((&n, tail)) = data.split_first() else {
         return;
     };
-    let dir = scratch_dir();
+    let dir = scratch_dir("segrec");
     let engine = Engine::open(&dir, options()).expect("open a fresh dir");
     write_prefix(&engine, usize::from(n % 16));
     engine.close().expect("close");
