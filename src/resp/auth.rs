@@ -29,24 +29,33 @@ const WRONGPASS: &str = "WRONGPASS invalid username-password pair or user is dis
 /// Checks one command against the session's credential; returns the
 /// command to run (HELLO without its AUTH option) or what to answer.
 pub fn gate(ctx: &ServerContext, session: &mut Session, args: Args) -> Result<Args, Refusal> {
-    let name = args
-        .first()
-        .map(|n| n.to_ascii_lowercase())
-        .unwrap_or_default();
-    match &name[..] {
-        b"auth" => return Err(auth(ctx, session, &args)),
-        b"hello" => return hello(ctx, session, args),
-        b"quit" | b"ping" => return Ok(args),
-        _ => {}
-    }
-    let needed = match table::lookup(&name) {
-        Some(spec) if spec.flags.contains(&"write") => Permission::Write,
-        _ => Permission::Read,
+    let is = |command: &[u8]| {
+        args.first()
+            .is_some_and(|n| n.eq_ignore_ascii_case(command))
     };
+    if is(b"auth") {
+        return Err(auth(ctx, session, &args));
+    }
+    if is(b"hello") {
+        return hello(ctx, session, args);
+    }
+    if is(b"quit") || is(b"ping") {
+        return Ok(args);
+    }
     let Ok(granted) = session.credential.permission(&ctx.security) else {
         ctx.metrics.auth_failure(AuthFailure::BadToken);
         tracing::warn!(peer = %session.peer, "RESP token removed by a reload; closing the connection");
         return Err(Refusal::Close(Reply::Error(WRONGPASS.into())));
+    };
+    // Admin (and no authentication at all) allows everything: no lookup
+    // on the hot path.
+    if granted == Some(Permission::Admin) {
+        return Ok(args);
+    }
+    let name = args.first().map(|n| &n[..]).unwrap_or_default();
+    let needed = match table::lookup(name) {
+        Some(spec) if spec.flags.contains(&"write") => Permission::Write,
+        _ => Permission::Read,
     };
     match granted {
         Some(granted) if granted >= needed => Ok(args),
@@ -58,7 +67,7 @@ pub fn gate(ctx: &ServerContext, session: &mut Session, args: Args) -> Result<Ar
         }
         Some(_) => {
             ctx.metrics.auth_failure(AuthFailure::PermissionDenied);
-            let command = String::from_utf8_lossy(&name).into_owned();
+            let command = String::from_utf8_lossy(name).to_lowercase();
             tracing::warn!(peer = %session.peer, %command, "RESP permission denied: read-only token");
             Err(Refusal::Answer(Reply::Error(format!(
                 "NOPERM this token has no permissions to run the '{command}' command"

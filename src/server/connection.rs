@@ -498,12 +498,15 @@ pub(crate) fn required_permission(request: &Request) -> Option<Permission> {
     }
 }
 
-/// The plaintext answer to a plaintext client on a TLS port.
-pub(crate) fn tls_required_frame() -> Vec<u8> {
-    let mut buf = BytesMut::new();
-    let message = "this port requires TLS: connect with --tls-ca (KVSTORE_TLS_CA)";
-    let _ = Response::error(ErrorCode::TLS_REQUIRED, message).encode(&mut buf);
-    buf.to_vec()
+/// The plaintext answer to a plaintext client on a TLS port, encoded once.
+pub(crate) fn tls_required_frame() -> &'static [u8] {
+    static FRAME: std::sync::LazyLock<Vec<u8>> = std::sync::LazyLock::new(|| {
+        let mut buf = BytesMut::new();
+        let message = "this port requires TLS: connect with --tls-ca (KVSTORE_TLS_CA)";
+        let _ = Response::error(ErrorCode::TLS_REQUIRED, message).encode(&mut buf);
+        buf.to_vec()
+    });
+    &FRAME
 }
 
 fn is_write(request: &Request) -> bool {

@@ -71,7 +71,7 @@ pub(super) async fn accept_until(
                     let refusal = connection::tls_required_frame();
                     let acceptor = ctx.security.acceptor();
                     let bound = ctx.limits.frame_timeout;
-                    match tls::accept(stream, acceptor, bound, &refusal).await {
+                    match tls::accept(stream, acceptor, bound, refusal).await {
                         Accepted::Stream(stream) => {
                             connection::serve_connection(stream, Arc::clone(&ctx)).await;
                         }
