@@ -102,6 +102,48 @@ fn sigkill_of_master_and_replica_under_load_loses_no_acknowledged_write() {
     assert_eq!(summary.lost, 0, "acknowledged writes were lost");
 }
 
+/// Compaction racing segment rolls: 16 KiB segments, three writers and a
+/// COMPACT every 0.2 s, with a SIGKILL and a restart on the same directory
+/// at the end of every round. No write may be refused (a compaction whose
+/// seal collided with a roll used to poison the engine within a second) and
+/// every acknowledged write must read back.
+#[test]
+fn compaction_every_fifth_of_a_second_beside_rolling_writers_refuses_nothing() {
+    let budget = Budget::new(3);
+    let master = &mut Server::start(&["--segment-max-bytes", "16384"]);
+    let load = Load::start(master.addr, 3, "compact", 100);
+    let mut summary = Summary::default();
+    let mut rng = rand::thread_rng();
+    let mut compactions = 0u64;
+    while budget.another_round() {
+        let until =
+            Instant::now() + Duration::from_millis(rand::Rng::gen_range(&mut rng, 1000..2500));
+        let mut client = common::connect_client(master.addr);
+        while Instant::now() < until {
+            client.compact().expect("COMPACT failed");
+            compactions += 1;
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let (refused, first) = load.refused.get();
+        assert_eq!(refused, 0, "writes were refused: {first:?}");
+        // A crash in the middle of it all, then the same directory again.
+        master.sigkill();
+        master.restart_same_port();
+        summary.faults += 1;
+    }
+    let mut client = common::connect_client(master.addr);
+    client.compact().expect("COMPACT after the last restart");
+    let (refused, first) = load.refused.get();
+    let (acked, lost_on_read) = load.stop();
+    summary.acked = acked.len() as u64;
+    summary.lost = lost_on_read + count_lost(master.addr, &acked, READ_BACK);
+    summary.print(&format!("compaction race, {compactions} compactions"));
+    assert!(compactions >= 5, "only {compactions} compactions ran");
+    assert!(summary.acked > 0, "no write was acknowledged at all");
+    assert_eq!(refused, 0, "writes were refused: {first:?}");
+    assert_eq!(summary.lost, 0, "acknowledged writes were lost");
+}
+
 #[test]
 fn sigstop_pauses_longer_than_the_timeouts_lose_nothing() {
     let budget = Budget::new(2);

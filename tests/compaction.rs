@@ -234,3 +234,92 @@ fn the_floor_keeps_segments_replicas_still_need() {
     assert!(engine.read_log(floor, 10).is_err());
     assert_state(&engine, &model);
 }
+
+/// A caller that wants to seal the active segment.
+#[derive(Clone, Copy, Debug)]
+enum Roller {
+    /// A compaction, which seals the active segment first.
+    Compaction,
+    /// A writer whose record does not fit the active segment.
+    Writer,
+}
+
+/// Two callers that each want to seal the active segment wait for the same
+/// busy flusher (its fsync held at the fault gate). The first to run seals
+/// the segment and starts the next one at the log end; the second must then
+/// see that there is nothing left to seal. Before the fix, a writer queued
+/// behind a compaction's seal sealed the new, empty segment, named its
+/// successor by the same log end (the compaction's horizon), failed with
+/// "File exists" and poisoned the engine: every later write was refused.
+#[test]
+fn a_roll_queued_behind_another_roll_does_not_collide_with_it() {
+    use Roller::{Compaction, Writer};
+    for (first, second) in [(Compaction, Writer), (Writer, Compaction), (Writer, Writer)] {
+        let case = format!("{first:?} then {second:?}");
+        let dir = tempfile::tempdir().unwrap();
+        let faults = Arc::new(Faults::default());
+        let engine = Arc::new(Engine::open(dir.path(), options(Some(faults.clone()))).unwrap());
+        engine.put(b"first", &[b'f'; 3000]).unwrap();
+        let wait = Duration::from_secs(10);
+        let start = |roller: Roller, key: &'static [u8]| {
+            let engine = engine.clone();
+            std::thread::spawn(move || match roller {
+                Compaction => engine.compact().map(|_| ()),
+                Writer => engine.put(key, &[b'v'; 2000]),
+            })
+        };
+
+        faults.hold_syncs(true);
+        // The flusher takes this write and stays busy in its fsync.
+        let small = {
+            let engine = engine.clone();
+            std::thread::spawn(move || engine.put(b"small", b"s"))
+        };
+        assert!(
+            faults.wait_until(wait, |f| f.syncs_held() == 1),
+            "{case}: the flusher never reached its fsync"
+        );
+        let one = start(first, b"one");
+        assert!(
+            faults.wait_until(wait, |f| f.drain_waits() == 1),
+            "{case}: the first roll never waited for the flusher"
+        );
+        let two = start(second, b"two");
+        assert!(
+            faults.wait_until(wait, |f| f.drain_waits() == 2),
+            "{case}: the second roll never waited for the flusher"
+        );
+        faults.hold_syncs(false);
+
+        small.join().unwrap().unwrap();
+        for (roller, handle) in [(first, one), (second, two)] {
+            handle
+                .join()
+                .unwrap()
+                .unwrap_or_else(|e| panic!("{case}: {roller:?} failed: {e}"));
+        }
+        engine
+            .put(b"after", b"still writable")
+            .unwrap_or_else(|e| panic!("{case}: the engine refuses writes: {e}"));
+        let mut expect: Vec<(&[u8], Vec<u8>)> = vec![
+            (b"first", vec![b'f'; 3000]),
+            (b"small", b"s".to_vec()),
+            (b"after", b"still writable".to_vec()),
+        ];
+        for (roller, key) in [(first, &b"one"[..]), (second, b"two")] {
+            if let Writer = roller {
+                expect.push((key, vec![b'v'; 2000]));
+            }
+        }
+        let check = |engine: &Engine| {
+            for (key, value) in &expect {
+                assert_eq!(engine.get(key).unwrap().as_ref(), Some(value), "{case}");
+            }
+        };
+        check(&engine);
+        Arc::into_inner(engine).unwrap().close().unwrap();
+        let engine = Engine::open(dir.path(), options(None)).unwrap();
+        check(&engine);
+        engine.close().unwrap();
+    }
+}

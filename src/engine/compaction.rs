@@ -65,7 +65,7 @@ pub(crate) fn compact(inner: &Inner, seal_active: bool) -> Result<CompactionRepo
     if seal_active {
         let mut st = inner.writer.state.lock();
         if st.auto_roll && st.len > FILE_HEADER_LEN {
-            inner.roll_locked(&mut st)?;
+            inner.roll_locked(&mut st, |_| true)?;
         }
     }
     let table = inner.files.load_full();

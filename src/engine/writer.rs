@@ -282,11 +282,12 @@ impl Inner {
         let w = &self.writer;
         let mut st = w.state.lock();
         st.check_writable()?;
-        if st.auto_roll
-            && st.len > FILE_HEADER_LEN
-            && st.len + total as u64 > self.options.segment_max_bytes + FILE_HEADER_LEN
-        {
-            self.roll_locked(&mut st)?;
+        let limit = self.options.segment_max_bytes + FILE_HEADER_LEN;
+        let full = |st: &WriterState| {
+            st.auto_roll && st.len > FILE_HEADER_LEN && st.len + total as u64 > limit
+        };
+        if full(&st) {
+            self.roll_locked(&mut st, full)?;
         }
         let existed = match ops {
             [op] if op.kind == Kind::Delete && self.waits_for_sync() => {
@@ -499,6 +500,11 @@ impl Inner {
     /// Waits until no one does I/O on the active file, then writes and
     /// fsyncs the whole buffer itself (the writer lock stays held).
     pub(crate) fn drain_locked(&self, st: &mut MutexGuard<'_, WriterState>) -> Result<()> {
+        if st.busy {
+            if let Some(f) = &self.options.faults {
+                f.count_drain_wait();
+            }
+        }
         while st.busy {
             self.writer.progress.wait(st);
         }
@@ -526,9 +532,24 @@ impl Inner {
         Ok(())
     }
 
-    /// Seals the active segment and starts a new one at the end of the log.
-    pub(crate) fn roll_locked(&self, st: &mut MutexGuard<'_, WriterState>) -> Result<()> {
+    /// Seals the active segment and starts a new one at the end of the log,
+    /// if `needed` still holds once the buffer is drained.
+    ///
+    /// The drain may wait for the flusher, and waiting releases the writer
+    /// lock: another roll (a writer's, a compaction's seal) can run
+    /// meanwhile. So `needed` is asked again after the drain, and an empty
+    /// active segment is never sealed: the next segment is named by the log
+    /// end, which for an empty segment is its own name. Every roll therefore
+    /// names a segment above every existing one. Returns whether it rolled.
+    pub(crate) fn roll_locked(
+        &self,
+        st: &mut MutexGuard<'_, WriterState>,
+        needed: impl Fn(&WriterState) -> bool,
+    ) -> Result<bool> {
         self.drain_locked(st)?;
+        if st.len == FILE_HEADER_LEN || !needed(st) {
+            return Ok(false);
+        }
         let base = st.end();
         let kind = FileKind::Segment { base };
         let created = segment::create(&self.dir, kind).and_then(|file| {
@@ -561,7 +582,7 @@ impl Inner {
         st.reset_active(data, file, base);
         self.writer.publish(st);
         self.sealed(sealed);
-        Ok(())
+        Ok(true)
     }
 
     /// The flusher thread's loop: runs until the engine closes.
@@ -652,7 +673,15 @@ impl Inner {
                     ),
                 });
             }
-            self.roll_locked(&mut st)?;
+            // Only this call appends on a replica, so the log end cannot
+            // move during the drain; the check is for the roll's contract.
+            self.roll_locked(&mut st, |st| st.base != segment_base)?;
+            if st.base != segment_base {
+                return Err(Error::BadLogBytes {
+                    offset: segment_base,
+                    reason: format!("segment {segment_base} could not be started"),
+                });
+            }
         }
         let start_end = st.end();
         let mut taken = 0usize;

@@ -4,7 +4,9 @@
 //! keys they wrote; a write counts as acknowledged only when the server
 //! answered OK. Keys are never overwritten, so an acknowledged write has
 //! exactly one correct value whatever happened to unacknowledged ones. A
-//! read of an acknowledged key that finds nothing is a lost write.
+//! read of an acknowledged key that finds nothing is a lost write. A write
+//! the server answered with an error (rather than a broken connection) is
+//! counted as refused.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -14,7 +16,7 @@ use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 use bytes::Bytes;
-use kvstore::client::{BlockingClient, ClientOptions};
+use kvstore::client::{BlockingClient, ClientOptions, Error};
 use kvstore::protocol::BatchOp;
 
 pub type Acked = Arc<Mutex<BTreeMap<Vec<u8>, Vec<u8>>>>;
@@ -27,6 +29,32 @@ pub struct Load {
     /// Operations that failed (not acknowledged), kept for debugging.
     #[allow(dead_code)]
     pub failed: Arc<AtomicU64>,
+    /// Writes the server answered with an error, and the first such answer.
+    pub refused: Arc<Refused>,
+}
+
+#[derive(Default)]
+pub struct Refused {
+    pub count: AtomicU64,
+    pub first: Mutex<Option<String>>,
+}
+
+impl Refused {
+    fn note<T>(&self, result: &Result<T, Error>) {
+        if let Err(e @ Error::Server { .. }) = result {
+            self.count.fetch_add(1, Ordering::Relaxed);
+            self.first
+                .lock()
+                .expect("refused")
+                .get_or_insert_with(|| e.to_string());
+        }
+    }
+
+    /// `(count, first answer)` so far.
+    pub fn get(&self) -> (u64, Option<String>) {
+        let first = self.first.lock().expect("refused").clone();
+        (self.count.load(Ordering::Relaxed), first)
+    }
 }
 
 /// A client with short timeouts, so a killed or paused server costs a
@@ -47,12 +75,21 @@ impl Load {
         let acked: Acked = Arc::default();
         let lost_on_read = Arc::new(AtomicU64::new(0));
         let failed = Arc::new(AtomicU64::new(0));
+        let refused = Arc::new(Refused::default());
         let threads = (0..writers)
             .map(|w| {
                 let (stop, acked) = (stop.clone(), acked.clone());
                 let (lost, failed) = (lost_on_read.clone(), failed.clone());
+                let refused = refused.clone();
                 let tag = format!("{tag}-w{w}");
-                thread::spawn(move || writer(addr, &tag, value_len, &stop, &acked, &lost, &failed))
+                thread::spawn(move || {
+                    let counts = Counts {
+                        lost: &lost,
+                        failed: &failed,
+                        refused: &refused,
+                    };
+                    writer(addr, &tag, value_len, &stop, &acked, counts)
+                })
             })
             .collect();
         Load {
@@ -61,6 +98,7 @@ impl Load {
             acked,
             lost_on_read,
             failed,
+            refused,
         }
     }
 
@@ -75,15 +113,25 @@ impl Load {
     }
 }
 
+struct Counts<'a> {
+    lost: &'a AtomicU64,
+    failed: &'a AtomicU64,
+    refused: &'a Refused,
+}
+
 fn writer(
     addr: SocketAddr,
     tag: &str,
     value_len: usize,
     stop: &AtomicBool,
     acked: &Mutex<BTreeMap<Vec<u8>, Vec<u8>>>,
-    lost: &AtomicU64,
-    failed: &AtomicU64,
+    counts: Counts<'_>,
 ) {
+    let Counts {
+        lost,
+        failed,
+        refused,
+    } = counts;
     let mut client: Option<BlockingClient> = None;
     let mut n: u64 = 0;
     // Bounded: at most this many operations per writer.
@@ -113,6 +161,7 @@ fn writer(
                 })
                 .collect();
             let r = c.batch(ops);
+            refused.note(&r);
             if r.is_ok() {
                 let mut a = acked.lock().expect("acked");
                 for k in keys {
@@ -147,6 +196,7 @@ fn writer(
             let k = format!("{tag}-{n}").into_bytes();
             let v = value(&k);
             let r = c.put(&k, &v);
+            refused.note(&r);
             if r.is_ok() {
                 acked.lock().expect("acked").insert(k, v);
             }
