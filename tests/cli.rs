@@ -180,3 +180,130 @@ fn compact_with_data_dir_works_offline() {
     server.restart();
     assert_eq!(cli(server.addr, &["read", "k"]).stdout, b"v2");
 }
+
+/// On a terminal, `read` ends the value with a newline (the prompt starts
+/// on its own line); piped, it writes the bytes exactly. The terminal is a
+/// real pseudo-terminal made by util-linux `script`.
+#[test]
+fn read_adds_a_newline_on_a_terminal_only() {
+    let server = Server::start(&[]);
+    let a = server.addr;
+    assert!(cli(a, &["put", "k", "value"]).status.success());
+    assert!(cli(a, &["put", "nl", "line\n"]).status.success());
+    assert_eq!(cli(a, &["read", "k"]).stdout, b"value", "piped: raw bytes");
+
+    let on_terminal = |key: &str| {
+        let line = format!("{} --addr {a} read {key}", kvstore_bin());
+        let mut cmd = Command::new("script");
+        cmd.args(["-q", "-e", "-c", &line, "/dev/null"])
+            .env_remove("KVSTORE_ADDR")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let out = run_cli(cmd, None);
+        assert!(out.status.success(), "script: {}", stderr(&out));
+        // The terminal turns "\n" into "\r\n".
+        stdout(&out)
+    };
+    assert_eq!(on_terminal("k"), "value\r\n");
+    assert_eq!(on_terminal("nl"), "line\r\n", "no second newline");
+}
+
+#[test]
+fn a_malformed_addr_is_one_line_naming_host_port() {
+    for bad in ["nohost", "127.0.0.1", ":5555", "host:port", "host:70000"] {
+        let mut cmd = Command::new(kvstore_bin());
+        cmd.args(["--addr", bad, "read", "k"])
+            .env_remove("KVSTORE_ADDR")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let out = run_cli(cmd, None);
+        assert_eq!(out.status.code(), Some(2), "{bad}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(
+            err.contains("--addr") && err.contains("HOST:PORT"),
+            "{bad}: {err}"
+        );
+    }
+    // The same check for addresses given to other flags.
+    let mut cmd = Command::new(kvstore_bin());
+    cmd.args(["failover", "--nodes", "127.0.0.1:1,nohost"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let err = stderr(&run_cli(cmd, None));
+    assert!(
+        err.contains("--nodes") && err.contains("HOST:PORT"),
+        "{err}"
+    );
+}
+
+#[test]
+fn serve_refuses_a_data_dir_that_is_a_file_before_starting() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("not-a-dir");
+    std::fs::write(&file, b"x").unwrap();
+    let (status, err) = common::run_to_exit(
+        &[
+            "serve",
+            "--data-dir",
+            file.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
+        ],
+        &[],
+        common::START_DEADLINE,
+    );
+    assert_eq!(status.code(), Some(2), "{err}");
+    assert_eq!(err.lines().count(), 1, "one line, nothing started: {err}");
+    assert!(
+        err.contains("--data-dir") && err.contains("is not a directory"),
+        "{err}"
+    );
+}
+
+/// Client commands show the global flags under their own heading, and the
+/// client's meaning of `--auth-token-file`; `serve` shows its own.
+#[test]
+fn help_groups_global_options_and_tells_each_side_its_meaning() {
+    let help = |args: &[&str]| {
+        let mut cmd = Command::new(kvstore_bin());
+        cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let out = run_cli(cmd, None);
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        stdout(&out)
+    };
+    for command in ["bench", "put", "read", "stats", "promote"] {
+        let text = help(&[command, "--help"]);
+        let (own, global) = text
+            .split_once("Global options:")
+            .unwrap_or_else(|| panic!("{command} --help has no Global options heading:\n{text}"));
+        for flag in [
+            "--addr",
+            "--auth-token-file",
+            "--tls-ca",
+            "--tls-server-name",
+        ] {
+            assert!(
+                !own.contains(flag),
+                "{command}: {flag} among its own options:\n{text}"
+            );
+            assert!(
+                global.contains(flag),
+                "{command}: {flag} not under Global options:\n{text}"
+            );
+        }
+        assert!(
+            !text.contains("`serve`") && !text.contains("accepted as a client"),
+            "{command} --help describes serve:\n{text}"
+        );
+    }
+    let serve = help(&["serve", "--help"]);
+    let own = serve.split("Global options:").next().unwrap_or_default();
+    assert!(
+        own.contains("--auth-token-file") && own.contains("accepted as a client"),
+        "{serve}"
+    );
+}

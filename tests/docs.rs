@@ -2,6 +2,8 @@
 //! and `make test` and `make` knows both; `docs/CONFIGURATION.md` lists
 //! every `kvstore serve` flag and its environment variable.
 
+mod common;
+
 use std::path::Path;
 use std::process::Command;
 
@@ -13,24 +15,16 @@ fn repo_file(name: &str) -> String {
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-/// Commands in the README's fenced shell blocks, in order, without comments.
+/// Commands in the README's fenced blocks, in order, without comments.
 fn readme_commands() -> Vec<String> {
     let readme = repo_file("README.md");
-    let mut in_block = false;
-    let mut commands = Vec::new();
-    for line in readme.lines() {
-        if line.trim_start().starts_with("```") {
-            in_block = !in_block;
-            continue;
-        }
-        if in_block {
-            let command = line.split('#').next().unwrap_or("").trim();
-            if !command.is_empty() {
-                commands.push(command.to_string());
-            }
-        }
-    }
-    commands
+    let blocks = common::markdown::fenced_blocks(&readme).expect("README.md");
+    blocks
+        .iter()
+        .flat_map(|b| b.code.lines())
+        .map(|line| line.split('#').next().unwrap_or("").trim().to_string())
+        .filter(|command| !command.is_empty())
+        .collect()
 }
 
 #[test]

@@ -1,13 +1,13 @@
 //! The RESP listener (`--resp-listen`) against clients nobody here wrote:
-//! `redis-cli` (Debian `redis-tools`) and redis-py (PyPI `redis`, driven by
-//! `tests/resp/client.py`). `.ci/run` installs both; a missing tool fails
-//! the test with the command that installs it, it never skips.
+//! `redis-cli` (Debian `redis-tools`) and redis-py (PyPI `redis`, in the
+//! repository's virtualenv `.venv/`, driving `tests/resp/client.py`).
+//! `make deps` installs both; a missing tool fails the test with that hint,
+//! it never skips.
 
 mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
@@ -50,7 +50,7 @@ fn redis_cli(addr: SocketAddr, args: &[&str], stdin: Option<&[u8]>) -> Output {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let mut child = cmd.spawn().unwrap_or_else(|e| {
-        panic!("cannot run redis-cli ({e}): install it with `apt-get install -y redis-tools` (.ci/run does)")
+        panic!("cannot run redis-cli ({e}): run `make deps` (it installs Debian's redis-tools)")
     });
     if let Some(bytes) = stdin {
         let mut pipe = child.stdin.take().expect("stdin");
@@ -81,18 +81,19 @@ fn cli(addr: SocketAddr, args: &[&str]) -> String {
     text
 }
 
-/// Runs `tests/resp/client.py` with python3 and asserts it printed ok.
+/// Runs `tests/resp/client.py` with the virtualenv's python (where
+/// redis-py is) and asserts it succeeded.
 fn python_client(addr: SocketAddr, scenario: &[&str]) {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/resp/client.py");
-    let out = Command::new("python3")
+    let script = common::repo_root().join("tests/resp/client.py");
+    let out = Command::new(common::venv_bin("python"))
         .arg(script)
         .args([&addr.ip().to_string(), &addr.port().to_string()])
         .args(scenario)
         .output()
-        .unwrap_or_else(|e| panic!("cannot run python3 ({e})"));
+        .unwrap_or_else(|e| panic!("cannot run .venv/bin/python ({e})"));
     assert!(
         out.status.success(),
-        "redis-py scenario {scenario:?} failed ({}); install redis-py with `pip install redis` if missing:\n{}\n{}",
+        "redis-py scenario {scenario:?} failed ({}); `make deps` installs redis-py into .venv/ if it is missing:\n{}\n{}",
         out.status,
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)

@@ -554,7 +554,7 @@ fn resp_auth_like_redis() {
         .args(["-h", "127.0.0.1", "-p", &addr.port().to_string()])
         .args(["--no-auth-warning", "-a", "client-token-1", "GET", "k"])
         .output()
-        .expect("run redis-cli (apt-get install -y redis-tools; .ci/run does)");
+        .expect("run redis-cli (`make deps` installs Debian's redis-tools)");
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "v");
 }
 

@@ -5,6 +5,7 @@
 //! Each test binary uses a different subset of these helpers.
 #![allow(dead_code)]
 
+pub mod markdown;
 pub mod replication;
 
 use std::io::{Read, Write};
@@ -25,6 +26,24 @@ const POLL: Duration = Duration::from_millis(10);
 /// The binary under test.
 pub fn kvstore_bin() -> &'static str {
     env!("CARGO_BIN_EXE_kvstore")
+}
+
+/// The repository's root directory.
+pub fn repo_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A program of the repository's virtualenv, `.venv/bin/NAME`, which
+/// `make deps` (scripts/setup.sh) fills. Panics with that hint when it is
+/// missing: a test never skips for want of a tool.
+pub fn venv_bin(name: &str) -> PathBuf {
+    let path = repo_root().join(".venv/bin").join(name);
+    assert!(
+        path.exists(),
+        "{} not found: run `make deps` (scripts/setup.sh installs the Python tools into .venv/)",
+        path.display()
+    );
+    path
 }
 
 /// Polls `f` until it returns `Some`, or panics with `what` after `deadline`.
