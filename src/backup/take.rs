@@ -13,8 +13,9 @@ use std::time::Duration;
 use bytes::BytesMut;
 
 use super::manifest::{BackupManifest, ManifestEpoch, ManifestFile, FORMAT, MANIFEST_FILE};
-use super::{sync_dir, time, Error, Result};
+use super::{time, Error, Result};
 use crate::client::{BlockingClient, ClientOptions};
+use crate::durable::sync_dir;
 use crate::engine::epochs::{self, EpochHistory};
 use crate::engine::segment::FileKind;
 use crate::engine::snapshot::is_snapshot_file;

@@ -33,8 +33,9 @@ use super::keydir::Loc;
 use super::manifest::Manifest;
 use super::record::{self, Kind};
 use super::recovery::{open_sealed, scan, ScanMode};
-use super::segment::{self, sync_dir, DataFile, FileKind, FILE_HEADER_LEN};
+use super::segment::{self, DataFile, FileKind, FILE_HEADER_LEN};
 use super::Inner;
+use crate::durable::sync_dir;
 
 /// What a compaction did.
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]

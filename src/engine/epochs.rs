@@ -18,13 +18,13 @@
 //! before any record of a new epoch is written.
 
 use std::fs;
-use std::io::{ErrorKind, Write};
+use std::io::ErrorKind;
 use std::path::Path;
 
 use serde::Serialize;
 
-use super::error::{Error, IoContext, Result};
-use super::segment::sync_dir;
+use super::error::{Error, Result};
+use crate::durable;
 
 pub const FILE_NAME: &str = "EPOCHS";
 const MAGIC: &[u8; 8] = b"KVSTEPO\0";
@@ -138,13 +138,7 @@ impl EpochHistory {
 
     /// Writes `dir/EPOCHS` durably.
     pub fn store(&self, dir: &Path) -> Result<()> {
-        let tmp = dir.join(format!("{FILE_NAME}.tmp"));
-        let mut f = fs::File::create(&tmp).ctx(|| format!("create {}", tmp.display()))?;
-        f.write_all(&self.encode())
-            .and_then(|_| f.sync_all())
-            .ctx(|| format!("write {}", tmp.display()))?;
-        fs::rename(&tmp, dir.join(FILE_NAME)).ctx(|| format!("rename {}", tmp.display()))?;
-        sync_dir(dir)
+        Ok(durable::write_file(&dir.join(FILE_NAME), &self.encode())?)
     }
 }
 

@@ -63,6 +63,12 @@ impl Error {
     }
 }
 
+impl From<crate::durable::Error> for Error {
+    fn from(e: crate::durable::Error) -> Self {
+        Error::io(format!("{} {}", e.op, e.path.display()), e.source)
+    }
+}
+
 impl From<RecordError> for Error {
     /// Size errors from the codec become the engine's size errors; other
     /// codec errors only arise while reading a file, where the caller turns

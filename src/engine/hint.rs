@@ -17,13 +17,11 @@
 //! hint that is missing, damaged, or written for a different file length
 //! is ignored and the data file is scanned instead.
 
-use std::fs::{self, File};
-use std::io::Write;
 use std::path::Path;
 
-use super::error::{IoContext, Result};
+use super::error::Result;
 use super::record::Kind;
-use super::segment::sync_dir;
+use crate::durable;
 
 const MAGIC: &[u8; 8] = b"KVSTHNT\0";
 const VERSION: u32 = 1;
@@ -134,15 +132,10 @@ pub fn decode(bytes: &[u8], data_len: u64) -> std::result::Result<Vec<HintEntry>
 /// Writes a hint durably: a temporary file, fsync, rename, fsync of the
 /// directory. A crash leaves either no hint or a complete one.
 pub fn write(dir: &Path, name: &str, data_len: u64, entries: &[HintEntry]) -> Result<()> {
-    let tmp = dir.join(format!("{name}.tmp"));
-    let path = dir.join(name);
-    let bytes = encode(data_len, entries);
-    let mut f = File::create(&tmp).ctx(|| format!("create {}", tmp.display()))?;
-    f.write_all(&bytes)
-        .and_then(|_| f.sync_all())
-        .ctx(|| format!("write {}", tmp.display()))?;
-    fs::rename(&tmp, &path).ctx(|| format!("rename {} into place", tmp.display()))?;
-    sync_dir(dir)
+    Ok(durable::write_file(
+        &dir.join(name),
+        &encode(data_len, entries),
+    )?)
 }
 
 #[cfg(test)]

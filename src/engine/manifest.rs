@@ -15,11 +15,11 @@
 //! or the new one, never a mix.
 
 use std::fs;
-use std::io::{ErrorKind, Write};
+use std::io::ErrorKind;
 use std::path::Path;
 
-use super::error::{Error, IoContext, Result};
-use super::segment::sync_dir;
+use super::error::{Error, Result};
+use crate::durable;
 
 pub const FILE_NAME: &str = "MERGED";
 const MAGIC: &[u8; 8] = b"KVSTMAN\0";
@@ -96,19 +96,13 @@ impl Manifest {
 
     /// Writes the manifest to its temporary name, fsynced.
     pub fn stage(&self, dir: &Path) -> Result<()> {
-        let tmp = dir.join(format!("{FILE_NAME}.tmp"));
-        let mut f = fs::File::create(&tmp).ctx(|| format!("create {}", tmp.display()))?;
-        f.write_all(&self.encode())
-            .and_then(|_| f.sync_all())
-            .ctx(|| format!("write {}", tmp.display()))
+        Ok(durable::stage(&dir.join(FILE_NAME), &self.encode())?)
     }
 
     /// Renames the staged manifest into place and fsyncs the directory:
     /// the commit point.
     pub fn commit(dir: &Path) -> Result<()> {
-        let tmp = dir.join(format!("{FILE_NAME}.tmp"));
-        fs::rename(&tmp, dir.join(FILE_NAME)).ctx(|| format!("rename {}", tmp.display()))?;
-        sync_dir(dir)
+        Ok(durable::commit(&dir.join(FILE_NAME))?)
     }
 }
 

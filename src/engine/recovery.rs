@@ -25,8 +25,9 @@ use super::keydir::{hash_key, KeyDir, Loc};
 use super::manifest::Manifest;
 use super::options::Options;
 use super::record::{self, Kind};
-use super::segment::{self, sync_dir, DataFile, FileKind, FILE_HEADER_LEN};
+use super::segment::{self, DataFile, FileKind, FILE_HEADER_LEN};
 use super::writer::MAX_APPEND_BYTES;
+use crate::durable::sync_dir;
 
 /// What opening produced.
 pub struct Recovered {

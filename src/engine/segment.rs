@@ -31,6 +31,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use memmap2::{Mmap, MmapOptions};
 
 use super::error::{Error, IoContext, Result};
+use crate::durable;
 
 pub const FILE_HEADER_LEN: u64 = 32;
 pub const FORMAT_VERSION: u32 = 1;
@@ -141,14 +142,6 @@ impl FileKind {
     }
 }
 
-/// Opens `dir` and fsyncs it, so that a create, rename or delete inside it
-/// is durable.
-pub fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .ctx(|| format!("fsync directory {}", dir.display()))
-}
-
 /// Creates a new data file holding only its header, fsynced, and fsyncs
 /// the directory. Fails if the file exists.
 pub fn create(dir: &Path, kind: FileKind) -> Result<File> {
@@ -165,7 +158,7 @@ pub fn create(dir: &Path, kind: FileKind) -> Result<File> {
         .write_all(&kind.header())
         .and_then(|_| file.sync_all())
         .ctx(|| format!("write header of {}", path.display()))?;
-    sync_dir(dir)?;
+    durable::sync_dir(dir)?;
     Ok(file)
 }
 

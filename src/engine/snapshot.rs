@@ -17,8 +17,9 @@ use super::epochs::{self, EpochHistory};
 use super::error::{Error, IoContext, Result};
 use super::manifest::{self, Manifest};
 use super::recovery;
-use super::segment::{sync_dir, DataFile, FileKind};
+use super::segment::{DataFile, FileKind};
 use super::{Engine, LOCK_FILE};
+use crate::durable::sync_dir;
 
 /// One file of a snapshot.
 #[derive(Clone)]

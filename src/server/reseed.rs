@@ -60,6 +60,6 @@ fn quarantine(dir: &Path) -> std::io::Result<PathBuf> {
         }
         fs::rename(entry.path(), target.join(&name))?;
     }
-    engine::segment::sync_dir(dir).map_err(|e| std::io::Error::other(e.to_string()))?;
+    crate::durable::sync_dir(dir)?;
     Ok(target)
 }
