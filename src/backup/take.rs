@@ -360,7 +360,7 @@ fn receive(
     let history = match fs::read(dir.join(epochs::FILE_NAME)) {
         Ok(bytes) => EpochHistory::decode(&bytes).map_err(|why| Error::Corrupt {
             file: dir.join(epochs::FILE_NAME),
-            why,
+            why: why.to_string(),
         })?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => EpochHistory::default(),
         Err(e) => return Err(Error::io("read the received EPOCHS", e)),

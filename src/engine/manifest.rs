@@ -1,5 +1,6 @@
 //! The merged-generation manifest (`MERGED`): the commit point of a
-//! compaction.
+//! compaction. In the [envelope](super::envelope) every metadata file
+//! shares:
 //!
 //! ```text
 //!  8  magic "KVSTMAN\0"
@@ -14,16 +15,19 @@
 //! directory fsynced. A rename is atomic, so a reader sees the old manifest
 //! or the new one, never a mix.
 
-use std::fs;
-use std::io::ErrorKind;
 use std::path::Path;
 
-use super::error::{Error, Result};
+use super::envelope::{self, u32_at, u64_at, Envelope, Invalid};
+use super::error::Result;
 use crate::durable;
 
 pub const FILE_NAME: &str = "MERGED";
-const MAGIC: &[u8; 8] = b"KVSTMAN\0";
-const VERSION: u32 = 1;
+const ENVELOPE: Envelope = Envelope {
+    name: "manifest",
+    magic: b"KVSTMAN\0",
+    version: 1,
+    min_payload: 12,
+};
 /// More merged files than this in one generation is not something the
 /// engine writes; refusing it bounds the allocation below.
 const MAX_FILES: u32 = 1 << 20;
@@ -36,62 +40,36 @@ pub struct Manifest {
 
 impl Manifest {
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(24 + 8 * self.file_lens.len() + 4);
-        out.extend_from_slice(MAGIC);
-        out.extend_from_slice(&VERSION.to_le_bytes());
-        out.extend_from_slice(&(self.file_lens.len() as u32).to_le_bytes());
-        out.extend_from_slice(&self.horizon.to_le_bytes());
-        for len in &self.file_lens {
-            out.extend_from_slice(&len.to_le_bytes());
-        }
-        let crc = crc32fast::hash(&out);
-        out.extend_from_slice(&crc.to_le_bytes());
-        out
+        let n = self.file_lens.len();
+        ENVELOPE.encode(12 + 8 * n, |out| {
+            // At most MAX_FILES: compaction cuts files at the segment size.
+            out.extend_from_slice(&(n as u32).to_le_bytes());
+            out.extend_from_slice(&self.horizon.to_le_bytes());
+            for len in &self.file_lens {
+                out.extend_from_slice(&len.to_le_bytes());
+            }
+        })
     }
 
-    pub fn decode(bytes: &[u8]) -> std::result::Result<Manifest, String> {
-        let body_len = bytes
-            .len()
-            .checked_sub(4)
-            .filter(|&n| n >= 24)
-            .ok_or("manifest is too short")?;
-        let (body, crc) = bytes.split_at(body_len);
-        let stored = u32::from_le_bytes(crc.try_into().expect("4 bytes"));
-        if stored != crc32fast::hash(body) {
-            return Err("manifest checksum mismatch".into());
-        }
-        if &body[..8] != MAGIC {
-            return Err("bad manifest magic".into());
-        }
-        let version = u32::from_le_bytes(body[8..12].try_into().expect("4 bytes"));
-        if version != VERSION {
-            return Err(format!("unsupported manifest version {version}"));
-        }
-        let count = u32::from_le_bytes(body[12..16].try_into().expect("4 bytes"));
-        if count > MAX_FILES || body.len() - 24 != count as usize * 8 {
-            return Err(format!(
-                "manifest lists {count} files in {} bytes",
-                body.len()
+    pub fn decode(bytes: &[u8]) -> std::result::Result<Manifest, Invalid> {
+        let payload = ENVELOPE.open(bytes)?;
+        let count = u32_at(payload, 0);
+        let lens = &payload[12..];
+        if count > MAX_FILES || lens.len() != count as usize * 8 {
+            return Err(Invalid::in_payload(
+                0,
+                format!("manifest lists {count} files in {} bytes", lens.len()),
             ));
         }
-        let horizon = u64::from_le_bytes(body[16..24].try_into().expect("8 bytes"));
-        let file_lens = body[24..]
-            .chunks_exact(8)
-            .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
-            .collect();
-        Ok(Manifest { horizon, file_lens })
+        Ok(Manifest {
+            horizon: u64_at(payload, 4),
+            file_lens: lens.chunks_exact(8).map(|c| u64_at(c, 0)).collect(),
+        })
     }
 
     /// Reads `dir/MERGED`; `Ok(None)` if there is none (never compacted).
     pub fn load(dir: &Path) -> Result<Option<Manifest>> {
-        let path = dir.join(FILE_NAME);
-        match fs::read(&path) {
-            Ok(bytes) => Manifest::decode(&bytes)
-                .map(Some)
-                .map_err(|reason| Error::corrupt(&path, 0, reason)),
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(Error::io(format!("read {}", path.display()), e)),
-        }
+        envelope::read_file(&dir.join(FILE_NAME), Manifest::decode)
     }
 
     /// Writes the manifest to its temporary name, fsynced.

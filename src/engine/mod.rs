@@ -11,6 +11,7 @@
 //! the file table is a lock-free snapshot ([`arc_swap`]).
 
 pub mod compaction;
+pub mod envelope;
 pub mod epochs;
 pub mod error;
 pub mod fault;

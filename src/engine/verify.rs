@@ -184,6 +184,6 @@ fn check_records(dir: &Path, file: &DataFile, active: bool, report: &mut VerifyR
             0,
             "hint entries differ from the data file's records",
         ),
-        Err(why) => report.problem(&hint_path, 0, why),
+        Err(e) => report.problem(&hint_path, e.offset, e.reason),
     }
 }
