@@ -132,7 +132,7 @@ pub fn read_file<T>(
             .map(Some)
             .map_err(|e| Error::corrupt(path, e.offset, e.reason)),
         Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(Error::io(format!("read {}", path.display()), e)),
+        Err(e) => Err(Error::io("read", path, e)),
     }
 }
 

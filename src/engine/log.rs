@@ -9,7 +9,7 @@ use std::sync::Arc;
 use super::epochs::{EpochHistory, EpochStart};
 use super::error::{Error, IoContext, Result};
 use super::recovery::{build_index, open_active};
-use super::segment::{FileKind, FILE_HEADER_LEN};
+use super::segment::{self, FileKind, FILE_HEADER_LEN};
 use super::{global_offset, Engine, Inner};
 use crate::durable;
 
@@ -89,7 +89,7 @@ impl Engine {
                 let mut buf = vec![0; len];
                 file.file()
                     .read_exact_at(&mut buf, pos)
-                    .ctx(|| format!("read {}", file.path.display()))?;
+                    .at("read", &file.path)?;
                 buf
             }
         };
@@ -193,13 +193,7 @@ impl Inner {
         let dir = &self.dir;
         // Later segments go entirely.
         for (_, file) in table.segments.range(base + 1..) {
-            for name in [file.kind.file_name(), file.kind.hint_name()] {
-                match fs::remove_file(dir.join(&name)) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(Error::io(format!("remove {name}"), e)),
-                }
-            }
+            segment::remove(dir, file.kind)?;
         }
         // The segment holding `to` is rewritten to a new file and renamed
         // over the old one: the old file stays intact for anyone still

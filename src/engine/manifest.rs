@@ -103,4 +103,25 @@ mod tests {
         }
         assert!(Manifest::decode(&bytes[..bytes.len() - 1]).is_err());
     }
+
+    #[test]
+    fn a_wrong_file_count_is_corrupt_at_the_count() {
+        // A valid envelope whose count (3) disagrees with its lengths (2).
+        let bytes = ENVELOPE.encode(28, |out| {
+            out.extend_from_slice(&3u32.to_le_bytes());
+            for n in [4096u64, 32, 4096] {
+                out.extend_from_slice(&n.to_le_bytes());
+            }
+        });
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(FILE_NAME), &bytes).unwrap();
+        match Manifest::load(dir.path()) {
+            // The count follows the 12 bytes of magic and version.
+            Err(crate::engine::Error::Corrupt { file, offset, .. }) => {
+                assert_eq!(file, dir.path().join(FILE_NAME));
+                assert_eq!(offset, 12);
+            }
+            other => panic!("expected corruption, got {other:?}"),
+        }
+    }
 }

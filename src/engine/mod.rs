@@ -138,13 +138,13 @@ pub fn lock_dir(dir: &Path) -> Result<File> {
         .truncate(false)
         .write(true)
         .open(&path)
-        .ctx(|| format!("open {}", path.display()))?;
+        .at("open", &path)?;
     match file.try_lock() {
         Ok(()) => Ok(file),
         Err(fs::TryLockError::WouldBlock) => Err(Error::Locked {
             path: dir.to_path_buf(),
         }),
-        Err(fs::TryLockError::Error(e)) => Err(Error::io(format!("lock {}", path.display()), e)),
+        Err(fs::TryLockError::Error(e)) => Err(Error::io("lock", &path, e)),
     }
 }
 
@@ -154,7 +154,7 @@ impl Engine {
     pub fn open(dir: impl AsRef<Path>, options: Options) -> Result<Engine> {
         options.validate()?;
         let dir = dir.as_ref().to_path_buf();
-        fs::create_dir_all(&dir).ctx(|| format!("create data directory {}", dir.display()))?;
+        fs::create_dir_all(&dir).at("create data directory", &dir)?;
         let lock = lock_dir(&dir)?;
         let ids = AtomicU32::new(1);
         let rec = recovery::recover(&dir, &options, &ids)?;
@@ -181,12 +181,12 @@ impl Engine {
             maintenance: Maintenance::default(),
         });
         inner.stats.set_live(rec.live_bytes);
-        let spawn = |name: &str, f: fn(&Inner)| {
+        let spawn = |name: &'static str, f: fn(&Inner)| {
             let inner = inner.clone();
             std::thread::Builder::new()
                 .name(name.into())
                 .spawn(move || f(&inner))
-                .ctx(|| format!("spawn {name} thread"))
+                .map_err(|source| Error::Thread { name, source })
         };
         let threads = vec![
             spawn("kvstore-flusher", Inner::run_flusher)?,
@@ -405,10 +405,9 @@ impl Inner {
                 return Ok(None);
             }
         }
-        Err(Error::io(
-            "read",
-            std::io::Error::other("the index kept moving under the read; retry"),
-        ))
+        Err(Error::ReadRaced {
+            attempts: READ_RETRIES,
+        })
     }
 
     /// Calls `f` with the verified record at `loc`; `Ok(None)` when the

@@ -23,8 +23,8 @@
 //! it), so a read through a mapping can never touch a page past the end of
 //! its file.
 
-use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -142,6 +142,21 @@ impl FileKind {
     }
 }
 
+/// Deletes the data file of `kind` and its hint; either may be gone
+/// already. The caller fsyncs the directory.
+pub fn remove(dir: &Path, kind: FileKind) -> Result<()> {
+    for name in [kind.file_name(), kind.hint_name()] {
+        let path = dir.join(name);
+        match fs::remove_file(&path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                return Err(Error::io("remove", path, e))
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// Creates a new data file holding only its header, fsynced, and fsyncs
 /// the directory. Fails if the file exists.
 pub fn create(dir: &Path, kind: FileKind) -> Result<File> {
@@ -151,13 +166,13 @@ pub fn create(dir: &Path, kind: FileKind) -> Result<File> {
         .write(true)
         .create_new(true)
         .open(&path)
-        .ctx(|| format!("create {}", path.display()))?;
+        .at("create", &path)?;
     // A plain write leaves the cursor after the header, where a sequential
     // writer (compaction) continues; appenders use positioned writes.
     (&file)
         .write_all(&kind.header())
         .and_then(|_| file.sync_all())
-        .ctx(|| format!("write header of {}", path.display()))?;
+        .at("write header of", &path)?;
     durable::sync_dir(dir)?;
     Ok(file)
 }
@@ -196,8 +211,7 @@ impl DataFile {
         // mapped file in place (truncation writes a new file and renames
         // it), so pages below `readable` always exist. Bytes past the end
         // of the file are never read: `read_at` checks `readable`.
-        let map = unsafe { MmapOptions::new().len(map_len).map(&file) }
-            .ctx(|| format!("mmap {}", path.display()))?;
+        let map = unsafe { MmapOptions::new().len(map_len).map(&file) }.at("mmap", &path)?;
         Ok(DataFile {
             id,
             kind,

@@ -518,7 +518,7 @@ impl Inner {
             let path = st.active.path.display().to_string();
             self.poison(st, format!("write to {path} failed: {e}"));
             self.writer.publish(st);
-            return Err(Error::io(format!("write {path}"), e));
+            return Err(Error::io("write", &st.active.path, e));
         }
         st.written = pos + bytes.len() as u64;
         st.buf_pos = st.written;
@@ -554,9 +554,7 @@ impl Inner {
         let kind = FileKind::Segment { base };
         let created = segment::create(&self.dir, kind).and_then(|file| {
             let path = self.dir.join(kind.file_name());
-            let read = file
-                .try_clone()
-                .map_err(|e| Error::io(format!("dup {}", path.display()), e))?;
+            let read = file.try_clone().map_err(|e| Error::io("dup", &path, e))?;
             let capacity =
                 self.options.segment_max_bytes + MAX_APPEND_BYTES as u64 + FILE_HEADER_LEN;
             let data = DataFile::new(self.next_id(), kind, path, read, FILE_HEADER_LEN, capacity)?;

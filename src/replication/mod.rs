@@ -264,7 +264,13 @@ impl Replication {
             Ok::<_, engine::Error>(epoch)
         })
         .await
-        .map_err(|e| engine::Error::io("start epoch", std::io::Error::other(e.to_string())))??;
+        .map_err(|e| {
+            engine::Error::io(
+                "start a new epoch in",
+                self.engine.dir(),
+                std::io::Error::other(e),
+            )
+        })??;
         self.health.set_replication_ready(true);
         self.role_tx.send_replace(RoleView::Master);
         tracing::info!(epoch, "acting as MASTER");

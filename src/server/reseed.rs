@@ -27,10 +27,7 @@ pub fn open(dir: &Path, options: Options, reseed: bool) -> engine::Result<Engine
             reason,
         }) if reseed => {
             let quarantine = quarantine(dir).map_err(|source| {
-                engine::Error::io(
-                    format!("quarantine corrupt files of {}", dir.display()),
-                    source,
-                )
+                engine::Error::io("quarantine the corrupt files of", dir, source)
             })?;
             error!(
                 file = %file.display(),
