@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use kvstore::engine::record::{self, HEADER_LEN};
 use kvstore::engine::segment::FILE_HEADER_LEN;
 use kvstore::engine::verify::verify_dir;
-use kvstore::engine::{BatchOp, CompactionPolicy, Engine, Error, Options};
+use kvstore::engine::{CompactionPolicy, Engine, Error, Options, WriteOp};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -234,20 +234,17 @@ fn torn_batch_at_the_tail_is_absent_as_a_whole() {
     let n = 20;
     fill(&engine, n, &mut model);
     // Overwrites one key, deletes another, adds two new ones.
-    let batch = vec![
-        BatchOp::Put {
-            key: key(3),
-            value: value(3, 0x11, 30),
-        },
-        BatchOp::Delete { key: key(5) },
-        BatchOp::Put {
-            key: key(n),
-            value: value(n, 0x22, 25),
-        },
-        BatchOp::Put {
-            key: key(n + 1),
-            value: value(n + 1, 0x33, 1),
-        },
+    let (k3, k5, kn, kn1) = (key(3), key(5), key(n), key(n + 1));
+    let (v3, vn, vn1) = (
+        value(3, 0x11, 30),
+        value(n, 0x22, 25),
+        value(n + 1, 0x33, 1),
+    );
+    let batch = [
+        WriteOp::Put(&k3, &v3),
+        WriteOp::Delete(&k5),
+        WriteOp::Put(&kn, &vn),
+        WriteOp::Put(&kn1, &vn1),
     ];
     engine.write_batch(&batch).unwrap();
     assert_eq!(engine.get(&key(5)).unwrap(), None);
@@ -255,10 +252,7 @@ fn torn_batch_at_the_tail_is_absent_as_a_whole() {
 
     let batch_len: u64 = batch
         .iter()
-        .map(|op| match op {
-            BatchOp::Put { key, value } => record::encoded_len(key.len(), value.len()),
-            BatchOp::Delete { key } => record::encoded_len(key.len(), 0),
-        } as u64)
+        .map(|op| record::encoded_len(op.key().len(), op.value().len()) as u64)
         .sum::<u64>()
         + record::encoded_len(0, 4) as u64;
     let active = active_segment(dir.path());
@@ -291,9 +285,9 @@ fn torn_batch_at_the_tail_is_absent_as_a_whole() {
     let copy = copy_dir(dir.path());
     let mut after = model.clone();
     for op in &batch {
-        match op {
-            BatchOp::Put { key, value } => after.insert(key.clone(), value.clone()),
-            BatchOp::Delete { key } => after.remove(key),
+        match *op {
+            WriteOp::Put(key, value) => after.insert(key.to_vec(), value.to_vec()),
+            WriteOp::Delete(key) => after.remove(key),
         };
     }
     open_and_check(copy.path(), LARGE_SEGMENT, &after, &all_keys, "uncut");

@@ -28,7 +28,7 @@ use std::io::Write;
 
 use kvstore::engine::record::{self, Kind};
 use kvstore::engine::segment::FILE_HEADER_LEN;
-use kvstore::engine::{BatchOp, CompactionPolicy, Engine, Error, Options};
+use kvstore::engine::{CompactionPolicy, Engine, Error, Options, WriteOp};
 use libfuzzer_sys::fuzz_target;
 
 mod scratch;
@@ -56,11 +56,8 @@ fn write_prefix(engine: &Engine, n: usize) {
             }
             5 => engine
                 .write_batch(&[
-                    BatchOp::Put {
-                        key: key(i),
-                        value: format!("b{i}").into_bytes(),
-                    },
-                    BatchOp::Delete { key: key(i + 1) },
+                    WriteOp::Put(&key(i), format!("b{i}").as_bytes()),
+                    WriteOp::Delete(&key(i + 1)),
                 ])
                 .expect("prefix batch"),
             _ => engine
