@@ -453,6 +453,21 @@ fn second_open_of_an_open_directory_is_locked() {
     engine.close().unwrap();
 }
 
+#[test]
+fn an_open_that_cannot_create_its_directory_names_the_step_and_the_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let not_a_dir = dir.path().join("file");
+    fs::write(&not_a_dir, b"x").unwrap();
+    match Engine::open(&not_a_dir, Options::default()) {
+        Err(Error::Io { op, path, source }) => {
+            assert_eq!(op, "create data directory");
+            assert_eq!(path, not_a_dir);
+            assert_eq!(source.kind(), std::io::ErrorKind::AlreadyExists);
+        }
+        other => panic!("expected an I/O error, got {:?}", other.err()),
+    }
+}
+
 /// Flips one bit in a copy of `dir` and returns what `verify_dir` says.
 fn verify_with_flip(
     dir: &Path,

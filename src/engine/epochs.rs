@@ -136,7 +136,7 @@ impl EpochHistory {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::Error;
+    use crate::engine::error::Error;
 
     fn history(entries: &[(u32, u64)]) -> EpochHistory {
         let mut h = EpochHistory::default();
@@ -193,5 +193,25 @@ mod tests {
             }
             other => panic!("expected corruption, got {other:?}"),
         }
+    }
+
+    /// The v1 fixture holds no `EPOCHS`: these are its bytes as FORMAT.md
+    /// describes them (computed with Python's zlib.crc32).
+    #[test]
+    fn the_epoch_history_encodes_to_its_v1_bytes() {
+        let mut h = EpochHistory::default();
+        for (epoch, start) in [(1, 0), (3, 4096), (7, 1 << 40)] {
+            assert!(h.push(epoch, start));
+        }
+        let golden = "4b56535445504f00010000000300000001000000000000000000000003000000\
+                      0010000000000000070000000000000000010000e9785edf";
+        assert_eq!(hex(&h.encode()), golden);
+        assert_eq!(EpochHistory::decode(&h.encode()).unwrap(), h);
+        let empty = "4b56535445504f000100000000000000045441d5";
+        assert_eq!(hex(&EpochHistory::default().encode()), empty);
+    }
+
+    fn hex(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
     }
 }

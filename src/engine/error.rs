@@ -112,32 +112,17 @@ impl<T> IoContext<T> for io::Result<T> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::record::{check_lengths, MAX_KEY_LEN};
     use super::*;
-    use crate::engine::{Engine, Options};
-
-    #[test]
-    fn an_io_error_names_the_step_and_the_path() {
-        let dir = tempfile::tempdir().unwrap();
-        let not_a_dir = dir.path().join("file");
-        std::fs::write(&not_a_dir, b"x").unwrap();
-        match Engine::open(&not_a_dir, Options::default()) {
-            Err(Error::Io { op, path, source }) => {
-                assert_eq!(op, "create data directory");
-                assert_eq!(path, not_a_dir);
-                assert_eq!(source.kind(), io::ErrorKind::AlreadyExists);
-            }
-            other => panic!("expected an I/O error, got {:?}", other.err()),
-        }
-    }
 
     #[test]
     fn size_limits_keep_their_numbers() {
-        let too_long = crate::engine::MAX_KEY_LEN + 1;
-        let e = Error::from(super::super::record::check_lengths(too_long, 0).unwrap_err());
+        let too_long = MAX_KEY_LEN + 1;
+        let e = Error::from(check_lengths(too_long, 0).unwrap_err());
         match e {
             Error::KeyTooLarge { len, max } => {
                 assert_eq!(len, too_long as u64);
-                assert_eq!(max, crate::engine::MAX_KEY_LEN);
+                assert_eq!(max, MAX_KEY_LEN);
             }
             other => panic!("expected KeyTooLarge, got {other:?}"),
         }

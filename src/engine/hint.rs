@@ -171,4 +171,31 @@ mod tests {
         // The described length is the payload's second field.
         assert_eq!(decode(&bytes, 93).unwrap_err().offset, 16);
     }
+
+    /// Every checked-in v1 hint file decodes against its data file and
+    /// encodes back to the same bytes: the envelope did not change the
+    /// format.
+    #[test]
+    fn the_v1_hints_encode_byte_for_byte() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v1");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+            let Some(stem) = name.strip_suffix(".hint") else {
+                continue;
+            };
+            let data = if stem.starts_with("merged-") {
+                format!("{stem}.dat")
+            } else {
+                format!("{stem}.seg")
+            };
+            let data_len = std::fs::metadata(dir.join(&data)).unwrap().len();
+            let bytes = std::fs::read(dir.join(&name)).unwrap();
+            let entries = decode(&bytes, data_len).unwrap();
+            assert!(!entries.is_empty(), "{name}");
+            assert_eq!(encode(data_len, &entries), bytes, "{name}");
+            seen += 1;
+        }
+        assert!(seen >= 3, "the fixture has {seen} hint files");
+    }
 }

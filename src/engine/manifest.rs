@@ -117,11 +117,24 @@ mod tests {
         std::fs::write(dir.path().join(FILE_NAME), &bytes).unwrap();
         match Manifest::load(dir.path()) {
             // The count follows the 12 bytes of magic and version.
-            Err(crate::engine::Error::Corrupt { file, offset, .. }) => {
+            Err(crate::engine::error::Error::Corrupt { file, offset, .. }) => {
                 assert_eq!(file, dir.path().join(FILE_NAME));
                 assert_eq!(offset, 12);
             }
             other => panic!("expected corruption, got {other:?}"),
         }
+    }
+
+    /// The checked-in v1 manifest decodes and encodes back to the same
+    /// bytes: the envelope did not change the format.
+    #[test]
+    fn the_v1_manifest_encodes_byte_for_byte() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/v1")
+            .join(FILE_NAME);
+        let bytes = std::fs::read(path).unwrap();
+        let m = Manifest::decode(&bytes).unwrap();
+        assert_eq!(m.file_lens.len(), 2);
+        assert_eq!(m.encode(), bytes);
     }
 }

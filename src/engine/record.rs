@@ -32,6 +32,8 @@ pub const MAX_KEY_LEN: usize = 64 * 1024;
 pub const MAX_VALUE_LEN: usize = 64 * 1024 * 1024;
 /// Largest encoded record.
 pub const MAX_RECORD_LEN: usize = HEADER_LEN + MAX_KEY_LEN + MAX_VALUE_LEN;
+/// Largest single append (one record or one whole batch), encoded.
+pub const MAX_APPEND_BYTES: usize = 128 * 1024 * 1024;
 
 const BATCH_BIT: u8 = 0x80;
 const KIND_PUT: u8 = 0x01;

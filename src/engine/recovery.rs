@@ -26,7 +26,6 @@ use super::manifest::Manifest;
 use super::options::Options;
 use super::record::{self, Kind};
 use super::segment::{self, DataFile, FileKind, FILE_HEADER_LEN};
-use super::writer::MAX_APPEND_BYTES;
 use crate::durable::sync_dir;
 
 /// What opening produced.
@@ -430,7 +429,7 @@ pub fn open_active(
         len = FILE_HEADER_LEN;
     }
     let read = write.try_clone().at("dup", &path)?;
-    let capacity = options.segment_max_bytes + MAX_APPEND_BYTES as u64 + FILE_HEADER_LEN;
+    let capacity = segment::active_capacity(options.segment_max_bytes);
     let data = DataFile::new(id, kind, path, read, len, capacity)?;
     kind.check_header(data.tail_from(0))
         .map_err(|why| Error::corrupt(&data.path, 0, why))?;

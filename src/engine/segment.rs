@@ -31,6 +31,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use memmap2::{Mmap, MmapOptions};
 
 use super::error::{Error, IoContext, Result};
+use super::record::MAX_APPEND_BYTES;
 use crate::durable;
 
 pub const FILE_HEADER_LEN: u64 = 32;
@@ -140,6 +141,14 @@ impl FileKind {
         }
         Ok(())
     }
+}
+
+/// Bytes of address space the active segment is mapped with, so that it
+/// grows without a remap: a segment is sealed once it is over
+/// `segment_max_bytes`, and the append that crosses the limit adds at most
+/// [`MAX_APPEND_BYTES`].
+pub fn active_capacity(segment_max_bytes: u64) -> u64 {
+    FILE_HEADER_LEN + segment_max_bytes + MAX_APPEND_BYTES as u64
 }
 
 /// Deletes the data file of `kind` and its hint; either may be gone

@@ -35,13 +35,10 @@ use super::fault;
 use super::hint::HintEntry;
 use super::keydir::{hash_key, Loc};
 use super::options::Durability;
-use super::record::{self, Kind};
+use super::record::{self, Kind, MAX_APPEND_BYTES};
 use super::recovery::apply_entry;
 use super::segment::{self, DataFile, FileKind, FILE_HEADER_LEN};
 use super::Inner;
-
-/// Largest single append (one record or one batch), encoded.
-pub const MAX_APPEND_BYTES: usize = 128 * 1024 * 1024;
 
 /// A record appended but not yet in the keydir (`Always` waits for its
 /// fsync; a replica's batch waits for its commit record).
@@ -578,8 +575,7 @@ impl Inner {
         let created = segment::create(&self.dir, kind).and_then(|file| {
             let path = self.dir.join(kind.file_name());
             let read = file.try_clone().map_err(|e| Error::io("dup", &path, e))?;
-            let capacity =
-                self.options.segment_max_bytes + MAX_APPEND_BYTES as u64 + FILE_HEADER_LEN;
+            let capacity = segment::active_capacity(self.options.segment_max_bytes);
             let data = DataFile::new(self.next_id(), kind, path, read, FILE_HEADER_LEN, capacity)?;
             Ok((file, Arc::new(data)))
         });
