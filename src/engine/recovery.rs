@@ -3,7 +3,7 @@
 //! and from the records elsewhere, and cut a torn tail off the active
 //! segment.
 //!
-//! Rules (DESIGN.md §5):
+//! Rules (docs/FORMAT.md, "Crash safety, step by step", says the same):
 //! - A record that is incomplete, or damaged with nothing valid after it,
 //!   at the end of the *active* segment is a torn write: the segment is cut
 //!   back to the end of the last complete record (or of the last complete
@@ -314,6 +314,8 @@ pub fn recover(dir: &Path, options: &Options, ids: &AtomicU32) -> Result<Recover
             to = index.active_valid_len,
             "cut torn tail off the active segment"
         );
+        // The mapping's readable length is already the cut and no reader
+        // has this file table yet (see the SAFETY comment of DataFile::new).
         active_file
             .set_len(index.active_valid_len)
             .and_then(|_| active_file.sync_all())

@@ -18,10 +18,11 @@
 //!
 //! A [`DataFile`] is the read side of one file. Every file is memory-mapped
 //! read-only; the active segment is mapped at its full capacity so appends
-//! become visible without remapping. Mapped files are never shortened in
-//! place while the engine runs (truncation writes a new file and renames
-//! it), so a read through a mapping can never touch a page past the end of
-//! its file.
+//! become visible without remapping. Reads stop at the file's readable
+//! length, and a mapped file is never shortened below it (see the SAFETY
+//! comment in [`DataFile::new`] for the two places that shorten a file),
+//! so a read through a mapping never touches a page past the end of its
+//! file.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -216,10 +217,20 @@ impl DataFile {
             name: "segment_max_bytes",
             reason: format!("{map_len} bytes cannot be mapped on this platform"),
         })?;
-        // SAFETY: the mapping is read-only, and the engine never shortens a
-        // mapped file in place (truncation writes a new file and renames
-        // it), so pages below `readable` always exist. Bytes past the end
-        // of the file are never read: `read_at` checks `readable`.
+        // SAFETY: the mapping is read-only, and every read through it stays
+        // below `readable` (`slice` and `tail_from` check it), which is never
+        // above the file's length: the file is only appended to, and the
+        // engine shortens a file in two places only, both in recovery and
+        // before any other thread can reach the file:
+        // - `recovery::open_active` rewrites a file shorter than its header
+        //   (an interrupted creation) before mapping it;
+        // - `recovery::recover` cuts a torn tail off the active segment it
+        //   has just mapped, after `build_index` lowered `readable` to the
+        //   cut, and before the file table holding it is published.
+        // Truncating the log for replication never shortens a file in
+        // place: it writes the kept prefix to a new file and renames it
+        // over the old one, so existing mappings keep the old inode. The
+        // directory's LOCK file keeps other kvstore processes out.
         let map = unsafe { MmapOptions::new().len(map_len).map(&file) }.at("mmap", &path)?;
         Ok(DataFile {
             id,
