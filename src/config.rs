@@ -220,7 +220,7 @@ pub enum ConfigError {
     Missing { setting: String, reason: String },
 }
 
-/// When the engine acknowledges a write (DESIGN.md §4).
+/// When the engine acknowledges a write (docs/CONFIGURATION.md, "Durability").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DurabilityPolicy {
     /// Ack after fsync (group commit).
@@ -231,7 +231,7 @@ pub enum DurabilityPolicy {
     Never,
 }
 
-/// `async` or `sync` replication (DESIGN.md §7).
+/// `async` or `sync` replication (docs/REPLICATION.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReplicationMode {
     /// The master acks after its own durability policy.

@@ -1,6 +1,7 @@
 //! Recovery: what opening a data directory does with torn tails, corrupt
 //! records, damaged hint files and a directory that is already open, and
-//! what `verify_dir` reports about damage (DESIGN.md §5).
+//! what `verify_dir` reports about damage (the rules are in
+//! docs/FORMAT.md, "Crash safety, step by step").
 //!
 //! Every test builds a directory through the public API, closes it, damages
 //! a *copy* of it byte by byte, and opens or verifies the copy.

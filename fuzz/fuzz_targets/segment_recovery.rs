@@ -6,7 +6,8 @@
 //! (puts, deletes and batches over a few keys); the rest is the tail.
 //!
 //! The expected outcome is computed independently with
-//! `engine::record::decode`, following DESIGN.md §5: records are applied in
+//! `engine::record::decode`, following the recovery rules of docs/FORMAT.md
+//! ("Crash safety, step by step"): records are applied in
 //! order (batch members at their commit), the scan stops at an incomplete
 //! record or at a bad record with no valid record anywhere after it (a torn
 //! write, cut off), and a bad record followed by a valid one, a batch

@@ -1,4 +1,4 @@
-//! Backups (DESIGN.md §10): take a snapshot of a running node over the
+//! Backups (docs/BACKUP.md): take a snapshot of a running node over the
 //! wire protocol, keep it as plain files with checksums, restore it into
 //! an empty data directory.
 //!

@@ -1,4 +1,4 @@
-//! Replication without consensus (DESIGN.md §7): a master serves its log
+//! Replication without consensus (docs/REPLICATION.md): a master serves its log
 //! bytes by offset; replicas pull them, verify them, append them to their
 //! own segments of the same name and acknowledge their durable end.
 //!
