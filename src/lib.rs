@@ -4,11 +4,14 @@
 //! socket become records or frames, frames become commands, commands reach
 //! the [`engine`]. [`server`] runs a node, [`cli`] is the command line,
 //! [`config`] validates a node's settings and [`metrics`] exports them.
+//! [`durable`], at the bottom, replaces small files crash-safely for every
+//! layer and imports nothing of the crate.
 
 pub mod backup;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod durable;
 pub mod engine;
 pub mod metrics;
 pub mod protocol;

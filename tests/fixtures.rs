@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 
 use kvstore::engine::manifest;
 use kvstore::engine::verify::verify_dir;
-use kvstore::engine::{BatchOp, CompactionPolicy, Engine, Options, LOCK_FILE};
+use kvstore::engine::{CompactionPolicy, Engine, Options, WriteOp, LOCK_FILE};
 
 /// The version `generate_fixture` writes.
 const VERSION: &str = "v1";
@@ -36,7 +36,8 @@ type Model = BTreeMap<Vec<u8>, Vec<u8>>;
 enum Step {
     Put(Vec<u8>, Vec<u8>),
     Delete(Vec<u8>),
-    Batch(Vec<BatchOp>),
+    /// Keys with the value to set, or `None` to delete.
+    Batch(Vec<(Vec<u8>, Option<Vec<u8>>)>),
     Compact,
 }
 
@@ -73,19 +74,10 @@ fn v1_script() -> Vec<Step> {
     s.push(Step::Delete(k("a", 11)));
     s.push(Step::Delete(k("b", 3)));
     s.push(Step::Batch(vec![
-        BatchOp::Put {
-            key: k("c", 0),
-            value: v("c", 0, 1),
-        },
-        BatchOp::Delete { key: k("a", 12) },
-        BatchOp::Put {
-            key: k("a", 13),
-            value: v("a", 13, 4),
-        },
-        BatchOp::Put {
-            key: k("c", 1),
-            value: Vec::new(),
-        },
+        (k("c", 0), Some(v("c", 0, 1))),
+        (k("a", 12), None),
+        (k("a", 13), Some(v("a", 13, 4))),
+        (k("c", 1), Some(Vec::new())),
     ]));
     for i in 40..45 {
         s.push(Step::Put(k("b", i), v("b", i, 2)));
@@ -103,21 +95,18 @@ fn universe() -> Vec<Vec<u8>> {
 }
 
 fn apply(model: &mut Model, step: &Step) {
-    let mut put_or_delete = |op: &BatchOp| match op {
-        BatchOp::Put { key, value } => {
+    let mut put_or_delete = |key: &Vec<u8>, value: Option<&Vec<u8>>| match value {
+        Some(value) => {
             model.insert(key.clone(), value.clone());
         }
-        BatchOp::Delete { key } => {
+        None => {
             model.remove(key);
         }
     };
     match step {
-        Step::Put(key, value) => put_or_delete(&BatchOp::Put {
-            key: key.clone(),
-            value: value.clone(),
-        }),
-        Step::Delete(key) => put_or_delete(&BatchOp::Delete { key: key.clone() }),
-        Step::Batch(ops) => ops.iter().for_each(put_or_delete),
+        Step::Put(key, value) => put_or_delete(key, Some(value)),
+        Step::Delete(key) => put_or_delete(key, None),
+        Step::Batch(ops) => ops.iter().for_each(|(k, v)| put_or_delete(k, v.as_ref())),
         Step::Compact => {}
     }
 }
@@ -238,7 +227,16 @@ fn generate_fixture() {
             Step::Delete(key) => {
                 engine.delete(key).unwrap();
             }
-            Step::Batch(ops) => engine.write_batch(ops).unwrap(),
+            Step::Batch(ops) => {
+                let ops: Vec<WriteOp> = ops
+                    .iter()
+                    .map(|(k, v)| match v {
+                        Some(v) => WriteOp::Put(k, v),
+                        None => WriteOp::Delete(k),
+                    })
+                    .collect();
+                engine.write_batch(&ops).unwrap()
+            }
             Step::Compact => {
                 engine.compact().unwrap();
             }

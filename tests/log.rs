@@ -5,7 +5,7 @@
 use std::fs;
 use std::path::Path;
 
-use kvstore::engine::{BatchOp, CompactionPolicy, Engine, Error, Options};
+use kvstore::engine::{CompactionPolicy, Engine, Error, Options, WriteOp};
 
 fn options() -> Options {
     Options {
@@ -75,12 +75,9 @@ fn shipped_bytes_rebuild_an_identical_log() {
             .unwrap();
         if i % 50 == 0 {
             master.delete(format!("k{}", i % 7).as_bytes()).unwrap();
-            let batch: Vec<BatchOp> = (0..5)
-                .map(|j| BatchOp::Put {
-                    key: format!("b{j}").into_bytes(),
-                    value: vec![i as u8; 40],
-                })
-                .collect();
+            let keys: Vec<Vec<u8>> = (0..5).map(|j| format!("b{j}").into_bytes()).collect();
+            let value = vec![i as u8; 40];
+            let batch: Vec<WriteOp> = keys.iter().map(|k| WriteOp::Put(k, &value)).collect();
             master.write_batch(&batch).unwrap();
         }
     }
@@ -116,16 +113,7 @@ fn a_batch_is_invisible_until_its_commit_record_arrives() {
     let master = Engine::open(mdir.path(), options()).unwrap();
     let replica = open_replica(rdir.path());
     master.put(b"before", b"1").unwrap();
-    let batch = vec![
-        BatchOp::Put {
-            key: b"a".to_vec(),
-            value: b"A".to_vec(),
-        },
-        BatchOp::Put {
-            key: b"b".to_vec(),
-            value: b"B".to_vec(),
-        },
-    ];
+    let batch = [WriteOp::Put(b"a", b"A"), WriteOp::Put(b"b", b"B")];
     master.write_batch(&batch).unwrap();
     let all = master.read_log(0, 1 << 20).unwrap();
     // Everything but the commit record (17-byte header + 4-byte count).

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use kvstore::engine::{BatchOp, CompactionPolicy, Durability, Engine, Options};
+use kvstore::engine::{CompactionPolicy, Durability, Engine, Options, WriteOp};
 use proptest::prelude::*;
 
 #[derive(Debug, Clone)]
@@ -72,14 +72,13 @@ fn run(ops: Vec<Op>, durability: Durability) {
             }
             Op::Get(k) => assert_eq!(engine.get(&key(k)).unwrap(), model.get(&key(k)).cloned()),
             Op::Batch(items) => {
-                let ops: Vec<BatchOp> = items
+                let keys: Vec<Vec<u8>> = items.iter().map(|(k, _)| key(*k)).collect();
+                let ops: Vec<WriteOp> = keys
                     .iter()
-                    .map(|(k, v)| match v {
-                        Some(v) => BatchOp::Put {
-                            key: key(*k),
-                            value: v.clone(),
-                        },
-                        None => BatchOp::Delete { key: key(*k) },
+                    .zip(&items)
+                    .map(|(k, (_, v))| match v {
+                        Some(v) => WriteOp::Put(k, v),
+                        None => WriteOp::Delete(k),
                     })
                     .collect();
                 engine.write_batch(&ops).unwrap();

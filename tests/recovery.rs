@@ -1,6 +1,7 @@
 //! Recovery: what opening a data directory does with torn tails, corrupt
 //! records, damaged hint files and a directory that is already open, and
-//! what `verify_dir` reports about damage (DESIGN.md §5).
+//! what `verify_dir` reports about damage (the rules are in
+//! docs/FORMAT.md, "Crash safety, step by step").
 //!
 //! Every test builds a directory through the public API, closes it, damages
 //! a *copy* of it byte by byte, and opens or verifies the copy.
@@ -12,7 +13,7 @@ use std::path::{Path, PathBuf};
 use kvstore::engine::record::{self, HEADER_LEN};
 use kvstore::engine::segment::FILE_HEADER_LEN;
 use kvstore::engine::verify::verify_dir;
-use kvstore::engine::{BatchOp, CompactionPolicy, Engine, Error, Options};
+use kvstore::engine::{CompactionPolicy, Engine, Error, Options, WriteOp};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -234,20 +235,17 @@ fn torn_batch_at_the_tail_is_absent_as_a_whole() {
     let n = 20;
     fill(&engine, n, &mut model);
     // Overwrites one key, deletes another, adds two new ones.
-    let batch = vec![
-        BatchOp::Put {
-            key: key(3),
-            value: value(3, 0x11, 30),
-        },
-        BatchOp::Delete { key: key(5) },
-        BatchOp::Put {
-            key: key(n),
-            value: value(n, 0x22, 25),
-        },
-        BatchOp::Put {
-            key: key(n + 1),
-            value: value(n + 1, 0x33, 1),
-        },
+    let (k3, k5, kn, kn1) = (key(3), key(5), key(n), key(n + 1));
+    let (v3, vn, vn1) = (
+        value(3, 0x11, 30),
+        value(n, 0x22, 25),
+        value(n + 1, 0x33, 1),
+    );
+    let batch = [
+        WriteOp::Put(&k3, &v3),
+        WriteOp::Delete(&k5),
+        WriteOp::Put(&kn, &vn),
+        WriteOp::Put(&kn1, &vn1),
     ];
     engine.write_batch(&batch).unwrap();
     assert_eq!(engine.get(&key(5)).unwrap(), None);
@@ -255,10 +253,7 @@ fn torn_batch_at_the_tail_is_absent_as_a_whole() {
 
     let batch_len: u64 = batch
         .iter()
-        .map(|op| match op {
-            BatchOp::Put { key, value } => record::encoded_len(key.len(), value.len()),
-            BatchOp::Delete { key } => record::encoded_len(key.len(), 0),
-        } as u64)
+        .map(|op| record::encoded_len(op.key().len(), op.value().len()) as u64)
         .sum::<u64>()
         + record::encoded_len(0, 4) as u64;
     let active = active_segment(dir.path());
@@ -291,9 +286,9 @@ fn torn_batch_at_the_tail_is_absent_as_a_whole() {
     let copy = copy_dir(dir.path());
     let mut after = model.clone();
     for op in &batch {
-        match op {
-            BatchOp::Put { key, value } => after.insert(key.clone(), value.clone()),
-            BatchOp::Delete { key } => after.remove(key),
+        match *op {
+            WriteOp::Put(key, value) => after.insert(key.to_vec(), value.to_vec()),
+            WriteOp::Delete(key) => after.remove(key),
         };
     }
     open_and_check(copy.path(), LARGE_SEGMENT, &after, &all_keys, "uncut");
@@ -457,6 +452,21 @@ fn second_open_of_an_open_directory_is_locked() {
     assert_eq!(engine.get(b"k").unwrap(), Some(b"v".to_vec()));
     assert_eq!(engine.get(b"k2").unwrap(), Some(b"v2".to_vec()));
     engine.close().unwrap();
+}
+
+#[test]
+fn an_open_that_cannot_create_its_directory_names_the_step_and_the_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let not_a_dir = dir.path().join("file");
+    fs::write(&not_a_dir, b"x").unwrap();
+    match Engine::open(&not_a_dir, Options::default()) {
+        Err(Error::Io { op, path, source }) => {
+            assert_eq!(op, "create data directory");
+            assert_eq!(path, not_a_dir);
+            assert_eq!(source.kind(), std::io::ErrorKind::AlreadyExists);
+        }
+        other => panic!("expected an I/O error, got {:?}", other.err()),
+    }
 }
 
 /// Flips one bit in a copy of `dir` and returns what `verify_dir` says.

@@ -35,13 +35,10 @@ use super::fault;
 use super::hint::HintEntry;
 use super::keydir::{hash_key, Loc};
 use super::options::Durability;
-use super::record::{self, Kind};
+use super::record::{self, Kind, MAX_APPEND_BYTES};
 use super::recovery::apply_entry;
 use super::segment::{self, DataFile, FileKind, FILE_HEADER_LEN};
 use super::Inner;
-
-/// Largest single append (one record or one batch), encoded.
-pub const MAX_APPEND_BYTES: usize = 128 * 1024 * 1024;
 
 /// A record appended but not yet in the keydir (`Always` waits for its
 /// fsync; a replica's batch waits for its commit record).
@@ -238,11 +235,35 @@ impl Writer {
     }
 }
 
-/// One put or delete to append.
-pub(crate) struct Op<'a> {
-    pub kind: Kind,
-    pub key: &'a [u8],
-    pub value: &'a [u8],
+/// One write, borrowing its key and value: the engine's only write-op
+/// type (a protocol layer converts its own requests into it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteOp<'a> {
+    Put(&'a [u8], &'a [u8]),
+    Delete(&'a [u8]),
+}
+
+impl<'a> WriteOp<'a> {
+    pub fn key(&self) -> &'a [u8] {
+        match *self {
+            WriteOp::Put(key, _) | WriteOp::Delete(key) => key,
+        }
+    }
+
+    /// The value a put sets; empty for a delete.
+    pub fn value(&self) -> &'a [u8] {
+        match *self {
+            WriteOp::Put(_, value) => value,
+            WriteOp::Delete(_) => &[],
+        }
+    }
+
+    fn kind(&self) -> Kind {
+        match self {
+            WriteOp::Put(..) => Kind::Put,
+            WriteOp::Delete(_) => Kind::Delete,
+        }
+    }
 }
 
 /// Names the end of an append: it is durable once the log is durable up to
@@ -264,11 +285,12 @@ impl Inner {
 
     /// Appends `ops` (as one atomic batch when `batch`), returning the
     /// ticket to wait on.
-    pub(crate) fn append(&self, ops: &[Op<'_>], batch: bool) -> Result<Ticket> {
+    pub(crate) fn append(&self, ops: &[WriteOp<'_>], batch: bool) -> Result<Ticket> {
         let mut total = 0usize;
         for op in ops {
-            record::check_lengths(op.key.len(), op.value.len())?;
-            total = total.saturating_add(record::encoded_len(op.key.len(), op.value.len()));
+            let (key_len, value_len) = (op.key().len(), op.value().len());
+            record::check_lengths(key_len, value_len)?;
+            total = total.saturating_add(record::encoded_len(key_len, value_len));
         }
         if batch {
             total = total.saturating_add(record::encoded_len(0, 4));
@@ -290,9 +312,7 @@ impl Inner {
             self.roll_locked(&mut st, full)?;
         }
         let existed = match ops {
-            [op] if op.kind == Kind::Delete && self.waits_for_sync() => {
-                self.contains_durable(op.key)?
-            }
+            [WriteOp::Delete(key)] if self.waits_for_sync() => self.contains_durable(key)?,
             _ => false,
         };
         let was_empty = st.buf.is_empty();
@@ -301,7 +321,7 @@ impl Inner {
         let mut applied = Vec::with_capacity(ops.len());
         for op in ops {
             let start = st.buf.len();
-            record::encode(&mut st.buf, op.kind, batch, epoch, op.key, op.value);
+            record::encode(&mut st.buf, op.kind(), batch, epoch, op.key(), op.value());
             let len = (st.buf.len() - start) as u32;
             let loc = Loc {
                 file,
@@ -310,9 +330,9 @@ impl Inner {
             };
             pos += u64::from(len);
             applied.push(PendingOp {
-                hash: hash_key(op.key),
+                hash: hash_key(op.key()),
                 loc,
-                kind: op.kind,
+                kind: op.kind(),
             });
         }
         if batch {
@@ -326,7 +346,7 @@ impl Inner {
             st.pending.extend_from_slice(&applied);
         } else {
             for (op, p) in ops.iter().zip(&applied) {
-                existed_now = self.apply_buffered(&st, *p, Some(op.key)).is_some();
+                existed_now = self.apply_buffered(&st, *p, Some(op.key())).is_some();
             }
         }
         self.stats.count_ops(ops, total as u64);
@@ -518,7 +538,7 @@ impl Inner {
             let path = st.active.path.display().to_string();
             self.poison(st, format!("write to {path} failed: {e}"));
             self.writer.publish(st);
-            return Err(Error::io(format!("write {path}"), e));
+            return Err(Error::io("write", &st.active.path, e));
         }
         st.written = pos + bytes.len() as u64;
         st.buf_pos = st.written;
@@ -554,11 +574,8 @@ impl Inner {
         let kind = FileKind::Segment { base };
         let created = segment::create(&self.dir, kind).and_then(|file| {
             let path = self.dir.join(kind.file_name());
-            let read = file
-                .try_clone()
-                .map_err(|e| Error::io(format!("dup {}", path.display()), e))?;
-            let capacity =
-                self.options.segment_max_bytes + MAX_APPEND_BYTES as u64 + FILE_HEADER_LEN;
+            let read = file.try_clone().map_err(|e| Error::io("dup", &path, e))?;
+            let capacity = segment::active_capacity(self.options.segment_max_bytes);
             let data = DataFile::new(self.next_id(), kind, path, read, FILE_HEADER_LEN, capacity)?;
             Ok((file, Arc::new(data)))
         });
