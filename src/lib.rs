@@ -4,11 +4,14 @@
 //! socket become records or frames, frames become commands, commands reach
 //! the [`engine`]. [`server`] runs a node, [`cli`] is the command line,
 //! [`config`] validates a node's settings and [`metrics`] exports them.
+//! [`coordinator`] borrows leadership and fencing epochs from etcd or the
+//! Kubernetes Lease API for automatic failover.
 
 pub mod backup;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod coordinator;
 pub mod engine;
 pub mod metrics;
 pub mod protocol;

@@ -1,0 +1,523 @@
+//! Leadership and fencing epochs borrowed from a store built for consensus
+//! (etcd, or the Kubernetes Lease API), the way Patroni runs Postgres:
+//! kvstore runs no consensus protocol of its own.
+//!
+//! Invariants every backend keeps (docs/FAILOVER.md states them for
+//! operators; `tests/coordinator.rs` attacks each one on every backend):
+//! - **Epochs only grow and only the coordinator hands them out.** Taking
+//!   leadership is ONE atomic update that sets the holder and
+//!   `epoch = max(stored counter, candidate's newest local epoch) + 1`
+//!   ([`next_epoch`]). A deleted record or a data directory with a higher
+//!   local epoch can never make an epoch go backwards.
+//! - **Self-fencing on a monotonic clock.** A term's [`Fence`] deadline is
+//!   the send time of its last successful renewal + the granted TTL − a
+//!   margin, on `CLOCK_BOOTTIME` ([`BootInstant`]). Renew at least every
+//!   [`Leadership::renew_every`] (TTL/3).
+//! - **Only the holder writes the cluster record**, and only while the
+//!   coordinator still shows it holding leadership in its epoch: the check
+//!   and the write are one atomic update in the coordinator.
+//! - A new [`Coordinator`] never inherits leadership from an earlier process
+//!   with the same node id: it waits for that term to expire like any
+//!   other candidate.
+//!
+//! This layer knows nothing of the node, the engine or any front end: the
+//! node passes its newest local epoch in and writes the issued epoch to its
+//! EPOCHS file before its first write of the term.
+
+mod clock;
+mod error;
+mod fence;
+mod none;
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+pub use clock::BootInstant;
+pub use error::{Error, Result};
+pub use fence::{Fence, Leadership};
+pub use none::Manual;
+
+/// One node's coordinator session: at most one term of leadership at a
+/// time, and this node's published member state.
+///
+/// Object safe, so the backend is chosen at run time: `Box<dyn Coordinator>`
+/// from [`connect`].
+#[async_trait]
+pub trait Coordinator: Send + Sync {
+    /// Which backend this is.
+    fn backend(&self) -> Backend;
+
+    /// Takes leadership if nobody holds it, in one atomic update that also
+    /// issues `max(stored epoch, local_epoch) + 1`. `local_epoch` is the
+    /// newest epoch in this node's data directory. Returns the current term
+    /// unchanged when this session already holds one.
+    async fn campaign(&self, local_epoch: u32, rule: CampaignRule) -> Result<Campaign>;
+
+    /// Renews the current term and moves its fence deadline forward. On
+    /// [`Error::NotLeader`] the term is over and its fence revoked; on any
+    /// other error the deadline is left as it was, and runs out by itself.
+    async fn renew(&self) -> Result<()>;
+
+    /// Gives leadership up (the fence is revoked first, then the
+    /// coordinator is told). Others may campaign at once. Not holding
+    /// leadership is not an error.
+    async fn resign(&self) -> Result<()>;
+
+    /// The current term, if this session holds one.
+    fn leadership(&self) -> Option<Leadership>;
+
+    /// The holder as the coordinator shows it now (`None`: vacant, or on
+    /// the Lease API expired as this node observed it).
+    async fn holder(&self) -> Result<Option<Holder>>;
+
+    /// Follows the holder: the value changes whenever the holder or its
+    /// epoch does. Stops when dropped.
+    async fn watch_holder(&self) -> Result<HolderWatch>;
+
+    /// The cluster record (the in-sync set), if one was ever written.
+    async fn cluster(&self) -> Result<Option<ClusterRecord>>;
+
+    /// Replaces the in-sync set if the record is still `expected` AND this
+    /// session holds leadership in its epoch at the coordinator; the new
+    /// record carries this term's epoch. [`Error::Conflict`] when the
+    /// record moved, [`Error::NotLeader`] when the term is over.
+    async fn cas_cluster(
+        &self,
+        expected: Option<&ClusterRecord>,
+        in_sync: Vec<String>,
+    ) -> Result<ClusterRecord>;
+
+    /// Publishes this node's state, bound to its liveness: it disappears
+    /// from [`Coordinator::members`] about a TTL after the node stops
+    /// publishing. Publish at least every TTL/3.
+    async fn publish(&self, state: &MemberState) -> Result<()>;
+
+    /// The live members' published states, sorted by node id.
+    async fn members(&self) -> Result<Vec<MemberState>>;
+}
+
+/// Who holds leadership, and in which epoch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Holder {
+    pub node_id: String,
+    /// The client address it advertises (where REDIRECT points).
+    pub addr: String,
+    pub epoch: u32,
+}
+
+/// The cluster record: the in-sync set of sync mode, as last published by
+/// the holder of `epoch`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterRecord {
+    pub epoch: u32,
+    pub in_sync: Vec<String>,
+}
+
+/// One member's published state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberState {
+    pub node_id: String,
+    pub addr: String,
+    pub role: Role,
+    /// The newest epoch in its data directory.
+    pub epoch: u32,
+    /// Its log's end offset.
+    pub log_end: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Master,
+    Replica,
+}
+
+/// Who may campaign.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CampaignRule {
+    /// Any node (async mode).
+    Anyone,
+    /// Only a node listed in the cluster record's in-sync set, or any node
+    /// while no record exists (sync mode). Checked in the same atomic
+    /// update that takes leadership.
+    InSyncOnly,
+}
+
+/// The outcome of [`Coordinator::campaign`].
+#[derive(Debug, Clone)]
+pub enum Campaign {
+    Won(Leadership),
+    /// Someone else holds it (`None`: it changed hands while we looked;
+    /// campaign again).
+    Lost(Option<Holder>),
+}
+
+/// The member that should campaign in async mode: the newest epoch, then
+/// the longest log; ties go to the smallest node id so that every node
+/// picks the same one.
+pub fn most_advanced(members: &[MemberState]) -> Option<&MemberState> {
+    members.iter().max_by(|a, b| {
+        (a.epoch, a.log_end)
+            .cmp(&(b.epoch, b.log_end))
+            .then_with(|| b.node_id.cmp(&a.node_id))
+    })
+}
+
+/// The epoch a campaign issues: one above both the coordinator's counter
+/// and the candidate's newest local epoch.
+pub fn next_epoch(stored: u32, local: u32) -> Result<u32> {
+    stored
+        .max(local)
+        .checked_add(1)
+        .ok_or(Error::EpochExhausted { stored, local })
+}
+
+/// The backends `--coordinator` names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    None,
+    Etcd,
+    Kubernetes,
+}
+
+impl Backend {
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::None => "none",
+            Backend::Etcd => "etcd",
+            Backend::Kubernetes => "kubernetes",
+        }
+    }
+
+    /// The lease TTL when `--lease-ttl-ms` is not given: 5 s on etcd (as
+    /// the failover target asks), 15 s on the Lease API (client-go's
+    /// leader election default).
+    pub fn default_ttl(self) -> Duration {
+        match self {
+            Backend::None | Backend::Etcd => Duration::from_secs(5),
+            Backend::Kubernetes => Duration::from_secs(15),
+        }
+    }
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Backend {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Backend, String> {
+        match s {
+            "none" => Ok(Backend::None),
+            "etcd" => Ok(Backend::Etcd),
+            "kubernetes" => Ok(Backend::Kubernetes),
+            other => Err(format!(
+                "unknown coordinator {other:?} (none, etcd, kubernetes)"
+            )),
+        }
+    }
+}
+
+/// What a backend needs to know; filled from `--coordinator`,
+/// `--cluster`, `--node-id`, `--advertise-addr`, `--lease-ttl-ms`,
+/// `--etcd-endpoints` (docs/FAILOVER.md).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub backend: Backend,
+    /// Names the cluster: etcd key prefix `/<cluster>/`, Lease name.
+    pub cluster: String,
+    pub node_id: String,
+    /// The client address published for REDIRECT and `cluster status`.
+    pub advertise_addr: String,
+    /// `None`: [`Backend::default_ttl`].
+    pub lease_ttl: Option<Duration>,
+    /// `None`: a tenth of the TTL.
+    pub margin: Option<Duration>,
+    /// Bound on each request to the coordinator. `None`: a third of the TTL.
+    pub request_timeout: Option<Duration>,
+    pub etcd_endpoints: Vec<String>,
+    pub kubernetes: KubernetesSettings,
+}
+
+/// Where the Lease API is. Everything `None`: in-cluster configuration
+/// from the pod's service account.
+#[derive(Debug, Clone, Default)]
+pub struct KubernetesSettings {
+    /// Namespace of the Lease objects (`None`: the service account's).
+    pub namespace: Option<String>,
+    /// API server URL instead of the in-cluster one (tests, stand-in).
+    pub api_url: Option<String>,
+    /// Bearer token instead of the service account's.
+    pub token: Option<String>,
+}
+
+impl Settings {
+    /// Settings with every default, for `backend`.
+    pub fn new(
+        backend: Backend,
+        node_id: impl Into<String>,
+        advertise_addr: impl Into<String>,
+    ) -> Settings {
+        Settings {
+            backend,
+            cluster: "kvstore".into(),
+            node_id: node_id.into(),
+            advertise_addr: advertise_addr.into(),
+            lease_ttl: None,
+            margin: None,
+            request_timeout: None,
+            etcd_endpoints: Vec::new(),
+            kubernetes: KubernetesSettings::default(),
+        }
+    }
+
+    /// The TTL, margin and request bound in force, validated.
+    pub fn timing(&self) -> Result<Timing> {
+        let ttl = self.lease_ttl.unwrap_or_else(|| self.backend.default_ttl());
+        if ttl < Duration::from_secs(1) {
+            return Err(Error::Setting {
+                setting: "--lease-ttl-ms",
+                reason: format!(
+                    "{} ms is below the 1000 ms both backends can grant",
+                    ttl.as_millis()
+                ),
+            });
+        }
+        let margin = self.margin.unwrap_or(ttl / 10);
+        if margin >= ttl / 2 {
+            return Err(Error::Setting {
+                setting: "lease margin",
+                reason: format!("{margin:?} must be below half the TTL ({ttl:?})"),
+            });
+        }
+        let request_timeout = self.request_timeout.unwrap_or(ttl / 3);
+        Ok(Timing {
+            ttl,
+            margin,
+            request_timeout,
+        })
+    }
+
+    fn validate_names(&self) -> Result<()> {
+        validate_name("--cluster", &self.cluster)?;
+        validate_name("--node-id", &self.node_id)
+    }
+}
+
+/// Resolved timing settings.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    pub ttl: Duration,
+    pub margin: Duration,
+    pub request_timeout: Duration,
+}
+
+impl Timing {
+    /// The TTL in whole seconds, rounded up (both backends count seconds).
+    pub fn ttl_secs(&self) -> i64 {
+        let secs = self.ttl.as_secs() + u64::from(self.ttl.subsec_nanos() > 0);
+        i64::try_from(secs).unwrap_or(i64::MAX)
+    }
+}
+
+/// Cluster names and node ids become etcd key segments and Kubernetes
+/// object names: lowercase letters, digits, `-` and `.`, starting and
+/// ending with a letter or digit, at most 63 characters.
+pub fn validate_name(setting: &'static str, value: &str) -> Result<()> {
+    let ok_char = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.';
+    let edge = |c: Option<char>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    if value.len() > 63
+        || !value.chars().all(ok_char)
+        || !edge(value.chars().next())
+        || !edge(value.chars().last())
+    {
+        return Err(Error::Setting {
+            setting,
+            reason: format!(
+                "{value:?} must be 1 to 63 lowercase letters, digits, '-' or '.', starting and ending with a letter or digit"
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Opens the backend `settings` name.
+pub async fn connect(settings: &Settings) -> Result<Box<dyn Coordinator>> {
+    match settings.backend {
+        Backend::None => Ok(Box::new(Manual::new())),
+        Backend::Etcd => {
+            settings.validate_names()?;
+            Err(Error::NotBuilt { backend: "etcd" })
+        }
+        Backend::Kubernetes => {
+            settings.validate_names()?;
+            Err(Error::NotBuilt {
+                backend: "kubernetes",
+            })
+        }
+    }
+}
+
+/// Follows the holder (see [`Coordinator::watch_holder`]). The task that
+/// feeds it ends when this is dropped.
+pub struct HolderWatch {
+    rx: watch::Receiver<Option<Holder>>,
+    /// Keeps a fixed watch's sender alive (no task behind it).
+    _tx: Option<watch::Sender<Option<Holder>>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl HolderWatch {
+    /// A watch fed by `task` through the sender of `rx`.
+    #[allow(dead_code)] // the etcd and Kubernetes backends, in the next commits
+    pub(crate) fn spawned(
+        rx: watch::Receiver<Option<Holder>>,
+        task: tokio::task::JoinHandle<()>,
+    ) -> HolderWatch {
+        HolderWatch {
+            rx,
+            _tx: None,
+            task: Some(task),
+        }
+    }
+
+    /// A watch whose value never changes.
+    pub(crate) fn fixed(value: Option<Holder>) -> HolderWatch {
+        let (tx, rx) = watch::channel(value);
+        HolderWatch {
+            rx,
+            _tx: Some(tx),
+            task: None,
+        }
+    }
+
+    /// The latest value seen.
+    pub fn current(&self) -> Option<Holder> {
+        self.rx.borrow().clone()
+    }
+
+    /// Waits for the next change and returns the new value. `None` from the
+    /// outer option means the watch ended (only when its task failed for
+    /// good, which the task logs).
+    pub async fn changed(&mut self) -> Option<Option<Holder>> {
+        self.rx.changed().await.ok()?;
+        Some(self.rx.borrow_and_update().clone())
+    }
+}
+
+impl Drop for HolderWatch {
+    fn drop(&mut self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
+}
+
+/// Bounds one request to the coordinator by `after`.
+#[allow(dead_code)] // the etcd and Kubernetes backends, in the next commits
+pub(crate) async fn bounded<T, E>(
+    backend: &'static str,
+    what: &'static str,
+    after: Duration,
+    request: impl std::future::Future<Output = std::result::Result<T, E>>,
+) -> Result<T>
+where
+    Error: From<E>,
+{
+    match tokio::time::timeout(after, request).await {
+        Ok(result) => result.map_err(Error::from),
+        Err(_) => Err(Error::Timeout {
+            backend,
+            what,
+            after,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(id: &str, epoch: u32, log_end: u64) -> MemberState {
+        MemberState {
+            node_id: id.into(),
+            addr: format!("{id}:5555"),
+            role: Role::Replica,
+            epoch,
+            log_end,
+        }
+    }
+
+    #[test]
+    fn next_epoch_is_one_above_the_larger() {
+        assert_eq!(next_epoch(3, 7).unwrap(), 8);
+        assert_eq!(next_epoch(8, 3).unwrap(), 9);
+        assert_eq!(next_epoch(0, 0).unwrap(), 1);
+        assert!(matches!(
+            next_epoch(u32::MAX, 1),
+            Err(Error::EpochExhausted { .. })
+        ));
+    }
+
+    #[test]
+    fn most_advanced_prefers_epoch_then_end_then_smallest_id() {
+        let ms = [
+            member("c", 2, 10),
+            member("a", 3, 5),
+            member("b", 3, 5),
+            member("d", 3, 4),
+        ];
+        assert_eq!(most_advanced(&ms).unwrap().node_id, "a");
+        let ms = [member("a", 2, 100), member("b", 3, 1)];
+        assert_eq!(most_advanced(&ms).unwrap().node_id, "b");
+        assert!(most_advanced(&[]).is_none());
+    }
+
+    #[test]
+    fn names_are_checked() {
+        for good in ["kvstore", "kvstore-0", "a", "node.example", "0"] {
+            validate_name("--node-id", good).unwrap();
+        }
+        for bad in ["", "Kvstore", "-a", "a-", "a/b", "a b", &"x".repeat(64)] {
+            assert!(validate_name("--node-id", bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn timing_defaults_and_limits() {
+        let mut s = Settings::new(Backend::Kubernetes, "a", "127.0.0.1:5555");
+        let t = s.timing().unwrap();
+        assert_eq!(
+            (t.ttl, t.margin, t.request_timeout),
+            (
+                Duration::from_secs(15),
+                Duration::from_millis(1500),
+                Duration::from_secs(5)
+            )
+        );
+        s.backend = Backend::Etcd;
+        assert_eq!(s.timing().unwrap().ttl, Duration::from_secs(5));
+        s.lease_ttl = Some(Duration::from_millis(1500));
+        assert_eq!(s.timing().unwrap().ttl_secs(), 2);
+        s.lease_ttl = Some(Duration::from_millis(999));
+        assert!(s.timing().is_err());
+        s.lease_ttl = Some(Duration::from_secs(2));
+        s.margin = Some(Duration::from_secs(1));
+        assert!(s.timing().is_err());
+    }
+
+    #[test]
+    fn backend_names_round_trip() {
+        for b in [Backend::None, Backend::Etcd, Backend::Kubernetes] {
+            assert_eq!(b.name().parse::<Backend>().unwrap(), b);
+        }
+        assert!("zookeeper".parse::<Backend>().is_err());
+    }
+}
