@@ -53,6 +53,10 @@ pub enum Error {
         "this kvstore was built without the {backend} coordinator (cargo feature `{backend}`)"
     )]
     NotBuilt { backend: &'static str },
+
+    #[cfg(feature = "etcd")]
+    #[error("etcd: {0}")]
+    Etcd(#[from] etcd_client::Error),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

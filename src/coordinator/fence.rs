@@ -78,7 +78,7 @@ impl Fence {
     }
 
     /// Ends the term now: the deadline becomes at most the present.
-    #[allow(dead_code)] // the etcd and Kubernetes backends, in the next commits
+    #[cfg_attr(not(feature = "etcd"), allow(dead_code))]
     pub(crate) fn revoke(&self) {
         self.inner.revoked.store(true, Ordering::Release);
         self.inner

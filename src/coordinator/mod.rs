@@ -29,6 +29,9 @@ mod error;
 mod fence;
 mod none;
 
+#[cfg(feature = "etcd")]
+pub mod etcd;
+
 use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
@@ -354,7 +357,10 @@ pub async fn connect(settings: &Settings) -> Result<Box<dyn Coordinator>> {
         Backend::None => Ok(Box::new(Manual::new())),
         Backend::Etcd => {
             settings.validate_names()?;
-            Err(Error::NotBuilt { backend: "etcd" })
+            #[cfg(feature = "etcd")]
+            return Ok(Box::new(etcd::Etcd::connect(settings).await?));
+            #[cfg(not(feature = "etcd"))]
+            return Err(Error::NotBuilt { backend: "etcd" });
         }
         Backend::Kubernetes => {
             settings.validate_names()?;
@@ -376,7 +382,7 @@ pub struct HolderWatch {
 
 impl HolderWatch {
     /// A watch fed by `task` through the sender of `rx`.
-    #[allow(dead_code)] // the etcd and Kubernetes backends, in the next commits
+    #[cfg_attr(not(feature = "etcd"), allow(dead_code))]
     pub(crate) fn spawned(
         rx: watch::Receiver<Option<Holder>>,
         task: tokio::task::JoinHandle<()>,
@@ -420,8 +426,24 @@ impl Drop for HolderWatch {
     }
 }
 
+/// A record as stored in the coordinator (JSON).
+#[cfg_attr(not(feature = "etcd"), allow(dead_code))]
+pub(crate) fn encode<T: Serialize>(record: &T) -> String {
+    // Serialising these plain structs cannot fail.
+    serde_json::to_string(record).unwrap_or_default()
+}
+
+/// A record read from the coordinator; `key` names it in the error.
+#[cfg_attr(not(feature = "etcd"), allow(dead_code))]
+pub(crate) fn decode<T: serde::de::DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|e| Error::Corrupt {
+        key: key.to_string(),
+        reason: e.to_string(),
+    })
+}
+
 /// Bounds one request to the coordinator by `after`.
-#[allow(dead_code)] // the etcd and Kubernetes backends, in the next commits
+#[cfg_attr(not(feature = "etcd"), allow(dead_code))]
 pub(crate) async fn bounded<T, E>(
     backend: &'static str,
     what: &'static str,
