@@ -5,6 +5,7 @@
 //! (`common/kube_standin.rs`: no API server can run here), plus what is
 //! particular to each backend.
 
+#[cfg(any(feature = "etcd", feature = "kubernetes"))]
 #[path = "coordinator/conformance.rs"]
 mod conformance;
 
@@ -15,3 +16,11 @@ mod etcd_server;
 #[cfg(feature = "etcd")]
 #[path = "coordinator/etcd.rs"]
 mod etcd;
+
+#[cfg(feature = "kubernetes")]
+#[path = "common/kube_standin.rs"]
+mod kube_standin;
+
+#[cfg(feature = "kubernetes")]
+#[path = "coordinator/kubernetes.rs"]
+mod kubernetes;

@@ -57,6 +57,10 @@ pub enum Error {
     #[cfg(feature = "etcd")]
     #[error("etcd: {0}")]
     Etcd(#[from] etcd_client::Error),
+
+    #[cfg(feature = "kubernetes")]
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -34,10 +34,11 @@ use etcd_client::{
 };
 use tokio::sync::{watch, Mutex};
 
+use super::term::{Slot, Terms};
 use super::{
-    bounded, decode, encode, next_epoch, Backend, BootInstant, Campaign, CampaignRule,
-    ClusterRecord, Coordinator, Error, Fence, Holder, HolderWatch, Leadership, MemberState, Result,
-    Settings, Timing,
+    bounded, check_publisher, decode, encode, next_epoch, Backend, BootInstant, Campaign,
+    CampaignRule, ClusterRecord, Coordinator, Error, Fence, Holder, HolderWatch, Leadership,
+    MemberState, Result, Settings, Timing,
 };
 
 const BACKEND: &str = "etcd";
@@ -52,17 +53,14 @@ pub struct Etcd {
     node_id: String,
     addr: String,
     timing: Timing,
-    /// The current term; the lock serialises campaign, renew and resign.
-    term: Mutex<Option<Term>>,
-    /// A copy of the current term's [`Leadership`] for the sync accessor.
-    current: parking_lot::Mutex<Option<Leadership>>,
+    /// The current term; its lock serialises campaign, renew and resign.
+    terms: Terms<EtcdTerm>,
     /// The lease this node's `members/` key is bound to.
     member: Mutex<Option<KeptLease>>,
 }
 
-struct Term {
-    leadership: Leadership,
-    /// Names the term at etcd: the `leader` key's lease and create_revision.
+/// Names a term at etcd: the `leader` key's lease and create_revision.
+struct EtcdTerm {
     lease: KeptLease,
     revision: i64,
 }
@@ -124,8 +122,7 @@ impl Etcd {
             node_id: settings.node_id.clone(),
             addr: settings.advertise_addr.clone(),
             timing,
-            term: Mutex::new(None),
-            current: parking_lot::Mutex::new(None),
+            terms: Terms::new(),
             member: Mutex::new(None),
         })
     }
@@ -210,17 +207,6 @@ impl Etcd {
             .transpose()
     }
 
-    /// Ends the current term locally (fence first) after etcd showed it
-    /// over.
-    fn lose(&self, slot: &mut Option<Term>) -> Error {
-        let epoch = slot.as_ref().map(|t| t.leadership.epoch());
-        if let Some(term) = slot.take() {
-            term.leadership.fence.revoke();
-        }
-        *self.current.lock() = None;
-        Error::NotLeader { epoch }
-    }
-
     /// Whether `kv` is the `leader` key of the term (lease, revision).
     fn is_term(kv: Option<&KeyValue>, lease: i64, revision: i64) -> bool {
         kv.is_some_and(|kv| kv.lease() == lease && kv.create_revision() == revision)
@@ -230,7 +216,7 @@ impl Etcd {
     /// a race on `epoch` or `in-sync` with the seat still vacant; try again.
     async fn try_campaign(
         &self,
-        slot: &mut Option<Term>,
+        slot: &mut Slot<EtcdTerm>,
         local_epoch: u32,
         rule: CampaignRule,
     ) -> Result<Option<Campaign>> {
@@ -328,12 +314,8 @@ impl Etcd {
             margin: self.timing.margin,
             fence: Fence::new(send, ttl, self.timing.margin),
         };
-        *slot = Some(Term {
-            leadership: leadership.clone(),
-            lease,
-            revision,
-        });
-        *self.current.lock() = Some(leadership.clone());
+        self.terms
+            .begin(slot, leadership.clone(), EtcdTerm { lease, revision });
         Ok(Some(Campaign::Won(leadership)))
     }
 }
@@ -345,15 +327,12 @@ impl Coordinator for Etcd {
     }
 
     async fn campaign(&self, local_epoch: u32, rule: CampaignRule) -> Result<Campaign> {
-        let mut slot = self.term.lock().await;
-        if let Some(term) = slot.as_ref() {
-            if term.leadership.is_valid_now() {
-                return Ok(Campaign::Won(term.leadership.clone()));
-            }
+        let mut slot = self.terms.lock().await;
+        match self.terms.still_held(&mut slot) {
+            Ok(leadership) => return Ok(Campaign::Won(leadership)),
             // Ran out of time without a renewal: start over cleanly.
-            let old = term.lease.id;
-            let _ = self.lose(&mut slot);
-            self.revoke(old).await;
+            Err(Some(old)) => self.revoke(old.lease.id).await,
+            Err(None) => {}
         }
         // Races on `epoch` or `in-sync` with nobody holding the seat are
         // rare (two candidates at once); a few attempts settle them.
@@ -366,19 +345,21 @@ impl Coordinator for Etcd {
     }
 
     async fn renew(&self) -> Result<()> {
-        let mut slot = self.term.lock().await;
+        let mut slot = self.terms.lock().await;
         let Some(term) = slot.as_mut() else {
             return Err(Error::NotLeader { epoch: None });
         };
-        let (id, revision) = (term.lease.id, term.revision);
+        let (id, revision) = (term.at.lease.id, term.at.revision);
         let send = BootInstant::now();
-        let kept = self.keep_alive(&mut term.lease).await;
+        let kept = self.keep_alive(&mut term.at.lease).await;
         // Whatever the keep-alive said, etcd's word on the key decides
         // whether the term is over; a failed read leaves the fence alone.
         let leader = self.get(&self.keys.leader).await;
         match (kept, leader) {
-            (_, Ok(kv)) if !Self::is_term(kv.as_ref(), id, revision) => Err(self.lose(&mut slot)),
-            (Ok(None), _) => Err(self.lose(&mut slot)),
+            (_, Ok(kv)) if !Self::is_term(kv.as_ref(), id, revision) => {
+                Err(self.terms.lose(&mut slot))
+            }
+            (Ok(None), _) => Err(self.terms.lose(&mut slot)),
             (Ok(Some(ttl)), Ok(_)) => {
                 term.leadership.fence.extend(send, ttl, self.timing.margin);
                 Ok(())
@@ -388,12 +369,12 @@ impl Coordinator for Etcd {
     }
 
     async fn resign(&self) -> Result<()> {
-        let mut slot = self.term.lock().await;
+        let mut slot = self.terms.lock().await;
         let Some(term) = slot.as_ref() else {
             return Ok(());
         };
-        let (id, revision) = (term.lease.id, term.revision);
-        let _ = self.lose(&mut slot);
+        let (id, revision) = (term.at.lease.id, term.at.revision);
+        let _ = self.terms.lose(&mut slot);
         let release = Txn::new()
             .when([
                 Compare::lease(self.keys.leader.as_str(), CompareOp::Equal, id),
@@ -407,7 +388,7 @@ impl Coordinator for Etcd {
     }
 
     fn leadership(&self) -> Option<Leadership> {
-        self.current.lock().clone()
+        self.terms.current()
     }
 
     async fn holder(&self) -> Result<Option<Holder>> {
@@ -435,10 +416,10 @@ impl Coordinator for Etcd {
         expected: Option<&ClusterRecord>,
         in_sync: Vec<String>,
     ) -> Result<ClusterRecord> {
-        let (id, revision, epoch, fence) = match self.term.lock().await.as_ref() {
+        let (id, revision, epoch, fence) = match self.terms.lock().await.as_ref() {
             Some(t) => (
-                t.lease.id,
-                t.revision,
+                t.at.lease.id,
+                t.at.revision,
                 t.leadership.epoch(),
                 t.leadership.fence.clone(),
             ),
@@ -484,23 +465,15 @@ impl Coordinator for Etcd {
         }
         // etcd shows the term over: stop acting on it at once.
         fence.revoke();
-        let mut slot = self.term.lock().await;
-        if slot.as_ref().is_some_and(|t| t.revision == revision) {
-            let _ = self.lose(&mut slot);
+        let mut slot = self.terms.lock().await;
+        if slot.as_ref().is_some_and(|t| t.at.revision == revision) {
+            let _ = self.terms.lose(&mut slot);
         }
         Err(Error::NotLeader { epoch: Some(epoch) })
     }
 
     async fn publish(&self, state: &MemberState) -> Result<()> {
-        if state.node_id != self.node_id {
-            return Err(Error::Setting {
-                setting: "--node-id",
-                reason: format!(
-                    "publishing {:?} from node {:?}",
-                    state.node_id, self.node_id
-                ),
-            });
-        }
+        check_publisher(state, &self.node_id)?;
         let mut slot = self.member.lock().await;
         let alive = match slot.as_mut() {
             Some(lease) => self.keep_alive(lease).await?.is_some(),

@@ -78,7 +78,7 @@ impl Fence {
     }
 
     /// Ends the term now: the deadline becomes at most the present.
-    #[cfg_attr(not(feature = "etcd"), allow(dead_code))]
+    #[cfg_attr(not(any(feature = "etcd", feature = "kubernetes")), allow(dead_code))]
     pub(crate) fn revoke(&self) {
         self.inner.revoked.store(true, Ordering::Release);
         self.inner

@@ -28,9 +28,13 @@ mod clock;
 mod error;
 mod fence;
 mod none;
+#[cfg(any(feature = "etcd", feature = "kubernetes"))]
+mod term;
 
 #[cfg(feature = "etcd")]
 pub mod etcd;
+#[cfg(feature = "kubernetes")]
+pub mod kubernetes;
 
 use std::fmt;
 use std::str::FromStr;
@@ -364,9 +368,12 @@ pub async fn connect(settings: &Settings) -> Result<Box<dyn Coordinator>> {
         }
         Backend::Kubernetes => {
             settings.validate_names()?;
-            Err(Error::NotBuilt {
+            #[cfg(feature = "kubernetes")]
+            return Ok(Box::new(kubernetes::Kubernetes::connect(settings).await?));
+            #[cfg(not(feature = "kubernetes"))]
+            return Err(Error::NotBuilt {
                 backend: "kubernetes",
-            })
+            });
         }
     }
 }
@@ -382,7 +389,7 @@ pub struct HolderWatch {
 
 impl HolderWatch {
     /// A watch fed by `task` through the sender of `rx`.
-    #[cfg_attr(not(feature = "etcd"), allow(dead_code))]
+    #[cfg_attr(not(any(feature = "etcd", feature = "kubernetes")), allow(dead_code))]
     pub(crate) fn spawned(
         rx: watch::Receiver<Option<Holder>>,
         task: tokio::task::JoinHandle<()>,
@@ -426,15 +433,27 @@ impl Drop for HolderWatch {
     }
 }
 
+/// A session publishes only its own node's state.
+#[cfg_attr(not(any(feature = "etcd", feature = "kubernetes")), allow(dead_code))]
+pub(crate) fn check_publisher(state: &MemberState, node_id: &str) -> Result<()> {
+    if state.node_id == node_id {
+        return Ok(());
+    }
+    Err(Error::Setting {
+        setting: "--node-id",
+        reason: format!("publishing {:?} from node {:?}", state.node_id, node_id),
+    })
+}
+
 /// A record as stored in the coordinator (JSON).
-#[cfg_attr(not(feature = "etcd"), allow(dead_code))]
+#[cfg_attr(not(any(feature = "etcd", feature = "kubernetes")), allow(dead_code))]
 pub(crate) fn encode<T: Serialize>(record: &T) -> String {
     // Serialising these plain structs cannot fail.
     serde_json::to_string(record).unwrap_or_default()
 }
 
 /// A record read from the coordinator; `key` names it in the error.
-#[cfg_attr(not(feature = "etcd"), allow(dead_code))]
+#[cfg_attr(not(any(feature = "etcd", feature = "kubernetes")), allow(dead_code))]
 pub(crate) fn decode<T: serde::de::DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T> {
     serde_json::from_slice(bytes).map_err(|e| Error::Corrupt {
         key: key.to_string(),
@@ -443,7 +462,7 @@ pub(crate) fn decode<T: serde::de::DeserializeOwned>(key: &str, bytes: &[u8]) ->
 }
 
 /// Bounds one request to the coordinator by `after`.
-#[cfg_attr(not(feature = "etcd"), allow(dead_code))]
+#[cfg_attr(not(any(feature = "etcd", feature = "kubernetes")), allow(dead_code))]
 pub(crate) async fn bounded<T, E>(
     backend: &'static str,
     what: &'static str,
