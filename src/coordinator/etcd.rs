@@ -475,8 +475,10 @@ impl Coordinator for Etcd {
     async fn publish(&self, state: &MemberState) -> Result<()> {
         check_publisher(state, &self.node_id)?;
         let mut slot = self.member.lock().await;
+        // A lease that etcd no longer knows (expired while this node was
+        // silent) fails to reopen its stream: any failure means a new one.
         let alive = match slot.as_mut() {
-            Some(lease) => self.keep_alive(lease).await?.is_some(),
+            Some(lease) => matches!(self.keep_alive(lease).await, Ok(Some(_))),
             None => false,
         };
         if !alive {

@@ -38,6 +38,8 @@ use kube::api::{ListParams, PostParams};
 use kube::{Api, Client, Config};
 use tokio::sync::{watch, Mutex};
 
+use crate::security::tls::load_certs;
+
 use super::term::{Slot, Terms};
 use super::{
     bounded, check_publisher, decode, encode, next_epoch, Backend, BootInstant, Campaign,
@@ -109,6 +111,14 @@ impl Kubernetes {
         };
         if let Some(token) = &k.token {
             config.auth_info.token = Some(token.clone().into());
+        }
+        if let Some(ca) = &k.ca_file {
+            let what = "Kubernetes API CA file";
+            let certs = load_certs(what, ca).map_err(|e| Error::Setting {
+                setting: what,
+                reason: e.to_string(),
+            })?;
+            config.root_cert = Some(certs.iter().map(|c| c.to_vec()).collect());
         }
         // This layer retries on its own schedule, and bounds every request.
         config.default_retry = false;

@@ -263,6 +263,9 @@ pub struct KubernetesSettings {
     pub api_url: Option<String>,
     /// Bearer token instead of the service account's.
     pub token: Option<String>,
+    /// PEM file of the CA(s) to verify the API server with, instead of
+    /// the service account's.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl Settings {

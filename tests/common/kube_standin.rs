@@ -23,6 +23,9 @@
 //!   without lists, where both mean the same), delete (at once: there is
 //!   no kubelet, no graceful deletion, no finalizers).
 //!
+//! `start_tls` serves HTTPS with a certificate from a fresh CA, so the
+//! client's TLS (rustls with ring, as in a pod) is exercised too.
+//!
 //! It does NOT do watches, server-side apply, JSON patch, field or set
 //! label selectors, admission, RBAC, defaulting, or the API server's own
 //! clock-driven behaviour; tests must not rely on any of it.
@@ -31,6 +34,7 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use axum::body::Bytes;
@@ -364,13 +368,18 @@ impl Store {
     }
 }
 
-/// The stand-in served over HTTP on a loopback port, on its own thread
-/// (so sync and async tests can use it alike). Stops on drop.
+/// The stand-in served over HTTP (or HTTPS) on a loopback port, on its
+/// own thread (so sync and async tests can use it alike). Stops on drop.
 pub struct KubeStandIn {
-    /// `http://127.0.0.1:PORT`: the API server URL for a client.
+    /// `http://127.0.0.1:PORT` (`https://` with TLS): the API server URL.
     pub url: String,
     /// The bearer token every request must carry.
     pub token: String,
+    /// With TLS: the PEM file of the CA that signed the stand-in's
+    /// certificate (what a pod finds in its service account).
+    pub ca_file: Option<PathBuf>,
+    /// Holds the TLS files.
+    _pki: Option<tempfile::TempDir>,
     store: Arc<Mutex<Store>>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -383,10 +392,41 @@ struct Shared {
 }
 
 impl KubeStandIn {
+    /// Plain HTTP.
     pub fn start() -> KubeStandIn {
+        KubeStandIn::launch(None)
+    }
+
+    /// HTTPS with a certificate for 127.0.0.1 signed by a fresh CA
+    /// (`ca_file`), served with kvstore's own rustls (ring) configuration.
+    pub fn start_tls() -> KubeStandIn {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ca_key = rcgen::KeyPair::generate().expect("CA key");
+        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca.distinguished_name
+            .push(rcgen::DnType::CommonName, "kube stand-in CA");
+        let ca_cert = ca.self_signed(&ca_key).expect("self-sign CA");
+        let key = rcgen::KeyPair::generate().expect("server key");
+        let params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).expect("params");
+        let cert = params.signed_by(&key, &ca_cert, &ca_key).expect("sign");
+        let path = |name: &str| dir.path().join(name);
+        std::fs::write(path("ca.pem"), ca_cert.pem()).expect("write CA");
+        std::fs::write(path("cert.pem"), cert.pem()).expect("write cert");
+        std::fs::write(path("key.pem"), key.serialize_pem()).expect("write key");
+        let config = kvstore::security::tls::server_config(&path("cert.pem"), &path("key.pem"))
+            .expect("stand-in TLS configuration");
+        let mut standin = KubeStandIn::launch(Some(tokio_rustls::TlsAcceptor::from(config)));
+        standin.ca_file = Some(path("ca.pem"));
+        standin._pki = Some(dir);
+        standin
+    }
+
+    fn launch(tls: Option<tokio_rustls::TlsAcceptor>) -> KubeStandIn {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind stand-in");
         listener.set_nonblocking(true).expect("nonblocking");
-        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let url = format!("{scheme}://{}", listener.local_addr().expect("addr"));
         let token = format!("stand-in-token-{}", std::process::id());
         let store = Arc::new(Mutex::new(Store::default()));
         let shared = Shared {
@@ -400,18 +440,19 @@ impl KubeStandIn {
                 .build()
                 .expect("stand-in runtime");
             rt.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+                let tcp = tokio::net::TcpListener::from_std(listener).expect("listener");
                 let app = axum::Router::new().fallback(serve).with_state(shared);
-                let _ = axum::serve(listener, app)
-                    .with_graceful_shutdown(async {
-                        let _ = rx.await;
-                    })
-                    .await;
+                match tls {
+                    Some(acceptor) => run(TlsListener { tcp, acceptor }, app, rx).await,
+                    None => run(tcp, app, rx).await,
+                }
             });
         });
         KubeStandIn {
             url,
             token,
+            ca_file: None,
+            _pki: None,
             store,
             shutdown: Some(tx),
             thread: Some(thread),
@@ -443,6 +484,45 @@ impl Drop for KubeStandIn {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+async fn run<L>(listener: L, app: axum::Router, stop: tokio::sync::oneshot::Receiver<()>)
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
+    let _ = axum::serve(listener, app)
+        .with_graceful_shutdown(async {
+            let _ = stop.await;
+        })
+        .await;
+}
+
+/// Accepts TCP connections and completes the TLS handshake; a client that
+/// fails it is dropped and the next one accepted.
+struct TlsListener {
+    tcp: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let Ok((stream, addr)) = self.tcp.accept().await else {
+                continue;
+            };
+            if let Ok(tls) = self.acceptor.accept(stream).await {
+                return (tls, addr);
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.tcp.local_addr()
     }
 }
 

@@ -16,7 +16,7 @@ use kvstore::coordinator::{
 };
 use serde_json::{json, Value};
 
-use crate::conformance::{settings, win_eventually, Harness, TTL};
+use crate::conformance::{settings, win, win_eventually, Harness, TTL};
 use crate::kube_standin::KubeStandIn;
 
 const NS: &str = "kvstore-test";
@@ -39,6 +39,7 @@ impl KubeHarness {
             namespace: Some(NS.into()),
             api_url: Some(self.standin.url.clone()),
             token: Some(self.standin.token.clone()),
+            ca_file: self.standin.ca_file.clone(),
         };
         s
     }
@@ -170,6 +171,40 @@ async fn unreadable_annotations_are_clear_errors() {
         Err(Error::Corrupt { key, .. }) => assert!(key.contains("kvstore.io/epoch"), "{key}"),
         other => panic!("campaign over an unreadable epoch: {other:?}"),
     }
+}
+
+/// Over TLS, as in a pod: kube with rustls (ring) verifies the API
+/// server's certificate against the given CA, and refuses one it cannot
+/// verify.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lease_api_over_tls() {
+    let h = KubeHarness {
+        standin: KubeStandIn::start_tls(),
+    };
+    let a = h.session("a").await;
+    let la = win(&*a, 0).await;
+    a.renew().await.unwrap();
+    assert!(la.is_valid_now());
+    let b = h.session("b").await;
+    assert_eq!(b.holder().await.unwrap(), Some(la.holder.clone()));
+    // A CA that did not sign the server's certificate: refused.
+    let other = KubeStandIn::start_tls();
+    let mut s = h.settings("c");
+    s.kubernetes.ca_file = other.ca_file.clone();
+    let c = connect(&s).await.expect("connect (lazily)");
+    match c.holder().await {
+        Err(Error::Kube(_)) => {}
+        other => panic!("trusted a certificate from another CA: {other:?}"),
+    }
+    // A CA file that is not there: a setting error at connect.
+    let mut s = h.settings("e");
+    s.kubernetes.ca_file = Some("/nonexistent/ca.pem".into());
+    assert!(matches!(connect(&s).await, Err(Error::Setting { .. })));
+    // Plain HTTP to the TLS port is no way around it either.
+    let mut s = h.settings("d");
+    s.kubernetes.api_url = Some(h.standin.url.replacen("https", "http", 1));
+    let d = connect(&s).await.expect("connect (lazily)");
+    assert!(d.holder().await.is_err());
 }
 
 /// Without an API URL and outside a pod: a setting error, not a panic.
