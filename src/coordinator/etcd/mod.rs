@@ -23,16 +23,24 @@
 //! - Every request is bounded by the request timeout: a hung etcd never
 //!   hangs a renewal past the deadline.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use etcd_client::{
     Client, Compare, CompareOp, ConnectOptions, GetOptions, KeyValue, LeaseKeepAliveStream,
-    LeaseKeeper, PutOptions, Txn, TxnOp, TxnOpResponse, WatchOptions,
+    LeaseKeeper, PutOptions, Txn, TxnOp,
 };
 use tokio::sync::{watch, Mutex};
+
+mod follower;
+mod keys;
+mod pool;
+
+use follower::Follower;
+use keys::{first_kvs, granted, parse_epoch, Keys};
+use pool::{Pool, BACKEND};
 
 use super::term::{Slot, Terms};
 use super::{
@@ -40,11 +48,6 @@ use super::{
     CampaignRule, ClusterRecord, Coordinator, Error, Fence, Holder, HolderWatch, Leadership,
     MemberState, Result, Settings, Timing,
 };
-
-const BACKEND: &str = "etcd";
-/// How often a holder watch re-reads the key even without an event, in
-/// case a watch stream hangs without breaking.
-const WATCH_RESYNC: Duration = Duration::from_secs(5);
 
 /// One node's session with etcd.
 pub struct Etcd {
@@ -69,24 +72,6 @@ struct EtcdTerm {
 struct KeptLease {
     id: i64,
     stream: Option<(LeaseKeeper, LeaseKeepAliveStream)>,
-}
-
-struct Keys {
-    leader: String,
-    epoch: String,
-    in_sync: String,
-    members: String,
-}
-
-impl Keys {
-    fn new(cluster: &str) -> Keys {
-        Keys {
-            leader: format!("/{cluster}/leader"),
-            epoch: format!("/{cluster}/epoch"),
-            in_sync: format!("/{cluster}/in-sync"),
-            members: format!("/{cluster}/members/"),
-        }
-    }
 }
 
 impl Etcd {
@@ -526,143 +511,4 @@ impl Coordinator for Etcd {
         members.sort_by(|a, b| a.node_id.cmp(&b.node_id));
         Ok(members)
     }
-}
-
-/// Feeds a [`HolderWatch`]: an etcd watch on the `leader` key, where every
-/// event (and every [`WATCH_RESYNC`]) triggers a fresh read, so the value
-/// is always what a read returns and no event is parsed.
-struct Follower {
-    pool: Arc<Pool>,
-    key: String,
-}
-
-impl Follower {
-    async fn run(self, tx: watch::Sender<Option<Holder>>) {
-        let backoff = self.pool.timeout.min(Duration::from_secs(1));
-        while !tx.is_closed() {
-            if let Err(e) = self.follow(&tx).await {
-                tracing::debug!(error = %e, "etcd holder watch restarting");
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(backoff) => {}
-                _ = tx.closed() => return,
-            }
-        }
-    }
-
-    /// Reads the key, publishes it, returns its revision.
-    async fn refresh(&self, tx: &watch::Sender<Option<Holder>>) -> Result<i64> {
-        let (at, mut c) = self.pool.pick();
-        let resp = self
-            .pool
-            .request(at, "get", c.get(self.key.as_str(), None))
-            .await?;
-        let holder = match resp.kvs().first() {
-            Some(kv) => Some(decode::<Holder>(&self.key, kv.value())?),
-            None => None,
-        };
-        tx.send_if_modified(|v| {
-            let changed = *v != holder;
-            *v = holder;
-            changed
-        });
-        Ok(resp.header().map_or(0, |h| h.revision()))
-    }
-
-    async fn follow(&self, tx: &watch::Sender<Option<Holder>>) -> Result<()> {
-        let revision = self.refresh(tx).await?;
-        let opts = WatchOptions::new().with_start_revision(revision.saturating_add(1));
-        let (at, mut c) = self.pool.pick();
-        let watch = c.watch(self.key.as_str(), Some(opts));
-        let mut stream = self.pool.request(at, "watch", watch).await?;
-        loop {
-            tokio::select! {
-                message = stream.message() => match message? {
-                    Some(resp) if resp.canceled() => return Ok(()),
-                    Some(resp) if resp.events().is_empty() => {}
-                    Some(_) => { self.refresh(tx).await?; }
-                    None => return Ok(()),
-                },
-                _ = tokio::time::sleep(WATCH_RESYNC) => { self.refresh(tx).await?; }
-                _ = tx.closed() => return Ok(()),
-            }
-        }
-    }
-}
-
-/// One client per endpoint, and the one in use. etcd's members are
-/// interchangeable (linearizable reads and writes go through the Raft
-/// leader whichever member is asked), so any failed request moves the
-/// next ones to the next endpoint: a dead member costs one failed request,
-/// not one in every few (which a load-balanced channel over all endpoints
-/// would keep sending to it).
-struct Pool {
-    clients: Vec<Client>,
-    current: AtomicUsize,
-    timeout: Duration,
-}
-
-impl Pool {
-    /// The client in use, and its index for [`Pool::rotate`].
-    fn pick(&self) -> (usize, Client) {
-        let at = self.current.load(Ordering::Acquire) % self.clients.len();
-        (at, self.clients[at].clone())
-    }
-
-    /// Moves on from endpoint `at`, unless another request already did.
-    fn rotate(&self, at: usize) {
-        let next = (at + 1) % self.clients.len();
-        let _ = self
-            .current
-            .compare_exchange(at, next, Ordering::AcqRel, Ordering::Acquire);
-    }
-
-    /// Runs one request on the client picked as `at`, bounded in time;
-    /// a failure moves later requests to the next endpoint.
-    async fn request<T>(
-        &self,
-        at: usize,
-        what: &'static str,
-        fut: impl std::future::Future<Output = std::result::Result<T, etcd_client::Error>>,
-    ) -> Result<T> {
-        let result = bounded(BACKEND, what, self.timeout, fut).await;
-        if result.is_err() {
-            self.rotate(at);
-        }
-        result
-    }
-}
-
-/// The first key-value of each of the first `N` get responses in a Txn.
-fn first_kvs<const N: usize>(responses: Vec<TxnOpResponse>) -> [Option<KeyValue>; N] {
-    let mut out: [Option<KeyValue>; N] = std::array::from_fn(|_| None);
-    for (slot, resp) in out.iter_mut().zip(responses) {
-        if let TxnOpResponse::Get(get) = resp {
-            *slot = get.kvs().first().cloned();
-        }
-    }
-    out
-}
-
-fn parse_epoch(key: &str, value: &[u8]) -> Result<u32> {
-    std::str::from_utf8(value)
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| Error::Corrupt {
-            key: key.to_string(),
-            reason: format!("not an epoch: {:?}", String::from_utf8_lossy(value)),
-        })
-}
-
-/// A TTL in seconds from etcd as a duration (etcd never grants less than
-/// one second; anything else is refused rather than trusted).
-fn granted(ttl: i64) -> Result<Duration> {
-    u64::try_from(ttl)
-        .ok()
-        .filter(|&s| s > 0)
-        .map(Duration::from_secs)
-        .ok_or_else(|| Error::Corrupt {
-            key: "lease".into(),
-            reason: format!("etcd granted a TTL of {ttl} s"),
-        })
 }

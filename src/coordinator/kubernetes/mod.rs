@@ -26,19 +26,23 @@
 //!   on the holder and epoch that the same `resourceVersion` shows.
 //! - Every request is bounded by the request timeout.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{ListParams, PostParams};
+use kube::api::ListParams;
 use kube::{Api, Client, Config};
 use tokio::sync::{watch, Mutex};
 
 use crate::security::tls::load_certs;
+
+mod reader;
+
+use reader::{Reader, View};
 
 use super::term::{Slot, Terms};
 use super::{
@@ -69,28 +73,6 @@ pub struct Kubernetes {
     terms: Terms<Lease>,
     /// Serialises this node's member Lease writes.
     member: Mutex<()>,
-}
-
-/// Reads Leases and judges their liveness from this process's own
-/// observations; shared with the holder watch's task.
-#[derive(Clone)]
-struct Reader {
-    leases: Api<Lease>,
-    cluster: String,
-    default_ttl_secs: i32,
-    timeout: Duration,
-    /// Per Lease name: the `resourceVersion` last seen and when it was
-    /// first seen with that value.
-    seen: Arc<parking_lot::Mutex<HashMap<String, (String, BootInstant)>>>,
-}
-
-/// What the cluster Lease says.
-struct View {
-    holder: Option<Holder>,
-    stored_epoch: u32,
-    in_sync: Option<ClusterRecord>,
-    /// Whether the holder is live as this process observed it.
-    live: bool,
 }
 
 impl Kubernetes {
@@ -461,140 +443,6 @@ impl Coordinator for Kubernetes {
         }
         members.sort_by(|a, b| a.node_id.cmp(&b.node_id));
         Ok(members)
-    }
-}
-
-impl Reader {
-    fn member_name(&self, node_id: &str) -> String {
-        format!("{}-member-{node_id}", self.cluster)
-    }
-
-    fn new_lease(&self, name: &str) -> Lease {
-        Lease {
-            metadata: ObjectMeta {
-                name: Some(name.to_string()),
-                ..ObjectMeta::default()
-            },
-            spec: Some(LeaseSpec::default()),
-        }
-    }
-
-    async fn get(&self, name: &str) -> Result<Option<Lease>> {
-        bounded(
-            BACKEND,
-            "get Lease",
-            self.timeout,
-            self.leases.get_opt(name),
-        )
-        .await
-    }
-
-    async fn create(&self, lease: &Lease) -> Result<Lease> {
-        let pp = PostParams::default();
-        bounded(
-            BACKEND,
-            "create Lease",
-            self.timeout,
-            self.leases.create(&pp, lease),
-        )
-        .await
-    }
-
-    /// An update conditional on `lease.metadata.resourceVersion`.
-    async fn replace(&self, lease: &Lease) -> Result<Lease> {
-        let name = lease.metadata.name.clone().unwrap_or_default();
-        let pp = PostParams::default();
-        bounded(
-            BACKEND,
-            "update Lease",
-            self.timeout,
-            self.leases.replace(&name, &pp, lease),
-        )
-        .await
-    }
-
-    /// Records an observation of `lease`: the first time a
-    /// `resourceVersion` is seen starts its clock.
-    fn saw(&self, lease: &Lease) -> BootInstant {
-        let name = lease.metadata.name.clone().unwrap_or_default();
-        let rv = lease.metadata.resource_version.clone().unwrap_or_default();
-        let mut seen = self.seen.lock();
-        let entry = seen
-            .entry(name)
-            .or_insert_with(|| (rv.clone(), BootInstant::now()));
-        if entry.0 != rv {
-            *entry = (rv, BootInstant::now());
-        }
-        entry.1
-    }
-
-    /// Live: its holder is set and its `resourceVersion` changed less than
-    /// `leaseDurationSeconds` ago on this process's clock.
-    fn is_live(&self, lease: &Lease) -> bool {
-        let since = self.saw(lease);
-        let spec = lease.spec.as_ref();
-        let held = spec
-            .and_then(|s| s.holder_identity.as_deref())
-            .is_some_and(|h| !h.is_empty());
-        let secs = spec
-            .and_then(|s| s.lease_duration_seconds)
-            .unwrap_or(self.default_ttl_secs);
-        let ttl = Duration::from_secs(u64::from(secs.max(0).unsigned_abs()));
-        held && BootInstant::now() < since.saturating_add(ttl)
-    }
-
-    fn view(&self, lease: &Lease) -> Result<View> {
-        let name = lease.metadata.name.clone().unwrap_or_default();
-        let notes = lease.metadata.annotations.as_ref();
-        let note = |key: &str| notes.and_then(|a| a.get(key));
-        let stored_epoch = match note(EPOCH) {
-            Some(v) => v.parse().map_err(|_| Error::Corrupt {
-                key: format!("Lease {name} annotation {EPOCH}"),
-                reason: format!("not an epoch: {v:?}"),
-            })?,
-            None => 0,
-        };
-        let in_sync = note(IN_SYNC)
-            .map(|v| decode(&format!("Lease {name} annotation {IN_SYNC}"), v.as_bytes()))
-            .transpose()?;
-        let holder = lease
-            .spec
-            .as_ref()
-            .and_then(|s| s.holder_identity.clone())
-            .filter(|h| !h.is_empty())
-            .map(|node_id| Holder {
-                node_id,
-                addr: note(HOLDER_ADDR).cloned().unwrap_or_default(),
-                epoch: stored_epoch,
-            });
-        Ok(View {
-            holder,
-            stored_epoch,
-            in_sync,
-            live: self.is_live(lease),
-        })
-    }
-
-    /// The holder, if live as observed here.
-    async fn holder(&self) -> Result<Option<Holder>> {
-        match self.get(&self.cluster).await? {
-            Some(lease) => {
-                let view = self.view(&lease)?;
-                Ok(view.holder.filter(|_| view.live))
-            }
-            None => Ok(None),
-        }
-    }
-}
-
-impl View {
-    fn vacant() -> View {
-        View {
-            holder: None,
-            stored_epoch: 0,
-            in_sync: None,
-            live: false,
-        }
     }
 }
 
