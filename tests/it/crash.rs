@@ -25,7 +25,7 @@ use rand::{Rng, SeedableRng};
 
 const CHILD_ENV: &str = "KVSTORE_CRASH_CHILD";
 const ROUND_ENV: &str = "KVSTORE_CRASH_ROUND";
-const TEST_NAME: &str = "sigkill_loses_no_acknowledged_write";
+const TEST_NAME: &str = "crash::sigkill_loses_no_acknowledged_write";
 const THREADS: usize = 6;
 const KEYS_PER_THREAD: u64 = 40;
 const ROUNDS: u32 = 24;

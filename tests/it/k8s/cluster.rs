@@ -10,7 +10,7 @@
 //! DNS names of the headless service are rewritten to those addresses, and
 //! volume mount paths to directories of the test: nothing else is changed.
 //! Secret volumes are filled the kubelet's way from the Secret that
-//! `k8s/gen-secrets.sh` made ([`crate::secrets`]), so auth and TLS run as
+//! `k8s/gen-secrets.sh` made ([`crate::k8s::secrets`]), so auth and TLS run as
 //! deployed. Invariant: every path in a command or env value lies inside a
 //! volume mount of its container (the rest is the image's read-only root).
 
@@ -21,8 +21,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::common::{http_get, kvstore_bin, run_cli, wait_for};
-use crate::manifests::{expand, manifests, s, seq, Manifests};
-use crate::secrets::Secret;
+use crate::k8s::manifests::{expand, manifests, s, seq, Manifests};
+use crate::k8s::secrets::Secret;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::Value as Json;

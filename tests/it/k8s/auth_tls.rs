@@ -7,10 +7,10 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use crate::cluster::{Cluster, DEADLINE, PODS};
 use crate::common::{http_get, wait_for};
-use crate::manifests;
-use crate::{stderr, stdout};
+use crate::k8s::cluster::{Cluster, DEADLINE, PODS};
+use crate::k8s::manifests;
+use crate::k8s::{stderr, stdout};
 use nix::sys::signal::Signal;
 
 const AUTH: &str = "KVSTORE_AUTH_TOKEN_FILE";

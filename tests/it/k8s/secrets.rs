@@ -11,7 +11,7 @@ use std::process::Command;
 
 use serde_yaml::Value;
 
-use crate::manifests::{k8s_file, load, s};
+use crate::k8s::manifests::{k8s_file, load, s};
 
 pub const SECRET_NAME: &str = "kvstore-secrets";
 

@@ -8,8 +8,8 @@ use async_trait::async_trait;
 use etcd_client::{Client, DeleteOptions};
 use kvstore::coordinator::{connect, Backend, CampaignRule, Coordinator, Error, Settings};
 
-use crate::conformance::{settings, win, Harness, Poll, EXPIRY_DEADLINE, TTL};
-use crate::etcd_server::EtcdCluster;
+use crate::common::etcd::EtcdCluster;
+use crate::coordinator::conformance::{settings, win, Harness, Poll, EXPIRY_DEADLINE, TTL};
 
 pub struct EtcdHarness {
     pub cluster: EtcdCluster,

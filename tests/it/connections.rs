@@ -2,7 +2,7 @@
 //! promptly (an error and/or a close, never a hang), the clients already
 //! connected are not disturbed, and a freed slot is reused.
 
-mod common;
+use crate::common;
 
 use std::io::Read;
 use std::net::TcpStream;

@@ -1,7 +1,7 @@
 //! The client commands of the `kvstore` binary against a real node:
 //! output, exit codes, `--addr` placement and `KVSTORE_ADDR`.
 
-mod common;
+use crate::common;
 
 use std::process::{Command, Stdio};
 

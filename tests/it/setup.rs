@@ -4,7 +4,7 @@
 //! checks an install run makes before each install, and installs nothing
 //! itself, so a test never changes the machine.
 
-mod common;
+use crate::common;
 
 use std::process::{Command, Output, Stdio};
 

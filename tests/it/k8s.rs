@@ -11,14 +11,10 @@
 //! step by step (tests/k8s/auth_tls.rs). The guide's failover scenarios
 //! 1-3 (docs/KUBERNETES.md) run here too.
 
-#[path = "k8s/auth_tls.rs"]
 mod auth_tls;
-#[path = "k8s/cluster.rs"]
 mod cluster;
-mod common;
-#[path = "k8s/manifests.rs"]
+use crate::common;
 mod manifests;
-#[path = "k8s/secrets.rs"]
 mod secrets;
 
 use std::path::PathBuf;

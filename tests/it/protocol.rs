@@ -3,7 +3,7 @@
 //! hostile case asserts that the offender gets a clear error or a closed
 //! connection and that the server keeps serving other clients.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

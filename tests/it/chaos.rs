@@ -2,7 +2,7 @@
 //! SIGSTOP of masters and replicas under load, a fault-injecting proxy on
 //! the replication stream, full disks (tmpfs) and bit flips in data files.
 //!
-//! Every test keeps a record of every acknowledged write (tests/chaos/
+//! Every test keeps a record of every acknowledged write (tests/it/chaos/
 //! load.rs) and checks afterwards that each one is readable; it prints
 //! `chaos: faults=N acked=N lost=0 full_resyncs=N partial_resyncs=N`.
 //! Short by default (a few rounds, well under a minute); with
@@ -12,14 +12,10 @@
 //! test that cannot make them fails loudly unless
 //! `KVSTORE_CHAOS_ALLOW_NO_MOUNT=1` / `KVSTORE_CHAOS_ALLOW_NO_NETNS=1`.
 
-mod common;
-#[path = "chaos/faults.rs"]
+use crate::common;
 mod faults;
-#[path = "chaos/load.rs"]
 mod load;
-#[path = "chaos/netns.rs"]
 mod netns;
-#[path = "chaos/proxy.rs"]
 mod proxy;
 
 use std::process::Command;

@@ -402,7 +402,7 @@ macro_rules! conformance_tests {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $name() {
                 let harness = $harness;
-                $crate::conformance::$name(&harness).await;
+                $crate::coordinator::conformance::$name(&harness).await;
             }
         )*
     };

@@ -13,7 +13,7 @@
 //! `VERSION` below, then run
 //!
 //! ```text
-//! cargo test --test fixtures -- --ignored --exact generate_fixture
+//! cargo test --test it -- --ignored --exact fixtures::generate_fixture
 //! ```
 //!
 //! and commit the new `tests/fixtures/vN/` beside the old ones, with a test

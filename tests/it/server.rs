@@ -1,7 +1,7 @@
 //! A real node through the client library: round-trips, concurrency, large
 //! values, atomic batches across SIGKILL, and data surviving restarts.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 

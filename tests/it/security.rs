@@ -5,7 +5,7 @@
 //! plaintext against TLS and the reverse, replication over TLS, and RESP
 //! `AUTH`. Certificates are generated here with rcgen.
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};

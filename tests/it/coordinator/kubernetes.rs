@@ -1,5 +1,5 @@
 //! The Kubernetes Lease backend against the API STAND-IN
-//! (tests/common/kube_standin.rs; no API server can run here): the
+//! (tests/it/common/kube_standin.rs; no API server can run here): the
 //! conformance rules, how expiry is judged, and the stand-in's own
 //! semantics, checked through the same client (kube) the backend uses.
 
@@ -16,8 +16,8 @@ use kvstore::coordinator::{
 };
 use serde_json::{json, Value};
 
-use crate::conformance::{settings, win, win_eventually, Harness, TTL};
-use crate::kube_standin::KubeStandIn;
+use crate::common::kube_standin::KubeStandIn;
+use crate::coordinator::conformance::{settings, win, win_eventually, Harness, TTL};
 
 const NS: &str = "kvstore-test";
 const LEASES: &str = "/apis/coordination.k8s.io/v1/namespaces/kvstore-test/leases";

@@ -6,21 +6,10 @@
 //! particular to each backend.
 
 #[cfg(any(feature = "etcd", feature = "kubernetes"))]
-#[path = "coordinator/conformance.rs"]
 mod conformance;
 
 #[cfg(feature = "etcd")]
-#[path = "common/etcd.rs"]
-mod etcd_server;
-
-#[cfg(feature = "etcd")]
-#[path = "coordinator/etcd.rs"]
 mod etcd;
 
 #[cfg(feature = "kubernetes")]
-#[path = "common/kube_standin.rs"]
-mod kube_standin;
-
-#[cfg(feature = "kubernetes")]
-#[path = "coordinator/kubernetes.rs"]
 mod kubernetes;

@@ -1,7 +1,7 @@
 //! The HTTP port of a real node: `/healthz`, `/readyz`, and `/metrics` in
 //! the Prometheus text format, checked with an independent parser.
 
-mod common;
+use crate::common;
 
 use common::{http_get, Server};
 use prometheus_parse::{Sample, Scrape, Value};

@@ -1,4 +1,4 @@
-//! Malformed and hostile input not covered by tests/protocol.rs: wrong
+//! Malformed and hostile input not covered by tests/it/protocol.rs: wrong
 //! lengths inside a payload, truncated batches, an oversized value,
 //! replication messages from a client that is not a replica, a replica
 //! with a future epoch, and 1,000 clients that declare huge frames and
@@ -6,7 +6,7 @@
 //! code, and a closed connection exactly when that code closes it) and
 //! that the server keeps serving others.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -5,6 +5,10 @@
 //! Each test binary uses a different subset of these helpers.
 #![allow(dead_code)]
 
+#[cfg(feature = "etcd")]
+pub mod etcd;
+#[cfg(feature = "kubernetes")]
+pub mod kube_standin;
 pub mod markdown;
 pub mod replication;
 

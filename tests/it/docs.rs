@@ -2,7 +2,7 @@
 //! and `make test` and `make` knows both; `docs/CONFIGURATION.md` lists
 //! every `kvstore serve` flag and its environment variable.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Command;

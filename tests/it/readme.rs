@@ -22,7 +22,7 @@
 //!
 //! The blocks run in parallel (each has its own namespace).
 
-mod common;
+use crate::common;
 
 use std::os::unix::fs::symlink;
 use std::os::unix::process::CommandExt;
