@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod markdown;
+pub mod monitoring;
 pub mod replication;
 
 use std::io::{Read, Write};
