@@ -47,6 +47,7 @@ apt        openssl          openssl        # k8s/gen-secrets.sh: make k8s-check,
 apt        redis-cli        redis-tools    # tests/resp.rs, tests/security.rs
 apt        redis-benchmark  redis-tools    # make bench-vs-redis
 apt        redis-server     redis-server   # make bench-vs-redis
+apt        promtool         prometheus     # tests/monitoring.rs, make k8s-check: promtool check/test rules of k8s/monitoring/
 apt        python3          python3        # the virtualenv .venv/
 component  rustfmt                         # make lint
 component  clippy                          # make lint
