@@ -9,7 +9,9 @@
 //! the pod DNS names become), CLI calls carry the pod's token and CA as
 //! `kubectl exec` would, and the rotations of docs/SECURITY.md are played
 //! step by step (tests/k8s/auth_tls.rs). The guide's failover scenarios
-//! 1-3 (docs/KUBERNETES.md) run here too.
+//! 1-3 (docs/KUBERNETES.md) run here too, and its restore procedure:
+//! the CronJob's backup (through the headless Service's name, answered by
+//! a DNS stand-in), then k8s/restore-job.example.yaml's own command.
 
 #[path = "k8s/auth_tls.rs"]
 mod auth_tls;
