@@ -9,7 +9,11 @@
 #  4. hadolint passes on the Dockerfile;
 #  5. k8s/gen-secrets.sh passes shellcheck, its Secret validates and has the
 #     keys the manifests use, its certificate verifies for the pods' names,
-#     and no high-entropy secret is committed under k8s/ (checkov secrets).
+#     and no high-entropy secret is committed under k8s/ (checkov secrets);
+#  6. k8s/monitoring/ renders; its ConfigMap validates; its PrometheusRule
+#     passes `promtool check rules`; its ServiceMonitor (no CRD schema is
+#     available offline) is checked field by field and against the
+#     Services it must select (.ci/k8s_render_check.py --monitoring).
 # The tools come from PyPI, in the virtualenv .venv/ that `make deps`
 # (scripts/setup.sh) fills; a missing one fails loudly.
 set -euo pipefail
@@ -41,6 +45,14 @@ sed -i 's/^  MASTER_ORDINAL: "0"$/  MASTER_ORDINAL: "2"/' "$tmp/k8s-ordinal-2/co
 "$BIN/kubectl" kustomize "$tmp/k8s-ordinal-2" > "$tmp/rendered-2.yaml"
 "$BIN/python" .ci/k8s_render_check.py "$tmp/rendered-2.yaml" 2
 
+echo "k8s-check: k8s/monitoring/ (Prometheus operator objects, applied apart)"
+command -v promtool >/dev/null || { echo "k8s-check: promtool not found: run \`make deps\`" >&2; exit 1; }
+"$BIN/kubectl" kustomize k8s/monitoring/ > "$tmp/monitoring.yaml"
+"$BIN/python" .ci/k8s_render_check.py --monitoring "$tmp/monitoring.yaml" "$tmp/rendered.yaml" \
+  "$tmp/monitoring-core.yaml" "$tmp/rules.yaml"
+"$BIN/kubernetes-validate" --strict -k "$KUBE_VERSION" "$tmp/monitoring-core.yaml"
+promtool check rules "$tmp/rules.yaml"
+
 echo "k8s-check: checkov"
 "$BIN/python" .ci/k8s_render_check.py --skips-documented .checkov.yaml k8s/README.md
 BC_SKIP_MAPPING=TRUE "$BIN/checkov" --skip-download --config-file .checkov.yaml -d k8s --framework kubernetes --quiet --compact
@@ -57,6 +69,7 @@ k8s/gen-secrets.sh --keep-ca "$tmp/ca" > "$tmp/secret.yaml"
 # Certificate rotation: a new server certificate from the kept CA.
 NAMESPACE=other k8s/gen-secrets.sh --ca "$tmp/ca" --out "$tmp/files"
 for name in kvstore-2.kvstore-headless.other.svc.cluster.local kvstore-0.kvstore-headless \
+  kvstore-headless.other.svc.cluster.local kvstore-headless \
   kvstore-master.other.svc.cluster.local kvstore-master localhost; do
   openssl verify -CAfile "$tmp/ca/ca.crt" -verify_hostname "$name" "$tmp/files/tls.crt" >/dev/null
 done

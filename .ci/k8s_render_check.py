@@ -11,7 +11,18 @@ documented. Run by .ci/k8s-check.sh with the tools' virtualenv python.
       k8s/gen-secrets.sh's Secret and the example have the same keys, every
       /etc/kvstore/secrets/<file> the rendered objects name is one of them,
       and `kubectl apply -k` does not apply a Secret (it is made apart).
+  k8s_render_check.py --monitoring MONITORING.yaml RENDERED.yaml CORE_OUT RULES_OUT
+      `kubectl kustomize k8s/monitoring/` output: a ServiceMonitor, a
+      PrometheusRule and the dashboard ConfigMap, in namespace kvstore. No
+      schema of these CRDs is installed here, so the ServiceMonitor is
+      checked against the fields it may use and against the Services of
+      RENDERED.yaml (it must select exactly the headless Service, on a port
+      that Service has, with a job label equal to the rules' job="..."); the
+      dashboard must be JSON. Writes the core objects to CORE_OUT (for
+      kubernetes-validate) and the PrometheusRule's spec, a plain Prometheus
+      rule file, to RULES_OUT (for promtool check rules).
 """
+import json
 import re
 import sys
 
@@ -81,9 +92,87 @@ def secret(generated, example, rendered_path):
     print(f"k8s_render_check: Secret keys match; the manifests use {sorted(named)}")
 
 
+# The ServiceMonitor fields (monitoring.coreos.com/v1) this deployment may
+# use; anything else is a typo the operator would silently drop.
+SERVICE_MONITOR_SPEC = {"jobLabel", "namespaceSelector", "selector", "endpoints", "targetLabels",
+                        "podTargetLabels", "sampleLimit", "scrapeProtocols"}
+SERVICE_MONITOR_ENDPOINT = {"port", "path", "scheme", "interval", "scrapeTimeout", "honorLabels",
+                            "relabelings", "metricRelabelings", "params", "tlsConfig"}
+RULE_FIELDS = {"alert", "record", "expr", "for", "labels", "annotations", "keep_firing_for"}
+
+
+def selects(selector, labels):
+    return all(labels.get(k) == v for k, v in selector.get("matchLabels", {}).items())
+
+
+def monitoring(path, rendered_path, core_out, rules_out):
+    docs = [d for d in yaml.safe_load_all(open(path)) if d]
+    main = [d for d in yaml.safe_load_all(open(rendered_path)) if d]
+    kinds = sorted(d["kind"] for d in docs)
+    if kinds != ["ConfigMap", "PrometheusRule", "ServiceMonitor"]:
+        fail(f"k8s/monitoring renders {kinds}, expected a ConfigMap, a PrometheusRule and a ServiceMonitor")
+    for d in docs:
+        if d["metadata"].get("namespace") != "kvstore":
+            fail(f"{d['kind']}/{d['metadata']['name']} is not in namespace kvstore")
+    by = {d["kind"]: d for d in docs}
+    for kind in ["ServiceMonitor", "PrometheusRule"]:
+        if by[kind]["apiVersion"] != "monitoring.coreos.com/v1":
+            fail(f"{kind} has apiVersion {by[kind]['apiVersion']}")
+
+    sm = by["ServiceMonitor"]["spec"]
+    if set(sm) - SERVICE_MONITOR_SPEC:
+        fail(f"ServiceMonitor spec has unknown fields {sorted(set(sm) - SERVICE_MONITOR_SPEC)}")
+    if "kvstore" not in sm.get("namespaceSelector", {}).get("matchNames", []):
+        fail("the ServiceMonitor does not look in namespace kvstore")
+    services = [d for d in main if d["kind"] == "Service"]
+    chosen = [d for d in services if selects(sm["selector"], d["metadata"].get("labels", {}))]
+    if [d["metadata"]["name"] for d in chosen] != ["kvstore-headless"]:
+        fail(f"the ServiceMonitor selects {[d['metadata']['name'] for d in chosen]}, expected only "
+             "kvstore-headless (every pod, once)")
+    headless = chosen[0]
+    ports = {p["name"] for p in headless["spec"]["ports"]}
+    for ep in sm["endpoints"]:
+        if set(ep) - SERVICE_MONITOR_ENDPOINT:
+            fail(f"ServiceMonitor endpoint has unknown fields {sorted(set(ep) - SERVICE_MONITOR_ENDPOINT)}")
+        if ep.get("port") not in ports:
+            fail(f"ServiceMonitor port {ep.get('port')!r} is not a port of kvstore-headless ({sorted(ports)})")
+        if ep.get("path", "/metrics") != "/metrics":
+            fail(f"ServiceMonitor path {ep['path']!r}: kvstore serves /metrics")
+    job = headless["metadata"]["labels"].get(sm.get("jobLabel", ""))
+    if not job:
+        fail(f"jobLabel {sm.get('jobLabel')!r} is not a label of kvstore-headless")
+
+    spec = by["PrometheusRule"]["spec"]
+    if set(spec) != {"groups"}:
+        fail(f"PrometheusRule spec has fields {sorted(spec)}, expected only groups")
+    for group in spec["groups"]:
+        for rule in group["rules"]:
+            if set(rule) - RULE_FIELDS:
+                fail(f"rule {rule.get('alert')} has unknown fields {sorted(set(rule) - RULE_FIELDS)}")
+            for sel_job in re.findall(r'job="([^"]*)"', rule["expr"]):
+                if sel_job != job:
+                    fail(f"rule {rule.get('alert')} selects job={sel_job!r}, the ServiceMonitor makes job={job!r}")
+
+    cm = by["ConfigMap"]
+    if cm["metadata"].get("labels", {}).get("grafana_dashboard") != "1":
+        fail("the dashboard ConfigMap lacks the label grafana_dashboard: \"1\"")
+    for name, text in cm["data"].items():
+        try:
+            json.loads(text)
+        except ValueError as e:
+            fail(f"dashboard {name} is not JSON: {e}")
+
+    yaml.safe_dump_all([cm], open(core_out, "w"))
+    yaml.safe_dump(spec, open(rules_out, "w"))
+    print(f"k8s_render_check: monitoring: the ServiceMonitor scrapes kvstore-headless as job={job!r}; "
+          f"{sum(len(g['rules']) for g in spec['groups'])} rules; dashboard JSON ok")
+
+
 if __name__ == "__main__":
     if len(sys.argv) == 4 and sys.argv[1] == "--skips-documented":
         skips_documented(sys.argv[2], sys.argv[3])
+    elif len(sys.argv) == 6 and sys.argv[1] == "--monitoring":
+        monitoring(sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5])
     elif len(sys.argv) == 5 and sys.argv[1] == "--secret":
         secret(sys.argv[2], sys.argv[3], sys.argv[4])
     elif len(sys.argv) == 3:

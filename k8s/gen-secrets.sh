@@ -37,6 +37,9 @@
 # The server certificate names every way a client reaches a pod:
 #   *.kvstore-headless.NS.svc.CLUSTER_DOMAIN, *.kvstore-headless.NS.svc,
 #   *.kvstore-headless.NS, kvstore-N.kvstore-headless (N < PODS),
+#   kvstore-headless.NS.svc.CLUSTER_DOMAIN, kvstore-headless.NS.svc,
+#   kvstore-headless.NS, kvstore-headless (the Service's own name, which
+#   resolves to every pod: the backup CronJob finds the pods through it),
 #   kvstore-master.NS.svc.CLUSTER_DOMAIN, kvstore-master.NS.svc,
 #   kvstore-master.NS, kvstore-master, localhost, 127.0.0.1, ::1
 # (127.0.0.1: `kubectl exec kvstore-N -- kvstore ...` and port-forward).
@@ -116,6 +119,7 @@ trap 'rm -rf "$work"' EXIT
 svc="$NAMESPACE.svc"
 sans=(
   "DNS:*.$HEADLESS.$svc.$CLUSTER_DOMAIN" "DNS:*.$HEADLESS.$svc" "DNS:*.$HEADLESS.$NAMESPACE"
+  "DNS:$HEADLESS.$svc.$CLUSTER_DOMAIN" "DNS:$HEADLESS.$svc" "DNS:$HEADLESS.$NAMESPACE" "DNS:$HEADLESS"
   "DNS:$MASTER_SVC.$svc.$CLUSTER_DOMAIN" "DNS:$MASTER_SVC.$svc" "DNS:$MASTER_SVC.$NAMESPACE" "DNS:$MASTER_SVC"
 )
 # A wildcard needs two labels after it, so the short pod names are listed.

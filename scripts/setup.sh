@@ -43,10 +43,11 @@ apt        unshare          util-linux     # tests/it/readme.rs: each README blo
 apt        ip               iproute2       # tests/it/chaos.rs: network namespaces for partitions
 apt        mount            mount          # tests/it/chaos.rs, tests/it/backup.rs: a small tmpfs to fill a disk
 apt        umount           mount
-apt        openssl          openssl        # k8s/gen-secrets.sh: make k8s-check, tests/k8s.rs, README
+apt        openssl          openssl        # k8s/gen-secrets.sh: make k8s-check, tests/it/k8s.rs, README
 apt        redis-cli        redis-tools    # tests/it/resp.rs, tests/it/security.rs
 apt        redis-benchmark  redis-tools    # make bench-vs-redis
 apt        redis-server     redis-server   # make bench-vs-redis
+apt        promtool         prometheus     # tests/it/monitoring.rs, make k8s-check: promtool check/test rules of k8s/monitoring/
 apt        python3          python3        # the virtualenv .venv/
 component  rustfmt                         # make lint
 component  clippy                          # make lint

@@ -10,6 +10,7 @@
 //! are listed in `docs/CONFIGURATION.md` under "Metrics".
 
 use std::fmt;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -24,6 +25,7 @@ use prometheus_client::registry::Registry;
 use crate::engine::Engine;
 use crate::replication::Replication;
 
+mod disk;
 mod replication;
 
 /// How a request ended, as seen by the client.
@@ -142,6 +144,7 @@ pub struct Metrics {
     auth_failures: Family<ReasonLabels, Counter>,
     bytes_received: Counter,
     bytes_sent: Counter,
+    last_backup: Gauge<f64, AtomicU64>,
     engine: Arc<OnceLock<Engine>>,
     replication: Arc<OnceLock<Arc<Replication>>>,
 }
@@ -238,8 +241,20 @@ impl Metrics {
             bytes_sent.clone(),
         );
 
+        // 0 until a backup is taken from this node (or loaded from its data
+        // directory at start, see `backup::last`).
+        let last_backup = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "backup_last_success_timestamp_seconds",
+            "Unix time of the last backup taken from this node that its client committed; 0 if none",
+            last_backup.clone(),
+        );
+
         let engine = Arc::new(OnceLock::new());
         registry.register_collector(Box::new(EngineCollector {
+            engine: Arc::clone(&engine),
+        }));
+        registry.register_collector(Box::new(disk::DataDirCollector {
             engine: Arc::clone(&engine),
         }));
         let replication = Arc::new(OnceLock::new());
@@ -259,6 +274,7 @@ impl Metrics {
             auth_failures,
             bytes_received,
             bytes_sent,
+            last_backup,
             engine,
             replication,
         }
@@ -321,6 +337,13 @@ impl Metrics {
     /// Counts a connection refused at the connection limit.
     pub fn connection_rejected(&self) {
         self.connections_rejected.inc();
+    }
+
+    /// Records the time (Unix milliseconds) of a backup taken from this
+    /// node that its client committed.
+    pub fn backup_succeeded(&self, unix_ms: u64) {
+        // Milliseconds fit an f64 exactly until the year 287396.
+        self.last_backup.set(unix_ms as f64 / 1000.0);
     }
 
     /// Makes engine figures part of every scrape from now on. Only the

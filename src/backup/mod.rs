@@ -19,8 +19,12 @@
 //!   backup's is stored as a hard link to it (sealed segments and merged
 //!   files never change), so backups share their unchanged files;
 //! - restore writes only into an empty (or absent) data directory, and the
-//!   restored node resumes replication from the manifest's `end`.
+//!   restored node resumes replication from the manifest's `end`;
+//! - the node records a backup as successful ([`last`]) only when the
+//!   client confirms, after writing the manifest, that it holds the
+//!   snapshot up to its `end`.
 
+pub mod last;
 pub mod manifest;
 pub mod restore;
 pub mod serve;
@@ -29,6 +33,7 @@ mod time;
 
 use std::path::PathBuf;
 
+pub use last::LastBackup;
 pub use manifest::{BackupManifest, ManifestFile, MANIFEST_FILE};
 pub use restore::{restore, verify, RestoreReport};
 pub use take::{take_backup, BackupOptions, BackupReport};

@@ -1,5 +1,7 @@
 //! `kvstore restore`: check a backup completely, then copy it into an
-//! empty data directory. The node started on that directory opens the
+//! empty data directory. `--from` names one backup, or a backup root (the
+//! `--to` of `kvstore backup`), which stands for its newest complete
+//! backup. The node started on that directory opens the
 //! snapshot like any data directory and, as a replica, resumes replication
 //! from the manifest's `end` offset.
 
@@ -15,6 +17,8 @@ use crate::engine::snapshot::is_snapshot_file;
 /// What a restore did.
 #[derive(Debug, Clone)]
 pub struct RestoreReport {
+    /// The backup restored (`--from`, or the newest one under it).
+    pub backup: PathBuf,
     pub files: usize,
     pub bytes: u64,
     /// Where the restored node's log ends (it resumes replication here).
@@ -24,10 +28,24 @@ pub struct RestoreReport {
 
 const COPY_CHUNK: usize = 1024 * 1024;
 
-/// Verifies every file of the backup in `from` against its manifest, then
-/// copies them into `data_dir`, which must be empty (`lost+found` aside)
-/// or absent.
+/// The backup `from` names: `from` itself when it has a manifest, else the
+/// newest complete backup under it when there is one, else `from` (whose
+/// missing manifest is then reported as an incomplete backup).
+pub fn resolve(from: &Path) -> Result<PathBuf> {
+    if !from.join(super::MANIFEST_FILE).exists() && from.is_dir() {
+        if let Some(newest) = super::take::complete_backups(from)?.pop() {
+            return Ok(newest);
+        }
+    }
+    Ok(from.to_path_buf())
+}
+
+/// Verifies every file of the backup `from` names ([`resolve`]) against
+/// its manifest, then copies them into `data_dir`, which must be empty
+/// (`lost+found` aside) or absent.
 pub fn restore(from: &Path, data_dir: &Path) -> Result<RestoreReport> {
+    let backup = resolve(from)?;
+    let from = backup.as_path();
     let manifest = BackupManifest::load(from)?;
     ensure_empty(data_dir)?;
     for f in &manifest.files {
@@ -52,6 +70,7 @@ pub fn restore(from: &Path, data_dir: &Path) -> Result<RestoreReport> {
     }
     sync_dir(data_dir)?;
     Ok(RestoreReport {
+        backup,
         files: manifest.files.len(),
         bytes,
         end: manifest.end,

@@ -1,22 +1,38 @@
 //! The node side of BACKUP: ship a snapshot on the connection that asked,
-//! in the replication full-resync encoding, then close.
+//! in the replication full-resync encoding, wait for the client to confirm
+//! it committed the backup, record that, then close.
 //!
 //! The snapshot holds the memory maps of every file it names, so a
 //! compaction that deletes a merged file or segment meanwhile does not
 //! disturb the copy; the files are released when the stream ends, when the
 //! client goes away, when the lease runs out, or at shutdown.
+//!
+//! The confirmation is a REPL_ACK whose offset is the snapshot's `end`,
+//! sent by the client once its manifest is durable. Only then is the
+//! backup recorded as this node's last successful one ([`LastBackup`],
+//! and the `kvstore_backup_last_success_timestamp_seconds` gauge).
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::BytesMut;
+
 use crate::security::ServerStream;
 
-use crate::replication::link::FrameWriter;
+use super::last::LastBackup;
+use super::time;
+use crate::protocol::replication::ToMaster;
+use crate::replication::link::{FrameReader, FrameWriter};
 use crate::replication::master::send_snapshot;
 use crate::server::ServerContext;
 
 /// The longest a backup may pin its snapshot's files.
 pub const LEASE: Duration = Duration::from_secs(6 * 3600);
+/// How long the node waits, after the last frame, for the client to write
+/// its manifest and confirm. Nothing is pinned meanwhile.
+pub const CONFIRM_TIMEOUT: Duration = Duration::from_secs(300);
+/// The confirmation is one small frame.
+const MAX_CONFIRM_FRAME: u32 = 1024;
 
 /// Serves one BACKUP request; errors end up in the log only (the client
 /// sees the stream stop early and fails loudly).
@@ -27,9 +43,9 @@ pub async fn serve_backup(stream: ServerStream, ctx: Arc<ServerContext>) {
         .map(|a| a.to_string())
         .unwrap_or_default();
     let _ = stream.tcp().set_nodelay(true);
-    // The client sends nothing after BACKUP; keep the read half so the
-    // socket stays open until we are done.
-    let (_rd, wr) = tokio::io::split(stream);
+    // The client sends nothing more until its confirmation; the read half
+    // waits for it.
+    let (rd, wr) = tokio::io::split(stream);
     let mut writer = FrameWriter::new(wr);
     let engine = ctx.engine.clone();
     let epoch = engine.current_epoch();
@@ -42,10 +58,65 @@ pub async fn serve_backup(stream: ServerStream, ctx: Arc<ServerContext>) {
             return;
         }
     };
-    match result {
-        Ok(Ok(end)) => tracing::info!(%peer, end, "backup snapshot sent"),
-        Ok(Err(e)) => tracing::warn!(%peer, error = %e, "backup stream failed"),
-        Err(_) => tracing::warn!(%peer, lease = ?LEASE, "backup lease ran out; snapshot released"),
+    let end = match result {
+        Ok(Ok(end)) => end,
+        Ok(Err(e)) => {
+            tracing::warn!(%peer, error = %e, "backup stream failed");
+            writer.shutdown().await;
+            return;
+        }
+        Err(_) => {
+            tracing::warn!(%peer, lease = ?LEASE, "backup lease ran out; snapshot released");
+            writer.shutdown().await;
+            return;
+        }
+    };
+    tracing::info!(%peer, end, "backup snapshot sent; waiting for the client to commit it");
+    let mut reader = FrameReader::new(rd, BytesMut::new(), MAX_CONFIRM_FRAME);
+    let confirmed = tokio::select! {
+        r = reader.next(CONFIRM_TIMEOUT) => r,
+        _ = ctx.shutdown.wait() => {
+            tracing::warn!(%peer, "shutdown before the backup client confirmed");
+            return;
+        }
+    };
+    match confirmed.map(|f| f.map(ToMaster::decode)) {
+        Ok(Some(Ok(ToMaster::Ack { durable_end }))) if durable_end == end => {
+            record(&ctx, &peer, end).await;
+        }
+        Ok(None) => tracing::warn!(
+            %peer,
+            "the backup client closed without confirming; not recorded as a successful backup"
+        ),
+        other => tracing::warn!(
+            %peer,
+            end,
+            answer = ?other,
+            "the backup client did not confirm the snapshot's end; not recorded as a successful backup"
+        ),
     }
     writer.shutdown().await;
+}
+
+/// Persists the confirmed backup in the data directory, then shows it in
+/// `/metrics`. A failure to persist is logged: the backup itself is fine,
+/// only its time may not survive a restart.
+async fn record(ctx: &ServerContext, peer: &str, end: u64) {
+    let last = LastBackup {
+        unix_ms: time::unix_ms(),
+        end,
+        client: peer.to_string(),
+    };
+    let dir = ctx.engine.dir().to_path_buf();
+    let stored = {
+        let last = last.clone();
+        tokio::task::spawn_blocking(move || last.store(&dir)).await
+    };
+    match stored {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::error!(error = %e, "cannot record the backup's time"),
+        Err(e) => tracing::error!(error = %e, "cannot record the backup's time"),
+    }
+    ctx.metrics.backup_succeeded(last.unix_ms);
+    tracing::info!(%peer, end, "backup committed by its client");
 }

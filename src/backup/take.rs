@@ -1,7 +1,12 @@
 //! `kvstore backup`: choose a node (a replica by preference), ask it for a
 //! snapshot with BACKUP, store the files with their checksums, hard-link
-//! the files the previous backup already has, write the manifest last and
-//! apply retention.
+//! the files the previous backup already has, write the manifest last,
+//! confirm it to the node, and apply retention.
+//!
+//! A `--from` name that resolves to several addresses (a headless Service:
+//! one A record per pod) stands for each of them: every address is a
+//! candidate, reached by IP and verified (TLS) under that name, so the
+//! list of nodes follows the Service as the StatefulSet scales.
 
 use std::collections::HashMap;
 use std::fs;
@@ -19,7 +24,7 @@ use crate::durable::sync_dir;
 use crate::engine::epochs::{self, EpochHistory};
 use crate::engine::segment::FileKind;
 use crate::engine::snapshot::is_snapshot_file;
-use crate::protocol::replication::ToReplica;
+use crate::protocol::replication::{ToMaster, ToReplica};
 use crate::protocol::{Auth, Frame, Hello, Limits, Request, Response, PROTOCOL_VERSION};
 
 /// What `kvstore backup` is asked to do.
@@ -59,21 +64,13 @@ pub struct BackupReport {
 /// Takes one backup. On failure the partial backup directory is removed
 /// (best effort); it never has a manifest in any case.
 pub fn take_backup(opts: &BackupOptions) -> Result<BackupReport> {
-    let (source, role) = choose_source(&opts.sources, opts.timeout, &opts.client)?;
+    let (node, role) = choose_source(&opts.sources, opts.timeout, &opts.client)?;
     fs::create_dir_all(&opts.to)
         .map_err(|e| Error::io(format!("create backup root {}", opts.to.display()), e))?;
     let previous = latest_complete(&opts.to)?;
     let started = time::unix_ms();
     let dir = new_backup_dir(&opts.to, started)?;
-    match receive(
-        &source,
-        &role,
-        &dir,
-        previous.as_ref(),
-        opts.timeout,
-        started,
-        &opts.client,
-    ) {
+    match receive(&node, &role, &dir, previous.as_ref(), opts.timeout, started) {
         Ok((manifest, copied_bytes)) => {
             let removed = apply_retention(&opts.to, &dir, opts.keep)?;
             Ok(BackupReport {
@@ -82,7 +79,7 @@ pub fn take_backup(opts: &BackupOptions) -> Result<BackupReport> {
                 copied_bytes,
                 end: manifest.end,
                 dir,
-                source,
+                source: manifest.source,
                 source_role: role,
                 removed,
             })
@@ -94,46 +91,105 @@ pub fn take_backup(opts: &BackupOptions) -> Result<BackupReport> {
     }
 }
 
+/// One node to back up from.
+#[derive(Debug, Clone)]
+struct Node {
+    /// Where to connect: the `--from` address, or one address it resolved to.
+    connect: String,
+    /// How the node is named in messages and in the manifest: its own
+    /// advertised address once STATS told it, else `--from`'s.
+    name: String,
+    /// Credential, and TLS verifying the name the address came from.
+    client: ClientOptions,
+}
+
+/// The candidates `--from` names, in order: an address whose host
+/// resolves to several IP addresses becomes one candidate per address.
+/// A name that does not resolve stays as it is (connecting reports why).
+fn candidates(sources: &[String], client: &ClientOptions) -> Vec<Node> {
+    let mut out = Vec::new();
+    for addr in sources {
+        let mut resolved: Vec<std::net::SocketAddr> = Vec::new();
+        for a in addr.to_socket_addrs().into_iter().flatten() {
+            if !resolved.contains(&a) {
+                resolved.push(a);
+            }
+        }
+        if resolved.len() <= 1 {
+            out.push(Node {
+                connect: addr.clone(),
+                name: addr.clone(),
+                client: client.clone(),
+            });
+            continue;
+        }
+        let host = crate::security::tls::host_of(addr);
+        for a in resolved {
+            out.push(Node {
+                connect: a.to_string(),
+                name: format!("{addr} ({a})"),
+                client: ClientOptions {
+                    tls: client.tls.as_ref().map(|c| c.for_name(host)),
+                    ..client.clone()
+                },
+            });
+        }
+    }
+    out
+}
+
 /// Asks each candidate for its role; prefers a replica.
 fn choose_source(
     sources: &[String],
     timeout: Duration,
     client: &ClientOptions,
-) -> Result<(String, String)> {
+) -> Result<(Node, String)> {
     if sources.is_empty() {
         return Err(Error::NoSource("no --from address given".into()));
     }
-    let mut first_reachable: Option<(String, String)> = None;
+    let nodes = candidates(sources, client);
+    let several = nodes.len() > 1;
+    let mut first_reachable: Option<(Node, String)> = None;
     let mut failures = Vec::new();
-    for addr in sources {
+    for mut node in nodes {
         let options = ClientOptions {
             connect_timeout: timeout.min(Duration::from_secs(5)),
             follow_redirects: false,
-            ..client.clone()
+            ..node.client.clone()
         };
-        let stats = BlockingClient::connect(addr.as_str(), options).and_then(|mut c| c.stats());
+        let stats =
+            BlockingClient::connect(node.connect.as_str(), options).and_then(|mut c| c.stats());
         match stats {
             Ok(stats) => {
-                let role = stats
-                    .get("replication")
-                    .and_then(|r| r.get("role"))
-                    .and_then(|r| r.as_str())
-                    .unwrap_or("unknown")
-                    .to_string();
-                if role == "replica" {
-                    return Ok((addr.clone(), role));
+                let field = |name: &str| {
+                    stats
+                        .get("replication")
+                        .and_then(|r| r.get(name))
+                        .and_then(|r| r.as_str())
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_string)
+                };
+                let role = field("role").unwrap_or_else(|| "unknown".into());
+                if let Some(advertise) = field("advertise") {
+                    node.name = advertise;
                 }
-                first_reachable.get_or_insert((addr.clone(), role));
+                if role == "replica" {
+                    return Ok((node, role));
+                }
+                first_reachable.get_or_insert((node, role));
             }
-            Err(e) => failures.push(format!("{addr}: {e}")),
+            Err(e) => failures.push(format!("{}: {e}", node.name)),
         }
     }
     match first_reachable {
-        Some((addr, role)) => {
-            if sources.len() > 1 {
-                eprintln!("warning: no replica answered; backing up from {addr} ({role})");
+        Some((node, role)) => {
+            if several {
+                eprintln!(
+                    "warning: no replica answered; backing up from {} ({role})",
+                    node.name
+                );
             }
-            Ok((addr, role))
+            Ok((node, role))
         }
         None => Err(Error::NoSource(failures.join("; "))),
     }
@@ -268,6 +324,29 @@ impl Stream {
         }
     }
 
+    /// Tells the node the backup is committed (REPL_ACK of the snapshot's
+    /// `end`), then waits for it to close the connection, which it does
+    /// once it has recorded the backup.
+    fn confirm(&mut self, end: u64) -> Result<()> {
+        let mut out = BytesMut::new();
+        ToMaster::Ack { durable_end: end }
+            .encode(&mut out)
+            .map_err(|e| self.bad(e.to_string()))?;
+        let what = format!("confirm the backup to {}", self.addr);
+        self.sock
+            .write_all(&out)
+            .and_then(|()| self.sock.flush())
+            .map_err(|e| Error::io(what.clone(), e))?;
+        let mut rest = [0u8; 64];
+        match self.sock.read(&mut rest) {
+            Ok(0) => Ok(()),
+            // TLS without close_notify: the node closed all the same.
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(()),
+            Ok(_) => Err(self.bad("data after the end of the snapshot")),
+            Err(e) => Err(Error::io(what, e)),
+        }
+    }
+
     fn send(&mut self, request: &Request) -> Result<()> {
         let mut out = BytesMut::new();
         request
@@ -312,18 +391,18 @@ impl Stream {
     }
 }
 
-/// Receives the snapshot into `dir`, then writes the manifest. Returns it
-/// and the bytes written as new copies.
+/// Receives the snapshot into `dir`, writes the manifest, then confirms
+/// the backup to the node. Returns the manifest and the bytes written as
+/// new copies.
 fn receive(
-    addr: &str,
+    node: &Node,
     role: &str,
     dir: &Path,
     previous: Option<&(PathBuf, BackupManifest)>,
     timeout: Duration,
     started: u64,
-    client: &ClientOptions,
 ) -> Result<(BackupManifest, u64)> {
-    let mut stream = Stream::open(addr, timeout, client)?;
+    let mut stream = Stream::open(&node.connect, timeout, &node.client)?;
     stream.send(&Request::Backup)?;
     let (epoch, start, end, count) = match stream.next()? {
         ToReplica::FullResync {
@@ -370,7 +449,7 @@ fn receive(
         kvstore_version: env!("CARGO_PKG_VERSION").to_string(),
         created: time::rfc3339(started),
         created_unix_ms: started,
-        source: addr.to_string(),
+        source: node.name.clone(),
         source_role: role.to_string(),
         epoch,
         start,
@@ -384,6 +463,15 @@ fn receive(
     manifest.store(dir)?;
     if let Some(root) = dir.parent() {
         sync_dir(root)?;
+    }
+    // The backup is complete whatever happens now; only the node's record
+    // of it (its last-backup metric) depends on the confirmation.
+    if let Err(e) = stream.confirm(end) {
+        eprintln!(
+            "warning: the backup is complete, but {} did not take the confirmation ({e}); \
+             its kvstore_backup_last_success_timestamp_seconds is not updated",
+            node.name
+        );
     }
     Ok((manifest, copied))
 }

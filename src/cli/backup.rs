@@ -34,7 +34,8 @@ pub struct BackupArgs {
 
 #[derive(Debug, Args)]
 pub struct RestoreArgs {
-    /// One backup directory (DIR/<timestamp>, the one holding MANIFEST.json).
+    /// One backup directory (DIR/<timestamp>, the one holding
+    /// MANIFEST.json), or a backup root DIR: its newest complete backup.
     #[arg(long, value_name = "BACKUP_DIR")]
     pub from: PathBuf,
     /// Empty (or absent) data directory to restore into.
@@ -90,7 +91,8 @@ pub fn run_restore(args: &RestoreArgs) -> Result<(), CliError> {
     let report = backup::restore(&args.from, &args.data_dir)
         .map_err(|e| CliError::Other(format!("restore failed: {e}")))?;
     println!(
-        "restored {} files ({} bytes) into {}; log end {}, epoch {}: a replica started on it resumes replication from there",
+        "restored {} ({} files, {} bytes) into {}; log end {}, epoch {}: a replica started on it resumes replication from there",
+        report.backup.display(),
         report.files,
         report.bytes,
         args.data_dir.display(),

@@ -42,6 +42,20 @@ fn counter(enc: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -> fmt::
     c.encode(enc.encode_descriptor(name, help, None, c.metric_type())?)
 }
 
+/// `kvstore_master{epoch="N"}`: 1 on the master, 0 on a replica, with the
+/// node's epoch as a label, so "who leads, in which epoch" is one query.
+fn master(enc: &mut DescriptorEncoder, is_master: bool, epoch: u32) -> fmt::Result {
+    let g = ConstGauge::new(u64::from(is_master));
+    let mut family = enc.encode_descriptor(
+        "master",
+        "1 when this node is the master, 0 when it is a replica; label epoch: its current epoch.",
+        None,
+        g.metric_type(),
+    )?;
+    let epoch = epoch.to_string();
+    g.encode(family.encode_family(&[("epoch", epoch.as_str())])?)
+}
+
 /// One gauge per replica, labelled with its id.
 fn per_replica<N>(
     enc: &mut DescriptorEncoder,
@@ -74,6 +88,13 @@ impl Collector for ReplicationCollector {
             "replication_role",
             "1 when this node is the master, 0 when it is a replica.",
             u64::from(s.role == "master"),
+        )?;
+        master(e, s.role == "master", s.epoch)?;
+        counter(
+            e,
+            "elections",
+            "Times this node went from replica to master while running (promote, failover, a won election).",
+            s.elections,
         )?;
         gauge(
             e,

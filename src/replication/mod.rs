@@ -153,6 +153,8 @@ pub struct ReplicaStats {
 #[derive(Debug, Clone, Serialize)]
 pub struct ReplicationStats {
     pub role: &'static str,
+    /// Where clients and other nodes reach this node.
+    pub advertise: String,
     pub epoch: u32,
     pub mode: Mode,
     pub min_acks: usize,
@@ -173,6 +175,8 @@ pub struct ReplicationStats {
     pub partial_resyncs: u64,
     /// Raw log bytes sent to replicas (master) or received (replica).
     pub log_bytes_shipped: u64,
+    /// Times this node went from replica to master while running.
+    pub elections: u64,
 }
 
 pub struct Replication {
@@ -188,6 +192,9 @@ pub struct Replication {
     pub(crate) full_resyncs: AtomicU64,
     pub(crate) partial_resyncs: AtomicU64,
     pub(crate) bytes_shipped: AtomicU64,
+    /// Replica-to-master changes of this process (promotion; later also
+    /// each election the coordinator lets this node win).
+    elections: AtomicU64,
     /// Held by the follower while it changes the local log (append,
     /// truncate, install); taken by role changes once the follower
     /// stopped, so no change lands after them.
@@ -225,6 +232,7 @@ impl Replication {
             full_resyncs: AtomicU64::new(0),
             partial_resyncs: AtomicU64::new(0),
             bytes_shipped: AtomicU64::new(0),
+            elections: AtomicU64::new(0),
             applying: Arc::new(tokio::sync::Mutex::new(())),
         });
         match role {
@@ -297,7 +305,9 @@ impl Replication {
         }
         self.link.lock().connected = false;
         let _quiet = self.applying.lock().await;
-        self.become_master().await
+        let epoch = self.become_master().await?;
+        self.elections.fetch_add(1, Relaxed);
+        Ok(epoch)
     }
 
     /// Follows `master` from now on (repointing a replica, or demoting a
@@ -492,6 +502,7 @@ impl Replication {
         };
         ReplicationStats {
             role: if is_replica { "replica" } else { "master" },
+            advertise: self.settings.advertise.clone(),
             epoch: self.engine.current_epoch(),
             mode: self.settings.mode,
             min_acks: self.settings.min_acks,
@@ -514,6 +525,7 @@ impl Replication {
             full_resyncs: self.full_resyncs.load(Relaxed),
             partial_resyncs: self.partial_resyncs.load(Relaxed),
             log_bytes_shipped: self.bytes_shipped.load(Relaxed),
+            elections: self.elections.load(Relaxed),
         }
     }
 }

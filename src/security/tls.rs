@@ -156,6 +156,16 @@ impl Connector {
         }))
     }
 
+    /// This connector for a node reached at an address resolved from
+    /// `name`: it verifies `name`, unless a name was set explicitly
+    /// (`--tls-server-name`), which still wins.
+    pub fn for_name(&self, name: &str) -> Connector {
+        Connector {
+            config: Arc::clone(&self.config),
+            server_name: Some(self.server_name.clone().unwrap_or_else(|| name.to_string())),
+        }
+    }
+
     /// The rustls configuration, for blocking connections.
     pub fn config(&self) -> Arc<ClientConfig> {
         Arc::clone(&self.config)

@@ -324,6 +324,9 @@ async fn serve_clients(
         }
     };
     metrics.attach_engine(engine.clone());
+    if let Some(last) = crate::backup::LastBackup::load_or_warn(&config.data_dir) {
+        metrics.backup_succeeded(last.unix_ms);
+    }
 
     let role = match &config.role {
         Role::Master => RoleView::Master,

@@ -1,7 +1,9 @@
 //! Backups: `kvstore backup` against live nodes (under writes and
 //! compaction), hard links between backups, retention, `kvstore restore`
-//! refusing damaged or incomplete backups, a full backup disk, and a
-//! restored replica resuming replication from the backup's end offset.
+//! refusing damaged or incomplete backups, a full backup disk, a restored
+//! replica resuming replication from the backup's end offset, and the
+//! node's record of its last committed backup (`LAST_BACKUP`, the
+//! `kvstore_backup_last_success_timestamp_seconds` gauge).
 
 use crate::common;
 
@@ -446,6 +448,9 @@ fn a_full_backup_disk_fails_loudly_and_leaves_no_manifest() {
         err.contains("backup failed") && err.contains("No space left"),
         "{err}"
     );
+    // A failed backup is not a successful one for the node either.
+    assert_eq!(last_backup_metric(&master), 0.0);
+    assert!(!master.data_dir().join("LAST_BACKUP").exists());
     let mut stack = vec![disk.path().to_path_buf()];
     let mut seen = 0;
     while let Some(dir) = stack.pop() {
@@ -466,6 +471,96 @@ fn a_full_backup_disk_fails_loudly_and_leaves_no_manifest() {
     // With room, the same backup succeeds.
     let roomy = tempfile::tempdir().expect("tempdir");
     backup_ok(&master.addr.to_string(), roomy.path(), &[]);
+    assert!(last_backup_metric(&master) > 0.0);
+}
+
+fn last_backup_metric(node: &Server) -> f64 {
+    common::metric(
+        node.http_addr,
+        "kvstore_backup_last_success_timestamp_seconds",
+    )
+}
+
+fn unix_secs() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs_f64()
+}
+
+/// Asks `node` for BACKUP on a raw connection, reads the whole snapshot
+/// stream and closes without confirming it, as a client that failed to
+/// write its manifest would; returns once the node has logged it.
+fn abandon_a_backup(node: &Server) {
+    read_a_snapshot_unconfirmed(node);
+    wait_for(
+        START_DEADLINE,
+        "the node to see the abandoned backup",
+        || {
+            node.logs()
+                .contains("closed without confirming")
+                .then_some(())
+        },
+    );
+}
+
+fn read_a_snapshot_unconfirmed(node: &Server) {
+    use kvstore::protocol::replication::ToReplica;
+    use kvstore::protocol::Frame;
+    use std::io::{Read, Write};
+    let mut sock = std::net::TcpStream::connect(node.addr).expect("connect");
+    sock.set_read_timeout(Some(common::NET_DEADLINE))
+        .expect("timeout");
+    sock.write_all(&[1, 0, 0, 0, 0x60]).expect("send BACKUP");
+    let mut buf = bytes::BytesMut::new();
+    let mut chunk = vec![0u8; 64 * 1024];
+    for _ in 0..1_000_000 {
+        if let Some(frame) = Frame::parse(&mut buf, u32::MAX).expect("frames") {
+            if let Ok(Some(ToReplica::Stream { .. })) = ToReplica::decode(frame) {
+                return; // the whole snapshot: drop the connection now
+            }
+            continue;
+        }
+        let n = sock.read(&mut chunk).expect("read the snapshot");
+        assert!(n > 0, "the node closed before the end of the snapshot");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    panic!("the snapshot stream never ended");
+}
+
+#[test]
+fn the_node_records_a_backup_its_client_committed_and_keeps_it_across_restarts() {
+    let mut node = Server::start(&["--segment-max-bytes", SEGMENT]);
+    write_seq(node.addr, 0, 300);
+    assert_eq!(last_backup_metric(&node), 0.0, "no backup yet");
+
+    // A stream read to its end but never confirmed is not a backup.
+    abandon_a_backup(&node);
+    assert_eq!(last_backup_metric(&node), 0.0);
+
+    let root = tempfile::tempdir().expect("tempdir");
+    let before = unix_secs();
+    let dir = backup_ok(&node.addr.to_string(), root.path(), &[]);
+    let after = unix_secs();
+    // `kvstore backup` returns once the node has recorded it.
+    let recorded = last_backup_metric(&node);
+    assert!(
+        before - 0.001 <= recorded && recorded <= after + 0.001,
+        "{before} <= {recorded} <= {after}"
+    );
+    let last: Value = serde_json::from_slice(
+        &std::fs::read(node.data_dir().join("LAST_BACKUP")).expect("LAST_BACKUP"),
+    )
+    .expect("JSON");
+    assert_eq!(last["end"], manifest(&dir)["end"], "{last}");
+
+    // The time survives a restart, and an abandoned stream after a real
+    // backup leaves it as it was.
+    node.sigterm();
+    node.restart();
+    assert_eq!(last_backup_metric(&node), recorded);
+    abandon_a_backup(&node);
+    assert_eq!(last_backup_metric(&node), recorded);
 }
 
 #[test]
@@ -500,5 +595,41 @@ fn a_restored_replica_resumes_from_the_backup_end_offset() {
             || replica.logs().contains(&end.to_string()),
         "the replica did not resume from {end}:\n{}",
         replica.logs()
+    );
+}
+
+#[test]
+fn restore_from_a_backup_root_takes_the_newest_complete_backup() {
+    let master = Server::start(&["--segment-max-bytes", SEGMENT]);
+    let addr = master.addr.to_string();
+    write_seq(master.addr, 0, 300);
+    let root = tempfile::tempdir().expect("tempdir");
+    backup_ok(&addr, root.path(), &[]);
+    write_seq(master.addr, 300, 300);
+    let newest = backup_ok(&addr, root.path(), &[]);
+    // An incomplete backup named later than every complete one (a run
+    // that failed) is not a candidate.
+    std::fs::create_dir(root.path().join("99991231T235959Z")).expect("mkdir");
+
+    let data = tempfile::tempdir().expect("tempdir");
+    let data = data.path().join("data");
+    let out = restore(root.path(), &data);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&newest.display().to_string()),
+        "{}",
+        text(&out)
+    );
+    let node = Server::start_on(&data, &[], true);
+    assert_eq!(read_state(node.addr), state_after(599));
+
+    // A root with no complete backup is refused, naming it.
+    let empty = tempfile::tempdir().expect("tempdir");
+    let out = restore(empty.path(), &empty.path().join("data"));
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("incomplete backup"),
+        "{}",
+        text(&out)
     );
 }

@@ -22,6 +22,7 @@ mod http;
 mod k8s;
 mod log;
 mod model;
+mod monitoring;
 mod protocol;
 mod readme;
 mod recovery;

@@ -10,6 +10,7 @@ pub mod etcd;
 #[cfg(feature = "kubernetes")]
 pub mod kube_standin;
 pub mod markdown;
+pub mod monitoring;
 pub mod replication;
 
 use std::io::{Read, Write};

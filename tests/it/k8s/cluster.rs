@@ -9,10 +9,17 @@
 //! ordinal N, listening on the manifests' own ports (5555, 9555). The pod
 //! DNS names of the headless service are rewritten to those addresses, and
 //! volume mount paths to directories of the test: nothing else is changed.
+//! A PersistentVolumeClaim is one directory per claim name, shared by every
+//! pod that mounts it (the StatefulSet's `data` template is claim
+//! `data-kvstore-N`), so a Job sees the pods' volumes as on a cluster.
 //! Secret volumes are filled the kubelet's way from the Secret that
 //! `k8s/gen-secrets.sh` made ([`crate::k8s::secrets`]), so auth and TLS run as
 //! deployed. Invariant: every path in a command or env value lies inside a
 //! volume mount of its container (the rest is the image's read-only root).
+//!
+//! The cluster DNS name of the headless Service itself, which resolves to
+//! every pod, is answered by a stand-in for the Jobs that use it: see
+//! [`Cluster::run_job`].
 
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener};
@@ -23,6 +30,8 @@ use std::time::{Duration, Instant};
 use crate::common::{http_get, kvstore_bin, run_cli, wait_for};
 use crate::k8s::manifests::{expand, manifests, s, seq, Manifests};
 use crate::k8s::secrets::Secret;
+use kvstore::client::{BlockingClient, ClientOptions};
+use kvstore::security::{Connector, TlsFiles};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::Value as Json;
@@ -120,15 +129,40 @@ impl Cluster {
         u16::try_from(p["containerPort"].as_u64().expect("containerPort")).expect("port")
     }
 
-    pub fn mounts(&self, container: &Value, owner: &str) -> BTreeMap<String, PathBuf> {
+    /// The directory of PersistentVolumeClaim `claim`.
+    pub fn pvc_dir(&self, claim: &str) -> PathBuf {
+        self.root.path().join("pvc").join(claim)
+    }
+
+    /// Where volume `name` of the pod template `spec` lives for the pod
+    /// `owner`: a claim's directory for a PersistentVolumeClaim (a
+    /// volumeClaimTemplate's claim is `<template>-<pod>`), the owner's own
+    /// directory for any other volume.
+    pub fn volume_dir(&self, spec: &Value, name: &str, owner: &str) -> PathBuf {
+        let volume = spec["volumes"]
+            .as_sequence()
+            .into_iter()
+            .flatten()
+            .find(|v| v["name"].as_str() == Some(name));
+        if let Some(claim) = volume.and_then(|v| v["persistentVolumeClaim"]["claimName"].as_str()) {
+            return self.pvc_dir(claim);
+        }
+        if volume.is_none() && self.m.claim_templates.iter().any(|t| t == name) {
+            return self.pvc_dir(&format!("{name}-{owner}"));
+        }
+        self.root.path().join(owner).join(name)
+    }
+
+    pub fn mounts(
+        &self,
+        spec: &Value,
+        container: &Value,
+        owner: &str,
+    ) -> BTreeMap<String, PathBuf> {
         let mut out = BTreeMap::new();
         if let Some(list) = container["volumeMounts"].as_sequence() {
             for vm in list {
-                let dir = self
-                    .root
-                    .path()
-                    .join(owner)
-                    .join(s(&vm["name"], "volume name"));
+                let dir = self.volume_dir(spec, s(&vm["name"], "volume name"), owner);
                 std::fs::create_dir_all(&dir).expect("mkdir");
                 out.insert(s(&vm["mountPath"], "mountPath").to_string(), dir);
             }
@@ -136,8 +170,15 @@ impl Cluster {
         out
     }
 
-    /// The container's environment as Kubernetes builds it, localized.
-    pub fn env(&self, container: &Value, pod: u32, owner: &str) -> Vec<(String, String)> {
+    /// The environment of `container` (of the pod template `spec`) as
+    /// Kubernetes builds it, localized.
+    pub fn env(
+        &self,
+        spec: &Value,
+        container: &Value,
+        pod: u32,
+        owner: &str,
+    ) -> Vec<(String, String)> {
         let name = self.pod_name(pod);
         let mut env: Vec<(String, String)> = vec![("HOSTNAME".into(), name.clone())];
         if let Some(from) = container["envFrom"].as_sequence() {
@@ -161,7 +202,7 @@ impl Cluster {
                 env.push((key, value));
             }
         }
-        let mounts = self.mounts(container, owner);
+        let mounts = self.mounts(spec, container, owner);
         env.into_iter()
             .map(|(k, v)| {
                 let v = self.localize(&v, pod, &mounts);
@@ -170,9 +211,9 @@ impl Cluster {
             .collect()
     }
 
-    /// The container's command, with the image's `kvstore` replaced by the
-    /// binary under test.
-    pub fn command(&self, container: &Value, pod: u32, owner: &str) -> Command {
+    /// The command of `container` (of the pod template `spec`), with the
+    /// image's `kvstore` replaced by the binary under test.
+    pub fn command(&self, spec: &Value, container: &Value, pod: u32, owner: &str) -> Command {
         let mut argv: Vec<String> = seq(&container["command"], "command")
             .iter()
             .map(|a| s(a, "command arg").to_string())
@@ -181,13 +222,13 @@ impl Cluster {
             argv.extend(args.iter().map(|a| s(a, "arg").to_string()));
         }
         assert_eq!(argv.first().map(String::as_str), Some("kvstore"));
-        let mounts = self.mounts(container, owner);
+        let mounts = self.mounts(spec, container, owner);
         let mut cmd = Command::new(kvstore_bin());
         for a in argv.iter().skip(1) {
             cmd.arg(self.localize(a, pod, &mounts));
         }
         cmd.env_clear();
-        for (k, v) in self.env(container, pod, owner) {
+        for (k, v) in self.env(spec, container, pod, owner) {
             cmd.env(k, v);
         }
         cmd.stdin(Stdio::null());
@@ -255,7 +296,7 @@ impl Cluster {
     pub fn run_init(&self, n: u32) -> Output {
         self.mount_secrets(&self.m.pod, &self.pod_name(n));
         let init = self.container(&self.m.pod, "initContainers", "init-kvstore");
-        let mut cmd = self.command(init, n, &self.pod_name(n));
+        let mut cmd = self.command(&self.m.pod, init, n, &self.pod_name(n));
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         run_cli(cmd, None)
     }
@@ -275,7 +316,7 @@ impl Cluster {
             .path()
             .join(format!("{}-{}.log", self.pod_name(n), self.restarts));
         let main = self.main_container();
-        let mut cmd = self.command(&main, n, &self.pod_name(n));
+        let mut cmd = self.command(&self.m.pod, &main, n, &self.pod_name(n));
         let file = std::fs::File::create(&log).expect("log");
         cmd.stdout(file.try_clone().expect("log")).stderr(file);
         let child = cmd.spawn().expect("spawn the kvstore container");
@@ -379,7 +420,7 @@ impl Cluster {
         let main = self.main_container();
         let mut cmd = Command::new(kvstore_bin());
         cmd.args(args).env_clear();
-        for (k, v) in self.env(&main, n, &self.pod_name(n)) {
+        for (k, v) in self.env(&self.m.pod, &main, n, &self.pod_name(n)) {
             cmd.env(k, v);
         }
         cmd.env(
@@ -401,11 +442,74 @@ impl Cluster {
     /// A run of the backup CronJob's Job (volumes mounted as its pod
     /// spec says), in its own directory `owner`.
     pub fn run_backup_job(&self, owner: &str) -> Output {
-        self.mount_secrets(&self.m.backup_pod, owner);
-        let backup = self.container(&self.m.backup_pod, "containers", "backup");
-        let mut cmd = self.command(backup, 0, owner);
-        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        self.run_job(&self.m.backup_pod, "backup", owner)
+    }
+
+    /// A run of container `name` of a Job's pod template `spec`, with its
+    /// volumes, in its own directory `owner`, under the cluster DNS
+    /// stand-in.
+    ///
+    /// The stand-in: Kubernetes DNS answers a headless Service's own name
+    /// with one A record per pod (every pod here, as the Service has
+    /// publishNotReadyAddresses: true). The Job runs in a private mount
+    /// namespace whose /etc/hosts holds the host's lines plus those
+    /// records, one per running pod; nothing outside the Job sees it.
+    /// Needs root (`unshare --mount`), as the chaos tests do.
+    pub fn run_job(&self, spec: &Value, name: &str, owner: &str) -> Output {
+        self.mount_secrets(spec, owner);
+        let container = self.container(spec, "containers", name);
+        let job = self.command(spec, container, 0, owner);
+        let service = format!("{}.{}.svc.cluster.local", self.m.headless, self.m.namespace);
+        let mut hosts = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
+        for n in 0..PODS {
+            if self.pods[n as usize].is_some() {
+                hosts.push_str(&format!("{} {service}\n", self.ip(n)));
+            }
+        }
+        let hosts_file = self.root.path().join(format!("{owner}.hosts"));
+        std::fs::write(&hosts_file, hosts).expect("write the hosts file");
+        let mut cmd = Command::new("unshare");
+        cmd.args(["--mount", "--propagation", "private", "--"])
+            .args(["sh", "-c", r#"mount --bind "$0" /etc/hosts && exec "$@""#])
+            .arg(&hosts_file)
+            .arg(job.get_program())
+            .args(job.get_args())
+            .env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
+        for (k, v) in job.get_envs() {
+            if let Some(v) = v {
+                cmd.env(k, v);
+            }
+        }
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         run_cli(cmd, None)
+    }
+
+    /// A library client of pod `n` with the pods' client token and CA, as
+    /// the CLI in the pod uses them (for many keys: one process per key
+    /// would be slow).
+    pub fn client(&self, n: u32) -> BlockingClient {
+        let tls = Connector::from_files(&TlsFiles {
+            ca: Some(self.secret.path("ca.crt")),
+            ..TlsFiles::default()
+        })
+        .expect("the CA")
+        .expect("a TLS connector");
+        let token = self.secret.get("client-token");
+        let token = String::from_utf8_lossy(&token);
+        let token = token.lines().next().unwrap_or("").trim().to_string();
+        let options = ClientOptions {
+            connect_timeout: DEADLINE,
+            request_timeout: DEADLINE,
+            client_name: "k8s-test".into(),
+            credential: Some(token.into()),
+            tls: Some(tls),
+            follow_redirects: true,
+        };
+        let addr = format!("{}:{}", self.ip(n), self.client_port());
+        BlockingClient::connect(addr, options).expect("connect to the pod")
     }
 
     pub fn client_port(&self) -> u16 {

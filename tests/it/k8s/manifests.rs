@@ -16,6 +16,16 @@ pub fn load(name: &str) -> Value {
     serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("k8s/{name} is not YAML: {e}"))
 }
 
+/// Every object of a file of several YAML documents.
+pub fn load_all(name: &str) -> Vec<Value> {
+    use serde::Deserialize;
+    let text = std::fs::read_to_string(k8s_file(name)).expect("read manifest");
+    serde_yaml::Deserializer::from_str(&text)
+        .map(|doc| Value::deserialize(doc).unwrap_or_else(|e| panic!("k8s/{name}: {e}")))
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
 pub fn s<'a>(v: &'a Value, what: &str) -> &'a str {
     v.as_str()
         .unwrap_or_else(|| panic!("{what} is not a string: {v:?}"))
@@ -36,6 +46,8 @@ pub struct Manifests {
     pub pod: Value,
     /// Pod template spec of the CronJob's job.
     pub backup_pod: Value,
+    /// Names of the StatefulSet's volumeClaimTemplates.
+    pub claim_templates: Vec<String>,
 }
 
 pub fn manifests() -> Manifests {
@@ -67,6 +79,12 @@ pub fn manifests() -> Manifests {
         config,
         pod: sts["spec"]["template"]["spec"].clone(),
         backup_pod: cron["spec"]["jobTemplate"]["spec"]["template"]["spec"].clone(),
+        claim_templates: sts["spec"]["volumeClaimTemplates"]
+            .as_sequence()
+            .into_iter()
+            .flatten()
+            .map(|t| s(&t["metadata"]["name"], "claim template name").to_string())
+            .collect(),
     }
 }
 
