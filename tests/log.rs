@@ -1,11 +1,14 @@
 //! The raw-log calls replication is built on: reading bytes by offset,
-//! appending shipped bytes (verified record by record, batches atomic),
-//! truncating, and the byte-identity of the copied log.
+//! appending shipped bytes (verified record by record, batches atomic,
+//! group-committed when appended without waiting), truncating, and the
+//! byte-identity of the copied log.
 
 use std::fs;
 use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use kvstore::engine::{BatchOp, CompactionPolicy, Engine, Error, Options};
+use kvstore::engine::{BatchOp, CompactionPolicy, Engine, Error, Faults, Options};
 
 fn options() -> Options {
     Options {
@@ -236,4 +239,60 @@ fn offsets_below_the_merged_horizon_are_reported_as_compacted() {
         engine.read_log(u64::MAX, 1),
         Err(Error::BeyondEnd { .. })
     ));
+}
+
+#[test]
+fn chunks_appended_while_an_fsync_runs_share_the_next_one() {
+    let (mdir, rdir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let big = Options {
+        segment_max_bytes: 1 << 20,
+        ..options()
+    };
+    let master = Engine::open(mdir.path(), big.clone()).unwrap();
+    for i in 0..200u32 {
+        master.put(format!("k{i}").as_bytes(), &[3; 100]).unwrap();
+    }
+    let log = master.read_log(0, 1 << 20).unwrap();
+    assert_eq!(log.offset + log.bytes.len() as u64, master.log_end());
+    // A slow disk: every fsync takes 200 ms more.
+    let faults = Arc::new(Faults::default());
+    faults.set_sync_delay(Duration::from_millis(200));
+    let replica = Engine::open(
+        rdir.path(),
+        Options {
+            faults: Some(faults),
+            ..big
+        },
+    )
+    .unwrap();
+    replica.set_auto_roll(false);
+    let fsyncs_before = replica.stats().fsyncs;
+    // 40 chunks that split records anywhere, appended one after another
+    // without waiting: the first starts an fsync, the other 39 arrive
+    // while it runs and must share the next one.
+    let mut carry = Vec::new();
+    let mut end = 0;
+    for piece in log.bytes.chunks(log.bytes.len().div_ceil(40)) {
+        carry.extend_from_slice(piece);
+        let appended = replica.append_log_deferred(0, &carry).unwrap();
+        carry.drain(..appended.taken);
+        end = appended.end;
+    }
+    assert!(carry.is_empty());
+    assert_eq!(end, master.log_end());
+    let mut progress = replica.subscribe();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while progress.borrow_and_update().durable < end {
+        assert!(
+            Instant::now() < deadline,
+            "the appended chunks never became durable"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let fsyncs = replica.stats().fsyncs - fsyncs_before;
+    // Old behaviour: one fsync per append (40). Allow a third for a stall
+    // of this machine longer than an fsync between two appends.
+    assert!(fsyncs <= 3, "{fsyncs} fsyncs for 40 chunks");
+    assert_eq!(replica.get(b"k199").unwrap(), Some(vec![3; 100]));
+    assert_eq!(replica.stats().keys, 200);
 }

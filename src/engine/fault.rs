@@ -1,6 +1,7 @@
 //! Fault injection for the file layer, so tests can make writes fail
-//! part-way (a short write followed by ENOSPC), make fsync fail, or stop a
-//! compaction at a chosen step, the way redb and raft-engine test theirs.
+//! part-way (a short write followed by ENOSPC), make fsync fail or slow,
+//! or stop a compaction at a chosen step, the way redb and raft-engine
+//! test theirs.
 //!
 //! Production code passes no `Faults`; each hook is then one branch on a
 //! `None`.
@@ -13,6 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 pub struct Faults {
     write_budget: AtomicU64,
     fail_sync: AtomicBool,
+    sync_delay_us: AtomicU64,
     compaction_stop_at: AtomicU32,
 }
 
@@ -21,6 +23,7 @@ impl Default for Faults {
         Faults {
             write_budget: AtomicU64::new(u64::MAX),
             fail_sync: AtomicBool::new(false),
+            sync_delay_us: AtomicU64::new(0),
             compaction_stop_at: AtomicU32::new(0),
         }
     }
@@ -60,6 +63,13 @@ impl Faults {
         self.fail_sync.store(fail, Ordering::SeqCst);
     }
 
+    /// Makes every fsync take at least `delay` more (a slow disk), so a
+    /// test can act while one runs.
+    pub fn set_sync_delay(&self, delay: std::time::Duration) {
+        let us = u64::try_from(delay.as_micros()).unwrap_or(u64::MAX);
+        self.sync_delay_us.store(us, Ordering::SeqCst);
+    }
+
     /// Makes the next compactions fail just before `step`.
     pub fn stop_compaction_at(&self, step: Option<CompactionStep>) {
         self.compaction_stop_at
@@ -93,6 +103,10 @@ impl Faults {
     pub(crate) fn check_sync(&self) -> io::Result<()> {
         if self.fail_sync.load(Ordering::SeqCst) {
             return Err(io::Error::from_raw_os_error(5)); // EIO
+        }
+        let delay = self.sync_delay_us.load(Ordering::SeqCst);
+        if delay > 0 {
+            std::thread::sleep(std::time::Duration::from_micros(delay));
         }
         Ok(())
     }

@@ -25,6 +25,15 @@ pub struct LogChunk {
     pub bytes: Vec<u8>,
 }
 
+/// What [`Engine::append_log_deferred`] appended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogAppend {
+    /// Bytes taken from the front of the input (whole records only).
+    pub taken: usize,
+    /// The local log's end after them.
+    pub end: u64,
+}
+
 impl Engine {
     /// First offset still in the log (below it, the merged generation).
     pub fn log_start(&self) -> u64 {
@@ -106,6 +115,20 @@ impl Engine {
     /// returned, so a caller keeps the rest for the next call. Durable under
     /// this engine's policy on return.
     pub fn append_log(&self, segment_base: u64, bytes: &[u8]) -> Result<usize> {
+        let appended = self.append_log_deferred(segment_base, bytes)?;
+        if self.inner().options.durability == super::Durability::Always {
+            self.inner().wait_durable(appended.end)?;
+        }
+        Ok(appended.taken)
+    }
+
+    /// [`Engine::append_log`] without the wait: returns once the records
+    /// are verified and in the writer's buffer. The flusher makes them
+    /// durable with everything else appended before its next fsync (one
+    /// fsync for many calls, as for writes on a master); under `always`
+    /// they become readable at that fsync, otherwise at once. Watch
+    /// [`Engine::subscribe`] for the written and durable ends.
+    pub fn append_log_deferred(&self, segment_base: u64, bytes: &[u8]) -> Result<LogAppend> {
         self.inner().append_raw(segment_base, bytes)
     }
 

@@ -42,7 +42,7 @@ pub use compaction::CompactionReport;
 pub use epochs::EpochStart;
 pub use error::{Error, Result};
 pub use fault::{CompactionStep, Faults};
-pub use log::LogChunk;
+pub use log::{LogAppend, LogChunk};
 pub use options::{CompactionPolicy, Durability, Options};
 pub use record::{MAX_KEY_LEN, MAX_VALUE_LEN};
 pub use snapshot::{Snapshot, SnapshotFile};

@@ -34,6 +34,7 @@ use super::error::{Error, Result};
 use super::fault;
 use super::hint::HintEntry;
 use super::keydir::{hash_key, Loc};
+use super::log::LogAppend;
 use super::options::Durability;
 use super::record::{self, Kind};
 use super::recovery::apply_entry;
@@ -637,8 +638,10 @@ impl Inner {
 
     /// Appends raw log bytes shipped from a master, which must continue the
     /// local log exactly: `segment_base` names the segment they belong to.
-    /// Only whole records are taken; the number of bytes taken is returned.
-    pub(crate) fn append_raw(&self, segment_base: u64, bytes: &[u8]) -> Result<usize> {
+    /// Only whole records are taken. Does not wait for durability: the
+    /// flusher group-commits these bytes with whatever else is appended
+    /// before its next fsync, like writes on a master.
+    pub(crate) fn append_raw(&self, segment_base: u64, bytes: &[u8]) -> Result<LogAppend> {
         let w = &self.writer;
         let mut st = w.state.lock();
         st.check_writable()?;
@@ -689,7 +692,10 @@ impl Inner {
             taken += len;
         }
         if taken == 0 {
-            return Ok(0);
+            return Ok(LogAppend {
+                taken,
+                end: start_end,
+            });
         }
         // The history names a new epoch before any of its records is
         // written, so it is never behind the log.
@@ -734,9 +740,6 @@ impl Inner {
         if self.waits_for_sync() || was_empty {
             w.kick();
         }
-        if self.waits_for_sync() {
-            self.wait_durable(end)?;
-        }
-        Ok(taken)
+        Ok(LogAppend { taken, end })
     }
 }
