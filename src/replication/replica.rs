@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -186,6 +186,12 @@ async fn session(
 const MAX_UNWRITTEN_BYTES: u64 = 64 << 20;
 /// Log bytes gathered from frames already received before one append.
 const MAX_APPEND_BATCH: usize = 16 << 20;
+/// Appends up to this size run on the streaming task itself: they copy and
+/// checksum the bytes (the flusher does the I/O), and a trip through the
+/// blocking pool would add a thread hop to every acknowledgement. The rare
+/// append that starts a segment also fsyncs the previous one, as a
+/// client write that rolls a master's segment does.
+const INLINE_APPEND_BYTES: usize = 256 << 10;
 
 /// Chunks gathered from the frames already received, for one append.
 struct Batch {
@@ -334,7 +340,7 @@ where
 /// Appends what `batch` carries (whole records; a partial one stays for
 /// the next chunk) without waiting for durability.
 async fn apply(repl: &Arc<Replication>, batch: &mut Batch) -> Result<(), ReplError> {
-    if !batch.carry.is_empty() {
+    if batch.carry.len() > INLINE_APPEND_BYTES {
         let (e, base, data) = (
             repl.engine.clone(),
             batch.base,
@@ -345,6 +351,14 @@ async fn apply(repl: &Arc<Replication>, batch: &mut Batch) -> Result<(), ReplErr
         })
         .await?;
         batch.carry.extend_from_slice(&data[appended.taken..]);
+        batch.end = appended.end;
+        repl.bytes_shipped.fetch_add(appended.taken as u64, Relaxed);
+    } else if !batch.carry.is_empty() {
+        // Synchronous, so a stopped follower cannot leave it half done;
+        // `applying` keeps a role change out meanwhile (see `blocking`).
+        let _quiet = repl.applying.lock().await;
+        let appended = repl.engine.append_log_deferred(batch.base, &batch.carry)?;
+        batch.carry.advance(appended.taken);
         batch.end = appended.end;
         repl.bytes_shipped.fetch_add(appended.taken as u64, Relaxed);
     }
