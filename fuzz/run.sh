@@ -33,7 +33,7 @@ shift
 cd "$(dirname "$0")"
 command -v cargo >/dev/null || die "cargo not found"
 cargo +nightly fuzz --version >/dev/null 2>&1 \
-  || die "cargo-fuzz or the nightly toolchain is missing (.ci/run installs both)"
+  || die "cargo-fuzz or the nightly toolchain is missing (run `make deps`: scripts/setup.sh installs both)"
 
 # The targets cargo-fuzz knows (the [[bin]] entries of fuzz/Cargo.toml)
 # against the list above, both ways: nothing listed may be missing, nothing

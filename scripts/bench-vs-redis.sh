@@ -12,7 +12,7 @@
 #
 # Env: N (requests per test, default 1000000), KVSTORE_BIN (default
 # $CARGO_TARGET_DIR or target, /release/kvstore), OUT (raw CSV dir, kept).
-# Installs redis-server and redis-tools with apt-get when missing.
+# Needs redis-server and redis-tools (make deps installs them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,10 +21,9 @@ BIN=${KVSTORE_BIN:-${CARGO_TARGET_DIR:-target}/release/kvstore}
 die() { echo "bench-vs-redis: $*" >&2; exit 1; }
 
 [[ -x $BIN ]] || die "$BIN not built (make bench-vs-redis builds it)"
-if ! command -v redis-server >/dev/null || ! command -v redis-benchmark >/dev/null; then
-  apt-get update -q && apt-get install -y -q redis-server redis-tools
-fi
-command -v redis-server >/dev/null || die "redis-server missing after install"
+for tool in redis-server redis-benchmark redis-cli; do
+  command -v "$tool" >/dev/null || die "$tool not found: run \`make deps\`"
+done
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/bench-vs-redis.XXXXXX")
 OUT=${OUT:-$work/results}

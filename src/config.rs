@@ -220,7 +220,7 @@ pub enum ConfigError {
     Missing { setting: String, reason: String },
 }
 
-/// When the engine acknowledges a write (DESIGN.md §4).
+/// When the engine acknowledges a write (docs/CONFIGURATION.md, "Durability").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DurabilityPolicy {
     /// Ack after fsync (group commit).
@@ -231,7 +231,7 @@ pub enum DurabilityPolicy {
     Never,
 }
 
-/// `async` or `sync` replication (DESIGN.md §7).
+/// `async` or `sync` replication (docs/REPLICATION.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReplicationMode {
     /// The master acks after its own durability policy.
@@ -403,6 +403,11 @@ impl Config {
     ) -> Result<Config, ConfigError> {
         if args.data_dir.trim().is_empty() {
             return Err(invalid("data-dir", &args.data_dir, "must not be empty"));
+        }
+        // A missing directory is created at start; anything else in its
+        // place is refused here, before the node logs that it starts.
+        if std::fs::metadata(&args.data_dir).is_ok_and(|m| !m.is_dir()) {
+            return Err(invalid("data-dir", &args.data_dir, "is not a directory"));
         }
         let listen = parse_addr("listen", &args.listen)?;
         let http_listen = parse_addr("http-listen", &args.http_listen)?;

@@ -4,11 +4,17 @@
 //! socket become records or frames, frames become commands, commands reach
 //! the [`engine`]. [`server`] runs a node, [`cli`] is the command line,
 //! [`config`] validates a node's settings and [`metrics`] exports them.
+//! [`durable`], at the bottom, replaces small files crash-safely for every
+//! layer and imports nothing of the crate. [`coordinator`] borrows
+//! leadership and fencing epochs from etcd or the Kubernetes Lease API for
+//! automatic failover.
 
 pub mod backup;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod coordinator;
+pub mod durable;
 pub mod engine;
 pub mod metrics;
 pub mod protocol;

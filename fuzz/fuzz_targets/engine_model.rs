@@ -18,7 +18,7 @@ use std::fs;
 
 use arbitrary::Arbitrary;
 use kvstore::engine::options::MIN_SEGMENT_BYTES;
-use kvstore::engine::{BatchOp, CompactionPolicy, Engine, Options};
+use kvstore::engine::{CompactionPolicy, Engine, Options, WriteOp};
 use libfuzzer_sys::fuzz_target;
 
 mod scratch;
@@ -86,27 +86,27 @@ fuzz_target!(|ops: Vec<Op>| {
                 assert_eq!(existed, model.remove(&key(*k)).is_some(), "delete existed");
             }
             Op::Batch(items) => {
-                let batch: Vec<BatchOp> = items
+                let owned: Vec<(Vec<u8>, Option<Vec<u8>>)> = items
                     .iter()
                     .take(20)
+                    .map(|(k, v)| {
+                        let v = v.map(|fill| value(u16::from(fill) * 3, fill));
+                        (key(*k), v)
+                    })
+                    .collect();
+                let batch: Vec<WriteOp> = owned
+                    .iter()
                     .map(|(k, v)| match v {
-                        Some(fill) => BatchOp::Put {
-                            key: key(*k),
-                            value: value(u16::from(*fill) * 3, *fill),
-                        },
-                        None => BatchOp::Delete { key: key(*k) },
+                        Some(v) => WriteOp::Put(k, v),
+                        None => WriteOp::Delete(k),
                     })
                     .collect();
                 engine.write_batch(&batch).expect("batch");
-                for op in batch {
-                    match op {
-                        BatchOp::Put { key, value } => {
-                            model.insert(key, value);
-                        }
-                        BatchOp::Delete { key } => {
-                            model.remove(&key);
-                        }
-                    }
+                for (k, v) in owned {
+                    match v {
+                        Some(v) => model.insert(k, v),
+                        None => model.remove(&k),
+                    };
                 }
             }
             Op::Get { key: k } => {

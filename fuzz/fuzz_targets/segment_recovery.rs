@@ -6,7 +6,8 @@
 //! (puts, deletes and batches over a few keys); the rest is the tail.
 //!
 //! The expected outcome is computed independently with
-//! `engine::record::decode`, following DESIGN.md §5: records are applied in
+//! `engine::record::decode`, following the recovery rules of docs/FORMAT.md
+//! ("Crash safety, step by step"): records are applied in
 //! order (batch members at their commit), the scan stops at an incomplete
 //! record or at a bad record with no valid record anywhere after it (a torn
 //! write, cut off), and a bad record followed by a valid one, a batch
@@ -28,7 +29,7 @@ use std::io::Write;
 
 use kvstore::engine::record::{self, Kind};
 use kvstore::engine::segment::FILE_HEADER_LEN;
-use kvstore::engine::{BatchOp, CompactionPolicy, Engine, Error, Options};
+use kvstore::engine::{CompactionPolicy, Engine, Error, Options, WriteOp};
 use libfuzzer_sys::fuzz_target;
 
 mod scratch;
@@ -56,11 +57,8 @@ fn write_prefix(engine: &Engine, n: usize) {
             }
             5 => engine
                 .write_batch(&[
-                    BatchOp::Put {
-                        key: key(i),
-                        value: format!("b{i}").into_bytes(),
-                    },
-                    BatchOp::Delete { key: key(i + 1) },
+                    WriteOp::Put(&key(i), format!("b{i}").as_bytes()),
+                    WriteOp::Delete(&key(i + 1)),
                 ])
                 .expect("prefix batch"),
             _ => engine

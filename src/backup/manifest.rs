@@ -6,12 +6,12 @@
 //! presence means every file it names was complete and durable.
 
 use std::fs;
-use std::io::Write;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::{sync_dir, Error, Result};
+use super::{Error, Result};
+use crate::durable;
 use crate::engine::epochs::EpochStart;
 
 /// File name of the manifest inside a backup directory.
@@ -78,25 +78,10 @@ pub struct BackupManifest {
 impl BackupManifest {
     /// Writes the manifest into `dir` atomically and durably.
     pub fn store(&self, dir: &Path) -> Result<()> {
-        let json = serde_json::to_vec_pretty(self)
+        let mut json = serde_json::to_vec_pretty(self)
             .map_err(|e| Error::io("encode the manifest", std::io::Error::other(e)))?;
-        let tmp = dir.join(format!("{MANIFEST_FILE}.tmp"));
-        let path = dir.join(MANIFEST_FILE);
-        let write = || -> std::io::Result<()> {
-            let mut f = fs::File::create(&tmp)?;
-            f.write_all(&json)?;
-            f.write_all(b"\n")?;
-            f.sync_all()
-        };
-        if let Err(e) = write() {
-            let _ = fs::remove_file(&tmp);
-            return Err(Error::io(format!("write {}", tmp.display()), e));
-        }
-        fs::rename(&tmp, &path).map_err(|e| {
-            let _ = fs::remove_file(&tmp);
-            Error::io(format!("rename {} into place", tmp.display()), e)
-        })?;
-        sync_dir(dir)
+        json.push(b'\n');
+        Ok(durable::write_file(&dir.join(MANIFEST_FILE), &json)?)
     }
 
     /// Loads the manifest of the backup in `dir`: [`Error::Incomplete`]

@@ -1,4 +1,4 @@
-//! Backups (DESIGN.md §10): take a snapshot of a running node over the
+//! Backups (docs/BACKUP.md): take a snapshot of a running node over the
 //! wire protocol, keep it as plain files with checksums, restore it into
 //! an empty data directory.
 //!
@@ -74,12 +74,10 @@ impl Error {
     }
 }
 
-pub type Result<T> = std::result::Result<T, Error>;
-
-/// Fsyncs a directory so that entries created, renamed or removed in it
-/// are durable.
-pub(crate) fn sync_dir(dir: &std::path::Path) -> Result<()> {
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| Error::io(format!("fsync directory {}", dir.display()), e))
+impl From<crate::durable::Error> for Error {
+    fn from(e: crate::durable::Error) -> Error {
+        Error::io(format!("{} {}", e.op, e.path.display()), e.source)
+    }
 }
+
+pub type Result<T> = std::result::Result<T, Error>;

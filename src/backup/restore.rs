@@ -8,7 +8,8 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use super::manifest::{BackupManifest, ManifestFile};
-use super::{sync_dir, Error, Result};
+use super::{Error, Result};
+use crate::durable::sync_dir;
 use crate::engine::snapshot::is_snapshot_file;
 
 /// What a restore did.

@@ -13,8 +13,9 @@ use std::time::Duration;
 use bytes::BytesMut;
 
 use super::manifest::{BackupManifest, ManifestEpoch, ManifestFile, FORMAT, MANIFEST_FILE};
-use super::{sync_dir, time, Error, Result};
+use super::{time, Error, Result};
 use crate::client::{BlockingClient, ClientOptions};
+use crate::durable::sync_dir;
 use crate::engine::epochs::{self, EpochHistory};
 use crate::engine::segment::FileKind;
 use crate::engine::snapshot::is_snapshot_file;
@@ -359,7 +360,7 @@ fn receive(
     let history = match fs::read(dir.join(epochs::FILE_NAME)) {
         Ok(bytes) => EpochHistory::decode(&bytes).map_err(|why| Error::Corrupt {
             file: dir.join(epochs::FILE_NAME),
-            why,
+            why: why.to_string(),
         })?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => EpochHistory::default(),
         Err(e) => return Err(Error::io("read the received EPOCHS", e)),

@@ -4,7 +4,7 @@
 use clap::Args;
 use serde_json::Value;
 
-use crate::cli::connect::ConnectArgs;
+use crate::cli::connect::{check_addr, ConnectArgs};
 use crate::cli::CliError;
 use crate::client::{BlockingClient, ClientOptions};
 
@@ -47,6 +47,7 @@ pub fn promote(addr: &str, with: &ConnectArgs) -> Result<(), CliError> {
 }
 
 pub fn replicate(addr: &str, args: &ReplicateArgs, with: &ConnectArgs) -> Result<(), CliError> {
+    check_addr("--master", &args.master)?;
     connect(addr, with)?.replicate(&args.master).map_err(fail)?;
     println!("{addr} now follows {}", args.master);
     Ok(())
@@ -79,6 +80,9 @@ fn node_state(addr: &str, with: &ConnectArgs) -> Result<NodeState, CliError> {
 /// Asks every node for its role, epoch and durable log end; promotes the
 /// most advanced replica; points every other reachable node at it.
 pub fn failover(args: &FailoverArgs, with: &ConnectArgs) -> Result<(), CliError> {
+    for addr in &args.nodes {
+        check_addr("--nodes", addr)?;
+    }
     let mut reachable = Vec::new();
     for addr in &args.nodes {
         match node_state(addr, with) {

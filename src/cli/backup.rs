@@ -54,6 +54,9 @@ fn fail(e: backup::Error) -> CliError {
 }
 
 pub fn run_backup(args: &BackupArgs, connect: &ConnectArgs) -> Result<(), CliError> {
+    for from in &args.from {
+        crate::cli::connect::check_addr("--from", from)?;
+    }
     let client = connect.options(ClientOptions {
         client_name: "kvstore-backup".into(),
         ..ClientOptions::default()

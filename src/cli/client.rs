@@ -2,11 +2,14 @@
 //! [`BlockingClient`].
 //!
 //! Keys and values are taken as raw bytes from the command line (no UTF-8
-//! requirement). `read` writes the value's raw bytes to stdout; a missing
-//! key exits 1 with a message on stderr, as scripts expect.
+//! requirement). `read` writes the value's raw bytes to stdout, and a
+//! newline after them only when stdout is a terminal (so the prompt does
+//! not stick to the value; `$(kvstore read k)` and pipes get the bytes
+//! exactly). A missing key exits 1 with a message on stderr, as scripts
+//! expect.
 
 use std::ffi::OsString;
-use std::io::{Read, Write};
+use std::io::{IsTerminal, Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
@@ -24,7 +27,8 @@ pub enum ClientCommand {
     /// Store a value: `put KEY VALUE`, `put KEY --file PATH`, or the value
     /// from stdin when neither is given (or VALUE is `-`).
     Put(PutArgs),
-    /// Print a key's value (raw bytes) to stdout; exit 1 if it is absent.
+    /// Print a key's value to stdout: the raw bytes, plus a newline when
+    /// stdout is a terminal; exit 1 if the key is absent.
     #[command(visible_alias = "get")]
     Read(KeyArg),
     /// Delete a key (succeeds whether or not it existed).
@@ -52,6 +56,20 @@ pub enum ClientCommand {
     Verify(DataDirArg),
     /// Print every record of a stopped node's data directory.
     Dump(DataDirArg),
+}
+
+impl ClientCommand {
+    /// Whether the command connects to `--addr` (the offline ones read a
+    /// data directory; `failover` takes `--nodes`).
+    pub fn talks_to_addr(&self) -> bool {
+        !matches!(
+            self,
+            ClientCommand::Verify(_)
+                | ClientCommand::Dump(_)
+                | ClientCommand::Failover(_)
+                | ClientCommand::Compact(CompactArgs { data_dir: Some(_) })
+        )
+    }
 }
 
 #[derive(Debug, Args)]
@@ -128,8 +146,17 @@ pub fn run(cmd: ClientCommand, addr: &str, connect: &ConnectArgs) -> Result<(), 
         }
         ClientCommand::Read(arg) => match client.get(arg.key.as_bytes()).map_err(other)? {
             Some(value) => {
-                let mut out = std::io::stdout().lock();
+                let stdout = std::io::stdout();
+                let newline = stdout.is_terminal() && !value.ends_with(b"\n");
+                let mut out = stdout.lock();
                 out.write_all(&value)
+                    .and_then(|()| {
+                        if newline {
+                            out.write_all(b"\n")
+                        } else {
+                            Ok(())
+                        }
+                    })
                     .and_then(|()| out.flush())
                     .map_err(|e| CliError::Other(format!("cannot write to stdout: {e}")))?;
             }

@@ -15,22 +15,32 @@ pub mod offline;
 pub mod role;
 pub mod serve;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 use crate::config::ConfigError;
 use crate::server::ServerError;
 
 /// Default node address for client commands.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:5555";
+/// How errors name `--addr`.
+const ADDR_SETTING: &str = "--addr (KVSTORE_ADDR)";
 
 /// `kvstore`: a replicated key-value store.
 #[derive(Debug, Parser)]
 #[command(name = "kvstore", version, about, propagate_version = true)]
 pub struct Cli {
-    /// Node to talk to (client commands), before or after the subcommand.
-    #[arg(long, global = true, env = "KVSTORE_ADDR", value_name = "ADDR", default_value = DEFAULT_ADDR)]
+    /// Node to talk to, HOST:PORT (before or after the subcommand).
+    #[arg(
+        long,
+        global = true,
+        env = "KVSTORE_ADDR",
+        value_name = "ADDR",
+        default_value = DEFAULT_ADDR,
+        help_heading = connect::GLOBAL_HEADING
+    )]
     pub addr: String,
     #[command(flatten)]
     pub connect: connect::ConnectArgs,
@@ -42,7 +52,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run a node.
-    Serve(Box<crate::config::ServeArgs>),
+    Serve(Box<ServeCommand>),
     /// Print the role `serve` would start in with these settings, and exit
     /// (the Kubernetes init container runs it).
     Role(Box<crate::config::ServeArgs>),
@@ -56,6 +66,23 @@ pub enum Command {
     #[command(flatten)]
     Client(client::ClientCommand),
     // Offline commands (verify, dump, compact --data-dir): src/cli/offline.rs.
+}
+
+/// `serve`'s arguments: the node's settings, and `--auth-token-file` with
+/// its server meaning. The flag is also a global client flag
+/// ([`connect::ConnectArgs`]) whose help describes the client side; an
+/// argument of the same id defined here replaces the global one in
+/// `serve`'s parser and help (clap does not propagate a global argument to
+/// a subcommand that has its own), so each `--help` tells its own story.
+#[derive(Debug, Args)]
+pub struct ServeCommand {
+    #[command(flatten)]
+    pub settings: crate::config::ServeArgs,
+    /// File of client tokens: every token in it is accepted as a client
+    /// (read and write) credential; the first one is also sent to the
+    /// master when this node is a replica.
+    #[arg(long, env = "KVSTORE_AUTH_TOKEN_FILE", value_name = "PATH")]
+    pub auth_token_file: Option<PathBuf>,
 }
 
 /// A failed command; `Display` is the one line shown to the user.
@@ -88,12 +115,24 @@ impl CliError {
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
-        Command::Serve(args) => serve::run(&args, &cli.connect),
+        Command::Serve(cmd) => {
+            // Given before `serve`, the flag lands in the global one.
+            let connect = connect::ConnectArgs {
+                auth_token_file: cmd.auth_token_file.or(cli.connect.auth_token_file),
+                ..cli.connect
+            };
+            serve::run(&cmd.settings, &connect)
+        }
         Command::Role(args) => role::run(&args),
         Command::Backup(args) => backup::run_backup(&args, &cli.connect),
         Command::Restore(args) => backup::run_restore(&args),
         Command::VerifyBackup(args) => backup::run_verify(&args),
-        Command::Client(cmd) => client::run(cmd, &cli.addr, &cli.connect),
+        Command::Client(cmd) => {
+            if cmd.talks_to_addr() {
+                connect::check_addr(ADDR_SETTING, &cli.addr)?;
+            }
+            client::run(cmd, &cli.addr, &cli.connect)
+        }
     }
 }
 

@@ -41,15 +41,14 @@ pub fn verify(dir: &Path, out: &mut impl Write) -> engine::Result<bool> {
 pub fn dump(dir: &Path, out: &mut impl Write) -> engine::Result<()> {
     let _lock = engine::lock_dir(dir)?;
     let mut kinds: Vec<FileKind> = fs::read_dir(dir)
-        .map_err(|e| engine::Error::io(format!("list {}", dir.display()), e))?
+        .map_err(|e| engine::Error::io("list", dir, e))?
         .filter_map(|e| e.ok())
         .filter_map(|e| FileKind::parse(&e.file_name().to_string_lossy()))
         .collect();
     kinds.sort();
     for kind in kinds {
         let path = dir.join(kind.file_name());
-        let bytes = fs::read(&path)
-            .map_err(|e| engine::Error::io(format!("read {}", path.display()), e))?;
+        let bytes = fs::read(&path).map_err(|e| engine::Error::io("read", &path, e))?;
         let _ = writeln!(out, "# {}", kind.file_name());
         if let Err(why) = kind.check_header(&bytes) {
             let _ = writeln!(out, "!! bad header: {why}");

@@ -21,7 +21,7 @@
 
 use std::fs::{self, File};
 use std::io::{BufWriter, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -33,8 +33,9 @@ use super::keydir::Loc;
 use super::manifest::Manifest;
 use super::record::{self, Kind};
 use super::recovery::{open_sealed, scan, ScanMode};
-use super::segment::{self, sync_dir, DataFile, FileKind, FILE_HEADER_LEN};
+use super::segment::{self, DataFile, FileKind, FILE_HEADER_LEN};
 use super::Inner;
+use crate::durable::sync_dir;
 
 /// What a compaction did.
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
@@ -65,7 +66,7 @@ pub(crate) fn compact(inner: &Inner, seal_active: bool) -> Result<CompactionRepo
     if seal_active {
         let mut st = inner.writer.state.lock();
         if st.auto_roll && st.len > FILE_HEADER_LEN {
-            inner.roll_locked(&mut st)?;
+            inner.roll_locked(&mut st, |_| true)?;
         }
     }
     let table = inner.files.load_full();
@@ -120,12 +121,7 @@ pub(crate) fn compact(inner: &Inner, seal_active: bool) -> Result<CompactionRepo
             return Err(e);
         }
     };
-    let step = |s| match &inner.options.faults {
-        Some(f) => f
-            .check_compaction(s)
-            .map_err(|e| Error::io("compaction (injected)", e)),
-        None => Ok(()),
-    };
+    let step = |s| check_step(inner, s);
     step(CompactionStep::ManifestStaged)?;
     Manifest {
         horizon,
@@ -176,13 +172,7 @@ pub(crate) fn compact(inner: &Inner, seal_active: bool) -> Result<CompactionRepo
     });
     let mut first = true;
     for old in &sources {
-        for name in [old.kind.file_name(), old.kind.hint_name()] {
-            match fs::remove_file(dir.join(&name)) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(Error::io(format!("remove {name}"), e)),
-            }
-        }
+        segment::remove(dir, old.kind)?;
         if std::mem::take(&mut first) {
             step(CompactionStep::OldFilesPartlyDeleted)?;
         }
@@ -218,21 +208,24 @@ fn write_generation(
     let limit = inner.options.segment_max_bytes + FILE_HEADER_LEN;
     let mut out: Vec<Written> = Vec::new();
     let mut hints: Vec<Vec<HintEntry>> = Vec::new();
-    let mut current: Option<(BufWriter<File>, String)> = None;
+    let mut current: Option<(BufWriter<File>, PathBuf)> = None;
     let mut pos = FILE_HEADER_LEN;
     let mut reencoded = Vec::new();
     for (index, l) in live.iter().enumerate() {
         let len = u64::from(l.loc.len);
         if current.is_none() || (pos > FILE_HEADER_LEN && pos + len > limit) {
-            if let Some((w, name)) = current.take() {
-                finish(w, &name)?;
+            if let Some((w, path)) = current.take() {
+                finish(w, &path)?;
             }
             let kind = FileKind::Merged {
                 horizon,
                 index: out.len() as u32,
             };
             let file = segment::create(dir, kind)?;
-            current = Some((BufWriter::with_capacity(1 << 20, file), kind.file_name()));
+            current = Some((
+                BufWriter::with_capacity(1 << 20, file),
+                dir.join(kind.file_name()),
+            ));
             out.push(Written {
                 len: FILE_HEADER_LEN,
                 moved: Vec::new(),
@@ -250,7 +243,7 @@ fn write_generation(
                     "record is past the end of the file",
                 )
             })?;
-        let (w, name) = current.as_mut().expect("a merged file is open");
+        let (w, path) = current.as_mut().expect("a merged file is open");
         // A batch member is copied as a plain record: the merged file holds
         // no commit records, and the batch's atomicity no longer matters
         // once the whole batch is below the horizon.
@@ -269,7 +262,7 @@ fn write_generation(
             }
             _ => w.write_all(bytes),
         }
-        .ctx(|| format!("write {name}"))?;
+        .at("write", path)?;
         let this = out.last_mut().expect("a merged file is open");
         this.moved.push((index, pos as u32));
         hints
@@ -284,15 +277,11 @@ fn write_generation(
         pos += len;
         this.len = pos;
     }
-    if let Some((w, name)) = current.take() {
-        finish(w, &name)?;
+    if let Some((w, path)) = current.take() {
+        finish(w, &path)?;
     }
     sync_dir(dir)?;
-    let faults = inner.options.faults.as_deref();
-    if let Some(f) = faults {
-        f.check_compaction(CompactionStep::DataWritten)
-            .map_err(|e| Error::io("compaction (injected)", e))?;
-    }
+    check_step(inner, CompactionStep::DataWritten)?;
     for (index, (w, entries)) in out.iter().zip(&hints).enumerate() {
         let kind = FileKind::Merged {
             horizon,
@@ -300,18 +289,23 @@ fn write_generation(
         };
         hint::write(dir, &kind.hint_name(), w.len, entries)?;
     }
-    if let Some(f) = faults {
-        f.check_compaction(CompactionStep::HintsWritten)
-            .map_err(|e| Error::io("compaction (injected)", e))?;
-    }
+    check_step(inner, CompactionStep::HintsWritten)?;
     Ok(out)
 }
 
-fn finish(w: BufWriter<File>, name: &str) -> Result<()> {
+/// Fails as injected when a test stops compactions before `step`.
+fn check_step(inner: &Inner, step: CompactionStep) -> Result<()> {
+    match &inner.options.faults {
+        Some(f) => f.check_compaction(step).at("compact", &inner.dir),
+        None => Ok(()),
+    }
+}
+
+fn finish(w: BufWriter<File>, path: &Path) -> Result<()> {
     let file = w
         .into_inner()
-        .map_err(|e| Error::io(format!("write {name}"), e.into_error()))?;
-    file.sync_all().ctx(|| format!("fsync {name}"))
+        .map_err(|e| Error::io("write", path, e.into_error()))?;
+    file.sync_all().at("fsync", path)
 }
 
 /// Removes any files of a generation with this horizon (left by an earlier
@@ -319,11 +313,12 @@ fn finish(w: BufWriter<File>, name: &str) -> Result<()> {
 fn remove_generation_files(dir: &Path, horizon: u64) -> Result<()> {
     let prefix = format!("merged-{horizon:020}-");
     let mut removed = false;
-    for entry in fs::read_dir(dir).ctx(|| format!("list {}", dir.display()))? {
-        let name = entry.ctx(|| format!("list {}", dir.display()))?.file_name();
+    for entry in fs::read_dir(dir).at("list", dir)? {
+        let name = entry.at("list", dir)?.file_name();
         let name = name.to_string_lossy();
         if name.starts_with(&prefix) {
-            fs::remove_file(dir.join(&*name)).ctx(|| format!("remove {name}"))?;
+            let path = dir.join(&*name);
+            fs::remove_file(&path).at("remove", &path)?;
             removed = true;
         }
     }

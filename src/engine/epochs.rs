@@ -6,7 +6,8 @@
 //! epoch `e` on a node is the start of the next entry, which is how a
 //! replica learns where its log diverged from a new master's.
 //!
-//! File `EPOCHS`:
+//! File `EPOCHS`, in the [envelope](super::envelope) every metadata file
+//! shares:
 //! ```text
 //!  8      magic "KVSTEPO\0"
 //!  4      version = 1
@@ -17,18 +18,22 @@
 //! Written to a temporary file, fsynced, renamed, directory fsynced; always
 //! before any record of a new epoch is written.
 
-use std::fs;
-use std::io::{ErrorKind, Write};
 use std::path::Path;
 
 use serde::Serialize;
 
-use super::error::{Error, IoContext, Result};
-use super::segment::sync_dir;
+use super::envelope::{self, u32_at, u64_at, Envelope, Invalid};
+use super::error::Result;
+use crate::durable;
 
 pub const FILE_NAME: &str = "EPOCHS";
-const MAGIC: &[u8; 8] = b"KVSTEPO\0";
-const VERSION: u32 = 1;
+const ENVELOPE: Envelope = Envelope {
+    name: "epoch history",
+    magic: b"KVSTEPO\0",
+    version: 1,
+    min_payload: 4,
+};
+const ENTRY_LEN: usize = 12;
 const MAX_ENTRIES: u32 = 1_000_000;
 
 /// Epoch `epoch` began at log offset `start`.
@@ -77,50 +82,40 @@ impl EpochHistory {
     }
 
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(20 + 12 * self.entries.len());
-        out.extend_from_slice(MAGIC);
-        out.extend_from_slice(&VERSION.to_le_bytes());
-        out.extend_from_slice(&(self.entries.len() as u32).to_le_bytes());
-        for e in &self.entries {
-            out.extend_from_slice(&e.epoch.to_le_bytes());
-            out.extend_from_slice(&e.start.to_le_bytes());
-        }
-        let crc = crc32fast::hash(&out);
-        out.extend_from_slice(&crc.to_le_bytes());
-        out
+        let n = self.entries.len();
+        ENVELOPE.encode(4 + ENTRY_LEN * n, |out| {
+            // At most MAX_ENTRIES: `push` is the only way in and decode
+            // refuses more.
+            out.extend_from_slice(&(n as u32).to_le_bytes());
+            for e in &self.entries {
+                out.extend_from_slice(&e.epoch.to_le_bytes());
+                out.extend_from_slice(&e.start.to_le_bytes());
+            }
+        })
     }
 
-    pub fn decode(bytes: &[u8]) -> std::result::Result<Self, String> {
-        let body_len = bytes
-            .len()
-            .checked_sub(4)
-            .filter(|&n| n >= 16)
-            .ok_or("epoch history is too short")?;
-        let (body, crc) = bytes.split_at(body_len);
-        if u32::from_le_bytes(crc.try_into().expect("4 bytes")) != crc32fast::hash(body) {
-            return Err("epoch history checksum mismatch".into());
-        }
-        if &body[..8] != MAGIC {
-            return Err("bad epoch history magic".into());
-        }
-        let version = u32::from_le_bytes(body[8..12].try_into().expect("4 bytes"));
-        if version != VERSION {
-            return Err(format!("unsupported epoch history version {version}"));
-        }
-        let count = u32::from_le_bytes(body[12..16].try_into().expect("4 bytes"));
-        if count > MAX_ENTRIES || body.len() - 16 != count as usize * 12 {
-            return Err(format!(
-                "epoch history lists {count} entries in {} bytes",
-                body.len()
+    pub fn decode(bytes: &[u8]) -> std::result::Result<Self, Invalid> {
+        let payload = ENVELOPE.open(bytes)?;
+        let count = u32_at(payload, 0);
+        let entries = &payload[4..];
+        if count > MAX_ENTRIES || entries.len() != count as usize * ENTRY_LEN {
+            return Err(Invalid::in_payload(
+                0,
+                format!(
+                    "epoch history lists {count} entries in {} bytes",
+                    entries.len()
+                ),
             ));
         }
         let mut history = EpochHistory::default();
-        for c in body[16..].chunks_exact(12) {
-            let epoch = u32::from_le_bytes(c[0..4].try_into().expect("4 bytes"));
-            let start = u64::from_le_bytes(c[4..12].try_into().expect("8 bytes"));
+        for (i, c) in entries.chunks_exact(ENTRY_LEN).enumerate() {
+            let (epoch, start) = (u32_at(c, 0), u64_at(c, 4));
             let ordered = history.entries.last().is_none_or(|l| l.start <= start);
             if !ordered || !history.push(epoch, start) {
-                return Err("epoch history is not ascending".into());
+                return Err(Invalid::in_payload(
+                    4 + i * ENTRY_LEN,
+                    "epoch history is not ascending",
+                ));
             }
         }
         Ok(history)
@@ -128,29 +123,20 @@ impl EpochHistory {
 
     /// Reads `dir/EPOCHS`; empty if there is none yet.
     pub fn load(dir: &Path) -> Result<Self> {
-        let path = dir.join(FILE_NAME);
-        match fs::read(&path) {
-            Ok(bytes) => Self::decode(&bytes).map_err(|why| Error::corrupt(&path, 0, why)),
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(Self::default()),
-            Err(e) => Err(Error::io(format!("read {}", path.display()), e)),
-        }
+        let history = envelope::read_file(&dir.join(FILE_NAME), Self::decode)?;
+        Ok(history.unwrap_or_default())
     }
 
     /// Writes `dir/EPOCHS` durably.
     pub fn store(&self, dir: &Path) -> Result<()> {
-        let tmp = dir.join(format!("{FILE_NAME}.tmp"));
-        let mut f = fs::File::create(&tmp).ctx(|| format!("create {}", tmp.display()))?;
-        f.write_all(&self.encode())
-            .and_then(|_| f.sync_all())
-            .ctx(|| format!("write {}", tmp.display()))?;
-        fs::rename(&tmp, dir.join(FILE_NAME)).ctx(|| format!("rename {}", tmp.display()))?;
-        sync_dir(dir)
+        Ok(durable::write_file(&dir.join(FILE_NAME), &self.encode())?)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::error::Error;
 
     fn history(entries: &[(u32, u64)]) -> EpochHistory {
         let mut h = EpochHistory::default();
@@ -185,5 +171,47 @@ mod tests {
         assert!(!h.push(2, 50), "epochs only grow");
         h.truncate(10);
         assert_eq!(h, history(&[(1, 0)]));
+    }
+
+    #[test]
+    fn a_file_out_of_order_is_corrupt_at_the_offending_entry() {
+        // Valid envelope, but the second entry goes back in epoch.
+        let bytes = ENVELOPE.encode(28, |out| {
+            out.extend_from_slice(&2u32.to_le_bytes());
+            for (epoch, start) in [(2u32, 0u64), (1, 10)] {
+                out.extend_from_slice(&epoch.to_le_bytes());
+                out.extend_from_slice(&start.to_le_bytes());
+            }
+        });
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(FILE_NAME), &bytes).unwrap();
+        match EpochHistory::load(dir.path()) {
+            // Magic and version (12 bytes), the count (4), entry 0 (12).
+            Err(Error::Corrupt { file, offset, .. }) => {
+                assert_eq!(file, dir.path().join(FILE_NAME));
+                assert_eq!(offset, 28);
+            }
+            other => panic!("expected corruption, got {other:?}"),
+        }
+    }
+
+    /// The v1 fixture holds no `EPOCHS`: these are its bytes as FORMAT.md
+    /// describes them (computed with Python's zlib.crc32).
+    #[test]
+    fn the_epoch_history_encodes_to_its_v1_bytes() {
+        let mut h = EpochHistory::default();
+        for (epoch, start) in [(1, 0), (3, 4096), (7, 1 << 40)] {
+            assert!(h.push(epoch, start));
+        }
+        let golden = "4b56535445504f00010000000300000001000000000000000000000003000000\
+                      0010000000000000070000000000000000010000e9785edf";
+        assert_eq!(hex(&h.encode()), golden);
+        assert_eq!(EpochHistory::decode(&h.encode()).unwrap(), h);
+        let empty = "4b56535445504f000100000000000000045441d5";
+        assert_eq!(hex(&EpochHistory::default().encode()), empty);
+    }
+
+    fn hex(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
     }
 }

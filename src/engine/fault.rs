@@ -1,21 +1,32 @@
 //! Fault injection for the file layer, so tests can make writes fail
-//! part-way (a short write followed by ENOSPC), make fsync fail or slow,
-//! or stop a compaction at a chosen step, the way redb and raft-engine
-//! test theirs.
+//! part-way (a short write followed by ENOSPC), make fsync fail, hold every
+//! fsync at a gate (to force an interleaving of writers, rolls and
+//! compactions), or stop a compaction at a chosen step, the way redb and
+//! raft-engine test theirs.
 //!
 //! Production code passes no `Faults`; each hook is then one branch on a
 //! `None`.
 
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
 
 /// Shared, adjustable fault switches. All methods are cheap and thread-safe.
 #[derive(Debug)]
 pub struct Faults {
     write_budget: AtomicU64,
     fail_sync: AtomicBool,
-    sync_delay_us: AtomicU64,
     compaction_stop_at: AtomicU32,
+    /// While true, every fsync waits at the gate.
+    sync_held: Mutex<bool>,
+    sync_released: Condvar,
+    /// fsyncs waiting at the gate now.
+    syncs_held: AtomicU32,
+    /// Callers that found the flusher busy and waited for it before doing
+    /// the writer's I/O themselves (a roll, a drain), since creation.
+    drain_waits: AtomicU32,
 }
 
 impl Default for Faults {
@@ -23,8 +34,11 @@ impl Default for Faults {
         Faults {
             write_budget: AtomicU64::new(u64::MAX),
             fail_sync: AtomicBool::new(false),
-            sync_delay_us: AtomicU64::new(0),
             compaction_stop_at: AtomicU32::new(0),
+            sync_held: Mutex::new(false),
+            sync_released: Condvar::new(),
+            syncs_held: AtomicU32::new(0),
+            drain_waits: AtomicU32::new(0),
         }
     }
 }
@@ -63,11 +77,38 @@ impl Faults {
         self.fail_sync.store(fail, Ordering::SeqCst);
     }
 
-    /// Makes every fsync take at least `delay` more (a slow disk), so a
-    /// test can act while one runs.
-    pub fn set_sync_delay(&self, delay: std::time::Duration) {
-        let us = u64::try_from(delay.as_micros()).unwrap_or(u64::MAX);
-        self.sync_delay_us.store(us, Ordering::SeqCst);
+    /// While `hold` is true, every fsync of a data file waits at a gate
+    /// until it is released (`hold_syncs(false)`): the flusher then stays
+    /// busy, so a test can line up rolls and compactions behind it.
+    pub fn hold_syncs(&self, hold: bool) {
+        *self.sync_held.lock() = hold;
+        if !hold {
+            self.sync_released.notify_all();
+        }
+    }
+
+    /// How many fsyncs are waiting at the gate now.
+    pub fn syncs_held(&self) -> u32 {
+        self.syncs_held.load(Ordering::SeqCst)
+    }
+
+    /// How many times a caller had to wait for the flusher before doing
+    /// the writer's I/O itself (a segment roll, a drain).
+    pub fn drain_waits(&self) -> u32 {
+        self.drain_waits.load(Ordering::SeqCst)
+    }
+
+    /// Polls `cond` until it holds or `timeout` passes; returns whether it
+    /// held. For tests lining up threads against the hooks above.
+    pub fn wait_until(&self, timeout: Duration, cond: impl Fn(&Faults) -> bool) -> bool {
+        let deadline = Instant::now() + timeout;
+        while !cond(self) {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        true
     }
 
     /// Makes the next compactions fail just before `step`.
@@ -100,13 +141,25 @@ impl Faults {
         io::Error::from_raw_os_error(28) // ENOSPC
     }
 
+    pub(crate) fn count_drain_wait(&self) {
+        self.drain_waits.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn pass_sync_gate(&self) {
+        let mut held = self.sync_held.lock();
+        if *held {
+            self.syncs_held.fetch_add(1, Ordering::SeqCst);
+            while *held {
+                self.sync_released.wait(&mut held);
+            }
+            self.syncs_held.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
     pub(crate) fn check_sync(&self) -> io::Result<()> {
+        self.pass_sync_gate();
         if self.fail_sync.load(Ordering::SeqCst) {
             return Err(io::Error::from_raw_os_error(5)); // EIO
-        }
-        let delay = self.sync_delay_us.load(Ordering::SeqCst);
-        if delay > 0 {
-            std::thread::sleep(std::time::Duration::from_micros(delay));
         }
         Ok(())
     }

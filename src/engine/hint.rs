@@ -1,5 +1,6 @@
 //! Hint files: a compact index of one sealed segment or merged file, so
-//! that opening the engine does not have to read every record.
+//! that opening the engine does not have to read every record. In the
+//! [envelope](super::envelope) every metadata file shares:
 //!
 //! ```text
 //! header   8  magic "KVSTHNT\0"
@@ -17,19 +18,24 @@
 //! hint that is missing, damaged, or written for a different file length
 //! is ignored and the data file is scanned instead.
 
-use std::fs::{self, File};
-use std::io::Write;
 use std::path::Path;
 
-use super::error::{IoContext, Result};
+use super::envelope::{u32_at, u64_at, Envelope, Invalid};
+use super::error;
 use super::record::Kind;
-use super::segment::sync_dir;
+use crate::durable;
 
-const MAGIC: &[u8; 8] = b"KVSTHNT\0";
-const VERSION: u32 = 1;
-const HEADER_LEN: usize = 24;
+const ENVELOPE: Envelope = Envelope {
+    name: "hint",
+    magic: b"KVSTHNT\0",
+    version: 1,
+    min_payload: PAYLOAD_MIN,
+};
+/// Payload of a hint without entries: reserved, data length, entry count.
+const PAYLOAD_MIN: usize = 4 + 8 + 8;
+/// Payload position of the first entry.
+const ENTRIES_AT: usize = 12;
 const ENTRY_LEN: usize = 17;
-const TRAILER_LEN: usize = 12;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HintEntry {
@@ -41,83 +47,66 @@ pub struct HintEntry {
 
 /// Encodes a hint for a data file of `data_len` bytes.
 pub fn encode(data_len: u64, entries: &[HintEntry]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(HEADER_LEN + entries.len() * ENTRY_LEN + TRAILER_LEN);
-    out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&VERSION.to_le_bytes());
-    out.extend_from_slice(&0u32.to_le_bytes());
-    out.extend_from_slice(&data_len.to_le_bytes());
-    for e in entries {
-        out.push(match e.kind {
-            Kind::Delete => 2,
-            _ => 1,
-        });
-        out.extend_from_slice(&e.pos.to_le_bytes());
-        out.extend_from_slice(&e.len.to_le_bytes());
-        out.extend_from_slice(&e.hash.to_le_bytes());
-    }
-    out.extend_from_slice(&(entries.len() as u64).to_le_bytes());
-    let crc = crc32fast::hash(&out);
-    out.extend_from_slice(&crc.to_le_bytes());
-    out
+    ENVELOPE.encode(PAYLOAD_MIN + entries.len() * ENTRY_LEN, |out| {
+        out.extend_from_slice(&0u32.to_le_bytes());
+        out.extend_from_slice(&data_len.to_le_bytes());
+        for e in entries {
+            out.push(match e.kind {
+                Kind::Delete => 2,
+                _ => 1,
+            });
+            out.extend_from_slice(&e.pos.to_le_bytes());
+            out.extend_from_slice(&e.len.to_le_bytes());
+            out.extend_from_slice(&e.hash.to_le_bytes());
+        }
+        out.extend_from_slice(&(entries.len() as u64).to_le_bytes());
+    })
 }
 
 /// Decodes a hint, checking it describes a data file of `data_len` bytes.
-/// The error says why the hint is unusable.
-pub fn decode(bytes: &[u8], data_len: u64) -> std::result::Result<Vec<HintEntry>, String> {
-    let body_len = bytes
-        .len()
-        .checked_sub(TRAILER_LEN)
-        .filter(|&n| n >= HEADER_LEN)
-        .ok_or_else(|| {
-            format!(
-                "hint of {} bytes is shorter than header and trailer",
-                bytes.len()
-            )
-        })?;
-    let (body, trailer) = bytes.split_at(body_len);
-    let stored_crc = u32::from_le_bytes(trailer[8..12].try_into().expect("4 bytes"));
-    let actual = crc32fast::hash(&bytes[..body_len + 8]);
-    if stored_crc != actual {
-        return Err(format!(
-            "checksum mismatch: stored {stored_crc:#010x}, computed {actual:#010x}"
-        ));
-    }
-    if &body[0..8] != MAGIC {
-        return Err("bad magic".into());
-    }
-    let version = u32::from_le_bytes(body[8..12].try_into().expect("4 bytes"));
-    if version != VERSION {
-        return Err(format!("unsupported hint version {version}"));
-    }
-    let described = u64::from_le_bytes(body[16..24].try_into().expect("8 bytes"));
+/// The error says why the hint is unusable and where.
+pub fn decode(bytes: &[u8], data_len: u64) -> Result<Vec<HintEntry>, Invalid> {
+    let payload = ENVELOPE.open(bytes)?;
+    let described = u64_at(payload, 4);
     if described != data_len {
-        return Err(format!(
-            "hint describes {described} bytes but the data file has {data_len}"
+        return Err(Invalid::in_payload(
+            4,
+            format!("hint describes {described} bytes but the data file has {data_len}"),
         ));
     }
-    let entries = &body[HEADER_LEN..];
-    let count = u64::from_le_bytes(trailer[0..8].try_into().expect("8 bytes"));
+    let count_at = payload.len() - 8;
+    let entries = &payload[ENTRIES_AT..count_at];
+    let count = u64_at(payload, count_at);
     if entries.len() % ENTRY_LEN != 0 || (entries.len() / ENTRY_LEN) as u64 != count {
-        return Err(format!(
-            "entry area of {} bytes does not hold {count} entries",
-            entries.len()
+        return Err(Invalid::in_payload(
+            count_at,
+            format!(
+                "entry area of {} bytes does not hold {count} entries",
+                entries.len()
+            ),
         ));
     }
     let mut out = Vec::with_capacity(entries.len() / ENTRY_LEN);
     let mut prev_end = 0u64;
     for (i, e) in entries.chunks_exact(ENTRY_LEN).enumerate() {
+        let at = ENTRIES_AT + i * ENTRY_LEN;
         let kind = match e[0] {
             1 => Kind::Put,
             2 => Kind::Delete,
-            other => return Err(format!("entry {i}: unknown kind {other}")),
+            other => {
+                return Err(Invalid::in_payload(
+                    at,
+                    format!("entry {i}: unknown kind {other}"),
+                ))
+            }
         };
-        let pos = u32::from_le_bytes(e[1..5].try_into().expect("4 bytes"));
-        let len = u32::from_le_bytes(e[5..9].try_into().expect("4 bytes"));
+        let (pos, len) = (u32_at(e, 1), u32_at(e, 5));
         let end = u64::from(pos) + u64::from(len);
         // Entries must be in file order, inside the data file.
         if u64::from(pos) < prev_end || end > data_len || len == 0 {
-            return Err(format!(
-                "entry {i}: range {pos}+{len} is out of order or out of the file"
+            return Err(Invalid::in_payload(
+                at,
+                format!("entry {i}: range {pos}+{len} is out of order or out of the file"),
             ));
         }
         prev_end = end;
@@ -125,7 +114,7 @@ pub fn decode(bytes: &[u8], data_len: u64) -> std::result::Result<Vec<HintEntry>
             kind,
             pos,
             len,
-            hash: u64::from_le_bytes(e[9..17].try_into().expect("8 bytes")),
+            hash: u64_at(e, 9),
         });
     }
     Ok(out)
@@ -133,16 +122,11 @@ pub fn decode(bytes: &[u8], data_len: u64) -> std::result::Result<Vec<HintEntry>
 
 /// Writes a hint durably: a temporary file, fsync, rename, fsync of the
 /// directory. A crash leaves either no hint or a complete one.
-pub fn write(dir: &Path, name: &str, data_len: u64, entries: &[HintEntry]) -> Result<()> {
-    let tmp = dir.join(format!("{name}.tmp"));
-    let path = dir.join(name);
-    let bytes = encode(data_len, entries);
-    let mut f = File::create(&tmp).ctx(|| format!("create {}", tmp.display()))?;
-    f.write_all(&bytes)
-        .and_then(|_| f.sync_all())
-        .ctx(|| format!("write {}", tmp.display()))?;
-    fs::rename(&tmp, &path).ctx(|| format!("rename {} into place", tmp.display()))?;
-    sync_dir(dir)
+pub fn write(dir: &Path, name: &str, data_len: u64, entries: &[HintEntry]) -> error::Result<()> {
+    Ok(durable::write_file(
+        &dir.join(name),
+        &encode(data_len, entries),
+    )?)
 }
 
 #[cfg(test)]
@@ -184,6 +168,34 @@ mod tests {
         for cut in 0..bytes.len() {
             assert!(decode(&bytes[..cut], 92).is_err(), "cut at {cut}");
         }
-        assert!(decode(&bytes, 93).unwrap_err().contains("describes"));
+        // The described length is the payload's second field.
+        assert_eq!(decode(&bytes, 93).unwrap_err().offset, 16);
+    }
+
+    /// Every checked-in v1 hint file decodes against its data file and
+    /// encodes back to the same bytes: the envelope did not change the
+    /// format.
+    #[test]
+    fn the_v1_hints_encode_byte_for_byte() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v1");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+            let Some(stem) = name.strip_suffix(".hint") else {
+                continue;
+            };
+            let data = if stem.starts_with("merged-") {
+                format!("{stem}.dat")
+            } else {
+                format!("{stem}.seg")
+            };
+            let data_len = std::fs::metadata(dir.join(&data)).unwrap().len();
+            let bytes = std::fs::read(dir.join(&name)).unwrap();
+            let entries = decode(&bytes, data_len).unwrap();
+            assert!(!entries.is_empty(), "{name}");
+            assert_eq!(encode(data_len, &entries), bytes, "{name}");
+            seen += 1;
+        }
+        assert!(seen >= 3, "the fixture has {seen} hint files");
     }
 }

@@ -3,15 +3,16 @@
 //! record by record) and cutting the log back to an offset.
 
 use std::fs;
-use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
 use super::epochs::{EpochHistory, EpochStart};
 use super::error::{Error, IoContext, Result};
 use super::recovery::{build_index, open_active};
-use super::segment::{sync_dir, FileKind, FILE_HEADER_LEN};
+use super::segment::{self, FileKind, FILE_HEADER_LEN};
+use super::writer::LogAppend;
 use super::{global_offset, Engine, Inner};
+use crate::durable;
 
 /// Raw log bytes read from one segment.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,15 +24,6 @@ pub struct LogChunk {
     pub offset: u64,
     /// Whole records, or the start of one when it is larger than asked.
     pub bytes: Vec<u8>,
-}
-
-/// What [`Engine::append_log_deferred`] appended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LogAppend {
-    /// Bytes taken from the front of the input (whole records only).
-    pub taken: usize,
-    /// The local log's end after them.
-    pub end: u64,
 }
 
 impl Engine {
@@ -98,7 +90,7 @@ impl Engine {
                 let mut buf = vec![0; len];
                 file.file()
                     .read_exact_at(&mut buf, pos)
-                    .ctx(|| format!("read {}", file.path.display()))?;
+                    .at("read", &file.path)?;
                 buf
             }
         };
@@ -216,13 +208,7 @@ impl Inner {
         let dir = &self.dir;
         // Later segments go entirely.
         for (_, file) in table.segments.range(base + 1..) {
-            for name in [file.kind.file_name(), file.kind.hint_name()] {
-                match fs::remove_file(dir.join(&name)) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(Error::io(format!("remove {name}"), e)),
-                }
-            }
+            segment::remove(dir, file.kind)?;
         }
         // The segment holding `to` is rewritten to a new file and renamed
         // over the old one: the old file stays intact for anyone still
@@ -236,14 +222,11 @@ impl Inner {
                 "segment is shorter than its offsets say",
             )
         })?;
-        let tmp = dir.join(format!("{}.tmp", kind.file_name()));
-        let mut f = fs::File::create(&tmp).ctx(|| format!("create {}", tmp.display()))?;
-        f.write_all(prefix)
-            .and_then(|_| f.sync_all())
-            .ctx(|| format!("write {}", tmp.display()))?;
-        fs::rename(&tmp, &keep_file.path).ctx(|| format!("rename {}", tmp.display()))?;
+        // The segment turns active, whose hint is never read; a stale one
+        // would only be ignored (it describes another length). The
+        // directory fsync of the replacement makes the removal durable too.
         let _ = fs::remove_file(dir.join(kind.hint_name()));
-        sync_dir(dir)?;
+        durable::write_file(&keep_file.path, prefix)?;
         let (active, write) = open_active(dir, kind, self.next_id(), &self.options)?;
         let mut new_table = (*table).clone();
         for (_, file) in table.segments.range(base..) {

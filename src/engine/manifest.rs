@@ -1,5 +1,6 @@
 //! The merged-generation manifest (`MERGED`): the commit point of a
-//! compaction.
+//! compaction. In the [envelope](super::envelope) every metadata file
+//! shares:
 //!
 //! ```text
 //!  8  magic "KVSTMAN\0"
@@ -14,16 +15,19 @@
 //! directory fsynced. A rename is atomic, so a reader sees the old manifest
 //! or the new one, never a mix.
 
-use std::fs;
-use std::io::{ErrorKind, Write};
 use std::path::Path;
 
-use super::error::{Error, IoContext, Result};
-use super::segment::sync_dir;
+use super::envelope::{self, u32_at, u64_at, Envelope, Invalid};
+use super::error::Result;
+use crate::durable;
 
 pub const FILE_NAME: &str = "MERGED";
-const MAGIC: &[u8; 8] = b"KVSTMAN\0";
-const VERSION: u32 = 1;
+const ENVELOPE: Envelope = Envelope {
+    name: "manifest",
+    magic: b"KVSTMAN\0",
+    version: 1,
+    min_payload: 12,
+};
 /// More merged files than this in one generation is not something the
 /// engine writes; refusing it bounds the allocation below.
 const MAX_FILES: u32 = 1 << 20;
@@ -36,79 +40,47 @@ pub struct Manifest {
 
 impl Manifest {
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(24 + 8 * self.file_lens.len() + 4);
-        out.extend_from_slice(MAGIC);
-        out.extend_from_slice(&VERSION.to_le_bytes());
-        out.extend_from_slice(&(self.file_lens.len() as u32).to_le_bytes());
-        out.extend_from_slice(&self.horizon.to_le_bytes());
-        for len in &self.file_lens {
-            out.extend_from_slice(&len.to_le_bytes());
-        }
-        let crc = crc32fast::hash(&out);
-        out.extend_from_slice(&crc.to_le_bytes());
-        out
+        let n = self.file_lens.len();
+        ENVELOPE.encode(12 + 8 * n, |out| {
+            // At most MAX_FILES: compaction cuts files at the segment size.
+            out.extend_from_slice(&(n as u32).to_le_bytes());
+            out.extend_from_slice(&self.horizon.to_le_bytes());
+            for len in &self.file_lens {
+                out.extend_from_slice(&len.to_le_bytes());
+            }
+        })
     }
 
-    pub fn decode(bytes: &[u8]) -> std::result::Result<Manifest, String> {
-        let body_len = bytes
-            .len()
-            .checked_sub(4)
-            .filter(|&n| n >= 24)
-            .ok_or("manifest is too short")?;
-        let (body, crc) = bytes.split_at(body_len);
-        let stored = u32::from_le_bytes(crc.try_into().expect("4 bytes"));
-        if stored != crc32fast::hash(body) {
-            return Err("manifest checksum mismatch".into());
-        }
-        if &body[..8] != MAGIC {
-            return Err("bad manifest magic".into());
-        }
-        let version = u32::from_le_bytes(body[8..12].try_into().expect("4 bytes"));
-        if version != VERSION {
-            return Err(format!("unsupported manifest version {version}"));
-        }
-        let count = u32::from_le_bytes(body[12..16].try_into().expect("4 bytes"));
-        if count > MAX_FILES || body.len() - 24 != count as usize * 8 {
-            return Err(format!(
-                "manifest lists {count} files in {} bytes",
-                body.len()
+    pub fn decode(bytes: &[u8]) -> std::result::Result<Manifest, Invalid> {
+        let payload = ENVELOPE.open(bytes)?;
+        let count = u32_at(payload, 0);
+        let lens = &payload[12..];
+        if count > MAX_FILES || lens.len() != count as usize * 8 {
+            return Err(Invalid::in_payload(
+                0,
+                format!("manifest lists {count} files in {} bytes", lens.len()),
             ));
         }
-        let horizon = u64::from_le_bytes(body[16..24].try_into().expect("8 bytes"));
-        let file_lens = body[24..]
-            .chunks_exact(8)
-            .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
-            .collect();
-        Ok(Manifest { horizon, file_lens })
+        Ok(Manifest {
+            horizon: u64_at(payload, 4),
+            file_lens: lens.chunks_exact(8).map(|c| u64_at(c, 0)).collect(),
+        })
     }
 
     /// Reads `dir/MERGED`; `Ok(None)` if there is none (never compacted).
     pub fn load(dir: &Path) -> Result<Option<Manifest>> {
-        let path = dir.join(FILE_NAME);
-        match fs::read(&path) {
-            Ok(bytes) => Manifest::decode(&bytes)
-                .map(Some)
-                .map_err(|reason| Error::corrupt(&path, 0, reason)),
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(Error::io(format!("read {}", path.display()), e)),
-        }
+        envelope::read_file(&dir.join(FILE_NAME), Manifest::decode)
     }
 
     /// Writes the manifest to its temporary name, fsynced.
     pub fn stage(&self, dir: &Path) -> Result<()> {
-        let tmp = dir.join(format!("{FILE_NAME}.tmp"));
-        let mut f = fs::File::create(&tmp).ctx(|| format!("create {}", tmp.display()))?;
-        f.write_all(&self.encode())
-            .and_then(|_| f.sync_all())
-            .ctx(|| format!("write {}", tmp.display()))
+        Ok(durable::stage(&dir.join(FILE_NAME), &self.encode())?)
     }
 
     /// Renames the staged manifest into place and fsyncs the directory:
     /// the commit point.
     pub fn commit(dir: &Path) -> Result<()> {
-        let tmp = dir.join(format!("{FILE_NAME}.tmp"));
-        fs::rename(&tmp, dir.join(FILE_NAME)).ctx(|| format!("rename {}", tmp.display()))?;
-        sync_dir(dir)
+        Ok(durable::commit(&dir.join(FILE_NAME))?)
     }
 }
 
@@ -130,5 +102,39 @@ mod tests {
             assert!(Manifest::decode(&bad).is_err(), "flip at {i}");
         }
         assert!(Manifest::decode(&bytes[..bytes.len() - 1]).is_err());
+    }
+
+    #[test]
+    fn a_wrong_file_count_is_corrupt_at_the_count() {
+        // A valid envelope whose count (3) disagrees with its lengths (2).
+        let bytes = ENVELOPE.encode(28, |out| {
+            out.extend_from_slice(&3u32.to_le_bytes());
+            for n in [4096u64, 32, 4096] {
+                out.extend_from_slice(&n.to_le_bytes());
+            }
+        });
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(FILE_NAME), &bytes).unwrap();
+        match Manifest::load(dir.path()) {
+            // The count follows the 12 bytes of magic and version.
+            Err(crate::engine::error::Error::Corrupt { file, offset, .. }) => {
+                assert_eq!(file, dir.path().join(FILE_NAME));
+                assert_eq!(offset, 12);
+            }
+            other => panic!("expected corruption, got {other:?}"),
+        }
+    }
+
+    /// The checked-in v1 manifest decodes and encodes back to the same
+    /// bytes: the envelope did not change the format.
+    #[test]
+    fn the_v1_manifest_encodes_byte_for_byte() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/v1")
+            .join(FILE_NAME);
+        let bytes = std::fs::read(path).unwrap();
+        let m = Manifest::decode(&bytes).unwrap();
+        assert_eq!(m.file_lens.len(), 2);
+        assert_eq!(m.encode(), bytes);
     }
 }

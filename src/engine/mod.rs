@@ -11,6 +11,7 @@
 //! the file table is a lock-free snapshot ([`arc_swap`]).
 
 pub mod compaction;
+pub mod envelope;
 pub mod epochs;
 pub mod error;
 pub mod fault;
@@ -42,31 +43,24 @@ pub use compaction::CompactionReport;
 pub use epochs::EpochStart;
 pub use error::{Error, Result};
 pub use fault::{CompactionStep, Faults};
-pub use log::{LogAppend, LogChunk};
+pub use log::LogChunk;
 pub use options::{CompactionPolicy, Durability, Options};
 pub use record::{MAX_KEY_LEN, MAX_VALUE_LEN};
 pub use snapshot::{Snapshot, SnapshotFile};
 pub use stats::Stats;
-pub use writer::Progress;
+pub use writer::{LogAppend, Progress, WriteOp};
 
 use error::IoContext;
 use files::FileTable;
 use keydir::{hash_key, KeyDir, Loc};
 use maintenance::Maintenance;
-use record::{Kind, Record};
+use record::Record;
 use segment::{DataFile, FileKind, FILE_HEADER_LEN};
 use stats::Counters;
-use writer::{Op, Writer};
+use writer::Writer;
 
 /// Name of the lock file that makes a data directory single-owner.
 pub const LOCK_FILE: &str = "LOCK";
-
-/// One write, borrowing its key and value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WriteOp<'a> {
-    Put(&'a [u8], &'a [u8]),
-    Delete(&'a [u8]),
-}
 
 /// What a write did: where it ends in the log (replication waits for
 /// replicas to acknowledge that offset) and, for a single delete, whether
@@ -75,30 +69,6 @@ pub enum WriteOp<'a> {
 pub struct Receipt {
     pub end: u64,
     pub existed: bool,
-}
-
-/// One operation of an atomic batch.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum BatchOp {
-    Put { key: Vec<u8>, value: Vec<u8> },
-    Delete { key: Vec<u8> },
-}
-
-impl BatchOp {
-    fn as_op(&self) -> Op<'_> {
-        match self {
-            BatchOp::Put { key, value } => Op {
-                kind: Kind::Put,
-                key,
-                value,
-            },
-            BatchOp::Delete { key } => Op {
-                kind: Kind::Delete,
-                key,
-                value: &[],
-            },
-        }
-    }
 }
 
 /// A handle on an open data directory. Cheap to clone; the directory is
@@ -137,13 +107,13 @@ pub fn lock_dir(dir: &Path) -> Result<File> {
         .truncate(false)
         .write(true)
         .open(&path)
-        .ctx(|| format!("open {}", path.display()))?;
+        .at("open", &path)?;
     match file.try_lock() {
         Ok(()) => Ok(file),
         Err(fs::TryLockError::WouldBlock) => Err(Error::Locked {
             path: dir.to_path_buf(),
         }),
-        Err(fs::TryLockError::Error(e)) => Err(Error::io(format!("lock {}", path.display()), e)),
+        Err(fs::TryLockError::Error(e)) => Err(Error::io("lock", &path, e)),
     }
 }
 
@@ -153,7 +123,7 @@ impl Engine {
     pub fn open(dir: impl AsRef<Path>, options: Options) -> Result<Engine> {
         options.validate()?;
         let dir = dir.as_ref().to_path_buf();
-        fs::create_dir_all(&dir).ctx(|| format!("create data directory {}", dir.display()))?;
+        fs::create_dir_all(&dir).at("create data directory", &dir)?;
         let lock = lock_dir(&dir)?;
         let ids = AtomicU32::new(1);
         let rec = recovery::recover(&dir, &options, &ids)?;
@@ -180,12 +150,12 @@ impl Engine {
             maintenance: Maintenance::default(),
         });
         inner.stats.set_live(rec.live_bytes);
-        let spawn = |name: &str, f: fn(&Inner)| {
+        let spawn = |name: &'static str, f: fn(&Inner)| {
             let inner = inner.clone();
             std::thread::Builder::new()
                 .name(name.into())
                 .spawn(move || f(&inner))
-                .ctx(|| format!("spawn {name} thread"))
+                .map_err(|source| Error::Thread { name, source })
         };
         let threads = vec![
             spawn("kvstore-flusher", Inner::run_flusher)?,
@@ -214,79 +184,35 @@ impl Engine {
 
     /// Sets `key` to `value`; returns once durable under the policy.
     pub fn put(&self, key: &[u8], value: &[u8]) -> Result<()> {
-        let op = Op {
-            kind: Kind::Put,
-            key,
-            value,
-        };
-        self.write_blocking(&[op], false).map(|_| ())
+        self.write_blocking(&[WriteOp::Put(key, value)], false)
+            .map(|_| ())
     }
 
     /// Removes `key`; returns whether it had a value (see
     /// `docs/ARCHITECTURE.md` for how exact that is under concurrency).
     pub fn delete(&self, key: &[u8]) -> Result<bool> {
-        let op = Op {
-            kind: Kind::Delete,
-            key,
-            value: &[],
-        };
-        self.write_blocking(&[op], false)
+        self.write_blocking(&[WriteOp::Delete(key)], false)
     }
 
     /// Applies every operation or none, even across a crash.
-    pub fn write_batch(&self, ops: &[BatchOp]) -> Result<()> {
+    pub fn write_batch(&self, ops: &[WriteOp<'_>]) -> Result<()> {
         if ops.is_empty() {
             return Ok(());
         }
-        let ops: Vec<Op<'_>> = ops.iter().map(BatchOp::as_op).collect();
-        self.write_blocking(&ops, true).map(|_| ())
-    }
-
-    pub async fn put_async(&self, key: &[u8], value: &[u8]) -> Result<()> {
-        let op = Op {
-            kind: Kind::Put,
-            key,
-            value,
-        };
-        self.write_ops_async(&[op], false).await.map(|_| ())
-    }
-
-    pub async fn delete_async(&self, key: &[u8]) -> Result<bool> {
-        let op = Op {
-            kind: Kind::Delete,
-            key,
-            value: &[],
-        };
-        self.write_ops_async(&[op], false).await.map(|r| r.existed)
-    }
-
-    pub async fn write_batch_async(&self, ops: &[BatchOp]) -> Result<()> {
-        if ops.is_empty() {
-            return Ok(());
-        }
-        let ops: Vec<Op<'_>> = ops.iter().map(BatchOp::as_op).collect();
-        self.write_ops_async(&ops, true).await.map(|_| ())
+        self.write_blocking(ops, true).map(|_| ())
     }
 
     /// Appends `ops` (atomically when `atomic`) and waits, without blocking
     /// a thread, until they are durable under the policy.
     pub async fn write_async(&self, ops: &[WriteOp<'_>], atomic: bool) -> Result<Receipt> {
-        let ops: Vec<Op<'_>> = ops
-            .iter()
-            .map(|op| match *op {
-                WriteOp::Put(key, value) => Op {
-                    kind: Kind::Put,
-                    key,
-                    value,
-                },
-                WriteOp::Delete(key) => Op {
-                    kind: Kind::Delete,
-                    key,
-                    value: &[],
-                },
-            })
-            .collect();
-        self.write_ops_async(&ops, atomic).await
+        let ticket = self.inner().append(ops, atomic)?;
+        if self.inner().options.durability == Durability::Always {
+            self.inner().wait_durable_async(ticket.end).await?;
+        }
+        Ok(Receipt {
+            end: ticket.end,
+            existed: ticket.existed,
+        })
     }
 
     /// Watches how far the log has got (durable and written ends).
@@ -300,23 +226,12 @@ impl Engine {
         *self.inner().compaction_floor.lock() = floor;
     }
 
-    fn write_blocking(&self, ops: &[Op<'_>], batch: bool) -> Result<bool> {
+    fn write_blocking(&self, ops: &[WriteOp<'_>], batch: bool) -> Result<bool> {
         let ticket = self.inner().append(ops, batch)?;
         if self.inner().options.durability == Durability::Always {
             self.inner().wait_durable(ticket.end)?;
         }
         Ok(ticket.existed)
-    }
-
-    async fn write_ops_async(&self, ops: &[Op<'_>], batch: bool) -> Result<Receipt> {
-        let ticket = self.inner().append(ops, batch)?;
-        if self.inner().options.durability == Durability::Always {
-            self.inner().wait_durable_async(ticket.end).await?;
-        }
-        Ok(Receipt {
-            end: ticket.end,
-            existed: ticket.existed,
-        })
     }
 
     /// Seals the active segment and merges the sealed prefix of the log
@@ -404,10 +319,9 @@ impl Inner {
                 return Ok(None);
             }
         }
-        Err(Error::io(
-            "read",
-            std::io::Error::other("the index kept moving under the read; retry"),
-        ))
+        Err(Error::ReadRaced {
+            attempts: READ_RETRIES,
+        })
     }
 
     /// Calls `f` with the verified record at `loc`; `Ok(None)` when the

@@ -50,7 +50,7 @@ impl Default for CompactionPolicy {
 /// Smallest accepted segment size (tests use tiny segments).
 pub const MIN_SEGMENT_BYTES: u64 = 4096;
 /// Largest accepted segment size: record positions are 32-bit and one
-/// append may overshoot the limit by up to [`super::writer::MAX_APPEND_BYTES`].
+/// append may overshoot the limit by up to [`super::record::MAX_APPEND_BYTES`].
 pub const MAX_SEGMENT_BYTES: u64 = 2 * 1024 * 1024 * 1024;
 
 #[derive(Debug, Clone)]

@@ -32,6 +32,8 @@ pub const MAX_KEY_LEN: usize = 64 * 1024;
 pub const MAX_VALUE_LEN: usize = 64 * 1024 * 1024;
 /// Largest encoded record.
 pub const MAX_RECORD_LEN: usize = HEADER_LEN + MAX_KEY_LEN + MAX_VALUE_LEN;
+/// Largest single append (one record or one whole batch), encoded.
+pub const MAX_APPEND_BYTES: usize = 128 * 1024 * 1024;
 
 const BATCH_BIT: u8 = 0x80;
 const KIND_PUT: u8 = 0x01;
@@ -73,6 +75,22 @@ impl<'a> Record<'a> {
     }
 }
 
+/// A key or value over the limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TooLarge {
+    Key { len: u64, max: usize },
+    Value { len: u64, max: usize },
+}
+
+impl From<TooLarge> for RecordError {
+    fn from(e: TooLarge) -> Self {
+        match e {
+            TooLarge::Key { len, max } => RecordError::KeyTooLarge { len, max },
+            TooLarge::Value { len, max } => RecordError::ValueTooLarge { len, max },
+        }
+    }
+}
+
 /// Why a run of bytes is not a valid record.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RecordError {
@@ -107,16 +125,21 @@ pub fn encoded_len(key_len: usize, value_len: usize) -> usize {
 
 /// Checks a key and value against the limits; the engine calls this before
 /// it encodes anything.
-pub fn check_lengths(key_len: usize, value_len: usize) -> Result<(), RecordError> {
-    if key_len > MAX_KEY_LEN {
-        return Err(RecordError::KeyTooLarge {
-            len: key_len as u64,
+pub fn check_lengths(key_len: usize, value_len: usize) -> Result<(), TooLarge> {
+    // usize -> u64 is lossless on every platform Rust supports.
+    check_limits(key_len as u64, value_len as u64)
+}
+
+fn check_limits(key_len: u64, value_len: u64) -> Result<(), TooLarge> {
+    if key_len > MAX_KEY_LEN as u64 {
+        return Err(TooLarge::Key {
+            len: key_len,
             max: MAX_KEY_LEN,
         });
     }
-    if value_len > MAX_VALUE_LEN {
-        return Err(RecordError::ValueTooLarge {
-            len: value_len as u64,
+    if value_len > MAX_VALUE_LEN as u64 {
+        return Err(TooLarge::Value {
+            len: value_len,
             max: MAX_VALUE_LEN,
         });
     }
@@ -199,18 +222,7 @@ pub fn decode_header(buf: &[u8]) -> Result<Option<Header>, RecordError> {
     let key_len = u32_at(9);
     let value_len = u32_at(13);
     // Widening u32 -> u64 is lossless; compare before converting to usize.
-    if u64::from(key_len) > MAX_KEY_LEN as u64 {
-        return Err(RecordError::KeyTooLarge {
-            len: key_len.into(),
-            max: MAX_KEY_LEN,
-        });
-    }
-    if u64::from(value_len) > MAX_VALUE_LEN as u64 {
-        return Err(RecordError::ValueTooLarge {
-            len: value_len.into(),
-            max: MAX_VALUE_LEN,
-        });
-    }
+    check_limits(key_len.into(), value_len.into())?;
     let (key_len, value_len) = (key_len as usize, value_len as usize);
     match kind {
         Kind::Commit if key_len != 0 || value_len != COMMIT_VALUE_LEN => {

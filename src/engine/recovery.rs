@@ -3,7 +3,7 @@
 //! and from the records elsewhere, and cut a torn tail off the active
 //! segment.
 //!
-//! Rules (DESIGN.md §5):
+//! Rules (docs/FORMAT.md, "Crash safety, step by step", says the same):
 //! - A record that is incomplete, or damaged with nothing valid after it,
 //!   at the end of the *active* segment is a torn write: the segment is cut
 //!   back to the end of the last complete record (or of the last complete
@@ -25,8 +25,8 @@ use super::keydir::{hash_key, KeyDir, Loc};
 use super::manifest::Manifest;
 use super::options::Options;
 use super::record::{self, Kind};
-use super::segment::{self, sync_dir, DataFile, FileKind, FILE_HEADER_LEN};
-use super::writer::MAX_APPEND_BYTES;
+use super::segment::{self, DataFile, FileKind, FILE_HEADER_LEN};
+use crate::durable::sync_dir;
 
 /// What opening produced.
 pub struct Recovered {
@@ -196,11 +196,12 @@ pub fn recover(dir: &Path, options: &Options, ids: &AtomicU32) -> Result<Recover
     let mut remove = |name: &str, why: &str| -> Result<()> {
         tracing::info!(file = name, why, "removing leftover file");
         removed_any = true;
-        fs::remove_file(dir.join(name)).ctx(|| format!("remove {name}"))
+        let path = dir.join(name);
+        fs::remove_file(&path).at("remove", &path)
     };
     let mut names: Vec<String> = Vec::new();
-    for entry in fs::read_dir(dir).ctx(|| format!("list {}", dir.display()))? {
-        let entry = entry.ctx(|| format!("list {}", dir.display()))?;
+    for entry in fs::read_dir(dir).at("list", dir)? {
+        let entry = entry.at("list", dir)?;
         names.push(entry.file_name().to_string_lossy().into_owned());
     }
     names.sort();
@@ -313,10 +314,12 @@ pub fn recover(dir: &Path, options: &Options, ids: &AtomicU32) -> Result<Recover
             to = index.active_valid_len,
             "cut torn tail off the active segment"
         );
+        // The mapping's readable length is already the cut and no reader
+        // has this file table yet (see the SAFETY comment of DataFile::new).
         active_file
             .set_len(index.active_valid_len)
             .and_then(|_| active_file.sync_all())
-            .ctx(|| format!("truncate torn tail of {}", active.path.display()))?;
+            .at("truncate torn tail of", &active.path)?;
     }
     let mut epochs = EpochHistory::load(dir)?;
     if index.max_epoch > epochs.current() {
@@ -393,11 +396,8 @@ pub fn build_index(dir: &Path, table: &FileTable) -> Result<Index> {
 /// Maps a sealed or merged file and checks its header.
 pub fn open_sealed(dir: &Path, kind: FileKind, id: u32) -> Result<Arc<DataFile>> {
     let path = dir.join(kind.file_name());
-    let file = fs::File::open(&path).ctx(|| format!("open {}", path.display()))?;
-    let len = file
-        .metadata()
-        .ctx(|| format!("stat {}", path.display()))?
-        .len();
+    let file = fs::File::open(&path).at("open", &path)?;
+    let len = file.metadata().at("stat", &path)?.len();
     let data = DataFile::new(id, kind, path, file, len, len)?;
     kind.check_header(data.tail_from(0))
         .map_err(|why| Error::corrupt(&data.path, 0, why))?;
@@ -418,11 +418,8 @@ pub fn open_active(
         .read(true)
         .write(true)
         .open(&path)
-        .ctx(|| format!("open {}", path.display()))?;
-    let mut len = write
-        .metadata()
-        .ctx(|| format!("stat {}", path.display()))?
-        .len();
+        .at("open", &path)?;
+    let mut len = write.metadata().at("stat", &path)?.len();
     if len < FILE_HEADER_LEN {
         tracing::warn!(file = %path.display(), len, "rewriting the header of an interrupted segment creation");
         use std::os::unix::fs::FileExt;
@@ -430,13 +427,11 @@ pub fn open_active(
             .set_len(0)
             .and_then(|_| write.write_all_at(&kind.header(), 0))
             .and_then(|_| write.sync_all())
-            .ctx(|| format!("rewrite header of {}", path.display()))?;
+            .at("rewrite header of", &path)?;
         len = FILE_HEADER_LEN;
     }
-    let read = write
-        .try_clone()
-        .ctx(|| format!("dup {}", path.display()))?;
-    let capacity = options.segment_max_bytes + MAX_APPEND_BYTES as u64 + FILE_HEADER_LEN;
+    let read = write.try_clone().at("dup", &path)?;
+    let capacity = segment::active_capacity(options.segment_max_bytes);
     let data = DataFile::new(id, kind, path, read, len, capacity)?;
     kind.check_header(data.tail_from(0))
         .map_err(|why| Error::corrupt(&data.path, 0, why))?;

@@ -18,19 +18,22 @@
 //!
 //! A [`DataFile`] is the read side of one file. Every file is memory-mapped
 //! read-only; the active segment is mapped at its full capacity so appends
-//! become visible without remapping. Mapped files are never shortened in
-//! place while the engine runs (truncation writes a new file and renames
-//! it), so a read through a mapping can never touch a page past the end of
-//! its file.
+//! become visible without remapping. Reads stop at the file's readable
+//! length, and a mapped file is never shortened below it (see the SAFETY
+//! comment in [`DataFile::new`] for the two places that shorten a file),
+//! so a read through a mapping never touches a page past the end of its
+//! file.
 
-use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use memmap2::{Mmap, MmapOptions};
 
 use super::error::{Error, IoContext, Result};
+use super::record::MAX_APPEND_BYTES;
+use crate::durable;
 
 pub const FILE_HEADER_LEN: u64 = 32;
 pub const FORMAT_VERSION: u32 = 1;
@@ -141,12 +144,27 @@ impl FileKind {
     }
 }
 
-/// Opens `dir` and fsyncs it, so that a create, rename or delete inside it
-/// is durable.
-pub fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .ctx(|| format!("fsync directory {}", dir.display()))
+/// Bytes of address space the active segment is mapped with, so that it
+/// grows without a remap: a segment is sealed once it is over
+/// `segment_max_bytes`, and the append that crosses the limit adds at most
+/// [`MAX_APPEND_BYTES`].
+pub fn active_capacity(segment_max_bytes: u64) -> u64 {
+    FILE_HEADER_LEN + segment_max_bytes + MAX_APPEND_BYTES as u64
+}
+
+/// Deletes the data file of `kind` and its hint; either may be gone
+/// already. The caller fsyncs the directory.
+pub fn remove(dir: &Path, kind: FileKind) -> Result<()> {
+    for name in [kind.file_name(), kind.hint_name()] {
+        let path = dir.join(name);
+        match fs::remove_file(&path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                return Err(Error::io("remove", path, e))
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// Creates a new data file holding only its header, fsynced, and fsyncs
@@ -158,14 +176,14 @@ pub fn create(dir: &Path, kind: FileKind) -> Result<File> {
         .write(true)
         .create_new(true)
         .open(&path)
-        .ctx(|| format!("create {}", path.display()))?;
+        .at("create", &path)?;
     // A plain write leaves the cursor after the header, where a sequential
     // writer (compaction) continues; appenders use positioned writes.
     (&file)
         .write_all(&kind.header())
         .and_then(|_| file.sync_all())
-        .ctx(|| format!("write header of {}", path.display()))?;
-    sync_dir(dir)?;
+        .at("write header of", &path)?;
+    durable::sync_dir(dir)?;
     Ok(file)
 }
 
@@ -199,12 +217,21 @@ impl DataFile {
             name: "segment_max_bytes",
             reason: format!("{map_len} bytes cannot be mapped on this platform"),
         })?;
-        // SAFETY: the mapping is read-only, and the engine never shortens a
-        // mapped file in place (truncation writes a new file and renames
-        // it), so pages below `readable` always exist. Bytes past the end
-        // of the file are never read: `read_at` checks `readable`.
-        let map = unsafe { MmapOptions::new().len(map_len).map(&file) }
-            .ctx(|| format!("mmap {}", path.display()))?;
+        // SAFETY: the mapping is read-only, and every read through it stays
+        // below `readable` (`slice` and `tail_from` check it), which is never
+        // above the file's length: the file is only appended to, and the
+        // engine shortens a file in two places only, both in recovery and
+        // before any other thread can reach the file:
+        // - `recovery::open_active` rewrites a file shorter than its header
+        //   (an interrupted creation) before mapping it;
+        // - `recovery::recover` cuts a torn tail off the active segment it
+        //   has just mapped, after `build_index` lowered `readable` to the
+        //   cut, and before the file table holding it is published.
+        // Truncating the log for replication never shortens a file in
+        // place: it writes the kept prefix to a new file and renames it
+        // over the old one, so existing mappings keep the old inode. The
+        // directory's LOCK file keeps other kvstore processes out.
+        let map = unsafe { MmapOptions::new().len(map_len).map(&file) }.at("mmap", &path)?;
         Ok(DataFile {
             id,
             kind,

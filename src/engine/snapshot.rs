@@ -17,8 +17,9 @@ use super::epochs::{self, EpochHistory};
 use super::error::{Error, IoContext, Result};
 use super::manifest::{self, Manifest};
 use super::recovery;
-use super::segment::{sync_dir, DataFile, FileKind};
+use super::segment::{DataFile, FileKind};
 use super::{Engine, LOCK_FILE};
+use crate::durable::sync_dir;
 
 /// One file of a snapshot.
 #[derive(Clone)]
@@ -136,21 +137,20 @@ impl Engine {
         let mut st = inner.writer.state.lock();
         inner.drain_locked(&mut st)?;
         let dir = &inner.dir;
-        for entry in fs::read_dir(dir).ctx(|| format!("list {}", dir.display()))? {
-            let name = entry.ctx(|| format!("list {}", dir.display()))?.file_name();
+        for entry in fs::read_dir(dir).at("list", dir)? {
+            let name = entry.at("list", dir)?.file_name();
             let name = name.to_string_lossy();
             if name != LOCK_FILE && (is_snapshot_file(&name) || name.ends_with(".hint")) {
-                fs::remove_file(dir.join(&*name)).ctx(|| format!("remove {name}"))?;
+                let path = dir.join(&*name);
+                fs::remove_file(&path).at("remove", &path)?;
             }
         }
-        for entry in fs::read_dir(staged).ctx(|| format!("list {}", staged.display()))? {
-            let name = entry
-                .ctx(|| format!("list {}", staged.display()))?
-                .file_name();
+        for entry in fs::read_dir(staged).at("list", staged)? {
+            let name = entry.at("list", staged)?.file_name();
             let name = name.to_string_lossy();
             if is_snapshot_file(&name) {
-                fs::rename(staged.join(&*name), dir.join(&*name))
-                    .ctx(|| format!("move {name} into place"))?;
+                let from = staged.join(&*name);
+                fs::rename(&from, dir.join(&*name)).at("move into place", &from)?;
             }
         }
         sync_dir(dir)?;

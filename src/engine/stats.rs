@@ -5,8 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
 
 use serde::Serialize;
 
-use super::record::Kind;
-use super::writer::Op;
+use super::writer::WriteOp;
 
 /// A point-in-time view of the engine. Field names are part of the `stats`
 /// output and stay stable.
@@ -64,8 +63,11 @@ pub(crate) struct Counters {
 }
 
 impl Counters {
-    pub fn count_ops(&self, ops: &[Op<'_>], bytes: u64) {
-        let deletes = ops.iter().filter(|o| o.kind == Kind::Delete).count() as u64;
+    pub fn count_ops(&self, ops: &[WriteOp<'_>], bytes: u64) {
+        let deletes = ops
+            .iter()
+            .filter(|o| matches!(o, WriteOp::Delete(_)))
+            .count() as u64;
         self.deletes.fetch_add(deletes, Relaxed);
         self.puts.fetch_add(ops.len() as u64 - deletes, Relaxed);
         if ops.len() > 1 {

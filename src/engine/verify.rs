@@ -38,6 +38,19 @@ impl VerifyReport {
             what: what.into(),
         });
     }
+
+    /// Records an error found while checking `file`: a corruption where it
+    /// says it is, anything else at the start of `file`.
+    fn error(&mut self, file: PathBuf, e: Error) {
+        match e {
+            Error::Corrupt {
+                file,
+                offset,
+                reason,
+            } => self.problem(file, offset, reason),
+            other => self.problem(file, 0, other.to_string()),
+        }
+    }
 }
 
 /// Verifies the stopped node's data directory `dir` (its lock is taken,
@@ -48,13 +61,13 @@ pub fn verify_dir(dir: &Path) -> Result<VerifyReport> {
     let manifest = match Manifest::load(dir) {
         Ok(m) => m.unwrap_or_default(),
         Err(e) => {
-            report.problem(dir.join(manifest::FILE_NAME), 0, e.to_string());
+            report.error(dir.join(manifest::FILE_NAME), e);
             Manifest::default()
         }
     };
     let mut kinds = Vec::new();
-    for entry in fs::read_dir(dir).ctx(|| format!("list {}", dir.display()))? {
-        let name = entry.ctx(|| format!("list {}", dir.display()))?.file_name();
+    for entry in fs::read_dir(dir).at("list", dir)? {
+        let name = entry.at("list", dir)?.file_name();
         if let Some(kind) = FileKind::parse(&name.to_string_lossy()) {
             kinds.push(kind);
         }
@@ -74,7 +87,7 @@ pub fn verify_dir(dir: &Path) -> Result<VerifyReport> {
         }
     }
     if let Err(e) = super::epochs::EpochHistory::load(dir) {
-        report.problem(dir.join(super::epochs::FILE_NAME), 0, e.to_string());
+        report.error(dir.join(super::epochs::FILE_NAME), e);
     }
     let last_segment = kinds
         .iter()
@@ -152,11 +165,7 @@ fn check_records(dir: &Path, file: &DataFile, active: bool, report: &mut VerifyR
     let end = match scan(file, mode, |e| entries.push(e)) {
         Ok(end) => end,
         Err(e) => {
-            let offset = match &e {
-                Error::Corrupt { offset, .. } => *offset,
-                _ => 0,
-            };
-            report.problem(&file.path, offset, e.to_string());
+            report.error(file.path.clone(), e);
             return;
         }
     };
@@ -184,6 +193,6 @@ fn check_records(dir: &Path, file: &DataFile, active: bool, report: &mut VerifyR
             0,
             "hint entries differ from the data file's records",
         ),
-        Err(why) => report.problem(&hint_path, 0, why),
+        Err(e) => report.problem(&hint_path, e.offset, e.reason),
     }
 }

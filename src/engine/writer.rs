@@ -34,15 +34,11 @@ use super::error::{Error, Result};
 use super::fault;
 use super::hint::HintEntry;
 use super::keydir::{hash_key, Loc};
-use super::log::LogAppend;
 use super::options::Durability;
-use super::record::{self, Kind};
+use super::record::{self, Kind, MAX_APPEND_BYTES};
 use super::recovery::apply_entry;
 use super::segment::{self, DataFile, FileKind, FILE_HEADER_LEN};
 use super::Inner;
-
-/// Largest single append (one record or one batch), encoded.
-pub const MAX_APPEND_BYTES: usize = 128 * 1024 * 1024;
 
 /// A record appended but not yet in the keydir (`Always` waits for its
 /// fsync; a replica's batch waits for its commit record).
@@ -239,11 +235,44 @@ impl Writer {
     }
 }
 
-/// One put or delete to append.
-pub(crate) struct Op<'a> {
-    pub kind: Kind,
-    pub key: &'a [u8],
-    pub value: &'a [u8],
+/// One write, borrowing its key and value: the engine's only write-op
+/// type (a protocol layer converts its own requests into it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteOp<'a> {
+    Put(&'a [u8], &'a [u8]),
+    Delete(&'a [u8]),
+}
+
+impl<'a> WriteOp<'a> {
+    pub fn key(&self) -> &'a [u8] {
+        match *self {
+            WriteOp::Put(key, _) | WriteOp::Delete(key) => key,
+        }
+    }
+
+    /// The value a put sets; empty for a delete.
+    pub fn value(&self) -> &'a [u8] {
+        match *self {
+            WriteOp::Put(_, value) => value,
+            WriteOp::Delete(_) => &[],
+        }
+    }
+
+    fn kind(&self) -> Kind {
+        match self {
+            WriteOp::Put(..) => Kind::Put,
+            WriteOp::Delete(_) => Kind::Delete,
+        }
+    }
+}
+
+/// What [`super::Engine::append_log_deferred`] appended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogAppend {
+    /// Bytes taken from the front of the input (whole records only).
+    pub taken: usize,
+    /// The local log's end after them.
+    pub end: u64,
 }
 
 /// Names the end of an append: it is durable once the log is durable up to
@@ -265,11 +294,12 @@ impl Inner {
 
     /// Appends `ops` (as one atomic batch when `batch`), returning the
     /// ticket to wait on.
-    pub(crate) fn append(&self, ops: &[Op<'_>], batch: bool) -> Result<Ticket> {
+    pub(crate) fn append(&self, ops: &[WriteOp<'_>], batch: bool) -> Result<Ticket> {
         let mut total = 0usize;
         for op in ops {
-            record::check_lengths(op.key.len(), op.value.len())?;
-            total = total.saturating_add(record::encoded_len(op.key.len(), op.value.len()));
+            let (key_len, value_len) = (op.key().len(), op.value().len());
+            record::check_lengths(key_len, value_len)?;
+            total = total.saturating_add(record::encoded_len(key_len, value_len));
         }
         if batch {
             total = total.saturating_add(record::encoded_len(0, 4));
@@ -283,16 +313,15 @@ impl Inner {
         let w = &self.writer;
         let mut st = w.state.lock();
         st.check_writable()?;
-        if st.auto_roll
-            && st.len > FILE_HEADER_LEN
-            && st.len + total as u64 > self.options.segment_max_bytes + FILE_HEADER_LEN
-        {
-            self.roll_locked(&mut st)?;
+        let limit = self.options.segment_max_bytes + FILE_HEADER_LEN;
+        let full = |st: &WriterState| {
+            st.auto_roll && st.len > FILE_HEADER_LEN && st.len + total as u64 > limit
+        };
+        if full(&st) {
+            self.roll_locked(&mut st, full)?;
         }
         let existed = match ops {
-            [op] if op.kind == Kind::Delete && self.waits_for_sync() => {
-                self.contains_durable(op.key)?
-            }
+            [WriteOp::Delete(key)] if self.waits_for_sync() => self.contains_durable(key)?,
             _ => false,
         };
         let was_empty = st.buf.is_empty();
@@ -301,7 +330,7 @@ impl Inner {
         let mut applied = Vec::with_capacity(ops.len());
         for op in ops {
             let start = st.buf.len();
-            record::encode(&mut st.buf, op.kind, batch, epoch, op.key, op.value);
+            record::encode(&mut st.buf, op.kind(), batch, epoch, op.key(), op.value());
             let len = (st.buf.len() - start) as u32;
             let loc = Loc {
                 file,
@@ -310,9 +339,9 @@ impl Inner {
             };
             pos += u64::from(len);
             applied.push(PendingOp {
-                hash: hash_key(op.key),
+                hash: hash_key(op.key()),
                 loc,
-                kind: op.kind,
+                kind: op.kind(),
             });
         }
         if batch {
@@ -326,7 +355,7 @@ impl Inner {
             st.pending.extend_from_slice(&applied);
         } else {
             for (op, p) in ops.iter().zip(&applied) {
-                existed_now = self.apply_buffered(&st, *p, Some(op.key)).is_some();
+                existed_now = self.apply_buffered(&st, *p, Some(op.key())).is_some();
             }
         }
         self.stats.count_ops(ops, total as u64);
@@ -500,6 +529,11 @@ impl Inner {
     /// Waits until no one does I/O on the active file, then writes and
     /// fsyncs the whole buffer itself (the writer lock stays held).
     pub(crate) fn drain_locked(&self, st: &mut MutexGuard<'_, WriterState>) -> Result<()> {
+        if st.busy {
+            if let Some(f) = &self.options.faults {
+                f.count_drain_wait();
+            }
+        }
         while st.busy {
             self.writer.progress.wait(st);
         }
@@ -513,7 +547,7 @@ impl Inner {
             let path = st.active.path.display().to_string();
             self.poison(st, format!("write to {path} failed: {e}"));
             self.writer.publish(st);
-            return Err(Error::io(format!("write {path}"), e));
+            return Err(Error::io("write", &st.active.path, e));
         }
         st.written = pos + bytes.len() as u64;
         st.buf_pos = st.written;
@@ -527,18 +561,30 @@ impl Inner {
         Ok(())
     }
 
-    /// Seals the active segment and starts a new one at the end of the log.
-    pub(crate) fn roll_locked(&self, st: &mut MutexGuard<'_, WriterState>) -> Result<()> {
+    /// Seals the active segment and starts a new one at the end of the log,
+    /// if `needed` still holds once the buffer is drained.
+    ///
+    /// The drain may wait for the flusher, and waiting releases the writer
+    /// lock: another roll (a writer's, a compaction's seal) can run
+    /// meanwhile. So `needed` is asked again after the drain, and an empty
+    /// active segment is never sealed: the next segment is named by the log
+    /// end, which for an empty segment is its own name. Every roll therefore
+    /// names a segment above every existing one. Returns whether it rolled.
+    pub(crate) fn roll_locked(
+        &self,
+        st: &mut MutexGuard<'_, WriterState>,
+        needed: impl Fn(&WriterState) -> bool,
+    ) -> Result<bool> {
         self.drain_locked(st)?;
+        if st.len == FILE_HEADER_LEN || !needed(st) {
+            return Ok(false);
+        }
         let base = st.end();
         let kind = FileKind::Segment { base };
         let created = segment::create(&self.dir, kind).and_then(|file| {
             let path = self.dir.join(kind.file_name());
-            let read = file
-                .try_clone()
-                .map_err(|e| Error::io(format!("dup {}", path.display()), e))?;
-            let capacity =
-                self.options.segment_max_bytes + MAX_APPEND_BYTES as u64 + FILE_HEADER_LEN;
+            let read = file.try_clone().map_err(|e| Error::io("dup", &path, e))?;
+            let capacity = segment::active_capacity(self.options.segment_max_bytes);
             let data = DataFile::new(self.next_id(), kind, path, read, FILE_HEADER_LEN, capacity)?;
             Ok((file, Arc::new(data)))
         });
@@ -562,7 +608,7 @@ impl Inner {
         st.reset_active(data, file, base);
         self.writer.publish(st);
         self.sealed(sealed);
-        Ok(())
+        Ok(true)
     }
 
     /// The flusher thread's loop: runs until the engine closes.
@@ -655,7 +701,15 @@ impl Inner {
                     ),
                 });
             }
-            self.roll_locked(&mut st)?;
+            // Only this call appends on a replica, so the log end cannot
+            // move during the drain; the check is for the roll's contract.
+            self.roll_locked(&mut st, |st| st.base != segment_base)?;
+            if st.base != segment_base {
+                return Err(Error::BadLogBytes {
+                    offset: segment_base,
+                    reason: format!("segment {segment_base} could not be started"),
+                });
+            }
         }
         let start_end = st.end();
         let mut taken = 0usize;

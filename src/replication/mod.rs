@@ -1,4 +1,4 @@
-//! Replication without consensus (DESIGN.md §7): a master serves its log
+//! Replication without consensus (docs/REPLICATION.md): a master serves its log
 //! bytes by offset; replicas pull them, verify them, append them to their
 //! own segments of the same name and acknowledge their durable end.
 //!
@@ -284,7 +284,13 @@ impl Replication {
             Ok::<_, engine::Error>(epoch)
         })
         .await
-        .map_err(|e| engine::Error::io("start epoch", std::io::Error::other(e.to_string())))??;
+        .map_err(|e| {
+            engine::Error::io(
+                "start a new epoch in",
+                self.engine.dir(),
+                std::io::Error::other(e),
+            )
+        })??;
         self.health.set_replication_ready(true);
         self.role_tx.send_replace(RoleView::Master);
         tracing::info!(epoch, "acting as MASTER");

@@ -4,7 +4,6 @@
 //! error the link is dropped and re-established with a bounded backoff;
 //! nothing is applied that did not verify.
 
-use std::path::Path;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
@@ -486,14 +485,10 @@ async fn receive_snapshot<R: tokio::io::AsyncRead + Unpin>(
     let e = engine.clone();
     let dir = staging.clone();
     blocking(&repl.applying, move || {
-        sync_dir(&dir)?;
+        crate::durable::sync_dir(&dir)?;
         e.install_snapshot(&dir)
     })
     .await?;
     let _ = tokio::fs::remove_dir_all(&staging).await;
     Ok(())
-}
-
-fn sync_dir(dir: &Path) -> Result<(), engine::Error> {
-    engine::segment::sync_dir(dir)
 }

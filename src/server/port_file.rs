@@ -14,7 +14,6 @@
 //! unspecified bind address (`0.0.0.0`, `::`) is written as loopback of the
 //! same family, which is what a local reader can connect to.
 
-use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
 
@@ -31,7 +30,8 @@ pub fn connectable(addr: SocketAddr) -> SocketAddr {
     }
 }
 
-/// Writes the port file atomically (temporary file, fsync, rename).
+/// Writes the port file atomically and durably (temporary file, fsync,
+/// rename, directory fsync).
 pub fn write(path: &Path, listen: SocketAddr, http: SocketAddr) -> std::io::Result<()> {
     write_with_resp(path, listen, http, None)
 }
@@ -51,15 +51,7 @@ pub fn write_with_resp(
     if let Some(resp) = resp {
         body.push_str(&format!("resp={}\n", connectable(resp)));
     }
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = Path::new(&tmp);
-    {
-        let mut f = std::fs::File::create(tmp)?;
-        f.write_all(body.as_bytes())?;
-        f.sync_all()?;
-    }
-    std::fs::rename(tmp, path)
+    Ok(crate::durable::write_file(path, body.as_bytes())?)
 }
 
 /// Reads a port file back: `(listen, http)`. `None` while it is absent or

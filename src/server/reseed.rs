@@ -27,10 +27,7 @@ pub fn open(dir: &Path, options: Options, reseed: bool) -> engine::Result<Engine
             reason,
         }) if reseed => {
             let quarantine = quarantine(dir).map_err(|source| {
-                engine::Error::io(
-                    format!("quarantine corrupt files of {}", dir.display()),
-                    source,
-                )
+                engine::Error::io("quarantine the corrupt files of", dir, source)
             })?;
             error!(
                 file = %file.display(),
@@ -60,6 +57,6 @@ fn quarantine(dir: &Path) -> std::io::Result<PathBuf> {
         }
         fs::rename(entry.path(), target.join(&name))?;
     }
-    engine::segment::sync_dir(dir).map_err(|e| std::io::Error::other(e.to_string()))?;
+    crate::durable::sync_dir(dir)?;
     Ok(target)
 }

@@ -1,12 +1,12 @@
 """Drives a kvstore RESP listener with the redis-py client (PyPI `redis`).
 
-    python3 tests/resp/client.py HOST PORT SCENARIO
+    .venv/bin/python tests/resp/client.py HOST PORT SCENARIO
 
 Scenarios: `master` (the whole command set against a master) and
 `replica HOST:PORT` (reads work, writes fail with READONLY naming the
 master). Exits 0 when every check holds; otherwise prints the failed check
 and exits 1. An ImportError (redis-py missing) exits 2 with a message:
-`.ci/run` installs it with `pip install redis`.
+`make deps` installs redis-py into the repository's virtualenv, .venv/.
 """
 
 import sys
@@ -14,7 +14,7 @@ import sys
 try:
     import redis
 except ImportError as e:  # fail loudly, never skip
-    print(f"redis-py is not installed ({e}); run: pip install redis", file=sys.stderr)
+    print(f"redis-py is not installed ({e}); run: make deps", file=sys.stderr)
     sys.exit(2)
 
 

@@ -1,0 +1,469 @@
+//! A local stand-in for the cluster, driven by the manifests themselves:
+//! reads `k8s/statefulset.yaml`, `k8s/configmap.yaml` and
+//! `k8s/cronjob-backup.yaml` and runs *their* commands with *their*
+//! environment (envFrom the ConfigMap, `$(VAR)` expansion, `HOSTNAME` = pod
+//! name) against real `kvstore` processes, and polls *their* probe paths
+//! and ports.
+//!
+//! A "pod" is a process with its own loopback address, 127.0.T.(10+N) for
+//! ordinal N, listening on the manifests' own ports (5555, 9555). The pod
+//! DNS names of the headless service are rewritten to those addresses, and
+//! volume mount paths to directories of the test: nothing else is changed.
+//! Secret volumes are filled the kubelet's way from the Secret that
+//! `k8s/gen-secrets.sh` made ([`crate::k8s::secrets`]), so auth and TLS run as
+//! deployed. Invariant: every path in a command or env value lies inside a
+//! volume mount of its container (the rest is the image's read-only root).
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::common::{http_get, kvstore_bin, run_cli, wait_for};
+use crate::k8s::manifests::{expand, manifests, s, seq, Manifests};
+use crate::k8s::secrets::Secret;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde_json::Value as Json;
+use serde_yaml::Value;
+
+pub const DEADLINE: Duration = Duration::from_secs(30);
+pub const PODS: u32 = 3;
+
+/// A local stand-in for the cluster: loopback addresses and directories.
+pub struct Cluster {
+    pub m: Manifests,
+    /// Third byte of the pods' 127.0.T.x addresses.
+    pub t: u8,
+    pub root: tempfile::TempDir,
+    /// The live ConfigMap (tests edit it).
+    pub config: BTreeMap<String, String>,
+    /// The live Secret `kvstore-secrets` (tests edit it for rotations).
+    pub secret: Secret,
+    pods: Vec<Option<Child>>,
+    restarts: u32,
+}
+
+impl Cluster {
+    pub fn new() -> Cluster {
+        let m = manifests();
+        let t = free_subnet(&m);
+        let config = m.config.clone();
+        let root = tempfile::tempdir().expect("tempdir");
+        // The certificate must also name the addresses the pod DNS names
+        // are rewritten to.
+        let ips: Vec<String> = (0..PODS)
+            .map(|n| format!("IP:127.0.{t}.{}", 10 + n))
+            .collect();
+        let secret = Secret::generate(root.path(), &m.namespace, &ips.join(","));
+        Cluster {
+            m,
+            t,
+            root,
+            config,
+            secret,
+            pods: (0..PODS).map(|_| None).collect(),
+            restarts: 0,
+        }
+    }
+
+    pub fn pod_name(&self, n: u32) -> String {
+        format!("{}-{n}", self.m.sts_name)
+    }
+
+    pub fn ip(&self, n: u32) -> String {
+        format!("127.0.{}.{}", self.t, 10 + n)
+    }
+
+    pub fn dns_suffix(&self) -> String {
+        format!("{}.{}.svc.cluster.local", self.m.headless, self.m.namespace)
+    }
+
+    /// Pod DNS names become loopback addresses; `{ordinal}` stays for
+    /// kvstore to fill in (127.0.T.1{ordinal} is 127.0.T.(10+ordinal)).
+    pub fn localize(&self, value: &str, pod: u32, mounts: &BTreeMap<String, PathBuf>) -> String {
+        let mut v = value.to_string();
+        let suffix = self.dns_suffix();
+        v = v.replace(
+            &format!("{}-{{ordinal}}.{suffix}", self.m.sts_name),
+            &format!("127.0.{}.1{{ordinal}}", self.t),
+        );
+        for n in 0..PODS {
+            v = v.replace(&format!("{}.{suffix}", self.pod_name(n)), &self.ip(n));
+        }
+        // A pod binds its own address.
+        v = v.replace("0.0.0.0:", &format!("{}:", self.ip(pod)));
+        for (mount, dir) in mounts {
+            if v == *mount || v.starts_with(&format!("{mount}/")) {
+                v = v.replacen(mount.as_str(), dir.to_str().expect("utf-8"), 1);
+            }
+        }
+        // A path outside every volume would be the container's read-only
+        // root filesystem, and here the host's: refuse it.
+        assert!(
+            !v.starts_with('/') || v.starts_with(self.root.path().to_str().expect("utf-8")),
+            "{value:?} is a path outside the container's volume mounts"
+        );
+        v
+    }
+
+    pub fn port(&self, container: &Value, port: &Value) -> u16 {
+        if let Some(n) = port.as_u64() {
+            return u16::try_from(n).expect("port");
+        }
+        let name = s(port, "probe port");
+        let p = seq(&container["ports"], "ports")
+            .iter()
+            .find(|p| p["name"].as_str() == Some(name))
+            .unwrap_or_else(|| panic!("no container port named {name}"));
+        u16::try_from(p["containerPort"].as_u64().expect("containerPort")).expect("port")
+    }
+
+    pub fn mounts(&self, container: &Value, owner: &str) -> BTreeMap<String, PathBuf> {
+        let mut out = BTreeMap::new();
+        if let Some(list) = container["volumeMounts"].as_sequence() {
+            for vm in list {
+                let dir = self
+                    .root
+                    .path()
+                    .join(owner)
+                    .join(s(&vm["name"], "volume name"));
+                std::fs::create_dir_all(&dir).expect("mkdir");
+                out.insert(s(&vm["mountPath"], "mountPath").to_string(), dir);
+            }
+        }
+        out
+    }
+
+    /// The container's environment as Kubernetes builds it, localized.
+    pub fn env(&self, container: &Value, pod: u32, owner: &str) -> Vec<(String, String)> {
+        let name = self.pod_name(pod);
+        let mut env: Vec<(String, String)> = vec![("HOSTNAME".into(), name.clone())];
+        if let Some(from) = container["envFrom"].as_sequence() {
+            for f in from {
+                let cm = s(&f["configMapRef"]["name"], "configMapRef");
+                assert_eq!(cm, "kvstore-config", "unknown ConfigMap {cm}");
+                env.extend(self.config.iter().map(|(k, v)| (k.clone(), v.clone())));
+            }
+        }
+        if let Some(list) = container["env"].as_sequence() {
+            for e in list {
+                let key = s(&e["name"], "env name").to_string();
+                let value = if let Some(v) = e["value"].as_str() {
+                    expand(v, &env)
+                } else {
+                    let path = s(&e["valueFrom"]["fieldRef"]["fieldPath"], "fieldPath");
+                    assert_eq!(path, "metadata.name", "unsupported fieldRef {path}");
+                    name.clone()
+                };
+                env.retain(|(k, _)| *k != key);
+                env.push((key, value));
+            }
+        }
+        let mounts = self.mounts(container, owner);
+        env.into_iter()
+            .map(|(k, v)| {
+                let v = self.localize(&v, pod, &mounts);
+                (k, v)
+            })
+            .collect()
+    }
+
+    /// The container's command, with the image's `kvstore` replaced by the
+    /// binary under test.
+    pub fn command(&self, container: &Value, pod: u32, owner: &str) -> Command {
+        let mut argv: Vec<String> = seq(&container["command"], "command")
+            .iter()
+            .map(|a| s(a, "command arg").to_string())
+            .collect();
+        if let Some(args) = container["args"].as_sequence() {
+            argv.extend(args.iter().map(|a| s(a, "arg").to_string()));
+        }
+        assert_eq!(argv.first().map(String::as_str), Some("kvstore"));
+        let mounts = self.mounts(container, owner);
+        let mut cmd = Command::new(kvstore_bin());
+        for a in argv.iter().skip(1) {
+            cmd.arg(self.localize(a, pod, &mounts));
+        }
+        cmd.env_clear();
+        for (k, v) in self.env(container, pod, owner) {
+            cmd.env(k, v);
+        }
+        cmd.stdin(Stdio::null());
+        cmd
+    }
+
+    pub fn container<'a>(&self, spec: &'a Value, list: &str, name: &str) -> &'a Value {
+        seq(&spec[list], list)
+            .iter()
+            .find(|c| c["name"].as_str() == Some(name))
+            .unwrap_or_else(|| panic!("no {list} entry named {name}"))
+    }
+
+    pub fn main_container(&self) -> Value {
+        self.container(&self.m.pod, "containers", "kvstore").clone()
+    }
+
+    /// The kubelet mounting the Secret volumes of a pod with template
+    /// `spec` (every container's, init containers included) for `owner`,
+    /// or refreshing them after the Secret changed.
+    pub fn mount_secrets(&self, spec: &Value, owner: &str) {
+        let volumes = spec["volumes"].as_sequence();
+        for list in ["initContainers", "containers"] {
+            for c in spec[list].as_sequence().into_iter().flatten() {
+                for vm in c["volumeMounts"].as_sequence().into_iter().flatten() {
+                    let name = s(&vm["name"], "volume name");
+                    let source = volumes
+                        .into_iter()
+                        .flatten()
+                        .find(|v| v["name"].as_str() == Some(name))
+                        .map(|v| &v["secret"]);
+                    let Some(source) = source.filter(|v| v.is_mapping()) else {
+                        continue;
+                    };
+                    assert_eq!(
+                        vm["readOnly"],
+                        Value::Bool(true),
+                        "Secret volume {name} must be mounted readOnly"
+                    );
+                    let dir = self.root.path().join(owner).join(name);
+                    std::fs::create_dir_all(&dir).expect("mkdir");
+                    self.secret.project(source, &dir);
+                }
+            }
+        }
+    }
+
+    /// The kubelet syncing every running pod's Secret volumes (after
+    /// `kubectl apply` of a changed Secret).
+    pub fn sync_secrets(&self) {
+        for n in 0..PODS {
+            self.mount_secrets(&self.m.pod, &self.pod_name(n));
+        }
+    }
+
+    /// `kubectl exec kvstore-n -- sh -c 'kill -HUP 1'`.
+    pub fn hup(&self, n: u32) {
+        let child = self.pods[n as usize].as_ref().expect("pod running");
+        let pid = Pid::from_raw(i32::try_from(child.id()).expect("pid"));
+        kill(pid, Signal::SIGHUP).expect("SIGHUP");
+    }
+
+    /// Runs the init container of pod `n` (its volumes mounted first): its
+    /// stdout, or a panic.
+    pub fn run_init(&self, n: u32) -> Output {
+        self.mount_secrets(&self.m.pod, &self.pod_name(n));
+        let init = self.container(&self.m.pod, "initContainers", "init-kvstore");
+        let mut cmd = self.command(init, n, &self.pod_name(n));
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        run_cli(cmd, None)
+    }
+
+    /// "Kubernetes starts pod n": init container, then the server.
+    pub fn start(&mut self, n: u32) {
+        let init = self.run_init(n);
+        assert!(
+            init.status.success(),
+            "init container of {} failed: {}",
+            self.pod_name(n),
+            String::from_utf8_lossy(&init.stderr)
+        );
+        self.restarts += 1;
+        let log = self
+            .root
+            .path()
+            .join(format!("{}-{}.log", self.pod_name(n), self.restarts));
+        let main = self.main_container();
+        let mut cmd = self.command(&main, n, &self.pod_name(n));
+        let file = std::fs::File::create(&log).expect("log");
+        cmd.stdout(file.try_clone().expect("log")).stderr(file);
+        let child = cmd.spawn().expect("spawn the kvstore container");
+        self.pods[n as usize] = Some(child);
+        std::fs::write(
+            self.root.path().join(format!("current-{n}")),
+            log.to_str().unwrap_or(""),
+        )
+        .expect("note log");
+    }
+
+    pub fn logs(&self, n: u32) -> String {
+        let path = std::fs::read_to_string(self.root.path().join(format!("current-{n}")))
+            .unwrap_or_default();
+        std::fs::read_to_string(path).unwrap_or_default()
+    }
+
+    pub fn start_all(&mut self) {
+        for n in 0..PODS {
+            self.start(n);
+        }
+    }
+
+    pub fn stop(&mut self, n: u32, signal: Signal) {
+        let mut child = self.pods[n as usize].take().expect("pod running");
+        let pid = Pid::from_raw(i32::try_from(child.id()).expect("pid"));
+        kill(pid, signal).expect("signal");
+        let status = wait_for(DEADLINE, "the pod to exit", || {
+            child.try_wait().expect("wait")
+        });
+        if signal == Signal::SIGTERM {
+            assert!(status.success(), "SIGTERM exit {status}: {}", self.logs(n));
+        }
+    }
+
+    /// Waits for pod `n`'s container to exit by itself.
+    pub fn wait_exit(&mut self, n: u32) -> std::process::ExitStatus {
+        let mut child = self.pods[n as usize].take().expect("pod running");
+        wait_for(DEADLINE, "the pod to exit", || {
+            child.try_wait().expect("wait")
+        })
+    }
+
+    /// Every probe of the main container, as the kubelet would send it.
+    pub fn probes(&self) -> Vec<(String, String, u16)> {
+        let main = self.main_container();
+        let mut out = Vec::new();
+        for kind in ["startupProbe", "livenessProbe", "readinessProbe"] {
+            let get = &main[kind]["httpGet"];
+            assert!(get.is_mapping(), "{kind} must be an httpGet probe");
+            out.push((
+                kind.to_string(),
+                s(&get["path"], "probe path").to_string(),
+                self.port(&main, &get["port"]),
+            ));
+        }
+        out
+    }
+
+    /// Waits until every probe of pod `n` answers 200.
+    pub fn wait_probes(&mut self, n: u32) {
+        let ip = self.ip(n);
+        for (kind, path, port) in self.probes() {
+            let addr: SocketAddr = format!("{ip}:{port}").parse().expect("addr");
+            let end = Instant::now() + DEADLINE;
+            loop {
+                if let Some(child) = self.pods[n as usize].as_mut() {
+                    if let Ok(Some(st)) = child.try_wait() {
+                        panic!("pod {n} exited ({st}):\n{}", self.logs(n));
+                    }
+                }
+                if matches!(http_get(addr, &path), Ok((200, _))) {
+                    break;
+                }
+                assert!(
+                    Instant::now() < end,
+                    "{kind} {path} on {addr} never answered 200; log:\n{}",
+                    self.logs(n)
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+
+    pub fn wait_all_ready(&mut self) {
+        for n in 0..PODS {
+            self.wait_probes(n);
+        }
+    }
+
+    /// `kubectl exec kvstore-n -- kvstore ARGS`: the CLI with the pod's
+    /// environment (so the pod's client token and CA), talking to the pod's
+    /// own client port.
+    pub fn exec(&self, n: u32, args: &[&str]) -> Output {
+        self.exec_with(n, &[], args)
+    }
+
+    /// `kubectl exec kvstore-n -- env [-u K] [K=V]... kvstore ARGS`: `None`
+    /// unsets the variable.
+    pub fn exec_with(&self, n: u32, env: &[(&str, Option<&Path>)], args: &[&str]) -> Output {
+        let main = self.main_container();
+        let mut cmd = Command::new(kvstore_bin());
+        cmd.args(args).env_clear();
+        for (k, v) in self.env(&main, n, &self.pod_name(n)) {
+            cmd.env(k, v);
+        }
+        cmd.env(
+            "KVSTORE_ADDR",
+            format!("{}:{}", self.ip(n), self.client_port()),
+        );
+        for (k, v) in env {
+            match v {
+                Some(v) => cmd.env(k, v),
+                None => cmd.env_remove(k),
+            };
+        }
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        run_cli(cmd, None)
+    }
+
+    /// A run of the backup CronJob's Job (volumes mounted as its pod
+    /// spec says), in its own directory `owner`.
+    pub fn run_backup_job(&self, owner: &str) -> Output {
+        self.mount_secrets(&self.m.backup_pod, owner);
+        let backup = self.container(&self.m.backup_pod, "containers", "backup");
+        let mut cmd = self.command(backup, 0, owner);
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        run_cli(cmd, None)
+    }
+
+    pub fn client_port(&self) -> u16 {
+        let main = self.main_container();
+        self.port(&main, &Value::String("client".into()))
+    }
+
+    pub fn stats(&self, n: u32) -> Json {
+        let out = self.exec(n, &["stats", "--json"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("stats JSON")
+    }
+
+    pub fn put(&self, n: u32, key: &str, value: &str) {
+        let out = self.exec(n, &["put", key, value]);
+        assert!(
+            out.status.success(),
+            "put via pod {n}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Waits until pod `n` reads `value` for `key`.
+    pub fn wait_value(&self, n: u32, key: &str, value: &str) {
+        wait_for(DEADLINE, &format!("{key}={value} on pod {n}"), || {
+            let out = self.exec(n, &["read", key]);
+            (out.status.success() && out.stdout == value.as_bytes()).then_some(())
+        });
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for child in self.pods.iter_mut().flatten() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A 127.0.T.0/24 where every pod's client and HTTP ports are free.
+fn free_subnet(m: &Manifests) -> u8 {
+    let _ = m;
+    let start = std::process::id() % 200;
+    for i in 0..200u32 {
+        let t = u8::try_from(20 + (start + i * 7) % 200).expect("fits");
+        let free = (0..PODS).all(|n| {
+            [5555u16, 9555]
+                .iter()
+                .all(|p| TcpListener::bind(format!("127.0.{t}.{}:{p}", 10 + n)).is_ok())
+        });
+        if free {
+            return t;
+        }
+    }
+    panic!("no free 127.0.T.0/24 for the local pods");
+}

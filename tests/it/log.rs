@@ -1,0 +1,293 @@
+//! The raw-log calls replication is built on: reading bytes by offset,
+//! appending shipped bytes (verified record by record, batches atomic,
+//! group-committed when appended without waiting), truncating, and the
+//! byte-identity of the copied log.
+
+use std::fs;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kvstore::engine::{CompactionPolicy, Engine, Error, Faults, Options, WriteOp};
+
+fn options() -> Options {
+    Options {
+        segment_max_bytes: 4096,
+        compaction: CompactionPolicy {
+            check_every: None,
+            ..CompactionPolicy::default()
+        },
+        ..Options::default()
+    }
+}
+
+fn open_replica(dir: &Path) -> Engine {
+    let engine = Engine::open(dir, options()).unwrap();
+    engine.set_auto_roll(false);
+    engine
+}
+
+/// Copies the master's log to the replica in chunks of `chunk` bytes,
+/// carrying partial records over like a replication client does.
+fn ship(master: &Engine, replica: &Engine, chunk: usize) -> u64 {
+    let mut shipped = 0;
+    let mut carry: Vec<u8> = Vec::new();
+    let mut carry_base = 0;
+    for _ in 0..100_000 {
+        let from = replica.stats().log_end + carry.len() as u64;
+        if from == master.log_end() {
+            assert!(carry.is_empty());
+            return shipped;
+        }
+        let c = master.read_log(from, chunk).unwrap();
+        assert!(!c.bytes.is_empty());
+        shipped += c.bytes.len() as u64;
+        if carry.is_empty() {
+            carry_base = c.segment_base;
+        }
+        assert_eq!(carry_base, c.segment_base, "a record never spans segments");
+        carry.extend_from_slice(&c.bytes);
+        let taken = replica.append_log(carry_base, &carry).unwrap();
+        carry.drain(..taken);
+    }
+    panic!("shipping did not converge");
+}
+
+fn segment_files(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out: Vec<_> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".seg"))
+        .map(|n| (n.clone(), fs::read(dir.join(&n)).unwrap()))
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn shipped_bytes_rebuild_an_identical_log() {
+    let (mdir, rdir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let master = Engine::open(mdir.path(), options()).unwrap();
+    let replica = open_replica(rdir.path());
+    for i in 0..500u32 {
+        master
+            .put(
+                format!("k{}", i % 60).as_bytes(),
+                &i.to_le_bytes().repeat(i as usize % 13),
+            )
+            .unwrap();
+        if i % 50 == 0 {
+            master.delete(format!("k{}", i % 7).as_bytes()).unwrap();
+            let keys: Vec<Vec<u8>> = (0..5).map(|j| format!("b{j}").into_bytes()).collect();
+            let value = vec![i as u8; 40];
+            let batch: Vec<WriteOp> = keys.iter().map(|k| WriteOp::Put(k, &value)).collect();
+            master.write_batch(&batch).unwrap();
+        }
+    }
+    // Odd chunk sizes split records and batches everywhere.
+    let shipped = ship(&master, &replica, 97);
+    assert_eq!(shipped, master.log_end());
+    assert_eq!(replica.stats().log_end, master.log_end());
+    for k in (0..60)
+        .map(|i| format!("k{i}"))
+        .chain((0..5).map(|j| format!("b{j}")))
+    {
+        assert_eq!(
+            replica.get(k.as_bytes()).unwrap(),
+            master.get(k.as_bytes()).unwrap(),
+            "{k}"
+        );
+    }
+    assert_eq!(replica.stats().keys, master.stats().keys);
+    master.flush().unwrap();
+    replica.flush().unwrap();
+    assert!(segment_files(mdir.path()).len() > 3);
+    assert_eq!(segment_files(mdir.path()), segment_files(rdir.path()));
+    // The replica survives a reopen with the same contents.
+    drop(replica);
+    let replica = open_replica(rdir.path());
+    assert_eq!(replica.stats().log_end, master.log_end());
+    assert_eq!(replica.get(b"b4").unwrap(), master.get(b"b4").unwrap());
+}
+
+#[test]
+fn a_batch_is_invisible_until_its_commit_record_arrives() {
+    let (mdir, rdir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let master = Engine::open(mdir.path(), options()).unwrap();
+    let replica = open_replica(rdir.path());
+    master.put(b"before", b"1").unwrap();
+    let batch = [WriteOp::Put(b"a", b"A"), WriteOp::Put(b"b", b"B")];
+    master.write_batch(&batch).unwrap();
+    let all = master.read_log(0, 1 << 20).unwrap();
+    // Everything but the commit record (17-byte header + 4-byte count).
+    let cut = all.bytes.len() - 21;
+    assert_eq!(replica.append_log(0, &all.bytes[..cut]).unwrap(), cut);
+    assert_eq!(replica.get(b"before").unwrap(), Some(b"1".to_vec()));
+    assert_eq!(
+        replica.get(b"a").unwrap(),
+        None,
+        "batch member visible before commit"
+    );
+    // A crash here: recovery drops the open batch.
+    drop(replica);
+    let reopened = open_replica(rdir.path());
+    assert_eq!(reopened.get(b"a").unwrap(), None);
+    let end = reopened.stats().log_end;
+    let rest = master.read_log(end, 1 << 20).unwrap();
+    reopened.append_log(rest.segment_base, &rest.bytes).unwrap();
+    assert_eq!(reopened.get(b"a").unwrap(), Some(b"A".to_vec()));
+    assert_eq!(reopened.get(b"b").unwrap(), Some(b"B".to_vec()));
+}
+
+#[test]
+fn damaged_shipped_bytes_are_refused_and_nothing_is_applied() {
+    let (mdir, rdir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let master = Engine::open(mdir.path(), options()).unwrap();
+    let replica = open_replica(rdir.path());
+    master.put(b"k", b"value").unwrap();
+    let mut chunk = master.read_log(0, 1 << 20).unwrap();
+    let last = chunk.bytes.len() - 1;
+    chunk.bytes[last] ^= 0x40;
+    match replica.append_log(0, &chunk.bytes) {
+        Err(Error::BadLogBytes { offset, .. }) => assert_eq!(offset, 0),
+        other => panic!("expected BadLogBytes, got {other:?}"),
+    }
+    assert_eq!(replica.stats().log_end, 0);
+    assert_eq!(replica.get(b"k").unwrap(), None);
+    // A segment that does not continue the log is refused too.
+    assert!(matches!(
+        replica.append_log(4096, &[]),
+        Err(Error::BadLogBytes { .. })
+    ));
+}
+
+#[test]
+fn truncation_restores_the_older_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path(), options()).unwrap();
+    for i in 0..100u32 {
+        engine
+            .put(format!("k{}", i % 10).as_bytes(), &i.to_le_bytes())
+            .unwrap();
+    }
+    let cut = engine.log_end();
+    // Writes past the cut: overwrites, deletes, new keys, across segments.
+    for i in 100..400u32 {
+        engine
+            .put(format!("k{}", i % 13).as_bytes(), &[7; 50])
+            .unwrap();
+        engine.delete(b"k3").unwrap();
+    }
+    assert!(engine.stats().segments > 2);
+    engine.truncate_log(cut).unwrap();
+    assert_eq!(engine.log_end(), cut);
+    for k in 0..10u32 {
+        let expected = (90 + k).to_le_bytes().to_vec();
+        assert_eq!(
+            engine.get(format!("k{k}").as_bytes()).unwrap(),
+            Some(expected),
+            "k{k}"
+        );
+    }
+    assert_eq!(engine.get(b"k11").unwrap(), None);
+    // Writing goes on from the cut, and all of it survives a reopen.
+    engine.put(b"after", b"cut").unwrap();
+    drop(engine);
+    let engine = Engine::open(dir.path(), options()).unwrap();
+    assert_eq!(engine.get(b"after").unwrap(), Some(b"cut".to_vec()));
+    assert_eq!(
+        engine.get(b"k9").unwrap(),
+        Some(99u32.to_le_bytes().to_vec())
+    );
+    assert!(matches!(
+        engine.truncate_log(u64::MAX),
+        Err(Error::BeyondEnd { .. })
+    ));
+}
+
+#[test]
+fn offsets_below_the_merged_horizon_are_reported_as_compacted() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path(), options()).unwrap();
+    for i in 0..200u32 {
+        engine
+            .put(format!("k{}", i % 10).as_bytes(), &[1; 60])
+            .unwrap();
+    }
+    let report = engine.compact().unwrap();
+    assert!(report.horizon > 0);
+    assert_eq!(engine.log_start(), report.horizon);
+    match engine.read_log(0, 100) {
+        Err(Error::Compacted { offset: 0, start }) => assert_eq!(start, report.horizon),
+        other => panic!("expected Compacted, got {other:?}"),
+    }
+    let tail = engine.read_log(report.horizon, 100).unwrap();
+    assert!(tail.bytes.is_empty(), "nothing written after the seal yet");
+    assert!(matches!(
+        engine.read_log(u64::MAX, 1),
+        Err(Error::BeyondEnd { .. })
+    ));
+}
+
+#[test]
+fn chunks_appended_while_an_fsync_runs_share_the_next_one() {
+    let (mdir, rdir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let big = Options {
+        segment_max_bytes: 1 << 20,
+        ..options()
+    };
+    let master = Engine::open(mdir.path(), big.clone()).unwrap();
+    for i in 0..200u32 {
+        master.put(format!("k{i}").as_bytes(), &[3; 100]).unwrap();
+    }
+    let log = master.read_log(0, 1 << 20).unwrap();
+    assert_eq!(log.offset + log.bytes.len() as u64, master.log_end());
+    let faults = Arc::new(Faults::default());
+    let replica = Engine::open(
+        rdir.path(),
+        Options {
+            faults: Some(faults.clone()),
+            ..big
+        },
+    )
+    .unwrap();
+    replica.set_auto_roll(false);
+    let fsyncs_before = replica.stats().fsyncs;
+    // 40 chunks that split records anywhere. The first starts an fsync,
+    // held at the gate; the other 39 are appended while it is held and
+    // must all share the next one.
+    let pieces: Vec<&[u8]> = log.bytes.chunks(log.bytes.len().div_ceil(40)).collect();
+    assert_eq!(pieces.len(), 40);
+    faults.hold_syncs(true);
+    let mut carry = Vec::new();
+    let mut end = 0;
+    for (i, piece) in pieces.iter().enumerate() {
+        carry.extend_from_slice(piece);
+        let appended = replica.append_log_deferred(0, &carry).unwrap();
+        carry.drain(..appended.taken);
+        end = appended.end;
+        if i == 0 {
+            assert!(
+                faults.wait_until(Duration::from_secs(10), |f| f.syncs_held() == 1),
+                "the first chunk's fsync never started"
+            );
+        }
+    }
+    assert!(carry.is_empty());
+    assert_eq!(end, master.log_end());
+    faults.hold_syncs(false);
+    let mut progress = replica.subscribe();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while progress.borrow_and_update().durable < end {
+        assert!(
+            Instant::now() < deadline,
+            "the appended chunks never became durable"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let fsyncs = replica.stats().fsyncs - fsyncs_before;
+    // One fsync per append (the old behaviour) would be 40.
+    assert_eq!(fsyncs, 2, "{fsyncs} fsyncs for 40 chunks");
+    assert_eq!(replica.get(b"k199").unwrap(), Some(vec![3; 100]));
+    assert_eq!(replica.stats().keys, 200);
+}

@@ -1,0 +1,34 @@
+//! kvstore's integration tests, built as one test binary so that `make
+//! test` links once. One module per behaviour; every test starts real
+//! `kvstore` processes (and real etcd, redis-cli, ...) through the helpers
+//! in `common/`. Run one module with a nextest filter, e.g.
+//! `cargo nextest run -E 'test(/^chaos::/)'`.
+
+mod common;
+
+mod backup;
+mod chaos;
+mod cli;
+mod compaction;
+mod config;
+mod connections;
+mod coordinator;
+mod crash;
+mod docs;
+mod fixtures;
+mod group_commit;
+mod hostile;
+mod http;
+mod k8s;
+mod log;
+mod model;
+mod protocol;
+mod readme;
+mod recovery;
+mod replication;
+mod resp;
+mod security;
+mod server;
+mod setup;
+mod shutdown;
+mod snapshot;
