@@ -7,8 +7,9 @@ writes a probe key to the master every 20 ms through its RESP listener
 (`host:port`), and polls every replica with GET until the key appears.
 A probe's lag on a replica is the time from the master's +OK to the first
 GET on that replica that returns the value: how stale a replica read can
-be. Stops after SECONDS or at SIGINT (whichever first), waits at most
-10 s for outstanding probes, then prints one line per replica:
+be. Prints `probing` once connected (the caller starts its load then),
+stops after SECONDS or at SIGINT (whichever first), waits at most 10 s
+for outstanding probes, then prints one line per replica:
 `replica N: S samples, lag p50 X ms, p99 Y ms, max Z ms, missed M`.
 Polls are pipelined, one round per replica every ~0.5 ms, so the
 resolution is about a millisecond.
@@ -95,6 +96,8 @@ def probe(seconds, master, replicas):
     run = f"{time.time_ns():x}"
     lags = [[] for _ in rs]
     outstanding = []  # (key, t_ack, set of replica indexes not yet seen)
+    # Connected and ready for SIGINT: the caller starts its load now.
+    print("probing", flush=True)
     start = time.monotonic()
     sent = 0
     max_probes = int(seconds / PROBE_EVERY) + 1

@@ -135,7 +135,9 @@ for load in "1 1 $N_C1" "20 4 $N" "50 16 $N"; do
     read -r r p50 p99 < <(set_load "$M_RESP" "$c" "$p" "$n") || true
     stop "${NODES[@]}"
     rps[$mode]=${r:-0}
-    label=$mode; [ "$mode" = sync ] && label='sync, `--min-acks 1`'
+    label=$mode
+    # shellcheck disable=SC2016 # the backquotes are Markdown, printed as is
+    [ "$mode" = sync ] && label='sync, `--min-acks 1`'
     ratio=""
     [ "$mode" = sync ] && ratio=$(python3 -c "a,s=float('${rps[async]}'),float('${rps[sync]}'); print(f'{s/a:.2f}x' if a else 'n/a')")
     printf '| %s | -c%s -P%s | %.0f | %s ms | %s ms | %s |\n' "$label" "$c" "$p" "${r:-0}" "${p50:-?}" "${p99:-?}" "$ratio"
@@ -154,6 +156,7 @@ for row in "always 20 4" "always 50 16" "never 20 4"; do
   cluster "l$run" 2 --durability "$dur"
   python3 "$HERE/repl_lag_sampler.py" probe "$RUN_TIMEOUT" "$M_RESP" "${R_RESPS[@]}" >"$WORK/lag.txt" &
   sampler=$!
+  for _ in $(seq 1 500); do grep -q '^probing' "$WORK/lag.txt" && break; sleep 0.02; done
   read -r r _ _ < <(set_load "$M_RESP" "$c" "$p" "$LAG_N") || true
   kill -INT "$sampler" 2>/dev/null || true
   wait "$sampler" || true
@@ -187,6 +190,7 @@ wait_ready "$HTTP"
 "$BIN" bench --addr "$cm_addr" -t put -P 16 -c 1 -n 1000 -d 100 -q >/dev/null
 base=$(python3 "$HERE/repl_lag_sampler.py" --end "$cm_http")
 python3 "$HERE/repl_lag_sampler.py" --catchup "$cm_http" "$HTTP" "$(date +%s.%N)" "$base" >/dev/null
+# shellcheck disable=SC2154 # PID_cr is set by start (eval)
 kill "$PID_cr"; wait "$PID_cr" 2>/dev/null || true
 values=$(( CATCHUP_MB * 16 ))   # 64 KiB values
 timeout "$RUN_TIMEOUT" "$BIN" bench --addr "$cm_addr" -t put -P 16 -c 2 -n "$values" -d 65536 -r 100000000 -q >/dev/null
@@ -194,6 +198,7 @@ t0=$(date +%s.%N)
 LISTEN=$cr_addr start cr --role replica --master-addr "$cm_addr" --durability never
 python3 "$HERE/repl_lag_sampler.py" --catchup "$cm_http" "$HTTP" "$t0" "$base"
 echo "replica resyncs: $(curl -s "http://$HTTP/metrics" | grep -E '^kvstore_replication_(full|partial)_resyncs_total' | tr '\n' ' ')"
+# shellcheck disable=SC2012 # our own segment names; ls -S picks the largest
 seg=$(ls -S "$WORK/cm/data/"*.seg | head -1)
 sync; echo 3 >/proc/sys/vm/drop_caches 2>/dev/null && cold=yes || cold=no
 echo "dd sequential read of $(basename "$seg") (page cache dropped: $cold):"
