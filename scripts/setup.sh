@@ -42,6 +42,9 @@ apt        redis-cli        redis-tools    # tests/resp.rs, tests/security.rs
 apt        redis-benchmark  redis-tools    # make bench-vs-redis
 apt        redis-server     redis-server   # make bench-vs-redis
 apt        python3          python3        # the virtualenv .venv/
+apt        podman           podman         # make image-test: builds and runs the image (scripts/image-test.sh)
+apt        runc             runc           # make image-test: the OCI runtime podman uses here (crun is refused)
+apt        debootstrap      debootstrap    # make image-test: local stand-ins for the public base images
 component  rustfmt                         # make lint
 component  clippy                          # make lint
 toolchain  nightly                         # fuzz/: cargo-fuzz builds on nightly
