@@ -20,13 +20,15 @@ ARG RUNTIME_TAG=bookworm-slim
 
 FROM ${BUILD_IMAGE}:${BUILD_TAG} AS build
 # Tools the build runs, beyond the Rust image's cargo and C compiler:
-# protoc, for crates that generate gRPC code at build time (etcd-client, the
-# etcd coordinator's client, through prost/tonic). Unpinned on purpose:
-# Debian stable changes a package only for fixes, and drops the old version
-# from the archive when it does, so a pin would break the build.
+# protoc and the protobuf well-known types it imports (google/protobuf/*.proto,
+# in libprotobuf-dev, only recommended by protobuf-compiler), for crates
+# that generate gRPC code at build time (etcd-client, the etcd
+# coordinator's client). Unpinned on purpose: Debian stable changes a
+# package only for fixes, and drops the old version from the archive when
+# it does, so a pin would break the build.
 # hadolint ignore=DL3008
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends protobuf-compiler \
+    && apt-get install -y --no-install-recommends protobuf-compiler libprotobuf-dev \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 # 1. Dependencies only: this layer is rebuilt only when Cargo.toml or
