@@ -25,9 +25,11 @@
 //!   pipelined requests is never timed out as a whole;
 //! - a client that reads none of its answers is bounded like an idle one:
 //!   a write that makes no progress for `idle_timeout` ends the connection;
-//! - a TLS handshake arriving on a plaintext port is recognised from its
-//!   first bytes and the connection closed at once, so a TLS client fails
-//!   fast instead of waiting for a request that never completes.
+//! - a TLS ClientHello arriving on a plaintext port is recognised by its
+//!   whole shape in the first 11 bytes ([`first_bytes`]) and the
+//!   connection closed at once, so a TLS client fails fast instead of
+//!   waiting for a request that never completes; a request that merely
+//!   starts with the same bytes is served.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -39,7 +41,7 @@ use tokio::time::Instant;
 
 use super::Node;
 use crate::metrics::AuthFailure;
-use crate::security::tls::looks_like_tls;
+use crate::security::tls::{first_bytes, FirstBytes};
 use crate::security::ServerStream;
 
 /// Smallest read: enough for many small pipelined requests at once.
@@ -180,6 +182,7 @@ pub async fn serve<C: Codec>(stream: ServerStream, codec: C, node: Arc<Node>) ->
         write_buf: BytesMut::new(),
         start_checked: false,
     };
+    conn.start_checked = conn.stream.is_tls();
     let end = match conn.run().await {
         Stop::HandOff(hand_off) => {
             return Served::HandOff {
@@ -237,20 +240,28 @@ impl<C: Codec> Connection<C> {
         tokio::pin!(timer);
         let limits = node.limits;
         loop {
-            if !self.start_checked && self.read_buf.len() >= 3 {
-                self.start_checked = true;
-                if !self.stream.is_tls() && looks_like_tls(&self.read_buf) {
-                    let _ = self.stream.shutdown().await;
-                    return End::TlsOnPlainPort.into();
+            if !self.start_checked {
+                match first_bytes(&self.read_buf) {
+                    FirstBytes::NotTls => self.start_checked = true,
+                    FirstBytes::ClientHello => {
+                        let _ = self.stream.shutdown().await;
+                        return End::TlsOnPlainPort.into();
+                    }
+                    // Nothing is decoded until the first bytes are told
+                    // apart from a ClientHello (at most 11 bytes; no
+                    // request that starts so is complete before that).
+                    FirstBytes::Undecided => {}
                 }
             }
             // 1. Answer every complete request already buffered.
             let buffered = self.read_buf.len();
-            if let Err(stop) = self.answer_buffered().await {
-                if let Stop::End(End::Closed(_)) = stop {
-                    self.close().await;
+            if self.start_checked {
+                if let Err(stop) = self.answer_buffered().await {
+                    if let Stop::End(End::Closed(_)) = stop {
+                        self.close().await;
+                    }
+                    return stop;
                 }
-                return stop;
             }
             // A request completed: what is left is a new request, whose
             // time starts now, not when the previous one began.

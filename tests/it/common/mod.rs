@@ -493,6 +493,22 @@ impl Raw {
     }
 }
 
+/// The `resp=` address from the server's port file.
+pub fn resp_addr(server: &Server) -> SocketAddr {
+    let ports = server
+        .data_dir()
+        .parent()
+        .expect("data dir has a parent")
+        .join("ports");
+    let text = std::fs::read_to_string(&ports).expect("read the port file");
+    text.lines()
+        .find_map(|l| l.strip_prefix("resp="))
+        .unwrap_or_else(|| panic!("no resp= line in the port file:\n{text}"))
+        .trim()
+        .parse()
+        .expect("resp= is host:port")
+}
+
 /// Runs the `kvstore` CLI against `addr`; returns the full output.
 pub fn cli(addr: SocketAddr, args: &[&str]) -> std::process::Output {
     cli_with_stdin(addr, args, None)
