@@ -25,6 +25,14 @@
 //!   pipelined requests is never timed out as a whole;
 //! - a client that reads none of its answers is bounded like an idle one:
 //!   a write that makes no progress for `idle_timeout` ends the connection;
+//! - at shutdown, every request read before the loop notices it, and the
+//!   one request it was in the middle of reading, is answered in full;
+//!   the next request (one already read, one still to come, or none yet)
+//!   gets the codec's shutting-down answer, which ends the connection. The
+//!   loop then shuts its write side (FIN after the last answer) and reads
+//!   and discards until the client closes or goes quiet for [`LINGER`], so
+//!   that a request the client sends meanwhile does not turn the close
+//!   into a reset that would cut the answers still in flight;
 //! - a TLS ClientHello arriving on a plaintext port is recognised by its
 //!   whole shape in the first 11 bytes ([`first_bytes`]) and the
 //!   connection closed at once, so a TLS client fails fast instead of
@@ -57,6 +65,9 @@ pub const SHRINK_ABOVE: usize = 4 * 1024 * 1024;
 pub const MAX_WRITE_RUN: usize = 1024;
 /// Stand-in for "no idle timeout": far away, but no overflow.
 pub const NEVER: Duration = Duration::from_secs(365 * 24 * 3600);
+/// At shutdown, how long the loop waits for a client that neither closes
+/// nor sends before it closes the connection.
+pub const LINGER: Duration = Duration::from_millis(500);
 
 /// What the codec decided for one decoded request.
 pub enum Admit<C: Codec> {
@@ -121,6 +132,9 @@ pub trait Codec: Send + Sync + Sized + 'static {
 
     /// The answer to a request not complete within the frame timeout.
     fn frame_timeout(&self) -> Self::Answer;
+
+    /// The answer to a request that arrives after the shutdown began.
+    fn shutting_down(&self) -> Self::Answer;
 }
 
 /// Why a connection ended; for logs and metrics.
@@ -181,6 +195,7 @@ pub async fn serve<C: Codec>(stream: ServerStream, codec: C, node: Arc<Node>) ->
         read_buf: BytesMut::with_capacity(READ_CHUNK),
         write_buf: BytesMut::new(),
         start_checked: false,
+        owed: None,
     };
     conn.start_checked = conn.stream.is_tls();
     let end = match conn.run().await {
@@ -225,6 +240,9 @@ struct Connection<C: Codec> {
     write_buf: BytesMut,
     /// Whether the first bytes were checked for a TLS handshake.
     start_checked: bool,
+    /// Once the shutdown is noticed: how many more requests get a real
+    /// answer (1 when one had started arriving, else 0).
+    owed: Option<usize>,
 }
 
 impl<C: Codec> Connection<C> {
@@ -269,8 +287,11 @@ impl<C: Codec> Connection<C> {
             if let Err(end) = self.flush().await {
                 return end.into();
             }
-            if node.shutdown.is_triggered() {
-                return End::Shutdown.into();
+            if self.owed.is_none() && node.shutdown.is_triggered() {
+                self.notice_shutdown(!self.read_buf.is_empty());
+            }
+            if self.owed == Some(0) {
+                return self.shut_down().await.into();
             }
             if self.read_buf.is_empty() {
                 started = None;
@@ -290,13 +311,22 @@ impl<C: Codec> Connection<C> {
             let missing = self.codec.missing(&self.read_buf);
             self.read_buf.reserve(missing.clamp(READ_CHUNK, MAX_GROWTH));
             timer.as_mut().reset(deadline);
+            let had_bytes = !self.read_buf.is_empty();
             let read = tokio::select! {
                 biased;
                 r = self.stream.read_buf(&mut self.read_buf) => Some(r),
                 () = &mut timer => None,
-                // Everything fully read has been answered; stop here.
-                () = &mut shutdown => return End::Shutdown.into(),
+                // Everything fully read has been answered: finish the one
+                // request in progress, if any, and refuse the rest.
+                () = &mut shutdown, if self.owed.is_none() => {
+                    self.notice_shutdown(had_bytes);
+                    continue;
+                }
             };
+            // Bytes read once the shutdown had begun start no new request.
+            if self.owed.is_none() && node.shutdown.is_triggered() {
+                self.notice_shutdown(had_bytes);
+            }
             match read {
                 None if started.is_some() => {
                     let answer = self.codec.frame_timeout();
@@ -319,6 +349,9 @@ impl<C: Codec> Connection<C> {
     async fn answer_buffered(&mut self) -> Result<(), Stop<C::HandOff>> {
         let mut writes: Vec<C::Request> = Vec::new();
         loop {
+            if self.owed == Some(0) {
+                break;
+            }
             let request = match self.codec.decode(&mut self.read_buf) {
                 Ok(Some(request)) => request,
                 Ok(None) => break,
@@ -333,7 +366,11 @@ impl<C: Codec> Connection<C> {
                     .into());
                 }
             };
-            match self.codec.admit(request) {
+            let admitted = self.codec.admit(request);
+            if let (Some(owed), false) = (self.owed.as_mut(), matches!(admitted, Admit::Skip)) {
+                *owed = owed.saturating_sub(1);
+            }
+            match admitted {
                 Admit::Skip => {}
                 Admit::Write(request) => {
                     writes.push(request);
@@ -415,6 +452,34 @@ impl<C: Codec> Connection<C> {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(End::Io(e)),
             Err(_) => Err(End::Idle),
+        }
+    }
+
+    /// The loop has noticed the shutdown: with `in_progress`, the request
+    /// it was reading still gets its answer.
+    fn notice_shutdown(&mut self, in_progress: bool) {
+        self.owed = Some(usize::from(in_progress));
+    }
+
+    /// Answers the shutting-down answer, shuts the write side, then reads
+    /// and discards until the client closes or is quiet for [`LINGER`]:
+    /// closing with unread bytes would send a reset, which discards what
+    /// the kernel has not yet delivered of the last answers.
+    async fn shut_down(&mut self) -> End {
+        let answer = self.codec.shutting_down();
+        let _ = self.codec.encode(&answer, &mut self.write_buf);
+        if let Err(end) = self.flush().await {
+            return end;
+        }
+        let _ = self.stream.shutdown().await;
+        loop {
+            self.read_buf.clear();
+            self.read_buf.reserve(READ_CHUNK);
+            let read = tokio::time::timeout(LINGER, self.stream.read_buf(&mut self.read_buf));
+            match read.await {
+                Ok(Ok(n)) if n > 0 => {}
+                _ => return End::Shutdown,
+            }
         }
     }
 

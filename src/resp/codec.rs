@@ -100,4 +100,8 @@ impl Codec for RespCodec {
     fn frame_timeout(&self) -> Reply {
         Reply::err("Protocol error: request not completed in time")
     }
+
+    fn shutting_down(&self) -> Reply {
+        Reply::err("the server is shutting down")
+    }
 }

@@ -180,6 +180,13 @@ impl Codec for BinaryCodec {
     fn frame_timeout(&self) -> Response {
         Response::error(ErrorCode::FRAME_TIMEOUT, "frame not completed in time")
     }
+
+    fn shutting_down(&self) -> Response {
+        Response::error(
+            ErrorCode::SHUTTING_DOWN,
+            "the server is shutting down; retry on another node or once it is back",
+        )
+    }
 }
 
 impl BinaryCodec {

@@ -417,17 +417,24 @@ pub struct Raw {
 
 /// Opens a [`Raw`] connection.
 pub fn raw_connect(addr: SocketAddr) -> Raw {
-    let stream = TcpStream::connect_timeout(&addr, NET_DEADLINE).expect("connect");
-    stream
-        .set_read_timeout(Some(NET_DEADLINE))
-        .expect("timeout");
-    stream
-        .set_write_timeout(Some(NET_DEADLINE))
-        .expect("timeout");
-    stream.set_nodelay(true).expect("nodelay");
-    Raw {
-        stream,
-        buf: bytes::BytesMut::new(),
+    Raw::over(TcpStream::connect_timeout(&addr, NET_DEADLINE).expect("connect"))
+}
+
+impl Raw {
+    /// A [`Raw`] connection over an already connected `stream`, with
+    /// bounded reads and writes.
+    pub fn over(stream: TcpStream) -> Raw {
+        stream
+            .set_read_timeout(Some(NET_DEADLINE))
+            .expect("timeout");
+        stream
+            .set_write_timeout(Some(NET_DEADLINE))
+            .expect("timeout");
+        stream.set_nodelay(true).expect("nodelay");
+        Raw {
+            stream,
+            buf: bytes::BytesMut::new(),
+        }
     }
 }
 
