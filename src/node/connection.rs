@@ -115,8 +115,10 @@ pub trait Codec: Send + Sync + Sized + 'static {
     /// codec knows (the loop grows the buffer by at most [`MAX_GROWTH`]).
     fn missing(&self, buf: &BytesMut) -> usize;
 
-    /// The auth gate, then what to do with `request`.
-    fn admit(&mut self, request: Self::Request) -> Admit<Self>;
+    /// The auth gate, then what to do with `request`. `pipelined`: other
+    /// requests came before it in the same read, so their answers are not
+    /// out yet (a request that takes the connection over must come alone).
+    fn admit(&mut self, request: Self::Request, pipelined: bool) -> Admit<Self>;
 
     /// Runs one request (it may change the connection's state).
     fn run(&mut self, request: Self::Request) -> impl Future<Output = Self::Answer> + Send + '_;
@@ -348,6 +350,7 @@ impl<C: Codec> Connection<C> {
     /// closing answer has been queued).
     async fn answer_buffered(&mut self) -> Result<(), Stop<C::HandOff>> {
         let mut writes: Vec<C::Request> = Vec::new();
+        let mut pipelined = false;
         loop {
             if self.owed == Some(0) {
                 break;
@@ -366,9 +369,12 @@ impl<C: Codec> Connection<C> {
                     .into());
                 }
             };
-            let admitted = self.codec.admit(request);
-            if let (Some(owed), false) = (self.owed.as_mut(), matches!(admitted, Admit::Skip)) {
-                *owed = owed.saturating_sub(1);
+            let admitted = self.codec.admit(request, pipelined);
+            if !matches!(admitted, Admit::Skip) {
+                pipelined = true;
+                if let Some(owed) = self.owed.as_mut() {
+                    *owed = owed.saturating_sub(1);
+                }
             }
             match admitted {
                 Admit::Skip => {}

@@ -97,16 +97,16 @@ async fn run(node: &Node, request: Request) -> Response {
             node.replication.replicate(master).await;
             Response::Ok
         }
-        // The connection hands a REPL_SYNC over to the replication stream
-        // before dispatch; reaching here means it was pipelined behind
-        // other requests, which the stream cannot take.
+        // The binary codec hands a REPL_SYNC or BACKUP sent alone over to
+        // its stream; reaching here means it was pipelined behind other
+        // requests, whose answers the stream would have to interleave.
         Request::ReplSync(_) => Response::error(
             ErrorCode::MALFORMED_REQUEST,
-            "REPL_SYNC must be the last request on its connection",
+            "REPL_SYNC must be sent alone, once every earlier request is answered, as the last request on its connection",
         ),
         Request::Backup => Response::error(
             ErrorCode::MALFORMED_REQUEST,
-            "BACKUP must be the last request on its connection",
+            "BACKUP must be sent alone, once every earlier request is answered, as the last request on its connection",
         ),
         Request::Compact => {
             let engine = engine.clone();

@@ -60,7 +60,7 @@ impl Codec for RespCodec {
         buf.len()
     }
 
-    fn admit(&mut self, args: Args) -> Admit<Self> {
+    fn admit(&mut self, args: Args, _pipelined: bool) -> Admit<Self> {
         if args.is_empty() {
             return Admit::Skip;
         }

@@ -13,7 +13,9 @@
 //!
 //! REPL_SYNC and BACKUP turn the connection into a stream: the codec hands
 //! it over, and [`Binary::hand_off`] gives it to the replication master or
-//! the backup server.
+//! the backup server. Pipelined behind other requests (read together with
+//! them), either is answered MALFORMED_REQUEST instead and the connection
+//! goes on.
 
 use std::sync::Arc;
 
@@ -95,7 +97,7 @@ impl FrontEnd for Binary {
                 )
                 .await;
             }
-            HandOff::Backup => crate::backup::serve::serve_backup(stream, node).await,
+            HandOff::Backup => crate::backup::serve::serve_backup(stream, leftover, node).await,
         }
     }
 }
@@ -133,7 +135,7 @@ impl Codec for BinaryCodec {
             .unwrap_or(0)
     }
 
-    fn admit(&mut self, request: Self::Request) -> Admit<Self> {
+    fn admit(&mut self, request: Self::Request, pipelined: bool) -> Admit<Self> {
         let request = match request {
             Ok(request) => request,
             Err(e) => return Admit::Answer(Response::error(e.code(), e.to_string())),
@@ -142,6 +144,9 @@ impl Codec for BinaryCodec {
             return Admit::Answer(Response::error(code, message));
         }
         match request {
+            // The connection becomes a stream only for a request sent
+            // alone; behind others it is answered MALFORMED_REQUEST.
+            Request::ReplSync(_) | Request::Backup if pipelined => Admit::Run(Ok(request)),
             Request::ReplSync(sync) => Admit::HandOff(HandOff::Replication(sync)),
             Request::Backup => Admit::HandOff(HandOff::Backup),
             Request::Put { .. } | Request::Delete { .. } | Request::Batch(_) => {

@@ -142,12 +142,6 @@ fn hello_frame(token: Option<&[u8]>) -> Vec<u8> {
     buf.to_vec()
 }
 
-fn frame(request: Request) -> Vec<u8> {
-    let mut buf = bytes::BytesMut::new();
-    request.encode(&mut buf).expect("encode");
-    buf.to_vec()
-}
-
 fn auth_failures(server: &Server, reason: &str) -> f64 {
     let (_, body) = http_get(server.http_addr, "/metrics").expect("scrape");
     let line = format!("kvstore_auth_failures_total{{reason=\"{reason}\"}} ");
@@ -187,9 +181,10 @@ fn hello_without_with_a_wrong_and_with_the_right_token() {
 
     // Before authenticating: PING works, GET ends the connection.
     let mut raw = raw_connect(server.addr);
-    raw.send(&frame(Request::Ping)).expect("send");
+    raw.send(&common::request_bytes(&Request::Ping))
+        .expect("send");
     assert!(matches!(raw.answer(), Answer::Frame(Response::Pong)));
-    raw.send(&frame(Request::Get {
+    raw.send(&common::request_bytes(&Request::Get {
         key: Bytes::from_static(b"k"),
     }))
     .expect("send");
@@ -237,7 +232,8 @@ fn each_token_does_what_its_permission_allows_and_no_more() {
         end: 0,
         full: true,
     };
-    raw.send(&frame(Request::ReplSync(sync))).expect("send");
+    raw.send(&common::request_bytes(&Request::ReplSync(sync)))
+        .expect("send");
     match raw.answer() {
         Answer::Frame(Response::Error { code, .. }) => {
             assert_eq!(code, ErrorCode::PERMISSION_DENIED)
@@ -619,10 +615,10 @@ fn a_plaintext_frame_starting_with_0x16_on_a_tls_port_gets_tls_required() {
     let server = Server::start(&strs(&secrets.tls_args("")));
     // GET of a 17-byte key: N = 22, the frame starts 16 00 00 00; and a
     // PUT whose frame starts 16 03 01 00 04 01 00 00 00 like a record.
-    let get = frame(Request::Get {
+    let get = common::request_bytes(&Request::Get {
         key: Bytes::from_static(b"seventeen-bytes-k"),
     });
-    let put = frame(Request::Put {
+    let put = common::request_bytes(&Request::Put {
         key: Bytes::from_static(b"p"),
         value: Bytes::from(vec![b'v'; 66_326 - 10]),
     });

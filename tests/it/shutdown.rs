@@ -80,12 +80,6 @@ fn small_window_connect(addr: std::net::SocketAddr) -> std::net::TcpStream {
     std::net::TcpStream::from(fd)
 }
 
-fn frame(request: &kvstore::protocol::Request) -> Vec<u8> {
-    let mut buf = bytes::BytesMut::new();
-    request.encode(&mut buf).expect("encode");
-    buf.to_vec()
-}
-
 /// docs/PROTOCOL.md section 7, SHUTTING_DOWN: a request the server has
 /// received when SIGTERM arrives gets its answer in full, even a 4 MiB
 /// VALUE still in flight; a request that arrives after the shutdown began
@@ -102,7 +96,7 @@ fn sigterm_finishes_the_answer_in_flight_and_refuses_what_comes_after() {
     let get = Request::Get {
         key: bytes::Bytes::from_static(b"big"),
     };
-    raw.send(&frame(&get)).expect("send GET");
+    raw.send(&common::request_bytes(&get)).expect("send GET");
     // The answer has started: the server is writing it, blocked on our
     // small window.
     let mut first = [0u8; 1];
@@ -115,7 +109,8 @@ fn sigterm_finishes_the_answer_in_flight_and_refuses_what_comes_after() {
         (!matches!(common::http_get(server.http_addr, "/readyz"), Ok((200, _)))).then_some(())
     });
     // Pipelined after the shutdown began.
-    raw.send(&frame(&Request::Ping)).expect("send PING");
+    raw.send(&common::request_bytes(&Request::Ping))
+        .expect("send PING");
 
     match raw.answer() {
         common::Answer::Frame(Response::Value(v)) => {
@@ -145,7 +140,8 @@ fn a_request_after_sigterm_on_an_idle_connection_gets_shutting_down() {
     use kvstore::protocol::{ErrorCode, Request, Response};
     let mut server = Server::start(&[]);
     let mut raw = common::raw_connect(server.addr);
-    raw.send(&frame(&Request::Ping)).expect("ping");
+    raw.send(&common::request_bytes(&Request::Ping))
+        .expect("ping");
     assert!(matches!(
         raw.answer(),
         common::Answer::Frame(Response::Pong)
@@ -159,7 +155,7 @@ fn a_request_after_sigterm_on_an_idle_connection_gets_shutting_down() {
     });
     // The server may already have closed its side; the request may fail
     // to send, but the answer to it is there to read.
-    let _ = raw.send(&frame(&Request::Ping));
+    let _ = raw.send(&common::request_bytes(&Request::Ping));
     match raw.answer() {
         common::Answer::Frame(Response::Error { code, .. }) => {
             assert_eq!(code, ErrorCode::SHUTTING_DOWN)

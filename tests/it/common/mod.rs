@@ -375,7 +375,7 @@ pub fn metric(http_addr: SocketAddr, name: &str) -> f64 {
 // ---------------------------------------------------------------------------
 
 use kvstore::client::{BlockingClient, ClientOptions};
-use kvstore::protocol::{Frame, Limits, Response};
+use kvstore::protocol::{Frame, Limits, Request, Response};
 
 /// How long a test waits for any single network answer.
 pub const NET_DEADLINE: Duration = Duration::from_secs(20);
@@ -406,6 +406,13 @@ pub fn assert_serves(addr: SocketAddr) {
     let value = client.get(key.as_bytes()).expect("probe get");
     assert_eq!(value.as_deref(), Some(&b"alive"[..]));
     client.delete(key.as_bytes()).expect("probe delete");
+}
+
+/// The bytes of one request frame, for sending by hand.
+pub fn request_bytes(request: &Request) -> Vec<u8> {
+    let mut buf = bytes::BytesMut::new();
+    request.encode(&mut buf).expect("encode");
+    buf.to_vec()
 }
 
 /// A raw TCP connection with bounded reads and writes, for sending bytes
@@ -460,17 +467,27 @@ impl Raw {
     /// Reads one response frame, or reports that the server closed. Panics
     /// on a read timeout: the server must answer or close, never hang.
     pub fn answer(&mut self) -> Answer {
+        match self.frame() {
+            Some(frame) => Answer::Frame(
+                Response::decode(frame, &Limits::default()).expect("server responses decode"),
+            ),
+            None => Answer::Closed,
+        }
+    }
+
+    /// Reads one frame, undecoded (a stream such as BACKUP's sends frames
+    /// that are not responses); `None` when the server closed. Panics on a
+    /// read timeout.
+    pub fn frame(&mut self) -> Option<Frame> {
         let mut chunk = [0u8; 64 * 1024];
         loop {
             if let Some(frame) =
                 Frame::parse(&mut self.buf, u32::MAX).expect("server frames are valid")
             {
-                let response =
-                    Response::decode(frame, &Limits::default()).expect("server responses decode");
-                return Answer::Frame(response);
+                return Some(frame);
             }
             match self.stream.read(&mut chunk) {
-                Ok(0) => return Answer::Closed,
+                Ok(0) => return None,
                 Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
                 Err(e)
                     if matches!(
@@ -478,7 +495,7 @@ impl Raw {
                         std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
                     ) =>
                 {
-                    return Answer::Closed
+                    return None
                 }
                 Err(e) => panic!("reading from the server: {e} (it neither answered nor closed)"),
             }
