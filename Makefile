@@ -70,7 +70,8 @@ bench-server:
 bench-compare:
 	cd benches/compare && $(CARGO) run --release
 
-# Master + two replicas on this machine (docs/BENCHMARKS.md, "Replication").
+# Sync vs async through redis-benchmark, replica lag under a 20 ms probe, and
+# catch-up (CATCHUP_MB=0 skips it); docs/BENCHMARKS.md, "Replication".
 bench-replication:
 	$(CARGO) build --release --bin kvstore
 	KVSTORE_BIN=$${CARGO_TARGET_DIR:-target}/release/kvstore ./benches/replication.sh

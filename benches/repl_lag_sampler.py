@@ -1,20 +1,32 @@
 #!/usr/bin/env python3
-"""Replica lag sampler for benches/replication.sh.
+"""Replica lag and catch-up measurements for benches/replication.sh.
 
-Lag mode (default): `repl_lag_sampler.py MASTER_HTTP REPLICA_HTTP...` polls
-kvstore_replication_end_offset on every node until SIGINT, then prints, per
-replica, p50/p99/max of the time (ms) from a master sample until that
-replica's end first reached the offset the master had then. The poll period
-(a few ms) bounds the resolution.
+Probe mode (the lag table):
+  repl_lag_sampler.py probe SECONDS MASTER_RESP REPLICA_RESP...
+writes a probe key to the master every 20 ms through its RESP listener
+(`host:port`), and polls every replica with GET until the key appears.
+A probe's lag on a replica is the time from the master's +OK to the first
+GET on that replica that returns the value: how stale a replica read can
+be. Prints `probing` once connected (the caller starts its load then),
+stops after SECONDS or at SIGINT (whichever first), waits at most 10 s
+for outstanding probes, then prints one line per replica:
+`replica N: S samples, lag p50 X ms, p99 Y ms, max Z ms, missed M`.
+Polls are pipelined, one round per replica every ~0.5 ms, so the
+resolution is about a millisecond.
 
 Catch-up mode: `--catchup MASTER_HTTP REPLICA_HTTP T0 START_OFFSET` waits
 until the replica's end equals the master's, printing MB/s since T0 (Unix
-seconds). `--end HTTP` prints a node's end offset.
+seconds). `--end HTTP` prints a node's end offset (from /metrics).
 """
 import signal
+import socket
 import sys
 import time
 import urllib.request
+
+PROBE_EVERY = 0.020
+POLL_PAUSE = 0.0005
+DRAIN = 10.0
 
 
 def end_offset(http):
@@ -30,25 +42,95 @@ def pct(xs, q):
     return xs[min(len(xs) - 1, int(q * len(xs)))] if xs else float("nan")
 
 
-def lag(master, replicas):
+class Resp:
+    """A minimal RESP2 client: enough for SET and GET."""
+
+    def __init__(self, addr):
+        host, port = addr.rsplit(":", 1)
+        self.sock = socket.create_connection((host, int(port)), timeout=10)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.buf = b""
+
+    def send(self, *commands):
+        out = []
+        for args in commands:
+            out.append(b"*%d\r\n" % len(args))
+            for a in args:
+                a = a.encode() if isinstance(a, str) else a
+                out.append(b"$%d\r\n%s\r\n" % (len(a), a))
+        self.sock.sendall(b"".join(out))
+
+    def _line(self):
+        while b"\r\n" not in self.buf:
+            data = self.sock.recv(65536)
+            if not data:
+                raise ConnectionError("server closed the connection")
+            self.buf += data
+        line, self.buf = self.buf.split(b"\r\n", 1)
+        return line
+
+    def reply(self):
+        line = self._line()
+        kind, rest = line[:1], line[1:]
+        if kind == b"-":
+            raise RuntimeError(rest.decode())
+        if kind == b"$":
+            n = int(rest)
+            if n < 0:
+                return None
+            while len(self.buf) < n + 2:
+                data = self.sock.recv(65536)
+                if not data:
+                    raise ConnectionError("server closed the connection")
+                self.buf += data
+            value, self.buf = self.buf[:n], self.buf[n + 2:]
+            return value
+        return rest
+
+
+def probe(seconds, master, replicas):
     stop = []
     signal.signal(signal.SIGINT, lambda *_: stop.append(1))
-    msamples, rsamples = [], {r: [] for r in replicas}
-    deadline = time.monotonic() + 600
-    while not stop and time.monotonic() < deadline:
-        msamples.append((time.monotonic(), end_offset(master)))
-        for r in replicas:
-            rsamples[r].append((time.monotonic(), end_offset(r)))
-    for i, r in enumerate(replicas, 1):
-        lags, j, rs = [], 0, rsamples[r]
-        for t, off in msamples:
-            while j < len(rs) and (rs[j][0] < t or rs[j][1] < off):
-                j += 1
-            if j == len(rs):
-                break
-            lags.append(max(0.0, rs[j][0] - t) * 1000)
-        print(f"  replica {i}: {len(lags)} samples, lag p50 {pct(lags, .5):.1f} ms, "
-              f"p99 {pct(lags, .99):.1f} ms, max {max(lags, default=float('nan')):.1f} ms")
+    m = Resp(master)
+    rs = [Resp(r) for r in replicas]
+    run = f"{time.time_ns():x}"
+    lags = [[] for _ in rs]
+    outstanding = []  # (key, t_ack, set of replica indexes not yet seen)
+    # Connected and ready for SIGINT: the caller starts its load now.
+    print("probing", flush=True)
+    start = time.monotonic()
+    sent = 0
+    max_probes = int(seconds / PROBE_EVERY) + 1
+    drain_until = None
+    while True:
+        now = time.monotonic()
+        sending = not stop and now - start < seconds and sent < max_probes
+        if not sending and drain_until is None:
+            drain_until = now + DRAIN
+        if not sending and (not outstanding or now > drain_until):
+            break
+        if sending and now >= start + sent * PROBE_EVERY:
+            key = f"lagprobe:{run}:{sent}"
+            m.send(("SET", key, "1"))
+            m.reply()
+            outstanding.append((key, time.monotonic(), set(range(len(rs)))))
+            sent += 1
+        for i, r in enumerate(rs):
+            keys = [o for o in outstanding if i in o[2]]
+            if not keys:
+                continue
+            r.send(*[("GET", o[0]) for o in keys])
+            for o in keys:
+                if r.reply() is not None:
+                    lags[i].append((time.monotonic() - o[1]) * 1000)
+                    o[2].discard(i)
+        outstanding = [o for o in outstanding if o[2]]
+        time.sleep(POLL_PAUSE)
+    missed = [sum(1 for o in outstanding if i in o[2]) for i in range(len(rs))]
+    for i, xs in enumerate(lags):
+        print(f"replica {i + 1}: {len(xs)} samples, lag p50 {pct(xs, .5):.1f} ms, "
+              f"p99 {pct(xs, .99):.1f} ms, max {max(xs, default=float('nan')):.1f} ms, "
+              f"missed {missed[i]}")
 
 
 def catchup(master, replica, t0, start_off):
@@ -70,5 +152,7 @@ if __name__ == "__main__":
         catchup(sys.argv[2], sys.argv[3], float(sys.argv[4]), int(sys.argv[5]))
     elif sys.argv[1] == "--end":
         print(end_offset(sys.argv[2]))
+    elif sys.argv[1] == "probe":
+        probe(float(sys.argv[2]), sys.argv[3], sys.argv[4:])
     else:
-        lag(sys.argv[1], sys.argv[2:])
+        raise SystemExit(__doc__)

@@ -1,27 +1,40 @@
 #!/usr/bin/env bash
-# `make bench-replication`: replication cost and lag on this machine.
+# `make bench-replication`: what replication costs and how far replicas
+# trail, on this machine (docs/BENCHMARKS.md, "Replication: group commit").
 #
-# 1. Master throughput, sustained puts at pipeline 16 (kvstore bench), with
-#    replication off (no replica), async (2 replicas) and sync (2 replicas,
-#    min-acks 1).
-# 2. Replica lag in ms during the async run: a sampler polls the end
-#    offsets of master and replicas (/metrics) and measures, for each
-#    master sample, how long until each replica reached that offset.
-# 3. Catch-up: a replica stopped while CATCHUP_MB of log is written, then
-#    restarted (partial resync); MB/s until it holds the master's end,
-#    next to `dd` sequential read speed of a master segment.
+# 1. Sync against async: redis-benchmark through the RESP listener
+#    (`-t set -d 100 -r 1000000`) against a master with one replica, both
+#    `--durability always`; async, then sync (`--min-acks 1`), at each load
+#    (-c1 -P1, -c20 -P4, -c50 -P16). Prints SET/s, p50, p99 and the
+#    sync/async throughput ratio of the same run. A fresh pair of nodes
+#    for every measurement.
+# 2. Replica lag: a master with two async replicas, all `always` (and one
+#    row with all `never`), under redis-benchmark SET load at -c20 -P4 and
+#    -c50 -P16; meanwhile repl_lag_sampler.py writes a probe key to the
+#    master every 20 ms and polls both replicas (GET, RESP) until it
+#    appears. Prints lag p50/p99/max per replica.
+# 3. Catch-up (skipped with CATCHUP_MB=0): a replica stopped while
+#    CATCHUP_MB of log is written, then restarted (partial resync); MB/s
+#    until it holds the master's end, next to `dd` reading a segment.
 #
-# Sizes: REQUESTS (default 300000 puts of 100 B per run), CATCHUP_MB
-# (default 1024). Needs python3. Prints a summary at the end.
+# Every load is bounded: a request count per run (N_C1 for -c1 -P1, N for
+# the others, LAG_N under the lag probe) and `timeout` (RUN_TIMEOUT s) on
+# every load generator. Needs python3, curl, redis-benchmark (installed
+# from Debian with apt-get when missing).
 set -euo pipefail
 
 BIN=${KVSTORE_BIN:-target/release/kvstore}
-REQUESTS=${REQUESTS:-300000}
+N_C1=${N_C1:-20000}
+N=${N:-500000}
+LAG_N=${LAG_N:-1000000}
+RUN_TIMEOUT=${RUN_TIMEOUT:-120}
 CATCHUP_MB=${CATCHUP_MB:-1024}
-CONNS=${CONNS:-4}
-DURABILITY=${DURABILITY:-interval}
 [ -x "$BIN" ] || { echo "error: $BIN not built (cargo build --release)" >&2; exit 1; }
 command -v python3 >/dev/null || { echo "error: python3 is required" >&2; exit 1; }
+if ! command -v redis-benchmark >/dev/null; then
+  apt-get update -q && apt-get install -y -q redis-tools
+fi
+command -v redis-benchmark >/dev/null || { echo "error: redis-benchmark is required" >&2; exit 1; }
 HERE=$(cd "$(dirname "$0")" && pwd)
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/kvrepl-bench.XXXXXX")
 PIDS=()
@@ -32,30 +45,35 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# start NAME ARGS... : starts a node in $WORK/NAME; sets ADDR and HTTP.
+# start NAME ARGS... : starts a node in $WORK/NAME; sets ADDR, HTTP, RESP.
 start() {
   local name=$1; shift
   mkdir -p "$WORK/$name"
   rm -f "$WORK/$name/ports"
   "$BIN" serve --data-dir "$WORK/$name/data" --listen "${LISTEN:-127.0.0.1:0}" \
-    --http-listen 127.0.0.1:0 --port-file "$WORK/$name/ports" "$@" \
+    --http-listen 127.0.0.1:0 --resp-listen 127.0.0.1:0 --port-file "$WORK/$name/ports" "$@" \
     >>"$WORK/$name/log" 2>&1 &
   local pid=$!
   PIDS+=("$pid")
   eval "PID_$name=$pid"
   for _ in $(seq 1 500); do
-    [ -s "$WORK/$name/ports" ] && grep -q '^http=' "$WORK/$name/ports" && break
+    [ -s "$WORK/$name/ports" ] && grep -q '^resp=' "$WORK/$name/ports" && break
     sleep 0.02
   done
   ADDR=$(sed -n 's/^listen=//p' "$WORK/$name/ports")
   HTTP=$(sed -n 's/^http=//p' "$WORK/$name/ports")
-  eval "ADDR_$name=$ADDR; HTTP_$name=$HTTP"
+  RESP=$(sed -n 's/^resp=//p' "$WORK/$name/ports")
+  [ -n "$RESP" ] || { echo "error: $name did not start; its log:" >&2; cat "$WORK/$name/log" >&2; exit 1; }
 }
 
-stop() { # stop NAME
-  local pid; pid=$(eval echo "\$PID_$1")
-  kill "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
+stop() { # stop NAME...
+  local name pid
+  for name in "$@"; do
+    pid=$(eval echo "\$PID_$name")
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    rm -rf "${WORK:?}/$name/data"
+  done
 }
 
 wait_ready() { # wait_ready HTTP
@@ -66,76 +84,125 @@ wait_ready() { # wait_ready HTTP
   echo "error: $1 never got ready" >&2; exit 1
 }
 
-put_bench() { # put_bench ADDR -> requests per second
-  "$BIN" bench --addr "$1" -t put -P 16 -c "$CONNS" -n "$REQUESTS" -d 100 -r 1000000 -q \
-    | sed -n 's/^[Pp][Uu][Tt]: \([0-9]*\) requests per second.*/\1/p'
+# set_load RESP C P N : redis-benchmark SET, prints "rps p50 p99".
+set_load() {
+  local port=${1##*:}
+  timeout "$RUN_TIMEOUT" redis-benchmark -h 127.0.0.1 -p "$port" -t set -d 100 -r 1000000 \
+    -c "$2" -P "$3" -n "$4" --csv 2>/dev/null \
+    | python3 -c '
+import csv, sys
+for row in csv.reader(sys.stdin):
+    if row and row[0] == "SET":
+        print(row[1], row[4], row[6])'
 }
 
-run_mode() { # run_mode off|async|sync
-  local mode=$1 tag=$1
-  local flags=(--durability "$DURABILITY")
-  local rflags=(--durability "$DURABILITY")
-  if [ "$mode" = sync ]; then
-    flags+=(--replication-mode sync --min-acks 1)
-    rflags=(--durability always)
-  fi
-  start "m_$tag" --role master "${flags[@]}"
+# cluster TAG REPLICAS FLAGS... : a master and REPLICAS replicas, all with
+# FLAGS; sets M_RESP and R_RESPS.
+cluster() {
+  local tag=$1 replicas=$2; shift 2
+  start "m$tag" --role master "$@"
+  M_RESP=$RESP
   local maddr=$ADDR mhttp=$HTTP
   wait_ready "$mhttp"
-  local rhttps=()
-  if [ "$mode" != off ]; then
-    for r in 1 2; do
-      start "r${r}_$tag" --role replica --master-addr "$maddr" "${rflags[@]}"
-      wait_ready "$HTTP"
-      rhttps+=("$HTTP")
-    done
-  fi
-  local sampler=""
-  if [ "$mode" = async ]; then
-    python3 "$HERE/repl_lag_sampler.py" "$mhttp" "${rhttps[@]}" >"$WORK/lag.txt" &
-    sampler=$!
-  fi
-  local rate; rate=$(put_bench "$maddr")
-  if [ -n "$sampler" ]; then
-    sleep 0.5
-    kill -INT "$sampler"; wait "$sampler" || true
-  fi
-  eval "RATE_$mode=$rate"
-  echo "mode $mode: $rate puts/s"
-  stop "m_$tag"
-  [ "$mode" = off ] || { stop "r1_$tag"; stop "r2_$tag"; }
+  R_RESPS=()
+  NODES=("m$tag")
+  for r in $(seq 1 "$replicas"); do
+    start "r$r$tag" --role replica --master-addr "$maddr" "$@"
+    wait_ready "$HTTP"
+    R_RESPS+=("$RESP")
+    NODES+=("r$r$tag")
+  done
 }
 
-echo "machine: $(nproc) cores, $(lscpu | sed -n 's/^Model name: *//p'); $(date -u +%F)"
-echo "durability $DURABILITY, $REQUESTS puts of 100 B, $CONNS connections x pipeline 16"
-run_mode off
-run_mode async
-run_mode sync
-echo "replica lag (async run):"; cat "$WORK/lag.txt"
+echo "machine: $(nproc) cores, $(lscpu | sed -n 's/^Model name: *//p')"
+echo "date: $(date -u '+%F %H:%M UTC'); load average at start:$(uptime | sed 's/.*load average://')"
+echo "kvstore: $("$BIN" --version 2>/dev/null || echo "$BIN")$(git -C "$HERE" rev-parse --short HEAD 2>/dev/null | sed 's/^/, commit /')"
+echo
 
-# Catch-up of a replica 1 GiB behind.
+echo "## 1. Sync vs async: master + 1 replica, both --durability always, SET -d 100 (redis-benchmark via RESP)"
+echo
+echo "| replication | load | SET/s | p50 | p99 | sync/async |"
+echo "|---|---|---|---|---|---|"
+run=0
+for load in "1 1 $N_C1" "20 4 $N" "50 16 $N"; do
+  read -r c p n <<<"$load"
+  declare -A rps=()
+  for mode in async sync; do
+    run=$((run + 1))
+    flags=(--durability always)
+    [ "$mode" = sync ] && flags+=(--replication-mode sync --min-acks 1)
+    cluster "t$run" 1 "${flags[@]}"
+    read -r r p50 p99 < <(set_load "$M_RESP" "$c" "$p" "$n") || true
+    stop "${NODES[@]}"
+    rps[$mode]=${r:-0}
+    label=$mode
+    # shellcheck disable=SC2016 # the backquotes are Markdown, printed as is
+    [ "$mode" = sync ] && label='sync, `--min-acks 1`'
+    ratio=""
+    [ "$mode" = sync ] && ratio=$(python3 -c "a,s=float('${rps[async]}'),float('${rps[sync]}'); print(f'{s/a:.2f}x' if a else 'n/a')")
+    printf '| %s | -c%s -P%s | %.0f | %s ms | %s ms | %s |\n' "$label" "$c" "$p" "${r:-0}" "${p50:-?}" "${p99:-?}" "$ratio"
+  done
+  unset rps
+done
+echo
+
+echo "## 2. Replica lag: master + 2 async replicas, probe every 20 ms (write on the master, GET on each replica)"
+echo
+echo "| all nodes' durability | load on the master | replica 1 lag p50 / p99 / max | replica 2 lag p50 / p99 / max | probes |"
+echo "|---|---|---|---|---|"
+for row in "always 20 4" "always 50 16" "never 20 4"; do
+  read -r dur c p <<<"$row"
+  run=$((run + 1))
+  cluster "l$run" 2 --durability "$dur"
+  python3 "$HERE/repl_lag_sampler.py" probe "$RUN_TIMEOUT" "$M_RESP" "${R_RESPS[@]}" >"$WORK/lag.txt" &
+  sampler=$!
+  for _ in $(seq 1 500); do grep -q '^probing' "$WORK/lag.txt" && break; sleep 0.02; done
+  read -r r _ _ < <(set_load "$M_RESP" "$c" "$p" "$LAG_N") || true
+  kill -INT "$sampler" 2>/dev/null || true
+  wait "$sampler" || true
+  stop "${NODES[@]}"
+  cells=$(python3 -c '
+import re, sys
+rows = open(sys.argv[1]).read().splitlines()
+cells, samples = [], 0
+for line in rows:
+    m = re.search(r"(\d+) samples, lag p50 ([\d.na]+) ms, p99 ([\d.na]+) ms, max ([\d.na]+) ms, missed (\d+)", line)
+    if m:
+        cells.append(f"{m[2]} / {m[3]} / {m[4]} ms" + (f" ({m[5]} missed)" if m[5] != "0" else ""))
+        samples = max(samples, int(m[1]))
+print(" | ".join(cells + ["?"] * (2 - len(cells))) + f" | {samples}")' "$WORK/lag.txt")
+  printf '| %s | SET -c%s -P%s (%.0f SET/s) | %s |\n' "$dur" "$c" "$p" "${r:-0}" "$cells"
+done
+echo
+echo "load average at the end:$(uptime | sed 's/.*load average://')"
+
+[ "$CATCHUP_MB" -gt 0 ] || exit 0
+echo
+echo "## 3. Catch-up of a replica $CATCHUP_MB MB behind (partial resync, --durability never)"
 start cm --role master --durability never
 cm_addr=$ADDR; cm_http=$HTTP
 wait_ready "$cm_http"
-LISTEN=127.0.0.1:0 start cr --role replica --master-addr "$cm_addr" --durability never
-cr_addr=$ADDR; cr_http=$HTTP
-wait_ready "$cr_http"
+start cr --role replica --master-addr "$cm_addr" --durability never
+cr_addr=$ADDR
+wait_ready "$HTTP"
 # A few records first, so the replica has an epoch and a log to resume
 # from (an empty replica is seeded by a full resync instead).
 "$BIN" bench --addr "$cm_addr" -t put -P 16 -c 1 -n 1000 -d 100 -q >/dev/null
 base=$(python3 "$HERE/repl_lag_sampler.py" --end "$cm_http")
-python3 "$HERE/repl_lag_sampler.py" --catchup "$cm_http" "$cr_http" "$(date +%s.%N)" "$base" >/dev/null
-stop cr
+python3 "$HERE/repl_lag_sampler.py" --catchup "$cm_http" "$HTTP" "$(date +%s.%N)" "$base" >/dev/null
+# shellcheck disable=SC2154 # PID_cr is set by start (eval)
+kill "$PID_cr"; wait "$PID_cr" 2>/dev/null || true
 values=$(( CATCHUP_MB * 16 ))   # 64 KiB values
-"$BIN" bench --addr "$cm_addr" -t put -P 16 -c 2 -n "$values" -d 65536 -r 100000000 -q >/dev/null
+timeout "$RUN_TIMEOUT" "$BIN" bench --addr "$cm_addr" -t put -P 16 -c 2 -n "$values" -d 65536 -r 100000000 -q >/dev/null
 t0=$(date +%s.%N)
 LISTEN=$cr_addr start cr --role replica --master-addr "$cm_addr" --durability never
-python3 "$HERE/repl_lag_sampler.py" --catchup "$cm_http" "$HTTP" "$t0" "$base" | tee "$WORK/catchup.txt"
+python3 "$HERE/repl_lag_sampler.py" --catchup "$cm_http" "$HTTP" "$t0" "$base"
 echo "replica resyncs: $(curl -s "http://$HTTP/metrics" | grep -E '^kvstore_replication_(full|partial)_resyncs_total' | tr '\n' ' ')"
+# shellcheck disable=SC2012 # our own segment names; ls -S picks the largest
 seg=$(ls -S "$WORK/cm/data/"*.seg | head -1)
 sync; echo 3 >/proc/sys/vm/drop_caches 2>/dev/null && cold=yes || cold=no
 echo "dd sequential read of $(basename "$seg") (page cache dropped: $cold):"
 dd if="$seg" of=/dev/null bs=1M 2>&1 | tail -1
 echo "dd again (page cache warm):"
 dd if="$seg" of=/dev/null bs=1M 2>&1 | tail -1
-stop cr; stop cm
+stop cr cm

@@ -87,7 +87,7 @@ pub async fn serve_backup(stream: ServerStream, leftover: BytesMut, ctx: Arc<Ser
         }
     };
     match confirmed.map(|f| f.map(ToMaster::decode)) {
-        Ok(Some(Ok(ToMaster::Ack { durable_end }))) if durable_end == end => {
+        Ok(Some(Ok(ToMaster::Ack { durable_end, .. }))) if durable_end == end => {
             record(&ctx, &peer, end).await;
         }
         Ok(None) => tracing::warn!(

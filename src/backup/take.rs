@@ -329,9 +329,12 @@ impl Stream {
     /// once it has recorded the backup.
     fn confirm(&mut self, end: u64) -> Result<()> {
         let mut out = BytesMut::new();
-        ToMaster::Ack { durable_end: end }
-            .encode(&mut out)
-            .map_err(|e| self.bad(e.to_string()))?;
+        ToMaster::Ack {
+            written_end: end,
+            durable_end: end,
+        }
+        .encode(&mut out)
+        .map_err(|e| self.bad(e.to_string()))?;
         let what = format!("confirm the backup to {}", self.addr);
         self.sock
             .write_all(&out)

@@ -10,6 +10,7 @@ use super::epochs::{EpochHistory, EpochStart};
 use super::error::{Error, IoContext, Result};
 use super::recovery::{build_index, open_active};
 use super::segment::{self, FileKind, FILE_HEADER_LEN};
+use super::writer::LogAppend;
 use super::{global_offset, Engine, Inner};
 use crate::durable;
 
@@ -106,6 +107,20 @@ impl Engine {
     /// returned, so a caller keeps the rest for the next call. Durable under
     /// this engine's policy on return.
     pub fn append_log(&self, segment_base: u64, bytes: &[u8]) -> Result<usize> {
+        let appended = self.append_log_deferred(segment_base, bytes)?;
+        if self.inner().options.durability == super::Durability::Always {
+            self.inner().wait_durable(appended.end)?;
+        }
+        Ok(appended.taken)
+    }
+
+    /// [`Engine::append_log`] without the wait: returns once the records
+    /// are verified and in the writer's buffer. The flusher makes them
+    /// durable with everything else appended before its next fsync (one
+    /// fsync for many calls, as for writes on a master); under `always`
+    /// they become readable at that fsync, otherwise at once. Watch
+    /// [`Engine::subscribe`] for the written and durable ends.
+    pub fn append_log_deferred(&self, segment_base: u64, bytes: &[u8]) -> Result<LogAppend> {
         self.inner().append_raw(segment_base, bytes)
     }
 

@@ -48,7 +48,7 @@ pub use options::{CompactionPolicy, Durability, Options};
 pub use record::{MAX_KEY_LEN, MAX_VALUE_LEN};
 pub use snapshot::{Snapshot, SnapshotFile};
 pub use stats::Stats;
-pub use writer::{Progress, WriteOp};
+pub use writer::{LogAppend, Progress, WriteOp};
 
 use error::IoContext;
 use files::FileTable;

@@ -266,6 +266,15 @@ impl<'a> WriteOp<'a> {
     }
 }
 
+/// What [`super::Engine::append_log_deferred`] appended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogAppend {
+    /// Bytes taken from the front of the input (whole records only).
+    pub taken: usize,
+    /// The local log's end after them.
+    pub end: u64,
+}
+
 /// Names the end of an append: it is durable once the log is durable up to
 /// `end`.
 #[derive(Debug, Clone, Copy)]
@@ -675,8 +684,10 @@ impl Inner {
 
     /// Appends raw log bytes shipped from a master, which must continue the
     /// local log exactly: `segment_base` names the segment they belong to.
-    /// Only whole records are taken; the number of bytes taken is returned.
-    pub(crate) fn append_raw(&self, segment_base: u64, bytes: &[u8]) -> Result<usize> {
+    /// Only whole records are taken. Does not wait for durability: the
+    /// flusher group-commits these bytes with whatever else is appended
+    /// before its next fsync, like writes on a master.
+    pub(crate) fn append_raw(&self, segment_base: u64, bytes: &[u8]) -> Result<LogAppend> {
         let w = &self.writer;
         let mut st = w.state.lock();
         st.check_writable()?;
@@ -735,7 +746,10 @@ impl Inner {
             taken += len;
         }
         if taken == 0 {
-            return Ok(0);
+            return Ok(LogAppend {
+                taken,
+                end: start_end,
+            });
         }
         // The history names a new epoch before any of its records is
         // written, so it is never behind the log.
@@ -780,9 +794,6 @@ impl Inner {
         if self.waits_for_sync() || was_empty {
             w.kick();
         }
-        if self.waits_for_sync() {
-            self.wait_durable(end)?;
-        }
-        Ok(taken)
+        Ok(LogAppend { taken, end })
     }
 }

@@ -123,9 +123,16 @@ impl Collector for ReplicationCollector {
         per_replica(
             e,
             "replication_replica_acked_offset",
-            "Offset each replica acknowledged as durable.",
+            "Offset up to which each replica acknowledged the log as written (it holds and serves it).",
             &s.replicas,
             |r| r.acked_offset,
+        )?;
+        per_replica(
+            e,
+            "replication_replica_durable_offset",
+            "Offset up to which each replica acknowledged the log as fsynced (what sync mode counts).",
+            &s.replicas,
+            |r| r.durable_offset,
         )?;
         per_replica(
             e,
@@ -158,6 +165,18 @@ impl Collector for ReplicationCollector {
             "replication_log_shipped_bytes",
             "Raw log bytes sent to replicas (master) or applied from the master (replica).",
             s.log_bytes_shipped,
+        )?;
+        counter(
+            e,
+            "replication_log_chunks",
+            "REPL_CHUNK frames sent to replicas (master) or received from the master (replica).",
+            s.log_chunks,
+        )?;
+        counter(
+            e,
+            "replication_acks",
+            "REPL_ACK frames received from replicas (master) or sent to the master (replica).",
+            s.acks,
         )?;
         gauge(
             e,

@@ -129,9 +129,12 @@ fn examples() -> Vec<(&'static str, BytesMut)> {
 fn repl_examples(out: &mut Vec<(&'static str, BytesMut)>) {
     use replication::{ToMaster, ToReplica};
     let mut buf = BytesMut::new();
-    ToMaster::Ack { durable_end: 8192 }
-        .encode(&mut buf)
-        .expect("example encodes");
+    ToMaster::Ack {
+        written_end: 12288,
+        durable_end: 8192,
+    }
+    .encode(&mut buf)
+    .expect("example encodes");
     out.push(("REPL_ACK", buf));
     let to_replica = [
         ("REPL_TRUNCATE", ToReplica::Truncate { epoch: 2, to: 1000 }),

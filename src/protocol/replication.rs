@@ -12,7 +12,8 @@
 //!
 //! After REPL_STREAM the master sends REPL_CHUNK (raw log bytes by
 //! offset) and REPL_HEARTBEAT frames; the replica answers with REPL_ACK
-//! frames naming its durable log end. Both directions flow at once.
+//! frames naming how far its log is written and how far it is durable
+//! (fsynced). Both directions flow at once.
 //!
 //! Field layouts are in `docs/PROTOCOL.md`; every length is bounded.
 
@@ -47,8 +48,13 @@ pub struct SyncRequest {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ToMaster {
     Sync(SyncRequest),
-    /// Everything below `durable_end` is durable on the replica.
+    /// How far the replica has the log. `written_end`: appended, verified
+    /// and handed to the OS (survives a crash of the replica's process,
+    /// not of its machine). `durable_end`: fsynced (survives a machine
+    /// crash), whatever the replica's durability policy; never above
+    /// `written_end`.
     Ack {
+        written_end: u64,
         durable_end: u64,
     },
 }
@@ -146,8 +152,12 @@ impl ToMaster {
                 s.encode_body(dst);
                 finish_frame(dst, at)
             }
-            ToMaster::Ack { durable_end } => {
+            ToMaster::Ack {
+                written_end,
+                durable_end,
+            } => {
                 let at = start_frame(dst, opcode::REPL_ACK);
+                dst.put_u64_le(*written_end);
                 dst.put_u64_le(*durable_end);
                 finish_frame(dst, at)
             }
@@ -158,9 +168,20 @@ impl ToMaster {
         let mut r = Reader::new(frame.payload, opcode::name(frame.opcode));
         let msg = match frame.opcode {
             opcode::REPL_SYNC => ToMaster::Sync(SyncRequest::decode_body(&mut r)?),
-            opcode::REPL_ACK => ToMaster::Ack {
-                durable_end: r.u64("durable end")?,
-            },
+            opcode::REPL_ACK => {
+                let (written_end, durable_end) = (r.u64("written end")?, r.u64("durable end")?);
+                if durable_end > written_end {
+                    return Err(Error::InvalidField {
+                        opcode: "REPL_ACK",
+                        field: "durable end above written end",
+                        value: durable_end,
+                    });
+                }
+                ToMaster::Ack {
+                    written_end,
+                    durable_end,
+                }
+            }
             other => return Err(Error::UnknownOpcode { opcode: other }),
         };
         r.finish()?;
@@ -296,7 +317,10 @@ mod tests {
                 end: 1 << 40,
                 full: true,
             }),
-            ToMaster::Ack { durable_end: 99 },
+            ToMaster::Ack {
+                written_end: 120,
+                durable_end: 99,
+            },
         ];
         for m in to_master {
             let mut buf = BytesMut::new();

@@ -51,6 +51,12 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             .await
             .map_err(|_| ReplError::Timeout(timeout))?
     }
+
+    /// The next frame if it has already been received in full; never
+    /// waits for the socket.
+    pub fn buffered(&mut self) -> Result<Option<Frame>, ReplError> {
+        Ok(Frame::parse(&mut self.buf, self.max_frame)?)
+    }
 }
 
 pub(crate) struct FrameWriter<W> {

@@ -276,7 +276,10 @@ async fn stream_log<W: tokio::io::AsyncWrite + Unpin>(
                 match reader.next(REPLICA_SILENCE).await? {
                     None => return Ok(()),
                     Some(frame) => match ToMaster::decode(frame)? {
-                        ToMaster::Ack { durable_end } => repl.record_ack(&id, durable_end),
+                        ToMaster::Ack {
+                            written_end,
+                            durable_end,
+                        } => repl.record_ack(&id, written_end, durable_end),
                         ToMaster::Sync(_) => {
                             return Err(ReplError::Unexpected("REPL_SYNC mid-stream".into()))
                         }
@@ -322,6 +325,7 @@ async fn stream_log<W: tokio::io::AsyncWrite + Unpin>(
                     writer.send(|b| msg.encode(b)).await?;
                     pos += len;
                     repl.bytes_shipped.fetch_add(len, Relaxed);
+                    repl.chunks.fetch_add(1, Relaxed);
                     continue;
                 }
             }

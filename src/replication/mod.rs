@@ -3,8 +3,9 @@
 //! own segments of the same name and acknowledge their durable end.
 //!
 //! This module owns the node's role and what each role tracks:
-//! - as master: the connected replicas and their acknowledged offsets
-//!   (for sync mode, lag reporting and the compaction floor);
+//! - as master: the connected replicas and their acknowledged offsets:
+//!   the written end (lag reporting, the compaction floor) and the durable
+//!   end (what sync mode counts);
 //! - as replica: the follower task and the state of its link.
 //!
 //! Roles change live: [`Replication::promote`] makes a replica master in a
@@ -15,6 +16,7 @@
 
 pub(crate) mod link;
 pub mod master;
+mod quorum;
 pub mod replica;
 
 use std::collections::BTreeMap;
@@ -24,11 +26,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
 use serde::Serialize;
-use tokio::sync::{watch, Notify};
+use tokio::sync::watch;
 
 use crate::engine::{self, Engine};
 use crate::protocol;
 use crate::server::health::Health;
+use quorum::Quorum;
 
 /// Why a replication link ended.
 #[derive(Debug, thiserror::Error)]
@@ -124,7 +127,10 @@ enum RoleState {
 #[derive(Debug, Clone)]
 struct ReplicaLink {
     advertise: String,
+    /// The replica's acknowledged written end: what it holds and serves.
     acked: u64,
+    /// The replica's acknowledged durable (fsynced) end; at most `acked`.
+    durable: u64,
     /// When the replica last acknowledged everything the master had.
     caught_up_at: Instant,
     session: u64,
@@ -144,7 +150,12 @@ struct LinkStatus {
 pub struct ReplicaStats {
     pub id: String,
     pub advertise: String,
+    /// End of what the replica acknowledged as written (it holds and
+    /// serves everything below).
     pub acked_offset: u64,
+    /// End of what the replica acknowledged as fsynced: what sync mode
+    /// counts.
+    pub durable_offset: u64,
     pub lag_bytes: u64,
     pub lag_seconds: f64,
 }
@@ -177,6 +188,10 @@ pub struct ReplicationStats {
     pub log_bytes_shipped: u64,
     /// Times this node went from replica to master while running.
     pub elections: u64,
+    /// REPL_CHUNK frames sent (master) or received (replica).
+    pub log_chunks: u64,
+    /// REPL_ACK frames received (master) or sent (replica).
+    pub acks: u64,
 }
 
 pub struct Replication {
@@ -186,7 +201,8 @@ pub struct Replication {
     role: tokio::sync::Mutex<RoleState>,
     role_tx: watch::Sender<RoleView>,
     replicas: Mutex<BTreeMap<String, ReplicaLink>>,
-    acked: Notify,
+    /// Sync-mode writes waiting for replicas' durable acknowledgements.
+    quorum: Quorum,
     link: Mutex<LinkStatus>,
     sessions: AtomicU64,
     pub(crate) full_resyncs: AtomicU64,
@@ -195,6 +211,8 @@ pub struct Replication {
     /// Replica-to-master changes of this process (promotion; later also
     /// each election the coordinator lets this node win).
     elections: AtomicU64,
+    pub(crate) chunks: AtomicU64,
+    pub(crate) acks: AtomicU64,
     /// Held by the follower while it changes the local log (append,
     /// truncate, install); taken by role changes once the follower
     /// stopped, so no change lands after them.
@@ -226,13 +244,15 @@ impl Replication {
             role: tokio::sync::Mutex::new(RoleState::Master),
             role_tx,
             replicas: Mutex::new(BTreeMap::new()),
-            acked: Notify::new(),
+            quorum: Quorum::default(),
             link: Mutex::new(LinkStatus::default()),
             sessions: AtomicU64::new(0),
             full_resyncs: AtomicU64::new(0),
             partial_resyncs: AtomicU64::new(0),
             bytes_shipped: AtomicU64::new(0),
             elections: AtomicU64::new(0),
+            chunks: AtomicU64::new(0),
+            acks: AtomicU64::new(0),
             applying: Arc::new(tokio::sync::Mutex::new(())),
         });
         match role {
@@ -347,7 +367,9 @@ impl Replication {
 
     // ---- master side -------------------------------------------------
 
-    /// Registers a streaming replica; the returned id unregisters it.
+    /// Registers a streaming replica that holds the log up to `acked`; the
+    /// returned id unregisters it. Nothing of it counts as durable until
+    /// its first acknowledgement says so.
     pub(crate) fn register(&self, id: &str, advertise: &str, acked: u64) -> u64 {
         let session = self.sessions.fetch_add(1, Relaxed);
         self.replicas.lock().insert(
@@ -355,6 +377,7 @@ impl Replication {
             ReplicaLink {
                 advertise: advertise.to_string(),
                 acked,
+                durable: 0,
                 caught_up_at: Instant::now(),
                 session,
             },
@@ -370,19 +393,34 @@ impl Replication {
         }
         drop(replicas);
         self.update_floor();
-        self.acked.notify_waiters();
+        self.update_quorum();
     }
 
-    pub(crate) fn record_ack(&self, id: &str, durable_end: u64) {
+    /// A replica's REPL_ACK: it has the log written up to `written_end`
+    /// and fsynced up to `durable_end`.
+    pub(crate) fn record_ack(&self, id: &str, written_end: u64, durable_end: u64) {
+        self.acks.fetch_add(1, Relaxed);
         let end = self.engine.log_end();
         if let Some(r) = self.replicas.lock().get_mut(id) {
-            r.acked = r.acked.max(durable_end);
+            r.acked = r.acked.max(written_end);
+            r.durable = r.durable.max(durable_end);
             if r.acked >= end {
                 r.caught_up_at = Instant::now();
             }
         }
         self.update_floor();
-        self.acked.notify_waiters();
+        self.update_quorum();
+    }
+
+    /// Sync mode: recomputes the replicated end from the connected
+    /// replicas' durable ends, waking the writes it completes.
+    fn update_quorum(&self) {
+        if self.settings.mode != Mode::Sync {
+            return;
+        }
+        let durable: Vec<u64> = self.replicas.lock().values().map(|r| r.durable).collect();
+        self.quorum
+            .update(durable.into_iter(), self.settings.min_acks);
     }
 
     /// Keeps compaction off the log connected replicas still need, within
@@ -399,12 +437,12 @@ impl Replication {
         self.engine.set_compaction_floor(floor);
     }
 
-    fn acked_count(&self, end: u64) -> usize {
-        self.replicas
-            .lock()
-            .values()
-            .filter(|r| r.acked >= end)
-            .count()
+    /// How many replicas hold the log up to `end`: `(written, durable)`.
+    fn acked_count(&self, end: u64) -> (usize, usize) {
+        let replicas = self.replicas.lock();
+        let written = replicas.values().filter(|r| r.acked >= end).count();
+        let durable = replicas.values().filter(|r| r.durable >= end).count();
+        (written, durable)
     }
 
     /// Sync mode: refuses a write up front when too few replicas are
@@ -423,27 +461,33 @@ impl Replication {
         Ok(())
     }
 
-    /// Sync mode: waits until `min_acks` replicas hold the log up to `end`.
+    /// Sync mode: waits until `min_acks` replicas have the log up to `end`
+    /// durably (fsynced: their acknowledged durable end, whatever their
+    /// durability policy).
     pub async fn wait_replicated(&self, end: u64) -> Result<(), String> {
         if self.settings.mode != Mode::Sync {
             return Ok(());
         }
-        let deadline = tokio::time::Instant::now() + self.settings.sync_timeout;
-        loop {
-            let notified = self.acked.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            let acked = self.acked_count(end);
-            if acked >= self.settings.min_acks {
-                return Ok(());
-            }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                return Err(format!(
-                    "the write is durable on the master but only {acked} of {} required replica(s) acknowledged it within {:?}; its replication outcome is unknown (it is not rolled back)",
-                    self.settings.min_acks, self.settings.sync_timeout
-                ));
-            }
+        let Some(replicated) = self.quorum.wait(end) else {
+            return Ok(());
+        };
+        if let Ok(Ok(())) = tokio::time::timeout(self.settings.sync_timeout, replicated).await {
+            return Ok(());
         }
+        self.quorum.prune();
+        let (written, durable) = self.acked_count(end);
+        let not_synced = if written > durable {
+            format!(
+                " ({} more received it but had not fsynced it: a replica under --durability never or a long interval acknowledges durability late)",
+                written - durable
+            )
+        } else {
+            String::new()
+        };
+        Err(format!(
+            "the write is durable on the master but only {durable} of {} required replica(s) acknowledged it as durable within {:?}{not_synced}; its replication outcome is unknown (it is not rolled back)",
+            self.settings.min_acks, self.settings.sync_timeout
+        ))
     }
 
     // ---- replica side ------------------------------------------------
@@ -485,6 +529,7 @@ impl Replication {
                 id: id.clone(),
                 advertise: r.advertise.clone(),
                 acked_offset: r.acked,
+                durable_offset: r.durable,
                 lag_bytes: durable.saturating_sub(r.acked),
                 lag_seconds: if r.acked >= durable {
                     0.0
@@ -526,6 +571,8 @@ impl Replication {
             partial_resyncs: self.partial_resyncs.load(Relaxed),
             log_bytes_shipped: self.bytes_shipped.load(Relaxed),
             elections: self.elections.load(Relaxed),
+            log_chunks: self.chunks.load(Relaxed),
+            acks: self.acks.load(Relaxed),
         }
     }
 }

@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -17,7 +17,7 @@ use super::link::{FrameReader, FrameWriter};
 use super::{ReplError, Replication};
 use crate::engine::{self, snapshot::is_snapshot_file, Engine};
 use crate::protocol::replication::{SyncRequest, ToMaster, ToReplica};
-use crate::protocol::{Auth, Hello, Limits, Request, Response, PROTOCOL_VERSION};
+use crate::protocol::{Auth, Frame, Hello, Limits, Request, Response, PROTOCOL_VERSION};
 use crate::security::ClientStream;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -173,49 +173,198 @@ async fn session(
         }
     }
 
-    // Stream.
     repl.set_link(true, None);
-    let mut carry = BytesMut::new();
-    let mut carry_base = 0u64;
-    loop {
-        let msg = next_message(&mut reader, &limits).await?;
-        let master_end = match msg {
+    stream_log(repl, &mut reader, &mut writer)
+        .await
+        .map(|()| true)
+}
+
+/// Applied log the replica lets run ahead of what it has handed to the OS
+/// before it stops reading from the master: bounds the writer's buffer
+/// when the master sends faster than this disk writes.
+const MAX_UNWRITTEN_BYTES: u64 = 64 << 20;
+/// Log bytes gathered from frames already received before one append.
+const MAX_APPEND_BATCH: usize = 16 << 20;
+/// Appends up to this size run on the streaming task itself: they copy and
+/// checksum the bytes (the flusher does the I/O), and a trip through the
+/// blocking pool would add a thread hop to every acknowledgement. The rare
+/// append that starts a segment also fsyncs the previous one, as a
+/// client write that rolls a master's segment does.
+const INLINE_APPEND_BYTES: usize = 256 << 10;
+
+/// Chunks gathered from the frames already received, for one append.
+struct Batch {
+    /// Whole or partial records of the segment `base`, not yet appended.
+    carry: BytesMut,
+    base: u64,
+    /// The local log's end (everything appended, durable or not).
+    end: u64,
+    master_end: u64,
+    chunks: u64,
+    /// A heartbeat arrived: acknowledge even if nothing changed, so the
+    /// master hears from an idle replica.
+    heartbeat: bool,
+}
+
+impl Batch {
+    /// Takes one message into the batch.
+    fn take(&mut self, msg: ToReplica) -> Result<(), ReplError> {
+        match msg {
             ToReplica::Chunk {
                 segment_base,
                 offset,
                 master_end,
                 bytes,
             } => {
-                let expected = engine.end() + carry.len() as u64;
+                let expected = self.end + self.carry.len() as u64;
                 if offset != expected {
                     return Err(ReplError::Unexpected(format!(
                         "chunk at {offset}, expected {expected}"
                     )));
                 }
-                if carry.is_empty() {
-                    carry_base = segment_base;
-                } else if segment_base != carry_base {
+                if self.carry.is_empty() {
+                    self.base = segment_base;
+                } else if segment_base != self.base {
                     return Err(ReplError::Unexpected("a record spans two segments".into()));
                 }
-                carry.extend_from_slice(&bytes);
-                let (e, base, data) = (engine.clone(), carry_base, carry.split().freeze());
-                let (taken, data) = blocking(&repl.applying, move || {
-                    e.append_log(base, &data).map(|n| (n, data))
+                self.carry.extend_from_slice(&bytes);
+                self.master_end = master_end;
+                self.chunks += 1;
+            }
+            ToReplica::Heartbeat { master_end, .. } => {
+                self.master_end = master_end;
+                self.heartbeat = true;
+            }
+            other => return Err(ReplError::Unexpected(format!("{other:?} while streaming"))),
+        }
+        Ok(())
+    }
+
+    /// Whether `msg` is a chunk of another segment than the bytes carried,
+    /// which must be appended first.
+    fn other_segment(&self, msg: &ToReplica) -> bool {
+        matches!(msg, ToReplica::Chunk { segment_base, .. }
+            if !self.carry.is_empty() && *segment_base != self.base)
+    }
+
+    /// Whether more chunks may join before the append.
+    fn has_room(&self) -> bool {
+        self.carry.len() < MAX_APPEND_BATCH
+    }
+}
+
+/// Streams after REPL_STREAM until the link fails. This is the replica's
+/// group commit: every chunk already received is appended in one call
+/// without waiting for durability, reading goes on while the engine's
+/// flusher fsyncs, and each time the engine publishes new progress (one
+/// fsync for everything appended before it) one REPL_ACK names the new
+/// written and durable ends. No timer is involved.
+async fn stream_log<R, W>(
+    repl: &Arc<Replication>,
+    reader: &mut FrameReader<R>,
+    writer: &mut FrameWriter<W>,
+) -> Result<(), ReplError>
+where
+    R: tokio::io::AsyncRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    let engine = repl.engine.clone();
+    let limits = Limits::default();
+    let mut progress = engine.subscribe();
+    let mut batch = Batch {
+        carry: BytesMut::new(),
+        base: 0,
+        end: engine.end(),
+        master_end: 0,
+        chunks: 0,
+        heartbeat: false,
+    };
+    let mut acked: Option<(u64, u64)> = None;
+    let mut force_ack = true;
+    loop {
+        let now = *progress.borrow_and_update();
+        if now.poisoned {
+            let reason = engine.stats().poisoned.unwrap_or_default();
+            return Err(ReplError::Engine(engine::Error::Poisoned { reason }));
+        }
+        let ends = (now.written, now.durable);
+        if force_ack || acked != Some(ends) {
+            let (written_end, durable_end) = ends;
+            writer
+                .send(|b| {
+                    ToMaster::Ack {
+                        written_end,
+                        durable_end,
+                    }
+                    .encode(b)
                 })
                 .await?;
-                carry.extend_from_slice(&data[taken..]);
-                repl.bytes_shipped.fetch_add(taken as u64, Relaxed);
-                master_end
+            repl.acks.fetch_add(1, Relaxed);
+            acked = Some(ends);
+            force_ack = false;
+        }
+        // Stop reading while too much is appended but not yet written.
+        let may_read = batch.end.saturating_sub(now.written) <= MAX_UNWRITTEN_BYTES;
+        tokio::select! {
+            frame = reader.next(MASTER_SILENCE), if may_read => {
+                let mut frame = frame?.ok_or(ReplError::Closed)?;
+                // Everything else already received joins this append.
+                loop {
+                    let msg = message(frame, &limits)?;
+                    if batch.other_segment(&msg) {
+                        apply(repl, &mut batch).await?;
+                    }
+                    batch.take(msg)?;
+                    match reader.buffered()? {
+                        Some(next) if batch.has_room() => frame = next,
+                        Some(next) => {
+                            apply(repl, &mut batch).await?;
+                            frame = next;
+                        }
+                        None => break,
+                    }
+                }
+                apply(repl, &mut batch).await?;
+                force_ack |= std::mem::take(&mut batch.heartbeat);
             }
-            ToReplica::Heartbeat { master_end, .. } => master_end,
-            other => return Err(ReplError::Unexpected(format!("{other:?} while streaming"))),
-        };
-        let durable_end = engine.log_end();
-        writer
-            .send(|b| ToMaster::Ack { durable_end }.encode(b))
-            .await?;
-        repl.observe_master(master_end, engine.end());
+            changed = progress.changed() => {
+                if changed.is_err() {
+                    return Err(ReplError::Engine(engine::Error::Closed));
+                }
+            }
+        }
     }
+}
+
+/// Appends what `batch` carries (whole records; a partial one stays for
+/// the next chunk) without waiting for durability.
+async fn apply(repl: &Arc<Replication>, batch: &mut Batch) -> Result<(), ReplError> {
+    if batch.carry.len() > INLINE_APPEND_BYTES {
+        let (e, base, data) = (
+            repl.engine.clone(),
+            batch.base,
+            batch.carry.split().freeze(),
+        );
+        let (appended, data) = blocking(&repl.applying, move || {
+            e.append_log_deferred(base, &data).map(|a| (a, data))
+        })
+        .await?;
+        batch.carry.extend_from_slice(&data[appended.taken..]);
+        batch.end = appended.end;
+        repl.bytes_shipped.fetch_add(appended.taken as u64, Relaxed);
+    } else if !batch.carry.is_empty() {
+        // Synchronous, so a stopped follower cannot leave it half done;
+        // `applying` keeps a role change out meanwhile (see `blocking`).
+        let _quiet = repl.applying.lock().await;
+        let appended = repl.engine.append_log_deferred(batch.base, &batch.carry)?;
+        batch.carry.advance(appended.taken);
+        batch.end = appended.end;
+        repl.bytes_shipped.fetch_add(appended.taken as u64, Relaxed);
+    }
+    repl.chunks
+        .fetch_add(std::mem::take(&mut batch.chunks), Relaxed);
+    repl.observe_master(batch.master_end, batch.end);
+    Ok(())
 }
 
 fn check_epoch(engine: &Engine, master: u32) -> Result<(), ReplError> {
@@ -252,6 +401,12 @@ async fn next_message<R: tokio::io::AsyncRead + Unpin>(
         .next(MASTER_SILENCE)
         .await?
         .ok_or(ReplError::Closed)?;
+    message(frame, limits)
+}
+
+/// A master frame as a replication message; an ERROR frame (or any other
+/// response) ends the link.
+fn message(frame: Frame, limits: &Limits) -> Result<ToReplica, ReplError> {
     match ToReplica::decode(frame.clone())? {
         Some(msg) => Ok(msg),
         None => Err(refused(Response::decode(frame, limits)?)),

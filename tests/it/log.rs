@@ -1,11 +1,14 @@
 //! The raw-log calls replication is built on: reading bytes by offset,
-//! appending shipped bytes (verified record by record, batches atomic),
-//! truncating, and the byte-identity of the copied log.
+//! appending shipped bytes (verified record by record, batches atomic,
+//! group-committed when appended without waiting), truncating, and the
+//! byte-identity of the copied log.
 
 use std::fs;
 use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use kvstore::engine::{CompactionPolicy, Engine, Error, Options, WriteOp};
+use kvstore::engine::{CompactionPolicy, Engine, Error, Faults, Options, WriteOp};
 
 fn options() -> Options {
     Options {
@@ -224,4 +227,67 @@ fn offsets_below_the_merged_horizon_are_reported_as_compacted() {
         engine.read_log(u64::MAX, 1),
         Err(Error::BeyondEnd { .. })
     ));
+}
+
+#[test]
+fn chunks_appended_while_an_fsync_runs_share_the_next_one() {
+    let (mdir, rdir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let big = Options {
+        segment_max_bytes: 1 << 20,
+        ..options()
+    };
+    let master = Engine::open(mdir.path(), big.clone()).unwrap();
+    for i in 0..200u32 {
+        master.put(format!("k{i}").as_bytes(), &[3; 100]).unwrap();
+    }
+    let log = master.read_log(0, 1 << 20).unwrap();
+    assert_eq!(log.offset + log.bytes.len() as u64, master.log_end());
+    let faults = Arc::new(Faults::default());
+    let replica = Engine::open(
+        rdir.path(),
+        Options {
+            faults: Some(faults.clone()),
+            ..big
+        },
+    )
+    .unwrap();
+    replica.set_auto_roll(false);
+    let fsyncs_before = replica.stats().fsyncs;
+    // 40 chunks that split records anywhere. The first starts an fsync,
+    // held at the gate; the other 39 are appended while it is held and
+    // must all share the next one.
+    let pieces: Vec<&[u8]> = log.bytes.chunks(log.bytes.len().div_ceil(40)).collect();
+    assert_eq!(pieces.len(), 40);
+    faults.hold_syncs(true);
+    let mut carry = Vec::new();
+    let mut end = 0;
+    for (i, piece) in pieces.iter().enumerate() {
+        carry.extend_from_slice(piece);
+        let appended = replica.append_log_deferred(0, &carry).unwrap();
+        carry.drain(..appended.taken);
+        end = appended.end;
+        if i == 0 {
+            assert!(
+                faults.wait_until(Duration::from_secs(10), |f| f.syncs_held() == 1),
+                "the first chunk's fsync never started"
+            );
+        }
+    }
+    assert!(carry.is_empty());
+    assert_eq!(end, master.log_end());
+    faults.hold_syncs(false);
+    let mut progress = replica.subscribe();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while progress.borrow_and_update().durable < end {
+        assert!(
+            Instant::now() < deadline,
+            "the appended chunks never became durable"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let fsyncs = replica.stats().fsyncs - fsyncs_before;
+    // One fsync per append (the old behaviour) would be 40.
+    assert_eq!(fsyncs, 2, "{fsyncs} fsyncs for 40 chunks");
+    assert_eq!(replica.get(b"k199").unwrap(), Some(vec![3; 100]));
+    assert_eq!(replica.stats().keys, 200);
 }

@@ -1,8 +1,10 @@
 //! Replication with real processes on loopback: convergence and
 //! byte-identical tails, resume after a replica crash, master crash under
 //! `always`, promotion with truncation of a stale master's tail, sync
-//! mode, full resync after compaction, corruption on the wire, scale-up,
-//! redirects, `failover` and readiness.
+//! mode (counting only what replicas fsynced), the replica's group commit
+//! (one fsync and one acknowledgement for many chunks), full resync after
+//! compaction, corruption on the wire, scale-up, redirects, `failover` and
+//! readiness.
 
 use crate::common;
 
@@ -255,16 +257,22 @@ fn a_stale_master_rejoins_as_replica_and_truncates_its_divergent_tail() {
     assert_same_contents(b.addr, &[a.addr, c.addr], &keys("base", 0..1000));
 }
 
-#[test]
-fn sync_mode_acks_only_what_the_replica_holds() {
-    let m = master(&[
+/// A sync-mode master (`--min-acks 1`) that gives up on replicas after
+/// `timeout_ms`.
+fn sync_master(timeout_ms: &str) -> Server {
+    master(&[
         "--replication-mode",
         "sync",
         "--min-acks",
         "1",
         "--sync-timeout-ms",
-        "500",
-    ]);
+        timeout_ms,
+    ])
+}
+
+#[test]
+fn sync_mode_acks_only_what_the_replica_holds() {
+    let m = sync_master("500");
     let mut r = replica(m.addr, &[]);
     let mut writer = m.client();
     let mut reader = r.client();
@@ -476,4 +484,111 @@ fn a_replica_too_far_behind_is_not_ready_until_it_catches_up() {
     wait_for(START_DEADLINE, "/readyz 200 once caught up", || {
         (ready(&r) == 200).then_some(())
     });
+}
+
+/// The engine's fsync count of a node (`stats`).
+fn fsyncs(addr: std::net::SocketAddr) -> u64 {
+    stats(addr)
+        .get("fsyncs")
+        .and_then(serde_json::Value::as_u64)
+        .expect("fsyncs in stats")
+}
+
+#[test]
+fn one_replica_fsync_and_one_ack_cover_the_chunks_that_queued_up() {
+    let m = master(&[]);
+    let r = replica(m.addr, &[]);
+    let mut c = m.client();
+    put_range(&mut c, "warm", 0..100, 100).unwrap();
+    wait_converged(m.addr, &[r.addr]);
+    let (fsyncs0, chunks0, acks0) = (
+        fsyncs(r.addr),
+        rstat(r.addr, "log_chunks"),
+        rstat(r.addr, "acks"),
+    );
+    let sent0 = rstat(m.addr, "log_chunks");
+    // While the replica is frozen, every put is its own group commit on
+    // the master and goes out as its own chunk: the chunks queue up in the
+    // socket, as they do while a replica's fsync runs.
+    signal(&r, Signal::SIGSTOP);
+    for i in 0..300 {
+        c.put(&key("q", i), &value("q", i, 100)).unwrap();
+    }
+    wait_for(START_DEADLINE, "the master to ship the puts", || {
+        (rstat(m.addr, "log_chunks") >= sent0 + 100).then_some(())
+    });
+    signal(&r, Signal::SIGCONT);
+    wait_converged(m.addr, &[r.addr]);
+    let chunks = rstat(r.addr, "log_chunks") - chunks0;
+    let fsyncs = fsyncs(r.addr) - fsyncs0;
+    let acks = rstat(r.addr, "acks") - acks0;
+    println!("replica: {chunks} chunks, {fsyncs} fsyncs, {acks} acks");
+    assert!(
+        chunks >= 100,
+        "only {chunks} chunks: the test did not queue any up"
+    );
+    // One fsync per chunk (the old behaviour) fails both.
+    assert!(fsyncs * 10 <= chunks, "{fsyncs} fsyncs for {chunks} chunks");
+    assert!(acks * 10 <= chunks, "{acks} acks for {chunks} chunks");
+    assert_same_contents(m.addr, &[r.addr], &keys("q", 0..300));
+}
+
+/// Where the replica's newest segment starts: under `never` only sealing
+/// a segment fsyncs, so that is where its durable log ends.
+fn active_segment_base(dir: &std::path::Path) -> u64 {
+    segments_from(dir, 0)
+        .last()
+        .map(|(base, _)| *base)
+        .expect("a segment")
+}
+
+#[test]
+fn a_replica_under_never_acknowledges_as_durable_only_what_it_fsynced() {
+    let seg = ["--segment-max-bytes", "65536"];
+    let m = master(&seg);
+    let r = replica(
+        m.addr,
+        &["--durability", "never", "--segment-max-bytes", "65536"],
+    );
+    // About 200 KB: the master seals three segments, so does the replica.
+    put_range(&mut m.client(), "n", 0..1500, 100).unwrap();
+    let end = rstat(m.addr, "end_offset");
+    let durable = wait_for(START_DEADLINE, "the replica to acknowledge the end", || {
+        let seen = &repl(m.addr)["replicas"][0];
+        (seen["acked_offset"].as_u64() == Some(end)).then(|| seen["durable_offset"].as_u64())
+    })
+    .expect("a durable offset");
+    let sealed_up_to = active_segment_base(&r.data_dir());
+    assert!(sealed_up_to > 0, "the replica sealed no segment");
+    assert_eq!(
+        durable, sealed_up_to,
+        "the replica claims {durable} durable; it fsynced up to {sealed_up_to} of {end}"
+    );
+    assert_eq!(
+        common::metric(m.http_addr, "kvstore_replication_replica_durable_offset"),
+        durable as f64
+    );
+}
+
+#[test]
+fn sync_mode_counts_durable_acknowledgements_not_received_bytes() {
+    let m = sync_master("300");
+    let r = replica(m.addr, &["--durability", "never"]);
+    let mut writer = m.client();
+    match writer.put(b"unsynced", b"1") {
+        Err(Error::Server { code, message }) => {
+            assert_eq!(code, ErrorCode::FATE_UNKNOWN);
+            assert!(message.contains("not fsynced"), "{message}");
+        }
+        other => panic!("expected FATE_UNKNOWN, got {other:?}"),
+    }
+    // The replica did receive it: it is written there, only not durable.
+    let mut reader = r.client();
+    wait_for(START_DEADLINE, "the write to reach the replica", || {
+        reader.get(b"unsynced").unwrap().map(|_| ())
+    });
+    let seen = &repl(m.addr)["replicas"][0];
+    let end = rstat(m.addr, "end_offset");
+    assert_eq!(seen["acked_offset"].as_u64(), Some(end));
+    assert!(seen["durable_offset"].as_u64() < Some(end), "{seen}");
 }

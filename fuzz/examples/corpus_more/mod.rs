@@ -95,7 +95,13 @@ fn frame_seeds() -> Vec<(String, Vec<u8>)> {
         },
         Response::error(ErrorCode::STALE_MASTER, "epoch 9 is newer"),
     ];
-    let to_master = vec![ToMaster::Sync(sync()), ToMaster::Ack { durable_end: 77 }];
+    let to_master = vec![
+        ToMaster::Sync(sync()),
+        ToMaster::Ack {
+            written_end: 90,
+            durable_end: 77,
+        },
+    ];
     let to_replica = vec![
         ToReplica::Truncate { epoch: 2, to: 100 },
         ToReplica::FullResync {
