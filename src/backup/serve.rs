@@ -21,12 +21,12 @@ use crate::security::ServerStream;
 
 use super::last::LastBackup;
 use super::time;
+use crate::node::Node;
 use crate::protocol::replication::ToMaster;
 use crate::protocol::{ErrorCode, Response};
 use crate::replication::link::{FrameReader, FrameWriter};
 use crate::replication::master::send_snapshot;
 use crate::replication::ReplError;
-use crate::server::ServerContext;
 
 /// The longest a backup may pin its snapshot's files.
 pub const LEASE: Duration = Duration::from_secs(6 * 3600);
@@ -42,7 +42,7 @@ const MAX_CONFIRM_FRAME: u32 = 1024;
 /// confirmation, so a request found where the confirmation belongs was
 /// sent after BACKUP: it is refused with MALFORMED_REQUEST, not run, and
 /// the connection closed.
-pub async fn serve_backup(stream: ServerStream, leftover: BytesMut, ctx: Arc<ServerContext>) {
+pub async fn serve_backup(stream: ServerStream, leftover: BytesMut, ctx: Arc<Node>) {
     let peer = stream
         .tcp()
         .peer_addr()
@@ -118,7 +118,7 @@ pub async fn serve_backup(stream: ServerStream, leftover: BytesMut, ctx: Arc<Ser
 /// Persists the confirmed backup in the data directory, then shows it in
 /// `/metrics`. A failure to persist is logged: the backup itself is fine,
 /// only its time may not survive a restart.
-async fn record(ctx: &ServerContext, peer: &str, end: u64) {
+async fn record(ctx: &Node, peer: &str, end: u64) {
     let last = LastBackup {
         unix_ms: time::unix_ms(),
         end,

@@ -16,9 +16,11 @@
 //!   shutdown) that each front end plugs its [`connection::Codec`] into;
 //! - [`listener`]: the one accept loop (connection limit, TLS, drain).
 //!
-//! Replication and backup do not import the node: each takes the parts
-//! it uses (the engine, security, the role handle, metrics, the shutdown
-//! signal), and the process (`server::run`) wires them together.
+//! Replication and backup import nothing from the front ends (`server`,
+//! `resp`): the replication master and the backup server, which take a
+//! connection over, get the [`Node`]; the rest of replication takes the
+//! parts it uses (the engine, the health flags), and the process
+//! (`server::run`) wires them together.
 
 pub mod connection;
 pub mod execute;
