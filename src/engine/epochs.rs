@@ -271,6 +271,18 @@ impl EpochHistory {
         self.cuts.iter().any(|c| !c.pending && c.offset == offset)
     }
 
+    /// The oldest cut that keeps this node from campaigning for leadership:
+    /// one still pending, or one whose log past it has not been fetched
+    /// again from a master. The bytes it cut may have held acknowledged
+    /// writes, so until a master's copy of that part of the log is here,
+    /// this node's log may lack them. `None`: the node may campaign.
+    pub fn blocking_cut(&self) -> Option<TailCut> {
+        self.cuts
+            .iter()
+            .find(|c| c.pending || !c.refetched)
+            .copied()
+    }
+
     /// Marks every cut below `end` as fetched again from a master (the
     /// local log, fetched from it, now reaches `end`). Returns how many
     /// changed.

@@ -6,7 +6,7 @@ use std::fs;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
-use super::epochs::{EpochHistory, EpochStart};
+use super::epochs::{EpochHistory, EpochStart, TailCut};
 use super::error::{Error, IoContext, Result};
 use super::recovery::{build_index, open_active};
 use super::segment::{self, FileKind, FILE_HEADER_LEN};
@@ -162,6 +162,27 @@ impl Engine {
         epochs.store(&inner.dir)?;
         st.set_epochs(epochs);
         Ok(())
+    }
+
+    /// Every tail this node cut off its log, oldest first (the epoch
+    /// history keeps them).
+    pub fn tail_cuts(&self) -> Vec<TailCut> {
+        self.inner().writer.state.lock().epochs.cuts().to_vec()
+    }
+
+    /// Whether this node may campaign for leadership: `Err` names the
+    /// oldest tail it cut whose part of the log it has not yet fetched
+    /// again from a master. The bytes of a cut tail may have held
+    /// acknowledged writes that only the master (or another replica) still
+    /// has, so a node that cut one leads only once it has replicated past
+    /// the cut. The coordinator asks this before it campaigns; a node with
+    /// no coordinator is master or replica by configuration and is not
+    /// held back.
+    pub fn may_campaign(&self) -> std::result::Result<(), TailCut> {
+        match self.inner().writer.state.lock().epochs.blocking_cut() {
+            Some(cut) => Err(cut),
+            None => Ok(()),
+        }
     }
 
     /// Where `epoch` ended in this log: the largest known epoch not above

@@ -27,6 +27,7 @@ pub mod recovery;
 pub mod segment;
 pub mod snapshot;
 mod stats;
+mod tail;
 pub mod verify;
 mod writer;
 
@@ -40,7 +41,7 @@ use arc_swap::ArcSwap;
 use parking_lot::Mutex;
 
 pub use compaction::CompactionReport;
-pub use epochs::EpochStart;
+pub use epochs::{CutCause, EpochStart, TailCut};
 pub use error::{Error, Result};
 pub use fault::{CompactionStep, Faults};
 pub use log::LogChunk;
@@ -373,6 +374,11 @@ impl Inner {
             s.durable_end = st.durable_end();
             s.epoch = st.epoch;
             s.poisoned = st.poisoned.clone();
+            let cuts = st.epochs.cuts();
+            s.tail_cuts = cuts.len() as u64;
+            s.tail_cut_bytes = cuts.iter().map(|c| c.bytes).sum();
+            s.tail_cut_records = cuts.iter().map(|c| u64::from(c.records)).sum();
+            s.unrefetched_cut = st.epochs.blocking_cut().map(|c| c.offset);
         }
         self.stats.fill(&mut s);
         s

@@ -38,6 +38,18 @@ pub struct Stats {
     pub compactions: u64,
     /// Why the engine refuses writes, if it does.
     pub poisoned: Option<String>,
+    /// Tails cut off the end of the log, as recorded in the epoch history
+    /// (it keeps the newest 1,024): torn tails cut at open and bytes of
+    /// unknown fate rolled back by a live recovery.
+    pub tail_cuts: u64,
+    /// Bytes those cuts discarded.
+    pub tail_cut_bytes: u64,
+    /// Records those cuts discarded (a torn record counts as one).
+    pub tail_cut_records: u64,
+    /// Offset of the oldest cut not yet fetched again from a master: while
+    /// there is one, this node must not campaign for leadership
+    /// ([`super::Engine::may_campaign`]).
+    pub unrefetched_cut: Option<u64>,
 }
 
 impl Stats {

@@ -751,6 +751,15 @@ impl Inner {
                 end: start_end,
             });
         }
+        // The log past a cut this node made now comes from its master.
+        let refetched = new_epochs.mark_refetched(start_end + taken as u64);
+        if refetched > 0 {
+            tracing::info!(
+                cuts = refetched,
+                end = start_end + taken as u64,
+                "the log past a cut tail is fetched again from the master"
+            );
+        }
         // The history names a new epoch before any of its records is
         // written, so it is never behind the log.
         if new_epochs != st.epochs {

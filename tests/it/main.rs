@@ -33,3 +33,4 @@ mod server;
 mod setup;
 mod shutdown;
 mod snapshot;
+mod tail;
