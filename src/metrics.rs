@@ -427,6 +427,11 @@ impl Collector for EngineCollector {
                 "Records discarded by those tail cuts (a torn record counts as one).",
                 s.tail_cut_records,
             ),
+            (
+                "engine_resumes",
+                "Times the engine resumed writes on its own after a failed write or fsync.",
+                s.resumes,
+            ),
         ];
         let gauges = [
             ("engine_keys", "Live keys in the index.", s.keys),

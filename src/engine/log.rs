@@ -109,7 +109,7 @@ impl Engine {
     pub fn append_log(&self, segment_base: u64, bytes: &[u8]) -> Result<usize> {
         let appended = self.append_log_deferred(segment_base, bytes)?;
         if self.inner().options.durability == super::Durability::Always {
-            self.inner().wait_durable(appended.end)?;
+            self.inner().wait_durable(appended.end, appended.resumes)?;
         }
         Ok(appended.taken)
     }

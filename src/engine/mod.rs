@@ -24,6 +24,7 @@ pub mod manifest;
 pub mod options;
 pub mod record;
 pub mod recovery;
+mod resume;
 pub mod segment;
 pub mod snapshot;
 mod stats;
@@ -208,7 +209,9 @@ impl Engine {
     pub async fn write_async(&self, ops: &[WriteOp<'_>], atomic: bool) -> Result<Receipt> {
         let ticket = self.inner().append(ops, atomic)?;
         if self.inner().options.durability == Durability::Always {
-            self.inner().wait_durable_async(ticket.end).await?;
+            self.inner()
+                .wait_durable_async(ticket.end, ticket.resumes)
+                .await?;
         }
         Ok(Receipt {
             end: ticket.end,
@@ -230,7 +233,7 @@ impl Engine {
     fn write_blocking(&self, ops: &[WriteOp<'_>], batch: bool) -> Result<bool> {
         let ticket = self.inner().append(ops, batch)?;
         if self.inner().options.durability == Durability::Always {
-            self.inner().wait_durable(ticket.end)?;
+            self.inner().wait_durable(ticket.end, ticket.resumes)?;
         }
         Ok(ticket.existed)
     }
@@ -239,6 +242,13 @@ impl Engine {
     /// into a new merged generation. Blocks; reads and writes go on.
     pub fn compact(&self) -> Result<CompactionReport> {
         compaction::compact(self.inner(), true)
+    }
+
+    /// If the engine is poisoned by a failed write or fsync, tries to
+    /// resume now rather than at the next probe (the flusher probes every
+    /// second on its own). Returns whether it resumed.
+    pub fn try_resume(&self) -> Result<bool> {
+        self.inner().try_resume()
     }
 
     /// Writes and fsyncs everything buffered.

@@ -50,6 +50,9 @@ pub struct Stats {
     /// there is one, this node must not campaign for leadership
     /// ([`super::Engine::may_campaign`]).
     pub unrefetched_cut: Option<u64>,
+    /// Times the engine resumed writes on its own after a failed write or
+    /// fsync (since this process started).
+    pub resumes: u64,
 }
 
 impl Stats {
@@ -72,6 +75,7 @@ pub(crate) struct Counters {
     compactions: AtomicU64,
     live_bytes: AtomicI64,
     poisoned: AtomicBool,
+    resumes: AtomicU64,
 }
 
 impl Counters {
@@ -113,6 +117,10 @@ impl Counters {
         self.poisoned.store(true, Relaxed);
     }
 
+    pub fn count_resume(&self) {
+        self.resumes.fetch_add(1, Relaxed);
+    }
+
     /// Fills the counter fields of a snapshot.
     pub fn fill(&self, s: &mut Stats) {
         s.puts = self.puts.load(Relaxed);
@@ -122,5 +130,6 @@ impl Counters {
         s.fsyncs = self.fsyncs.load(Relaxed);
         s.compactions = self.compactions.load(Relaxed);
         s.live_bytes = self.live();
+        s.resumes = self.resumes.load(Relaxed);
     }
 }

@@ -28,6 +28,7 @@ mod readme;
 mod recovery;
 mod replication;
 mod resp;
+mod resume;
 mod security;
 mod server;
 mod setup;
