@@ -274,7 +274,7 @@ impl Engine {
 
 impl Handle {
     fn shutdown(&self) -> Result<()> {
-        let flushed = self.inner.flush();
+        let flushed = self.inner.flush_for_close();
         {
             let mut st = self.inner.writer.state.lock();
             st.closed = true;

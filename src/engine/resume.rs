@@ -73,6 +73,27 @@ fn map_sealed(dir: &Path, kind: FileKind, id: u32, len: u64) -> Result<Arc<DataF
 }
 
 impl Inner {
+    /// The flush of a close. A poisoned engine first tries to resume (the
+    /// disk may work again), and otherwise fsyncs what it had handed to
+    /// the OS, best effort: under `interval` and `never` those writes were
+    /// acknowledged, and open keeps whatever of them is whole.
+    pub(crate) fn flush_for_close(&self) -> Result<()> {
+        if self.writer.state.lock().poisoned.is_some() {
+            if let Err(e) = self.try_resume() {
+                tracing::warn!(error = %e, "closing a poisoned engine: the disk still fails");
+            }
+        }
+        let flushed = self.flush();
+        if let Err(super::Error::Poisoned { .. }) = &flushed {
+            let mut st = self.writer.state.lock();
+            self.wait_idle(&mut st);
+            if let Err(e) = st.sync_written() {
+                tracing::warn!(error = %e, file = %st.active.path.display(), "closing a poisoned engine: the last fsync failed too");
+            }
+        }
+        flushed
+    }
+
     /// Clears a poison from a failed write or fsync if the disk takes a
     /// write and an fsync again (see the module header). Returns whether
     /// it resumed.

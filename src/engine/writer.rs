@@ -160,6 +160,11 @@ impl WriterState {
         self.pending.clear();
     }
 
+    /// fsyncs the active file (the bytes already handed to the OS).
+    pub(crate) fn sync_written(&self) -> std::io::Result<()> {
+        self.file.sync_data()
+    }
+
     /// The error for a write a live recovery rolled back.
     pub(crate) fn rolled_back(&self) -> Error {
         let cause = self

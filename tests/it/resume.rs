@@ -256,14 +256,33 @@ impl Drop for Tmpfs {
     }
 }
 
+/// A node whose data directory is on a fresh 1 MiB tmpfs; `None` (the
+/// test is skipped, and says so) when this process may not mount.
+fn node_on_tmpfs() -> Option<(Tmpfs, crate::common::Server)> {
+    let fs = Tmpfs::mount("1m")?;
+    let data = fs.dir.path().join("data");
+    let node = crate::common::Server::start_on(&data, &["--segment-max-bytes", "131072"], true);
+    Some((fs, node))
+}
+
+/// Puts keys from `from` on until the disk is full; returns the first
+/// key not acknowledged.
+fn fill(client: &mut kvstore::client::BlockingClient, from: u32) -> u32 {
+    for i in from..from + 20_000 {
+        if let Err(e) = client.put(&key(i), &value(i)) {
+            assert!(e.to_string().to_lowercase().contains("space"), "{e}");
+            return i;
+        }
+    }
+    panic!("the tmpfs never filled");
+}
+
 #[test]
 fn a_node_on_a_full_tmpfs_resumes_writes_once_it_is_remounted_bigger() {
-    use crate::common::{connect_client, Server};
-    let Some(fs) = Tmpfs::mount("1m") else {
+    use crate::common::connect_client;
+    let Some((fs, mut node)) = node_on_tmpfs() else {
         return;
     };
-    let data = fs.dir.path().join("data");
-    let mut node = Server::start_on(&data, &["--segment-max-bytes", "131072"], true);
     let mut client = node.client();
     let base = 200;
     for i in 0..base {
@@ -294,15 +313,7 @@ fn a_node_on_a_full_tmpfs_resumes_writes_once_it_is_remounted_bigger() {
         })
         .collect();
 
-    let mut acked = base;
-    let err = loop {
-        match client.put(&key(acked), &value(acked)) {
-            Ok(()) => acked += 1,
-            Err(e) => break e,
-        }
-        assert!(acked < 20_000, "the tmpfs never filled");
-    };
-    assert!(err.to_string().to_lowercase().contains("space"), "{err}");
+    let acked = fill(&mut client, base);
 
     fs.grow("16m");
     let deadline = Instant::now() + DEADLINE;
@@ -332,5 +343,34 @@ fn a_node_on_a_full_tmpfs_resumes_writes_once_it_is_remounted_bigger() {
     assert_eq!(stats["resumes"], 1, "{stats:?}");
     assert_eq!(stats["tail_cuts"], 1, "{stats:?}");
     assert!(node.logs().contains("writes resumed"), "{}", node.logs());
+    assert!(node.sigterm().success());
+}
+
+#[test]
+fn sigterm_on_a_still_full_disk_exits_3_and_keeps_every_acknowledged_write() {
+    let Some((fs, mut node)) = node_on_tmpfs() else {
+        return;
+    };
+    let acked = fill(&mut node.client(), 0);
+    let status = node.sigterm();
+    assert_eq!(status.code(), Some(3), "{}", node.logs());
+    assert!(
+        node.logs()
+            .contains("error: stopped with the storage engine refusing writes ("),
+        "{}",
+        node.logs()
+    );
+
+    fs.grow("16m");
+    node.restart();
+    let mut client = node.client();
+    for i in 0..acked {
+        assert_eq!(
+            client.get(&key(i)).unwrap().as_deref(),
+            Some(&value(i)[..]),
+            "key {i}"
+        );
+    }
+    client.put(b"after", b"restart").unwrap();
     assert!(node.sigterm().success());
 }
