@@ -10,7 +10,7 @@ use super::epochs::{EpochHistory, EpochStart, TailCut};
 use super::error::{Error, IoContext, Result};
 use super::recovery::{build_index, open_active};
 use super::segment::{self, FileKind, FILE_HEADER_LEN};
-use super::writer::LogAppend;
+use super::writer::{LogAppend, WriterState};
 use super::{global_offset, Engine, Inner};
 use crate::durable;
 
@@ -207,6 +207,13 @@ impl Inner {
         let _guard = self.compaction.lock();
         let mut st = self.writer.state.lock();
         self.drain_locked(&mut st)?;
+        self.truncate_locked(&mut st, to)
+    }
+
+    /// [`Inner::truncate`] once the caller holds the compaction and writer
+    /// locks and nothing is buffered: the segment holding `to` is rewritten
+    /// to a new file, so the old one stays intact under its mappings.
+    pub(crate) fn truncate_locked(&self, st: &mut WriterState, to: u64) -> Result<()> {
         let end = st.end();
         let table = self.files.load_full();
         let start = table
@@ -267,7 +274,7 @@ impl Inner {
         epochs.truncate(to);
         epochs.store(dir)?;
         st.set_epochs(epochs);
-        self.writer_publish(&st);
+        self.writer_publish(st);
         Ok(())
     }
 }

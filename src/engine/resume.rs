@@ -15,6 +15,11 @@
 //!    `D` (under `interval` and `never`, writes past `D` were visible);
 //! 4. marks the cut finished and clears the poison.
 //!
+//! A replica (which does not roll segments on its own: their names follow
+//! its master's) instead keeps the segment and continues in a new file
+//! holding the segment's durable prefix, renamed over it, as a truncation
+//! for replication does; this needs room for that copy.
+//!
 //! Every step before 4 may fail: the engine stays poisoned and the next
 //! probe starts over (a pending cut is replaced, a temporary file
 //! overwritten). The bytes past `D` in the old file are never reused: they
@@ -38,6 +43,7 @@ use super::error::{IoContext, Result};
 use super::fault::{self, Faults};
 use super::recovery::{build_index, open_active};
 use super::segment::{DataFile, FileKind, FILE_HEADER_LEN};
+use super::writer::WriterState;
 use super::{tail, Inner};
 use crate::durable;
 
@@ -134,6 +140,20 @@ impl Inner {
         });
         epochs.store(dir)?;
 
+        if !st.auto_roll {
+            // A replica's segments are named as its master's: it keeps the
+            // segment and continues in a new file holding its durable
+            // prefix, renamed over it (the old file stays intact under its
+            // mappings), as a truncation for replication does.
+            let _ = std::fs::remove_file(durable::tmp_path(&dir.join(kind.file_name())));
+            st.set_epochs(epochs.clone());
+            self.truncate_locked(&mut st, cut_at)?;
+            let mut epochs = st.epochs.clone();
+            epochs.finish_pending();
+            epochs.store(dir)?;
+            st.set_epochs(epochs);
+            return Ok(self.resumed(&mut st, cut));
+        }
         durable::commit(&dir.join(kind.file_name()))?;
         let (active, write) = open_active(dir, kind, self.next_id(), &self.options)?;
         let table = self.files.load_full();
@@ -156,20 +176,25 @@ impl Inner {
         st.set_epochs(epochs);
         st.reset_active(active, write, cut_at);
         st.clear_batches();
+        Ok(self.resumed(&mut st, cut))
+    }
+
+    /// Clears the poison after a recovery that cut `cut`.
+    fn resumed(&self, st: &mut WriterState, cut: TailCut) -> bool {
         st.last_poison = st.poisoned.take();
         st.resumable = false;
         st.dropped_records = 0;
         st.resumes += 1;
         self.stats.count_resume();
         tracing::warn!(
-            offset = cut_at,
+            offset = cut.offset,
             bytes = cut.bytes,
             records = cut.records,
             epoch = cut.epoch,
             cause = st.last_poison.as_deref().unwrap_or_default(),
             "writes resumed after a failed write or fsync: rolled the log back to its durable end and continued in a fresh segment; the cut is recorded in EPOCHS"
         );
-        self.writer_publish(&st);
-        Ok(true)
+        self.writer_publish(st);
+        true
     }
 }

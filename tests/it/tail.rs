@@ -29,7 +29,7 @@ fn active_segment(dir: &Path) -> PathBuf {
 const TORN: &[u8] = &[0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77];
 
 /// Ships everything `from` has past `to`'s end into `to`.
-fn replicate(from: &Engine, to: &Engine) {
+pub(crate) fn replicate(from: &Engine, to: &Engine) {
     while to.end() < from.log_end() {
         let chunk = from.read_log(to.end(), 1 << 20).unwrap();
         let taken = to.append_log(chunk.segment_base, &chunk.bytes).unwrap();
