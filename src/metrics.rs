@@ -412,6 +412,26 @@ impl Collector for EngineCollector {
                 "Compactions completed.",
                 s.compactions,
             ),
+            (
+                "engine_tail_cuts",
+                "Tails cut off the end of the log (torn at open, or rolled back by a live recovery), as kept in the epoch history.",
+                s.tail_cuts,
+            ),
+            (
+                "engine_tail_cut_bytes",
+                "Bytes discarded by those tail cuts.",
+                s.tail_cut_bytes,
+            ),
+            (
+                "engine_tail_cut_records",
+                "Records discarded by those tail cuts (a torn record counts as one).",
+                s.tail_cut_records,
+            ),
+            (
+                "engine_resumes",
+                "Times the engine resumed writes on its own after a failed write or fsync.",
+                s.resumes,
+            ),
         ];
         let gauges = [
             ("engine_keys", "Live keys in the index.", s.keys),
@@ -461,6 +481,11 @@ impl Collector for EngineCollector {
                 "engine_poisoned",
                 "1 when the engine refuses writes after an I/O error.",
                 u64::from(s.poisoned.is_some()),
+            ),
+            (
+                "engine_campaign_blocked",
+                "1 while a tail this node cut has not been fetched again from a master: it must not campaign for leadership.",
+                u64::from(s.unrefetched_cut.is_some()),
             ),
         ];
         for (name, help, v) in counters {

@@ -9,6 +9,8 @@ use tracing_subscriber::EnvFilter;
 use crate::cli::connect::ConnectArgs;
 use crate::cli::CliError;
 use crate::config::{Config, LogFormat, ServeArgs, KNOWN_ENV};
+use crate::engine;
+use crate::server::ServerError;
 
 /// Runs `kvstore serve`. Configuration errors are returned before anything
 /// is started.
@@ -30,9 +32,23 @@ pub fn run(args: &ServeArgs, connect: &ConnectArgs) -> Result<(), CliError> {
         .thread_name("kvstore")
         .build()
         .map_err(|e| CliError::Other(format!("cannot start the async runtime: {e}")))?;
-    runtime.block_on(crate::server::run_until_signal(config))?;
-    Ok(())
+    match runtime.block_on(crate::server::run_until_signal(config)) {
+        Err(ServerError::Close(engine::Error::Poisoned { reason })) => Err(CliError::Exit {
+            code: POISONED_EXIT,
+            message: format!(
+                "stopped with the storage engine refusing writes ({reason}); \
+                 what it could write was flushed, and no write it refused or failed to make durable \
+                 was acknowledged; fix the disk and start the node again"
+            ),
+        }),
+        other => Ok(other?),
+    }
 }
+
+/// Exit code of a node stopped (SIGTERM, SIGINT) while its engine was
+/// poisoned by a failed write or fsync that it could not recover from
+/// before stopping (docs/CONFIGURATION.md, "Exit codes").
+pub const POISONED_EXIT: u8 = 3;
 
 /// Logs to stderr; `RUST_LOG` filters (default `info`).
 fn init_logging(format: LogFormat) {

@@ -77,6 +77,15 @@ impl Envelope {
     /// Checks the envelope of `bytes` and returns the payload, which is at
     /// least [`Envelope::min_payload`] bytes long.
     pub fn open<'a>(&self, bytes: &'a [u8]) -> Result<&'a [u8], Invalid> {
+        self.open_since(bytes, self.version)
+            .map(|(_, payload)| payload)
+    }
+
+    /// Like [`Envelope::open`], but accepts every version from `oldest` up
+    /// to [`Envelope::version`] and returns the file's version with the
+    /// payload: a kind whose payload grew in a new version keeps reading
+    /// the files of its older ones.
+    pub fn open_since<'a>(&self, bytes: &'a [u8], oldest: u32) -> Result<(u32, &'a [u8]), Invalid> {
         let min = HEADER_LEN + self.min_payload + TRAILER_LEN;
         let Some(body_len) = bytes
             .len()
@@ -111,13 +120,13 @@ impl Envelope {
             });
         }
         let version = u32_at(body, 8);
-        if version != self.version {
+        if !(oldest..=self.version).contains(&version) {
             return Err(Invalid {
                 offset: 8,
                 reason: format!("unsupported {} version {version}", self.name),
             });
         }
-        Ok(&body[HEADER_LEN..])
+        Ok((version, &body[HEADER_LEN..]))
     }
 }
 
@@ -178,5 +187,11 @@ mod tests {
         assert_eq!(other.open(&bytes).unwrap_err().offset, 0);
         let newer = Envelope { version: 4, ..TEST };
         assert_eq!(newer.open(&bytes).unwrap_err().offset, 8);
+        // A newer reader that still knows version 3 reads it and says so;
+        // one that dropped it, or an older one, refuses it.
+        assert_eq!(newer.open_since(&bytes, 3).unwrap(), (3, &b"abc"[..]));
+        assert_eq!(newer.open_since(&bytes, 4).unwrap_err().offset, 8);
+        let older = Envelope { version: 2, ..TEST };
+        assert_eq!(older.open_since(&bytes, 1).unwrap_err().offset, 8);
     }
 }

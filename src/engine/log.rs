@@ -6,11 +6,11 @@ use std::fs;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
-use super::epochs::{EpochHistory, EpochStart};
+use super::epochs::{EpochHistory, EpochStart, TailCut};
 use super::error::{Error, IoContext, Result};
 use super::recovery::{build_index, open_active};
 use super::segment::{self, FileKind, FILE_HEADER_LEN};
-use super::writer::LogAppend;
+use super::writer::{LogAppend, WriterState};
 use super::{global_offset, Engine, Inner};
 use crate::durable;
 
@@ -109,7 +109,7 @@ impl Engine {
     pub fn append_log(&self, segment_base: u64, bytes: &[u8]) -> Result<usize> {
         let appended = self.append_log_deferred(segment_base, bytes)?;
         if self.inner().options.durability == super::Durability::Always {
-            self.inner().wait_durable(appended.end)?;
+            self.inner().wait_durable(appended.end, appended.resumes)?;
         }
         Ok(appended.taken)
     }
@@ -164,6 +164,27 @@ impl Engine {
         Ok(())
     }
 
+    /// Every tail this node cut off its log, oldest first (the epoch
+    /// history keeps them).
+    pub fn tail_cuts(&self) -> Vec<TailCut> {
+        self.inner().writer.state.lock().epochs.cuts().to_vec()
+    }
+
+    /// Whether this node may campaign for leadership: `Err` names the
+    /// oldest tail it cut whose part of the log it has not yet fetched
+    /// again from a master. The bytes of a cut tail may have held
+    /// acknowledged writes that only the master (or another replica) still
+    /// has, so a node that cut one leads only once it has replicated past
+    /// the cut. The coordinator asks this before it campaigns; a node with
+    /// no coordinator is master or replica by configuration and is not
+    /// held back.
+    pub fn may_campaign(&self) -> std::result::Result<(), TailCut> {
+        match self.inner().writer.state.lock().epochs.blocking_cut() {
+            Some(cut) => Err(cut),
+            None => Ok(()),
+        }
+    }
+
     /// Where `epoch` ended in this log: the largest known epoch not above
     /// it and the offset the next one began at (Kafka's
     /// OffsetsForLeaderEpoch). `None` if every known epoch is newer.
@@ -186,6 +207,13 @@ impl Inner {
         let _guard = self.compaction.lock();
         let mut st = self.writer.state.lock();
         self.drain_locked(&mut st)?;
+        self.truncate_locked(&mut st, to)
+    }
+
+    /// [`Inner::truncate`] once the caller holds the compaction and writer
+    /// locks and nothing is buffered: the segment holding `to` is rewritten
+    /// to a new file, so the old one stays intact under its mappings.
+    pub(crate) fn truncate_locked(&self, st: &mut WriterState, to: u64) -> Result<()> {
         let end = st.end();
         let table = self.files.load_full();
         let start = table
@@ -246,7 +274,7 @@ impl Inner {
         epochs.truncate(to);
         epochs.store(dir)?;
         st.set_epochs(epochs);
-        self.writer_publish(&st);
+        self.writer_publish(st);
         Ok(())
     }
 }

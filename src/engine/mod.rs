@@ -24,9 +24,11 @@ pub mod manifest;
 pub mod options;
 pub mod record;
 pub mod recovery;
+mod resume;
 pub mod segment;
 pub mod snapshot;
 mod stats;
+mod tail;
 pub mod verify;
 mod writer;
 
@@ -40,7 +42,7 @@ use arc_swap::ArcSwap;
 use parking_lot::Mutex;
 
 pub use compaction::CompactionReport;
-pub use epochs::EpochStart;
+pub use epochs::{CutCause, EpochStart, TailCut};
 pub use error::{Error, Result};
 pub use fault::{CompactionStep, Faults};
 pub use log::LogChunk;
@@ -207,7 +209,9 @@ impl Engine {
     pub async fn write_async(&self, ops: &[WriteOp<'_>], atomic: bool) -> Result<Receipt> {
         let ticket = self.inner().append(ops, atomic)?;
         if self.inner().options.durability == Durability::Always {
-            self.inner().wait_durable_async(ticket.end).await?;
+            self.inner()
+                .wait_durable_async(ticket.end, ticket.resumes)
+                .await?;
         }
         Ok(Receipt {
             end: ticket.end,
@@ -229,7 +233,7 @@ impl Engine {
     fn write_blocking(&self, ops: &[WriteOp<'_>], batch: bool) -> Result<bool> {
         let ticket = self.inner().append(ops, batch)?;
         if self.inner().options.durability == Durability::Always {
-            self.inner().wait_durable(ticket.end)?;
+            self.inner().wait_durable(ticket.end, ticket.resumes)?;
         }
         Ok(ticket.existed)
     }
@@ -238,6 +242,13 @@ impl Engine {
     /// into a new merged generation. Blocks; reads and writes go on.
     pub fn compact(&self) -> Result<CompactionReport> {
         compaction::compact(self.inner(), true)
+    }
+
+    /// If the engine is poisoned by a failed write or fsync, tries to
+    /// resume now rather than at the next probe (the flusher probes every
+    /// second on its own). Returns whether it resumed.
+    pub fn try_resume(&self) -> Result<bool> {
+        self.inner().try_resume()
     }
 
     /// Writes and fsyncs everything buffered.
@@ -263,7 +274,7 @@ impl Engine {
 
 impl Handle {
     fn shutdown(&self) -> Result<()> {
-        let flushed = self.inner.flush();
+        let flushed = self.inner.flush_for_close();
         {
             let mut st = self.inner.writer.state.lock();
             st.closed = true;
@@ -373,6 +384,11 @@ impl Inner {
             s.durable_end = st.durable_end();
             s.epoch = st.epoch;
             s.poisoned = st.poisoned.clone();
+            let cuts = st.epochs.cuts();
+            s.tail_cuts = cuts.len() as u64;
+            s.tail_cut_bytes = cuts.iter().map(|c| c.bytes).sum();
+            s.tail_cut_records = cuts.iter().map(|c| u64::from(c.records)).sum();
+            s.unrefetched_cut = st.epochs.blocking_cut().map(|c| c.offset);
         }
         self.stats.fill(&mut s);
         s

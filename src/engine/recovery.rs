@@ -13,11 +13,12 @@
 //!   compaction replaced, are deleted; nothing the manifest names is.
 
 use std::fs::{self, OpenOptions};
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
-use super::epochs::EpochHistory;
+use super::epochs::{EpochHistory, TailCut};
 use super::error::{Error, IoContext, Result};
 use super::files::FileTable;
 use super::hint::{self, HintEntry};
@@ -26,6 +27,7 @@ use super::manifest::Manifest;
 use super::options::Options;
 use super::record::{self, Kind};
 use super::segment::{self, DataFile, FileKind, FILE_HEADER_LEN};
+use super::tail;
 use crate::durable::sync_dir;
 
 /// What opening produced.
@@ -38,6 +40,8 @@ pub struct Recovered {
     pub max_epoch: u32,
     /// The epoch history, made to cover every epoch seen in the log.
     pub epochs: EpochHistory,
+    /// Tails this open cut off the log (already in `epochs`).
+    pub cuts: Vec<TailCut>,
 }
 
 /// How a scan treats a bad record.
@@ -280,12 +284,14 @@ pub fn recover(dir: &Path, options: &Options, ids: &AtomicU32) -> Result<Recover
         segment::create(dir, FileKind::Segment { base: horizon })?;
         segments.push(horizon);
     }
+    let mut epochs = EpochHistory::load(dir)?;
     let mut expected = horizon;
     let last = segments.len() - 1;
     let mut active_file = None;
     for (i, &base) in segments.iter().enumerate() {
         let kind = FileKind::Segment { base };
         let path = dir.join(kind.file_name());
+        trim_segment(&path, base, segments.get(i + 1).copied(), &epochs)?;
         if base != expected {
             return Err(Error::corrupt(
                 &path,
@@ -304,24 +310,36 @@ pub fn recover(dir: &Path, options: &Options, ids: &AtomicU32) -> Result<Recover
         table.add_segment(base, file);
     }
 
+    if epochs.pending_cut().is_some() {
+        // Every segment now ends at or before the cut (trim_segment).
+        epochs.finish_pending();
+        epochs.store(dir)?;
+    }
     let index = build_index(dir, &table)?;
     let active = table.active().expect("a segment exists").clone();
     let active_file = active_file.expect("last segment opened for writing");
+    let mut cuts = Vec::new();
     if index.active_valid_len < index.active_file_len {
-        tracing::warn!(
-            file = %active.path.display(),
-            from = index.active_file_len,
-            to = index.active_valid_len,
-            "cut torn tail off the active segment"
-        );
+        let FileKind::Segment { base } = active.kind else {
+            unreachable!("the active file is a segment")
+        };
         // The mapping's readable length is already the cut and no reader
-        // has this file table yet (see the SAFETY comment of DataFile::new).
-        active_file
-            .set_len(index.active_valid_len)
-            .and_then(|_| active_file.sync_all())
-            .at("truncate torn tail of", &active.path)?;
+        // has this file table yet (see the SAFETY comment of DataFile::new);
+        // the bytes past it are read through the file to count them.
+        let mut tail = vec![0; (index.active_file_len - index.active_valid_len) as usize];
+        active
+            .file()
+            .read_exact_at(&mut tail, index.active_valid_len)
+            .at("read the torn tail of", &active.path)?;
+        cuts.push(tail::cut_torn_tail(
+            dir,
+            &active.path,
+            base,
+            index.active_valid_len,
+            &tail,
+            &mut epochs,
+        )?);
     }
-    let mut epochs = EpochHistory::load(dir)?;
     if index.max_epoch > epochs.current() {
         // Only possible if EPOCHS was lost: attribute the newest epoch
         // conservatively to the end of the log.
@@ -345,7 +363,28 @@ pub fn recover(dir: &Path, options: &Options, ids: &AtomicU32) -> Result<Recover
         active_file,
         max_epoch: index.max_epoch,
         epochs,
+        cuts,
     })
+}
+
+/// Cuts segment `base` back where a recorded cut says its end is not part
+/// of the log ([`tail::segment_len`]). Runs before the file is mapped.
+fn trim_segment(path: &Path, base: u64, next: Option<u64>, epochs: &EpochHistory) -> Result<()> {
+    let len = fs::metadata(path).at("stat", path)?.len();
+    match tail::segment_len(base, len, next, epochs) {
+        Ok(None) => Ok(()),
+        Ok(Some((keep, why))) => {
+            tracing::warn!(
+                file = %path.display(),
+                from = len,
+                to = keep,
+                why,
+                "trimming a segment to a cut recorded in EPOCHS"
+            );
+            tail::cut_file(path, keep)
+        }
+        Err(why) => Err(Error::corrupt(path, 0, why)),
+    }
 }
 
 /// The keydir built from a set of files.

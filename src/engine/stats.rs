@@ -38,6 +38,21 @@ pub struct Stats {
     pub compactions: u64,
     /// Why the engine refuses writes, if it does.
     pub poisoned: Option<String>,
+    /// Tails cut off the end of the log, as recorded in the epoch history
+    /// (it keeps the newest 1,024): torn tails cut at open and bytes of
+    /// unknown fate rolled back by a live recovery.
+    pub tail_cuts: u64,
+    /// Bytes those cuts discarded.
+    pub tail_cut_bytes: u64,
+    /// Records those cuts discarded (a torn record counts as one).
+    pub tail_cut_records: u64,
+    /// Offset of the oldest cut not yet fetched again from a master: while
+    /// there is one, this node must not campaign for leadership
+    /// ([`super::Engine::may_campaign`]).
+    pub unrefetched_cut: Option<u64>,
+    /// Times the engine resumed writes on its own after a failed write or
+    /// fsync (since this process started).
+    pub resumes: u64,
 }
 
 impl Stats {
@@ -60,6 +75,7 @@ pub(crate) struct Counters {
     compactions: AtomicU64,
     live_bytes: AtomicI64,
     poisoned: AtomicBool,
+    resumes: AtomicU64,
 }
 
 impl Counters {
@@ -101,6 +117,10 @@ impl Counters {
         self.poisoned.store(true, Relaxed);
     }
 
+    pub fn count_resume(&self) {
+        self.resumes.fetch_add(1, Relaxed);
+    }
+
     /// Fills the counter fields of a snapshot.
     pub fn fill(&self, s: &mut Stats) {
         s.puts = self.puts.load(Relaxed);
@@ -110,5 +130,6 @@ impl Counters {
         s.fsyncs = self.fsyncs.load(Relaxed);
         s.compactions = self.compactions.load(Relaxed);
         s.live_bytes = self.live();
+        s.resumes = self.resumes.load(Relaxed);
     }
 }

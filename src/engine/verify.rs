@@ -86,9 +86,17 @@ pub fn verify_dir(dir: &Path) -> Result<VerifyReport> {
             );
         }
     }
-    if let Err(e) = super::epochs::EpochHistory::load(dir) {
+    let history = super::epochs::EpochHistory::load(dir).unwrap_or_else(|e| {
         report.error(dir.join(super::epochs::FILE_NAME), e);
-    }
+        Default::default()
+    });
+    let bases: Vec<u64> = kinds
+        .iter()
+        .filter_map(|k| match k {
+            FileKind::Segment { base } => Some(*base),
+            FileKind::Merged { .. } => None,
+        })
+        .collect();
     let last_segment = kinds
         .iter()
         .rev()
@@ -120,7 +128,23 @@ pub fn verify_dir(dir: &Path) -> Result<VerifyReport> {
             _ => {}
         }
         report.files += 1;
-        let Some(file) = map(&path, kind, &mut report) else {
+        // A segment's end past a cut recorded in EPOCHS is not part of the
+        // log (open trims it): check only what belongs to the log.
+        let keep = match kind {
+            FileKind::Segment { base } => {
+                let next = bases.iter().copied().find(|&b| b > base);
+                let len = fs::metadata(&path).map_or(0, |m| m.len());
+                match super::tail::segment_len(base, len, next, &history) {
+                    Ok(keep) => keep.map(|(keep, _)| keep),
+                    Err(why) => {
+                        report.problem(&path, 0, why);
+                        None
+                    }
+                }
+            }
+            FileKind::Merged { .. } => None,
+        };
+        let Some(file) = map(&path, kind, keep, &mut report) else {
             continue;
         };
         if let FileKind::Segment { base } = kind {
@@ -132,8 +156,15 @@ pub fn verify_dir(dir: &Path) -> Result<VerifyReport> {
     Ok(report)
 }
 
-fn map(path: &Path, kind: FileKind, report: &mut VerifyReport) -> Option<Arc<DataFile>> {
+/// Maps the file at `path`, all of it or its first `keep` bytes.
+fn map(
+    path: &Path,
+    kind: FileKind,
+    keep: Option<u64>,
+    report: &mut VerifyReport,
+) -> Option<Arc<DataFile>> {
     let opened = fs::File::open(path).and_then(|f| f.metadata().map(|m| (f, m.len())));
+    let opened = opened.map(|(f, len)| (f, keep.map_or(len, |k| k.min(len))));
     let (file, len) = match opened {
         Ok(x) => x,
         Err(e) => {

@@ -58,6 +58,9 @@ pub struct Progress {
     /// Global log offset up to which the OS has everything.
     pub written: u64,
     pub poisoned: bool,
+    /// Live recoveries so far: a write whose ticket names an older count
+    /// was rolled back, whatever `durable` says now.
+    pub resumes: u64,
 }
 
 pub(crate) struct WriterState {
@@ -79,6 +82,17 @@ pub(crate) struct WriterState {
     flush_requested: bool,
     last_sync: Instant,
     pub poisoned: Option<String>,
+    /// Whether the poison came from a failed write or fsync, which a live
+    /// recovery may clear ([`super::resume`]).
+    pub resumable: bool,
+    /// Records dropped from the buffers when the writer was poisoned (never
+    /// written), for the cut the recovery records.
+    pub dropped_records: u32,
+    /// Live recoveries so far (see [`Progress::resumes`]).
+    pub resumes: u64,
+    /// The reason of the poison the last recovery cleared.
+    pub last_poison: Option<String>,
+    pub last_probe: Instant,
     pub closed: bool,
     /// Epoch stamped on records this node writes: the history's newest.
     pub epoch: u32,
@@ -146,7 +160,24 @@ impl WriterState {
         self.pending.clear();
     }
 
-    fn check_writable(&self) -> Result<()> {
+    /// fsyncs the active file (the bytes already handed to the OS).
+    pub(crate) fn sync_written(&self) -> std::io::Result<()> {
+        self.file.sync_data()
+    }
+
+    /// The error for a write a live recovery rolled back.
+    pub(crate) fn rolled_back(&self) -> Error {
+        let cause = self
+            .last_poison
+            .as_deref()
+            .or(self.poisoned.as_deref())
+            .unwrap_or("a failed write or fsync");
+        Error::Poisoned {
+            reason: format!("the write was rolled back by a live recovery after: {cause}"),
+        }
+    }
+
+    pub(crate) fn check_writable(&self) -> Result<()> {
         if self.closed {
             return Err(Error::Closed);
         }
@@ -193,6 +224,11 @@ impl Writer {
             flush_requested: false,
             last_sync: Instant::now(),
             poisoned: None,
+            resumable: false,
+            dropped_records: 0,
+            resumes: 0,
+            last_poison: None,
+            last_probe: Instant::now(),
             closed: false,
             epoch: epochs.current(),
             epochs,
@@ -202,6 +238,7 @@ impl Writer {
             durable: state.durable_end(),
             written: state.written_end(),
             poisoned: false,
+            resumes: 0,
         };
         Writer {
             state: Mutex::new(state),
@@ -218,6 +255,7 @@ impl Writer {
             durable: st.durable_end(),
             written: st.written_end(),
             poisoned: st.poisoned.is_some(),
+            resumes: st.resumes,
         };
         *self.published.lock() = progress;
         self.durable_cv.notify_all();
@@ -273,6 +311,8 @@ pub struct LogAppend {
     pub taken: usize,
     /// The local log's end after them.
     pub end: u64,
+    /// Live recoveries when they were appended.
+    pub(crate) resumes: u64,
 }
 
 /// Names the end of an append: it is durable once the log is durable up to
@@ -281,6 +321,8 @@ pub struct LogAppend {
 pub(crate) struct Ticket {
     pub end: u64,
     pub existed: bool,
+    /// Live recoveries when it was appended.
+    pub resumes: u64,
 }
 
 impl Inner {
@@ -359,7 +401,7 @@ impl Inner {
             }
         }
         self.stats.count_ops(ops, total as u64);
-        let end = st.end();
+        let (end, resumes) = (st.end(), st.resumes);
         drop(st);
         if self.waits_for_sync() || was_empty {
             w.kick();
@@ -367,6 +409,7 @@ impl Inner {
         Ok(Ticket {
             end,
             existed: existed_now,
+            resumes,
         })
     }
 
@@ -433,12 +476,17 @@ impl Inner {
         self.stats.add_live(delta);
     }
 
-    /// Blocks until the log is durable up to `end`.
-    pub(crate) fn wait_durable(&self, end: u64) -> Result<()> {
+    /// Blocks until the log is durable up to `end`, for bytes appended
+    /// after `resumes` live recoveries.
+    pub(crate) fn wait_durable(&self, end: u64, resumes: u64) -> Result<()> {
         let w = &self.writer;
         loop {
             {
                 let mut published = w.published.lock();
+                if published.resumes != resumes {
+                    drop(published);
+                    return Err(self.writer.state.lock().rolled_back());
+                }
                 if published.durable >= end {
                     return Ok(());
                 }
@@ -447,7 +495,7 @@ impl Inner {
                     // no publish ever comes.
                     w.durable_cv
                         .wait_for(&mut published, std::time::Duration::from_millis(100));
-                    if published.durable >= end {
+                    if published.durable >= end && published.resumes == resumes {
                         return Ok(());
                     }
                 }
@@ -455,6 +503,9 @@ impl Inner {
             // Never hold `published` while taking the state lock: the
             // flusher takes them in the other order.
             let st = w.state.lock();
+            if st.resumes != resumes {
+                return Err(st.rolled_back());
+            }
             if st.durable_end() >= end {
                 return Ok(());
             }
@@ -467,16 +518,20 @@ impl Inner {
 
     /// Waits, without blocking a thread, until the log is durable up to
     /// `end`.
-    pub(crate) async fn wait_durable_async(&self, end: u64) -> Result<()> {
+    pub(crate) async fn wait_durable_async(&self, end: u64, resumes: u64) -> Result<()> {
         let mut rx = self.writer.progress_tx.subscribe();
         let progress = *rx
-            .wait_for(|p| p.durable >= end || p.poisoned)
+            .wait_for(|p| p.durable >= end || p.poisoned || p.resumes != resumes)
             .await
             .map_err(|_| Error::Closed)?;
+        let st = self.writer.state.lock();
+        if progress.resumes != resumes || st.resumes != resumes {
+            return Err(st.rolled_back());
+        }
         if progress.durable >= end {
             return Ok(());
         }
-        self.writer.state.lock().check_writable()?;
+        st.check_writable()?;
         Err(Error::Closed)
     }
 
@@ -506,24 +561,44 @@ impl Inner {
 
     /// Writes and fsyncs everything appended so far and waits for it.
     pub(crate) fn flush(&self) -> Result<()> {
-        let end = {
+        let (end, resumes) = {
             let mut st = self.writer.state.lock();
+            st.check_writable()?;
             if st.synced == st.len {
                 return Ok(());
             }
             st.flush_requested = true;
-            st.end()
+            (st.end(), st.resumes)
         };
         self.writer.kick();
-        self.wait_durable(end)
+        self.wait_durable(end, resumes)
     }
 
-    fn poison(&self, st: &mut WriterState, reason: String) {
-        tracing::error!(%reason, "storage engine poisoned: refusing further writes");
+    /// Refuses every write from now on. A failed write or fsync
+    /// (`resumable`) is cleared by a live recovery once the disk works
+    /// again; anything else stays until a restart.
+    fn poison(&self, st: &mut WriterState, reason: String, resumable: bool) {
+        if resumable {
+            tracing::error!(%reason, "storage engine poisoned: refusing writes until a write and an fsync succeed again");
+        } else {
+            tracing::error!(%reason, "storage engine poisoned: refusing further writes");
+        }
+        let dropped =
+            super::tail::count_records(&st.inflight) + super::tail::count_records(&st.buf);
+        st.dropped_records = st.dropped_records.saturating_add(dropped);
         st.poisoned = Some(reason);
+        st.resumable = resumable;
+        st.last_probe = Instant::now();
         st.buf.clear();
         st.pending.clear();
         self.stats.set_poisoned();
+    }
+
+    /// Waits until no one does I/O on the active file.
+    pub(crate) fn wait_idle(&self, st: &mut MutexGuard<'_, WriterState>) {
+        while st.busy {
+            self.writer.progress.wait(st);
+        }
     }
 
     /// Waits until no one does I/O on the active file, then writes and
@@ -534,9 +609,7 @@ impl Inner {
                 f.count_drain_wait();
             }
         }
-        while st.busy {
-            self.writer.progress.wait(st);
-        }
+        self.wait_idle(st);
         st.check_writable()?;
         let bytes = mem::take(&mut st.buf);
         let faults = self.options.faults.as_deref();
@@ -545,7 +618,8 @@ impl Inner {
             .and_then(|_| fault::sync_data(faults, &st.file));
         if let Err(e) = result {
             let path = st.active.path.display().to_string();
-            self.poison(st, format!("write to {path} failed: {e}"));
+            st.buf = bytes;
+            self.poison(st, format!("write to {path} failed: {e}"), true);
             self.writer.publish(st);
             return Err(Error::io("write", &st.active.path, e));
         }
@@ -594,6 +668,7 @@ impl Inner {
                 self.poison(
                     st,
                     format!("could not start segment {}: {e}", kind.file_name()),
+                    true,
                 );
                 self.writer.publish(st);
                 return Err(e);
@@ -623,11 +698,26 @@ impl Inner {
             let sync_due =
                 interval.is_some_and(|d| st.synced < st.written && st.last_sync.elapsed() >= d);
             let has_work = !st.buf.is_empty() || st.flush_requested || sync_due;
+            if st.poisoned.is_some()
+                && st.resumable
+                && !st.closed
+                && !st.busy
+                && st.last_probe.elapsed() >= super::resume::PROBE_EVERY
+            {
+                st.last_probe = Instant::now();
+                if let Err(e) = MutexGuard::unlocked(&mut st, || self.try_resume()) {
+                    tracing::debug!(error = %e, "live recovery probe failed; still poisoned");
+                }
+                continue;
+            }
             if st.busy || !has_work || st.poisoned.is_some() {
                 if st.closed && !st.busy {
                     return;
                 }
-                let wait = interval.unwrap_or(std::time::Duration::from_secs(1));
+                let mut wait = interval.unwrap_or(std::time::Duration::from_secs(1));
+                if st.poisoned.is_some() {
+                    wait = wait.min(super::resume::PROBE_EVERY);
+                }
                 w.work.wait_for(&mut st, wait);
                 continue;
             }
@@ -652,7 +742,11 @@ impl Inner {
             });
             match result {
                 Err(e) => {
-                    self.poison(&mut st, format!("write to {} failed: {e}", path.display()));
+                    self.poison(
+                        &mut st,
+                        format!("write to {} failed: {e}", path.display()),
+                        true,
+                    );
                     st.inflight = Arc::default();
                 }
                 Ok(()) => {
@@ -749,7 +843,17 @@ impl Inner {
             return Ok(LogAppend {
                 taken,
                 end: start_end,
+                resumes: st.resumes,
             });
+        }
+        // The log past a cut this node made now comes from its master.
+        let refetched = new_epochs.mark_refetched(start_end + taken as u64);
+        if refetched > 0 {
+            tracing::info!(
+                cuts = refetched,
+                end = start_end + taken as u64,
+                "the log past a cut tail is fetched again from the master"
+            );
         }
         // The history names a new epoch before any of its records is
         // written, so it is never behind the log.
@@ -769,7 +873,7 @@ impl Inner {
                             "commit for {count:?} records closes a batch of {}",
                             st.open_batch.len()
                         );
-                        self.poison(&mut st, reason.clone());
+                        self.poison(&mut st, reason.clone(), false);
                         w.publish(&st);
                         return Err(Error::BadLogBytes {
                             offset: start_end + u64::from(op.loc.pos),
@@ -789,11 +893,15 @@ impl Inner {
                 self.apply_buffered(&st, op, None);
             }
         }
-        let end = st.end();
+        let (end, resumes) = (st.end(), st.resumes);
         drop(st);
         if self.waits_for_sync() || was_empty {
             w.kick();
         }
-        Ok(LogAppend { taken, end })
+        Ok(LogAppend {
+            taken,
+            end,
+            resumes,
+        })
     }
 }

@@ -116,6 +116,12 @@ impl Collector for ReplicationCollector {
         )?;
         gauge(
             e,
+            "replication_cut_conflict",
+            "1 while the master refuses this replica because its log runs past a tail the master cut: it may hold writes the master lost.",
+            u64::from(s.cut_conflict.is_some()),
+        )?;
+        gauge(
+            e,
             "replication_connected_replicas",
             "Replicas streaming from this master.",
             s.connected_replicas as u64,

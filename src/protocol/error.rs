@@ -98,6 +98,9 @@ impl ErrorCode {
     pub const MALFORMED_REQUEST: ErrorCode = ErrorCode(117);
     /// The connection's credential does not allow this request.
     pub const PERMISSION_DENIED: ErrorCode = ErrorCode(118);
+    /// Replication: the replica holds log bytes past a tail this master
+    /// cut off its log; it is not told to truncate them.
+    pub const TAIL_CUT: ErrorCode = ErrorCode(119);
     pub const INTERNAL: ErrorCode = ErrorCode(120);
 
     /// True if the server closes the connection after this error.
@@ -130,6 +133,7 @@ impl ErrorCode {
             ErrorCode::NOT_MASTER => "NOT_MASTER",
             ErrorCode::MALFORMED_REQUEST => "MALFORMED_REQUEST",
             ErrorCode::PERMISSION_DENIED => "PERMISSION_DENIED",
+            ErrorCode::TAIL_CUT => "TAIL_CUT",
             ErrorCode::INTERNAL => "INTERNAL",
             _ => "UNKNOWN_CODE",
         }

@@ -11,7 +11,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::link::{FrameReader, FrameWriter};
 use super::{unix_ms, ReplError, Replication, RoleView};
-use crate::engine;
+use crate::engine::{self, TailCut};
 use crate::node::Node;
 use crate::protocol::replication::{SyncRequest, ToMaster, ToReplica, MAX_CHUNK_BYTES};
 use crate::protocol::{ErrorCode, Response};
@@ -63,15 +63,49 @@ fn plan(repl: &Replication, req: &SyncRequest) -> Plan {
                 if epoch_end < start {
                     return Plan::Full;
                 }
-                return Plan::Truncate { to: epoch_end };
+                return truncate(&engine.tail_cuts(), req, epoch_end);
             }
             Some(_) => {}
         }
     }
     if req.end > end {
-        return Plan::Truncate { to: end };
+        return truncate(&engine.tail_cuts(), req, end);
     }
     Plan::Stream { from: req.end }
+}
+
+/// Tells the replica to cut its log back to `to`, unless the bytes it
+/// would cut may be ones this master cut off its own log ([`crossed_cut`]):
+/// those may hold acknowledged writes that only the replica still has, so
+/// the replica is refused instead, keeps them, and raises an alert.
+fn truncate(cuts: &[TailCut], req: &SyncRequest, to: u64) -> Plan {
+    let Some(cut) = crossed_cut(cuts, req.epoch, req.end) else {
+        return Plan::Truncate { to };
+    };
+    Plan::Refuse {
+        code: ErrorCode::TAIL_CUT,
+        message: format!(
+            "the replica's log (epoch {}, end {}) runs past offset {}, where this master cut {} bytes ({} records, {}) off its log in that epoch; \
+             the replica may hold writes this master lost, so it is not told to truncate to {to}",
+            req.epoch,
+            req.end,
+            cut.offset,
+            cut.bytes,
+            cut.records,
+            cut.cause.name(),
+        ),
+    }
+}
+
+/// The master's cut that a replica whose log is at `epoch`, ending at
+/// `end`, may hold bytes of: made in that same epoch, below that end. Only
+/// asked when the replica's log runs past the master's in that epoch (a
+/// replica that fetched after the cut never does, since the master ships
+/// nothing it has not got).
+fn crossed_cut(cuts: &[TailCut], epoch: u32, end: u64) -> Option<TailCut> {
+    cuts.iter()
+        .find(|c| !c.pending && c.epoch == epoch && c.offset < end)
+        .copied()
 }
 
 /// Serves one replica on a connection that sent REPL_SYNC. `leftover` is
@@ -351,4 +385,58 @@ async fn stream_log<W: tokio::io::AsyncWrite + Unpin>(
     let result = result.await;
     acks.abort();
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::CutCause;
+
+    fn request(epoch: u32, end: u64) -> SyncRequest {
+        SyncRequest {
+            replica_id: "r".into(),
+            advertise: String::new(),
+            epoch,
+            end,
+            full: false,
+        }
+    }
+
+    #[test]
+    fn a_replica_past_a_cut_of_its_epoch_is_refused_not_truncated() {
+        let cut = TailCut::new(100, 40, 1, 3, CutCause::TornTail);
+        let cuts = [cut];
+        // Past the cut, in the cut's epoch: it may hold what was cut.
+        match truncate(&cuts, &request(3, 140), 100) {
+            Plan::Refuse { code, message } => {
+                assert_eq!(code, ErrorCode::TAIL_CUT);
+                assert!(message.contains("offset 100"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+        // Another epoch's log past the same offset is ordinary divergence.
+        assert_eq!(
+            truncate(&cuts, &request(2, 140), 100),
+            Plan::Truncate { to: 100 }
+        );
+        // A log that ends at the cut holds nothing of it.
+        assert_eq!(
+            truncate(&cuts, &request(3, 100), 90),
+            Plan::Truncate { to: 90 }
+        );
+        // No cut: truncate as before.
+        assert_eq!(
+            truncate(&[], &request(3, 140), 100),
+            Plan::Truncate { to: 100 }
+        );
+        // A pending cut is not finished yet (open finishes it first).
+        let pending = TailCut {
+            pending: true,
+            ..cut
+        };
+        assert_eq!(
+            truncate(&[pending], &request(3, 140), 100),
+            Plan::Truncate { to: 100 }
+        );
+    }
 }

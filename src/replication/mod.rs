@@ -143,6 +143,9 @@ struct LinkStatus {
     master_end: u64,
     caught_up_at: Option<Instant>,
     last_error: Option<String>,
+    /// The master refused this replica because its log runs past a tail
+    /// the master cut (ErrorCode::TAIL_CUT): why, until a stream starts.
+    cut_conflict: Option<String>,
 }
 
 /// One replica in `stats`.
@@ -180,6 +183,11 @@ pub struct ReplicationStats {
     pub lag_bytes: u64,
     pub lag_seconds: f64,
     pub last_error: Option<String>,
+    /// Replica side: the master refused to stream because this replica's
+    /// log runs past a tail the master cut off its own log; this replica
+    /// may hold writes the master lost and keeps them (RELIABILITY.md,
+    /// "Cut tails"). Cleared once a stream starts.
+    pub cut_conflict: Option<String>,
     /// Full resyncs served (master) or performed (replica).
     pub full_resyncs: u64,
     /// Partial resyncs (resume from an offset) served or performed.
@@ -495,12 +503,20 @@ impl Replication {
     pub(crate) fn set_link(&self, connected: bool, error: Option<String>) {
         let mut link = self.link.lock();
         link.connected = connected;
+        if connected {
+            link.cut_conflict = None;
+        }
         if error.is_some() {
             link.last_error = error;
         }
         if !connected {
             self.health.set_replication_ready(false);
         }
+    }
+
+    /// The master refused this replica with TAIL_CUT (`message` says why).
+    pub(crate) fn set_cut_conflict(&self, message: String) {
+        self.link.lock().cut_conflict = Some(message);
     }
 
     /// After each chunk or heartbeat: the master's end and ours.
@@ -567,6 +583,7 @@ impl Replication {
                 (true, _, None) => f64::INFINITY.min(1e9),
             },
             last_error: link.last_error,
+            cut_conflict: link.cut_conflict,
             full_resyncs: self.full_resyncs.load(Relaxed),
             partial_resyncs: self.partial_resyncs.load(Relaxed),
             log_bytes_shipped: self.bytes_shipped.load(Relaxed),

@@ -17,7 +17,7 @@ use super::link::{FrameReader, FrameWriter};
 use super::{ReplError, Replication};
 use crate::engine::{self, snapshot::is_snapshot_file, Engine};
 use crate::protocol::replication::{SyncRequest, ToMaster, ToReplica};
-use crate::protocol::{Auth, Frame, Hello, Limits, Request, Response, PROTOCOL_VERSION};
+use crate::protocol::{Auth, ErrorCode, Frame, Hello, Limits, Request, Response, PROTOCOL_VERSION};
 use crate::security::ClientStream;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -51,6 +51,17 @@ pub async fn follow(repl: Arc<Replication>, master: String, mut stop: watch::Rec
                 tracing::warn!(%master, error = %e, "replication link down; reconnecting");
                 let streamed = matches!(e, ReplError::Timeout(_));
                 repl.set_link(false, Some(e.to_string()));
+                if let ReplError::Refused { code, message } = &e {
+                    if *code == ErrorCode::TAIL_CUT {
+                        tracing::error!(
+                            %master,
+                            %message,
+                            "ALERT: this replica holds log bytes past a tail the master cut; keeping them and not following until an operator decides (see RELIABILITY.md, \"Cut tails\")"
+                        );
+                        repl.set_cut_conflict(message.clone());
+                        backoff = MAX_BACKOFF;
+                    }
+                }
                 if let ReplError::StaleMaster { .. } = e {
                     // Never follow it; retry slowly in case it is promoted
                     // past us or we are repointed.

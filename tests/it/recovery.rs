@@ -114,7 +114,8 @@ fn truncate(path: &Path, len: u64) {
         .unwrap();
 }
 
-fn append(path: &Path, bytes: &[u8]) {
+/// Appends `bytes` to the file at `path` (also used by `tail`).
+pub(crate) fn append(path: &Path, bytes: &[u8]) {
     use std::io::Write;
     fs::OpenOptions::new()
         .append(true)
