@@ -27,6 +27,8 @@ cd "$(dirname "$0")/.."
 #   build      COMMAND   DEBIAN-PACKAGE   like apt, and needed by `cargo build`
 #                                         itself (so `make run` installs it too)
 #   apt        COMMAND   DEBIAN-PACKAGE   installed when COMMAND is not on PATH
+#                                         (a COMMAND starting with / is a file
+#                                         that must exist instead)
 #   component  NAME                       rustup component of the default toolchain
 #   toolchain  NAME                       rustup toolchain (minimal profile)
 #   cargo      CRATE     CHECK...         `cargo install --locked CRATE` when
@@ -36,6 +38,7 @@ cd "$(dirname "$0")/.."
 # ============================================================================
 NEEDS='
 build      protoc           protobuf-compiler  # cargo build: etcd-client generates its gRPC code with protoc
+build      /usr/include/google/protobuf/empty.proto  libprotobuf-dev  # cargo build: the well-known .proto files protoc imports (only recommended by protobuf-compiler)
 apt        c++              g++            # fuzz/: libfuzzer-sys compiles libFuzzer (C++)
 apt        etcd             etcd-server    # tests/it/coordinator.rs: a real etcd, started on loopback
 apt        curl             curl           # tests/it/readme.rs: the README waits for /readyz with curl
@@ -104,7 +107,10 @@ done <<<"$NEEDS"
 missing_apt() {
   local i
   for i in "${!apt_cmds[@]}"; do
-    command -v "${apt_cmds[$i]}" >/dev/null || echo "${apt_pkgs[$i]}"
+    case "${apt_cmds[$i]}" in
+      /*) [ -e "${apt_cmds[$i]}" ] || echo "${apt_pkgs[$i]}" ;;
+      *) command -v "${apt_cmds[$i]}" >/dev/null || echo "${apt_pkgs[$i]}" ;;
+    esac
   done | sort -u
 }
 missing_components() {
