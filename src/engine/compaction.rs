@@ -31,7 +31,7 @@ use super::fault::CompactionStep;
 use super::hint::{self, HintEntry};
 use super::keydir::Loc;
 use super::manifest::Manifest;
-use super::record::{self, Kind};
+use super::record::{self, Kind, Record};
 use super::recovery::{open_sealed, scan, ScanMode};
 use super::segment::{self, DataFile, FileKind, FILE_HEADER_LEN};
 use super::Inner;
@@ -52,11 +52,12 @@ pub struct CompactionReport {
     pub keys_kept: u64,
 }
 
-/// A record to copy: where it is and its key hash.
+/// A record to copy: where it is, its key hash and its expiry.
 struct Live {
     source: usize,
     hash: u64,
     loc: Loc,
+    expires_at: Option<u64>,
 }
 
 /// Runs one compaction. With `seal_active`, the active segment is sealed
@@ -105,6 +106,7 @@ pub(crate) fn compact(inner: &Inner, seal_active: bool) -> Result<CompactionRepo
                     source,
                     hash: e.hash,
                     loc,
+                    expires_at: e.expires_at,
                 });
             }
         })?;
@@ -250,13 +252,12 @@ fn write_generation(
         match record::decode(bytes) {
             Ok(Some((rec, _))) if rec.in_batch => {
                 reencoded.clear();
-                record::encode(
+                record::encode_record(
                     &mut reencoded,
-                    rec.kind,
-                    false,
-                    rec.epoch,
-                    rec.key,
-                    rec.value,
+                    &Record {
+                        in_batch: false,
+                        ..rec
+                    },
                 );
                 w.write_all(&reencoded)
             }
@@ -273,6 +274,7 @@ fn write_generation(
                 pos: pos as u32,
                 len: l.loc.len,
                 hash: l.hash,
+                expires_at: l.expires_at,
             });
         pos += len;
         this.len = pos;

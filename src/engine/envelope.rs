@@ -30,7 +30,11 @@ pub struct Envelope {
     /// What the file is, for error messages ("epoch history").
     pub name: &'static str,
     pub magic: &'static [u8; 8],
+    /// The version written.
     pub version: u32,
+    /// The oldest version still read (equal to `version` for a kind whose
+    /// layout never changed).
+    pub oldest: u32,
     /// The smallest valid payload, in bytes.
     pub min_payload: usize,
 }
@@ -77,6 +81,12 @@ impl Envelope {
     /// Checks the envelope of `bytes` and returns the payload, which is at
     /// least [`Envelope::min_payload`] bytes long.
     pub fn open<'a>(&self, bytes: &'a [u8]) -> Result<&'a [u8], Invalid> {
+        self.open_versioned(bytes).map(|(_, payload)| payload)
+    }
+
+    /// As [`Envelope::open`], also returning the file's version (between
+    /// [`Envelope::oldest`] and [`Envelope::version`]).
+    pub fn open_versioned<'a>(&self, bytes: &'a [u8]) -> Result<(u32, &'a [u8]), Invalid> {
         let min = HEADER_LEN + self.min_payload + TRAILER_LEN;
         let Some(body_len) = bytes
             .len()
@@ -111,13 +121,13 @@ impl Envelope {
             });
         }
         let version = u32_at(body, 8);
-        if version != self.version {
+        if !(self.oldest..=self.version).contains(&version) {
             return Err(Invalid {
                 offset: 8,
                 reason: format!("unsupported {} version {version}", self.name),
             });
         }
-        Ok(&body[HEADER_LEN..])
+        Ok((version, &body[HEADER_LEN..]))
     }
 }
 
@@ -154,6 +164,7 @@ mod tests {
         name: "test file",
         magic: b"KVSTTST\0",
         version: 3,
+        oldest: 2,
         min_payload: 2,
     };
 
@@ -176,7 +187,17 @@ mod tests {
             ..TEST
         };
         assert_eq!(other.open(&bytes).unwrap_err().offset, 0);
-        let newer = Envelope { version: 4, ..TEST };
+        let newer = Envelope {
+            version: 4,
+            oldest: 4,
+            ..TEST
+        };
         assert_eq!(newer.open(&bytes).unwrap_err().offset, 8);
+        let older = Envelope { version: 2, ..TEST };
+        let older_bytes = older.encode(3, |out| out.extend_from_slice(b"abc"));
+        assert_eq!(TEST.open_versioned(&older_bytes).unwrap(), (2, &b"abc"[..]));
+        let oldest = Envelope { version: 1, ..TEST };
+        let oldest_bytes = oldest.encode(3, |out| out.extend_from_slice(b"abc"));
+        assert_eq!(TEST.open(&oldest_bytes).unwrap_err().offset, 8);
     }
 }

@@ -31,6 +31,7 @@ const ENVELOPE: Envelope = Envelope {
     name: "epoch history",
     magic: b"KVSTEPO\0",
     version: 1,
+    oldest: 1,
     min_payload: 4,
 };
 const ENTRY_LEN: usize = 12;

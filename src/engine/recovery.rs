@@ -90,6 +90,7 @@ pub fn scan(
             pos: pos as u32,
             len: len as u32,
             hash: hash_key(rec.key),
+            expires_at: rec.expires_at,
         };
         match rec.kind {
             Kind::Put | Kind::Delete if rec.in_batch => batch.push(entry(rec.kind)),
@@ -141,8 +142,8 @@ pub fn apply_entry(keydir: &KeyDir, table: &FileTable, file: u32, e: HintEntry) 
         pos: e.pos,
         len: e.len,
     };
-    let same_key =
-        |other: Loc| table.key_at(other).is_some() && table.key_at(other) == table.key_at(loc);
+    let key_at = |loc: Loc| table.key_at(loc).map(|k| k.key);
+    let same_key = |other: Loc| key_at(other).is_some() && key_at(other) == key_at(loc);
     let (added, old) = match e.kind {
         Kind::Put => (i64::from(e.len), keydir.insert(e.hash, loc, same_key)),
         Kind::Delete | Kind::Commit => (0, keydir.remove(e.hash, same_key)),

@@ -47,6 +47,7 @@ pub(crate) struct PendingOp {
     hash: u64,
     loc: Loc,
     kind: Kind,
+    expires_at: Option<u64>,
 }
 
 /// How far the log has got, published to async waiters (writers waiting
@@ -342,6 +343,7 @@ impl Inner {
                 hash: hash_key(op.key()),
                 loc,
                 kind: op.kind(),
+                expires_at: None,
             });
         }
         if batch {
@@ -383,18 +385,17 @@ impl Inner {
         let table = self.files.load();
         let key_of = |loc: Loc| -> Option<Vec<u8>> {
             if let Some(k) = table.key_at(loc) {
-                return Some(k.to_vec());
+                return Some(k.key.to_vec());
             }
             if loc.file != st.active.id {
                 return None;
             }
-            let header = st.buffered(u64::from(loc.pos), record::HEADER_LEN)?;
+            // A short record may end before the longest header would.
+            let longest = (record::HEADER_LEN + record::EXPIRY_LEN).min(loc.len as usize);
+            let header = st.buffered(u64::from(loc.pos), longest)?;
             let header = record::decode_header(header).ok()??;
-            st.buffered(
-                u64::from(loc.pos) + record::HEADER_LEN as u64,
-                header.key_len,
-            )
-            .map(<[u8]>::to_vec)
+            st.buffered(u64::from(loc.pos) + header.key_at() as u64, header.key_len)
+                .map(<[u8]>::to_vec)
         };
         let new_key = match key {
             Some(k) => k.to_vec(),
@@ -427,6 +428,7 @@ impl Inner {
                 pos: op.loc.pos,
                 len: op.loc.len,
                 hash: op.hash,
+                expires_at: op.expires_at,
             };
             delta += apply_entry(&keydir, &table, op.loc.file, entry);
         }
@@ -741,6 +743,7 @@ impl Inner {
                     hash: hash_key(rec.key),
                     loc,
                     kind: rec.kind,
+                    expires_at: rec.expires_at,
                 },
             ));
             taken += len;
