@@ -26,6 +26,12 @@ impl Hasher for IdHasher {
         }
     }
 
+    /// Key hashes (the expiry index's sets) are xxh3 outputs, already
+    /// well mixed: they are kept as they are.
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+
     fn write_u32(&mut self, n: u32) {
         // Spread the id over the bits hashbrown uses for buckets and tags.
         self.0 = u64::from(n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
