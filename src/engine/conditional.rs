@@ -24,6 +24,8 @@
 //! decision was made, so a client never acts on a state (say, "the key
 //! exists") that a crash could still undo.
 
+use std::sync::atomic::Ordering;
+
 use super::error::{Error, Result};
 use super::files::FileTable;
 use super::keydir::{hash_key, Loc};
@@ -204,6 +206,10 @@ impl Inner {
         let most: usize = keys.iter().map(|k| record::encoded_len(k.len(), 0)).sum();
         let mut st = self.writer.state.lock();
         st.check_writable()?;
+        if !self.sweeper.active.load(Ordering::Relaxed) {
+            // Turned off meanwhile: this node follows a master now.
+            return Ok(0);
+        }
         self.roll_if_full(&mut st, most)?;
         let now = self.now_ms();
         let mut expired = Vec::new();

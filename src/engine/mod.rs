@@ -249,8 +249,16 @@ impl Engine {
     /// or only hides them (a replica, whose deletes come from its master).
     /// A node that becomes master turns it on and takes over expiring
     /// every key that is due, however long ago.
+    ///
+    /// Turning it off returns only once no delete of the sweep can land
+    /// any more: the sweep checks the flag under the writer lock, which
+    /// this takes once after clearing it. A node about to follow a master
+    /// relies on that (its log must stay its master's).
     pub fn set_expiring(&self, on: bool) {
         self.inner().sweeper.set_active(on);
+        if !on {
+            drop(self.inner().writer.state.lock());
+        }
     }
 
     pub fn is_expiring(&self) -> bool {

@@ -236,6 +236,7 @@ fn each_token_does_what_its_permission_allows_and_no_more() {
         epoch: 0,
         end: 0,
         full: true,
+        format: 2,
     };
     raw.send(&frame(Request::ReplSync(sync))).expect("send");
     match raw.answer() {
