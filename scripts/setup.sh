@@ -49,6 +49,9 @@ apt        redis-benchmark  redis-tools    # make bench-vs-redis
 apt        redis-server     redis-server   # make bench-vs-redis
 apt        promtool         prometheus     # tests/it/monitoring.rs, make k8s-check: promtool check/test rules of k8s/monitoring/
 apt        python3          python3        # the virtualenv .venv/
+apt        podman           podman         # make image-test: builds and runs the image (scripts/image-test.sh)
+apt        runc             runc           # make image-test: the OCI runtime podman uses here (crun is refused)
+apt        debootstrap      debootstrap    # make image-test: local stand-ins for the public base images
 component  rustfmt                         # make lint
 component  clippy                          # make lint
 toolchain  nightly                         # fuzz/: cargo-fuzz builds on nightly

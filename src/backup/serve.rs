@@ -21,10 +21,12 @@ use crate::security::ServerStream;
 
 use super::last::LastBackup;
 use super::time;
+use crate::node::Node;
 use crate::protocol::replication::ToMaster;
+use crate::protocol::{ErrorCode, Response};
 use crate::replication::link::{FrameReader, FrameWriter};
 use crate::replication::master::send_snapshot;
-use crate::server::ServerContext;
+use crate::replication::ReplError;
 
 /// The longest a backup may pin its snapshot's files.
 pub const LEASE: Duration = Duration::from_secs(6 * 3600);
@@ -35,16 +37,20 @@ pub const CONFIRM_TIMEOUT: Duration = Duration::from_secs(300);
 const MAX_CONFIRM_FRAME: u32 = 1024;
 
 /// Serves one BACKUP request; errors end up in the log only (the client
-/// sees the stream stop early and fails loudly).
-pub async fn serve_backup(stream: ServerStream, ctx: Arc<ServerContext>) {
+/// sees the stream stop early and fails loudly). `leftover`: what the
+/// connection read past BACKUP. A client sends nothing more until its
+/// confirmation, so a request found where the confirmation belongs was
+/// sent after BACKUP: it is refused with MALFORMED_REQUEST, not run, and
+/// the connection closed.
+pub async fn serve_backup(stream: ServerStream, leftover: BytesMut, ctx: Arc<Node>) {
     let peer = stream
         .tcp()
         .peer_addr()
         .map(|a| a.to_string())
         .unwrap_or_default();
     let _ = stream.tcp().set_nodelay(true);
-    // The client sends nothing more until its confirmation; the read half
-    // waits for it.
+    // The read half waits for the confirmation, after what was already
+    // read.
     let (rd, wr) = tokio::io::split(stream);
     let mut writer = FrameWriter::new(wr);
     let engine = ctx.engine.clone();
@@ -72,7 +78,7 @@ pub async fn serve_backup(stream: ServerStream, ctx: Arc<ServerContext>) {
         }
     };
     tracing::info!(%peer, end, "backup snapshot sent; waiting for the client to commit it");
-    let mut reader = FrameReader::new(rd, BytesMut::new(), MAX_CONFIRM_FRAME);
+    let mut reader = FrameReader::new(rd, leftover, MAX_CONFIRM_FRAME);
     let confirmed = tokio::select! {
         r = reader.next(CONFIRM_TIMEOUT) => r,
         _ = ctx.shutdown.wait() => {
@@ -88,12 +94,23 @@ pub async fn serve_backup(stream: ServerStream, ctx: Arc<ServerContext>) {
             %peer,
             "the backup client closed without confirming; not recorded as a successful backup"
         ),
-        other => tracing::warn!(
+        // A confirmation of another end, or none at all.
+        answer @ (Ok(Some(Ok(ToMaster::Ack { .. })))
+        | Err(ReplError::Io(_) | ReplError::Closed | ReplError::Timeout(_))) => tracing::warn!(
             %peer,
             end,
-            answer = ?other,
+            ?answer,
             "the backup client did not confirm the snapshot's end; not recorded as a successful backup"
         ),
+        // Anything else is a request sent after BACKUP.
+        answer => {
+            tracing::warn!(%peer, ?answer, "a request after BACKUP; refused, and the backup not recorded");
+            let message = "BACKUP must be the last request on its connection: \
+                           a request sent after it is not run";
+            let _ = writer
+                .send(|b| Response::error(ErrorCode::MALFORMED_REQUEST, message).encode(b))
+                .await;
+        }
     }
     writer.shutdown().await;
 }
@@ -101,7 +118,7 @@ pub async fn serve_backup(stream: ServerStream, ctx: Arc<ServerContext>) {
 /// Persists the confirmed backup in the data directory, then shows it in
 /// `/metrics`. A failure to persist is logged: the backup itself is fine,
 /// only its time may not survive a restart.
-async fn record(ctx: &ServerContext, peer: &str, end: u64) {
+async fn record(ctx: &Node, peer: &str, end: u64) {
     let last = LastBackup {
         unix_ms: time::unix_ms(),
         end,

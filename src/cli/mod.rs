@@ -18,7 +18,7 @@ pub mod serve;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 
 use crate::config::ConfigError;
 use crate::server::ServerError;
@@ -139,7 +139,18 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
 /// The whole program: parse `std::env::args`, run, report. `main.rs` calls
 /// only this.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => match ConfigError::from_clap(&e, &Cli::command()) {
+            // A bad value: one line naming the flag and its variable.
+            Some(bad) => {
+                eprintln!("error: {bad}");
+                return ExitCode::from(CliError::Config(bad).exit_code());
+            }
+            // Usage errors, --help, --version: clap's own words.
+            None => e.exit(),
+        },
+    };
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

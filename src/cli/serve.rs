@@ -13,7 +13,13 @@ use crate::config::{Config, LogFormat, ServeArgs, KNOWN_ENV};
 /// Runs `kvstore serve`. Configuration errors are returned before anything
 /// is started.
 pub fn run(args: &ServeArgs, connect: &ConnectArgs) -> Result<(), CliError> {
-    let config = Config::from_args(args, |k| std::env::var(k).ok())?.with_connect(connect);
+    let mut config = Config::from_args(args, |k| std::env::var(k).ok())?;
+    // The settings shared with client commands: the client token file,
+    // the CA this node verifies its master against and the name it
+    // expects there.
+    config.tokens.client.clone_from(&connect.auth_token_file);
+    config.tls.ca.clone_from(&connect.tls_ca);
+    config.tls.server_name.clone_from(&connect.tls_server_name);
     init_logging(config.log_format);
     warn_unknown_env();
     if args.master_addr.is_some() && config.role == crate::config::Role::Master {

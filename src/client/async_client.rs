@@ -8,9 +8,8 @@ use bytes::Bytes;
 use super::conn::Conn;
 use super::error::Error;
 use super::ClientOptions;
-use crate::protocol::{
-    opcode, Auth, BatchOp, CompactionSummary, Hello, HelloOk, Request, Response, PROTOCOL_VERSION,
-};
+use crate::protocol::stream;
+use crate::protocol::{opcode, BatchOp, CompactionSummary, HelloOk, Request, Response};
 
 /// Most REDIRECT answers followed for one call.
 const MAX_REDIRECTS: usize = 4;
@@ -272,29 +271,14 @@ impl Client {
         if self.conn.is_some() {
             return Ok(());
         }
-        let hello = Request::Hello(Hello {
-            version: PROTOCOL_VERSION,
-            auth: match &self.options.credential {
-                Some(token) => Auth::Token(token.clone()),
-                None => Auth::None,
-            },
-            client_name: self.options.client_name.clone(),
-        });
+        let hello = stream::hello(
+            self.options.credential.as_deref(),
+            &self.options.client_name,
+        );
         let addr = self.addr.clone();
-        let handshake = async {
-            let mut conn = Conn::open(&addr, self.options.tls.as_ref()).await?;
-            conn.queue(&hello)?;
-            conn.flush().await?;
-            match conn.recv().await? {
-                Response::HelloOk(info) => {
-                    conn.server = Some(info);
-                    Ok(conn)
-                }
-                Response::Error { code, message } => Err(Error::Server { code, message }),
-                other => unexpected("HELLO", &other),
-            }
-        };
-        let conn = with_timeout(self.options.connect_timeout, "connect", &addr, handshake).await?;
+        let timeout = self.options.connect_timeout;
+        let handshake = Conn::open(&addr, self.options.tls.as_ref(), &hello, timeout);
+        let conn = with_timeout(timeout, "connect", &addr, handshake).await?;
         self.conn = Some(conn);
         Ok(())
     }

@@ -1,25 +1,20 @@
-//! One framed TCP connection on the client side: buffered writes of
-//! request frames, bounded reads of response frames.
+//! One connection on the client side: the protocol's framed stream
+//! (connect, TLS, HELLO, frames) with the client's error types, and a
+//! non-blocking check that the server has not closed it.
 
 use std::os::fd::AsFd;
+use std::time::Duration;
 
-use bytes::BytesMut;
 use rustix::net::RecvFlags;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use super::error::Error;
-use crate::protocol::{Frame, HelloOk, Limits, Request, Response};
+use crate::protocol::stream::{self, Framed, HelloError, StreamError};
+use crate::protocol::{opcode, HelloOk, Limits, Request, Response};
 use crate::security::{ClientStream, Connector};
 
-/// Read buffer growth step.
-const READ_CHUNK: usize = 64 * 1024;
-
 pub(crate) struct Conn {
-    stream: ClientStream,
+    framed: Framed<ClientStream>,
     addr: String,
-    read_buf: BytesMut,
-    write_buf: BytesMut,
     /// Limits applied to responses (a VALUE can be as large as the
     /// server's max value, so the defaults are the engine's maxima).
     limits: Limits,
@@ -28,105 +23,96 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
-    /// Connects to `addr`, over TLS when `tls` is set. The caller bounds
-    /// the time.
-    pub(crate) async fn open(addr: &str, tls: Option<&Connector>) -> Result<Conn, Error> {
-        let stream = TcpStream::connect(addr)
+    /// Connects to `addr`, over TLS when `tls` is set, and says `hello`.
+    /// The caller bounds the time; `timeout` bounds the wait for HELLO_OK.
+    pub(crate) async fn open(
+        addr: &str,
+        tls: Option<&Connector>,
+        hello: &Request,
+        timeout: Duration,
+    ) -> Result<Conn, Error> {
+        let stream = stream::connect(addr, tls)
             .await
             .map_err(|source| Error::Connect {
                 addr: addr.to_string(),
                 source,
             })?;
-        // Requests are small and latency-bound: never wait for Nagle.
-        stream.set_nodelay(true).map_err(|source| Error::Connect {
+        let limits = Limits::for_client();
+        let mut conn = Conn {
+            framed: Framed::new(stream, limits.max_frame_bytes),
             addr: addr.to_string(),
-            source,
-        })?;
-        let stream = match tls {
-            None => ClientStream::Plain(stream),
-            Some(tls) => tls
-                .connect(stream, addr)
-                .await
-                .map_err(|source| Error::Connect {
-                    addr: addr.to_string(),
-                    source,
-                })?,
-        };
-        Ok(Conn {
-            stream,
-            addr: addr.to_string(),
-            read_buf: BytesMut::with_capacity(READ_CHUNK),
-            write_buf: BytesMut::with_capacity(READ_CHUNK),
-            limits: Limits::for_client(),
+            limits,
             server: None,
-        })
+        };
+        match conn.framed.hello(hello, timeout, &limits).await {
+            Ok(info) => conn.server = Some(info),
+            Err(HelloError::Stream(e)) => return Err(conn.stream_error(e)),
+            Err(HelloError::Refused { code, message }) => {
+                return Err(Error::Server { code, message })
+            }
+            Err(HelloError::Unexpected(response)) => {
+                return Err(Error::UnexpectedResponse {
+                    request: opcode::name(opcode::HELLO),
+                    response,
+                })
+            }
+        }
+        Ok(conn)
     }
 
     /// Queues a request; nothing is sent until [`Conn::flush`].
     pub(crate) fn queue(&mut self, request: &Request) -> Result<(), Error> {
-        request.encode(&mut self.write_buf)?;
-        Ok(())
+        Ok(self.framed.queue(request)?)
     }
 
     /// Writes every queued request.
     pub(crate) async fn flush(&mut self) -> Result<(), Error> {
-        if self.write_buf.is_empty() {
-            return Ok(());
-        }
-        let mut result = self.stream.write_all(&self.write_buf).await;
-        if result.is_ok() {
-            result = self.stream.flush().await;
-        }
-        self.write_buf.clear();
-        result.map_err(|source| self.io(source))
+        self.framed.flush().await.map_err(|source| Error::Io {
+            addr: self.addr.clone(),
+            source,
+        })
     }
 
     /// Reads the next response.
     pub(crate) async fn recv(&mut self) -> Result<Response, Error> {
-        loop {
-            if let Some(frame) = Frame::parse(&mut self.read_buf, self.limits.max_frame_bytes)? {
-                return Ok(Response::decode(frame, &self.limits)?);
-            }
-            // The prefix was validated against our limit, so reserving the
-            // whole missing body is bounded.
-            let want = Frame::missing(&self.read_buf, self.limits.max_frame_bytes)?
-                .unwrap_or(0)
-                .max(READ_CHUNK);
-            self.read_buf.reserve(want);
-            let n = self
-                .stream
-                .read_buf(&mut self.read_buf)
-                .await
-                .map_err(|source| self.io(source))?;
-            if n == 0 {
-                return Err(Error::Closed {
-                    addr: self.addr.clone(),
-                });
-            }
+        match self.framed.reader().next().await {
+            Ok(Some(frame)) => Ok(Response::decode(frame, &self.limits)?),
+            Ok(None) => Err(Error::Closed {
+                addr: self.addr.clone(),
+            }),
+            Err(e) => Err(self.stream_error(e)),
+        }
+    }
+
+    fn stream_error(&self, e: StreamError) -> Error {
+        let addr = self.addr.clone();
+        match e {
+            StreamError::Io(source) => Error::Io { addr, source },
+            StreamError::Protocol(e) => Error::Protocol(e),
+            StreamError::Closed => Error::Closed { addr },
+            StreamError::Timeout(after) => Error::Timeout {
+                what: "request",
+                addr,
+                after,
+            },
         }
     }
 
     /// True if the server has closed this connection (or sent something
     /// unasked, which only happens right before it closes). Non-blocking.
     pub(crate) fn is_stale(&mut self) -> bool {
-        if !self.read_buf.is_empty() {
+        let reader = self.framed.reader();
+        if reader.has_buffered() {
             return true;
         }
         // A direct peek: tokio's readiness cache is stale while no runtime
         // polls this socket (the blocking client between calls).
         let mut probe = [0u8; 1];
         let flags = RecvFlags::PEEK | RecvFlags::DONTWAIT;
-        match rustix::net::recv(self.stream.tcp().as_fd(), &mut probe[..], flags) {
+        match rustix::net::recv(reader.get_ref().tcp().as_fd(), &mut probe[..], flags) {
             // EOF, or bytes nobody asked for.
             Ok(_) => true,
             Err(e) => e != rustix::io::Errno::AGAIN,
-        }
-    }
-
-    fn io(&self, source: std::io::Error) -> Error {
-        Error::Io {
-            addr: self.addr.clone(),
-            source,
         }
     }
 }

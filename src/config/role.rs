@@ -2,7 +2,8 @@
 //! pod compares its StatefulSet ordinal with the ConfigMap's
 //! `MASTER_ORDINAL`. A replica must know a valid master address.
 
-use super::{invalid, name, ConfigError, ServeArgs};
+use super::parse::{host_port, ordinal};
+use super::{from_configmap, invalid, name, ConfigError, RoleSetting, ServeArgs};
 
 /// The role this node starts in, resolved from `--role`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -11,21 +12,6 @@ pub enum Role {
     Master,
     /// Follows `master_addr`.
     Replica { master_addr: String },
-}
-
-/// Checks `host:port` without resolving it: the master may not be up yet.
-pub(super) fn check_host_port(flag: &str, value: &str) -> Result<(), ConfigError> {
-    let (host, port) = value
-        .rsplit_once(':')
-        .ok_or_else(|| invalid(flag, value, "expected host:port"))?;
-    if host.is_empty() || port.parse::<u16>().map_or(true, |p| p == 0) {
-        return Err(invalid(
-            flag,
-            value,
-            "expected host:port with a port from 1 to 65535",
-        ));
-    }
-    Ok(())
 }
 
 /// The ordinal at the end of a StatefulSet pod name: `kvstore-2` is 2.
@@ -40,17 +26,15 @@ pub(super) fn resolve_role(
     replication_enabled: bool,
     env: &impl Fn(&str) -> Option<String>,
 ) -> Result<Role, ConfigError> {
-    let master_ordinal = match args
-        .master_ordinal
-        .clone()
-        .or_else(|| env("MASTER_ORDINAL"))
-    {
-        None => None,
-        Some(v) => Some(v.trim().parse::<u32>().map_err(|_| ConfigError::Invalid {
-            setting: format!("{} or MASTER_ORDINAL", name("master-ordinal")),
-            value: v.clone(),
-            reason: "expected a pod ordinal (0, 1, 2, ...)".into(),
-        })?),
+    let master_ordinal = match (args.master_ordinal, env("MASTER_ORDINAL")) {
+        (Some(n), _) => Some(n),
+        (None, Some(v)) => Some(from_configmap(
+            "master-ordinal",
+            "MASTER_ORDINAL",
+            v,
+            ordinal,
+        )?),
+        (None, None) => None,
     };
     let replica_of = |master_addr: &Option<String>| -> Result<Role, ConfigError> {
         let raw = master_addr.clone().ok_or_else(|| ConfigError::Missing {
@@ -67,20 +51,21 @@ pub(super) fn resolve_role(
             }
             None => raw,
         };
-        check_host_port("master-addr", &addr)?;
-        Ok(Role::Replica { master_addr: addr })
+        let master_addr =
+            host_port(&addr).map_err(|reason| invalid("master-addr", &addr, reason))?;
+        Ok(Role::Replica { master_addr })
     };
-    match args.role.trim() {
-        "master" => Ok(Role::Master),
-        "replica" if !replication_enabled => Err(invalid(
+    match args.role {
+        RoleSetting::Master => Ok(Role::Master),
+        RoleSetting::Replica if !replication_enabled => Err(invalid(
             "role",
-            &args.role,
+            "replica",
             "replication is disabled (REPLICATION_ENABLED=false)",
         )),
-        "replica" => replica_of(&args.master_addr),
+        RoleSetting::Replica => replica_of(&args.master_addr),
         // Without replication every node stands alone, so each is a master.
-        "auto" if !replication_enabled => Ok(Role::Master),
-        "auto" => {
+        RoleSetting::Auto if !replication_enabled => Ok(Role::Master),
+        RoleSetting::Auto => {
             let master = master_ordinal.ok_or_else(|| ConfigError::Missing {
                 setting: format!("MASTER_ORDINAL or {}", name("master-ordinal")),
                 reason: "--role auto compares it with this pod's ordinal".into(),
@@ -93,21 +78,16 @@ pub(super) fn resolve_role(
                     setting: format!("{} or HOSTNAME", name("pod-name")),
                     reason: "--role auto reads the pod ordinal from it".into(),
                 })?;
-            let ordinal = pod_ordinal(&pod).ok_or_else(|| ConfigError::Invalid {
+            let own = pod_ordinal(&pod).ok_or_else(|| ConfigError::Invalid {
                 setting: format!("{} or HOSTNAME", name("pod-name")),
                 value: pod.clone(),
                 reason: "--role auto needs a name ending in -<ordinal>, like kvstore-0".into(),
             })?;
-            if ordinal == master {
+            if own == master {
                 Ok(Role::Master)
             } else {
                 replica_of(&args.master_addr)
             }
         }
-        _ => Err(invalid(
-            "role",
-            &args.role,
-            "expected master, replica or auto",
-        )),
     }
 }

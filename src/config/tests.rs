@@ -2,7 +2,7 @@
 //! names the setting, precedence of flags over ConfigMap variables, and
 //! `--role auto`.
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 
 use super::*;
 
@@ -12,10 +12,18 @@ struct Cmd {
     args: ServeArgs,
 }
 
+/// Parses `flags` as clap does for `kvstore serve` (a refused value becomes
+/// the one-line error), then checks them with `env` as the environment.
 fn parse(flags: &[&str], env: &[(&str, &str)]) -> Result<Config, ConfigError> {
     let mut argv = vec!["kvstore"];
     argv.extend_from_slice(flags);
-    let cmd = Cmd::try_parse_from(argv).expect("clap accepts string flags");
+    let cmd = match Cmd::try_parse_from(argv) {
+        Ok(cmd) => cmd,
+        Err(e) => {
+            return Err(ConfigError::from_clap(&e, &Cmd::command())
+                .unwrap_or_else(|| panic!("not a value error: {e}")))
+        }
+    };
     Config::from_args(&cmd.args, |k| {
         env.iter()
             .find(|(name, _)| *name == k)
@@ -29,7 +37,7 @@ fn defaults_match_the_design() {
     assert_eq!(c.data_dir, PathBuf::from("./data"));
     assert_eq!(c.listen, "0.0.0.0:5555".parse().unwrap());
     assert_eq!(c.http_listen, "0.0.0.0:9555".parse().unwrap());
-    assert_eq!(c.durability, DurabilityPolicy::Always);
+    assert_eq!(c.durability, Durability::Always);
     assert_eq!(c.role, Role::Master);
     assert_eq!(c.replication_mode, ReplicationMode::Async);
     assert!(c.replication_enabled);
@@ -204,4 +212,36 @@ fn limits_parse() {
     assert_eq!(c.limits.max_frame_bytes, 4096);
     assert_eq!(c.limits.idle_timeout, Duration::ZERO);
     assert_eq!(c.limits.frame_timeout, Duration::from_secs(2));
+}
+
+#[test]
+fn a_refused_value_reads_as_the_documented_line() {
+    let err = parse(&["--durability", "sometimes"], &[]).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        r#"invalid value "sometimes" for --durability (KVSTORE_DURABILITY): expected always, interval or never"#
+    );
+    let err = parse(&["--role", "leader"], &[]).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        r#"invalid value "leader" for --role (KVSTORE_ROLE): expected master, replica or auto"#
+    );
+    let err = parse(&["--log-format", "xml"], &[]).unwrap_err();
+    assert!(err.to_string().ends_with("expected text or json"), "{err}");
+}
+
+#[test]
+fn durability_is_one_type_with_its_interval() {
+    let c = parse(
+        &["--durability", "interval", "--fsync-interval-ms", "250"],
+        &[],
+    )
+    .unwrap();
+    assert_eq!(
+        c.durability,
+        Durability::Interval(Duration::from_millis(250))
+    );
+    assert_eq!(c.durability.name(), "interval");
+    let c = parse(&["--durability", "never"], &[]).unwrap();
+    assert_eq!(c.durability, Durability::Never);
 }

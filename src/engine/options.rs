@@ -25,6 +25,18 @@ pub enum Durability {
     Never,
 }
 
+impl Durability {
+    /// The policy's name as `--durability` spells it: `always`,
+    /// `interval` or `never`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Durability::Always => "always",
+            Durability::Interval(_) => "interval",
+            Durability::Never => "never",
+        }
+    }
+}
+
 /// When the background compactor merges the sealed prefix on its own.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CompactionPolicy {

@@ -2,7 +2,9 @@
 //!
 //! Data flows one way: bytes → [`Frame`] (length-prefixed, bounded) →
 //! [`Request`] / [`Response`] (typed, limits checked). Nothing here touches
-//! a socket or the engine; the server and the client both build on it.
+//! the engine or a front end; only [`stream`] touches a socket: the one
+//! framed stream (connect, TLS, HELLO, frames) that the client, a replica,
+//! a master's replication stream and backups use.
 //!
 //! Invariants:
 //! - every frame is `u32` little-endian body length, then the body; the body
@@ -21,6 +23,7 @@ pub mod opcode;
 pub mod replication;
 pub mod request;
 pub mod response;
+pub mod stream;
 mod wire;
 
 #[cfg(test)]

@@ -1,17 +1,18 @@
 //! Opcode bytes: the first byte of every frame body.
 //!
-//! Ranges are reserved so that later features never collide:
+//! Ranges are reserved so that later features never collide
+//! (docs/PROTOCOL.md section 3 lists what each holds):
 //!
-//! | range       | use                                        |
-//! |-------------|--------------------------------------------|
-//! | 0x01..=0x3F | client requests (0x0A..=0x3F free)         |
-//! | 0x40..=0x5F | replication stream requests (reserved)     |
-//! | 0x60..=0x6F | backup stream requests (reserved)          |
-//! | 0x70..=0x7F | connection-level requests: auth, TLS (reserved) |
-//! | 0x80..=0xBF | responses to client requests               |
-//! | 0xC0..=0xDF | replication stream responses (reserved)    |
-//! | 0xE0..=0xEF | backup stream responses (reserved)         |
-//! | 0xFF        | error response                             |
+//! | range       | use                                                  |
+//! |-------------|------------------------------------------------------|
+//! | 0x01..=0x3F | client requests (0x0C..=0x3F unassigned)             |
+//! | 0x40..=0x5F | replication, replica to master (0x42.. unassigned)   |
+//! | 0x60..=0x6F | backup requests (0x61.. unassigned)                  |
+//! | 0x70..=0x7F | later connection-level requests (all unassigned)     |
+//! | 0x80..=0xBF | responses to client requests (0x8A.. unassigned)     |
+//! | 0xC0..=0xDF | replication and backup streams, server to client     |
+//! | 0xE0..=0xFE | unassigned                                           |
+//! | 0xFF        | error response                                       |
 //!
 //! Bit 0x80 set means "sent by the server".
 

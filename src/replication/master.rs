@@ -12,9 +12,9 @@ use bytes::{Bytes, BytesMut};
 use super::link::{FrameReader, FrameWriter};
 use super::{unix_ms, ReplError, Replication, RoleView};
 use crate::engine;
+use crate::node::Node;
 use crate::protocol::replication::{SyncRequest, ToMaster, ToReplica, MAX_CHUNK_BYTES};
 use crate::protocol::{ErrorCode, Response};
-use crate::server::ServerContext;
 
 /// Log bytes per chunk frame.
 const CHUNK_BYTES: usize = 1024 * 1024;
@@ -93,7 +93,7 @@ fn plan(repl: &Replication, req: &SyncRequest) -> Plan {
 pub async fn serve_replica(
     stream: ServerStream,
     leftover: BytesMut,
-    ctx: Arc<ServerContext>,
+    ctx: Arc<Node>,
     first: SyncRequest,
     credential: Credential,
 ) {
@@ -116,7 +116,7 @@ pub async fn serve_replica(
 async fn serve(
     stream: ServerStream,
     leftover: BytesMut,
-    ctx: &Arc<ServerContext>,
+    ctx: &Arc<Node>,
     first: SyncRequest,
     id: &str,
     credential: Credential,
@@ -186,7 +186,7 @@ async fn serve(
 
 /// Whether the stream's credential still has the admin permission, after
 /// any reload of the token files since it was checked.
-fn still_admin(credential: &mut Credential, ctx: &ServerContext) -> bool {
+fn still_admin(credential: &mut Credential, ctx: &Node) -> bool {
     match credential.permission(&ctx.security) {
         Ok(Some(permission)) => permission >= Permission::Admin,
         Ok(None) | Err(Revoked) => false,
@@ -269,7 +269,7 @@ struct Stream<'a> {
 /// server shuts down. Acks are read concurrently.
 async fn stream_log<W: tokio::io::AsyncWrite + Unpin>(
     repl: &Arc<Replication>,
-    ctx: &ServerContext,
+    ctx: &Node,
     stream: Stream<'_>,
     writer: &mut FrameWriter<W>,
 ) -> Result<(), ReplError> {

@@ -29,8 +29,8 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 use crate::engine::{self, Engine};
+use crate::lifecycle::Health;
 use crate::protocol;
-use crate::server::health::Health;
 use quorum::Quorum;
 
 /// Why a replication link ended.

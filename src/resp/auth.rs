@@ -13,8 +13,8 @@ use super::reply::Reply;
 use super::table;
 use super::Session;
 use crate::metrics::AuthFailure;
+use crate::node::Node;
 use crate::security::Permission;
-use crate::server::ServerContext;
 
 /// What to do instead of running a command.
 pub enum Refusal {
@@ -28,22 +28,22 @@ const WRONGPASS: &str = "WRONGPASS invalid username-password pair or user is dis
 
 /// Checks one command against the session's credential; returns the
 /// command to run (HELLO without its AUTH option) or what to answer.
-pub fn gate(ctx: &ServerContext, session: &mut Session, args: Args) -> Result<Args, Refusal> {
+pub fn gate(node: &Node, session: &mut Session, args: Args) -> Result<Args, Refusal> {
     let is = |command: &[u8]| {
         args.first()
             .is_some_and(|n| n.eq_ignore_ascii_case(command))
     };
     if is(b"auth") {
-        return Err(auth(ctx, session, &args));
+        return Err(auth(node, session, &args));
     }
     if is(b"hello") {
-        return hello(ctx, session, args);
+        return hello(node, session, args);
     }
     if is(b"quit") || is(b"ping") {
         return Ok(args);
     }
-    let Ok(granted) = session.credential.permission(&ctx.security) else {
-        ctx.metrics.auth_failure(AuthFailure::BadToken);
+    let Ok(granted) = session.credential.permission(&node.security) else {
+        node.metrics.auth_failure(AuthFailure::BadToken);
         tracing::warn!(peer = %session.peer, "RESP token removed by a reload; closing the connection");
         return Err(Refusal::Close(Reply::Error(WRONGPASS.into())));
     };
@@ -60,13 +60,13 @@ pub fn gate(ctx: &ServerContext, session: &mut Session, args: Args) -> Result<Ar
     match granted {
         Some(granted) if granted >= needed => Ok(args),
         None => {
-            ctx.metrics.auth_failure(AuthFailure::MissingToken);
+            node.metrics.auth_failure(AuthFailure::MissingToken);
             Err(Refusal::Answer(Reply::Error(
                 "NOAUTH Authentication required.".into(),
             )))
         }
         Some(_) => {
-            ctx.metrics.auth_failure(AuthFailure::PermissionDenied);
+            node.metrics.auth_failure(AuthFailure::PermissionDenied);
             let command = String::from_utf8_lossy(name).to_lowercase();
             tracing::warn!(peer = %session.peer, %command, "RESP permission denied: read-only token");
             Err(Refusal::Answer(Reply::Error(format!(
@@ -77,8 +77,8 @@ pub fn gate(ctx: &ServerContext, session: &mut Session, args: Args) -> Result<Ar
 }
 
 /// `AUTH token` or `AUTH user token`.
-fn auth(ctx: &ServerContext, session: &mut Session, args: &Args) -> Refusal {
-    if !ctx.security.auth_enabled() {
+fn auth(node: &Node, session: &mut Session, args: &Args) -> Refusal {
+    if !node.security.auth_enabled() {
         return Refusal::Answer(Reply::err(
             "AUTH <password> called without any password configured for the default user. \
              Are you sure your configuration is correct?",
@@ -91,7 +91,7 @@ fn auth(ctx: &ServerContext, session: &mut Session, args: &Args) -> Refusal {
     let Some(token) = token else {
         return Refusal::Answer(Reply::err("wrong number of arguments for 'auth' command"));
     };
-    match authenticate(ctx, session, token) {
+    match authenticate(node, session, token) {
         true => Refusal::Answer(Reply::ok()),
         false => Refusal::Close(Reply::Error(WRONGPASS.into())),
     }
@@ -99,15 +99,15 @@ fn auth(ctx: &ServerContext, session: &mut Session, args: &Args) -> Refusal {
 
 /// `HELLO [protover [AUTH user token] [SETNAME name]]`: authenticates,
 /// then passes the rest on to the HELLO command.
-fn hello(ctx: &ServerContext, session: &mut Session, args: Args) -> Result<Args, Refusal> {
+fn hello(node: &Node, session: &mut Session, args: Args) -> Result<Args, Refusal> {
     let at = args
         .iter()
         .skip(2)
         .position(|a| a.eq_ignore_ascii_case(b"auth"))
         .map(|i| i + 2);
     let Some(at) = at else {
-        if !matches!(session.credential.permission(&ctx.security), Ok(Some(_))) {
-            ctx.metrics.auth_failure(AuthFailure::MissingToken);
+        if !matches!(session.credential.permission(&node.security), Ok(Some(_))) {
+            node.metrics.auth_failure(AuthFailure::MissingToken);
             return Err(Refusal::Answer(Reply::Error(
                 "NOAUTH HELLO must be called with the client already authenticated, otherwise \
                  the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the \
@@ -120,10 +120,10 @@ fn hello(ctx: &ServerContext, session: &mut Session, args: Args) -> Result<Args,
     let Some(token) = args.get(at + 2) else {
         return Err(Refusal::Answer(Reply::err("syntax error in HELLO option")));
     };
-    if !ctx.security.auth_enabled() {
-        return Err(auth(ctx, session, &args));
+    if !node.security.auth_enabled() {
+        return Err(auth(node, session, &args));
     }
-    if !authenticate(ctx, session, token) {
+    if !authenticate(node, session, token) {
         return Err(Refusal::Close(Reply::Error(WRONGPASS.into())));
     }
     let rest: Vec<Bytes> = args
@@ -136,11 +136,11 @@ fn hello(ctx: &ServerContext, session: &mut Session, args: Args) -> Result<Args,
 }
 
 /// Checks `token`; counts and logs a failure without the token.
-fn authenticate(ctx: &ServerContext, session: &mut Session, token: &Bytes) -> bool {
-    match session.credential.authenticate(&ctx.security, token) {
+fn authenticate(node: &Node, session: &mut Session, token: &Bytes) -> bool {
+    match session.credential.authenticate(&node.security, token) {
         Some(_) => true,
         None => {
-            ctx.metrics.auth_failure(AuthFailure::BadToken);
+            node.metrics.auth_failure(AuthFailure::BadToken);
             tracing::warn!(peer = %session.peer, "RESP authentication failed: token not accepted");
             false
         }

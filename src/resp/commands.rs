@@ -1,7 +1,7 @@
 //! Runs one decoded RESP command against the engine.
 //!
 //! Writes go through the binary protocol's write path
-//! ([`dispatch::write`]): a replica refuses them (`-READONLY`, naming its
+//! ([`execute::write`]): a replica refuses them (`-READONLY`, naming its
 //! master), sync replication waits for acknowledgements exactly as for
 //! binary clients. Every command is counted in `kvstore_requests_total`
 //! under `op="resp_<name>"`.
@@ -21,9 +21,9 @@ use super::table::{self, Spec};
 use super::{Session, Shared};
 use crate::engine::WriteOp;
 use crate::metrics::Outcome;
+use crate::node::execute;
+use crate::node::Node;
 use crate::protocol::{ErrorCode, Response};
-use crate::server::dispatch;
-use crate::server::ServerContext;
 
 /// Whether `args` is a write that may share a group commit with the writes
 /// around it in a pipeline (runs no check before writing, needs no session).
@@ -37,14 +37,9 @@ pub fn batchable(args: &Args) -> bool {
 }
 
 /// Runs any command. Records metrics.
-pub async fn execute(
-    ctx: &ServerContext,
-    shared: &Shared,
-    session: &mut Session,
-    args: Args,
-) -> Reply {
+pub async fn execute(node: &Node, shared: &Shared, session: &mut Session, args: Args) -> Reply {
     let args = &args;
-    timed(ctx, shared, args, |spec| async move {
+    timed(node, shared, args, |spec| async move {
         match spec.name {
             "ping" => match args.get(1) {
                 _ if args.len() > 2 => wrong_arity("ping"),
@@ -52,13 +47,13 @@ pub async fn execute(
                 None => Reply::Status("PONG"),
             },
             "echo" => Reply::bulk(args[1].to_vec()),
-            "get" => get(ctx, shared, &args[1]),
-            "exists" => exists(ctx, &args[1..]),
-            "mget" => Reply::Array(args[1..].iter().map(|k| get(ctx, shared, k)).collect()),
-            "dbsize" => Reply::Int(i64::try_from(ctx.engine.stats().keys).unwrap_or(i64::MAX)),
-            "info" => Reply::Bulk(info::info(ctx, shared, &args[1..]).into_bytes()),
+            "get" => get(node, shared, &args[1]),
+            "exists" => exists(node, &args[1..]),
+            "mget" => Reply::Array(args[1..].iter().map(|k| get(node, shared, k)).collect()),
+            "dbsize" => Reply::Int(i64::try_from(node.engine.stats().keys).unwrap_or(i64::MAX)),
+            "info" => Reply::Bulk(info::info(node, shared, &args[1..]).into_bytes()),
             "command" => command(&args[1..]),
-            "config" => info::config(ctx, shared, &args[1..]),
+            "config" => info::config(node, shared, &args[1..]),
             "select" => match &args[1][..] {
                 b"0" => Reply::ok(),
                 _ => Reply::err("DB index is out of range (kvstore has only database 0)"),
@@ -68,23 +63,23 @@ pub async fn execute(
                 Reply::ok()
             }
             "client" => client(session, &args[1..]),
-            "hello" => hello(ctx, session, &args[1..]),
-            _ => write_command(ctx, shared, spec, args).await,
+            "hello" => hello(node, session, &args[1..]),
+            _ => write_command(node, shared, spec, args).await,
         }
     })
     .await
 }
 
 /// Runs a [`batchable`] write (or any write). Records metrics.
-pub async fn execute_write(ctx: &ServerContext, shared: &Shared, args: Args) -> Reply {
-    timed(ctx, shared, &args, |spec| {
-        write_command(ctx, shared, spec, &args)
+pub async fn execute_write(node: &Node, shared: &Shared, args: Args) -> Reply {
+    timed(node, shared, &args, |spec| {
+        write_command(node, shared, spec, &args)
     })
     .await
 }
 
 /// Looks the command up, checks its arity, runs `body`, counts it.
-async fn timed<F, Fut>(ctx: &ServerContext, shared: &Shared, args: &Args, body: F) -> Reply
+async fn timed<F, Fut>(node: &Node, shared: &Shared, args: &Args, body: F) -> Reply
 where
     F: FnOnce(&'static Spec) -> Fut,
     Fut: std::future::Future<Output = Reply>,
@@ -97,7 +92,7 @@ where
         Some(spec) => (spec.op, body(spec).await),
     };
     shared.count_command();
-    ctx.metrics
+    node.metrics
         .observe_request(op, outcome(&reply), started.elapsed());
     reply
 }
@@ -154,8 +149,8 @@ pub fn from_response(response: Response) -> Reply {
     }
 }
 
-fn get(ctx: &ServerContext, shared: &Shared, key: &[u8]) -> Reply {
-    match ctx.engine.get(key) {
+fn get(node: &Node, shared: &Shared, key: &[u8]) -> Reply {
+    match node.engine.get(key) {
         Ok(Some(value)) => {
             shared.count_hit(true);
             Reply::Bulk(value)
@@ -164,27 +159,27 @@ fn get(ctx: &ServerContext, shared: &Shared, key: &[u8]) -> Reply {
             shared.count_hit(false);
             Reply::Nil
         }
-        Err(e) => from_response(dispatch::engine_error(e)),
+        Err(e) => from_response(execute::engine_error(e)),
     }
 }
 
-fn exists(ctx: &ServerContext, keys: &[Bytes]) -> Reply {
+fn exists(node: &Node, keys: &[Bytes]) -> Reply {
     let mut n = 0;
     for key in keys {
-        match ctx.engine.contains(key) {
+        match node.engine.contains(key) {
             Ok(true) => n += 1,
             Ok(false) => {}
-            Err(e) => return from_response(dispatch::engine_error(e)),
+            Err(e) => return from_response(execute::engine_error(e)),
         }
     }
     Reply::Int(n)
 }
 
 /// SET, DEL, MSET.
-async fn write_command(ctx: &ServerContext, shared: &Shared, spec: &Spec, args: &Args) -> Reply {
+async fn write_command(node: &Node, shared: &Shared, spec: &Spec, args: &Args) -> Reply {
     match spec.name {
-        "set" => set(ctx, shared, args).await,
-        "del" => del(ctx, &args[1..]).await,
+        "set" => set(node, shared, args).await,
+        "del" => del(node, &args[1..]).await,
         "mset" => {
             if args.len().is_multiple_of(2) {
                 return wrong_arity("mset");
@@ -193,7 +188,7 @@ async fn write_command(ctx: &ServerContext, shared: &Shared, spec: &Spec, args: 
                 .chunks_exact(2)
                 .map(|kv| WriteOp::Put(&kv[0], &kv[1]))
                 .collect();
-            match dispatch::write(ctx, &ops, true).await {
+            match execute::write(node, &ops, true).await {
                 Ok(_) => Reply::ok(),
                 Err(answer) => from_response(answer),
             }
@@ -202,7 +197,7 @@ async fn write_command(ctx: &ServerContext, shared: &Shared, spec: &Spec, args: 
     }
 }
 
-async fn set(ctx: &ServerContext, shared: &Shared, args: &Args) -> Reply {
+async fn set(node: &Node, shared: &Shared, args: &Args) -> Reply {
     let (key, value) = (&args[1], &args[2]);
     let (mut nx, mut xx) = (false, false);
     for opt in &args[3..] {
@@ -225,18 +220,18 @@ async fn set(ctx: &ServerContext, shared: &Shared, args: &Args) -> Reply {
     }
     let op = [WriteOp::Put(key, value)];
     if !nx && !xx {
-        return match dispatch::write(ctx, &op, false).await {
+        return match execute::write(node, &op, false).await {
             Ok(_) => Reply::ok(),
             Err(answer) => from_response(answer),
         };
     }
     let _guard = shared.conditional.lock().await;
-    match ctx.engine.contains(key) {
+    match node.engine.contains(key) {
         Ok(found) if found == nx => return Reply::Nil,
         Ok(_) => {}
-        Err(e) => return from_response(dispatch::engine_error(e)),
+        Err(e) => return from_response(execute::engine_error(e)),
     }
-    match dispatch::write(ctx, &op, false).await {
+    match execute::write(node, &op, false).await {
         Ok(_) => Reply::ok(),
         Err(answer) => from_response(answer),
     }
@@ -246,9 +241,9 @@ async fn set(ctx: &ServerContext, shared: &Shared, args: &Args) -> Reply {
 /// engine says so exactly; with several they are checked first and then
 /// deleted in one atomic batch, so the count is exact unless another client
 /// writes one of them in between.
-async fn del(ctx: &ServerContext, keys: &[Bytes]) -> Reply {
+async fn del(node: &Node, keys: &[Bytes]) -> Reply {
     if let [key] = keys {
-        return match dispatch::write(ctx, &[WriteOp::Delete(key)], false).await {
+        return match execute::write(node, &[WriteOp::Delete(key)], false).await {
             Ok(receipt) => Reply::Int(i64::from(receipt.existed)),
             Err(answer) => from_response(answer),
         };
@@ -258,14 +253,14 @@ async fn del(ctx: &ServerContext, keys: &[Bytes]) -> Reply {
     distinct.dedup();
     let mut existed = 0;
     for key in &distinct {
-        match ctx.engine.contains(key) {
+        match node.engine.contains(key) {
             Ok(true) => existed += 1,
             Ok(false) => {}
-            Err(e) => return from_response(dispatch::engine_error(e)),
+            Err(e) => return from_response(execute::engine_error(e)),
         }
     }
     let ops: Vec<WriteOp<'_>> = distinct.iter().map(|k| WriteOp::Delete(k)).collect();
-    match dispatch::write(ctx, &ops, true).await {
+    match execute::write(node, &ops, true).await {
         Ok(_) => Reply::Int(existed),
         Err(answer) => from_response(answer),
     }
@@ -327,7 +322,7 @@ fn client(session: &mut Session, args: &[Bytes]) -> Reply {
 
 /// `HELLO [2 [SETNAME name]]`: RESP2 only; `HELLO 3` is refused as Redis
 /// refuses an unknown version, so clients fall back to RESP2.
-fn hello(ctx: &ServerContext, session: &mut Session, args: &[Bytes]) -> Reply {
+fn hello(node: &Node, session: &mut Session, args: &[Bytes]) -> Reply {
     if let Some(version) = args.first() {
         if &version[..] != b"2" {
             return Reply::Error(
@@ -343,7 +338,7 @@ fn hello(ctx: &ServerContext, session: &mut Session, args: &[Bytes]) -> Reply {
             _ => return Reply::err("syntax error in HELLO option"),
         }
     }
-    let role = if ctx.replication.is_master() {
+    let role = if node.replication.is_master() {
         "master"
     } else {
         "replica"

@@ -7,7 +7,8 @@ use bytes::Bytes;
 
 use super::reply::Reply;
 use super::Shared;
-use crate::server::ServerContext;
+use crate::engine::Durability;
+use crate::node::Node;
 
 /// The Redis command level the front end imitates, announced as
 /// `redis_version` so clients enable the matching behaviour.
@@ -24,7 +25,7 @@ const SECTIONS: &[&str] = &[
 
 /// The `INFO [section ...]` text. `all`, `everything`, `default` or no
 /// argument give every section; unknown sections are ignored, as in Redis.
-pub fn info(ctx: &ServerContext, shared: &Shared, args: &[Bytes]) -> String {
+pub fn info(node: &Node, shared: &Shared, args: &[Bytes]) -> String {
     let wanted: Vec<String> = args
         .iter()
         .map(|a| String::from_utf8_lossy(a).to_ascii_lowercase())
@@ -43,11 +44,11 @@ pub fn info(ctx: &ServerContext, shared: &Shared, args: &[Bytes]) -> String {
         }
         let body = match *section {
             "server" => server(shared),
-            "clients" => clients(ctx, shared),
-            "persistence" => persistence(ctx, shared),
+            "clients" => clients(node, shared),
+            "persistence" => persistence(node),
             "stats" => stats(shared),
-            "replication" => replication(ctx),
-            _ => keyspace(ctx),
+            "replication" => replication(node),
+            _ => keyspace(node),
         };
         let mut title = section.to_string();
         if let Some(first) = title.get_mut(0..1) {
@@ -82,15 +83,15 @@ fn server(shared: &Shared) -> Fields {
     f
 }
 
-fn clients(ctx: &ServerContext, shared: &Shared) -> Fields {
+fn clients(node: &Node, shared: &Shared) -> Fields {
     let mut f = Vec::new();
     field(&mut f, "connected_clients", shared.connected());
-    field(&mut f, "maxclients", ctx.limits.max_connections);
+    field(&mut f, "maxclients", node.limits.max_connections);
     f
 }
 
-fn persistence(ctx: &ServerContext, shared: &Shared) -> Fields {
-    let s = ctx.engine.stats();
+fn persistence(node: &Node) -> Fields {
+    let s = node.engine.stats();
     let mut f = Vec::new();
     field(&mut f, "loading", 0);
     // Every write goes to the append-only log: that is what AOF means.
@@ -100,8 +101,8 @@ fn persistence(ctx: &ServerContext, shared: &Shared) -> Fields {
     let status = if s.poisoned.is_some() { "err" } else { "ok" };
     field(&mut f, "aof_last_write_status", status);
     field(&mut f, "aof_current_size", s.disk_bytes);
-    field(&mut f, "kvstore_durability", shared.settings.durability);
-    field(&mut f, "kvstore_appendfsync", appendfsync(shared));
+    field(&mut f, "kvstore_durability", node.durability.name());
+    field(&mut f, "kvstore_appendfsync", appendfsync(node.durability));
     field(&mut f, "kvstore_log_end_offset", s.log_end);
     field(&mut f, "kvstore_durable_end_offset", s.durable_end);
     field(&mut f, "kvstore_fsyncs", s.fsyncs);
@@ -129,8 +130,8 @@ fn host_port(addr: &str) -> (&str, &str) {
     addr.rsplit_once(':').unwrap_or((addr, "0"))
 }
 
-fn replication(ctx: &ServerContext) -> Fields {
-    let r = ctx.replication.stats();
+fn replication(node: &Node) -> Fields {
+    let r = node.replication.stats();
     let mut f = Vec::new();
     match &r.master {
         None => {
@@ -177,8 +178,8 @@ fn replication(ctx: &ServerContext) -> Fields {
     f
 }
 
-fn keyspace(ctx: &ServerContext) -> Fields {
-    let keys = ctx.engine.stats().keys;
+fn keyspace(node: &Node) -> Fields {
+    let keys = node.engine.stats().keys;
     let mut f = Vec::new();
     if keys > 0 {
         field(&mut f, "db0", format!("keys={keys},expires=0,avg_ttl=0"));
@@ -187,18 +188,18 @@ fn keyspace(ctx: &ServerContext) -> Fields {
 }
 
 /// Redis's `appendfsync` for the durability policy.
-fn appendfsync(shared: &Shared) -> &'static str {
-    match shared.settings.durability {
-        "always" => "always",
-        "interval" => "everysec",
-        _ => "no",
+fn appendfsync(durability: Durability) -> &'static str {
+    match durability {
+        Durability::Always => "always",
+        Durability::Interval(_) => "everysec",
+        Durability::Never => "no",
     }
 }
 
 /// `CONFIG GET pattern...`: the parameters redis-benchmark and common
 /// clients read, answered from kvstore's settings. `CONFIG SET` and the
 /// rest are refused: settings are flags and environment variables.
-pub fn config(ctx: &ServerContext, shared: &Shared, args: &[Bytes]) -> Reply {
+pub fn config(node: &Node, shared: &Shared, args: &[Bytes]) -> Reply {
     let sub = args[0].to_ascii_lowercase();
     if &sub[..] != b"get" {
         return Reply::err(format!(
@@ -213,15 +214,15 @@ pub fn config(ctx: &ServerContext, shared: &Shared, args: &[Bytes]) -> Reply {
     let params: Vec<(&str, String)> = vec![
         ("save", String::new()),
         ("appendonly", "yes".into()),
-        ("appendfsync", appendfsync(shared).into()),
+        ("appendfsync", appendfsync(node.durability).into()),
         ("databases", "1".into()),
         ("maxmemory", "0".into()),
-        ("maxclients", ctx.limits.max_connections.to_string()),
-        ("timeout", ctx.limits.idle_timeout.as_secs().to_string()),
+        ("maxclients", node.limits.max_connections.to_string()),
+        ("timeout", node.limits.idle_timeout.as_secs().to_string()),
         ("proto-max-bulk-len", limits.max_bulk.to_string()),
         ("port", shared.settings.addr.port().to_string()),
         ("bind", shared.settings.addr.ip().to_string()),
-        ("dir", ctx.engine.dir().display().to_string()),
+        ("dir", node.engine.dir().display().to_string()),
         ("replica-read-only", "yes".into()),
         ("slave-read-only", "yes".into()),
         ("cluster-enabled", "no".into()),

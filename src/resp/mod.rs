@@ -5,8 +5,10 @@
 //! - [`reply`]: RESP2 answers;
 //! - [`table`] and [`commands`]: what is supported and how it runs;
 //! - [`info`]: `INFO` and `CONFIG GET`;
-//! - [`connection`]: one client, pipelined;
-//! - this file: the accept loop and state shared by RESP connections.
+//! - [`codec`]: the codec the node's connection loop drives (pipelining,
+//!   timeouts and shutdown are the loop's, shared with binary clients);
+//! - this file: the front end for the node's accept loop, and the state
+//!   shared by RESP connections.
 //!
 //! RESP connections have their own limit, the same number as
 //! `--max-connections` (so a node takes up to twice that in total), and the
@@ -14,8 +16,8 @@
 //! spoken; `HELLO 3` is refused with `-NOPROTO`.
 
 pub mod auth;
+pub mod codec;
 pub mod commands;
-pub mod connection;
 pub mod info;
 pub mod parse;
 pub mod reply;
@@ -24,28 +26,38 @@ pub mod table;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
-use tracing::{debug, info, warn};
+use tracing::info;
 
-use crate::metrics::AuthFailure;
-use crate::security::tls::{self, Accepted};
-use crate::server::ServerContext;
+use crate::node::connection::Served;
+use crate::node::listener::{self, Event, FrontEnd};
+use crate::node::Node;
+use crate::security::ServerStream;
+use codec::RespCodec;
 
-/// What the RESP front end reports about the node's settings.
+/// The RESP listener's own settings; everything else is the node's.
 #[derive(Debug, Clone)]
 pub struct Settings {
     /// The bound RESP address.
     pub addr: SocketAddr,
-    /// `always`, `interval` or `never`.
-    pub durability: &'static str,
     pub limits: parse::Limits,
-    /// Bound on the drain at shutdown.
-    pub shutdown_timeout: Duration,
+}
+
+impl Settings {
+    /// The settings of a RESP listener bound at `addr` on `node`: a
+    /// request's arguments may add up to the node's frame limit.
+    pub fn new(addr: SocketAddr, node: &Node) -> Settings {
+        Settings {
+            addr,
+            limits: parse::Limits {
+                max_request: node.limits.max_frame_bytes as usize,
+                ..parse::Limits::default()
+            },
+        }
+    }
 }
 
 /// Counters for `INFO stats`.
@@ -147,69 +159,57 @@ impl Session {
     }
 }
 
+impl FrontEnd for Shared {
+    type Codec = RespCodec;
+    const NAME: &'static str = "RESP";
+
+    fn codec(this: &Arc<Self>, node: &Arc<Node>, stream: &ServerStream) -> RespCodec {
+        let addr = |a: std::io::Result<SocketAddr>| {
+            a.map(|a| a.to_string())
+                .unwrap_or_else(|_| "unknown".into())
+        };
+        let session = Session {
+            id: this.next_id.fetch_add(1, Relaxed),
+            name: None,
+            peer: addr(stream.tcp().peer_addr()),
+            local: addr(stream.tcp().local_addr()),
+            quit: false,
+            credential: crate::security::Credential::new(&node.security),
+            opened: Instant::now(),
+        };
+        RespCodec::new(Arc::clone(node), Arc::clone(this), session)
+    }
+
+    fn tls_refusal(&self) -> &'static [u8] {
+        b"-ERR this port requires TLS: connect with TLS (redis-cli --tls --cacert CA)\r\n"
+    }
+
+    fn too_many(&self, _node: &Node) -> Vec<u8> {
+        b"-ERR max number of clients reached\r\n".to_vec()
+    }
+
+    fn count(&self, event: Event) {
+        let c = &self.counters;
+        match event {
+            Event::Received => c.received.fetch_add(1, Relaxed),
+            Event::Rejected => c.rejected.fetch_add(1, Relaxed),
+            Event::Opened => c.connected.fetch_add(1, Relaxed),
+            Event::Closed => c.connected.fetch_sub(1, Relaxed),
+        };
+    }
+
+    async fn hand_off(&self, _node: Arc<Node>, served: Served<RespCodec>) {
+        // RESP has no request that hands its connection over.
+        if let Served::HandOff { hand_off, .. } = served {
+            match hand_off {}
+        }
+    }
+}
+
 /// Serves RESP clients on `listener` until the node shuts down, then waits
-/// up to `settings.shutdown_timeout` for them to finish.
-pub async fn serve(listener: TcpListener, ctx: Arc<ServerContext>, settings: Settings) {
+/// up to the node's shutdown timeout for them to finish.
+pub async fn serve(listener: TcpListener, node: Arc<Node>, settings: Settings) {
     let shared = Arc::new(Shared::new(settings));
     info!(resp = %shared.settings.addr, "serving RESP clients");
-    let slots = Arc::new(Semaphore::new(ctx.limits.max_connections));
-    let mut tasks = JoinSet::new();
-    loop {
-        while tasks.try_join_next().is_some() {}
-        let accepted = tokio::select! {
-            _ = ctx.shutdown.wait() => break,
-            accepted = listener.accept() => accepted,
-        };
-        let (stream, peer) = match accepted {
-            Ok(pair) => pair,
-            Err(e) => {
-                warn!("RESP accept failed: {e}");
-                tokio::select! {
-                    _ = ctx.shutdown.wait() => break,
-                    _ = tokio::time::sleep(Duration::from_millis(50)) => continue,
-                }
-            }
-        };
-        let _ = stream.set_nodelay(true);
-        shared.counters.received.fetch_add(1, Relaxed);
-        let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
-            shared.counters.rejected.fetch_add(1, Relaxed);
-            ctx.metrics.connection_rejected();
-            debug!(%peer, "RESP connection refused: max connections reached");
-            tasks.spawn(connection::reject(stream));
-            continue;
-        };
-        let id = shared.next_id.fetch_add(1, Relaxed);
-        let (ctx, shared) = (Arc::clone(&ctx), Arc::clone(&shared));
-        ctx.metrics.connection_opened();
-        shared.counters.connected.fetch_add(1, Relaxed);
-        tasks.spawn(async move {
-            let acceptor = ctx.security.acceptor();
-            let refusal =
-                b"-ERR this port requires TLS: connect with TLS (redis-cli --tls --cacert CA)\r\n";
-            match tls::accept(stream, acceptor, ctx.limits.frame_timeout, refusal).await {
-                Accepted::Stream(stream) => {
-                    connection::serve_connection(stream, Arc::clone(&ctx), Arc::clone(&shared), id)
-                        .await;
-                }
-                Accepted::Refused(why) => {
-                    ctx.metrics.auth_failure(AuthFailure::Tls);
-                    warn!(%peer, "RESP connection refused: {why}");
-                }
-            }
-            shared.counters.connected.fetch_sub(1, Relaxed);
-            ctx.metrics.connection_closed();
-            drop(permit);
-        });
-    }
-    drop(listener);
-    let bound = shared.settings.shutdown_timeout;
-    let all_done = async { while tasks.join_next().await.is_some() {} };
-    if tokio::time::timeout(bound, all_done).await.is_err() {
-        warn!(
-            left = tasks.len(),
-            "RESP connections still open after {bound:?}; closing them"
-        );
-        tasks.shutdown().await;
-    }
+    listener::serve(listener, node, shared).await;
 }

@@ -27,6 +27,9 @@ use super::stream::{ClientStream, ServerStream};
 /// First byte of a TLS record carrying a handshake message: what every
 /// TLS client sends first.
 pub const HANDSHAKE_RECORD: u8 = 0x16;
+/// How soon a TLS port looks again at a peer's first bytes when they are
+/// too few to tell a ClientHello from plaintext.
+const PEEK_AGAIN: Duration = Duration::from_millis(10);
 
 /// Why TLS could not be set up. Each message names the file or the peer.
 #[derive(Debug, thiserror::Error)]
@@ -214,12 +217,59 @@ pub fn host_of(addr: &str) -> &str {
     }
 }
 
-/// True if `prefix` (the first bytes a peer sent) is a TLS handshake
-/// record: `0x16`, then version major 3, minor 0..=4. A kvstore frame
-/// starting so would announce at least 66 326 bytes, which no first
-/// frame (HELLO) comes near; a RESP request never starts with 0x16.
-pub fn looks_like_tls(prefix: &[u8]) -> bool {
-    matches!(prefix, [HANDSHAKE_RECORD, 3, 0..=4, ..])
+/// What the first bytes of a connection say about TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FirstBytes {
+    /// A TLS ClientHello, by its full shape.
+    ClientHello,
+    /// Anything else: a kvstore frame, a RESP request.
+    NotTls,
+    /// Too few bytes yet, all of them consistent with a ClientHello.
+    Undecided,
+}
+
+/// Bytes of a ClientHello's start that [`first_bytes`] needs to decide.
+pub const CLIENT_HELLO_PREFIX: usize = 11;
+/// Handshake message type of a ClientHello.
+const CLIENT_HELLO: u8 = 1;
+/// The smallest ClientHello body: version (2), random (32), an empty
+/// session id (1), one cipher suite (2 + 2), one compression method (1 + 1).
+const MIN_CLIENT_HELLO: u32 = 41;
+
+/// Recognises a TLS ClientHello from the first bytes a peer sent, by its
+/// whole shape, not by its first byte: record type 22 (handshake), record
+/// version 3.x, record length L, handshake type 1 (ClientHello), handshake
+/// length L − 4 and at least 41, `legacy_version` 3.3 (every TLS 1.2 and
+/// 1.3 client). A kvstore frame may start with the same three bytes (N =
+/// 790 + k·65,536 reads `16 03 kk 00`) and a RESP request never does, but
+/// neither fits the whole shape. Decides as soon as one byte does not fit,
+/// at the latest after [`CLIENT_HELLO_PREFIX`] bytes.
+pub fn first_bytes(prefix: &[u8]) -> FirstBytes {
+    let at = |i: usize| prefix.get(i).copied();
+    let differs = |i: usize, want: u8| at(i).is_some_and(|b| b != want);
+    if differs(0, HANDSHAKE_RECORD) || differs(1, 3) || differs(5, CLIENT_HELLO) {
+        return FirstBytes::NotTls;
+    }
+    if let (Some(hi), Some(lo)) = (at(3), at(4)) {
+        let record = u32::from(u16::from_be_bytes([hi, lo]));
+        if record < MIN_CLIENT_HELLO + 4 {
+            return FirstBytes::NotTls;
+        }
+        if let (Some(a), Some(b), Some(c)) = (at(6), at(7), at(8)) {
+            let handshake = u32::from_be_bytes([0, a, b, c]);
+            if handshake != record - 4 {
+                return FirstBytes::NotTls;
+            }
+        }
+    }
+    if differs(9, 3) || differs(10, 3) {
+        return FirstBytes::NotTls;
+    }
+    if prefix.len() >= CLIENT_HELLO_PREFIX {
+        FirstBytes::ClientHello
+    } else {
+        FirstBytes::Undecided
+    }
 }
 
 /// What a TLS server port does with one accepted connection.
@@ -231,9 +281,9 @@ pub enum Accepted {
 }
 
 /// Accepts `tcp` on a port that requires TLS when `acceptor` is set. A
-/// peer whose first byte is not a TLS handshake gets `refusal` (the
-/// protocol's own error, in plaintext) and is closed. Waits at most
-/// `timeout` for the first byte and the handshake.
+/// peer whose first bytes are not a ClientHello ([`first_bytes`]) gets
+/// `refusal` (the protocol's own error, in plaintext) and is closed. Waits
+/// at most `timeout` for the first bytes and the handshake.
 pub async fn accept(
     tcp: TcpStream,
     acceptor: Option<TlsAcceptor>,
@@ -244,20 +294,35 @@ pub async fn accept(
         return Accepted::Stream(ServerStream::Plain(tcp));
     };
     let mut tcp = tcp;
-    let mut first = [0u8; 1];
-    match tokio::time::timeout(timeout, tcp.peek(&mut first)).await {
+    let peeked = async {
+        let mut first = [0u8; CLIENT_HELLO_PREFIX];
+        loop {
+            let n = tcp.peek(&mut first).await?;
+            if n == 0 {
+                return Ok(None);
+            }
+            match first_bytes(first.get(..n).unwrap_or_default()) {
+                // The rest of the record header is on its way (a client
+                // sends its ClientHello in one write; this is rare): look
+                // again shortly. Peeking leaves the bytes for the handshake.
+                FirstBytes::Undecided => tokio::time::sleep(PEEK_AGAIN).await,
+                verdict => return Ok::<_, std::io::Error>(Some(verdict)),
+            }
+        }
+    };
+    match tokio::time::timeout(timeout, peeked).await {
         Err(_) => return Accepted::Refused("no TLS handshake in time".into()),
         Ok(Err(e)) => return Accepted::Refused(format!("I/O error before the handshake: {e}")),
-        Ok(Ok(0)) => return Accepted::Refused("closed before the handshake".into()),
-        Ok(Ok(_)) => {}
-    }
-    if first[0] != HANDSHAKE_RECORD {
-        let _ = tokio::time::timeout(timeout, async {
-            let _ = tcp.write_all(refusal).await;
-            let _ = tcp.shutdown().await;
-        })
-        .await;
-        return Accepted::Refused("plaintext client on a TLS port".into());
+        Ok(Ok(None)) => return Accepted::Refused("closed before the handshake".into()),
+        Ok(Ok(Some(FirstBytes::ClientHello))) => {}
+        Ok(Ok(Some(_))) => {
+            let _ = tokio::time::timeout(timeout, async {
+                let _ = tcp.write_all(refusal).await;
+                let _ = tcp.shutdown().await;
+            })
+            .await;
+            return Accepted::Refused("plaintext client on a TLS port".into());
+        }
     }
     match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
         Err(_) => Accepted::Refused("TLS handshake timed out".into()),
@@ -281,12 +346,51 @@ mod tests {
         assert_eq!(host_of("localhost"), "localhost");
     }
 
+    /// rustls's first flight: a real ClientHello.
+    fn client_hello() -> Vec<u8> {
+        let config = ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_root_certificates(RootCertStore::empty())
+            .with_no_client_auth();
+        let name = ServerName::try_from("localhost").expect("name");
+        let mut tls = rustls::ClientConnection::new(Arc::new(config), name).expect("client");
+        let mut out = Vec::new();
+        tls.write_tls(&mut out).expect("ClientHello");
+        out
+    }
+
     #[test]
-    fn a_client_hello_is_recognised_and_a_hello_frame_is_not() {
-        assert!(looks_like_tls(&[0x16, 0x03, 0x01, 0x02, 0x00]));
-        assert!(!looks_like_tls(&[0x16, 0x00, 0x00, 0x00, 0x01]));
-        assert!(!looks_like_tls(b"*1\r\n$4\r\nPING\r\n"));
-        assert!(!looks_like_tls(&[0x16]));
+    fn a_client_hello_is_recognised_by_its_whole_shape() {
+        let hello = client_hello();
+        assert_eq!(first_bytes(&hello), FirstBytes::ClientHello);
+        // Every prefix is undecided until the shape is complete.
+        for n in 0..CLIENT_HELLO_PREFIX {
+            assert_eq!(first_bytes(&hello[..n]), FirstBytes::Undecided, "{n}");
+        }
+    }
+
+    #[test]
+    fn frames_and_resp_requests_that_start_like_a_record_are_not_tls() {
+        // HELLO, N = 790, 778-byte client name: 16 03 00 00 01 01 00 00 ...
+        let hello = [
+            0x16, 0x03, 0x00, 0x00, 0x01, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00,
+        ];
+        assert_eq!(first_bytes(&hello), FirstBytes::NotTls);
+        // PUT, N = 66,326, 1-byte key: 16 03 01 00 04 01 00 00 00 ...
+        let put = [
+            0x16, 0x03, 0x01, 0x00, 0x04, 0x01, 0x00, 0x00, 0x00, b'p', 0x00,
+        ];
+        assert_eq!(first_bytes(&put), FirstBytes::NotTls);
+        // A record-length-consistent prefix with another legacy_version.
+        let old = [
+            0x16, 0x03, 0x01, 0x00, 0x31, 0x01, 0x00, 0x00, 0x2d, 0x03, 0x01,
+        ];
+        assert_eq!(first_bytes(&old), FirstBytes::NotTls);
+        assert_eq!(first_bytes(b"*1\r\n$4\r\nPING\r\n"), FirstBytes::NotTls);
+        assert_eq!(first_bytes(b"PING\r\n"), FirstBytes::NotTls);
+        assert_eq!(first_bytes(&[0x16, 0x00]), FirstBytes::NotTls);
+        assert_eq!(first_bytes(&[0x16]), FirstBytes::Undecided);
     }
 
     #[test]

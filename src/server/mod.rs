@@ -1,24 +1,24 @@
-//! A running node: listeners, the engine, and the order in which they start
-//! and stop.
+//! A running node, the top of the layering: the process that wires the
+//! node core to its listeners, and the binary protocol's front end.
 //!
-//! Start: bind the client and HTTP listeners (a port in use fails here,
-//! before anything is opened), write the port file, serve HTTP (`/healthz`
-//! is live from now on), open the engine, mark ready, accept clients.
+//! Start: bind the client, RESP and HTTP listeners (a port in use fails
+//! here, before anything is opened), write the port file, serve HTTP
+//! (`/healthz` is live from now on), open the engine, start replication in
+//! the configured role, mark ready, accept clients: binary ones through
+//! [`binary::Binary`], Redis ones through [`crate::resp`], both driven by
+//! the node's one connection loop.
 //!
-//! Stop (SIGTERM, SIGINT or [`ShutdownTrigger`]): `/readyz` turns 503, the
-//! accept loop stops, connections answer their request in flight and close
-//! within `--shutdown-timeout-secs` (stragglers are aborted), then the
-//! engine is flushed and closed and [`run`] returns `Ok`, so the process
-//! exits 0.
+//! Stop (SIGTERM, SIGINT or the `stop` future of [`run`]): `/readyz`
+//! turns 503, the shutdown signal reaches every listener, connection and
+//! replication stream, the follower stops, connections answer what they
+//! have read and close within `--shutdown-timeout-secs` (stragglers are
+//! aborted), then the engine is flushed and closed and [`run`] returns
+//! `Ok`, so the process exits 0.
 
-pub mod connection;
-pub mod dispatch;
-pub mod health;
+pub mod binary;
 pub mod http;
-mod listener;
 pub mod port_file;
 mod reseed;
-pub mod shutdown;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -26,28 +26,21 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
-pub use crate::config::Limits;
-use crate::config::{Config, DurabilityPolicy, ReplicationMode, Role};
-use crate::engine::{self, Durability, Engine, Options};
+use crate::config::{Config, Role};
+use crate::engine::{self, Options};
+use crate::lifecycle::{self, Health, ShutdownTrigger};
 use crate::metrics::Metrics;
+use crate::node::{listener, Node};
 use crate::replication::{self, Replication, RoleView};
 use crate::security::{Security, SecurityError};
-use health::Health;
-pub use shutdown::{Shutdown, ShutdownTrigger};
 
-/// Everything a connection task needs, shared behind an `Arc`.
-pub struct ServerContext {
-    pub engine: Engine,
-    pub metrics: Arc<Metrics>,
-    pub limits: Limits,
-    pub shutdown: Shutdown,
-    pub health: Arc<Health>,
-    pub replication: Arc<Replication>,
-    /// Tokens and TLS, reloaded on SIGHUP.
-    pub security: Arc<Security>,
-}
+// Replication and backup still reach these through the server until they
+// take the node's parts one by one.
+pub use crate::lifecycle::health;
+/// The node's shared state, under its former name.
+pub type ServerContext = Node;
 
 /// Why a node could not start or stop cleanly. Each message names what
 /// failed and where.
@@ -92,10 +85,7 @@ pub fn replication_settings(config: &Config, client_addr: SocketAddr) -> replica
         .clone()
         .unwrap_or_else(|| client_addr.to_string());
     replication::Settings {
-        mode: match config.replication_mode {
-            ReplicationMode::Async => replication::Mode::Async,
-            ReplicationMode::Sync => replication::Mode::Sync,
-        },
+        mode: config.replication_mode,
         min_acks: config.min_acks,
         sync_timeout: config.sync_timeout,
         retention_bytes: config.replication_retention_bytes,
@@ -109,11 +99,7 @@ pub fn replication_settings(config: &Config, client_addr: SocketAddr) -> replica
 /// Engine options for `config`.
 pub fn engine_options(config: &Config) -> Options {
     Options {
-        durability: match config.durability {
-            DurabilityPolicy::Always => Durability::Always,
-            DurabilityPolicy::Interval => Durability::Interval(config.fsync_interval),
-            DurabilityPolicy::Never => Durability::Never,
-        },
+        durability: config.durability,
         segment_max_bytes: config.segment_max_bytes,
         ..Options::default()
     }
@@ -246,11 +232,11 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> Result<(), S
             info!(listen = %client_addr, http = %http_addr, data_dir = %config.data_dir.display(), "Starting as REPLICA of {m}")
         }
     }
-    listener::raise_fd_limit(config.limits.max_connections);
+    raise_fd_limit(config.limits.max_connections);
 
     let metrics = Arc::new(Metrics::new());
     let health = Arc::new(Health::default());
-    let (trigger, shutdown) = shutdown::channel();
+    let (trigger, shutdown) = lifecycle::channel();
     let (http_stop_tx, http_stop_rx) = tokio::sync::oneshot::channel::<()>();
     let router = http::router(http::HttpState {
         metrics: Arc::clone(&metrics),
@@ -266,10 +252,13 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> Result<(), S
     });
 
     let listeners = Listeners { client, resp };
-    let result = serve_clients(
-        &config, listeners, &security, &metrics, &health, trigger, shutdown, stop,
-    )
-    .await;
+    let parts = Parts {
+        security: Arc::clone(&security),
+        metrics,
+        health,
+        shutdown,
+    };
+    let result = serve_clients(&config, listeners, parts, trigger, stop).await;
     reloader.abort();
     let _ = http_stop_tx.send(());
     // The HTTP server has no long requests; a bounded wait keeps a stuck
@@ -289,19 +278,30 @@ struct Listeners {
     resp: Option<(TcpListener, SocketAddr)>,
 }
 
-/// Opens the engine, accepts clients until `stop`, drains, closes the engine.
-#[allow(clippy::too_many_arguments)]
+/// What exists before the engine opens.
+struct Parts {
+    security: Arc<Security>,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    shutdown: lifecycle::Shutdown,
+}
+
+/// Opens the engine, starts replication, serves clients until `stop`,
+/// drains, closes the engine.
 async fn serve_clients(
     config: &Config,
     listeners: Listeners,
-    security: &Arc<Security>,
-    metrics: &Arc<Metrics>,
-    health: &Arc<Health>,
+    parts: Parts,
     trigger: ShutdownTrigger,
-    shutdown: Shutdown,
     stop: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
     tokio::pin!(stop);
+    let Parts {
+        security,
+        metrics,
+        health,
+        shutdown,
+    } = parts;
     let Listeners { client, resp } = listeners;
     let client_addr = client.local_addr().unwrap_or(config.listen);
     let dir = config.data_dir.clone();
@@ -335,10 +335,10 @@ async fn serve_clients(
         },
     };
     let settings = replication::Settings {
-        security: Arc::clone(security),
+        security: Arc::clone(&security),
         ..replication_settings(config, client_addr)
     };
-    let replication = Replication::start(engine.clone(), settings, Arc::clone(health), role)
+    let replication = Replication::start(engine.clone(), settings, Arc::clone(&health), role)
         .await
         .map_err(|source| ServerError::Open {
             path: config.data_dir.clone(),
@@ -348,48 +348,37 @@ async fn serve_clients(
     // Ready only once everything /metrics and clients rely on is in place.
     health.set_engine_open();
     info!(data_dir = %config.data_dir.display(), "engine open, ready");
-    let ctx = Arc::new(ServerContext {
+    let node = Arc::new(Node {
         engine: engine.clone(),
-        metrics: Arc::clone(metrics),
-        limits: config.limits,
-        shutdown: shutdown.clone(),
-        health: Arc::clone(health),
+        durability: config.durability,
+        security,
         replication: Arc::clone(&replication),
-        security: Arc::clone(security),
+        metrics,
+        limits: config.limits,
+        shutdown,
+        health: Arc::clone(&health),
     });
-    // RESP clients are served until the shutdown trigger, then drained
-    // (bounded by --shutdown-timeout-secs) alongside binary ones.
-    let resp_task = resp.map(|(l, addr)| {
-        let settings = crate::resp::Settings {
-            addr,
-            durability: match config.durability {
-                DurabilityPolicy::Always => "always",
-                DurabilityPolicy::Interval => "interval",
-                DurabilityPolicy::Never => "never",
-            },
-            limits: crate::resp::parse::Limits {
-                max_request: config.limits.max_frame_bytes as usize,
-                ..crate::resp::parse::Limits::default()
-            },
-            shutdown_timeout: config.shutdown_timeout,
-        };
-        tokio::spawn(crate::resp::serve(l, Arc::clone(&ctx), settings))
+    // Each front end serves until the shutdown signal, then drains
+    // (bounded by --shutdown-timeout-secs).
+    let binary = tokio::spawn(listener::serve(
+        client,
+        Arc::clone(&node),
+        Arc::new(binary::Binary),
+    ));
+    let resp = resp.map(|(l, addr)| {
+        let settings = crate::resp::Settings::new(addr, &node);
+        tokio::spawn(crate::resp::serve(l, Arc::clone(&node), settings))
     });
-    let connections = listener::accept_until(client, Arc::clone(&ctx), &mut stop).await;
-    replication.stop().await;
+    stop.await;
 
     health.set_stopping();
     trigger.trigger();
-    let resp_drained = async {
-        if let Some(task) = resp_task {
-            let _ = task.await;
-        }
-    };
-    tokio::join!(
-        listener::drain(connections, config.shutdown_timeout),
-        resp_drained
-    );
-    drop(ctx);
+    replication.stop().await;
+    let _ = binary.await;
+    if let Some(resp) = resp {
+        let _ = resp.await;
+    }
+    drop(node);
 
     let flushed = tokio::task::spawn_blocking(move || {
         engine.flush()?;
@@ -400,4 +389,31 @@ async fn serve_clients(
     flushed.map_err(ServerError::Close)?;
     info!("engine flushed and closed; bye");
     Ok(())
+}
+
+/// Raises the soft open-files limit to the hard limit, as Go and nginx do,
+/// and warns when `max_connections` cannot fit under it.
+fn raise_fd_limit(max_connections: usize) {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current != limit.maximum {
+        let raised = Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
+        };
+        if let Err(e) = setrlimit(Resource::Nofile, raised) {
+            debug!("cannot raise the open-files limit: {e}");
+        }
+    }
+    let soft = getrlimit(Resource::Nofile).current;
+    // Segments, listeners, replication and logs need descriptors too.
+    let needed = (max_connections as u64).saturating_add(256);
+    if let Some(soft) = soft {
+        if soft < needed {
+            warn!(
+                "open-files limit is {soft}, below --max-connections ({max_connections}) + 256; \
+                 connections beyond it will fail to be accepted"
+            );
+        }
+    }
 }

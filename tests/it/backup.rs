@@ -633,3 +633,78 @@ fn restore_from_a_backup_root_takes_the_newest_complete_backup() {
         text(&out)
     );
 }
+
+/// docs/PROTOCOL.md, BACKUP: sent behind other requests in a pipeline it
+/// is answered MALFORMED_REQUEST, and the connection goes on.
+#[test]
+fn backup_pipelined_behind_other_requests_is_refused() {
+    use common::Answer;
+    use kvstore::protocol::{ErrorCode, Request, Response};
+    let node = Server::start(&[]);
+    write_seq(node.addr, 0, 10);
+    let mut raw = common::raw_connect(node.addr);
+    // One write: the node reads both requests at once.
+    raw.send(
+        &[
+            common::request_bytes(&Request::Ping),
+            common::request_bytes(&Request::Backup),
+        ]
+        .concat(),
+    )
+    .expect("send");
+    assert!(matches!(raw.answer(), Answer::Frame(Response::Pong)));
+    match raw.answer() {
+        Answer::Frame(Response::Error { code, message }) => {
+            assert_eq!(code, ErrorCode::MALFORMED_REQUEST, "{message}")
+        }
+        other => panic!("expected MALFORMED_REQUEST for BACKUP, got {other:?}"),
+    }
+    raw.send(&common::request_bytes(&Request::Ping))
+        .expect("send");
+    assert!(matches!(raw.answer(), Answer::Frame(Response::Pong)));
+}
+
+/// docs/PROTOCOL.md, BACKUP: a request sent after BACKUP is not run: once
+/// the snapshot is out it is answered MALFORMED_REQUEST (not dropped in
+/// silence), then the connection closes and no backup is recorded.
+#[test]
+fn a_request_after_backup_is_refused_not_dropped() {
+    use kvstore::protocol::{ErrorCode, Limits, Request, Response};
+    let node = Server::start(&[]);
+    write_seq(node.addr, 0, 10);
+    let mut raw = common::raw_connect(node.addr);
+    // One write: the PUT is read together with BACKUP.
+    let key = b"after-backup".to_vec();
+    let put = Request::Put {
+        key: key.clone().into(),
+        value: b"must not be stored".to_vec().into(),
+    };
+    raw.send(
+        &[
+            common::request_bytes(&Request::Backup),
+            common::request_bytes(&put),
+        ]
+        .concat(),
+    )
+    .expect("send");
+    let mut refused = None;
+    // The snapshot of a few records is a handful of frames.
+    for _ in 0..10_000 {
+        let Some(frame) = raw.frame() else { break };
+        if let Ok(Response::Error { code, message }) = Response::decode(frame, &Limits::default()) {
+            refused = Some((code, message));
+            break;
+        }
+    }
+    match refused {
+        Some((code, message)) => assert_eq!(code, ErrorCode::MALFORMED_REQUEST, "{message}"),
+        None => panic!("the request after BACKUP was dropped without an answer"),
+    }
+    assert!(
+        raw.frame().is_none(),
+        "the connection closes after the refusal"
+    );
+    let mut client = connect_client(node.addr);
+    assert_eq!(client.get(&key).expect("get"), None, "the PUT was not run");
+    assert_eq!(last_backup_metric(&node), 0.0, "no backup recorded");
+}

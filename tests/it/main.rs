@@ -16,6 +16,7 @@ mod coordinator;
 mod crash;
 mod docs;
 mod expiry;
+mod first_frame;
 mod fixtures;
 mod group_commit;
 mod hostile;

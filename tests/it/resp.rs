@@ -11,23 +11,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use common::{wait_for, Server, START_DEADLINE};
-
-/// The `resp=` address from the server's port file.
-fn resp_addr(server: &Server) -> SocketAddr {
-    let ports = server
-        .data_dir()
-        .parent()
-        .expect("data dir has a parent")
-        .join("ports");
-    let text = std::fs::read_to_string(&ports).expect("read the port file");
-    text.lines()
-        .find_map(|l| l.strip_prefix("resp="))
-        .unwrap_or_else(|| panic!("no resp= line in the port file:\n{text}"))
-        .trim()
-        .parse()
-        .expect("resp= is host:port")
-}
+use common::{resp_addr, wait_for, Server, START_DEADLINE};
 
 fn start_with_resp(extra: &[&str]) -> (Server, SocketAddr) {
     let mut args = vec!["--resp-listen", "127.0.0.1:0"];

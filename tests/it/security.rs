@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{cli, http_get, raw_connect, wait_for, Answer, Server, NET_DEADLINE};
+use common::{cli, http_get, raw_connect, resp_addr, wait_for, Answer, Server, NET_DEADLINE};
 use kvstore::client::{BlockingClient, ClientOptions, Error};
 use kvstore::protocol::{Auth, ErrorCode, Hello, Request, Response, PROTOCOL_VERSION};
 use kvstore::security::{Connector, TlsFiles};
@@ -142,12 +142,6 @@ fn hello_frame(token: Option<&[u8]>) -> Vec<u8> {
     buf.to_vec()
 }
 
-fn frame(request: Request) -> Vec<u8> {
-    let mut buf = bytes::BytesMut::new();
-    request.encode(&mut buf).expect("encode");
-    buf.to_vec()
-}
-
 fn auth_failures(server: &Server, reason: &str) -> f64 {
     let (_, body) = http_get(server.http_addr, "/metrics").expect("scrape");
     let line = format!("kvstore_auth_failures_total{{reason=\"{reason}\"}} ");
@@ -187,9 +181,10 @@ fn hello_without_with_a_wrong_and_with_the_right_token() {
 
     // Before authenticating: PING works, GET ends the connection.
     let mut raw = raw_connect(server.addr);
-    raw.send(&frame(Request::Ping)).expect("send");
+    raw.send(&common::request_bytes(&Request::Ping))
+        .expect("send");
     assert!(matches!(raw.answer(), Answer::Frame(Response::Pong)));
-    raw.send(&frame(Request::Get {
+    raw.send(&common::request_bytes(&Request::Get {
         key: Bytes::from_static(b"k"),
     }))
     .expect("send");
@@ -238,7 +233,8 @@ fn each_token_does_what_its_permission_allows_and_no_more() {
         full: true,
         format: 2,
     };
-    raw.send(&frame(Request::ReplSync(sync))).expect("send");
+    raw.send(&common::request_bytes(&Request::ReplSync(sync)))
+        .expect("send");
     match raw.answer() {
         Answer::Frame(Response::Error { code, .. }) => {
             assert_eq!(code, ErrorCode::PERMISSION_DENIED)
@@ -507,17 +503,6 @@ fn resp(stream: &mut TcpStream, command: &[&str]) -> String {
     }
 }
 
-fn resp_addr(server: &Server) -> SocketAddr {
-    let ports = server.data_dir().parent().expect("parent").join("ports");
-    let text = std::fs::read_to_string(ports).expect("port file");
-    text.lines()
-        .find_map(|l| l.strip_prefix("resp="))
-        .expect("resp= line")
-        .trim()
-        .parse()
-        .expect("addr")
-}
-
 fn resp_connect(addr: SocketAddr) -> TcpStream {
     let s = TcpStream::connect_timeout(&addr, NET_DEADLINE).expect("connect");
     s.set_read_timeout(Some(NET_DEADLINE)).expect("timeout");
@@ -618,6 +603,36 @@ fn unusable_token_and_certificate_files_fail_at_start_naming_them() {
             stderr.contains(setting) && stderr.contains(detail),
             "{flags:?}: {stderr}"
         );
+    }
+}
+
+/// On a TLS-only port, a plaintext frame whose first byte happens to be
+/// 0x16 (a TLS handshake record's type: a frame of N = 22 + 256·k bytes)
+/// gets TLS_REQUIRED like any plaintext client, not a failed handshake.
+#[test]
+fn a_plaintext_frame_starting_with_0x16_on_a_tls_port_gets_tls_required() {
+    let secrets = Secrets::new();
+    secrets.make_pki("");
+    let server = Server::start(&strs(&secrets.tls_args("")));
+    // GET of a 17-byte key: N = 22, the frame starts 16 00 00 00; and a
+    // PUT whose frame starts 16 03 01 00 04 01 00 00 00 like a record.
+    let get = common::request_bytes(&Request::Get {
+        key: Bytes::from_static(b"seventeen-bytes-k"),
+    });
+    let put = common::request_bytes(&Request::Put {
+        key: Bytes::from_static(b"p"),
+        value: Bytes::from(vec![b'v'; 66_326 - 10]),
+    });
+    for (what, bytes) in [("GET", get), ("PUT", put)] {
+        assert_eq!(bytes[0], 0x16, "{what}");
+        let mut s = raw_connect(server.addr);
+        s.send(&bytes).ok();
+        match s.answer() {
+            Answer::Frame(Response::Error { code, .. }) => {
+                assert_eq!(code, ErrorCode::TLS_REQUIRED, "{what}")
+            }
+            other => panic!("{what}: expected TLS_REQUIRED, got {other:?}"),
+        }
     }
 }
 

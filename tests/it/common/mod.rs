@@ -375,7 +375,7 @@ pub fn metric(http_addr: SocketAddr, name: &str) -> f64 {
 // ---------------------------------------------------------------------------
 
 use kvstore::client::{BlockingClient, ClientOptions};
-use kvstore::protocol::{Frame, Limits, Response};
+use kvstore::protocol::{Frame, Limits, Request, Response};
 
 /// How long a test waits for any single network answer.
 pub const NET_DEADLINE: Duration = Duration::from_secs(20);
@@ -408,6 +408,13 @@ pub fn assert_serves(addr: SocketAddr) {
     client.delete(key.as_bytes()).expect("probe delete");
 }
 
+/// The bytes of one request frame, for sending by hand.
+pub fn request_bytes(request: &Request) -> Vec<u8> {
+    let mut buf = bytes::BytesMut::new();
+    request.encode(&mut buf).expect("encode");
+    buf.to_vec()
+}
+
 /// A raw TCP connection with bounded reads and writes, for sending bytes
 /// by hand and reading response frames.
 pub struct Raw {
@@ -417,17 +424,24 @@ pub struct Raw {
 
 /// Opens a [`Raw`] connection.
 pub fn raw_connect(addr: SocketAddr) -> Raw {
-    let stream = TcpStream::connect_timeout(&addr, NET_DEADLINE).expect("connect");
-    stream
-        .set_read_timeout(Some(NET_DEADLINE))
-        .expect("timeout");
-    stream
-        .set_write_timeout(Some(NET_DEADLINE))
-        .expect("timeout");
-    stream.set_nodelay(true).expect("nodelay");
-    Raw {
-        stream,
-        buf: bytes::BytesMut::new(),
+    Raw::over(TcpStream::connect_timeout(&addr, NET_DEADLINE).expect("connect"))
+}
+
+impl Raw {
+    /// A [`Raw`] connection over an already connected `stream`, with
+    /// bounded reads and writes.
+    pub fn over(stream: TcpStream) -> Raw {
+        stream
+            .set_read_timeout(Some(NET_DEADLINE))
+            .expect("timeout");
+        stream
+            .set_write_timeout(Some(NET_DEADLINE))
+            .expect("timeout");
+        stream.set_nodelay(true).expect("nodelay");
+        Raw {
+            stream,
+            buf: bytes::BytesMut::new(),
+        }
     }
 }
 
@@ -453,17 +467,27 @@ impl Raw {
     /// Reads one response frame, or reports that the server closed. Panics
     /// on a read timeout: the server must answer or close, never hang.
     pub fn answer(&mut self) -> Answer {
+        match self.frame() {
+            Some(frame) => Answer::Frame(
+                Response::decode(frame, &Limits::default()).expect("server responses decode"),
+            ),
+            None => Answer::Closed,
+        }
+    }
+
+    /// Reads one frame, undecoded (a stream such as BACKUP's sends frames
+    /// that are not responses); `None` when the server closed. Panics on a
+    /// read timeout.
+    pub fn frame(&mut self) -> Option<Frame> {
         let mut chunk = [0u8; 64 * 1024];
         loop {
             if let Some(frame) =
                 Frame::parse(&mut self.buf, u32::MAX).expect("server frames are valid")
             {
-                let response =
-                    Response::decode(frame, &Limits::default()).expect("server responses decode");
-                return Answer::Frame(response);
+                return Some(frame);
             }
             match self.stream.read(&mut chunk) {
-                Ok(0) => return Answer::Closed,
+                Ok(0) => return None,
                 Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
                 Err(e)
                     if matches!(
@@ -471,7 +495,7 @@ impl Raw {
                         std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
                     ) =>
                 {
-                    return Answer::Closed
+                    return None
                 }
                 Err(e) => panic!("reading from the server: {e} (it neither answered nor closed)"),
             }
@@ -491,6 +515,22 @@ impl Raw {
         }
         panic!("the server kept answering instead of closing");
     }
+}
+
+/// The `resp=` address from the server's port file.
+pub fn resp_addr(server: &Server) -> SocketAddr {
+    let ports = server
+        .data_dir()
+        .parent()
+        .expect("data dir has a parent")
+        .join("ports");
+    let text = std::fs::read_to_string(&ports).expect("read the port file");
+    text.lines()
+        .find_map(|l| l.strip_prefix("resp="))
+        .unwrap_or_else(|| panic!("no resp= line in the port file:\n{text}"))
+        .trim()
+        .parse()
+        .expect("resp= is host:port")
 }
 
 /// Runs the `kvstore` CLI against `addr`; returns the full output.

@@ -1,29 +1,23 @@
-//! Executes one decoded request against the engine and builds its answer.
+//! Executes one command against the engine and the node's role, and
+//! builds its answer.
 //!
-//! Engine errors become ERROR responses with a code a client can act on;
-//! nothing here can fail the connection.
+//! The commands are the binary protocol's requests; the RESP front end
+//! runs its writes through [`write`] too, so both protocols share one
+//! write path (a replica redirects, sync mode waits for replicas). Engine
+//! errors become ERROR responses with a code a client can act on; nothing
+//! here can fail the connection.
 
 use std::time::Instant;
 
-use super::ServerContext;
-use crate::config;
+use super::Node;
 use crate::engine;
 use crate::engine::WriteOp;
 use crate::metrics::Outcome;
 use crate::protocol::{
-    self, BatchOp, CompactionSummary, ErrorCode, Hello, HelloOk, Request, Response, Role,
+    BatchOp, CompactionSummary, ErrorCode, Hello, HelloOk, Request, Response, Role,
     MIN_PROTOCOL_VERSION, PROTOCOL_VERSION,
 };
 use crate::replication::RoleView;
-
-/// The wire limits a server enforces: the configured frame limit, the
-/// engine's key and value limits, the default batch limit.
-pub fn protocol_limits(limits: &config::Limits) -> protocol::Limits {
-    protocol::Limits {
-        max_frame_bytes: limits.max_frame_bytes,
-        ..protocol::Limits::default()
-    }
-}
 
 /// The metrics outcome of an answer.
 pub fn outcome(response: &Response) -> Outcome {
@@ -44,19 +38,19 @@ pub fn outcome(response: &Response) -> Outcome {
 }
 
 /// Runs `request` and returns its response. Records metrics.
-pub async fn execute(ctx: &ServerContext, request: Request) -> Response {
+pub async fn execute(node: &Node, request: Request) -> Response {
     let started = Instant::now();
     let op = request.name();
-    let response = run(ctx, request).await;
-    ctx.metrics
+    let response = run(node, request).await;
+    node.metrics
         .observe_request(op, outcome(&response), started.elapsed());
     response
 }
 
-async fn run(ctx: &ServerContext, request: Request) -> Response {
-    let engine = &ctx.engine;
+async fn run(node: &Node, request: Request) -> Response {
+    let engine = &node.engine;
     match request {
-        Request::Hello(hello) => hello_answer(ctx, &hello),
+        Request::Hello(hello) => hello_answer(node, &hello),
         Request::Ping => Response::Pong,
         Request::Get { key } => match engine.get(&key) {
             Ok(Some(value)) => Response::Value(value.into()),
@@ -67,12 +61,13 @@ async fn run(ctx: &ServerContext, request: Request) -> Response {
             Ok(found) => Response::Exists(found),
             Err(e) => engine_error(e),
         },
-        Request::Put { key, value } => match write(ctx, &[WriteOp::Put(&key, &value)], false).await
-        {
-            Ok(_) => Response::Ok,
-            Err(answer) => answer,
-        },
-        Request::Delete { key } => match write(ctx, &[WriteOp::Delete(&key)], false).await {
+        Request::Put { key, value } => {
+            match write(node, &[WriteOp::Put(&key, &value)], false).await {
+                Ok(_) => Response::Ok,
+                Err(answer) => answer,
+            }
+        }
+        Request::Delete { key } => match write(node, &[WriteOp::Delete(&key)], false).await {
             Ok(receipt) => Response::Deleted {
                 existed: receipt.existed,
             },
@@ -80,12 +75,12 @@ async fn run(ctx: &ServerContext, request: Request) -> Response {
         },
         Request::Batch(ops) => {
             let ops: Vec<WriteOp<'_>> = ops.iter().map(to_write_op).collect();
-            match write(ctx, &ops, true).await {
+            match write(node, &ops, true).await {
                 Ok(_) => Response::Ok,
                 Err(answer) => answer,
             }
         }
-        Request::Promote => match ctx.replication.promote().await {
+        Request::Promote => match node.replication.promote().await {
             Ok(epoch) => {
                 tracing::info!(epoch, "promoted to master by request");
                 Response::Ok
@@ -99,19 +94,19 @@ async fn run(ctx: &ServerContext, request: Request) -> Response {
                     format!("master address {master:?} is not host:port"),
                 );
             }
-            ctx.replication.replicate(master).await;
+            node.replication.replicate(master).await;
             Response::Ok
         }
-        // The connection hands a REPL_SYNC over to the replication stream
-        // before dispatch; reaching here means it was pipelined behind
-        // other requests, which the stream cannot take.
+        // The binary codec hands a REPL_SYNC or BACKUP sent alone over to
+        // its stream; reaching here means it was pipelined behind other
+        // requests, whose answers the stream would have to interleave.
         Request::ReplSync(_) => Response::error(
             ErrorCode::MALFORMED_REQUEST,
-            "REPL_SYNC must be the last request on its connection",
+            "REPL_SYNC must be sent alone, once every earlier request is answered, as the last request on its connection",
         ),
         Request::Backup => Response::error(
             ErrorCode::MALFORMED_REQUEST,
-            "BACKUP must be the last request on its connection",
+            "BACKUP must be sent alone, once every earlier request is answered, as the last request on its connection",
         ),
         Request::Compact => {
             let engine = engine.clone();
@@ -129,14 +124,14 @@ async fn run(ctx: &ServerContext, request: Request) -> Response {
                 ),
             }
         }
-        Request::Stats => match stats_json(ctx) {
+        Request::Stats => match stats_json(node) {
             Ok(json) => Response::Stats(json),
             Err(e) => Response::error(ErrorCode::INTERNAL, format!("cannot encode stats: {e}")),
         },
     }
 }
 
-fn hello_answer(ctx: &ServerContext, hello: &Hello) -> Response {
+fn hello_answer(node: &Node, hello: &Hello) -> Response {
     if hello.version < MIN_PROTOCOL_VERSION {
         return Response::error(
             ErrorCode::UNSUPPORTED_VERSION,
@@ -146,16 +141,16 @@ fn hello_answer(ctx: &ServerContext, hello: &Hello) -> Response {
             ),
         );
     }
-    // The credential was checked before this runs (connection::authorize);
+    // The credential was checked before this runs (the binary codec's auth gate);
     // without authentication it is ignored.
     Response::HelloOk(HelloOk {
         version: hello.version.min(PROTOCOL_VERSION),
-        role: if ctx.replication.is_master() {
+        role: if node.replication.is_master() {
             Role::Master
         } else {
             Role::Replica
         },
-        limits: protocol_limits(&ctx.limits),
+        limits: node.limits.protocol(),
         server: format!("kvstore {}", env!("CARGO_PKG_VERSION")),
     })
 }
@@ -170,18 +165,18 @@ fn to_write_op(op: &BatchOp) -> WriteOp<'_> {
 /// A write as the node's role allows it: a replica redirects it to its
 /// master; in sync mode the master refuses it up front when too few
 /// replicas are connected, and acknowledges it only once enough hold it.
-pub(crate) async fn write(
-    ctx: &ServerContext,
+pub async fn write(
+    node: &Node,
     ops: &[WriteOp<'_>],
     atomic: bool,
 ) -> Result<engine::Receipt, Response> {
-    let repl = &ctx.replication;
+    let repl = &node.replication;
     if let RoleView::Replica { master } = repl.role() {
         return Err(Response::Redirect { master });
     }
     repl.check_sync_ready()
         .map_err(|message| Response::error(ErrorCode::NOT_ENOUGH_REPLICAS, message))?;
-    let receipt = ctx
+    let receipt = node
         .engine
         .write_async(ops, atomic)
         .await
@@ -194,9 +189,9 @@ pub(crate) async fn write(
 
 /// The STATS document: the engine's figures, plus `role` and a
 /// `replication` section.
-fn stats_json(ctx: &ServerContext) -> Result<String, serde_json::Error> {
-    let mut doc = serde_json::to_value(ctx.engine.stats())?;
-    let replication = ctx.replication.stats();
+fn stats_json(node: &Node) -> Result<String, serde_json::Error> {
+    let mut doc = serde_json::to_value(node.engine.stats())?;
+    let replication = node.replication.stats();
     if let serde_json::Value::Object(map) = &mut doc {
         map.insert("role".into(), replication.role.into());
         map.insert("replication".into(), serde_json::to_value(replication)?);
@@ -206,7 +201,7 @@ fn stats_json(ctx: &ServerContext) -> Result<String, serde_json::Error> {
 
 /// Maps an engine error to the code a client can act on. The message is
 /// the engine's own one-line description.
-pub(crate) fn engine_error(e: engine::Error) -> Response {
+pub fn engine_error(e: engine::Error) -> Response {
     let code = match &e {
         engine::Error::KeyTooLarge { .. } => ErrorCode::KEY_TOO_LARGE,
         engine::Error::ValueTooLarge { .. } => ErrorCode::VALUE_TOO_LARGE,

@@ -2,7 +2,7 @@
 //!
 //! Ready means: the engine is open (index loaded), the node is not
 //! shutting down, and every registered extra condition holds. Replication
-//! registers "replica connected to its master" here later through
+//! registers "replica connected to its master" here through
 //! [`Health::set_replication_ready`].
 
 use std::sync::atomic::{AtomicBool, Ordering};

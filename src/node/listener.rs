@@ -1,0 +1,169 @@
+//! The one accept loop, for every front end: one task per connection, at
+//! most `max_connections` at once, TLS when the node has a certificate,
+//! and the drain at shutdown.
+//!
+//! Over the limit a connection is given the front end's short refusal in
+//! a task of its own with a one-second bound; at most [`MAX_REJECTING`]
+//! of those run at once and beyond that the socket is simply closed, so a
+//! flood of connections costs the node a bounded amount of work and never
+//! delays the clients it is serving.
+//!
+//! The loop stops accepting when the node's shutdown starts, then waits up
+//! to `shutdown_timeout` for its connections to finish and aborts the rest.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tracing::{debug, info, warn};
+
+use super::connection::{self, Codec, Served};
+use super::Node;
+use crate::metrics::AuthFailure;
+use crate::security::tls::{self, Accepted};
+use crate::security::ServerStream;
+
+/// Rejections in progress at once; more are closed without a word.
+const MAX_REJECTING: usize = 64;
+/// Time a rejection may take to write its answer.
+const REJECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Pause after an accept error such as EMFILE, so the loop does not spin
+/// while file descriptors are exhausted.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// A connection's life as a front end counts it (RESP's `INFO` figures).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// Accepted by the socket, before the connection limit.
+    Received,
+    /// Refused: over the connection limit.
+    Rejected,
+    /// Taken into service.
+    Opened,
+    /// Done with.
+    Closed,
+}
+
+/// One front end as the accept loop sees it.
+pub trait FrontEnd: Send + Sync + 'static {
+    type Codec: Codec;
+
+    /// The front end in logs: "client", "RESP".
+    const NAME: &'static str;
+
+    /// The codec of a new connection.
+    fn codec(this: &Arc<Self>, node: &Arc<Node>, stream: &ServerStream) -> Self::Codec;
+
+    /// What a plaintext client gets on a TLS-only port, in the clear.
+    fn tls_refusal(&self) -> &'static [u8];
+
+    /// What a connection over the limit gets before it is closed.
+    fn too_many(&self, node: &Node) -> Vec<u8>;
+
+    /// Counts a connection event (on top of the node's metrics).
+    fn count(&self, _event: Event) {}
+
+    /// Serves a connection its codec handed over.
+    fn hand_off(
+        &self,
+        node: Arc<Node>,
+        served: Served<Self::Codec>,
+    ) -> impl Future<Output = ()> + Send;
+}
+
+/// Accepts connections for `front` on `listener` until the node's
+/// shutdown starts, then drains them.
+pub async fn serve<F: FrontEnd>(listener: TcpListener, node: Arc<Node>, front: Arc<F>) {
+    let limits = node.limits;
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let rejecting = Arc::new(Semaphore::new(MAX_REJECTING));
+    let mut tasks = JoinSet::new();
+    loop {
+        // Reap finished tasks so the set stays the size of the live ones.
+        while tasks.try_join_next().is_some() {}
+        let accepted = tokio::select! {
+            () = node.shutdown.wait() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(e) => {
+                // Per-connection errors (ECONNABORTED) and resource
+                // exhaustion (EMFILE, ENFILE) alike: the listener itself is
+                // fine, so log, back off briefly and keep accepting.
+                warn!("{} accept failed: {e}", F::NAME);
+                tokio::select! {
+                    () = node.shutdown.wait() => break,
+                    () = tokio::time::sleep(ACCEPT_BACKOFF) => continue,
+                }
+            }
+        };
+        if let Err(e) = stream.set_nodelay(true) {
+            debug!(%peer, "set_nodelay failed: {e}");
+        }
+        front.count(Event::Received);
+        let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
+            front.count(Event::Rejected);
+            node.metrics.connection_rejected();
+            debug!(%peer, "{} connection refused: max connections ({}) reached", F::NAME, limits.max_connections);
+            if let Ok(permit) = Arc::clone(&rejecting).try_acquire_owned() {
+                let answer = front.too_many(&node);
+                tokio::spawn(async move {
+                    let _ = tokio::time::timeout(REJECT_TIMEOUT, reject(stream, &answer)).await;
+                    drop(permit);
+                });
+            }
+            continue;
+        };
+        node.metrics.connection_opened();
+        front.count(Event::Opened);
+        let (node, front) = (Arc::clone(&node), Arc::clone(&front));
+        tasks.spawn(async move {
+            let acceptor = node.security.acceptor();
+            let bound = node.limits.frame_timeout;
+            match tls::accept(stream, acceptor, bound, front.tls_refusal()).await {
+                Accepted::Stream(stream) => {
+                    let codec = F::codec(&front, &node, &stream);
+                    let served = connection::serve(stream, codec, Arc::clone(&node)).await;
+                    if let Served::HandOff { .. } = served {
+                        front.hand_off(Arc::clone(&node), served).await;
+                    }
+                }
+                Accepted::Refused(why) => {
+                    node.metrics.auth_failure(AuthFailure::Tls);
+                    warn!(%peer, "{} connection refused: {why}", F::NAME);
+                }
+            }
+            front.count(Event::Closed);
+            node.metrics.connection_closed();
+            drop(permit);
+        });
+    }
+    drop(listener);
+    while tasks.try_join_next().is_some() {}
+    info!(
+        open = tasks.len(),
+        "stopped accepting {} connections",
+        F::NAME
+    );
+    let bound = limits.shutdown_timeout;
+    let all_done = async { while tasks.join_next().await.is_some() {} };
+    if tokio::time::timeout(bound, all_done).await.is_err() {
+        warn!(
+            left = tasks.len(),
+            "{} connections still open after {bound:?}; closing them",
+            F::NAME
+        );
+        tasks.shutdown().await;
+    }
+}
+
+/// Writes `answer` to a connection over the limit, then closes it.
+async fn reject(mut stream: TcpStream, answer: &[u8]) {
+    let _ = stream.write_all(answer).await;
+    let _ = stream.shutdown().await;
+}

@@ -1,0 +1,107 @@
+//! The RESP codec: Redis requests in, RESP2 answers out, for the node's
+//! connection loop (which owns pipelining, timeouts and shutdown, as for
+//! binary connections).
+//!
+//! - consecutive plain writes of one pipeline (`SET k v`, `MSET`, `DEL`)
+//!   are runs of writes, so they share a group commit;
+//! - the read buffer holds at most one incomplete request, whose size the
+//!   parser bounds; the loop grows it by what has arrived, never by an
+//!   announced length;
+//! - a protocol error is answered `-ERR Protocol error: ...` and the
+//!   connection closed, as Redis does; so is a request not complete
+//!   within `--frame-timeout-secs`;
+//! - `QUIT` and a refused token (`-WRONGPASS`) are answered, then the
+//!   connection is closed.
+
+use std::sync::Arc;
+
+use bytes::BytesMut;
+
+use super::auth::{self, Refusal};
+use super::commands;
+use super::parse::{self, Args};
+use super::reply::Reply;
+use super::{Session, Shared};
+use crate::node::connection::{Admit, Closing, Codec};
+use crate::node::Node;
+
+/// One RESP connection's state.
+pub struct RespCodec {
+    pub(super) node: Arc<Node>,
+    pub(super) shared: Arc<Shared>,
+    pub(super) session: Session,
+    /// Set when the answer being sent ends the connection.
+    closing: Option<Closing>,
+}
+
+impl RespCodec {
+    pub(super) fn new(node: Arc<Node>, shared: Arc<Shared>, session: Session) -> RespCodec {
+        RespCodec {
+            node,
+            shared,
+            session,
+            closing: None,
+        }
+    }
+}
+
+impl Codec for RespCodec {
+    type Request = Args;
+    type Answer = Reply;
+    type HandOff = std::convert::Infallible;
+
+    fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Args>, Reply> {
+        parse::parse(buf, &self.shared.settings.limits).map_err(Reply::err)
+    }
+
+    fn missing(&self, buf: &BytesMut) -> usize {
+        // RESP announces lengths argument by argument: grow by what is
+        // already here (a big value streaming in).
+        buf.len()
+    }
+
+    fn admit(&mut self, args: Args, _pipelined: bool) -> Admit<Self> {
+        if args.is_empty() {
+            return Admit::Skip;
+        }
+        match auth::gate(&self.node, &mut self.session, args) {
+            Ok(args) if commands::batchable(&args) => Admit::Write(args),
+            Ok(args) => Admit::Run(args),
+            Err(Refusal::Answer(reply)) => Admit::Answer(reply),
+            Err(Refusal::Close(reply)) => {
+                self.closing = Some(Closing {
+                    why: "token not accepted".into(),
+                    protocol_error: false,
+                });
+                Admit::Answer(reply)
+            }
+        }
+    }
+
+    async fn run(&mut self, args: Args) -> Reply {
+        commands::execute(&self.node, &self.shared, &mut self.session, args).await
+    }
+
+    async fn run_write(&self, args: Args) -> Reply {
+        commands::execute_write(&self.node, &self.shared, args).await
+    }
+
+    fn encode(&mut self, reply: &Reply, out: &mut BytesMut) -> Option<Closing> {
+        reply.encode(out);
+        if self.session.quit {
+            return Some(Closing {
+                why: "QUIT".into(),
+                protocol_error: false,
+            });
+        }
+        self.closing.take()
+    }
+
+    fn frame_timeout(&self) -> Reply {
+        Reply::err("Protocol error: request not completed in time")
+    }
+
+    fn shutting_down(&self) -> Reply {
+        Reply::err("the server is shutting down")
+    }
+}
