@@ -432,6 +432,16 @@ impl Collector for EngineCollector {
                 "Times the engine resumed writes on its own after a failed write or fsync.",
                 s.resumes,
             ),
+            (
+                "engine_expired_keys",
+                "Keys the expiry sweep deleted (master only).",
+                s.expired_keys,
+            ),
+            (
+                "engine_expiry_sweeps",
+                "Expiry sweep rounds run.",
+                s.expiry_sweeps,
+            ),
         ];
         let gauges = [
             ("engine_keys", "Live keys in the index.", s.keys),
@@ -478,6 +488,21 @@ impl Collector for EngineCollector {
                 u64::from(s.epoch),
             ),
             (
+                "engine_keys_with_expiry",
+                "Keys with an expiry (entries of the expiry index).",
+                s.keys_with_expiry,
+            ),
+            (
+                "engine_expiry_due",
+                "Keys whose expiry passed that the sweep has not deleted yet.",
+                s.expiry_due,
+            ),
+            (
+                "engine_expiry_index_bytes",
+                "Heap bytes of the expiry index.",
+                s.expiry_index_bytes,
+            ),
+            (
                 "engine_poisoned",
                 "1 when the engine refuses writes after an I/O error.",
                 u64::from(s.poisoned.is_some()),
@@ -491,6 +516,13 @@ impl Collector for EngineCollector {
         for (name, help, v) in counters {
             counter(&mut enc, name, help, v)?;
         }
+        let sweep = ConstCounter::new(s.expiry_sweep_seconds);
+        sweep.encode(enc.encode_descriptor(
+            "engine_expiry_sweep_seconds",
+            "CPU time the expiry sweep used.",
+            None,
+            sweep.metric_type(),
+        )?)?;
         for (name, help, v) in gauges {
             gauge(&mut enc, name, help, v)?;
         }

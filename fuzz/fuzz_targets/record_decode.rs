@@ -5,8 +5,8 @@
 //! Properties checked on every step:
 //! - `decode` and `decode_header` never panic, and agree with each other
 //!   (same header, same error, same "need more bytes");
-//! - a decoded record satisfies the limits and the per-kind rules, and
-//!   re-encoding it with `encode` gives back exactly the bytes it consumed
+//! - a decoded record satisfies the limits and the per-kind rules (only a
+//!   put carries an expiry), and re-encoding it gives back exactly the bytes it consumed
 //!   (the encoding is canonical: no two byte strings decode to one record);
 //! - cutting a decoded record short is "incomplete", never an error and never
 //!   a record, which is what lets recovery tell a torn tail from corruption.
@@ -14,7 +14,7 @@
 #![no_main]
 
 use kvstore::engine::record::{
-    self, Kind, RecordError, HEADER_LEN, MAX_KEY_LEN, MAX_RECORD_LEN, MAX_VALUE_LEN,
+    self, Kind, RecordError, EXPIRY_LEN, HEADER_LEN, MAX_KEY_LEN, MAX_RECORD_LEN, MAX_VALUE_LEN,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -39,9 +39,11 @@ fn step(buf: &[u8]) -> Option<usize> {
             assert!((HEADER_LEN..=MAX_RECORD_LEN).contains(&len));
             assert!(len <= buf.len());
             assert_eq!(
-                (h.kind, h.in_batch, h.epoch),
-                (rec.kind, rec.in_batch, rec.epoch)
+                (h.kind, h.in_batch, h.epoch, h.expires_at),
+                (rec.kind, rec.in_batch, rec.epoch, rec.expires_at)
             );
+            // Only a put carries an expiry (format 2, kind 0x04).
+            assert!(rec.expires_at.is_none() || rec.kind == Kind::Put);
             assert_eq!((h.key_len, h.value_len), (rec.key.len(), rec.value.len()));
             assert!(rec.key.len() <= MAX_KEY_LEN);
             assert!(rec.value.len() <= MAX_VALUE_LEN);
@@ -60,18 +62,8 @@ fn step(buf: &[u8]) -> Option<usize> {
             }
 
             let mut out = Vec::with_capacity(len);
-            record::encode(
-                &mut out,
-                rec.kind,
-                rec.in_batch,
-                rec.epoch,
-                rec.key,
-                rec.value,
-            );
-            assert_eq!(
-                out.len(),
-                record::encoded_len(rec.key.len(), rec.value.len())
-            );
+            record::encode_record(&mut out, &rec);
+            assert_eq!(out.len(), rec.encoded_len());
             assert!(
                 out == buf[..len],
                 "re-encoding differs from the consumed bytes"
@@ -89,11 +81,17 @@ fn step(buf: &[u8]) -> Option<usize> {
                 Ok(None),
                 "header cut"
             );
+            assert_eq!(
+                record::decode(&buf[..h.key_at() - 1]),
+                Ok(None),
+                "expiry field cut"
+            );
             Some(len)
         }
         Ok(None) => {
             match header {
-                Ok(None) => assert!(buf.len() < HEADER_LEN),
+                // Short of the fixed header, or of a put's expiry field.
+                Ok(None) => assert!(buf.len() < HEADER_LEN + EXPIRY_LEN),
                 Ok(Some(h)) => assert!(h.record_len() > buf.len(), "complete record not decoded"),
                 Err(e) => panic!("decode said incomplete but decode_header said {e:?}"),
             }

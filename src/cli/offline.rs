@@ -9,7 +9,7 @@ use std::path::Path;
 use crate::engine::record::{self, Kind};
 use crate::engine::segment::{FileKind, FILE_HEADER_LEN};
 use crate::engine::verify::verify_dir;
-use crate::engine::{self, CompactionPolicy, Engine, Options};
+use crate::engine::{self, CompactionPolicy, Engine, ExpiryPolicy, Options};
 
 /// Checks every record, hint and manifest; prints one line per problem.
 /// Returns whether the directory is clean.
@@ -127,6 +127,14 @@ pub fn compact(dir: &Path, out: &mut impl Write) -> engine::Result<()> {
         compaction: CompactionPolicy {
             check_every: None,
             ..CompactionPolicy::default()
+        },
+        // Counted as expiring keys, without a sweep: compaction then keeps
+        // expired records as a master's does (the directory may be a
+        // master's, whose replicas still need the deletes).
+        expiry: ExpiryPolicy {
+            active: true,
+            sweep_every: None,
+            ..ExpiryPolicy::default()
         },
         ..Options::default()
     };

@@ -6,6 +6,14 @@
 //! it are dropped: nothing older than them remains. Offsets at and above
 //! `H` are untouched.
 //!
+//! Expired values: a key whose newest record has expired is dropped too,
+//! with its keydir entry, but only on an engine that does not expire keys
+//! itself (a replica, by its own clock). A master keeps the record until
+//! its sweep has logged the delete that replicas need; the next compaction
+//! then drops the record as overwritten. Dropping a key's newest record is
+//! safe from resurrection because every older record of the key lies below
+//! it, hence in the merged prefix, where it is dropped as not current.
+//!
 //! The swap is crash-safe (see `docs/FORMAT.md`):
 //! 1. write the merged files `merged-H-NNNN.dat` and fsync them;
 //! 2. write their hint files (each durable by rename);
@@ -31,7 +39,7 @@ use super::fault::CompactionStep;
 use super::hint::{self, HintEntry};
 use super::keydir::Loc;
 use super::manifest::Manifest;
-use super::record::{self, Kind};
+use super::record::{self, Kind, Record};
 use super::recovery::{open_sealed, scan, ScanMode};
 use super::segment::{self, DataFile, FileKind, FILE_HEADER_LEN};
 use super::Inner;
@@ -50,13 +58,23 @@ pub struct CompactionReport {
     pub bytes_after: u64,
     /// Live records copied.
     pub keys_kept: u64,
+    /// Keys whose newest record had expired, dropped (on a replica only).
+    pub expired_dropped: u64,
 }
 
-/// A record to copy: where it is and its key hash.
+/// A record to copy: where it is, its key hash and its expiry.
 struct Live {
     source: usize,
     hash: u64,
     loc: Loc,
+    expires_at: Option<u64>,
+}
+
+/// A current record that expired and is not copied.
+struct Expired {
+    hash: u64,
+    loc: Loc,
+    at: u64,
 }
 
 /// Runs one compaction. With `seal_active`, the active segment is sealed
@@ -92,7 +110,13 @@ pub(crate) fn compact(inner: &Inner, seal_active: bool) -> Result<CompactionRepo
         .cloned()
         .collect();
     let keydir = inner.keydir.load_full();
+    let now = inner.now_ms();
+    let drop_expired = !inner
+        .sweeper
+        .active
+        .load(std::sync::atomic::Ordering::Relaxed);
     let mut live = Vec::new();
+    let mut expired = Vec::new();
     for (source, file) in sources.iter().enumerate() {
         scan(file, ScanMode::Strict, |e| {
             let loc = Loc {
@@ -100,12 +124,21 @@ pub(crate) fn compact(inner: &Inner, seal_active: bool) -> Result<CompactionRepo
                 pos: e.pos,
                 len: e.len,
             };
-            if e.kind == Kind::Put && keydir.is_current(e.hash, loc) {
-                live.push(Live {
+            if e.kind != Kind::Put || !keydir.is_current(e.hash, loc) {
+                return;
+            }
+            match e.expires_at {
+                Some(at) if drop_expired && at <= now => expired.push(Expired {
+                    hash: e.hash,
+                    loc,
+                    at,
+                }),
+                expires_at => live.push(Live {
                     source,
                     hash: e.hash,
                     loc,
-                });
+                    expires_at,
+                }),
             }
         })?;
     }
@@ -160,6 +193,16 @@ pub(crate) fn compact(inner: &Inner, seal_active: bool) -> Result<CompactionRepo
             }
         }
     }
+    // Before the old files go: an entry left pointing into them would be
+    // unreadable. A key written meanwhile keeps its new value.
+    let mut expired_dropped = 0u64;
+    for e in &expired {
+        if keydir.remove_if(e.hash, e.loc) {
+            keydir.expiries.remove(e.hash, e.at);
+            inner.stats.add_live(-i64::from(e.loc.len));
+            expired_dropped += 1;
+        }
+    }
     inner.files.rcu(|t| {
         let mut t = (**t).clone();
         for old in &sources {
@@ -185,6 +228,7 @@ pub(crate) fn compact(inner: &Inner, seal_active: bool) -> Result<CompactionRepo
         bytes_before: sources.iter().map(|f| f.readable_len()).sum(),
         bytes_after: written.iter().map(|g| g.len).sum(),
         keys_kept: kept,
+        expired_dropped,
     };
     tracing::info!(?report, "compaction committed");
     Ok(report)
@@ -250,13 +294,12 @@ fn write_generation(
         match record::decode(bytes) {
             Ok(Some((rec, _))) if rec.in_batch => {
                 reencoded.clear();
-                record::encode(
+                record::encode_record(
                     &mut reencoded,
-                    rec.kind,
-                    false,
-                    rec.epoch,
-                    rec.key,
-                    rec.value,
+                    &Record {
+                        in_batch: false,
+                        ..rec
+                    },
                 );
                 w.write_all(&reencoded)
             }
@@ -273,6 +316,7 @@ fn write_generation(
                 pos: pos as u32,
                 len: l.loc.len,
                 hash: l.hash,
+                expires_at: l.expires_at,
             });
         pos += len;
         this.len = pos;

@@ -30,7 +30,11 @@ pub struct Envelope {
     /// What the file is, for error messages ("epoch history").
     pub name: &'static str,
     pub magic: &'static [u8; 8],
+    /// The version written.
     pub version: u32,
+    /// The oldest version still read (equal to `version` for a kind whose
+    /// layout never changed).
+    pub oldest: u32,
     /// The smallest valid payload, in bytes.
     pub min_payload: usize,
 }
@@ -77,15 +81,12 @@ impl Envelope {
     /// Checks the envelope of `bytes` and returns the payload, which is at
     /// least [`Envelope::min_payload`] bytes long.
     pub fn open<'a>(&self, bytes: &'a [u8]) -> Result<&'a [u8], Invalid> {
-        self.open_since(bytes, self.version)
-            .map(|(_, payload)| payload)
+        self.open_versioned(bytes).map(|(_, payload)| payload)
     }
 
-    /// Like [`Envelope::open`], but accepts every version from `oldest` up
-    /// to [`Envelope::version`] and returns the file's version with the
-    /// payload: a kind whose payload grew in a new version keeps reading
-    /// the files of its older ones.
-    pub fn open_since<'a>(&self, bytes: &'a [u8], oldest: u32) -> Result<(u32, &'a [u8]), Invalid> {
+    /// As [`Envelope::open`], also returning the file's version (between
+    /// [`Envelope::oldest`] and [`Envelope::version`]).
+    pub fn open_versioned<'a>(&self, bytes: &'a [u8]) -> Result<(u32, &'a [u8]), Invalid> {
         let min = HEADER_LEN + self.min_payload + TRAILER_LEN;
         let Some(body_len) = bytes
             .len()
@@ -120,7 +121,7 @@ impl Envelope {
             });
         }
         let version = u32_at(body, 8);
-        if !(oldest..=self.version).contains(&version) {
+        if !(self.oldest..=self.version).contains(&version) {
             return Err(Invalid {
                 offset: 8,
                 reason: format!("unsupported {} version {version}", self.name),
@@ -163,6 +164,7 @@ mod tests {
         name: "test file",
         magic: b"KVSTTST\0",
         version: 3,
+        oldest: 2,
         min_payload: 2,
     };
 
@@ -185,13 +187,17 @@ mod tests {
             ..TEST
         };
         assert_eq!(other.open(&bytes).unwrap_err().offset, 0);
-        let newer = Envelope { version: 4, ..TEST };
+        let newer = Envelope {
+            version: 4,
+            oldest: 4,
+            ..TEST
+        };
         assert_eq!(newer.open(&bytes).unwrap_err().offset, 8);
-        // A newer reader that still knows version 3 reads it and says so;
-        // one that dropped it, or an older one, refuses it.
-        assert_eq!(newer.open_since(&bytes, 3).unwrap(), (3, &b"abc"[..]));
-        assert_eq!(newer.open_since(&bytes, 4).unwrap_err().offset, 8);
         let older = Envelope { version: 2, ..TEST };
-        assert_eq!(older.open_since(&bytes, 1).unwrap_err().offset, 8);
+        let older_bytes = older.encode(3, |out| out.extend_from_slice(b"abc"));
+        assert_eq!(TEST.open_versioned(&older_bytes).unwrap(), (2, &b"abc"[..]));
+        let oldest = Envelope { version: 1, ..TEST };
+        let oldest_bytes = oldest.encode(3, |out| out.extend_from_slice(b"abc"));
+        assert_eq!(TEST.open(&oldest_bytes).unwrap_err().offset, 8);
     }
 }

@@ -53,6 +53,7 @@ const ENVELOPE: Envelope = Envelope {
     name: "epoch history",
     magic: b"KVSTEPO\0",
     version: 2,
+    oldest: 1,
     min_payload: 4,
 };
 /// The version written while no cut is recorded.
@@ -320,7 +321,7 @@ impl EpochHistory {
     }
 
     pub fn decode(bytes: &[u8]) -> std::result::Result<Self, Invalid> {
-        let (version, payload) = ENVELOPE.open_since(bytes, 1)?;
+        let (version, payload) = ENVELOPE.open_versioned(bytes)?;
         let count = u32_at(payload, 0);
         let entries_len = usize::try_from(count)
             .ok()

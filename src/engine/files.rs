@@ -7,7 +7,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 use super::keydir::Loc;
-use super::record::{self, HEADER_LEN};
+use super::record::{self, EXPIRY_LEN, HEADER_LEN};
 use super::segment::{DataFile, FILE_HEADER_LEN};
 
 /// File ids are small distinct integers handed out in order: they are
@@ -24,6 +24,12 @@ impl Hasher for IdHasher {
         for &b in bytes {
             self.0 = (self.0 << 8) | u64::from(b);
         }
+    }
+
+    /// Key hashes (the expiry index's sets) are xxh3 outputs, already
+    /// well mixed: they are kept as they are.
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
     }
 
     fn write_u32(&mut self, n: u32) {
@@ -90,13 +96,26 @@ impl FileTable {
             .sum()
     }
 
-    /// The key of the record at `loc`, read through the file's mapping.
-    /// `None` if the file is gone or the bytes are not readable or not a
-    /// record header.
-    pub fn key_at(&self, loc: Loc) -> Option<&[u8]> {
+    /// The key of the record at `loc` and its expiry, read through the
+    /// file's mapping. `None` if the file is gone or the bytes are not
+    /// readable or not a record header.
+    pub fn key_at(&self, loc: Loc) -> Option<KeyAt<'_>> {
         let file = self.get(loc.file)?;
-        let header = file.slice(u64::from(loc.pos), HEADER_LEN)?;
+        // A short record may end before the longest header would.
+        let header_len = (HEADER_LEN + EXPIRY_LEN).min(loc.len as usize);
+        let header = file.slice(u64::from(loc.pos), header_len)?;
         let header = record::decode_header(header).ok()??;
-        file.slice(u64::from(loc.pos) + HEADER_LEN as u64, header.key_len)
+        let key = file.slice(u64::from(loc.pos) + header.key_at() as u64, header.key_len)?;
+        Some(KeyAt {
+            key,
+            expires_at: header.expires_at,
+        })
     }
+}
+
+/// A record's key and expiry, read without its value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyAt<'a> {
+    pub key: &'a [u8],
+    pub expires_at: Option<u64>,
 }

@@ -11,11 +11,16 @@
 //!
 //! Invariants: at most one entry per distinct key; an entry always points at
 //! a complete put record whose bytes are readable (for the `always`
-//! durability policy: durable) or in the writer's buffer.
+//! durability policy: durable) or in the writer's buffer. Keys with an
+//! expiry also have an entry in the side index [`KeyDir::expiries`], kept
+//! by the same apply paths; an entry here says nothing about expiry (the
+//! record does), so keys without expiry cost nothing more.
 
 use hashbrown::HashTable;
 use parking_lot::RwLock;
 use xxhash_rust::xxh3::xxh3_64;
+
+use super::expiries::ExpiryIndex;
 
 /// Number of independently locked shards.
 pub const SHARDS: usize = 64;
@@ -81,6 +86,8 @@ impl Candidates {
 
 pub struct KeyDir {
     shards: Box<[RwLock<HashTable<Slot>>]>,
+    /// The keys that have an expiry, by expiry time.
+    pub expiries: ExpiryIndex,
 }
 
 impl Default for KeyDir {
@@ -93,6 +100,7 @@ impl KeyDir {
     pub fn new() -> Self {
         KeyDir {
             shards: (0..SHARDS).map(|_| RwLock::new(HashTable::new())).collect(),
+            expiries: ExpiryIndex::default(),
         }
     }
 
@@ -145,6 +153,20 @@ impl KeyDir {
                 true
             }
             None => false,
+        }
+    }
+
+    /// Removes the entry only if it still points at `loc` (compaction
+    /// dropping an expired record: a key written meanwhile stays).
+    pub fn remove_if(&self, hash: u64, loc: Loc) -> bool {
+        let fp = fingerprint(hash);
+        let mut shard = self.shards[shard_of(hash)].write();
+        match shard.find_entry(table_hash(fp), |s| s.fp == fp && s.loc == loc) {
+            Ok(entry) => {
+                entry.remove();
+                true
+            }
+            Err(_) => false,
         }
     }
 
@@ -220,6 +242,9 @@ mod tests {
         assert!(kd.replace_if(h, loc(1, 0), loc(3, 0)));
         assert!(kd.is_current(h, loc(3, 0)));
         assert!(!kd.is_current(h, loc(1, 0)));
+        assert!(!kd.remove_if(h, loc(1, 0)));
+        assert!(kd.remove_if(h, loc(3, 0)));
+        assert!(kd.is_empty());
     }
 
     #[test]

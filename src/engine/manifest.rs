@@ -26,6 +26,7 @@ const ENVELOPE: Envelope = Envelope {
     name: "manifest",
     magic: b"KVSTMAN\0",
     version: 1,
+    oldest: 1,
     min_payload: 12,
 };
 /// More merged files than this in one generation is not something the

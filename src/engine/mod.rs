@@ -10,10 +10,13 @@
 //! Locks are taken in one order only: writer state, then a keydir shard;
 //! the file table is a lock-free snapshot ([`arc_swap`]).
 
+pub mod clock;
 pub mod compaction;
+mod conditional;
 pub mod envelope;
 pub mod epochs;
 pub mod error;
+mod expiries;
 pub mod fault;
 mod files;
 pub mod hint;
@@ -28,6 +31,7 @@ mod resume;
 pub mod segment;
 pub mod snapshot;
 mod stats;
+mod sweep;
 mod tail;
 pub mod verify;
 mod writer;
@@ -41,15 +45,18 @@ use std::thread::JoinHandle;
 use arc_swap::ArcSwap;
 use parking_lot::Mutex;
 
+pub use clock::{Clock, ManualClock};
 pub use compaction::CompactionReport;
+pub use conditional::{Conditional, Decided, ExpireIf, KeyExpiry, SetExpiry, SetWhen};
 pub use epochs::{CutCause, EpochStart, TailCut};
 pub use error::{Error, Result};
 pub use fault::{CompactionStep, Faults};
 pub use log::LogChunk;
-pub use options::{CompactionPolicy, Durability, Options};
+pub use options::{CompactionPolicy, Durability, ExpiryPolicy, Options};
 pub use record::{MAX_KEY_LEN, MAX_VALUE_LEN};
 pub use snapshot::{Snapshot, SnapshotFile};
 pub use stats::Stats;
+pub use sweep::SweepReport;
 pub use writer::{LogAppend, Progress, WriteOp};
 
 use error::IoContext;
@@ -59,6 +66,7 @@ use maintenance::Maintenance;
 use record::Record;
 use segment::{DataFile, FileKind, FILE_HEADER_LEN};
 use stats::Counters;
+use sweep::Sweeper;
 use writer::Writer;
 
 /// Name of the lock file that makes a data directory single-owner.
@@ -99,6 +107,7 @@ pub(crate) struct Inner {
     /// Compaction leaves the log at and above this offset alone.
     pub(crate) compaction_floor: Mutex<Option<u64>>,
     pub(crate) maintenance: Maintenance,
+    pub(crate) sweeper: Sweeper,
 }
 
 /// Takes the directory's lock file, or says who has it.
@@ -150,7 +159,9 @@ impl Engine {
             compaction: Mutex::new(()),
             compaction_floor: Mutex::new(None),
             maintenance: Maintenance::default(),
+            sweeper: Sweeper::default(),
         });
+        inner.sweeper.set_active(inner.options.expiry.active);
         inner.stats.set_live(rec.live_bytes);
         let spawn = |name: &'static str, f: fn(&Inner)| {
             let inner = inner.clone();
@@ -162,6 +173,7 @@ impl Engine {
         let threads = vec![
             spawn("kvstore-flusher", Inner::run_flusher)?,
             spawn("kvstore-maintenance", Inner::run_maintenance)?,
+            spawn("kvstore-expiry", Inner::run_sweeper)?,
         ];
         Ok(Engine {
             handle: Arc::new(Handle {
@@ -175,7 +187,8 @@ impl Engine {
         &self.handle.inner
     }
 
-    /// The value of `key`, if it has one.
+    /// The value of `key`, if it has one. A key whose expiry has passed
+    /// has none, whether or not the sweep has deleted it yet.
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         self.inner().get_with(key, |value| value.to_vec())
     }
@@ -184,10 +197,87 @@ impl Engine {
         Ok(self.inner().get_with(key, |_| ())?.is_some())
     }
 
-    /// Sets `key` to `value`; returns once durable under the policy.
+    /// Whether `key` has a value, and until when.
+    pub fn expiry(&self, key: &[u8]) -> Result<KeyExpiry> {
+        let found = self.inner().lookup(key, |rec| rec.expires_at)?;
+        Ok(match found {
+            None => KeyExpiry::Absent,
+            Some(None) => KeyExpiry::Never,
+            Some(Some(at)) => KeyExpiry::At(at),
+        })
+    }
+
+    /// Sets `key` to `value` without expiry; returns once durable under
+    /// the policy.
     pub fn put(&self, key: &[u8], value: &[u8]) -> Result<()> {
         self.write_blocking(&[WriteOp::Put(key, value)], false)
             .map(|_| ())
+    }
+
+    /// Sets `key` to `value` until `expires_at` (ms since the Unix epoch,
+    /// on this engine's clock); an expiry already passed deletes the key.
+    pub fn put_expiring(&self, key: &[u8], value: &[u8], expires_at: u64) -> Result<()> {
+        self.write_blocking(&[WriteOp::PutExpiring(key, value, expires_at)], false)
+            .map(|_| ())
+    }
+
+    /// A write decided from the key's current state inside the single
+    /// writer (`SET NX`, `EXPIRE GT`, `PERSIST`...); returns once what it
+    /// decided on is durable under the policy.
+    pub fn decide(&self, op: &Conditional<'_>) -> Result<Decided> {
+        let decided = self.inner().decide(op)?;
+        if self.inner().options.durability == Durability::Always {
+            self.inner().wait_durable(decided.end, decided.resumes)?;
+        }
+        Ok(decided)
+    }
+
+    /// [`Engine::decide`] without blocking a thread.
+    pub async fn decide_async(&self, op: &Conditional<'_>) -> Result<Decided> {
+        let decided = self.inner().decide(op)?;
+        if self.inner().options.durability == Durability::Always {
+            self.inner().wait_durable_async(decided.end, decided.resumes).await?;
+        }
+        Ok(decided)
+    }
+
+    /// The time on this engine's clock, in ms since the Unix epoch: what
+    /// a relative expiry (`EX 60`) is added to.
+    pub fn now_ms(&self) -> u64 {
+        self.inner().now_ms()
+    }
+
+    /// Whether this engine deletes keys whose expiry has passed (a master)
+    /// or only hides them (a replica, whose deletes come from its master).
+    /// A node that becomes master turns it on and takes over expiring
+    /// every key that is due, however long ago.
+    ///
+    /// Turning it off returns only once no delete of the sweep can land
+    /// any more: the sweep checks the flag under the writer lock, which
+    /// this takes once after clearing it. A node about to follow a master
+    /// relies on that (its log must stay its master's).
+    pub fn set_expiring(&self, on: bool) {
+        self.inner().sweeper.set_active(on);
+        if !on {
+            drop(self.inner().writer.state.lock());
+        }
+    }
+
+    pub fn is_expiring(&self) -> bool {
+        self.inner().sweeper.active.load(Ordering::Relaxed)
+    }
+
+    /// Runs one sweep round now, without a budget: deletes every key whose
+    /// expiry has passed, and returns once the deletes are durable (and in
+    /// the index). Does nothing on an engine that does not expire keys
+    /// ([`Engine::set_expiring`]).
+    pub fn expire_due(&self) -> Result<SweepReport> {
+        if !self.is_expiring() {
+            return Ok(SweepReport::default());
+        }
+        let report = self.inner().sweep(None)?;
+        self.inner().flush()?;
+        Ok(report)
     }
 
     /// Removes `key`; returns whether it had a value (see
@@ -281,6 +371,7 @@ impl Handle {
         }
         self.inner.writer.kick();
         self.inner.maintenance.stop();
+        self.inner.sweeper.stop();
         for t in self.threads.lock().drain(..) {
             let _ = t.join();
         }
@@ -301,15 +392,31 @@ impl Drop for Handle {
 
 /// How many times a read retries when its location was moved by a
 /// compaction between the index lookup and the file read.
-const READ_RETRIES: usize = 16;
+pub(crate) const READ_RETRIES: usize = 16;
 
 impl Inner {
     pub(crate) fn next_id(&self) -> u32 {
         self.ids.fetch_add(1, Ordering::Relaxed)
     }
 
+    /// The engine clock's time, in ms since the Unix epoch.
+    pub(crate) fn now_ms(&self) -> u64 {
+        self.options.clock.now_ms()
+    }
+
     /// Looks `key` up and calls `f` with its value.
     pub(crate) fn get_with<R>(&self, key: &[u8], f: impl FnOnce(&[u8]) -> R) -> Result<Option<R>> {
+        self.lookup(key, |rec| f(rec.value))
+    }
+
+    /// Looks `key` up and calls `f` with its record, unless the key has no
+    /// value or its expiry has passed (the clock is read only for a record
+    /// that has one).
+    pub(crate) fn lookup<R>(
+        &self,
+        key: &[u8],
+        f: impl FnOnce(Record<'_>) -> R,
+    ) -> Result<Option<R>> {
         record::check_lengths(key.len(), 0)?;
         let hash = hash_key(key);
         let mut f = Some(f);
@@ -318,11 +425,15 @@ impl Inner {
             let mut stale = false;
             for loc in candidates.iter() {
                 let found = self.with_record(loc, |rec| {
-                    (rec.key == key).then(|| (f.take().expect("called once"))(rec.value))
+                    (rec.key == key).then(|| {
+                        let expired = rec.expires_at.is_some_and(|at| at <= self.now_ms());
+                        (!expired).then(|| (f.take().expect("called once"))(rec))
+                    })
                 })?;
                 match found {
                     None => stale = true,
-                    Some(Some(out)) => return Ok(Some(out)),
+                    Some(Some(Some(out))) => return Ok(Some(out)),
+                    Some(Some(None)) => return Ok(None),
                     Some(None) => {}
                 }
             }
@@ -337,7 +448,11 @@ impl Inner {
 
     /// Calls `f` with the verified record at `loc`; `Ok(None)` when the
     /// location is stale (its file was replaced meanwhile).
-    fn with_record<R>(&self, loc: Loc, f: impl FnOnce(Record<'_>) -> R) -> Result<Option<R>> {
+    pub(crate) fn with_record<R>(
+        &self,
+        loc: Loc,
+        f: impl FnOnce(Record<'_>) -> R,
+    ) -> Result<Option<R>> {
         let table = self.files.load();
         let Some(file) = table.get(loc.file) else {
             return Ok(None);
@@ -366,6 +481,10 @@ impl Inner {
         let mut s = Stats {
             keys: keydir.len() as u64,
             keydir_bytes: keydir.allocated_bytes() as u64,
+            keys_with_expiry: keydir.expiries.len(),
+            expiry_index_bytes: keydir.expiries.allocated_bytes() as u64,
+            expiry_due: keydir.expiries.due(self.now_ms()),
+            expiring: self.sweeper.active.load(Ordering::Relaxed),
             data_bytes: table.data_bytes(),
             disk_bytes: table.all().map(|f| f.readable_len()).sum(),
             segments: table.segments.len() as u64,
@@ -407,7 +526,7 @@ fn decode_at<'a>(file: &DataFile, loc: Loc, bytes: &'a [u8]) -> Result<Record<'a
 
 /// Decodes the record the keydir points at; anything but one whole valid
 /// record of the expected length is corruption.
-fn decode_in<'a>(path: &Path, loc: Loc, bytes: &'a [u8]) -> Result<Record<'a>> {
+pub(crate) fn decode_in<'a>(path: &Path, loc: Loc, bytes: &'a [u8]) -> Result<Record<'a>> {
     match record::decode(bytes) {
         Ok(Some((rec, len))) if len == bytes.len() => Ok(rec),
         Ok(_) => Err(Error::corrupt(

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::clock::Clock;
 use super::error::{Error, Result};
 use super::fault::Faults;
 
@@ -59,6 +60,38 @@ impl Default for CompactionPolicy {
     }
 }
 
+/// How the engine removes keys whose expiry has passed.
+///
+/// Expired keys read as absent at once, on every node. Removing them (a
+/// delete record in the log, the index entry gone) is the master's job:
+/// an engine *expires keys* only while [`ExpiryPolicy::active`] is set,
+/// or after [`super::Engine::set_expiring`] turned it on (replication
+/// does so when the node becomes master, and turns it off on a replica,
+/// whose deletes come from its master).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExpiryPolicy {
+    /// Whether the engine starts out expiring keys. Default false.
+    pub active: bool,
+    /// How often the sweep looks for keys whose expiry passed; `None`
+    /// disables the background sweep (`Engine::expire_due` still works).
+    /// Default 100 ms.
+    pub sweep_every: Option<Duration>,
+    /// Fraction of one core the sweep may use: each round stops after
+    /// `sweep_every × cpu_budget` of work and leaves the rest for the next
+    /// round. Default 0.25 (Redis's active expiry uses the same share).
+    pub cpu_budget: f64,
+}
+
+impl Default for ExpiryPolicy {
+    fn default() -> Self {
+        ExpiryPolicy {
+            active: false,
+            sweep_every: Some(Duration::from_millis(100)),
+            cpu_budget: 0.25,
+        }
+    }
+}
+
 /// Smallest accepted segment size (tests use tiny segments).
 pub const MIN_SEGMENT_BYTES: u64 = 4096;
 /// Largest accepted segment size: record positions are 32-bit and one
@@ -74,6 +107,11 @@ pub struct Options {
     pub segment_max_bytes: u64,
     /// Default: see [`CompactionPolicy`].
     pub compaction: CompactionPolicy,
+    /// Default: see [`ExpiryPolicy`].
+    pub expiry: ExpiryPolicy,
+    /// The wall clock expiry is measured on. Default: the system clock;
+    /// tests use a [`super::ManualClock`].
+    pub clock: Clock,
     /// Fault injection for tests; `None` in production.
     pub faults: Option<Arc<Faults>>,
 }
@@ -84,6 +122,8 @@ impl Default for Options {
             durability: Durability::Always,
             segment_max_bytes: 1024 * 1024 * 1024,
             compaction: CompactionPolicy::default(),
+            expiry: ExpiryPolicy::default(),
+            clock: Clock::system(),
             faults: None,
         }
     }
@@ -120,6 +160,19 @@ impl Options {
             return Err(Error::InvalidOption {
                 name: "compaction.check_every",
                 reason: "must be greater than zero".into(),
+            });
+        }
+        if self.expiry.sweep_every.is_some_and(|d| d.is_zero()) {
+            return Err(Error::InvalidOption {
+                name: "expiry.sweep_every",
+                reason: "must be greater than zero".into(),
+            });
+        }
+        let budget = self.expiry.cpu_budget;
+        if !(budget > 0.0 && budget <= 1.0) {
+            return Err(Error::InvalidOption {
+                name: "expiry.cpu_budget",
+                reason: format!("{budget} is not above 0 and at most 1"),
             });
         }
         Ok(())

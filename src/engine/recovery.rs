@@ -94,6 +94,7 @@ pub fn scan(
             pos: pos as u32,
             len: len as u32,
             hash: hash_key(rec.key),
+            expires_at: rec.expires_at,
         };
         match rec.kind {
             Kind::Put | Kind::Delete if rec.in_batch => batch.push(entry(rec.kind)),
@@ -137,21 +138,45 @@ fn valid_record_after(data: &[u8], from: usize) -> bool {
     (from..data.len()).any(|p| matches!(record::decode(&data[p..]), Ok(Some(_))))
 }
 
-/// Applies one committed entry to the keydir. Returns the change in live
-/// bytes (bytes of current put records).
+/// Applies one committed entry to the keydir and its expiry index.
+/// Returns the change in live bytes (bytes of current put records).
 pub fn apply_entry(keydir: &KeyDir, table: &FileTable, file: u32, e: HintEntry) -> i64 {
     let loc = Loc {
         file,
         pos: e.pos,
         len: e.len,
     };
-    let same_key =
-        |other: Loc| table.key_at(other).is_some() && table.key_at(other) == table.key_at(loc);
+    let new_key = table.key_at(loc).map(|k| k.key);
+    let mut replaced_expiry = None;
+    let same_key = |other: Loc| match (table.key_at(other), new_key) {
+        (Some(old), Some(new)) if old.key == new => {
+            replaced_expiry = old.expires_at;
+            true
+        }
+        _ => false,
+    };
     let (added, old) = match e.kind {
         Kind::Put => (i64::from(e.len), keydir.insert(e.hash, loc, same_key)),
         Kind::Delete | Kind::Commit => (0, keydir.remove(e.hash, same_key)),
     };
+    update_expiries(keydir, e.hash, old.and(replaced_expiry), e.expires_at);
     added - old.map_or(0, |o| i64::from(o.len))
+}
+
+/// Keeps the expiry index in step with one keydir change: the replaced
+/// record's entry goes, the new record's comes.
+pub(crate) fn update_expiries(
+    keydir: &KeyDir,
+    hash: u64,
+    replaced: Option<u64>,
+    added: Option<u64>,
+) {
+    if let Some(at) = replaced {
+        keydir.expiries.remove(hash, at);
+    }
+    if let Some(at) = added {
+        keydir.expiries.add(hash, at);
+    }
 }
 
 /// Indexes one sealed or merged file: from its hint when that is valid,

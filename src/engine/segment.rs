@@ -4,7 +4,8 @@
 //! ```text
 //! offset  size  field
 //!      0     8  magic: "KVSTSEG\0" (segment) or "KVSTMRG\0" (merged file)
-//!      8     4  format version (1)
+//!      8     4  format version: 2 for files this build creates; 1 is
+//!               still read
 //!     12     4  index: 0 for a segment, the file's number within its
 //!               merged generation otherwise
 //!     16     8  base: a segment's global base offset, or a merged
@@ -36,7 +37,11 @@ use super::record::MAX_APPEND_BYTES;
 use crate::durable;
 
 pub const FILE_HEADER_LEN: u64 = 32;
-pub const FORMAT_VERSION: u32 = 1;
+/// The format version of the files this build creates: 2 added the put
+/// with expiry (record kind 0x04) and hint entries that carry the expiry.
+pub const FORMAT_VERSION: u32 = 2;
+/// The oldest format version this build reads.
+pub const MIN_FORMAT_VERSION: u32 = 1;
 const SEGMENT_MAGIC: &[u8; 8] = b"KVSTSEG\0";
 const MERGED_MAGIC: &[u8; 8] = b"KVSTMRG\0";
 
@@ -104,12 +109,17 @@ impl FileKind {
         }
     }
 
-    /// The encoded header for a file of this kind.
+    /// The encoded header for a new file of this kind.
     pub fn header(&self) -> [u8; FILE_HEADER_LEN as usize] {
+        self.header_of_version(FORMAT_VERSION)
+    }
+
+    /// The header a file of this kind has when written by `version`.
+    fn header_of_version(&self, version: u32) -> [u8; FILE_HEADER_LEN as usize] {
         let (index, base) = self.header_fields();
         let mut h = [0u8; FILE_HEADER_LEN as usize];
         h[0..8].copy_from_slice(self.magic());
-        h[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+        h[8..12].copy_from_slice(&version.to_le_bytes());
         h[12..16].copy_from_slice(&index.to_le_bytes());
         h[16..24].copy_from_slice(&base.to_le_bytes());
         let crc = crc32fast::hash(&h[0..28]);
@@ -134,10 +144,12 @@ impl FileKind {
             return Err("header checksum mismatch".into());
         }
         let version = u32::from_le_bytes([h[8], h[9], h[10], h[11]]);
-        if version != FORMAT_VERSION {
-            return Err(format!("unsupported format version {version}"));
+        if !(MIN_FORMAT_VERSION..=FORMAT_VERSION).contains(&version) {
+            return Err(format!(
+                "unsupported format version {version} (this build reads {MIN_FORMAT_VERSION} to {FORMAT_VERSION})"
+            ));
         }
-        if h != self.header() {
+        if h != self.header_of_version(version) {
             return Err("header does not match the file name".into());
         }
         Ok(())
@@ -330,5 +342,19 @@ mod tests {
         bad[17] ^= 1;
         assert!(kind.check_header(&bad).unwrap_err().contains("checksum"));
         assert!(kind.check_header(&header[..10]).is_err());
+    }
+
+    #[test]
+    fn version_1_headers_are_read_and_unknown_versions_refused() {
+        let kind = FileKind::Segment { base: 4096 };
+        assert_eq!(FORMAT_VERSION, 2);
+        assert_eq!(kind.header()[8..12], 2u32.to_le_bytes());
+        assert!(kind.check_header(&kind.header_of_version(1)).is_ok());
+        for version in [0, 3, u32::MAX] {
+            let why = kind
+                .check_header(&kind.header_of_version(version))
+                .unwrap_err();
+            assert!(why.contains("unsupported format version"), "{why}");
+        }
     }
 }

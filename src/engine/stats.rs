@@ -36,6 +36,22 @@ pub struct Stats {
     pub bytes_written: u64,
     pub fsyncs: u64,
     pub compactions: u64,
+    /// Keys with an expiry (entries of the expiry index).
+    pub keys_with_expiry: u64,
+    /// Heap bytes of the expiry index (beside `keydir_bytes`).
+    pub expiry_index_bytes: u64,
+    /// Keys with an expiry that has passed and that the sweep has not
+    /// deleted yet (they already read as absent).
+    pub expiry_due: u64,
+    /// Keys the sweep deleted because their expiry passed.
+    pub expired_keys: u64,
+    /// Sweep rounds run (while the engine expires keys).
+    pub expiry_sweeps: u64,
+    /// CPU time the sweep spent, in seconds.
+    pub expiry_sweep_seconds: f64,
+    /// Whether this engine deletes expired keys (a master) or only hides
+    /// them (a replica).
+    pub expiring: bool,
     /// Why the engine refuses writes, if it does.
     pub poisoned: Option<String>,
     /// Tails cut off the end of the log, as recorded in the epoch history
@@ -73,6 +89,9 @@ pub(crate) struct Counters {
     bytes_written: AtomicU64,
     fsyncs: AtomicU64,
     compactions: AtomicU64,
+    expired: AtomicU64,
+    sweeps: AtomicU64,
+    sweep_nanos: AtomicU64,
     live_bytes: AtomicI64,
     poisoned: AtomicBool,
     resumes: AtomicU64,
@@ -84,6 +103,8 @@ impl Counters {
             .iter()
             .filter(|o| matches!(o, WriteOp::Delete(_)))
             .count() as u64;
+        // A put whose expiry passed is logged as a delete but asked as a
+        // put: it counts as a put.
         self.deletes.fetch_add(deletes, Relaxed);
         self.puts.fetch_add(ops.len() as u64 - deletes, Relaxed);
         if ops.len() > 1 {
@@ -103,6 +124,18 @@ impl Counters {
 
     pub fn live(&self) -> u64 {
         u64::try_from(self.live_bytes.load(Relaxed)).unwrap_or(0)
+    }
+
+    /// Deletes the sweep appended for expired keys.
+    pub fn count_expired(&self, keys: u64, bytes: u64) {
+        self.expired.fetch_add(keys, Relaxed);
+        self.bytes_written.fetch_add(bytes, Relaxed);
+    }
+
+    /// One sweep round and the CPU time it took.
+    pub fn count_sweep(&self, cpu_nanos: u64) {
+        self.sweeps.fetch_add(1, Relaxed);
+        self.sweep_nanos.fetch_add(cpu_nanos, Relaxed);
     }
 
     pub fn count_fsync(&self) {
@@ -129,6 +162,9 @@ impl Counters {
         s.bytes_written = self.bytes_written.load(Relaxed);
         s.fsyncs = self.fsyncs.load(Relaxed);
         s.compactions = self.compactions.load(Relaxed);
+        s.expired_keys = self.expired.load(Relaxed);
+        s.expiry_sweeps = self.sweeps.load(Relaxed);
+        s.expiry_sweep_seconds = self.sweep_nanos.load(Relaxed) as f64 / 1e9;
         s.live_bytes = self.live();
         s.resumes = self.resumes.load(Relaxed);
     }

@@ -35,8 +35,8 @@ use super::fault;
 use super::hint::HintEntry;
 use super::keydir::{hash_key, Loc};
 use super::options::Durability;
-use super::record::{self, Kind, MAX_APPEND_BYTES};
-use super::recovery::apply_entry;
+use super::record::{self, Kind, Record, MAX_APPEND_BYTES};
+use super::recovery::{apply_entry, update_expiries};
 use super::segment::{self, DataFile, FileKind, FILE_HEADER_LEN};
 use super::Inner;
 
@@ -44,9 +44,10 @@ use super::Inner;
 /// fsync; a replica's batch waits for its commit record).
 #[derive(Clone, Copy)]
 pub(crate) struct PendingOp {
-    hash: u64,
-    loc: Loc,
-    kind: Kind,
+    pub(crate) hash: u64,
+    pub(crate) loc: Loc,
+    pub(crate) kind: Kind,
+    pub(crate) expires_at: Option<u64>,
 }
 
 /// How far the log has got, published to async waiters (writers waiting
@@ -75,7 +76,12 @@ pub(crate) struct WriterState {
     inflight: Arc<Vec<u8>>,
     buf: Vec<u8>,
     spare: Vec<u8>,
-    pending: Vec<PendingOp>,
+    /// Records appended, not yet taken by the flusher, not in the keydir.
+    pub(crate) pending: Vec<PendingOp>,
+    /// Records the flusher took and is writing; in the keydir once it
+    /// applied them (emptied under the lock right after). With `pending`,
+    /// what a decision inside the writer must see beyond the keydir.
+    pub(crate) flushing: Arc<Vec<PendingOp>>,
     /// Members of a shipped batch whose commit record has not arrived.
     open_batch: Vec<PendingOp>,
     busy: bool,
@@ -130,7 +136,7 @@ impl WriterState {
 
     /// Bytes at `[pos, pos + len)` of the active segment that are still in
     /// this process's buffers.
-    fn buffered(&self, pos: u64, len: usize) -> Option<&[u8]> {
+    pub(crate) fn buffered(&self, pos: u64, len: usize) -> Option<&[u8]> {
         let (src, start) = if pos >= self.buf_pos {
             (&self.buf[..], pos - self.buf_pos)
         } else {
@@ -219,6 +225,7 @@ impl Writer {
             buf: Vec::new(),
             spare: Vec::new(),
             pending: Vec::new(),
+            flushing: Arc::default(),
             open_batch: Vec::new(),
             busy: false,
             flush_requested: false,
@@ -273,34 +280,67 @@ impl Writer {
     }
 }
 
-/// One write, borrowing its key and value: the engine's only write-op
-/// type (a protocol layer converts its own requests into it).
+/// One unconditional write, borrowing its key and value: the engine's
+/// write-op type (a protocol layer converts its own requests into it; the
+/// conditional forms are [`super::Conditional`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WriteOp<'a> {
+    /// Sets the key to the value, without expiry (an expiry the key had is
+    /// gone).
     Put(&'a [u8], &'a [u8]),
+    /// Sets the key to the value until the expiry (ms since the Unix
+    /// epoch). An expiry that has already passed when the write is made
+    /// deletes the key instead: the log holds a delete.
+    PutExpiring(&'a [u8], &'a [u8], u64),
     Delete(&'a [u8]),
 }
 
 impl<'a> WriteOp<'a> {
     pub fn key(&self) -> &'a [u8] {
         match *self {
-            WriteOp::Put(key, _) | WriteOp::Delete(key) => key,
+            WriteOp::Put(key, _) | WriteOp::PutExpiring(key, ..) | WriteOp::Delete(key) => key,
         }
     }
 
     /// The value a put sets; empty for a delete.
     pub fn value(&self) -> &'a [u8] {
         match *self {
-            WriteOp::Put(_, value) => value,
+            WriteOp::Put(_, value) | WriteOp::PutExpiring(_, value, _) => value,
             WriteOp::Delete(_) => &[],
+        }
+    }
+
+    /// The expiry a put sets.
+    pub fn expires_at(&self) -> Option<u64> {
+        match *self {
+            WriteOp::PutExpiring(_, _, at) => Some(at),
+            _ => None,
         }
     }
 
     fn kind(&self) -> Kind {
         match self {
-            WriteOp::Put(..) => Kind::Put,
+            WriteOp::Put(..) | WriteOp::PutExpiring(..) => Kind::Put,
             WriteOp::Delete(_) => Kind::Delete,
         }
+    }
+
+    /// The op as it is logged at `now` (ms): a put whose expiry has passed
+    /// is a delete.
+    pub(crate) fn as_of(self, now: u64) -> WriteOp<'a> {
+        match self {
+            WriteOp::PutExpiring(key, _, at) if at <= now => WriteOp::Delete(key),
+            other => other,
+        }
+    }
+
+    /// Encoded size of the op's record (the largest it can be).
+    pub(crate) fn encoded_len(&self) -> usize {
+        record::encoded_len_with(
+            self.key().len(),
+            self.value().len(),
+            self.expires_at().is_some(),
+        )
     }
 }
 
@@ -313,6 +353,16 @@ pub struct LogAppend {
     pub end: u64,
     /// Live recoveries when they were appended.
     pub(crate) resumes: u64,
+}
+
+/// What [`Inner::append_locked`] did: where the log now ends, and whether
+/// the flusher needs a wake-up.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Appended {
+    pub end: u64,
+    /// Live recoveries when it was appended.
+    pub resumes: u64,
+    kick: bool,
 }
 
 /// Names the end of an append: it is durable once the log is durable up to
@@ -339,9 +389,8 @@ impl Inner {
     pub(crate) fn append(&self, ops: &[WriteOp<'_>], batch: bool) -> Result<Ticket> {
         let mut total = 0usize;
         for op in ops {
-            let (key_len, value_len) = (op.key().len(), op.value().len());
-            record::check_lengths(key_len, value_len)?;
-            total = total.saturating_add(record::encoded_len(key_len, value_len));
+            record::check_lengths(op.key().len(), op.value().len())?;
+            total = total.saturating_add(op.encoded_len());
         }
         if batch {
             total = total.saturating_add(record::encoded_len(0, 4));
@@ -352,27 +401,73 @@ impl Inner {
                 max: MAX_APPEND_BYTES,
             });
         }
-        let w = &self.writer;
-        let mut st = w.state.lock();
+        let mut st = self.writer.state.lock();
         st.check_writable()?;
-        let limit = self.options.segment_max_bytes + FILE_HEADER_LEN;
-        let full = |st: &WriterState| {
-            st.auto_roll && st.len > FILE_HEADER_LEN && st.len + total as u64 > limit
-        };
-        if full(&st) {
-            self.roll_locked(&mut st, full)?;
-        }
+        self.roll_if_full(&mut st, total)?;
+        let now = self.now_ms();
+        // A delete of one key says whether the key had a value: decided
+        // here, against everything appended before it.
         let existed = match ops {
-            [WriteOp::Delete(key)] if self.waits_for_sync() => self.contains_durable(key)?,
+            [WriteOp::Delete(key)] => self
+                .current_locked(&st, key, |rec| !rec.expired_at(now))?
+                .unwrap_or(false),
             _ => false,
         };
+        let appended = self.append_locked(&mut st, ops, batch, now);
+        self.stats.count_ops(ops, total as u64);
+        drop(st);
+        self.kick_after(appended);
+        Ok(Ticket {
+            end: appended.end,
+            existed,
+            resumes: appended.resumes,
+        })
+    }
+
+    /// Seals the active segment first if `len` more bytes would overfill
+    /// it (a master's writer only; a replica's segments end where its
+    /// master's do).
+    pub(crate) fn roll_if_full(
+        &self,
+        st: &mut MutexGuard<'_, WriterState>,
+        len: usize,
+    ) -> Result<()> {
+        let limit = self.options.segment_max_bytes + FILE_HEADER_LEN;
+        let full = |st: &WriterState| {
+            st.auto_roll && st.len > FILE_HEADER_LEN && st.len + len as u64 > limit
+        };
+        if full(st) {
+            self.roll_locked(st, full)?;
+        }
+        Ok(())
+    }
+
+    /// Encodes `ops` into the buffer (as one batch when `batch`) at `now`,
+    /// and queues them for the keydir (or applies them at once when no
+    /// fsync is waited for). The caller holds the lock, has checked the
+    /// lengths and made room; it calls [`Inner::kick_after`] once it has
+    /// let go of the lock.
+    pub(crate) fn append_locked(
+        &self,
+        st: &mut WriterState,
+        ops: &[WriteOp<'_>],
+        batch: bool,
+        now: u64,
+    ) -> Appended {
         let was_empty = st.buf.is_empty();
         let (epoch, file) = (st.epoch, st.active.id);
         let mut pos = st.len;
         let mut applied = Vec::with_capacity(ops.len());
         for op in ops {
+            let op = op.as_of(now);
             let start = st.buf.len();
-            record::encode(&mut st.buf, op.kind(), batch, epoch, op.key(), op.value());
+            record::encode_record(
+                &mut st.buf,
+                &Record {
+                    expires_at: op.expires_at(),
+                    ..Record::new(op.kind(), batch, epoch, op.key(), op.value())
+                },
+            );
             let len = (st.buf.len() - start) as u32;
             let loc = Loc {
                 file,
@@ -384,6 +479,7 @@ impl Inner {
                 hash: hash_key(op.key()),
                 loc,
                 kind: op.kind(),
+                expires_at: op.expires_at(),
             });
         }
         if batch {
@@ -392,31 +488,25 @@ impl Inner {
             pos += (st.buf.len() - start) as u64;
         }
         st.len = pos;
-        let mut existed_now = existed;
         if self.waits_for_sync() {
             st.pending.extend_from_slice(&applied);
         } else {
             for (op, p) in ops.iter().zip(&applied) {
-                existed_now = self.apply_buffered(&st, *p, Some(op.key())).is_some();
+                self.apply_buffered(st, *p, Some(op.key()));
             }
         }
-        self.stats.count_ops(ops, total as u64);
-        let (end, resumes) = (st.end(), st.resumes);
-        drop(st);
-        if self.waits_for_sync() || was_empty {
-            w.kick();
+        Appended {
+            end: st.end(),
+            resumes: st.resumes,
+            kick: self.waits_for_sync() || was_empty,
         }
-        Ok(Ticket {
-            end,
-            existed: existed_now,
-            resumes,
-        })
     }
 
-    /// Whether `key` has a durable value (the writer lock is held, so no
-    /// flusher is moving the keydir under us).
-    fn contains_durable(&self, key: &[u8]) -> Result<bool> {
-        Ok(self.get_with(key, |_| ())?.is_some())
+    /// Wakes the flusher for what [`Inner::append_locked`] appended.
+    pub(crate) fn kick_after(&self, appended: Appended) {
+        if appended.kick {
+            self.writer.kick();
+        }
     }
 
     /// Applies one record to the keydir while the writer lock is held; the
@@ -424,31 +514,37 @@ impl Inner {
     /// location.
     fn apply_buffered(&self, st: &WriterState, op: PendingOp, key: Option<&[u8]>) -> Option<Loc> {
         let table = self.files.load();
-        let key_of = |loc: Loc| -> Option<Vec<u8>> {
+        let key_of = |loc: Loc| -> Option<(Vec<u8>, Option<u64>)> {
             if let Some(k) = table.key_at(loc) {
-                return Some(k.to_vec());
+                return Some((k.key.to_vec(), k.expires_at));
             }
             if loc.file != st.active.id {
                 return None;
             }
-            let header = st.buffered(u64::from(loc.pos), record::HEADER_LEN)?;
+            let longest = (record::HEADER_LEN + record::EXPIRY_LEN).min(loc.len as usize);
+            let header = st.buffered(u64::from(loc.pos), longest)?;
             let header = record::decode_header(header).ok()??;
-            st.buffered(
-                u64::from(loc.pos) + record::HEADER_LEN as u64,
-                header.key_len,
-            )
-            .map(<[u8]>::to_vec)
+            st.buffered(u64::from(loc.pos) + header.key_at() as u64, header.key_len)
+                .map(|k| (k.to_vec(), header.expires_at))
         };
         let new_key = match key {
             Some(k) => k.to_vec(),
-            None => key_of(op.loc)?,
+            None => key_of(op.loc)?.0,
         };
         let keydir = self.keydir.load();
-        let same = |other: Loc| key_of(other).as_deref() == Some(&new_key[..]);
+        let mut replaced_expiry = None;
+        let same = |other: Loc| match key_of(other) {
+            Some((k, at)) if k == new_key => {
+                replaced_expiry = at;
+                true
+            }
+            _ => false,
+        };
         let old = match op.kind {
             Kind::Put => keydir.insert(op.hash, op.loc, same),
             _ => keydir.remove(op.hash, same),
         };
+        update_expiries(&keydir, op.hash, old.and(replaced_expiry), op.expires_at);
         let added = if op.kind == Kind::Put {
             i64::from(op.loc.len)
         } else {
@@ -470,6 +566,7 @@ impl Inner {
                 pos: op.loc.pos,
                 len: op.loc.len,
                 hash: op.hash,
+                expires_at: op.expires_at,
             };
             delta += apply_entry(&keydir, &table, op.loc.file, entry);
         }
@@ -728,7 +825,8 @@ impl Inner {
             st.inflight = bytes.clone();
             st.buf_pos = st.len;
             let pos = st.written;
-            let pending = mem::take(&mut st.pending);
+            let pending = Arc::new(mem::take(&mut st.pending));
+            st.flushing = pending.clone();
             let file = st.file.clone();
             let path = st.active.path.clone();
             st.busy = true;
@@ -748,6 +846,7 @@ impl Inner {
                         true,
                     );
                     st.inflight = Arc::default();
+                    st.flushing = Arc::default();
                 }
                 Ok(()) => {
                     let end = pos + bytes.len() as u64;
@@ -757,6 +856,7 @@ impl Inner {
                     if !pending.is_empty() {
                         MutexGuard::unlocked(&mut st, || self.apply_written(&pending));
                     }
+                    st.flushing = Arc::default();
                     // Durability is published only after the keydir holds
                     // the records: a writer that sees its ticket durable
                     // (even without waiting) must read its own write.
@@ -835,6 +935,7 @@ impl Inner {
                     hash: hash_key(rec.key),
                     loc,
                     kind: rec.kind,
+                    expires_at: rec.expires_at,
                 },
             ));
             taken += len;

@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use super::Node;
 use crate::engine;
-use crate::engine::WriteOp;
+use crate::engine::{Conditional, Decided, WriteOp};
 use crate::metrics::Outcome;
 use crate::protocol::{
     BatchOp, CompactionSummary, ErrorCode, Hello, HelloOk, Request, Response, Role,
@@ -185,6 +185,24 @@ pub async fn write(
         .await
         .map_err(|message| Response::error(ErrorCode::FATE_UNKNOWN, message))?;
     Ok(receipt)
+}
+
+/// A write decided from the key's current state inside the engine's
+/// single writer (`SET NX`, `EXPIRE GT`, `PERSIST`, ...), as the node's
+/// role allows it: like [`write`], and what it logged is replicated
+/// before the answer in sync mode.
+pub async fn decide(node: &Node, op: &Conditional<'_>) -> Result<Decided, Response> {
+    let repl = &node.replication;
+    if let RoleView::Replica { master } = repl.role() {
+        return Err(Response::Redirect { master });
+    }
+    repl.check_sync_ready()
+        .map_err(|message| Response::error(ErrorCode::NOT_ENOUGH_REPLICAS, message))?;
+    let decided = node.engine.decide_async(op).await.map_err(engine_error)?;
+    repl.wait_replicated(decided.end)
+        .await
+        .map_err(|message| Response::error(ErrorCode::FATE_UNKNOWN, message))?;
+    Ok(decided)
 }
 
 /// The STATS document: the engine's figures, plus `role` and a

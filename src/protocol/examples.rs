@@ -74,6 +74,7 @@ fn examples() -> Vec<(&'static str, BytesMut)> {
             epoch: 3,
             end: 4096,
             full: false,
+            format: 2,
         }),
     );
     let mut resp = |name: &'static str, r: Response| {

@@ -42,6 +42,9 @@ pub struct SyncRequest {
     pub end: u64,
     /// Ask for a full resync whatever the offsets say.
     pub full: bool,
+    /// The newest on-disk record format the replica reads. Sent since
+    /// format 2; a replica that does not send it reads format 1 only.
+    pub format: u32,
 }
 
 /// Replica → master, after REPL_SYNC.
@@ -120,6 +123,7 @@ impl SyncRequest {
         dst.put_u32_le(self.epoch);
         dst.put_u64_le(self.end);
         dst.put_u8(u8::from(self.full));
+        dst.put_u32_le(self.format);
     }
 
     pub(crate) fn decode_body(r: &mut Reader) -> Result<SyncRequest, Error> {
@@ -140,6 +144,12 @@ impl SyncRequest {
             epoch: r.u32("epoch")?,
             end: r.u64("end")?,
             full: r.bool("full")?,
+            // Absent from replicas built before format 2.
+            format: if r.remaining() == 0 {
+                1
+            } else {
+                r.u32("format")?
+            },
         })
     }
 }
@@ -316,6 +326,7 @@ mod tests {
                 epoch: 7,
                 end: 1 << 40,
                 full: true,
+                format: 2,
             }),
             ToMaster::Ack {
                 written_end: 120,

@@ -40,6 +40,18 @@ fn plan(repl: &Replication, req: &SyncRequest) -> Plan {
             message: format!("this node is a replica of {master}"),
         };
     }
+    if req.format < engine::segment::FORMAT_VERSION {
+        // The rolling-upgrade rule (docs/REPLICATION.md § 6a): an older
+        // replica could not read what this master writes.
+        return Plan::Refuse {
+            code: ErrorCode::UNSUPPORTED_VERSION,
+            message: format!(
+                "this master writes record format {} (keys with expiry) but the replica reads only format {}: upgrade the replicas before the master",
+                engine::segment::FORMAT_VERSION,
+                req.format
+            ),
+        };
+    }
     let ours = engine.current_epoch();
     if req.epoch > ours {
         return Plan::Refuse {
@@ -399,6 +411,7 @@ mod tests {
             epoch,
             end,
             full: false,
+            format: 2,
         }
     }
 

@@ -297,6 +297,9 @@ impl Replication {
                     })?;
             engine.begin_epoch(epoch)?;
             engine.set_auto_roll(true);
+            // The master decides expiry: it deletes every key that is due,
+            // however long ago (docs/REPLICATION.md § 6a).
+            engine.set_expiring(true);
             Ok::<_, engine::Error>(epoch)
         })
         .await
@@ -342,6 +345,9 @@ impl Replication {
     /// master: its streams to replicas end).
     pub async fn replicate(self: &Arc<Self>, master: String) {
         let mut role = self.role.lock().await;
+        // First: from here on this node appends only its master's bytes.
+        let engine = self.engine.clone();
+        let _ = tokio::task::spawn_blocking(move || engine.set_expiring(false)).await;
         if let RoleState::Replica { stop, task, .. } =
             std::mem::replace(&mut *role, RoleState::Master)
         {

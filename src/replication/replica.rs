@@ -126,6 +126,7 @@ async fn session(
             epoch: engine.current_epoch(),
             end: engine.end(),
             full: *force_full,
+            format: engine::segment::FORMAT_VERSION,
         };
         writer.send(|b| Request::ReplSync(sync).encode(b)).await?;
         let frame = reader

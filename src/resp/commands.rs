@@ -6,14 +6,14 @@
 //! binary clients. Every command is counted in `kvstore_requests_total`
 //! under `op="resp_<name>"`.
 //!
-//! `SET NX`/`XX` check and write under one lock shared by every RESP
-//! connection, so they are atomic against each other; a plain write from a
-//! binary client can still land between the check and the write.
+//! `SET` with options and the expiry commands are in [`super::expiry`]:
+//! their conditions are decided inside the engine's single writer.
 
 use std::time::Instant;
 
 use bytes::Bytes;
 
+use super::expiry::{self, Unit};
 use super::info;
 use super::parse::Args;
 use super::reply::Reply;
@@ -48,6 +48,7 @@ pub async fn execute(node: &Node, shared: &Shared, session: &mut Session, args: 
             },
             "echo" => Reply::bulk(args[1].to_vec()),
             "get" => get(node, shared, &args[1]),
+            "ttl" | "pttl" | "expiretime" | "pexpiretime" => expiry::ttl(node, spec.name, &args[1]),
             "exists" => exists(node, &args[1..]),
             "mget" => Reply::Array(args[1..].iter().map(|k| get(node, shared, k)).collect()),
             "dbsize" => Reply::Int(i64::try_from(node.engine.stats().keys).unwrap_or(i64::MAX)),
@@ -64,7 +65,7 @@ pub async fn execute(node: &Node, shared: &Shared, session: &mut Session, args: 
             }
             "client" => client(session, &args[1..]),
             "hello" => hello(node, session, &args[1..]),
-            _ => write_command(node, shared, spec, args).await,
+            _ => write_command(node, spec, args).await,
         }
     })
     .await
@@ -72,10 +73,7 @@ pub async fn execute(node: &Node, shared: &Shared, session: &mut Session, args: 
 
 /// Runs a [`batchable`] write (or any write). Records metrics.
 pub async fn execute_write(node: &Node, shared: &Shared, args: Args) -> Reply {
-    timed(node, shared, &args, |spec| {
-        write_command(node, shared, spec, &args)
-    })
-    .await
+    timed(node, shared, &args, |spec| write_command(node, spec, &args)).await
 }
 
 /// Looks the command up, checks its arity, runs `body`, counts it.
@@ -175,10 +173,17 @@ fn exists(node: &Node, keys: &[Bytes]) -> Reply {
     Reply::Int(n)
 }
 
-/// SET, DEL, MSET.
-async fn write_command(node: &Node, shared: &Shared, spec: &Spec, args: &Args) -> Reply {
+/// SET, DEL, MSET and the expiry writes.
+async fn write_command(node: &Node, spec: &Spec, args: &Args) -> Reply {
     match spec.name {
-        "set" => set(node, shared, args).await,
+        "set" if args.len() == 3 => set(node, args).await,
+        "set" => expiry::set(node, args).await,
+        "setex" => expiry::setex(node, args, Unit::Seconds).await,
+        "psetex" => expiry::setex(node, args, Unit::Millis).await,
+        "expire" | "pexpire" | "expireat" | "pexpireat" => {
+            expiry::expire(node, spec.name, args).await
+        }
+        "persist" => expiry::persist(node, args).await,
         "del" => del(node, &args[1..]).await,
         "mset" => {
             if args.len().is_multiple_of(2) {
@@ -197,41 +202,10 @@ async fn write_command(node: &Node, shared: &Shared, spec: &Spec, args: &Args) -
     }
 }
 
-async fn set(node: &Node, shared: &Shared, args: &Args) -> Reply {
-    let (key, value) = (&args[1], &args[2]);
-    let (mut nx, mut xx) = (false, false);
-    for opt in &args[3..] {
-        let upper = opt.to_ascii_uppercase();
-        match &upper[..] {
-            b"NX" => nx = true,
-            b"XX" => xx = true,
-            b"EX" | b"PX" | b"EXAT" | b"PXAT" | b"KEEPTTL" => {
-                return Reply::err(format!(
-                    "SET {} is not supported: kvstore keys do not expire",
-                    String::from_utf8_lossy(&upper)
-                ))
-            }
-            b"GET" => return Reply::err("SET GET is not supported; use GET then SET"),
-            _ => return Reply::err("syntax error"),
-        }
-    }
-    if nx && xx {
-        return Reply::err("syntax error");
-    }
-    let op = [WriteOp::Put(key, value)];
-    if !nx && !xx {
-        return match execute::write(node, &op, false).await {
-            Ok(_) => Reply::ok(),
-            Err(answer) => from_response(answer),
-        };
-    }
-    let _guard = shared.conditional.lock().await;
-    match node.engine.contains(key) {
-        Ok(found) if found == nx => return Reply::Nil,
-        Ok(_) => {}
-        Err(e) => return from_response(execute::engine_error(e)),
-    }
-    match execute::write(node, &op, false).await {
+/// Plain `SET key value`: a put without expiry, which clears the key's
+/// expiry as Redis does (batchable: see [`batchable`]).
+async fn set(node: &Node, args: &Args) -> Reply {
+    match execute::write(node, &[WriteOp::Put(&args[1], &args[2])], false).await {
         Ok(_) => Reply::ok(),
         Err(answer) => from_response(answer),
     }

@@ -18,6 +18,7 @@
 pub mod auth;
 pub mod codec;
 pub mod commands;
+pub mod expiry;
 pub mod info;
 pub mod parse;
 pub mod reply;
@@ -96,8 +97,6 @@ pub struct Shared {
     pub started: Instant,
     pub counters: Counters,
     next_id: AtomicU64,
-    /// Held by `SET NX`/`XX` between their check and their write.
-    pub conditional: tokio::sync::Mutex<()>,
 }
 
 impl Shared {
@@ -107,7 +106,6 @@ impl Shared {
             started: Instant::now(),
             counters: Counters::default(),
             next_id: AtomicU64::new(1),
-            conditional: tokio::sync::Mutex::new(()),
         }
     }
     pub fn count_command(&self) {

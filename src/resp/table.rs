@@ -77,6 +77,41 @@ pub const COMMANDS: &[Spec] = &[
     spec("quit", -1, &["fast", "stale"], NONE, "resp_quit"),
     spec("client", -2, &["loading", "stale"], NONE, "resp_client"),
     spec("hello", -1, &["fast", "stale"], NONE, "resp_hello"),
+    spec("setex", 4, &["write", "denyoom"], (1, 1, 1), "resp_setex"),
+    spec("psetex", 4, &["write", "denyoom"], (1, 1, 1), "resp_psetex"),
+    spec("expire", -3, &["write", "fast"], (1, 1, 1), "resp_expire"),
+    spec("pexpire", -3, &["write", "fast"], (1, 1, 1), "resp_pexpire"),
+    spec(
+        "expireat",
+        -3,
+        &["write", "fast"],
+        (1, 1, 1),
+        "resp_expireat",
+    ),
+    spec(
+        "pexpireat",
+        -3,
+        &["write", "fast"],
+        (1, 1, 1),
+        "resp_pexpireat",
+    ),
+    spec("persist", 2, &["write", "fast"], (1, 1, 1), "resp_persist"),
+    spec("ttl", 2, &["readonly", "fast"], (1, 1, 1), "resp_ttl"),
+    spec("pttl", 2, &["readonly", "fast"], (1, 1, 1), "resp_pttl"),
+    spec(
+        "expiretime",
+        2,
+        &["readonly", "fast"],
+        (1, 1, 1),
+        "resp_expiretime",
+    ),
+    spec(
+        "pexpiretime",
+        2,
+        &["readonly", "fast"],
+        (1, 1, 1),
+        "resp_pexpiretime",
+    ),
 ];
 
 /// Label for commands not in [`COMMANDS`].

@@ -194,6 +194,7 @@ fn a_replica_with_a_future_epoch_gets_stale_master() {
         epoch: 1_000_000,
         end: 0,
         full: false,
+        format: 2,
     })))
     .expect("send");
     match s.answer() {

@@ -288,7 +288,9 @@ fn torn_batch_at_the_tail_is_absent_as_a_whole() {
     let mut after = model.clone();
     for op in &batch {
         match *op {
-            WriteOp::Put(key, value) => after.insert(key.to_vec(), value.to_vec()),
+            WriteOp::Put(key, value) | WriteOp::PutExpiring(key, value, _) => {
+                after.insert(key.to_vec(), value.to_vec())
+            }
             WriteOp::Delete(key) => after.remove(key),
         };
     }

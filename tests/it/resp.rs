@@ -126,8 +126,6 @@ fn redis_cli_set_get_mset_info_errors_and_binary_values() {
     );
     let arity = cli(addr, &["GET"]);
     assert_eq!(arity, "ERR wrong number of arguments for 'get' command");
-    let ttl = cli(addr, &["SET", "k", "v", "EX", "10"]);
-    assert!(ttl.starts_with("ERR SET EX is not supported"), "{ttl}");
     assert!(cli(addr, &["SELECT", "3"]).starts_with("ERR DB index is out of range"));
 
     let info = cli(addr, &["INFO"]);
@@ -155,6 +153,158 @@ fn redis_cli_set_get_mset_info_errors_and_binary_values() {
         resp_get.is_some(),
         "no kvstore_requests_total{{op=resp_get}}"
     );
+}
+
+/// Every expiry command through redis-cli, with Redis's answers, and the
+/// error replies for bad arguments.
+#[test]
+fn redis_cli_expiry_commands_follow_redis() {
+    let (_server, addr) = start_with_resp(&[]);
+    let int = |args: &[&str]| -> i64 {
+        let out = cli(addr, args);
+        out.parse()
+            .unwrap_or_else(|_| panic!("{args:?} answered {out:?}, not an integer"))
+    };
+    // SET with a relative expiry; TTL rounds, PTTL is exact, EXPIRETIME
+    // is absolute.
+    assert_eq!(cli(addr, &["SET", "s", "v1", "EX", "100"]), "OK");
+    assert!((99..=100).contains(&int(&["TTL", "s"])));
+    assert!((90_000..=100_000).contains(&int(&["PTTL", "s"])));
+    let now_s = i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs(),
+    )
+    .unwrap();
+    assert!((now_s + 95..=now_s + 101).contains(&int(&["EXPIRETIME", "s"])));
+    assert!(int(&["PEXPIRETIME", "s"]) > now_s * 1000);
+    // KEEPTTL keeps it, a plain SET clears it.
+    assert_eq!(cli(addr, &["SET", "s", "v2", "KEEPTTL"]), "OK");
+    assert!(int(&["TTL", "s"]) > 0);
+    assert_eq!(cli(addr, &["GET", "s"]), "v2");
+    assert_eq!(cli(addr, &["SET", "s", "v3"]), "OK");
+    assert_eq!(int(&["TTL", "s"]), -1);
+    assert_eq!(int(&["TTL", "nope"]), -2);
+    assert_eq!(int(&["PTTL", "nope"]), -2);
+    assert_eq!(int(&["EXPIRETIME", "s"]), -1);
+
+    // EXPIRE and its conditions; no expiry counts as infinite for GT/LT.
+    assert_eq!(int(&["EXPIRE", "s", "50", "GT"]), 0);
+    assert_eq!(int(&["EXPIRE", "s", "50", "XX"]), 0);
+    assert_eq!(int(&["EXPIRE", "s", "50", "NX"]), 1);
+    assert_eq!(int(&["EXPIRE", "s", "60", "NX"]), 0);
+    assert_eq!(int(&["EXPIRE", "s", "40", "GT"]), 0);
+    assert_eq!(int(&["EXPIRE", "s", "70", "GT"]), 1);
+    assert_eq!(int(&["EXPIRE", "s", "80", "LT"]), 0);
+    assert_eq!(int(&["PEXPIRE", "s", "30000", "LT"]), 1);
+    assert!((25..=30).contains(&int(&["TTL", "s"])));
+    assert_eq!(int(&["EXPIREAT", "s", &(now_s + 500).to_string()]), 1);
+    assert!((495..=500).contains(&int(&["TTL", "s"])));
+    assert_eq!(int(&["EXPIRE", "nope", "10"]), 0);
+    assert_eq!(int(&["PERSIST", "s"]), 1);
+    assert_eq!(int(&["PERSIST", "s"]), 0);
+    assert_eq!(int(&["TTL", "s"]), -1);
+    assert_eq!(cli(addr, &["GET", "s"]), "v3");
+    // A time in the past deletes the key.
+    assert_eq!(int(&["PEXPIREAT", "s", "1"]), 1);
+    assert_eq!(int(&["EXISTS", "s"]), 0);
+    assert_eq!(cli(addr, &["SET", "n", "v"]), "OK");
+    assert_eq!(int(&["EXPIRE", "n", "-1"]), 1);
+    assert_eq!(cli(addr, &["GET", "n"]), "");
+
+    // SET's conditions and GET, decided in the writer.
+    assert_eq!(cli(addr, &["SET", "g", "old"]), "OK");
+    assert_eq!(cli(addr, &["SET", "g", "new", "GET"]), "old");
+    assert_eq!(cli(addr, &["SET", "g", "x", "NX"]), "");
+    assert_eq!(cli(addr, &["SET", "g2", "first", "NX", "GET"]), "");
+    assert_eq!(cli(addr, &["GET", "g2"]), "first");
+    assert_eq!(cli(addr, &["SET", "g3", "x", "XX", "PX", "5000"]), "");
+    assert_eq!(int(&["EXISTS", "g3"]), 0);
+    assert_eq!(cli(addr, &["SET", "g", "y", "XX", "PX", "50000"]), "OK");
+    assert!((40_000..=50_000).contains(&int(&["PTTL", "g"])));
+    assert_eq!(
+        cli(
+            addr,
+            &["SET", "g", "z", "PXAT", &((now_s + 100) * 1000).to_string()]
+        ),
+        "OK"
+    );
+    assert!((95..=101).contains(&int(&["TTL", "g"])));
+    assert_eq!(cli(addr, &["SETEX", "se", "100", "v"]), "OK");
+    assert!((99..=100).contains(&int(&["TTL", "se"])));
+    assert_eq!(cli(addr, &["PSETEX", "pe", "100000", "v"]), "OK");
+    assert!((90_000..=100_000).contains(&int(&["PTTL", "pe"])));
+
+    // A short expiry: the key reads as absent (GET, EXISTS, MGET) once it
+    // passes.
+    assert_eq!(cli(addr, &["SET", "short", "v", "PX", "200"]), "OK");
+    wait_for(START_DEADLINE, "the short key to expire", || {
+        (cli(addr, &["EXISTS", "short"]) == "0").then_some(())
+    });
+    assert_eq!(cli(addr, &["GET", "short"]), "");
+    assert_eq!(cli(addr, &["MGET", "se", "short", "se"]), "v\n\nv");
+    assert_eq!(int(&["TTL", "short"]), -2);
+
+    // Bad arguments get Redis's errors.
+    let not_int = "ERR value is not an integer or out of range";
+    for (args, expected) in [
+        (&["SET", "k", "v", "EX", "abc"][..], not_int),
+        (&["SET", "k", "v", "EX", "1.5"], not_int),
+        (&["SET", "k", "v", "EX", "99999999999999999999"], not_int),
+        (
+            &["SET", "k", "v", "EX", "0"],
+            "ERR invalid expire time in 'set' command",
+        ),
+        (
+            &["SET", "k", "v", "PX", "-5"],
+            "ERR invalid expire time in 'set' command",
+        ),
+        (
+            &["SET", "k", "v", "EX", "9223372036854775807"],
+            "ERR invalid expire time in 'set' command",
+        ),
+        (
+            &["SET", "k", "v", "EX", "10", "PX", "10"],
+            "ERR syntax error",
+        ),
+        (
+            &["SET", "k", "v", "EX", "10", "KEEPTTL"],
+            "ERR syntax error",
+        ),
+        (&["SET", "k", "v", "NX", "XX"], "ERR syntax error"),
+        (&["SET", "k", "v", "EX"], "ERR syntax error"),
+        (
+            &["SETEX", "k", "0", "v"],
+            "ERR invalid expire time in 'setex' command",
+        ),
+        (
+            &["PSETEX", "k", "-1", "v"],
+            "ERR invalid expire time in 'psetex' command",
+        ),
+        (&["SETEX", "k", "x", "v"], not_int),
+        (&["EXPIRE", "k", "abc"], not_int),
+        (
+            &["EXPIRE", "k", "9223372036854775807"],
+            "ERR invalid expire time in 'expire' command",
+        ),
+        (
+            &["EXPIRE", "k", "10", "NX", "XX"],
+            "ERR NX and XX, GT or LT options at the same time are not compatible",
+        ),
+        (
+            &["EXPIRE", "k", "10", "GT", "LT"],
+            "ERR GT and LT options at the same time are not compatible",
+        ),
+        (&["EXPIRE", "k", "10", "FOO"], "ERR Unsupported option FOO"),
+        (&["TTL"], "ERR wrong number of arguments for 'ttl' command"),
+        (
+            &["PERSIST", "a", "b"],
+            "ERR wrong number of arguments for 'persist' command",
+        ),
+    ] {
+        assert_eq!(cli(addr, args), expected, "{args:?}");
+    }
 }
 
 #[test]

@@ -231,6 +231,7 @@ fn each_token_does_what_its_permission_allows_and_no_more() {
         epoch: 0,
         end: 0,
         full: true,
+        format: 2,
     };
     raw.send(&common::request_bytes(&Request::ReplSync(sync)))
         .expect("send");

@@ -10,6 +10,7 @@ and exits 1. An ImportError (redis-py missing) exits 2 with a message:
 """
 
 import sys
+import time
 
 try:
     import redis
@@ -51,7 +52,6 @@ def master(r):
     check(r.get("xx") is None, "SET XX did not create")
     check(r.set("nx", "3", xx=True) is True, "SET XX on an existing key")
     check(r.get("nx") == b"3", "SET XX overwrote")
-    expect_error(lambda: r.set("t", "v", ex=10), "do not expire")
     expect_error(lambda: r.execute_command("SET", "a", "b", "NX", "XX"), "syntax error")
     # MSET / MGET / DEL.
     check(r.mset({"m1": "a", "m2": "b", "m3": "c"}) is True, "MSET")
@@ -99,6 +99,42 @@ def master(r):
     expect_error(lambda: r.execute_command("HELLO", "3"), "NOPROTO")
     hello = r.execute_command("HELLO", "2")
     check(b"proto" in hello, f"HELLO 2 {hello}")
+    expiry(r)
+
+
+def expiry(r):
+    """The expiry commands as redis-py sends them."""
+    check(r.set("t", "v", ex=100) is True, "SET EX")
+    check(99 <= r.ttl("t") <= 100, f"TTL {r.ttl('t')}")
+    check(90_000 <= r.pttl("t") <= 100_000, "PTTL")
+    check(r.set("t", "v2", keepttl=True) is True and r.ttl("t") > 0, "SET KEEPTTL")
+    check(r.set("t", "v3", get=True) == b"v2", "SET GET")
+    check(r.ttl("t") == -1, "a plain SET clears the expiry")
+    check(r.ttl("missing") == -2, "TTL of a missing key")
+    check(r.expire("t", 50) is True, "EXPIRE")
+    check(r.expire("t", 40, gt=True) is False, "EXPIRE GT")
+    check(r.expire("t", 60, gt=True) is True, "EXPIRE GT later")
+    check(r.pexpire("t", 30_000, lt=True) is True, "PEXPIRE LT")
+    check(r.expire("t", 10, nx=True) is False, "EXPIRE NX")
+    check(r.expire("missing", 10) is False, "EXPIRE of a missing key")
+    check(r.expiretime("t") > 0 and r.pexpiretime("t") > 0, "EXPIRETIME")
+    check(r.persist("t") is True and r.ttl("t") == -1, "PERSIST")
+    check(r.setex("se", 100, "v") is True and r.ttl("se") > 0, "SETEX")
+    check(r.psetex("pe", 100_000, "v") is True and r.pttl("pe") > 0, "PSETEX")
+    check(r.set("px", "v", px=1) is True, "SET PX 1")
+    deadline = time.monotonic() + 20
+    while r.exists("px"):
+        check(time.monotonic() < deadline, "SET PX 1 never expired")
+        time.sleep(0.01)
+    check(r.get("px") is None and r.ttl("px") == -2, "an expired key is absent")
+    check(r.expireat("t", 1) is True and r.get("t") is None, "EXPIREAT in the past deletes")
+    expect_error(lambda: r.set("t", "v", ex=0), "invalid expire time in 'set' command")
+    expect_error(lambda: r.execute_command("SET", "t", "v", "EX", "x"), "not an integer")
+    expect_error(lambda: r.execute_command("EXPIRE", "t", "1", "GT", "LT"), "GT and LT")
+    expect_error(
+        lambda: r.execute_command("EXPIRE", "t", "99999999999999999"),
+        "invalid expire time in 'expire' command",
+    )
 
 
 def replica(r, master_addr):
