@@ -23,10 +23,9 @@ use super::last::LastBackup;
 use super::time;
 use crate::node::Node;
 use crate::protocol::replication::ToMaster;
+use crate::protocol::stream::{FrameReader, FrameWriter, StreamError};
 use crate::protocol::{ErrorCode, Response};
-use crate::replication::link::{FrameReader, FrameWriter};
 use crate::replication::master::send_snapshot;
-use crate::replication::ReplError;
 
 /// The longest a backup may pin its snapshot's files.
 pub const LEASE: Duration = Duration::from_secs(6 * 3600);
@@ -80,7 +79,7 @@ pub async fn serve_backup(stream: ServerStream, leftover: BytesMut, ctx: Arc<Nod
     tracing::info!(%peer, end, "backup snapshot sent; waiting for the client to commit it");
     let mut reader = FrameReader::new(rd, leftover, MAX_CONFIRM_FRAME);
     let confirmed = tokio::select! {
-        r = reader.next(CONFIRM_TIMEOUT) => r,
+        r = reader.next_within(CONFIRM_TIMEOUT) => r,
         _ = ctx.shutdown.wait() => {
             tracing::warn!(%peer, "shutdown before the backup client confirmed");
             return;
@@ -96,12 +95,14 @@ pub async fn serve_backup(stream: ServerStream, leftover: BytesMut, ctx: Arc<Nod
         ),
         // A confirmation of another end, or none at all.
         answer @ (Ok(Some(Ok(ToMaster::Ack { .. })))
-        | Err(ReplError::Io(_) | ReplError::Closed | ReplError::Timeout(_))) => tracing::warn!(
-            %peer,
-            end,
-            ?answer,
-            "the backup client did not confirm the snapshot's end; not recorded as a successful backup"
-        ),
+        | Err(StreamError::Io(_) | StreamError::Closed | StreamError::Timeout(_))) => {
+            tracing::warn!(
+                %peer,
+                end,
+                ?answer,
+                "the backup client did not confirm the snapshot's end; not recorded as a successful backup"
+            )
+        }
         // Anything else is a request sent after BACKUP.
         answer => {
             tracing::warn!(%peer, ?answer, "a request after BACKUP; refused, and the backup not recorded");

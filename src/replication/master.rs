@@ -9,11 +9,11 @@ use std::time::Duration;
 use crate::security::{Credential, Permission, Revoked, ServerStream};
 use bytes::{Bytes, BytesMut};
 
-use super::link::{FrameReader, FrameWriter};
 use super::{unix_ms, ReplError, Replication, RoleView};
 use crate::engine;
 use crate::node::Node;
 use crate::protocol::replication::{SyncRequest, ToMaster, ToReplica, MAX_CHUNK_BYTES};
+use crate::protocol::stream::{FrameReader, FrameWriter};
 use crate::protocol::{ErrorCode, Response};
 
 /// Log bytes per chunk frame.
@@ -132,7 +132,7 @@ async fn serve(
                 writer
                     .send(|b| ToReplica::Truncate { epoch, to }.encode(b))
                     .await?;
-                match reader.next(REPLICA_SILENCE).await? {
+                match reader.next_within(REPLICA_SILENCE).await? {
                     Some(frame) => match ToMaster::decode(frame)? {
                         ToMaster::Sync(next) => req = next,
                         other => {
@@ -273,7 +273,7 @@ async fn stream_log<W: tokio::io::AsyncWrite + Unpin>(
         let id = id.to_string();
         tokio::spawn(async move {
             loop {
-                match reader.next(REPLICA_SILENCE).await? {
+                match reader.next_within(REPLICA_SILENCE).await? {
                     None => return Ok(()),
                     Some(frame) => match ToMaster::decode(frame)? {
                         ToMaster::Ack {
