@@ -6,15 +6,15 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::security::{Credential, Permission, Revoked, ServerStream};
 use bytes::{Bytes, BytesMut};
 
 use super::{unix_ms, ReplError, Replication, RoleView};
 use crate::engine;
-use crate::node::Node;
+use crate::lifecycle::Shutdown;
 use crate::protocol::replication::{SyncRequest, ToMaster, ToReplica, MAX_CHUNK_BYTES};
 use crate::protocol::stream::{FrameReader, FrameWriter};
 use crate::protocol::{ErrorCode, Response};
+use crate::security::{Credential, Permission, Revoked, Security, ServerStream};
 
 /// Log bytes per chunk frame.
 const CHUNK_BYTES: usize = 1024 * 1024;
@@ -74,6 +74,19 @@ fn plan(repl: &Replication, req: &SyncRequest) -> Plan {
     Plan::Stream { from: req.end }
 }
 
+/// What the master side of a replication stream uses of the node that
+/// hands it the connection: the role handle, the security settings (a
+/// reload may take the stream's permission away), the frame limit and the
+/// shutdown signal. The node builds it; replication knows nothing else of
+/// the node.
+#[derive(Clone)]
+pub struct Serving {
+    pub replication: Arc<Replication>,
+    pub security: Arc<Security>,
+    pub max_frame_bytes: u32,
+    pub shutdown: Shutdown,
+}
+
 /// Serves one replica on a connection that sent REPL_SYNC. `leftover` is
 /// what the connection had read past that frame.
 /// `credential` is what the connection authenticated with; a reload that
@@ -81,7 +94,7 @@ fn plan(repl: &Replication, req: &SyncRequest) -> Plan {
 pub async fn serve_replica(
     stream: ServerStream,
     leftover: BytesMut,
-    ctx: Arc<Node>,
+    ctx: Serving,
     first: SyncRequest,
     credential: Credential,
 ) {
@@ -104,7 +117,7 @@ pub async fn serve_replica(
 async fn serve(
     stream: ServerStream,
     leftover: BytesMut,
-    ctx: &Arc<Node>,
+    ctx: &Serving,
     first: SyncRequest,
     id: &str,
     credential: Credential,
@@ -113,7 +126,7 @@ async fn serve(
     let engine = repl.engine.clone();
     let _ = stream.tcp().set_nodelay(true);
     let (rd, wr) = tokio::io::split(stream);
-    let mut reader = FrameReader::new(rd, leftover, ctx.limits.max_frame_bytes);
+    let mut reader = FrameReader::new(rd, leftover, ctx.max_frame_bytes);
     let mut writer = FrameWriter::new(wr);
     let mut req = first;
     let from = loop {
@@ -174,8 +187,8 @@ async fn serve(
 
 /// Whether the stream's credential still has the admin permission, after
 /// any reload of the token files since it was checked.
-fn still_admin(credential: &mut Credential, ctx: &Node) -> bool {
-    match credential.permission(&ctx.security) {
+fn still_admin(credential: &mut Credential, security: &Security) -> bool {
+    match credential.permission(security) {
         Ok(Some(permission)) => permission >= Permission::Admin,
         Ok(None) | Err(Revoked) => false,
     }
@@ -257,7 +270,7 @@ struct Stream<'a> {
 /// server shuts down. Acks are read concurrently.
 async fn stream_log<W: tokio::io::AsyncWrite + Unpin>(
     repl: &Arc<Replication>,
-    ctx: &Node,
+    ctx: &Serving,
     stream: Stream<'_>,
     writer: &mut FrameWriter<W>,
 ) -> Result<(), ReplError> {
@@ -295,7 +308,7 @@ async fn stream_log<W: tokio::io::AsyncWrite + Unpin>(
         let mut heartbeat = tokio::time::interval(repl.settings.heartbeat);
         let mut pos = from;
         loop {
-            if !still_admin(&mut credential, ctx) {
+            if !still_admin(&mut credential, &ctx.security) {
                 let message = "the token of this replication stream is no longer accepted \
                                with the admin permission (removed by a reload)";
                 tracing::warn!(replica = %id, "{message}; closing the replica stream");
