@@ -168,11 +168,14 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         timeout: Duration,
         limits: &Limits,
     ) -> Result<Response, StreamError> {
-        let frame = self
-            .next_within(timeout)
-            .await?
-            .ok_or(StreamError::Closed)?;
+        let frame = self.frame_within(timeout).await?;
         Ok(Response::decode(frame, limits)?)
+    }
+
+    /// The next frame within `timeout`, where one must come: a close
+    /// between frames is [`StreamError::Closed`] here.
+    pub async fn frame_within(&mut self, timeout: Duration) -> Result<Frame, StreamError> {
+        self.next_within(timeout).await?.ok_or(StreamError::Closed)
     }
 
     pub fn get_ref(&self) -> &R {

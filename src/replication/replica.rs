@@ -114,10 +114,7 @@ async fn session(
             full: *force_full,
         };
         writer.send(|b| Request::ReplSync(sync).encode(b)).await?;
-        let frame = reader
-            .next_within(MASTER_SILENCE)
-            .await?
-            .ok_or(ReplError::Closed)?;
+        let frame = reader.frame_within(MASTER_SILENCE).await?;
         let msg = match ToReplica::decode(frame.clone())? {
             Some(msg) => msg,
             None => return Err(refused(Response::decode(frame, &limits)?)),
@@ -303,8 +300,8 @@ where
         // Stop reading while too much is appended but not yet written.
         let may_read = batch.end.saturating_sub(now.written) <= MAX_UNWRITTEN_BYTES;
         tokio::select! {
-            frame = reader.next_within(MASTER_SILENCE), if may_read => {
-                let mut frame = frame?.ok_or(ReplError::Closed)?;
+            frame = reader.frame_within(MASTER_SILENCE), if may_read => {
+                let mut frame = frame?;
                 // Everything else already received joins this append.
                 loop {
                     let msg = message(frame, &limits)?;
@@ -383,10 +380,7 @@ async fn next_message<R: tokio::io::AsyncRead + Unpin>(
     reader: &mut FrameReader<R>,
     limits: &Limits,
 ) -> Result<ToReplica, ReplError> {
-    let frame = reader
-        .next_within(MASTER_SILENCE)
-        .await?
-        .ok_or(ReplError::Closed)?;
+    let frame = reader.frame_within(MASTER_SILENCE).await?;
     message(frame, limits)
 }
 
