@@ -35,6 +35,7 @@ test: deps
 	$(MAKE) --no-print-directory lint unit k8s-check fuzz-smoke image-test
 
 lint:
+	python3 scripts/check-layers.py
 	$(CARGO) fmt --all -- --check
 	$(CARGO) fmt --manifest-path fuzz/Cargo.toml --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings

@@ -21,12 +21,13 @@ use crate::security::ServerStream;
 
 use super::last::LastBackup;
 use super::time;
-use crate::node::Node;
+use crate::engine::Engine;
+use crate::lifecycle::Shutdown;
+use crate::metrics::Metrics;
 use crate::protocol::replication::ToMaster;
+use crate::protocol::stream::{FrameReader, FrameWriter, StreamError};
 use crate::protocol::{ErrorCode, Response};
-use crate::replication::link::{FrameReader, FrameWriter};
 use crate::replication::master::send_snapshot;
-use crate::replication::ReplError;
 
 /// The longest a backup may pin its snapshot's files.
 pub const LEASE: Duration = Duration::from_secs(6 * 3600);
@@ -36,13 +37,23 @@ pub const CONFIRM_TIMEOUT: Duration = Duration::from_secs(300);
 /// The confirmation is one small frame.
 const MAX_CONFIRM_FRAME: u32 = 1024;
 
+/// What the node side of a backup uses of the node that hands it the
+/// connection: the engine to snapshot, the metrics that show the last
+/// backup, the shutdown signal.
+#[derive(Clone)]
+pub struct Serving {
+    pub engine: Engine,
+    pub metrics: Arc<Metrics>,
+    pub shutdown: Shutdown,
+}
+
 /// Serves one BACKUP request; errors end up in the log only (the client
 /// sees the stream stop early and fails loudly). `leftover`: what the
 /// connection read past BACKUP. A client sends nothing more until its
 /// confirmation, so a request found where the confirmation belongs was
 /// sent after BACKUP: it is refused with MALFORMED_REQUEST, not run, and
 /// the connection closed.
-pub async fn serve_backup(stream: ServerStream, leftover: BytesMut, ctx: Arc<Node>) {
+pub async fn serve_backup(stream: ServerStream, leftover: BytesMut, ctx: Serving) {
     let peer = stream
         .tcp()
         .peer_addr()
@@ -80,7 +91,7 @@ pub async fn serve_backup(stream: ServerStream, leftover: BytesMut, ctx: Arc<Nod
     tracing::info!(%peer, end, "backup snapshot sent; waiting for the client to commit it");
     let mut reader = FrameReader::new(rd, leftover, MAX_CONFIRM_FRAME);
     let confirmed = tokio::select! {
-        r = reader.next(CONFIRM_TIMEOUT) => r,
+        r = reader.next_within(CONFIRM_TIMEOUT) => r,
         _ = ctx.shutdown.wait() => {
             tracing::warn!(%peer, "shutdown before the backup client confirmed");
             return;
@@ -96,12 +107,14 @@ pub async fn serve_backup(stream: ServerStream, leftover: BytesMut, ctx: Arc<Nod
         ),
         // A confirmation of another end, or none at all.
         answer @ (Ok(Some(Ok(ToMaster::Ack { .. })))
-        | Err(ReplError::Io(_) | ReplError::Closed | ReplError::Timeout(_))) => tracing::warn!(
-            %peer,
-            end,
-            ?answer,
-            "the backup client did not confirm the snapshot's end; not recorded as a successful backup"
-        ),
+        | Err(StreamError::Io(_) | StreamError::Closed | StreamError::Timeout(_))) => {
+            tracing::warn!(
+                %peer,
+                end,
+                ?answer,
+                "the backup client did not confirm the snapshot's end; not recorded as a successful backup"
+            )
+        }
         // Anything else is a request sent after BACKUP.
         answer => {
             tracing::warn!(%peer, ?answer, "a request after BACKUP; refused, and the backup not recorded");
@@ -118,7 +131,7 @@ pub async fn serve_backup(stream: ServerStream, leftover: BytesMut, ctx: Arc<Nod
 /// Persists the confirmed backup in the data directory, then shows it in
 /// `/metrics`. A failure to persist is logged: the backup itself is fine,
 /// only its time may not survive a restart.
-async fn record(ctx: &Node, peer: &str, end: u64) {
+async fn record(ctx: &Serving, peer: &str, end: u64) {
     let last = LastBackup {
         unix_ms: time::unix_ms(),
         end,

@@ -10,12 +10,10 @@
 
 use std::collections::HashMap;
 use std::fs;
-use std::io::{Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::io::Write;
+use std::net::ToSocketAddrs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-
-use bytes::BytesMut;
 
 use super::manifest::{BackupManifest, ManifestEpoch, ManifestFile, FORMAT, MANIFEST_FILE};
 use super::{time, Error, Result};
@@ -25,7 +23,9 @@ use crate::engine::epochs::{self, EpochHistory};
 use crate::engine::segment::FileKind;
 use crate::engine::snapshot::is_snapshot_file;
 use crate::protocol::replication::{ToMaster, ToReplica};
-use crate::protocol::{Auth, Frame, Hello, Limits, Request, Response, PROTOCOL_VERSION};
+use crate::protocol::stream::{self, Framed, HelloError, OpenError, StreamError};
+use crate::protocol::{Limits, Request, Response};
+use crate::security::ClientStream;
 
 /// What `kvstore backup` is asked to do.
 #[derive(Debug, Clone)]
@@ -245,16 +245,14 @@ fn new_backup_dir(root: &Path, now_ms: u64) -> Result<PathBuf> {
     ))
 }
 
-/// A byte stream the backup reads from: plain TCP or TLS over it.
-trait ReadWrite: Read + Write + Send {}
-impl<T: Read + Write + Send> ReadWrite for T {}
-
-/// A blocking frame reader over the backup connection.
+/// The backup connection: the protocol's framed stream, driven from this
+/// synchronous code by a runtime of its own.
 struct Stream {
-    sock: Box<dyn ReadWrite>,
-    buf: BytesMut,
+    runtime: tokio::runtime::Runtime,
+    framed: Framed<ClientStream>,
     addr: String,
-    max_frame: u32,
+    /// Bound on each frame read and on each write.
+    timeout: Duration,
 }
 
 impl Stream {
@@ -265,45 +263,42 @@ impl Stream {
             addr: addr.to_string(),
             source,
         };
-        let resolved = addr
-            .to_socket_addrs()
-            .map_err(connect_err)?
-            .next()
-            .ok_or_else(|| connect_err(std::io::Error::other("resolves to no address")))?;
-        let tcp = TcpStream::connect_timeout(&resolved, timeout).map_err(connect_err)?;
-        tcp.set_read_timeout(Some(timeout)).map_err(connect_err)?;
-        tcp.set_write_timeout(Some(timeout)).map_err(connect_err)?;
-        let sock: Box<dyn ReadWrite> = match &client.tls {
-            None => Box::new(tcp),
-            Some(tls) => {
-                let name = tls
-                    .server_name(addr)
-                    .map_err(|e| connect_err(std::io::Error::other(e)))?;
-                let session = rustls::ClientConnection::new(tls.config(), name)
-                    .map_err(|e| connect_err(std::io::Error::other(e)))?;
-                Box::new(rustls::StreamOwned::new(session, tcp))
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(connect_err)?;
+        let hello = stream::hello(client.credential.as_deref(), &client.client_name);
+        let limits = Limits::for_client();
+        let open = stream::open(addr, client.tls.as_ref(), &hello, timeout, &limits);
+        let opened = runtime.block_on(async { tokio::time::timeout(timeout, open).await });
+        let framed = match opened {
+            Ok(Ok((framed, _))) => framed,
+            Err(_) => return Err(connect_err(std::io::ErrorKind::TimedOut.into())),
+            Ok(Err(OpenError::Connect(e))) => return Err(connect_err(e)),
+            Ok(Err(OpenError::Hello(e))) => {
+                let bad = |why: String| Error::Stream {
+                    addr: addr.to_string(),
+                    why,
+                };
+                return Err(match e {
+                    HelloError::Refused { code, message } => Error::Refused {
+                        addr: addr.to_string(),
+                        code,
+                        message,
+                    },
+                    HelloError::Unexpected(response) => {
+                        bad(format!("unexpected answer {response}"))
+                    }
+                    HelloError::Stream(e) => bad(e.to_string()),
+                });
             }
         };
-        let mut stream = Stream {
-            sock,
-            buf: BytesMut::new(),
+        Ok(Stream {
+            runtime,
+            framed,
             addr: addr.to_string(),
-            max_frame: Limits::default().max_frame_bytes,
-        };
-        stream.send(&Request::Hello(Hello {
-            version: PROTOCOL_VERSION,
-            auth: match &client.credential {
-                Some(token) => Auth::Token(token.clone()),
-                None => Auth::None,
-            },
-            client_name: client.client_name.clone(),
-        }))?;
-        let frame = stream.frame()?;
-        match Response::decode(frame, &Limits::for_client()) {
-            Ok(Response::HelloOk(_)) => Ok(stream),
-            Ok(other) => Err(stream.refused(other)),
-            Err(e) => Err(stream.bad(e.to_string())),
-        }
+            timeout,
+        })
     }
 
     fn bad(&self, why: impl Into<String>) -> Error {
@@ -328,62 +323,71 @@ impl Stream {
     /// `end`), then waits for it to close the connection, which it does
     /// once it has recorded the backup.
     fn confirm(&mut self, end: u64) -> Result<()> {
-        let mut out = BytesMut::new();
-        ToMaster::Ack {
+        let ack = ToMaster::Ack {
             written_end: end,
             durable_end: end,
-        }
-        .encode(&mut out)
-        .map_err(|e| self.bad(e.to_string()))?;
+        };
+        self.framed
+            .queue_with(|b| ack.encode(b))
+            .map_err(|e| self.bad(e.to_string()))?;
         let what = format!("confirm the backup to {}", self.addr);
-        self.sock
-            .write_all(&out)
-            .and_then(|()| self.sock.flush())
-            .map_err(|e| Error::io(what.clone(), e))?;
-        let mut rest = [0u8; 64];
-        match self.sock.read(&mut rest) {
-            Ok(0) => Ok(()),
+        self.write(&what)?;
+        let (framed, timeout) = (&mut self.framed, self.timeout);
+        match self.runtime.block_on(framed.reader().next_within(timeout)) {
+            Ok(None) => Ok(()),
             // TLS without close_notify: the node closed all the same.
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(()),
-            Ok(_) => Err(self.bad("data after the end of the snapshot")),
-            Err(e) => Err(Error::io(what, e)),
+            Err(StreamError::Io(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(()),
+            Ok(Some(_)) | Err(StreamError::Closed | StreamError::Protocol(_)) => {
+                Err(self.bad("data after the end of the snapshot"))
+            }
+            Err(StreamError::Io(e)) => Err(Error::io(what, e)),
+            Err(e @ StreamError::Timeout(_)) => Err(Error::io(what, std::io::Error::other(e))),
         }
     }
 
     fn send(&mut self, request: &Request) -> Result<()> {
-        let mut out = BytesMut::new();
-        request
-            .encode(&mut out)
+        self.framed
+            .queue(request)
             .map_err(|e| self.bad(e.to_string()))?;
-        let what = format!("send {} to {}", request.name().to_uppercase(), self.addr);
-        self.sock
-            .write_all(&out)
-            .and_then(|()| self.sock.flush())
-            .map_err(|e| Error::io(what, e))
+        self.write(&format!(
+            "send {} to {}",
+            request.name().to_uppercase(),
+            self.addr
+        ))
     }
 
-    /// The next frame.
-    fn frame(&mut self) -> Result<Frame> {
-        let mut chunk = vec![0u8; 256 * 1024];
-        loop {
-            let parsed = Frame::parse(&mut self.buf, self.max_frame);
-            if let Some(frame) = parsed.map_err(|e| self.bad(e.to_string()))? {
-                return Ok(frame);
-            }
-            let n = self
-                .sock
-                .read(&mut chunk)
-                .map_err(|e| Error::io(format!("read from {}", self.addr), e))?;
-            if n == 0 {
-                return Err(self.bad("the node closed the stream before it was complete"));
-            }
-            self.buf.extend_from_slice(chunk.get(..n).unwrap_or(&[]));
+    /// Writes out what is queued, within the timeout.
+    fn write(&mut self, what: &str) -> Result<()> {
+        let (framed, timeout) = (&mut self.framed, self.timeout);
+        let written = self
+            .runtime
+            .block_on(async { tokio::time::timeout(timeout, framed.flush()).await });
+        match written {
+            Ok(result) => result,
+            Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
         }
+        .map_err(|e| Error::io(what.to_string(), e))
     }
 
     /// The next stream message; an ERROR frame becomes [`Error::Refused`].
     fn next(&mut self) -> Result<ToReplica> {
-        let frame = self.frame()?;
+        let (framed, timeout) = (&mut self.framed, self.timeout);
+        let frame = match self.runtime.block_on(framed.reader().next_within(timeout)) {
+            Ok(Some(frame)) => frame,
+            Ok(None) | Err(StreamError::Closed) => {
+                return Err(self.bad("the node closed the stream before it was complete"))
+            }
+            Err(StreamError::Io(e)) => {
+                return Err(Error::io(format!("read from {}", self.addr), e))
+            }
+            Err(e @ StreamError::Timeout(_)) => {
+                return Err(Error::io(
+                    format!("read from {}", self.addr),
+                    std::io::Error::new(std::io::ErrorKind::TimedOut, e),
+                ))
+            }
+            Err(StreamError::Protocol(e)) => return Err(self.bad(e.to_string())),
+        };
         match ToReplica::decode(frame.clone()).map_err(|e| self.bad(e.to_string()))? {
             Some(msg) => Ok(msg),
             None => match Response::decode(frame, &Limits::for_client()) {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use rustix::net::RecvFlags;
 
 use super::error::Error;
-use crate::protocol::stream::{self, Framed, HelloError, StreamError};
+use crate::protocol::stream::{self, Framed, HelloError, OpenError, StreamError};
 use crate::protocol::{opcode, HelloOk, Limits, Request, Response};
 use crate::security::{ClientStream, Connector};
 
@@ -31,32 +31,32 @@ impl Conn {
         hello: &Request,
         timeout: Duration,
     ) -> Result<Conn, Error> {
-        let stream = stream::connect(addr, tls)
-            .await
-            .map_err(|source| Error::Connect {
-                addr: addr.to_string(),
-                source,
-            })?;
         let limits = Limits::for_client();
-        let mut conn = Conn {
-            framed: Framed::new(stream, limits.max_frame_bytes),
-            addr: addr.to_string(),
-            limits,
-            server: None,
-        };
-        match conn.framed.hello(hello, timeout, &limits).await {
-            Ok(info) => conn.server = Some(info),
-            Err(HelloError::Stream(e)) => return Err(conn.stream_error(e)),
-            Err(HelloError::Refused { code, message }) => {
+        let (framed, info) = match stream::open(addr, tls, hello, timeout, &limits).await {
+            Ok(opened) => opened,
+            Err(OpenError::Connect(source)) => {
+                return Err(Error::Connect {
+                    addr: addr.to_string(),
+                    source,
+                })
+            }
+            Err(OpenError::Hello(HelloError::Stream(e))) => return Err(stream_error(addr, e)),
+            Err(OpenError::Hello(HelloError::Refused { code, message })) => {
                 return Err(Error::Server { code, message })
             }
-            Err(HelloError::Unexpected(response)) => {
+            Err(OpenError::Hello(HelloError::Unexpected(response))) => {
                 return Err(Error::UnexpectedResponse {
                     request: opcode::name(opcode::HELLO),
                     response,
                 })
             }
-        }
+        };
+        let conn = Conn {
+            framed,
+            addr: addr.to_string(),
+            limits,
+            server: Some(info),
+        };
         Ok(conn)
     }
 
@@ -85,17 +85,7 @@ impl Conn {
     }
 
     fn stream_error(&self, e: StreamError) -> Error {
-        let addr = self.addr.clone();
-        match e {
-            StreamError::Io(source) => Error::Io { addr, source },
-            StreamError::Protocol(e) => Error::Protocol(e),
-            StreamError::Closed => Error::Closed { addr },
-            StreamError::Timeout(after) => Error::Timeout {
-                what: "request",
-                addr,
-                after,
-            },
-        }
+        stream_error(&self.addr, e)
     }
 
     /// True if the server has closed this connection (or sent something
@@ -114,5 +104,20 @@ impl Conn {
             Ok(_) => true,
             Err(e) => e != rustix::io::Errno::AGAIN,
         }
+    }
+}
+
+/// A stream failure on the connection to `addr` as a client error.
+fn stream_error(addr: &str, e: StreamError) -> Error {
+    let addr = addr.to_string();
+    match e {
+        StreamError::Io(source) => Error::Io { addr, source },
+        StreamError::Protocol(e) => Error::Protocol(e),
+        StreamError::Closed => Error::Closed { addr },
+        StreamError::Timeout(after) => Error::Timeout {
+            what: "request",
+            addr,
+            after,
+        },
     }
 }

@@ -17,10 +17,11 @@
 //! - [`listener`]: the one accept loop (connection limit, TLS, drain).
 //!
 //! Replication and backup import nothing from the front ends (`server`,
-//! `resp`): the replication master and the backup server, which take a
-//! connection over, get the [`Node`]; the rest of replication takes the
-//! parts it uses (the engine, the health flags), and the process
-//! (`server::run`) wires them together.
+//! `resp`) nor from the node: the replication master and the backup
+//! server, which take a connection over, get the parts of the [`Node`]
+//! they use (`replication::master::Serving`, `backup::serve::Serving`);
+//! the rest of replication takes the engine and the health flags, and the
+//! process (`server::run`) wires them together.
 
 pub mod connection;
 pub mod execute;

@@ -55,6 +55,34 @@ pub async fn connect(addr: &str, tls: Option<&Connector>) -> std::io::Result<Cli
     }
 }
 
+/// Why [`open`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// TCP or TLS.
+    #[error("cannot connect: {0}")]
+    Connect(std::io::Error),
+    #[error(transparent)]
+    Hello(#[from] HelloError),
+}
+
+/// Connects to `addr` (TLS when `tls` is set), says `hello` and waits up
+/// to `timeout` for HELLO_OK: the one handshake of every outbound
+/// connection (client, replica, backup). Frames up to
+/// `limits.max_frame_bytes` are accepted afterwards. The caller bounds the
+/// whole.
+pub async fn open(
+    addr: &str,
+    tls: Option<&Connector>,
+    hello: &Request,
+    timeout: Duration,
+    limits: &Limits,
+) -> Result<(Framed<ClientStream>, HelloOk), OpenError> {
+    let stream = connect(addr, tls).await.map_err(OpenError::Connect)?;
+    let mut framed = Framed::new(stream, limits.max_frame_bytes);
+    let info = framed.hello(hello, timeout, limits).await?;
+    Ok((framed, info))
+}
+
 /// The HELLO a client sends: this build's version, the token if any.
 pub fn hello(token: Option<&[u8]>, client_name: &str) -> Request {
     Request::Hello(Hello {
@@ -140,11 +168,14 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         timeout: Duration,
         limits: &Limits,
     ) -> Result<Response, StreamError> {
-        let frame = self
-            .next_within(timeout)
-            .await?
-            .ok_or(StreamError::Closed)?;
+        let frame = self.frame_within(timeout).await?;
         Ok(Response::decode(frame, limits)?)
+    }
+
+    /// The next frame within `timeout`, where one must come: a close
+    /// between frames is [`StreamError::Closed`] here.
+    pub async fn frame_within(&mut self, timeout: Duration) -> Result<Frame, StreamError> {
+        self.next_within(timeout).await?.ok_or(StreamError::Closed)
     }
 
     pub fn get_ref(&self) -> &R {
@@ -239,6 +270,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Framed<S> {
     /// Queues a request; nothing is sent until [`Framed::flush`].
     pub fn queue(&mut self, request: &Request) -> Result<(), Error> {
         queue(&mut self.write_buf, |b| request.encode(b))
+    }
+
+    /// Queues a frame encoded by `encode` (a message that is not a
+    /// request, such as a replication acknowledgement).
+    pub fn queue_with(
+        &mut self,
+        encode: impl FnOnce(&mut BytesMut) -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        queue(&mut self.write_buf, encode)
     }
 
     /// Writes and flushes every queued request.

@@ -6,15 +6,15 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::security::{Credential, Permission, Revoked, ServerStream};
 use bytes::{Bytes, BytesMut};
 
-use super::link::{FrameReader, FrameWriter};
 use super::{unix_ms, ReplError, Replication, RoleView};
 use crate::engine::{self, TailCut};
-use crate::node::Node;
+use crate::lifecycle::Shutdown;
 use crate::protocol::replication::{SyncRequest, ToMaster, ToReplica, MAX_CHUNK_BYTES};
+use crate::protocol::stream::{FrameReader, FrameWriter};
 use crate::protocol::{ErrorCode, Response};
+use crate::security::{Credential, Permission, Revoked, Security, ServerStream};
 
 /// Log bytes per chunk frame.
 const CHUNK_BYTES: usize = 1024 * 1024;
@@ -120,6 +120,19 @@ fn crossed_cut(cuts: &[TailCut], epoch: u32, end: u64) -> Option<TailCut> {
         .copied()
 }
 
+/// What the master side of a replication stream uses of the node that
+/// hands it the connection: the role handle, the security settings (a
+/// reload may take the stream's permission away), the frame limit and the
+/// shutdown signal. The node builds it; replication knows nothing else of
+/// the node.
+#[derive(Clone)]
+pub struct Serving {
+    pub replication: Arc<Replication>,
+    pub security: Arc<Security>,
+    pub max_frame_bytes: u32,
+    pub shutdown: Shutdown,
+}
+
 /// Serves one replica on a connection that sent REPL_SYNC. `leftover` is
 /// what the connection had read past that frame.
 /// `credential` is what the connection authenticated with; a reload that
@@ -127,7 +140,7 @@ fn crossed_cut(cuts: &[TailCut], epoch: u32, end: u64) -> Option<TailCut> {
 pub async fn serve_replica(
     stream: ServerStream,
     leftover: BytesMut,
-    ctx: Arc<Node>,
+    ctx: Serving,
     first: SyncRequest,
     credential: Credential,
 ) {
@@ -150,7 +163,7 @@ pub async fn serve_replica(
 async fn serve(
     stream: ServerStream,
     leftover: BytesMut,
-    ctx: &Arc<Node>,
+    ctx: &Serving,
     first: SyncRequest,
     id: &str,
     credential: Credential,
@@ -159,7 +172,7 @@ async fn serve(
     let engine = repl.engine.clone();
     let _ = stream.tcp().set_nodelay(true);
     let (rd, wr) = tokio::io::split(stream);
-    let mut reader = FrameReader::new(rd, leftover, ctx.limits.max_frame_bytes);
+    let mut reader = FrameReader::new(rd, leftover, ctx.max_frame_bytes);
     let mut writer = FrameWriter::new(wr);
     let mut req = first;
     let from = loop {
@@ -178,7 +191,7 @@ async fn serve(
                 writer
                     .send(|b| ToReplica::Truncate { epoch, to }.encode(b))
                     .await?;
-                match reader.next(REPLICA_SILENCE).await? {
+                match reader.next_within(REPLICA_SILENCE).await? {
                     Some(frame) => match ToMaster::decode(frame)? {
                         ToMaster::Sync(next) => req = next,
                         other => {
@@ -220,8 +233,8 @@ async fn serve(
 
 /// Whether the stream's credential still has the admin permission, after
 /// any reload of the token files since it was checked.
-fn still_admin(credential: &mut Credential, ctx: &Node) -> bool {
-    match credential.permission(&ctx.security) {
+fn still_admin(credential: &mut Credential, security: &Security) -> bool {
+    match credential.permission(security) {
         Ok(Some(permission)) => permission >= Permission::Admin,
         Ok(None) | Err(Revoked) => false,
     }
@@ -303,7 +316,7 @@ struct Stream<'a> {
 /// server shuts down. Acks are read concurrently.
 async fn stream_log<W: tokio::io::AsyncWrite + Unpin>(
     repl: &Arc<Replication>,
-    ctx: &Node,
+    ctx: &Serving,
     stream: Stream<'_>,
     writer: &mut FrameWriter<W>,
 ) -> Result<(), ReplError> {
@@ -319,7 +332,7 @@ async fn stream_log<W: tokio::io::AsyncWrite + Unpin>(
         let id = id.to_string();
         tokio::spawn(async move {
             loop {
-                match reader.next(REPLICA_SILENCE).await? {
+                match reader.next_within(REPLICA_SILENCE).await? {
                     None => return Ok(()),
                     Some(frame) => match ToMaster::decode(frame)? {
                         ToMaster::Ack {
@@ -341,7 +354,7 @@ async fn stream_log<W: tokio::io::AsyncWrite + Unpin>(
         let mut heartbeat = tokio::time::interval(repl.settings.heartbeat);
         let mut pos = from;
         loop {
-            if !still_admin(&mut credential, ctx) {
+            if !still_admin(&mut credential, &ctx.security) {
                 let message = "the token of this replication stream is no longer accepted \
                                with the admin permission (removed by a reload)";
                 tracing::warn!(replica = %id, "{message}; closing the replica stream");

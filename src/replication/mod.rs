@@ -14,7 +14,6 @@
 //! epoch is below its own, and a replica whose log diverged from its
 //! master's is told where to cut it (see `docs/REPLICATION.md`).
 
-pub(crate) mod link;
 pub mod master;
 mod quorum;
 pub mod replica;
@@ -55,6 +54,18 @@ pub enum ReplError {
     StaleMaster { master: u32, ours: u32 },
     #[error("unexpected message: {0}")]
     Unexpected(String),
+}
+
+impl From<protocol::stream::StreamError> for ReplError {
+    fn from(e: protocol::stream::StreamError) -> Self {
+        use protocol::stream::StreamError;
+        match e {
+            StreamError::Io(e) => ReplError::Io(e),
+            StreamError::Protocol(e) => ReplError::Protocol(e),
+            StreamError::Closed => ReplError::Closed,
+            StreamError::Timeout(after) => ReplError::Timeout(after),
+        }
+    }
 }
 
 /// How the master acknowledges writes.

@@ -8,18 +8,18 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, BytesMut};
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 
-use super::link::{FrameReader, FrameWriter};
 use super::{ReplError, Replication};
 use crate::engine::{self, snapshot::is_snapshot_file, Engine};
 use crate::protocol::replication::{SyncRequest, ToMaster, ToReplica};
-use crate::protocol::{Auth, ErrorCode, Frame, Hello, Limits, Request, Response, PROTOCOL_VERSION};
-use crate::security::ClientStream;
+use crate::protocol::stream::{self, FrameReader, FrameWriter, HelloError, OpenError};
+use crate::protocol::{Frame, Limits, Request, Response};
+use crate::protocol::ErrorCode;
 
+/// Bound on connecting to the master: TCP, TLS and HELLO.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// No frame from the master for this long (heartbeats come every second)
 /// means the link is dead.
@@ -89,34 +89,32 @@ async fn session(
 ) -> Result<bool, ReplError> {
     let engine = repl.engine.clone();
     let security = &repl.settings.security;
-    let connect = async {
-        let tcp = TcpStream::connect(master).await?;
-        tcp.set_nodelay(true)?;
-        match security.connector() {
-            None => Ok::<_, std::io::Error>(ClientStream::Plain(tcp)),
-            Some(tls) => tls.connect(tcp, master).await,
+    let limits = Limits::default();
+    let hello = stream::hello(
+        security.outbound_token().as_deref().map(Vec::as_slice),
+        &format!("replica {}", repl.settings.replica_id),
+    );
+    let connector = security.connector();
+    let open = stream::open(
+        master,
+        connector.as_deref(),
+        &hello,
+        CONNECT_TIMEOUT,
+        &limits,
+    );
+    let (framed, _) = match tokio::time::timeout(CONNECT_TIMEOUT, open).await {
+        Err(_) => return Err(ReplError::Timeout(CONNECT_TIMEOUT)),
+        Ok(Ok(opened)) => opened,
+        Ok(Err(OpenError::Connect(e))) => return Err(ReplError::Io(e)),
+        Ok(Err(OpenError::Hello(HelloError::Stream(e)))) => return Err(e.into()),
+        Ok(Err(OpenError::Hello(HelloError::Refused { code, message }))) => {
+            return Err(ReplError::Refused { code, message })
+        }
+        Ok(Err(OpenError::Hello(HelloError::Unexpected(response)))) => {
+            return Err(ReplError::Unexpected(format!("{response} to HELLO")))
         }
     };
-    let stream = tokio::time::timeout(CONNECT_TIMEOUT, connect)
-        .await
-        .map_err(|_| ReplError::Timeout(CONNECT_TIMEOUT))??;
-    let (rd, wr) = tokio::io::split(stream);
-    let limits = Limits::default();
-    let mut reader = FrameReader::new(rd, BytesMut::new(), limits.max_frame_bytes);
-    let mut writer = FrameWriter::new(wr);
-    let hello = Request::Hello(Hello {
-        version: PROTOCOL_VERSION,
-        auth: match security.outbound_token() {
-            Some(token) => Auth::Token(Bytes::copy_from_slice(&token)),
-            None => Auth::None,
-        },
-        client_name: format!("replica {}", repl.settings.replica_id),
-    });
-    writer.send(|b| hello.encode(b)).await?;
-    match next_response(&mut reader, &limits).await? {
-        Response::HelloOk(_) => {}
-        other => return Err(refused(other)),
-    }
+    let (mut reader, mut writer) = framed.into_split();
 
     // Negotiate where to resume.
     loop {
@@ -129,10 +127,7 @@ async fn session(
             format: engine::segment::FORMAT_VERSION,
         };
         writer.send(|b| Request::ReplSync(sync).encode(b)).await?;
-        let frame = reader
-            .next(MASTER_SILENCE)
-            .await?
-            .ok_or(ReplError::Closed)?;
+        let frame = reader.frame_within(MASTER_SILENCE).await?;
         let msg = match ToReplica::decode(frame.clone())? {
             Some(msg) => msg,
             None => return Err(refused(Response::decode(frame, &limits)?)),
@@ -318,8 +313,8 @@ where
         // Stop reading while too much is appended but not yet written.
         let may_read = batch.end.saturating_sub(now.written) <= MAX_UNWRITTEN_BYTES;
         tokio::select! {
-            frame = reader.next(MASTER_SILENCE), if may_read => {
-                let mut frame = frame?.ok_or(ReplError::Closed)?;
+            frame = reader.frame_within(MASTER_SILENCE), if may_read => {
+                let mut frame = frame?;
                 // Everything else already received joins this append.
                 loop {
                     let msg = message(frame, &limits)?;
@@ -394,25 +389,11 @@ fn refused(response: Response) -> ReplError {
     }
 }
 
-async fn next_response<R: tokio::io::AsyncRead + Unpin>(
-    reader: &mut FrameReader<R>,
-    limits: &Limits,
-) -> Result<Response, ReplError> {
-    let frame = reader
-        .next(MASTER_SILENCE)
-        .await?
-        .ok_or(ReplError::Closed)?;
-    Ok(Response::decode(frame, limits)?)
-}
-
 async fn next_message<R: tokio::io::AsyncRead + Unpin>(
     reader: &mut FrameReader<R>,
     limits: &Limits,
 ) -> Result<ToReplica, ReplError> {
-    let frame = reader
-        .next(MASTER_SILENCE)
-        .await?
-        .ok_or(ReplError::Closed)?;
+    let frame = reader.frame_within(MASTER_SILENCE).await?;
     message(frame, limits)
 }
 

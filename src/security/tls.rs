@@ -169,11 +169,6 @@ impl Connector {
         }
     }
 
-    /// The rustls configuration, for blocking connections.
-    pub fn config(&self) -> Arc<ClientConfig> {
-        Arc::clone(&self.config)
-    }
-
     /// The name the server's certificate must carry when reached at
     /// `addr` (`host:port`, `[v6]:port`).
     pub fn server_name(&self, addr: &str) -> Result<ServerName<'static>, TlsError> {

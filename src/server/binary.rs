@@ -29,6 +29,7 @@ use crate::node::Node;
 use crate::protocol::replication::SyncRequest;
 use crate::protocol::{self, Auth, ErrorCode, Frame, Request, Response};
 use crate::security::{Credential, Permission, ServerStream};
+use crate::{backup, replication};
 
 /// The client port's front end.
 #[derive(Debug, Default)]
@@ -86,18 +87,32 @@ impl FrontEnd for Binary {
         else {
             return;
         };
+        // Each gets the parts of the node it uses, not the node.
         match hand_off {
             HandOff::Replication(sync) => {
-                crate::replication::master::serve_replica(
+                let serving = replication::master::Serving {
+                    replication: Arc::clone(&node.replication),
+                    security: Arc::clone(&node.security),
+                    max_frame_bytes: node.limits.max_frame_bytes,
+                    shutdown: node.shutdown.clone(),
+                };
+                replication::master::serve_replica(
                     stream,
                     leftover,
-                    node,
+                    serving,
                     sync,
                     codec.credential,
                 )
                 .await;
             }
-            HandOff::Backup => crate::backup::serve::serve_backup(stream, leftover, node).await,
+            HandOff::Backup => {
+                let serving = backup::serve::Serving {
+                    engine: node.engine.clone(),
+                    metrics: Arc::clone(&node.metrics),
+                    shutdown: node.shutdown.clone(),
+                };
+                backup::serve::serve_backup(stream, leftover, serving).await
+            }
         }
     }
 }

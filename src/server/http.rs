@@ -15,8 +15,8 @@ use axum::routing::get;
 use axum::Router;
 use prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 
+use crate::lifecycle::Health;
 use crate::metrics::Metrics;
-use crate::server::health::Health;
 
 /// What the HTTP handlers read.
 #[derive(Debug, Clone)]

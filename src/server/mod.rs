@@ -36,12 +36,6 @@ use crate::node::{listener, Node};
 use crate::replication::{self, Replication, RoleView};
 use crate::security::{Security, SecurityError};
 
-// Replication and backup still reach these through the server until they
-// take the node's parts one by one.
-pub use crate::lifecycle::health;
-/// The node's shared state, under its former name.
-pub type ServerContext = Node;
-
 /// Why a node could not start or stop cleanly. Each message names what
 /// failed and where.
 #[derive(Debug, thiserror::Error)]

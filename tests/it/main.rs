@@ -22,6 +22,7 @@ mod group_commit;
 mod hostile;
 mod http;
 mod k8s;
+mod layers;
 mod log;
 mod model;
 mod monitoring;
