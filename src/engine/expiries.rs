@@ -29,7 +29,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use hashbrown::HashSet;
 use parking_lot::Mutex;
 
-use super::files::IdHasher;
+use super::idhash::IdHasher;
 
 /// Width of one bucket: how late, at most, the sweep sees that a key is
 /// due (it takes a bucket once the bucket's end has passed).

@@ -20,6 +20,7 @@ mod expiries;
 pub mod fault;
 mod files;
 pub mod hint;
+mod idhash;
 mod keydir;
 mod log;
 mod maintenance;
@@ -236,7 +237,9 @@ impl Engine {
     pub async fn decide_async(&self, op: &Conditional<'_>) -> Result<Decided> {
         let decided = self.inner().decide(op)?;
         if self.inner().options.durability == Durability::Always {
-            self.inner().wait_durable_async(decided.end, decided.resumes).await?;
+            self.inner()
+                .wait_durable_async(decided.end, decided.resumes)
+                .await?;
         }
         Ok(decided)
     }

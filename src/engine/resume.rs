@@ -3,7 +3,7 @@
 //! unknown; once a write and an fsync succeed again, the engine resumes
 //! without a restart.
 //!
-//! The flusher probes every [`PROBE_EVERY`] while poisoned. A probe:
+//! The flusher probes every [`super::writer::PROBE_EVERY`] while poisoned. A probe:
 //! 1. writes and fsyncs the header of a fresh segment, named by the
 //!    durable end `D` of the log, under a temporary name (through the
 //!    fault hooks, so tests can keep the "disk" full);
@@ -36,7 +36,6 @@ use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use super::epochs::{CutCause, TailCut};
 use super::error::{IoContext, Result};
@@ -46,9 +45,6 @@ use super::segment::{DataFile, FileKind, FILE_HEADER_LEN};
 use super::writer::WriterState;
 use super::{tail, Inner};
 use crate::durable;
-
-/// How often a poisoned engine tries to resume.
-pub const PROBE_EVERY: Duration = Duration::from_secs(1);
 
 /// Writes and fsyncs the header of segment `kind` at its temporary name:
 /// the probe that the disk takes writes again.

@@ -24,7 +24,7 @@
 use std::fs::File;
 use std::mem;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex, MutexGuard};
 use tokio::sync::watch;
@@ -39,6 +39,9 @@ use super::record::{self, Kind, Record, MAX_APPEND_BYTES};
 use super::recovery::{apply_entry, update_expiries};
 use super::segment::{self, DataFile, FileKind, FILE_HEADER_LEN};
 use super::Inner;
+
+/// How often a poisoned engine tries to resume ([`super::resume`]).
+pub(crate) const PROBE_EVERY: Duration = Duration::from_secs(1);
 
 /// A record appended but not yet in the keydir (`Always` waits for its
 /// fsync; a replica's batch waits for its commit record).
@@ -799,7 +802,7 @@ impl Inner {
                 && st.resumable
                 && !st.closed
                 && !st.busy
-                && st.last_probe.elapsed() >= super::resume::PROBE_EVERY
+                && st.last_probe.elapsed() >= PROBE_EVERY
             {
                 st.last_probe = Instant::now();
                 if let Err(e) = MutexGuard::unlocked(&mut st, || self.try_resume()) {
@@ -813,7 +816,7 @@ impl Inner {
                 }
                 let mut wait = interval.unwrap_or(std::time::Duration::from_secs(1));
                 if st.poisoned.is_some() {
-                    wait = wait.min(super::resume::PROBE_EVERY);
+                    wait = wait.min(PROBE_EVERY);
                 }
                 w.work.wait_for(&mut st, wait);
                 continue;

@@ -16,8 +16,8 @@ use super::{ReplError, Replication};
 use crate::engine::{self, snapshot::is_snapshot_file, Engine};
 use crate::protocol::replication::{SyncRequest, ToMaster, ToReplica};
 use crate::protocol::stream::{self, FrameReader, FrameWriter, HelloError, OpenError};
-use crate::protocol::{Frame, Limits, Request, Response};
 use crate::protocol::ErrorCode;
+use crate::protocol::{Frame, Limits, Request, Response};
 
 /// Bound on connecting to the master: TCP, TLS and HELLO.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);

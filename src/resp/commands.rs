@@ -16,14 +16,13 @@ use bytes::Bytes;
 use super::expiry::{self, Unit};
 use super::info;
 use super::parse::Args;
-use super::reply::Reply;
+use super::reply::{from_response, Reply};
 use super::table::{self, Spec};
 use super::{Session, Shared};
 use crate::engine::WriteOp;
 use crate::metrics::Outcome;
 use crate::node::execute;
 use crate::node::Node;
-use crate::protocol::{ErrorCode, Response};
 
 /// Whether `args` is a write that may share a group commit with the writes
 /// around it in a pipeline (runs no check before writing, needs no session).
@@ -131,20 +130,6 @@ fn unknown(args: &Args) -> Reply {
     Reply::err(format!(
         "unknown command '{name}', with args beginning with: {rest}"
     ))
-}
-
-/// A binary-protocol answer as a RESP error.
-pub fn from_response(response: Response) -> Reply {
-    match response {
-        Response::Redirect { master } => Reply::Error(format!(
-            "READONLY You can't write against a read only replica. master is {master}"
-        )),
-        Response::Error { code, message } if code == ErrorCode::NOT_ENOUGH_REPLICAS => {
-            Reply::Error(format!("NOREPLICAS {message}"))
-        }
-        Response::Error { message, .. } => Reply::err(message),
-        other => Reply::err(format!("unexpected answer {other:?}")),
-    }
 }
 
 fn get(node: &Node, shared: &Shared, key: &[u8]) -> Reply {

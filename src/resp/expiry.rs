@@ -12,9 +12,8 @@
 
 use bytes::Bytes;
 
-use super::commands::from_response;
 use super::parse::Args;
-use super::reply::Reply;
+use super::reply::{from_response, Reply};
 use crate::engine::{Conditional, ExpireIf, KeyExpiry, SetExpiry, SetWhen};
 use crate::node::execute;
 use crate::node::Node;

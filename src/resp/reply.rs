@@ -5,6 +5,8 @@
 
 use bytes::{BufMut, BytesMut};
 
+use crate::protocol::{ErrorCode, Response};
+
 /// One answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reply {
@@ -93,6 +95,20 @@ fn header(out: &mut BytesMut, kind: u8, n: i64) {
     }
     out.extend_from_slice(&digits[i..]);
     out.extend_from_slice(b"\r\n");
+}
+
+/// A binary-protocol answer as a RESP error.
+pub fn from_response(response: Response) -> Reply {
+    match response {
+        Response::Redirect { master } => Reply::Error(format!(
+            "READONLY You can't write against a read only replica. master is {master}"
+        )),
+        Response::Error { code, message } if code == ErrorCode::NOT_ENOUGH_REPLICAS => {
+            Reply::Error(format!("NOREPLICAS {message}"))
+        }
+        Response::Error { message, .. } => Reply::err(message),
+        other => Reply::err(format!("unexpected answer {other:?}")),
+    }
 }
 
 #[cfg(test)]
