@@ -14,7 +14,9 @@
 //! - [`connection`]: the one connection loop (frame and idle timeouts,
 //!   pipelining, group-committed runs of writes, flushing, the auth gate,
 //!   shutdown) that each front end plugs its [`connection::Codec`] into;
-//! - [`listener`]: the one accept loop (connection limit, TLS, drain).
+//! - [`listener`]: the one accept loop (connection limit, TLS, drain);
+//! - [`ha`]: with a coordinator, the loop that follows, elects and fences
+//!   the master.
 //!
 //! Replication and backup import nothing from the front ends (`server`,
 //! `resp`): the replication master and the backup server, which take a
@@ -24,6 +26,7 @@
 
 pub mod connection;
 pub mod execute;
+pub mod ha;
 pub mod listener;
 
 use std::sync::Arc;
@@ -100,4 +103,7 @@ pub struct Node {
     pub limits: Limits,
     pub shutdown: Shutdown,
     pub health: Arc<Health>,
+    /// With a coordinator: the session that elects the master, and the
+    /// term's fence the write path checks ([`ha`]). `None`: roles by hand.
+    pub ha: Option<Arc<ha::Ha>>,
 }

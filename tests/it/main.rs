@@ -15,6 +15,7 @@ mod connections;
 mod coordinator;
 mod crash;
 mod docs;
+mod failover;
 mod first_frame;
 mod fixtures;
 mod group_commit;
