@@ -260,20 +260,39 @@ fn sigkill_of_the_master_under_a_sync_writer_loses_no_acknowledged_write() {
     );
 }
 
-#[test]
-fn a_master_stopped_past_its_lease_sends_no_ok_the_new_master_lacks() {
+/// What a writer holding one connection to a master saw around a
+/// SIGSTOP of that master past its lease and the SIGCONT after a new
+/// master was elected.
+struct Stopped {
+    /// Keys the old master answered OK, before and after.
+    acked: Vec<Bytes>,
+    /// Every answer received after SIGCONT, in order (`Err`: the client's
+    /// error, a REDIRECT included).
+    after: Vec<Result<Response, String>>,
+    new_addr: SocketAddr,
+    /// Kept running for the checks.
+    _nodes: Vec<Server>,
+    _etcd: EtcdCluster,
+}
+
+/// Three nodes with `mode`; a writer keeps one connection to the master,
+/// which is stopped until another is elected, then continued.
+fn stop_the_master_past_its_lease(mode: &[&str]) -> Stopped {
     let etcd = EtcdCluster::start(1);
-    let sync = ["--replication-mode", "sync", "--min-acks", "2"];
-    let mut nodes: Vec<Server> = (0..3).map(|i| start_node(&etcd, i, &sync)).collect();
+    let mut nodes: Vec<Server> = (0..3).map(|i| start_node(&etcd, i, mode)).collect();
     let (m, epoch) = wait_one_master(&nodes.iter().collect::<Vec<_>>());
     let old = nodes[m].addr;
 
     // One connection to the old master for the whole test.
     let acked = Arc::new(Mutex::new(Acked::default()));
-    let refused = Arc::new(Mutex::new(Vec::<Response>::new()));
-    let stop = Arc::new(AtomicBool::new(false));
+    let after = Arc::new(Mutex::new(Vec::new()));
+    let (stop, resumed) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicBool::new(false)),
+    );
     let task = {
-        let (acked, refused, stop) = (Arc::clone(&acked), Arc::clone(&refused), Arc::clone(&stop));
+        let (acked, after) = (Arc::clone(&acked), Arc::clone(&after));
+        let (stop, resumed) = (Arc::clone(&stop), Arc::clone(&resumed));
         std::thread::spawn(move || {
             let mut c = BlockingClient::connect(old.to_string(), options()).expect("connect");
             let started = Instant::now();
@@ -286,14 +305,17 @@ fn a_master_stopped_past_its_lease_sends_no_ok_the_new_master_lacks() {
                     key: key.clone(),
                     value: Bytes::from_static(b"v"),
                 };
-                match c.call(&put) {
-                    Ok(Response::Ok) => acked.lock().unwrap().keys.push(key),
-                    Ok(other) => {
-                        refused.lock().unwrap().push(other);
-                        std::thread::sleep(Duration::from_millis(20));
-                    }
+                let answer = c.call(&put).map_err(|e| e.to_string());
+                if answer == Ok(Response::Ok) {
+                    acked.lock().unwrap().keys.push(key);
+                }
+                let ended = answer.is_err();
+                if resumed.load(Ordering::Relaxed) {
+                    after.lock().unwrap().push(answer);
+                }
+                if ended {
                     // Redirected (not followed) or the connection ended.
-                    Err(_) => return,
+                    return;
                 }
             }
         })
@@ -313,6 +335,9 @@ fn a_master_stopped_past_its_lease_sends_no_ok_the_new_master_lacks() {
             })
         },
     );
+    // The writer is blocked on the stopped node: whatever it records from
+    // now on was answered after SIGCONT.
+    resumed.store(true, Ordering::Relaxed);
     kill(pid, Signal::SIGCONT).expect("SIGCONT");
     let (new_addr, new_epoch) = elected;
 
@@ -328,8 +353,6 @@ fn a_master_stopped_past_its_lease_sends_no_ok_the_new_master_lacks() {
     stop.store(true, Ordering::Relaxed);
     task.join().expect("writer");
 
-    let keys = acked.lock().unwrap().keys.clone();
-    assert_holds_all(new_addr, &keys, "after SIGSTOP/SIGCONT of the master");
     assert_eq!(role_of(new_addr), Some(("master".to_string(), new_epoch)));
     let logs = nodes[m].logs();
     assert!(
@@ -337,6 +360,45 @@ fn a_master_stopped_past_its_lease_sends_no_ok_the_new_master_lacks() {
         "the old master did not say it stepped down:\n{logs}"
     );
     nodes[m].sigkill();
+    let acked = acked.lock().unwrap().keys.clone();
+    let after = after.lock().unwrap().clone();
+    Stopped {
+        acked,
+        after,
+        new_addr,
+        _nodes: nodes,
+        _etcd: etcd,
+    }
+}
+
+#[test]
+fn a_master_stopped_past_its_lease_sends_no_ok_the_new_master_lacks() {
+    let sync = ["--replication-mode", "sync", "--min-acks", "2"];
+    let stopped = stop_the_master_past_its_lease(&sync);
+    assert_holds_all(
+        stopped.new_addr,
+        &stopped.acked,
+        "after SIGSTOP/SIGCONT of the master",
+    );
+}
+
+/// Async mode has no replicas to wait for: only the fence keeps the
+/// resumed master from acknowledging the write it was sent while stopped.
+#[test]
+fn a_master_stopped_past_its_lease_fences_itself_in_async_mode() {
+    let stopped = stop_the_master_past_its_lease(&["--replication-mode", "async"]);
+    let first = stopped.after.first().expect("an answer after SIGCONT");
+    assert_ne!(
+        first,
+        &Ok(Response::Ok),
+        "the stale master acknowledged a write after its lease ran out: {:?}",
+        stopped.after
+    );
+    assert!(
+        !stopped.after.contains(&Ok(Response::Ok)),
+        "the stale master acknowledged writes after its lease ran out: {:?}",
+        stopped.after
+    );
 }
 
 #[test]
