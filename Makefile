@@ -7,7 +7,7 @@ FUZZ_SMOKE_SECONDS ?= 5
 FUZZ_SECONDS ?= 60
 CHAOS_MINUTES ?= 5
 
-.PHONY: run build build-deps deps deps-check test lint unit k8s-check image-test fuzz-smoke fuzz chaos bench-engine bench-server bench-compare bench-replication bench-vs-redis clean
+.PHONY: run build build-deps deps deps-check test lint unit k8s-check image-test fuzz-smoke fuzz chaos bench-engine bench-server bench-compare bench-replication bench-failover bench-vs-redis clean
 
 run: build-deps
 	$(CARGO) run --release --bin kvstore -- serve --data-dir ./data
@@ -84,6 +84,13 @@ bench-compare:
 bench-replication:
 	$(CARGO) build --release --bin kvstore
 	KVSTORE_BIN=$${CARGO_TARGET_DIR:-target}/release/kvstore ./benches/replication.sh
+
+# Unplanned failover with --coordinator etcd: SIGKILL the master FAILOVERS
+# times (default 20), TTL_MS (default 5000); first acknowledged write on
+# the new master, p50/p99 (benches/failover.sh).
+bench-failover:
+	$(CARGO) build --release --bin kvstore
+	KVSTORE_BIN=$${CARGO_TARGET_DIR:-target}/release/kvstore ./benches/failover.sh
 
 # RESP: redis-benchmark against Redis and kvstore side by side (N requests each).
 BENCH_N ?= 1000000

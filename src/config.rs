@@ -26,6 +26,7 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
+use crate::coordinator::{self, Backend};
 use crate::engine::options::{MAX_SEGMENT_BYTES, MIN_SEGMENT_BYTES};
 use crate::engine::Durability;
 use crate::node::Limits;
@@ -218,6 +219,33 @@ pub struct ServeArgs {
         requires = "tls_cert"
     )]
     pub tls_key: Option<PathBuf>,
+    /// Who elects the master: none (manual roles), etcd or kubernetes.
+    #[arg(
+        long,
+        env = "KVSTORE_COORDINATOR",
+        value_name = "none|etcd|kubernetes",
+        default_value = "none",
+        value_parser = parse::backend
+    )]
+    pub coordinator: Backend,
+    /// etcd client URLs, comma-separated (--coordinator etcd).
+    #[arg(
+        long,
+        env = "KVSTORE_ETCD_ENDPOINTS",
+        value_name = "URL[,URL]",
+        value_delimiter = ',',
+        value_parser = parse::endpoint
+    )]
+    pub etcd_endpoints: Vec<String>,
+    /// The cluster's name: etcd key prefix, Lease name.
+    #[arg(long, env = "KVSTORE_CLUSTER", value_name = "NAME", default_value = "kvstore", value_parser = parse::cluster_name)]
+    pub cluster: String,
+    /// This node's id in the coordinator [default: the host name].
+    #[arg(long, env = "KVSTORE_NODE_ID", value_name = "ID", value_parser = parse::node_id)]
+    pub node_id: Option<String>,
+    /// Leadership lease TTL, in milliseconds [default: 5000 for etcd, 15000 for kubernetes].
+    #[arg(long, env = "KVSTORE_LEASE_TTL_MS", value_name = "MS", value_parser = number::<1000, 600_000>)]
+    pub lease_ttl_ms: Option<u64>,
 }
 
 /// A configuration value that cannot be used; the message names the setting.
@@ -342,6 +370,11 @@ pub struct Config {
     pub tokens: TokenFiles,
     /// TLS files; the CA and server name come from the global flags.
     pub tls: TlsFiles,
+    /// The coordinator session's settings when `--coordinator` is not
+    /// `none` (then [`Config::role`] is [`Role::Candidate`]). Its
+    /// `advertise_addr` is `--advertise-addr`, or empty until the node has
+    /// bound `--listen`.
+    pub coordinator: Option<coordinator::Settings>,
 }
 
 /// Every environment variable `kvstore` reads; anything else starting with
@@ -380,6 +413,11 @@ pub const KNOWN_ENV: &[&str] = &[
     "KVSTORE_TLS_KEY",
     "KVSTORE_TLS_CA",
     "KVSTORE_TLS_SERVER_NAME",
+    "KVSTORE_COORDINATOR",
+    "KVSTORE_ETCD_ENDPOINTS",
+    "KVSTORE_CLUSTER",
+    "KVSTORE_NODE_ID",
+    "KVSTORE_LEASE_TTL_MS",
 ];
 
 /// Names a setting in messages: `--durability (KVSTORE_DURABILITY)`.
@@ -473,7 +511,13 @@ impl Config {
                 None => true,
             },
         };
-        let role = role::resolve_role(args, replication_enabled, &env)?;
+        let coordinator = coordinator_settings(args, &env)?;
+        let role = match &coordinator {
+            // Every node starts as a candidate and finds the master through
+            // the coordinator: --role and --master-addr are not read.
+            Some(_) => Role::Candidate,
+            None => role::resolve_role(args, replication_enabled, &env)?,
+        };
         Ok(Config {
             data_dir: args.data_dir.clone(),
             listen,
@@ -504,8 +548,63 @@ impl Config {
                 ca: None,
                 server_name: None,
             },
+            coordinator,
         })
     }
+}
+
+/// The coordinator settings, `None` for `--coordinator none`. The node id
+/// defaults to the host name (`HOSTNAME`, else the kernel's).
+fn coordinator_settings(
+    args: &ServeArgs,
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<Option<coordinator::Settings>, ConfigError> {
+    if args.coordinator == Backend::None {
+        return Ok(None);
+    }
+    if args.coordinator == Backend::Etcd && args.etcd_endpoints.is_empty() {
+        return Err(ConfigError::Missing {
+            setting: name("etcd-endpoints"),
+            reason: "--coordinator etcd needs at least one etcd client URL".into(),
+        });
+    }
+    if !args.replication_enabled.unwrap_or(true) {
+        return Err(invalid(
+            "coordinator",
+            args.coordinator.name(),
+            "a coordinator elects a master among replicating nodes; replication is disabled",
+        ));
+    }
+    let node_id = match &args.node_id {
+        Some(id) => id.clone(),
+        None => {
+            let host = env("HOSTNAME")
+                .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+                .unwrap_or_default();
+            let host = host.trim().to_string();
+            parse::node_id(&host).map_err(|reason| ConfigError::Invalid {
+                setting: format!("{} (default: the host name)", name("node-id")),
+                value: host,
+                reason,
+            })?
+        }
+    };
+    let mut settings = coordinator::Settings::new(
+        args.coordinator,
+        node_id,
+        args.advertise_addr.clone().unwrap_or_default(),
+    );
+    settings.cluster.clone_from(&args.cluster);
+    settings.lease_ttl = args.lease_ttl_ms.map(Duration::from_millis);
+    settings.etcd_endpoints.clone_from(&args.etcd_endpoints);
+    settings.timing().map_err(|e| {
+        invalid(
+            "lease-ttl-ms",
+            &args.lease_ttl_ms.unwrap_or_default().to_string(),
+            e.to_string(),
+        )
+    })?;
+    Ok(Some(settings))
 }
 
 #[cfg(test)]

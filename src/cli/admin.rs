@@ -59,6 +59,8 @@ struct NodeState {
     role: String,
     epoch: u64,
     durable: u64,
+    /// Its `--coordinator` (`none`: roles by hand).
+    coordinator: String,
 }
 
 fn node_state(addr: &str, with: &ConnectArgs) -> Result<NodeState, CliError> {
@@ -74,6 +76,11 @@ fn node_state(addr: &str, with: &ConnectArgs) -> Result<NodeState, CliError> {
             .to_string(),
         epoch: num(&repl, "epoch"),
         durable: num(&repl, "durable_offset"),
+        coordinator: stats
+            .get("coordinator")
+            .and_then(Value::as_str)
+            .unwrap_or("none")
+            .to_string(),
     })
 }
 
@@ -95,6 +102,13 @@ pub fn failover(args: &FailoverArgs, with: &ConnectArgs) -> Result<(), CliError>
             }
             Err(e) => println!("{addr:<24} unreachable: {e}"),
         }
+    }
+    if let Some(s) = reachable.iter().find(|s| s.coordinator != "none") {
+        return Err(CliError::Other(format!(
+            "refusing to fail over: {} runs with --coordinator {}, which elects the master itself. \
+             Stop the master (SIGTERM: it resigns and another node is elected) instead",
+            s.addr, s.coordinator
+        )));
     }
     let masters: Vec<&str> = reachable
         .iter()

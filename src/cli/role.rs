@@ -18,6 +18,10 @@ pub fn run(args: &ServeArgs) -> Result<(), CliError> {
     match config.role {
         Role::Master => println!("{pod}: role MASTER"),
         Role::Replica { master_addr } => println!("{pod}: role REPLICA of {master_addr}"),
+        Role::Candidate => println!(
+            "{pod}: role CANDIDATE (the {} coordinator elects the master)",
+            args.coordinator
+        ),
     }
     Ok(())
 }

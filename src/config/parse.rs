@@ -106,3 +106,42 @@ pub fn data_dir(value: &str) -> Result<PathBuf, String> {
     }
     Ok(path)
 }
+
+/// `--coordinator`: none, etcd or kubernetes.
+pub fn backend(value: &str) -> Result<crate::coordinator::Backend, String> {
+    value.trim().parse()
+}
+
+/// One etcd client URL: `http://host:port` or `https://host:port`.
+pub fn endpoint(value: &str) -> Result<String, String> {
+    let value = value.trim();
+    let rest = value
+        .strip_prefix("http://")
+        .or_else(|| value.strip_prefix("https://"))
+        .ok_or_else(|| "expected http://host:port or https://host:port".to_string())?;
+    host_port(rest.trim_end_matches('/'))?;
+    Ok(value.to_string())
+}
+
+/// `--cluster`: a name usable as an etcd key segment and a Kubernetes name.
+pub fn cluster_name(value: &str) -> Result<String, String> {
+    crate::coordinator::validate_name("--cluster", value)
+        .map(|()| value.to_string())
+        .map_err(|e| reason_of(&e))
+}
+
+/// `--node-id`: like `--cluster`.
+pub fn node_id(value: &str) -> Result<String, String> {
+    crate::coordinator::validate_name("--node-id", value)
+        .map(|()| value.to_string())
+        .map_err(|e| reason_of(&e))
+}
+
+/// The reason of a coordinator setting error, without the setting's name
+/// (clap's error adds the flag and its variable).
+fn reason_of(e: &crate::coordinator::Error) -> String {
+    match e {
+        crate::coordinator::Error::Setting { reason, .. } => reason.clone(),
+        other => other.to_string(),
+    }
+}

@@ -12,6 +12,9 @@ pub enum Role {
     Master,
     /// Follows `master_addr`.
     Replica { master_addr: String },
+    /// With a coordinator: starts as a replica of nobody and follows, or
+    /// becomes, the master the coordinator elects.
+    Candidate,
 }
 
 /// The ordinal at the end of a StatefulSet pod name: `kvstore-2` is 2.

@@ -245,3 +245,64 @@ fn durability_is_one_type_with_its_interval() {
     let c = parse(&["--durability", "never"], &[]).unwrap();
     assert_eq!(c.durability, Durability::Never);
 }
+
+#[test]
+fn a_coordinator_makes_every_node_a_candidate() {
+    let flags = [
+        "--coordinator",
+        "etcd",
+        "--etcd-endpoints",
+        "http://127.0.0.1:2379,http://10.0.0.2:2379",
+        "--node-id",
+        "kvstore-1",
+        "--lease-ttl-ms",
+        "3000",
+        // Not read with a coordinator.
+        "--role",
+        "replica",
+    ];
+    let c = parse(&flags, &[]).unwrap();
+    assert_eq!(c.role, Role::Candidate);
+    let s = c.coordinator.expect("coordinator settings");
+    assert_eq!(s.backend, Backend::Etcd);
+    assert_eq!(s.etcd_endpoints.len(), 2);
+    assert_eq!(s.cluster, "kvstore");
+    assert_eq!(s.node_id, "kvstore-1");
+    assert_eq!(s.lease_ttl, Some(Duration::from_secs(3)));
+    // The node id defaults to the host name.
+    let c = parse(&flags[..6], &[("HOSTNAME", "kvstore-2")]).unwrap();
+    assert_eq!(c.coordinator.unwrap().node_id, "kvstore-1");
+    let c = parse(&flags[..4], &[("HOSTNAME", "kvstore-2")]).unwrap();
+    assert_eq!(c.coordinator.unwrap().node_id, "kvstore-2");
+    assert!(parse(&[], &[]).unwrap().coordinator.is_none());
+}
+
+#[test]
+fn coordinator_settings_are_checked() {
+    let err = |flags: &[&str]| parse(flags, &[("HOSTNAME", "h")]).unwrap_err().to_string();
+    let e = err(&["--coordinator", "etcd"]);
+    assert!(
+        e.contains("--etcd-endpoints (KVSTORE_ETCD_ENDPOINTS)"),
+        "{e}"
+    );
+    let e = err(&["--coordinator", "zookeeper"]);
+    assert!(e.contains("--coordinator (KVSTORE_COORDINATOR)"), "{e}");
+    let e = err(&[
+        "--coordinator",
+        "etcd",
+        "--etcd-endpoints",
+        "127.0.0.1:2379",
+    ]);
+    assert!(e.contains("--etcd-endpoints"), "{e}");
+    let e = err(&["--node-id", "Node_1"]);
+    assert!(e.contains("--node-id (KVSTORE_NODE_ID)"), "{e}");
+    let e = err(&["--lease-ttl-ms", "999"]);
+    assert!(e.contains("--lease-ttl-ms (KVSTORE_LEASE_TTL_MS)"), "{e}");
+    let e = parse(
+        &["--coordinator", "kubernetes"],
+        &[("HOSTNAME", "Bad_Host")],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("--node-id"), "{e}");
+}

@@ -80,6 +80,7 @@ async fn run(node: &Node, request: Request) -> Response {
                 Err(answer) => answer,
             }
         }
+        Request::Promote | Request::Replicate { .. } if node.ha.is_some() => manual_refused(node),
         Request::Promote => match node.replication.promote().await {
             Ok(epoch) => {
                 tracing::info!(epoch, "promoted to master by request");
@@ -162,9 +163,29 @@ fn to_write_op(op: &BatchOp) -> WriteOp<'_> {
     }
 }
 
+/// PROMOTE and REPLICATE with a coordinator: refused, since a role set by
+/// hand would bypass the elected term and its epoch (docs/FAILOVER.md).
+fn manual_refused(node: &Node) -> Response {
+    let backend = node
+        .ha
+        .as_ref()
+        .map_or("a coordinator", |ha| ha.backend().name());
+    Response::error(
+        ErrorCode::MALFORMED_REQUEST,
+        format!(
+            "roles are elected by the coordinator ({backend}): PROMOTE and REPLICATE are refused. \
+             To move the master, stop it (SIGTERM: it resigns and another node is elected); \
+             to take a node out, stop it"
+        ),
+    )
+}
+
 /// A write as the node's role allows it: a replica redirects it to its
 /// master; in sync mode the master refuses it up front when too few
 /// replicas are connected, and acknowledges it only once enough hold it.
+/// With a coordinator the master checks its term's fence before appending
+/// and again before the OK: past the deadline a new write is refused
+/// (REDIRECT or READ_ONLY) and an appended one answers FATE_UNKNOWN.
 pub async fn write(
     node: &Node,
     ops: &[WriteOp<'_>],
@@ -172,7 +193,15 @@ pub async fn write(
 ) -> Result<engine::Receipt, Response> {
     let repl = &node.replication;
     if let RoleView::Replica { master } = repl.role() {
+        if master.is_empty() {
+            return Err(super::ha::not_the_master());
+        }
         return Err(Response::Redirect { master });
+    }
+    if let Some(ha) = &node.ha {
+        if !ha.may_write() {
+            return Err(ha.refusal());
+        }
     }
     repl.check_sync_ready()
         .map_err(|message| Response::error(ErrorCode::NOT_ENOUGH_REPLICAS, message))?;
@@ -184,6 +213,14 @@ pub async fn write(
     repl.wait_replicated(receipt.end)
         .await
         .map_err(|message| Response::error(ErrorCode::FATE_UNKNOWN, message))?;
+    if let Some(ha) = &node.ha {
+        if !ha.may_write() {
+            return Err(Response::error(
+                ErrorCode::FATE_UNKNOWN,
+                "this node's leadership term ended before the write was acknowledged: it is in this node's log and may or may not be on the new master",
+            ));
+        }
+    }
     Ok(receipt)
 }
 
@@ -213,6 +250,8 @@ fn stats_json(node: &Node) -> Result<String, serde_json::Error> {
     if let serde_json::Value::Object(map) = &mut doc {
         map.insert("role".into(), replication.role.into());
         map.insert("replication".into(), serde_json::to_value(replication)?);
+        let coordinator = node.ha.as_ref().map_or("none", |ha| ha.backend().name());
+        map.insert("coordinator".into(), coordinator.into());
     }
     serde_json::to_string(&doc)
 }

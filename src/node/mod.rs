@@ -14,7 +14,9 @@
 //! - [`connection`]: the one connection loop (frame and idle timeouts,
 //!   pipelining, group-committed runs of writes, flushing, the auth gate,
 //!   shutdown) that each front end plugs its [`connection::Codec`] into;
-//! - [`listener`]: the one accept loop (connection limit, TLS, drain).
+//! - [`listener`]: the one accept loop (connection limit, TLS, drain);
+//! - [`ha`]: with a coordinator, the loop that follows, elects and fences
+//!   the master.
 //!
 //! Replication and backup import nothing from the front ends (`server`,
 //! `resp`) nor from the node: the replication master and the backup
@@ -25,6 +27,7 @@
 
 pub mod connection;
 pub mod execute;
+pub mod ha;
 pub mod listener;
 
 use std::sync::Arc;
@@ -101,4 +104,7 @@ pub struct Node {
     pub limits: Limits,
     pub shutdown: Shutdown,
     pub health: Arc<Health>,
+    /// With a coordinator: the session that elects the master, and the
+    /// term's fence the write path checks ([`ha`]). `None`: roles by hand.
+    pub ha: Option<Arc<ha::Ha>>,
 }

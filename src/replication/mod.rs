@@ -19,7 +19,7 @@ mod quorum;
 pub mod replica;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -127,6 +127,8 @@ pub enum RoleView {
 
 enum RoleState {
     Master,
+    /// A replica of nobody yet: with a coordinator, until one is elected.
+    Standby,
     Replica {
         master: String,
         stop: watch::Sender<bool>,
@@ -236,6 +238,9 @@ pub struct Replication {
     /// truncate, install); taken by role changes once the follower
     /// stopped, so no change lands after them.
     pub(crate) applying: Arc<tokio::sync::Mutex<()>>,
+    /// With a coordinator: the epoch it last showed a master in. The
+    /// follower refuses a master whose epoch is below it.
+    epoch_floor: AtomicU32,
 }
 
 /// Milliseconds since the Unix epoch, for heartbeats.
@@ -273,11 +278,13 @@ impl Replication {
             chunks: AtomicU64::new(0),
             acks: AtomicU64::new(0),
             applying: Arc::new(tokio::sync::Mutex::new(())),
+            epoch_floor: AtomicU32::new(0),
         });
         match role {
             RoleView::Master => {
-                repl.become_master().await?;
+                repl.become_master(None).await?;
             }
+            RoleView::Replica { master } if master.is_empty() => repl.stand_by().await,
             RoleView::Replica { master } => repl.replicate(master).await,
         }
         Ok(repl)
@@ -295,17 +302,21 @@ impl Replication {
         self.role_tx.subscribe()
     }
 
-    async fn become_master(&self) -> Result<u32, engine::Error> {
+    /// Begins `epoch` (`None`: one above the newest local epoch) in EPOCHS,
+    /// then takes writes.
+    async fn become_master(&self, epoch: Option<u32>) -> Result<u32, engine::Error> {
         let engine = self.engine.clone();
         let epoch = tokio::task::spawn_blocking(move || {
             let epoch =
-                engine
-                    .current_epoch()
-                    .checked_add(1)
-                    .ok_or(engine::Error::InvalidOption {
-                        name: "epoch",
-                        reason: "epochs exhausted".into(),
-                    })?;
+                match epoch {
+                    Some(epoch) => epoch,
+                    None => engine.current_epoch().checked_add(1).ok_or(
+                        engine::Error::InvalidOption {
+                            name: "epoch",
+                            reason: "epochs exhausted".into(),
+                        },
+                    )?,
+                };
             engine.begin_epoch(epoch)?;
             engine.set_auto_roll(true);
             // The master decides expiry: it deletes every key that is due,
@@ -330,13 +341,19 @@ impl Replication {
     /// Makes this node master in a new epoch; a no-op for a master.
     /// Returns the epoch it now leads.
     pub async fn promote(&self) -> Result<u32, engine::Error> {
+        self.promote_in(None).await
+    }
+
+    /// Makes this node master in `epoch`, the one a coordinator issued
+    /// (`None`: one above the newest local epoch, manual mode). It is
+    /// written to EPOCHS before the first write; a master is left as it is.
+    pub async fn promote_in(&self, epoch: Option<u32>) -> Result<u32, engine::Error> {
         let mut role = self.role.lock().await;
         if let RoleState::Master = *role {
             return Ok(self.engine.current_epoch());
         }
-        if let RoleState::Replica { stop, task, master } =
-            std::mem::replace(&mut *role, RoleState::Master)
-        {
+        let previous = std::mem::replace(&mut *role, RoleState::Standby);
+        if let RoleState::Replica { stop, task, master } = previous {
             let _ = stop.send(true);
             if tokio::time::timeout(Duration::from_secs(5), task)
                 .await
@@ -347,21 +364,30 @@ impl Replication {
         }
         self.link.lock().connected = false;
         let _quiet = self.applying.lock().await;
-        let epoch = self.become_master().await?;
+        let epoch = self.become_master(epoch).await?;
+        *role = RoleState::Master;
         self.elections.fetch_add(1, Relaxed);
         Ok(epoch)
     }
 
-    /// Follows `master` from now on (repointing a replica, or demoting a
-    /// master: its streams to replicas end).
-    pub async fn replicate(self: &Arc<Self>, master: String) {
+    /// With a coordinator: stops following and takes no writes until a
+    /// master is elected (a candidate, or a master whose term ended).
+    pub async fn stand_by(&self) {
         let mut role = self.role.lock().await;
-        // First: from here on this node appends only its master's bytes.
+        self.leave_role(&mut role, String::new()).await;
+        self.link.lock().connected = false;
+        *role = RoleState::Standby;
+    }
+
+    /// Stops the follower if any, waits until it changed the log for the
+    /// last time, and shows the node as a replica of `master` (empty:
+    /// nobody yet); a master's streams to replicas end.
+    async fn leave_role(&self, role: &mut RoleState, master: String) {
+        // First: from here on this node appends only its master's bytes
+        // (the expiry sweep is the master's alone, docs/REPLICATION.md § 6a).
         let engine = self.engine.clone();
         let _ = tokio::task::spawn_blocking(move || engine.set_expiring(false)).await;
-        if let RoleState::Replica { stop, task, .. } =
-            std::mem::replace(&mut *role, RoleState::Master)
-        {
+        if let RoleState::Replica { stop, task, .. } = std::mem::replace(role, RoleState::Standby) {
             let _ = stop.send(true);
             let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
         }
@@ -370,9 +396,32 @@ impl Replication {
         self.health.set_replication_ready(false);
         self.replicas.lock().clear();
         self.engine.set_compaction_floor(None);
-        self.role_tx.send_replace(RoleView::Replica {
-            master: master.clone(),
-        });
+        self.role_tx.send_replace(RoleView::Replica { master });
+    }
+
+    /// Which master this node follows (`None`: master, or standing by).
+    pub async fn following(&self) -> Option<String> {
+        match &*self.role.lock().await {
+            RoleState::Replica { master, .. } => Some(master.clone()),
+            RoleState::Master | RoleState::Standby => None,
+        }
+    }
+
+    /// With a coordinator: never follow a master below `epoch`.
+    pub fn set_epoch_floor(&self, epoch: u32) {
+        self.epoch_floor.fetch_max(epoch, Relaxed);
+    }
+
+    /// The lowest epoch a master may have for this node to follow it.
+    pub(crate) fn epoch_floor(&self) -> u32 {
+        self.epoch_floor.load(Relaxed)
+    }
+
+    /// Follows `master` from now on (repointing a replica, or demoting a
+    /// master: its streams to replicas end).
+    pub async fn replicate(self: &Arc<Self>, master: String) {
+        let mut role = self.role.lock().await;
+        self.leave_role(&mut role, master.clone()).await;
         let (stop, stop_rx) = watch::channel(false);
         let task = tokio::spawn(replica::follow(Arc::clone(self), master.clone(), stop_rx));
         tracing::info!(%master, "following master {master}");
@@ -585,8 +634,8 @@ impl Replication {
             mode: self.settings.mode,
             min_acks: self.settings.min_acks,
             master: match role {
-                RoleView::Replica { master } => Some(master),
-                RoleView::Master => None,
+                RoleView::Replica { master } if !master.is_empty() => Some(master),
+                RoleView::Replica { .. } | RoleView::Master => None,
             },
             end_offset: end,
             durable_offset: durable,

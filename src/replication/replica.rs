@@ -13,7 +13,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
 
 use super::{ReplError, Replication};
-use crate::engine::{self, snapshot::is_snapshot_file, Engine};
+use crate::engine::{self, snapshot::is_snapshot_file};
 use crate::protocol::replication::{SyncRequest, ToMaster, ToReplica};
 use crate::protocol::stream::{self, FrameReader, FrameWriter, HelloError, OpenError};
 use crate::protocol::ErrorCode;
@@ -134,7 +134,7 @@ async fn session(
         };
         match msg {
             ToReplica::Truncate { epoch, to } => {
-                check_epoch(&engine, epoch)?;
+                check_epoch(repl, epoch)?;
                 tracing::warn!(%master, from = engine.end(), to, "log diverged from the master's; truncating");
                 let e = engine.clone();
                 match blocking(&repl.applying, move || e.truncate_log(to)).await {
@@ -146,7 +146,7 @@ async fn session(
             ToReplica::FullResync {
                 epoch, end, files, ..
             } => {
-                check_epoch(&engine, epoch)?;
+                check_epoch(repl, epoch)?;
                 tracing::info!(%master, files, end, "full resync from the master");
                 receive_snapshot(repl, &mut reader, files).await?;
                 *force_full = false;
@@ -161,7 +161,7 @@ async fn session(
                 }
             }
             ToReplica::Stream { epoch, from } => {
-                check_epoch(&engine, epoch)?;
+                check_epoch(repl, epoch)?;
                 if from != engine.end() {
                     return Err(ReplError::Unexpected(format!(
                         "stream from {from} but the local log ends at {}",
@@ -374,8 +374,10 @@ async fn apply(repl: &Arc<Replication>, batch: &mut Batch) -> Result<(), ReplErr
     Ok(())
 }
 
-fn check_epoch(engine: &Engine, master: u32) -> Result<(), ReplError> {
-    let ours = engine.current_epoch();
+/// Refuses a master below this node's epoch, or below the epoch the
+/// coordinator last showed a master in.
+fn check_epoch(repl: &Replication, master: u32) -> Result<(), ReplError> {
+    let ours = repl.engine.current_epoch().max(repl.epoch_floor());
     if master < ours {
         return Err(ReplError::StaleMaster { master, ours });
     }

@@ -103,6 +103,9 @@ pub fn from_response(response: Response) -> Reply {
         Response::Redirect { master } => Reply::Error(format!(
             "READONLY You can't write against a read only replica. master is {master}"
         )),
+        Response::Error { code, message } if code == ErrorCode::READ_ONLY => {
+            Reply::Error(format!("READONLY {message}"))
+        }
         Response::Error { code, message } if code == ErrorCode::NOT_ENOUGH_REPLICAS => {
             Reply::Error(format!("NOREPLICAS {message}"))
         }

@@ -32,7 +32,7 @@ use crate::config::{Config, Role};
 use crate::engine::{self, Options};
 use crate::lifecycle::{self, Health, ShutdownTrigger};
 use crate::metrics::Metrics;
-use crate::node::{listener, Node};
+use crate::node::{self, listener, Node};
 use crate::replication::{self, Replication, RoleView};
 use crate::security::{Security, SecurityError};
 
@@ -65,6 +65,8 @@ pub enum ServerError {
     Close(engine::Error),
     #[error("{0}")]
     Unsupported(&'static str),
+    #[error("cannot open the coordinator session: {0}")]
+    Coordinator(String),
     #[error(transparent)]
     Security(#[from] SecurityError),
     #[error("internal error: {0}")]
@@ -163,11 +165,6 @@ fn reload_on_sighup(security: Arc<Security>) -> tokio::task::JoinHandle<()> {
 
 /// Runs a node until `stop` resolves, then shuts down gracefully.
 pub async fn run(config: Config, stop: impl Future<Output = ()>) -> Result<(), ServerError> {
-    let master_addr = match &config.role {
-        Role::Master => None,
-        Role::Replica { master_addr } => Some(master_addr.clone()),
-    };
-
     let security = Arc::new(Security::load(config.tokens.clone(), config.tls.clone())?);
     let reloader = reload_on_sighup(Arc::clone(&security));
 
@@ -218,12 +215,15 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> Result<(), S
         })?;
     }
 
-    match &master_addr {
-        None => {
+    match &config.role {
+        Role::Master => {
             info!(listen = %client_addr, http = %http_addr, data_dir = %config.data_dir.display(), "Starting as MASTER")
         }
-        Some(m) => {
-            info!(listen = %client_addr, http = %http_addr, data_dir = %config.data_dir.display(), "Starting as REPLICA of {m}")
+        Role::Replica { master_addr } => {
+            info!(listen = %client_addr, http = %http_addr, data_dir = %config.data_dir.display(), "Starting as REPLICA of {master_addr}")
+        }
+        Role::Candidate => {
+            info!(listen = %client_addr, http = %http_addr, data_dir = %config.data_dir.display(), "Starting as a CANDIDATE: the coordinator elects the master")
         }
     }
     raise_fd_limit(config.limits.max_connections);
@@ -300,6 +300,7 @@ async fn serve_clients(
     let client_addr = client.local_addr().unwrap_or(config.listen);
     let dir = config.data_dir.clone();
     let options = engine_options(config);
+    // A candidate may be elected: its data may be the only copy.
     let reseed = matches!(config.role, Role::Replica { .. });
     let open = tokio::task::spawn_blocking(move || {
         std::fs::create_dir_all(&dir).map_err(|source| ServerError::DataDir {
@@ -327,6 +328,24 @@ async fn serve_clients(
         Role::Replica { master_addr } => RoleView::Replica {
             master: master_addr.clone(),
         },
+        // A replica of nobody until the coordinator shows a master.
+        Role::Candidate => RoleView::Replica {
+            master: String::new(),
+        },
+    };
+    let ha = match &config.coordinator {
+        None => None,
+        Some(settings) => {
+            let mut settings = settings.clone();
+            if settings.advertise_addr.is_empty() {
+                settings.advertise_addr = client_addr.to_string();
+            }
+            let ha = node::ha::Ha::connect(&settings)
+                .await
+                .map_err(|e| ServerError::Coordinator(e.to_string()))?;
+            info!(backend = %settings.backend, node_id = %settings.node_id, cluster = %settings.cluster, "coordinator session open");
+            Some(Arc::new(ha))
+        }
     };
     let settings = replication::Settings {
         security: Arc::clone(&security),
@@ -351,7 +370,9 @@ async fn serve_clients(
         limits: config.limits,
         shutdown,
         health: Arc::clone(&health),
+        ha: ha.clone(),
     });
+    let ha_task = ha.map(|ha| tokio::spawn(node::ha::run(Arc::clone(&node), ha)));
     // Each front end serves until the shutdown signal, then drains
     // (bounded by --shutdown-timeout-secs).
     let binary = tokio::spawn(listener::serve(
@@ -367,6 +388,16 @@ async fn serve_clients(
 
     health.set_stopping();
     trigger.trigger();
+    if let Some(task) = ha_task {
+        // It resigns a held term; bounded so a dead coordinator cannot
+        // hold the exit.
+        if tokio::time::timeout(std::time::Duration::from_secs(5), task)
+            .await
+            .is_err()
+        {
+            warn!("the HA loop did not stop within 5s");
+        }
+    }
     replication.stop().await;
     let _ = binary.await;
     if let Some(resp) = resp {

@@ -16,6 +16,7 @@ mod coordinator;
 mod crash;
 mod docs;
 mod expiry;
+mod failover;
 mod first_frame;
 mod fixtures;
 mod group_commit;
