@@ -18,6 +18,8 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
+
 use super::epochs::{EpochHistory, TailCut};
 use super::error::{Error, IoContext, Result};
 use super::files::FileTable;
@@ -140,7 +142,20 @@ fn valid_record_after(data: &[u8], from: usize) -> bool {
 
 /// Applies one committed entry to the keydir and its expiry index.
 /// Returns the change in live bytes (bytes of current put records).
-pub fn apply_entry(keydir: &KeyDir, table: &FileTable, file: u32, e: HintEntry) -> i64 {
+///
+/// `current`: the live file table, when a compaction may run meanwhile
+/// (the flusher). A compaction registers its merged files and only then
+/// moves keydir entries into them, so an entry may point into a file that
+/// `table`, loaded earlier, does not hold; such an entry is checked against
+/// the current table, not taken for another key (which would leave two
+/// entries for one key, and a read could find the older one).
+pub fn apply_entry(
+    keydir: &KeyDir,
+    table: &FileTable,
+    current: Option<&ArcSwap<FileTable>>,
+    file: u32,
+    e: HintEntry,
+) -> i64 {
     let loc = Loc {
         file,
         pos: e.pos,
@@ -148,16 +163,20 @@ pub fn apply_entry(keydir: &KeyDir, table: &FileTable, file: u32, e: HintEntry) 
     };
     let new_key = table.key_at(loc).map(|k| k.key);
     let mut replaced_expiry = None;
-    let same_key = |other: Loc| match (table.key_at(other), new_key) {
+    let mut same_in = |t: &FileTable, other: Loc| match (t.key_at(other), new_key) {
         (Some(old), Some(new)) if old.key == new => {
             replaced_expiry = old.expires_at;
             true
         }
         _ => false,
     };
+    let mut same_key = |other: Loc| match (table.get(other.file), current) {
+        (None, Some(current)) => same_in(&current.load(), other),
+        _ => same_in(table, other),
+    };
     let (added, old) = match e.kind {
-        Kind::Put => (i64::from(e.len), keydir.insert(e.hash, loc, same_key)),
-        Kind::Delete | Kind::Commit => (0, keydir.remove(e.hash, same_key)),
+        Kind::Put => (i64::from(e.len), keydir.insert(e.hash, loc, &mut same_key)),
+        Kind::Delete | Kind::Commit => (0, keydir.remove(e.hash, &mut same_key)),
     };
     update_expiries(keydir, e.hash, old.and(replaced_expiry), e.expires_at);
     added - old.map_or(0, |o| i64::from(o.len))
@@ -202,14 +221,14 @@ fn index_sealed(
     };
     if let Some(entries) = from_hint {
         for e in entries {
-            *live += apply_entry(keydir, table, file.id, e);
+            *live += apply_entry(keydir, table, None, file.id, e);
         }
         return Ok(0);
     }
     let mut entries = Vec::new();
     let end = scan(file, ScanMode::Strict, |e| entries.push(e))?;
     for &e in &entries {
-        *live += apply_entry(keydir, table, file.id, e);
+        *live += apply_entry(keydir, table, None, file.id, e);
     }
     hint::write(dir, &hint_name, data_len, &entries)?;
     Ok(end.max_epoch)
@@ -446,7 +465,7 @@ pub fn build_index(dir: &Path, table: &FileTable) -> Result<Index> {
     let end = scan(&active, ScanMode::TornTailAllowed, |e| entries.push(e))?;
     active.set_readable_len(end.valid_len);
     for e in entries {
-        live += apply_entry(&keydir, table, active.id, e);
+        live += apply_entry(&keydir, table, None, active.id, e);
     }
     Ok(Index {
         keydir,

@@ -521,6 +521,13 @@ impl Inner {
             if let Some(k) = table.key_at(loc) {
                 return Some((k.key.to_vec(), k.expires_at));
             }
+            // A compaction registered its merged files after `table` was
+            // loaded and moved this entry into one (see `apply_entry`).
+            if table.get(loc.file).is_none() {
+                if let Some(k) = self.files.load().key_at(loc) {
+                    return Some((k.key.to_vec(), k.expires_at));
+                }
+            }
             if loc.file != st.active.id {
                 return None;
             }
@@ -571,7 +578,7 @@ impl Inner {
                 hash: op.hash,
                 expires_at: op.expires_at,
             };
-            delta += apply_entry(&keydir, &table, op.loc.file, entry);
+            delta += apply_entry(&keydir, &table, Some(&self.files), op.loc.file, entry);
         }
         self.stats.add_live(delta);
     }
