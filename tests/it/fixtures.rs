@@ -31,9 +31,9 @@ use std::path::{Path, PathBuf};
 
 use kvstore::engine::verify::verify_dir;
 use kvstore::engine::{hint, manifest};
-use kvstore::engine::{
-    CompactionPolicy, Engine, KeyExpiry, ManualClock, Options, WriteOp, LOCK_FILE,
-};
+use kvstore::engine::{Engine, KeyExpiry, ManualClock, Options, WriteOp, LOCK_FILE};
+
+use crate::common;
 
 /// The version `generate_fixture` writes.
 const VERSION: &str = "v2";
@@ -196,17 +196,6 @@ fn visible(written: &Written, now: u64) -> Model {
         .collect()
 }
 
-fn options() -> Options {
-    Options {
-        segment_max_bytes: 4096,
-        compaction: CompactionPolicy {
-            check_every: None,
-            ..CompactionPolicy::default()
-        },
-        ..Options::default()
-    }
-}
-
 fn fixture_dir(version: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
@@ -280,7 +269,7 @@ fn check_shape(dir: &Path) {
 
 /// Opens the copy, checks it, writes to it, compacts, reopens.
 fn opens_and_takes_writes(dir: &Path, written: &Written) {
-    let engine = Engine::open(dir, options()).unwrap();
+    let engine = Engine::open(dir, common::small_segment_options()).unwrap();
     assert_contents(&engine, written, written.len(), "opened");
     let expiring = written.values().filter(|(_, at)| at.is_some()).count();
     assert_eq!(engine.stats().keys_with_expiry, expiring as u64);
@@ -308,7 +297,7 @@ fn opens_and_takes_writes(dir: &Path, written: &Written) {
 
     let report = verify_dir(dir).unwrap();
     assert!(report.problems.is_empty(), "{:?}", report.problems);
-    let engine = Engine::open(dir, options()).unwrap();
+    let engine = Engine::open(dir, common::small_segment_options()).unwrap();
     written.insert(b"new".to_vec(), (b"after the upgrade".to_vec(), None));
     assert_contents(&engine, &written, written.len(), "reopened");
     engine.close().unwrap();
@@ -365,7 +354,7 @@ fn generate_fixture() {
     let clock = ManualClock::new(WRITTEN_AT);
     let options = Options {
         clock: clock.clock(),
-        ..options()
+        ..common::small_segment_options()
     };
     let engine = Engine::open(&dir, options.clone()).unwrap();
     for step in &script {

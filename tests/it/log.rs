@@ -8,21 +8,12 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kvstore::engine::{CompactionPolicy, Engine, Error, Faults, Options, WriteOp};
+use kvstore::engine::{Engine, Error, Faults, Options, WriteOp};
 
-fn options() -> Options {
-    Options {
-        segment_max_bytes: 4096,
-        compaction: CompactionPolicy {
-            check_every: None,
-            ..CompactionPolicy::default()
-        },
-        ..Options::default()
-    }
-}
+use crate::common;
 
 fn open_replica(dir: &Path) -> Engine {
-    let engine = Engine::open(dir, options()).unwrap();
+    let engine = Engine::open(dir, common::small_segment_options()).unwrap();
     engine.set_auto_roll(false);
     engine
 }
@@ -67,7 +58,7 @@ fn segment_files(dir: &Path) -> Vec<(String, Vec<u8>)> {
 #[test]
 fn shipped_bytes_rebuild_an_identical_log() {
     let (mdir, rdir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let master = Engine::open(mdir.path(), options()).unwrap();
+    let master = Engine::open(mdir.path(), common::small_segment_options()).unwrap();
     let replica = open_replica(rdir.path());
     for i in 0..500u32 {
         master
@@ -113,7 +104,7 @@ fn shipped_bytes_rebuild_an_identical_log() {
 #[test]
 fn a_batch_is_invisible_until_its_commit_record_arrives() {
     let (mdir, rdir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let master = Engine::open(mdir.path(), options()).unwrap();
+    let master = Engine::open(mdir.path(), common::small_segment_options()).unwrap();
     let replica = open_replica(rdir.path());
     master.put(b"before", b"1").unwrap();
     let batch = [WriteOp::Put(b"a", b"A"), WriteOp::Put(b"b", b"B")];
@@ -142,7 +133,7 @@ fn a_batch_is_invisible_until_its_commit_record_arrives() {
 #[test]
 fn damaged_shipped_bytes_are_refused_and_nothing_is_applied() {
     let (mdir, rdir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let master = Engine::open(mdir.path(), options()).unwrap();
+    let master = Engine::open(mdir.path(), common::small_segment_options()).unwrap();
     let replica = open_replica(rdir.path());
     master.put(b"k", b"value").unwrap();
     let mut chunk = master.read_log(0, 1 << 20).unwrap();
@@ -164,7 +155,7 @@ fn damaged_shipped_bytes_are_refused_and_nothing_is_applied() {
 #[test]
 fn truncation_restores_the_older_values() {
     let dir = tempfile::tempdir().unwrap();
-    let engine = Engine::open(dir.path(), options()).unwrap();
+    let engine = Engine::open(dir.path(), common::small_segment_options()).unwrap();
     for i in 0..100u32 {
         engine
             .put(format!("k{}", i % 10).as_bytes(), &i.to_le_bytes())
@@ -193,7 +184,7 @@ fn truncation_restores_the_older_values() {
     // Writing goes on from the cut, and all of it survives a reopen.
     engine.put(b"after", b"cut").unwrap();
     drop(engine);
-    let engine = Engine::open(dir.path(), options()).unwrap();
+    let engine = Engine::open(dir.path(), common::small_segment_options()).unwrap();
     assert_eq!(engine.get(b"after").unwrap(), Some(b"cut".to_vec()));
     assert_eq!(
         engine.get(b"k9").unwrap(),
@@ -208,7 +199,7 @@ fn truncation_restores_the_older_values() {
 #[test]
 fn offsets_below_the_merged_horizon_are_reported_as_compacted() {
     let dir = tempfile::tempdir().unwrap();
-    let engine = Engine::open(dir.path(), options()).unwrap();
+    let engine = Engine::open(dir.path(), common::small_segment_options()).unwrap();
     for i in 0..200u32 {
         engine
             .put(format!("k{}", i % 10).as_bytes(), &[1; 60])
@@ -234,7 +225,7 @@ fn chunks_appended_while_an_fsync_runs_share_the_next_one() {
     let (mdir, rdir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let big = Options {
         segment_max_bytes: 1 << 20,
-        ..options()
+        ..common::small_segment_options()
     };
     let master = Engine::open(mdir.path(), big.clone()).unwrap();
     for i in 0..200u32 {

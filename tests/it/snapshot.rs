@@ -3,18 +3,9 @@
 use std::fs;
 use std::path::Path;
 
-use kvstore::engine::{CompactionPolicy, Engine, EpochStart, Options, Snapshot};
+use kvstore::engine::{Engine, EpochStart, Snapshot};
 
-fn options() -> Options {
-    Options {
-        segment_max_bytes: 4096,
-        compaction: CompactionPolicy {
-            check_every: None,
-            ..CompactionPolicy::default()
-        },
-        ..Options::default()
-    }
-}
+use crate::common;
 
 fn write_snapshot(snap: &Snapshot, to: &Path) {
     fs::create_dir_all(to).unwrap();
@@ -37,7 +28,7 @@ fn write_snapshot(snap: &Snapshot, to: &Path) {
 #[test]
 fn a_snapshot_restores_the_state_it_was_taken_at() {
     let dir = tempfile::tempdir().unwrap();
-    let engine = Engine::open(dir.path(), options()).unwrap();
+    let engine = Engine::open(dir.path(), common::small_segment_options()).unwrap();
     for i in 0..300u32 {
         engine
             .put(
@@ -68,7 +59,7 @@ fn a_snapshot_restores_the_state_it_was_taken_at() {
     engine.compact().unwrap();
     let restored = tempfile::tempdir().unwrap();
     write_snapshot(&snap, restored.path());
-    let copy = Engine::open(restored.path(), options()).unwrap();
+    let copy = Engine::open(restored.path(), common::small_segment_options()).unwrap();
     for (k, want) in expected.iter().enumerate() {
         assert_eq!(&copy.get(format!("k{k}").as_bytes()).unwrap(), want, "k{k}");
     }
@@ -78,7 +69,7 @@ fn a_snapshot_restores_the_state_it_was_taken_at() {
 #[test]
 fn an_installed_snapshot_then_the_tail_rebuilds_a_replica() {
     let (mdir, rdir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let master = Engine::open(mdir.path(), options()).unwrap();
+    let master = Engine::open(mdir.path(), common::small_segment_options()).unwrap();
     master.begin_epoch(1).unwrap();
     for i in 0..300u32 {
         master
@@ -90,7 +81,7 @@ fn an_installed_snapshot_then_the_tail_rebuilds_a_replica() {
     for i in 0..100u32 {
         master.put(format!("n{i}").as_bytes(), b"v").unwrap();
     }
-    let replica = Engine::open(rdir.path(), options()).unwrap();
+    let replica = Engine::open(rdir.path(), common::small_segment_options()).unwrap();
     replica.set_auto_roll(false);
     replica
         .put(b"stale", b"local data the resync replaces")
@@ -122,14 +113,14 @@ fn an_installed_snapshot_then_the_tail_rebuilds_a_replica() {
         );
     }
     drop(replica);
-    let replica = Engine::open(rdir.path(), options()).unwrap();
+    let replica = Engine::open(rdir.path(), common::small_segment_options()).unwrap();
     assert_eq!(replica.stats().keys, master.stats().keys);
 }
 
 #[test]
 fn the_epoch_history_follows_the_log() {
     let (mdir, rdir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let master = Engine::open(mdir.path(), options()).unwrap();
+    let master = Engine::open(mdir.path(), common::small_segment_options()).unwrap();
     master.begin_epoch(3).unwrap();
     master.put(b"a", b"1").unwrap();
     let e3_end = master.log_end();
@@ -150,7 +141,7 @@ fn the_epoch_history_follows_the_log() {
     assert_eq!(master.epoch_end(5), Some((5, master.log_end())));
     assert_eq!(master.epoch_end(2), None);
     // A replica learns the epochs from the records it is shipped.
-    let replica = Engine::open(rdir.path(), options()).unwrap();
+    let replica = Engine::open(rdir.path(), common::small_segment_options()).unwrap();
     replica.set_auto_roll(false);
     let c = master.read_log(0, 1 << 20).unwrap();
     replica.append_log(c.segment_base, &c.bytes).unwrap();
@@ -163,7 +154,7 @@ fn the_epoch_history_follows_the_log() {
         vec![EpochStart { epoch: 3, start: 0 }]
     );
     drop(replica);
-    let replica = Engine::open(rdir.path(), options()).unwrap();
+    let replica = Engine::open(rdir.path(), common::small_segment_options()).unwrap();
     assert_eq!(replica.current_epoch(), 3);
     assert_eq!(replica.get(b"b").unwrap(), None);
     assert_eq!(replica.get(b"a").unwrap(), Some(b"1".to_vec()));

@@ -275,6 +275,21 @@ impl Drop for Server {
 }
 
 /// Parses a port file: `(listen, http)`, `None` while absent or incomplete.
+/// Engine options for in-process tests: 4 KiB segments, so a few hundred
+/// writes span several, and no background compaction (tests compact when
+/// they mean to).
+pub fn small_segment_options() -> kvstore::engine::Options {
+    use kvstore::engine::{CompactionPolicy, Options};
+    Options {
+        segment_max_bytes: 4096,
+        compaction: CompactionPolicy {
+            check_every: None,
+            ..CompactionPolicy::default()
+        },
+        ..Options::default()
+    }
+}
+
 pub fn read_port_file(path: &Path) -> Option<(SocketAddr, SocketAddr)> {
     let text = std::fs::read_to_string(path).ok()?;
     let field = |key: &str| {
