@@ -290,14 +290,9 @@ pub fn small_segment_options() -> kvstore::engine::Options {
     }
 }
 
+/// The node's own reader of its port file (`listen`, `http`).
 pub fn read_port_file(path: &Path) -> Option<(SocketAddr, SocketAddr)> {
-    let text = std::fs::read_to_string(path).ok()?;
-    let field = |key: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
-            .and_then(|v| v.trim().parse().ok())
-    };
-    Some((field("listen")?, field("http")?))
+    kvstore::server::port_file::read(path)
 }
 
 /// A minimal HTTP/1.1 GET (`Connection: close`): `(status, body)`.
