@@ -161,14 +161,20 @@ pub fn apply_entry(
         pos: e.pos,
         len: e.len,
     };
-    let new_key = table.key_at(loc).map(|k| k.key);
+    // The new record's key is read only when the hash has a candidate to
+    // compare it with: most entries have none, and reading every key would
+    // touch every record's page on reopen.
+    let mut new_key = None;
     let mut replaced_expiry = None;
-    let mut same_in = |t: &FileTable, other: Loc| match (t.key_at(other), new_key) {
-        (Some(old), Some(new)) if old.key == new => {
-            replaced_expiry = old.expires_at;
-            true
+    let mut same_in = |t: &FileTable, other: Loc| {
+        let new = *new_key.get_or_insert_with(|| table.key_at(loc).map(|k| k.key));
+        match (t.key_at(other), new) {
+            (Some(old), Some(new)) if old.key == new => {
+                replaced_expiry = old.expires_at;
+                true
+            }
+            _ => false,
         }
-        _ => false,
     };
     let mut same_key = |other: Loc| match (table.get(other.file), current) {
         (None, Some(current)) => same_in(&current.load(), other),
