@@ -371,3 +371,58 @@ fn remove_generation_files(dir: &Path, horizon: u64) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::compact;
+    use crate::engine::{CompactionPolicy, Durability, Engine, Faults, Options};
+
+    /// A compaction registers its merged files and then moves keydir
+    /// entries into them. If the flusher loaded the file table before that
+    /// and applies a new record for a moved key after it, the new record
+    /// must replace the moved entry, not be added beside it: two entries
+    /// for one key let a read find the older value.
+    #[test]
+    fn a_write_applied_against_a_stale_file_table_replaces_the_moved_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let faults = Arc::new(Faults::default());
+        let options = Options {
+            durability: Durability::Always,
+            segment_max_bytes: 4096,
+            compaction: CompactionPolicy {
+                check_every: None,
+                ..CompactionPolicy::default()
+            },
+            faults: Some(faults.clone()),
+            ..Options::default()
+        };
+        let engine = Engine::open(dir.path(), options).unwrap();
+        engine.put(b"k", b"old").unwrap();
+        // Enough to roll, so that "k"'s record is in a sealed segment.
+        let fillers = 64u64;
+        for i in 0..fillers {
+            engine
+                .put(format!("filler-{i}").as_bytes(), &[7u8; 100])
+                .unwrap();
+        }
+        assert!(engine.inner().files.load().segments.len() >= 2);
+
+        faults.hold_applies(true);
+        std::thread::scope(|s| {
+            let put = s.spawn(|| engine.put(b"k", b"new"));
+            let held = faults.wait_until(Duration::from_secs(10), |f| f.applies_held() == 1);
+            assert!(held, "the flusher never reached the apply gate");
+            // The flusher now holds a table without the merged files.
+            let report = compact(engine.inner(), false).unwrap();
+            assert!(report.keys_kept > fillers / 2, "{report:?}");
+            faults.hold_applies(false);
+            put.join().unwrap().unwrap();
+        });
+
+        assert_eq!(engine.get(b"k").unwrap().as_deref(), Some(&b"new"[..]));
+        assert_eq!(engine.stats().keys, fillers + 1, "one entry per key");
+    }
+}

@@ -19,11 +19,11 @@ pub struct Faults {
     write_budget: AtomicU64,
     fail_sync: AtomicBool,
     compaction_stop_at: AtomicU32,
-    /// While true, every fsync waits at the gate.
-    sync_held: Mutex<bool>,
-    sync_released: Condvar,
-    /// fsyncs waiting at the gate now.
-    syncs_held: AtomicU32,
+    /// Every fsync of a data file passes this gate.
+    sync_gate: Gate,
+    /// The flusher passes this gate after it loaded the file table and
+    /// before it applies written records to the keydir.
+    apply_gate: Gate,
     /// Callers that found the flusher busy and waited for it before doing
     /// the writer's I/O themselves (a roll, a drain), since creation.
     drain_waits: AtomicU32,
@@ -35,9 +35,8 @@ impl Default for Faults {
             write_budget: AtomicU64::new(u64::MAX),
             fail_sync: AtomicBool::new(false),
             compaction_stop_at: AtomicU32::new(0),
-            sync_held: Mutex::new(false),
-            sync_released: Condvar::new(),
-            syncs_held: AtomicU32::new(0),
+            sync_gate: Gate::default(),
+            apply_gate: Gate::default(),
             drain_waits: AtomicU32::new(0),
         }
     }
@@ -81,15 +80,24 @@ impl Faults {
     /// until it is released (`hold_syncs(false)`): the flusher then stays
     /// busy, so a test can line up rolls and compactions behind it.
     pub fn hold_syncs(&self, hold: bool) {
-        *self.sync_held.lock() = hold;
-        if !hold {
-            self.sync_released.notify_all();
-        }
+        self.sync_gate.hold(hold);
     }
 
     /// How many fsyncs are waiting at the gate now.
     pub fn syncs_held(&self) -> u32 {
-        self.syncs_held.load(Ordering::SeqCst)
+        self.sync_gate.waiting()
+    }
+
+    /// While `hold` is true, the flusher stops after loading the file table
+    /// and before applying written records to the keydir, until released:
+    /// a test can then run a compaction against that stale table.
+    pub fn hold_applies(&self, hold: bool) {
+        self.apply_gate.hold(hold);
+    }
+
+    /// How many keydir applies are waiting at their gate now.
+    pub fn applies_held(&self) -> u32 {
+        self.apply_gate.waiting()
     }
 
     /// How many times a caller had to wait for the flusher before doing
@@ -145,19 +153,12 @@ impl Faults {
         self.drain_waits.fetch_add(1, Ordering::SeqCst);
     }
 
-    fn pass_sync_gate(&self) {
-        let mut held = self.sync_held.lock();
-        if *held {
-            self.syncs_held.fetch_add(1, Ordering::SeqCst);
-            while *held {
-                self.sync_released.wait(&mut held);
-            }
-            self.syncs_held.fetch_sub(1, Ordering::SeqCst);
-        }
+    pub(crate) fn pass_apply_gate(&self) {
+        self.apply_gate.pass();
     }
 
     pub(crate) fn check_sync(&self) -> io::Result<()> {
-        self.pass_sync_gate();
+        self.sync_gate.pass();
         if self.fail_sync.load(Ordering::SeqCst) {
             return Err(io::Error::from_raw_os_error(5)); // EIO
         }
@@ -171,6 +172,39 @@ impl Faults {
             )));
         }
         Ok(())
+    }
+}
+
+/// A point a thread stops at while a test holds it closed.
+#[derive(Debug, Default)]
+struct Gate {
+    held: Mutex<bool>,
+    released: Condvar,
+    /// Threads waiting at the gate now.
+    waiting: AtomicU32,
+}
+
+impl Gate {
+    fn hold(&self, hold: bool) {
+        *self.held.lock() = hold;
+        if !hold {
+            self.released.notify_all();
+        }
+    }
+
+    fn waiting(&self) -> u32 {
+        self.waiting.load(Ordering::SeqCst)
+    }
+
+    fn pass(&self) {
+        let mut held = self.held.lock();
+        if *held {
+            self.waiting.fetch_add(1, Ordering::SeqCst);
+            while *held {
+                self.released.wait(&mut held);
+            }
+            self.waiting.fetch_sub(1, Ordering::SeqCst);
+        }
     }
 }
 

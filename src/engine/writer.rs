@@ -568,6 +568,9 @@ impl Inner {
     /// Applies records whose bytes are in the file (readable) to the keydir.
     fn apply_written(&self, ops: &[PendingOp]) {
         let table = self.files.load();
+        if let Some(f) = &self.options.faults {
+            f.pass_apply_gate();
+        }
         let keydir = self.keydir.load();
         let mut delta = 0i64;
         for op in ops {
