@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
-use crate::coordinator::{self, Backend};
+use crate::coordinator::{self, Backend, KubernetesSettings};
 use crate::engine::options::{MAX_SEGMENT_BYTES, MIN_SEGMENT_BYTES};
 use crate::engine::Durability;
 use crate::node::Limits;
@@ -246,6 +246,28 @@ pub struct ServeArgs {
     /// Leadership lease TTL, in milliseconds [default: 5000 for etcd, 15000 for kubernetes].
     #[arg(long, env = "KVSTORE_LEASE_TTL_MS", value_name = "MS", value_parser = number::<1000, 600_000>)]
     pub lease_ttl_ms: Option<u64>,
+    /// Kubernetes API server URL (--coordinator kubernetes) [default: the in-cluster one, from the pod's service account].
+    #[arg(long, env = "KVSTORE_KUBE_API_URL", value_name = "URL")]
+    pub kube_api_url: Option<String>,
+    /// File holding the bearer token for --kube-api-url, read once at start [default: the service account's].
+    #[arg(
+        long,
+        env = "KVSTORE_KUBE_TOKEN_FILE",
+        value_name = "PATH",
+        requires = "kube_api_url"
+    )]
+    pub kube_token_file: Option<PathBuf>,
+    /// PEM file of the CA(s) that sign the API server's certificate [default: the service account's].
+    #[arg(
+        long,
+        env = "KVSTORE_KUBE_CA_FILE",
+        value_name = "PATH",
+        requires = "kube_api_url"
+    )]
+    pub kube_ca_file: Option<PathBuf>,
+    /// Namespace of the Lease objects [default: the pod's].
+    #[arg(long, env = "KVSTORE_KUBE_NAMESPACE", value_name = "NAMESPACE")]
+    pub kube_namespace: Option<String>,
 }
 
 /// A configuration value that cannot be used; the message names the setting.
@@ -597,6 +619,7 @@ fn coordinator_settings(
     settings.cluster.clone_from(&args.cluster);
     settings.lease_ttl = args.lease_ttl_ms.map(Duration::from_millis);
     settings.etcd_endpoints.clone_from(&args.etcd_endpoints);
+    settings.kubernetes = kubernetes_settings(args)?;
     settings.timing().map_err(|e| {
         invalid(
             "lease-ttl-ms",
@@ -605,6 +628,38 @@ fn coordinator_settings(
         )
     })?;
     Ok(Some(settings))
+}
+
+/// Where the Lease API is: the flags, or (all absent) the pod's service
+/// account. The token file is read here, so a bad path fails at start.
+fn kubernetes_settings(args: &ServeArgs) -> Result<KubernetesSettings, ConfigError> {
+    let token = match &args.kube_token_file {
+        None => None,
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                invalid(
+                    "kube-token-file",
+                    &path.display().to_string(),
+                    e.to_string(),
+                )
+            })?;
+            let token = text.trim().to_string();
+            if token.is_empty() {
+                return Err(invalid(
+                    "kube-token-file",
+                    &path.display().to_string(),
+                    "the file is empty",
+                ));
+            }
+            Some(token)
+        }
+    };
+    Ok(KubernetesSettings {
+        namespace: args.kube_namespace.clone(),
+        api_url: args.kube_api_url.clone(),
+        token,
+        ca_file: args.kube_ca_file.clone(),
+    })
 }
 
 #[cfg(test)]
