@@ -7,21 +7,37 @@
 //! - follows the holder the coordinator shows (its advertised address),
 //!   never below the holder's epoch (the follower refuses a master whose
 //!   epoch is below it);
-//! - when nobody holds leadership, stops following (so its newest local
-//!   epoch is final) and campaigns with that epoch; a won term's epoch,
-//!   issued by the coordinator as `max(stored, local) + 1`, is written to
-//!   EPOCHS before the first write, and only then does the node take
-//!   writes. No node picks an epoch itself;
-//! - as master, renews every TTL/3; the term ends on `NotLeader` or when
-//!   the fence deadline passes, and the node goes back to being a
-//!   candidate (resigning first, so another may campaign at once).
+//! - when nobody holds leadership, campaigns, unless this node cut a tail
+//!   off its log that it has not fetched again from a master
+//!   (`Engine::may_campaign`: it says so once in its log and in its
+//!   published member state, and waits). It stops following first (so its
+//!   newest local epoch is final). In sync mode only a member of the
+//!   published in-sync set may win (`CampaignRule::InSyncOnly`); in async
+//!   mode the most advanced live candidate campaigns at once and the
+//!   others give it `--campaign-grace-ms` first ([`members`]). A won
+//!   term's epoch, issued by the coordinator as `max(stored, local) + 1`,
+//!   is written to EPOCHS before the first write, and only then does the
+//!   node take writes. No node picks an epoch itself;
+//! - as master ([`lead`]), renews every TTL/3 and, in sync mode, keeps the
+//!   in-sync set published; the term ends on `NotLeader` or when the fence
+//!   deadline passes, and the node goes back to being a candidate
+//!   (resigning first, so another may campaign at once).
+//!
+//! Every node publishes its member state (role, epoch, log end, whether it
+//! may campaign) every TTL/3 and whenever its role changes.
 //!
 //! The loop's timing does not make the node safe: the write path does.
 //! Before appending a write and again before each OK it checks the term's
 //! fence ([`Ha::may_write`], one clock read and one atomic load); past
 //! the deadline a new write is refused ([`Ha::refusal`]) and a write
-//! already appended gets `FATE_UNKNOWN`, never OK.
+//! already appended gets `FATE_UNKNOWN`, never OK. In sync mode the OK
+//! also waits until every member of the published in-sync set has the
+//! write (`replication::in_sync`).
 
+mod lead;
+mod members;
+
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,40 +46,82 @@ use tracing::{debug, info, warn};
 
 use super::Node;
 use crate::coordinator::{
-    self, Backend, Campaign, CampaignRule, Coordinator, Fence, Holder, HolderWatch, Leadership,
+    self, Backend, Campaign, CampaignRule, Coordinator, Fence, Holder, HolderWatch,
 };
 use crate::protocol::{ErrorCode, Response};
+use crate::replication::Mode;
+
+/// The failover rules' own settings (docs/CONFIGURATION.md).
+#[derive(Debug, Clone, Copy)]
+pub struct Policy {
+    /// Sync mode: a member of the in-sync set whose durable end stays
+    /// behind the master's end of this long ago is dropped from the set
+    /// (`--in-sync-max-lag-ms`, default 2 s).
+    pub in_sync_max_lag: Duration,
+    /// Async mode: how long a candidate that is not the most advanced one
+    /// waits for it to take the vacant seat (`--campaign-grace-ms`,
+    /// default 1 s).
+    pub campaign_grace: Duration,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            in_sync_max_lag: Duration::from_secs(2),
+            campaign_grace: Duration::from_secs(1),
+        }
+    }
+}
 
 /// The node's coordinator session and what the write path needs of it.
 pub struct Ha {
     coordinator: Box<dyn Coordinator>,
     node_id: String,
-    /// How often a candidate looks again without a watch event, and how
-    /// long it waits after a failed request: a third of the TTL.
+    /// Where this node takes clients (its published member address).
+    addr: String,
+    policy: Policy,
+    /// How often a candidate looks again without a watch event, how long
+    /// it waits after a failed request, how often member state is
+    /// published: a third of the TTL.
     period: Duration,
     /// The current term's fence while this node is the master.
     fence: Mutex<Option<Fence>>,
     /// The holder as last seen, for REDIRECT once this node is fenced.
     holder: Mutex<Option<Holder>>,
+    /// Said once per episode, not on every round.
+    told_blocked: AtomicBool,
+    told_not_in_sync: AtomicBool,
 }
 
 impl Ha {
     /// Opens the coordinator session of `settings` (its advertised address
     /// is where this node takes clients).
-    pub async fn connect(settings: &coordinator::Settings) -> coordinator::Result<Ha> {
+    pub async fn connect(
+        settings: &coordinator::Settings,
+        policy: Policy,
+    ) -> coordinator::Result<Ha> {
         let period = settings.timing()?.ttl / 3;
         let coordinator = coordinator::connect(settings).await?;
         Ok(Ha {
             coordinator,
             node_id: settings.node_id.clone(),
+            addr: settings.advertise_addr.clone(),
+            policy,
             period,
             fence: Mutex::new(None),
             holder: Mutex::new(None),
+            told_blocked: AtomicBool::new(false),
+            told_not_in_sync: AtomicBool::new(false),
         })
     }
 
     pub fn backend(&self) -> Backend {
         self.coordinator.backend()
+    }
+
+    /// This node's id in the coordinator.
+    pub fn node_id(&self) -> &str {
+        &self.node_id
     }
 
     /// True while this node holds a term whose fence deadline has not
@@ -98,6 +156,7 @@ pub fn not_the_master() -> Response {
 pub async fn run(node: Arc<Node>, ha: Arc<Ha>) {
     let shutdown = node.shutdown.wait();
     tokio::pin!(shutdown);
+    let publisher = tokio::spawn(members::publish_loop(Arc::clone(&node), Arc::clone(&ha)));
     let mut watch: Option<HolderWatch> = None;
     loop {
         tokio::select! {
@@ -105,6 +164,7 @@ pub async fn run(node: Arc<Node>, ha: Arc<Ha>) {
             () = candidate(&node, &ha, &mut watch) => {}
         }
     }
+    publisher.abort();
     *ha.fence.lock() = None;
     if ha.coordinator.leadership().is_some() {
         match ha.coordinator.resign().await {
@@ -118,7 +178,7 @@ pub async fn run(node: Arc<Node>, ha: Arc<Ha>) {
 
 /// One round as a candidate: follow the holder, or campaign when there is
 /// none (and lead while the won term lasts), then wait for a change.
-async fn candidate(node: &Arc<Node>, ha: &Ha, watch: &mut Option<HolderWatch>) {
+async fn candidate(node: &Arc<Node>, ha: &Arc<Ha>, watch: &mut Option<HolderWatch>) {
     if watch.is_none() {
         match ha.coordinator.watch_holder().await {
             Ok(w) => *watch = Some(w),
@@ -134,17 +194,12 @@ async fn candidate(node: &Arc<Node>, ha: &Ha, watch: &mut Option<HolderWatch>) {
         Ok(Some(holder)) => follow(node, ha, holder).await,
         Ok(None) => {
             *ha.holder.lock() = None;
-            // Stop following first: the local epoch must not move between
-            // the campaign and the first write of the term.
-            node.replication.stand_by().await;
-            let local = node.engine.current_epoch();
-            match ha.coordinator.campaign(local, CampaignRule::Anyone).await {
-                Ok(Campaign::Won(term)) => return lead(node, ha, term).await,
-                Ok(Campaign::Lost(Some(holder))) => follow(node, ha, holder).await,
-                Ok(Campaign::Lost(None)) => return,
-                Err(e) => {
-                    warn!("campaign failed: {e}");
-                    tokio::time::sleep(ha.period).await;
+            if blocked(node, ha).is_none() {
+                if let Some(lost_to) = vacant(node, ha).await {
+                    if let Some(holder) = lost_to {
+                        follow(node, ha, holder).await;
+                    }
+                } else {
                     return;
                 }
             }
@@ -167,6 +222,75 @@ async fn candidate(node: &Arc<Node>, ha: &Ha, watch: &mut Option<HolderWatch>) {
     }
 }
 
+/// The seat is vacant and this node may campaign: stops following,
+/// campaigns under the mode's rule and leads a won term. `None`: come
+/// straight back (a term ended, or a race to retry); `Some(holder)`: lost
+/// to `holder` (`None` inside: nobody took it yet, wait for a change).
+async fn vacant(node: &Arc<Node>, ha: &Arc<Ha>) -> Option<Option<Holder>> {
+    // Stop following first: the local epoch must not move between the
+    // campaign and the first write of the term.
+    node.replication.stand_by().await;
+    let rule = match node.replication.settings.mode {
+        Mode::Sync => CampaignRule::InSyncOnly,
+        Mode::Async => {
+            if !members::my_turn(node, ha).await {
+                return Some(None);
+            }
+            CampaignRule::Anyone
+        }
+    };
+    let local = node.engine.current_epoch();
+    match ha.coordinator.campaign(local, rule).await {
+        Ok(Campaign::Won(term)) => {
+            ha.told_not_in_sync.store(false, Ordering::Relaxed);
+            lead::lead(node, ha, term).await;
+            None
+        }
+        Ok(Campaign::Lost(Some(holder))) => Some(Some(holder)),
+        // It changed hands while we looked: look again at once.
+        Ok(Campaign::Lost(None)) => None,
+        Err(coordinator::Error::NotInSync { .. }) => {
+            if !ha.told_not_in_sync.swap(true, Ordering::Relaxed) {
+                info!(
+                    node = %ha.node_id,
+                    "not campaigning: this node is not in the published in-sync set, so it may lack acknowledged writes; waiting for a member to be elected"
+                );
+            }
+            Some(None)
+        }
+        Err(e) => {
+            warn!("campaign failed: {e}");
+            tokio::time::sleep(ha.period).await;
+            None
+        }
+    }
+}
+
+/// Why this node must not campaign now (a tail it cut and has not fetched
+/// again from a master), said once in the log per episode.
+fn blocked(node: &Node, ha: &Ha) -> Option<String> {
+    match node.engine.may_campaign() {
+        Ok(()) => {
+            ha.told_blocked.store(false, Ordering::Relaxed);
+            None
+        }
+        Err(cut) => {
+            let why = format!(
+                "this node cut {} bytes ({} records, {}) off its log at offset {} in epoch {} and has not fetched that part of the log again from a master",
+                cut.bytes,
+                cut.records,
+                cut.cause.name(),
+                cut.offset,
+                cut.epoch
+            );
+            if !ha.told_blocked.swap(true, Ordering::Relaxed) {
+                warn!("not campaigning for leadership: {why} (RELIABILITY.md, \"Cut tails\")");
+            }
+            Some(why)
+        }
+    }
+}
+
 /// Follows `holder`: never a master below its epoch.
 async fn follow(node: &Arc<Node>, ha: &Ha, holder: Holder) {
     *ha.holder.lock() = Some(holder.clone());
@@ -175,61 +299,10 @@ async fn follow(node: &Arc<Node>, ha: &Ha, holder: Holder) {
         // expire like any other candidate.
         return;
     }
+    ha.told_not_in_sync.store(false, Ordering::Relaxed);
     node.replication.set_epoch_floor(holder.epoch);
     if node.replication.following().await.as_deref() != Some(holder.addr.as_str()) {
         info!(master = %holder.addr, node = %holder.node_id, epoch = holder.epoch, "following the elected master");
         node.replication.replicate(holder.addr).await;
     }
-}
-
-/// Acts as the master for `term`: its epoch goes to EPOCHS first, then
-/// writes are taken; renews every TTL/3 until the term ends, then stops
-/// acknowledging and resigns.
-async fn lead(node: &Arc<Node>, ha: &Ha, term: Leadership) {
-    let epoch = term.epoch();
-    *ha.holder.lock() = Some(term.holder.clone());
-    // The fence is in place before the role says master, so no write is
-    // taken outside the term.
-    *ha.fence.lock() = Some(term.fence.clone());
-    if let Err(e) = node.replication.promote_in(Some(epoch)).await {
-        warn!(
-            epoch,
-            "elected, but cannot begin the epoch ({e}); resigning"
-        );
-        *ha.fence.lock() = None;
-        let _ = ha.coordinator.resign().await;
-        node.replication.stand_by().await;
-        tokio::time::sleep(ha.period).await;
-        return;
-    }
-    info!(epoch, ttl = ?term.ttl, "elected master");
-    let why = loop {
-        let renewal = async {
-            tokio::time::sleep(term.renew_every()).await;
-            ha.coordinator.renew().await
-        };
-        tokio::select! {
-            result = renewal => match result {
-                Ok(()) => {}
-                Err(coordinator::Error::NotLeader { .. }) => break "the coordinator shows the term over",
-                // The deadline stays where it was and runs out by itself
-                // unless a later renewal gets through.
-                Err(e) => warn!(epoch, "lease renewal failed: {e}"),
-            },
-            () = tokio::time::sleep(term.fence.remaining()) => {
-                if !term.fence.is_valid_now() {
-                    break "the fence deadline passed before a renewal got through";
-                }
-            }
-        }
-    };
-    warn!(
-        epoch,
-        "leadership lost ({why}): no more writes are acknowledged; rejoining as a replica"
-    );
-    *ha.fence.lock() = None;
-    if let Err(e) = ha.coordinator.resign().await {
-        debug!("resign after losing the term: {e}");
-    }
-    node.replication.stand_by().await;
 }
