@@ -17,6 +17,7 @@ mod crash;
 mod docs;
 mod expiry;
 mod failover;
+mod failover_rules;
 mod first_frame;
 mod fixtures;
 mod group_commit;
