@@ -1,9 +1,10 @@
 //! Who may win an election (docs/REPLICATION.md, "Automatic failover"),
 //! with real etcd and real kvstore processes:
 //! - sync mode, `--min-acks 1`, two replicas (the R1/R2 case): a write
-//!   acknowledged while R2 lagged was on R1 only, so R2 is dropped from the
-//!   published in-sync set before the OK and may not win once the master
-//!   dies; the acknowledged write is on the new master;
+//!   acknowledged while R2 lagged (stopped) was on R1 only, so R2 is
+//!   dropped from the published in-sync set before the OK and may not win
+//!   once the master dies (R2 is killed and restarted without the write);
+//!   the acknowledged write is on the new master;
 //! - a node that cut a tail off its log and has not fetched it again does
 //!   not campaign, and says so;
 //! - async mode: the most advanced live candidate wins, and what the old
@@ -88,7 +89,7 @@ fn a_write_only_one_replica_had_survives_the_masters_death() {
         "--sync-timeout-ms",
         "15000",
     ];
-    let nodes: Vec<Server> = (0..3).map(|i| start_node(&etcd, i, &sync)).collect();
+    let mut nodes: Vec<Server> = (0..3).map(|i| start_node(&etcd, i, &sync)).collect();
     let (m, epoch) = wait_one_master(&nodes.iter().collect::<Vec<_>>());
     let (r1, r2) = ((m + 1) % 3, (m + 2) % 3);
     wait_for(
@@ -113,21 +114,33 @@ fn a_write_only_one_replica_had_survives_the_masters_death() {
         nodes[m].logs()
     );
 
-    // The master dies; R1 is stopped, so R2 is the only live candidate: it
-    // lacks the write and must not win.
+    // The master dies, and so does R2 (what the master had sent it unread
+    // in its socket goes with it); R1 is stopped, so R2, restarted without
+    // the write, is the only live candidate and must not win.
     signal(&nodes[r1], Signal::SIGSTOP);
-    let mut nodes = nodes;
     nodes[m].sigkill();
-    signal(&nodes[r2], Signal::SIGCONT);
-    wait_for(
+    nodes[r2].sigkill();
+    nodes[r2].restart();
+    let refused = wait_for(
         ELECTION_DEADLINE,
-        "R2 to find the seat vacant and be refused as not in sync",
+        "R2 to find the seat vacant and be refused as not in sync (or be elected)",
         || {
-            nodes[r2]
+            if nodes[r2]
                 .logs()
                 .contains("not in the published in-sync set")
-                .then_some(())
+            {
+                return Some(true);
+            }
+            match role_of(nodes[r2].addr) {
+                Some((role, _)) if role == "master" => Some(false),
+                _ => None,
+            }
         },
+    );
+    assert!(
+        refused,
+        "R2, outside the in-sync set, was elected; it holds the acknowledged write: {}",
+        holds(nodes[r2].addr, "only-r1")
     );
     assert_ne!(
         role_of(nodes[r2].addr).map(|(role, _)| role),
