@@ -9,7 +9,10 @@
 //!   not campaign, and says so;
 //! - async mode: the most advanced live candidate wins, and what the old
 //!   master loses when it rejoins is truncated, logged with its byte count
-//!   and counted.
+//!   and counted;
+//! - a master whose disk fills keeps its lease, and once the disk has room
+//!   again it takes writes in the same epoch (on a real tmpfs, when this
+//!   process may mount).
 //!
 //! Every wait polls with a deadline; every write loop is bounded.
 
@@ -297,4 +300,50 @@ fn async_the_most_advanced_candidate_wins_and_the_old_masters_loss_is_counted() 
         nodes[m].logs()
     );
     assert!(!holds(nodes[a].addr, "late-0"));
+}
+
+#[test]
+fn a_poisoned_master_that_recovers_within_its_term_takes_writes_again() {
+    use crate::resume::{fill, key, value, Tmpfs};
+    let Some(fs) = Tmpfs::mount("1m") else {
+        return;
+    };
+    let etcd = EtcdCluster::start(1);
+    let args = node_args(&etcd, 0, &["--segment-max-bytes", "131072"]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let node = Server::start_on(&fs.dir.path().join("data"), &args, false);
+    let (_, epoch) = wait_one_master(&[&node]);
+    let mut client = BlockingClient::connect(node.addr.to_string(), options()).expect("connect");
+    let acked = fill(&mut client, 0);
+    wait_for(
+        ELECTION_DEADLINE,
+        "the master to see its engine poisoned",
+        || {
+            node.logs()
+                .contains("refuses writes (poisoned); keeping the lease")
+                .then_some(())
+        },
+    );
+
+    fs.grow("16m");
+    wait_for(ELECTION_DEADLINE, "writes to resume", || {
+        client.put(b"probe", b"after").ok()
+    });
+    wait_for(ELECTION_DEADLINE, "the master to check its term", || {
+        node.logs()
+            .contains("still holds its lease in the same epoch")
+            .then_some(())
+    });
+    assert_eq!(
+        role_of(node.addr),
+        Some(("master".to_string(), epoch)),
+        "the same term goes on"
+    );
+    for i in 0..acked {
+        assert_eq!(
+            client.get(&key(i)).expect("get").as_deref(),
+            Some(&value(i)[..]),
+            "key {i}"
+        );
+    }
 }
