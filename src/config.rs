@@ -268,6 +268,24 @@ pub struct ServeArgs {
     /// Namespace of the Lease objects [default: the pod's].
     #[arg(long, env = "KVSTORE_KUBE_NAMESPACE", value_name = "NAMESPACE")]
     pub kube_namespace: Option<String>,
+    /// Sync mode with a coordinator: a member of the in-sync set whose durable end stays behind the master's end of this long ago is dropped from the set.
+    #[arg(
+        long,
+        env = "KVSTORE_IN_SYNC_MAX_LAG_MS",
+        value_name = "MS",
+        default_value = "2000",
+        value_parser = number::<100, 600_000>
+    )]
+    pub in_sync_max_lag_ms: u64,
+    /// Async mode with a coordinator: how long a candidate waits for a more advanced one to take a vacant seat before campaigning itself.
+    #[arg(
+        long,
+        env = "KVSTORE_CAMPAIGN_GRACE_MS",
+        value_name = "MS",
+        default_value = "1000",
+        value_parser = number::<0, 600_000>
+    )]
+    pub campaign_grace_ms: u64,
 }
 
 /// A configuration value that cannot be used; the message names the setting.
@@ -397,6 +415,9 @@ pub struct Config {
     /// `advertise_addr` is `--advertise-addr`, or empty until the node has
     /// bound `--listen`.
     pub coordinator: Option<coordinator::Settings>,
+    /// The failover rules' timing (`--in-sync-max-lag-ms`,
+    /// `--campaign-grace-ms`); read only with a coordinator.
+    pub ha: crate::node::ha::Policy,
 }
 
 /// Every environment variable `kvstore` reads; anything else starting with
@@ -440,6 +461,8 @@ pub const KNOWN_ENV: &[&str] = &[
     "KVSTORE_CLUSTER",
     "KVSTORE_NODE_ID",
     "KVSTORE_LEASE_TTL_MS",
+    "KVSTORE_IN_SYNC_MAX_LAG_MS",
+    "KVSTORE_CAMPAIGN_GRACE_MS",
 ];
 
 /// Names a setting in messages: `--durability (KVSTORE_DURABILITY)`.
@@ -534,6 +557,19 @@ impl Config {
             },
         };
         let coordinator = coordinator_settings(args, &env)?;
+        if coordinator.is_some()
+            && replication_mode == ReplicationMode::Sync
+            && args.in_sync_max_lag_ms >= args.sync_timeout_ms
+        {
+            return Err(invalid(
+                "in-sync-max-lag-ms",
+                &args.in_sync_max_lag_ms.to_string(),
+                format!(
+                    "must be below --sync-timeout-ms ({}): a lagging member must be dropped from the in-sync set before the writes waiting for it time out",
+                    args.sync_timeout_ms
+                ),
+            ));
+        }
         let role = match &coordinator {
             // Every node starts as a candidate and finds the master through
             // the coordinator: --role and --master-addr are not read.
@@ -571,6 +607,10 @@ impl Config {
                 server_name: None,
             },
             coordinator,
+            ha: crate::node::ha::Policy {
+                in_sync_max_lag: Duration::from_millis(args.in_sync_max_lag_ms),
+                campaign_grace: Duration::from_millis(args.campaign_grace_ms),
+            },
         })
     }
 }

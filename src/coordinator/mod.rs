@@ -135,6 +135,10 @@ pub struct MemberState {
     pub epoch: u32,
     /// Its log's end offset.
     pub log_end: u64,
+    /// Why it does not campaign for leadership now (a tail it cut and has
+    /// not fetched again from a master); `None`: it may.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blocked: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -322,6 +326,7 @@ mod tests {
             role: Role::Replica,
             epoch,
             log_end,
+            blocked: None,
         }
     }
 

@@ -28,9 +28,11 @@
 //!
 //! A write waiting for durability across a recovery gets an error, even
 //! if the log grows past its end again later ([`super::writer::Progress`]
-//! counts recoveries). With a coordinator, a master should resume only
-//! while it holds its lease in the same epoch; the coordinator is not
-//! wired into the node yet, so the engine resumes on its own.
+//! counts recoveries). The engine resumes on its own; with a coordinator
+//! the node decides what a recovered master may do: it takes writes again
+//! only while it still holds its lease in the same epoch, otherwise it
+//! steps down and rejoins as a replica (`node::ha`, its lead loop, and
+//! the fence check on every write).
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;

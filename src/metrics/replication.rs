@@ -114,6 +114,24 @@ impl Collector for ReplicationCollector {
             "Offset up to which this node's log is durable.",
             s.durable_offset,
         )?;
+        counter(
+            e,
+            "replication_truncations",
+            "Times this node's master told it to cut its log back (in async mode: writes an old master acknowledged and lost at a failover).",
+            s.truncations,
+        )?;
+        counter(
+            e,
+            "replication_truncated_bytes",
+            "Log bytes those cuts removed.",
+            s.truncated_bytes,
+        )?;
+        gauge(
+            e,
+            "replication_in_sync_members",
+            "Sync mode with a coordinator, on the master: members of the published in-sync set, the master included (0 elsewhere).",
+            s.in_sync.as_ref().map_or(0, Vec::len) as u64,
+        )?;
         gauge(
             e,
             "replication_cut_conflict",

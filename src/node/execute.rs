@@ -182,15 +182,41 @@ fn manual_refused(node: &Node) -> Response {
 
 /// A write as the node's role allows it: a replica redirects it to its
 /// master; in sync mode the master refuses it up front when too few
-/// replicas are connected, and acknowledges it only once enough hold it.
-/// With a coordinator the master checks its term's fence before appending
-/// and again before the OK: past the deadline a new write is refused
-/// (REDIRECT or READ_ONLY) and an appended one answers FATE_UNKNOWN.
+/// replicas are connected (or in the in-sync set), and acknowledges it
+/// only once enough hold it (with a coordinator: every member of the
+/// published in-sync set). With a coordinator the master checks its
+/// term's fence before appending and again before the OK: past the
+/// deadline a new write is refused (REDIRECT or READ_ONLY) and an
+/// appended one answers FATE_UNKNOWN.
 pub async fn write(
     node: &Node,
     ops: &[WriteOp<'_>],
     atomic: bool,
 ) -> Result<engine::Receipt, Response> {
+    may_append(node)?;
+    let receipt = node
+        .engine
+        .write_async(ops, atomic)
+        .await
+        .map_err(engine_error)?;
+    acknowledge(node, receipt.end).await?;
+    Ok(receipt)
+}
+
+/// A write decided from the key's current state inside the engine's
+/// single writer (`SET NX`, `EXPIRE GT`, `PERSIST`, ...), under the same
+/// rules as [`write`].
+pub async fn decide(node: &Node, op: &Conditional<'_>) -> Result<Decided, Response> {
+    may_append(node)?;
+    let decided = node.engine.decide_async(op).await.map_err(engine_error)?;
+    acknowledge(node, decided.end).await?;
+    Ok(decided)
+}
+
+/// Whether this node may append a client write now: it is the master,
+/// within its term's fence, and (sync mode) has the replicas to
+/// acknowledge it.
+fn may_append(node: &Node) -> Result<(), Response> {
     let repl = &node.replication;
     if let RoleView::Replica { master } = repl.role() {
         if master.is_empty() {
@@ -204,13 +230,14 @@ pub async fn write(
         }
     }
     repl.check_sync_ready()
-        .map_err(|message| Response::error(ErrorCode::NOT_ENOUGH_REPLICAS, message))?;
-    let receipt = node
-        .engine
-        .write_async(ops, atomic)
-        .await
-        .map_err(engine_error)?;
-    repl.wait_replicated(receipt.end)
+        .map_err(|message| Response::error(ErrorCode::NOT_ENOUGH_REPLICAS, message))
+}
+
+/// Whether a write appended up to `end` may be answered OK: sync mode
+/// waits for its replicas, then the term's fence is checked again.
+async fn acknowledge(node: &Node, end: u64) -> Result<(), Response> {
+    node.replication
+        .wait_replicated(end)
         .await
         .map_err(|message| Response::error(ErrorCode::FATE_UNKNOWN, message))?;
     if let Some(ha) = &node.ha {
@@ -221,25 +248,7 @@ pub async fn write(
             ));
         }
     }
-    Ok(receipt)
-}
-
-/// A write decided from the key's current state inside the engine's
-/// single writer (`SET NX`, `EXPIRE GT`, `PERSIST`, ...), as the node's
-/// role allows it: like [`write`], and what it logged is replicated
-/// before the answer in sync mode.
-pub async fn decide(node: &Node, op: &Conditional<'_>) -> Result<Decided, Response> {
-    let repl = &node.replication;
-    if let RoleView::Replica { master } = repl.role() {
-        return Err(Response::Redirect { master });
-    }
-    repl.check_sync_ready()
-        .map_err(|message| Response::error(ErrorCode::NOT_ENOUGH_REPLICAS, message))?;
-    let decided = node.engine.decide_async(op).await.map_err(engine_error)?;
-    repl.wait_replicated(decided.end)
-        .await
-        .map_err(|message| Response::error(ErrorCode::FATE_UNKNOWN, message))?;
-    Ok(decided)
+    Ok(())
 }
 
 /// The STATS document: the engine's figures, plus `role` and a

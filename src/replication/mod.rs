@@ -10,10 +10,17 @@
 //!
 //! Roles change live: [`Replication::promote`] makes a replica master in a
 //! new epoch; [`Replication::replicate`] points a node at a (new) master.
+//!
+//! Sync mode counts acknowledgements by one of two rules: without a
+//! coordinator, `min_acks` replicas must have a write durably (the
+//! `min_acks`-th highest durable end); with one, every member of the
+//! published in-sync set must (`in_sync.rs`, Kafka's rule), which the HA
+//! loop keeps up through [`Replication::review_in_sync`].
 //! Epochs fence stale masters: a replica never follows a master whose
 //! epoch is below its own, and a replica whose log diverged from its
 //! master's is told where to cut it (see `docs/REPLICATION.md`).
 
+mod in_sync;
 pub mod master;
 mod quorum;
 pub mod replica;
@@ -30,6 +37,8 @@ use tokio::sync::watch;
 use crate::engine::{self, Engine};
 use crate::lifecycle::Health;
 use crate::protocol;
+use in_sync::InSync;
+pub use in_sync::Review as InSyncReview;
 use quorum::Quorum;
 
 /// Why a replication link ended.
@@ -195,6 +204,9 @@ pub struct ReplicationStats {
     pub link_up: bool,
     pub lag_bytes: u64,
     pub lag_seconds: f64,
+    /// Sync mode with a coordinator, on the master: the in-sync set as
+    /// published (node ids, the master included).
+    pub in_sync: Option<Vec<String>>,
     pub last_error: Option<String>,
     /// Replica side: the master refused to stream because this replica's
     /// log runs past a tail the master cut off its own log; this replica
@@ -213,6 +225,12 @@ pub struct ReplicationStats {
     pub log_chunks: u64,
     /// REPL_ACK frames received (master) or sent (replica).
     pub acks: u64,
+    /// Replica side: times its master told it to cut its log back (bytes
+    /// it had that the master does not: in async mode, writes an old
+    /// master acknowledged and lost at a failover).
+    pub truncations: u64,
+    /// The bytes those cuts removed.
+    pub truncated_bytes: u64,
 }
 
 pub struct Replication {
@@ -224,6 +242,10 @@ pub struct Replication {
     replicas: Mutex<BTreeMap<String, ReplicaLink>>,
     /// Sync-mode writes waiting for replicas' durable acknowledgements.
     quorum: Quorum,
+    /// Sync mode with a coordinator, while master: the in-sync set (else
+    /// the `min_acks` count rule). Taken before `replicas` and `quorum`
+    /// when more than one is held.
+    in_sync: Mutex<Option<InSync>>,
     link: Mutex<LinkStatus>,
     sessions: AtomicU64,
     pub(crate) full_resyncs: AtomicU64,
@@ -234,6 +256,8 @@ pub struct Replication {
     elections: AtomicU64,
     pub(crate) chunks: AtomicU64,
     pub(crate) acks: AtomicU64,
+    pub(crate) truncations: AtomicU64,
+    pub(crate) truncated_bytes: AtomicU64,
     /// Held by the follower while it changes the local log (append,
     /// truncate, install); taken by role changes once the follower
     /// stopped, so no change lands after them.
@@ -269,6 +293,7 @@ impl Replication {
             role_tx,
             replicas: Mutex::new(BTreeMap::new()),
             quorum: Quorum::default(),
+            in_sync: Mutex::new(None),
             link: Mutex::new(LinkStatus::default()),
             sessions: AtomicU64::new(0),
             full_resyncs: AtomicU64::new(0),
@@ -277,6 +302,8 @@ impl Replication {
             elections: AtomicU64::new(0),
             chunks: AtomicU64::new(0),
             acks: AtomicU64::new(0),
+            truncations: AtomicU64::new(0),
+            truncated_bytes: AtomicU64::new(0),
             applying: Arc::new(tokio::sync::Mutex::new(())),
             epoch_floor: AtomicU32::new(0),
         });
@@ -395,6 +422,7 @@ impl Replication {
         self.engine.set_auto_roll(false);
         self.health.set_replication_ready(false);
         self.replicas.lock().clear();
+        *self.in_sync.lock() = None;
         self.engine.set_compaction_floor(None);
         self.role_tx.send_replace(RoleView::Replica { master });
     }
@@ -446,6 +474,9 @@ impl Replication {
     /// its first acknowledgement says so.
     pub(crate) fn register(&self, id: &str, advertise: &str, acked: u64) -> u64 {
         let session = self.sessions.fetch_add(1, Relaxed);
+        if let Some(in_sync) = self.in_sync.lock().as_mut() {
+            in_sync.connected(id);
+        }
         self.replicas.lock().insert(
             id.to_string(),
             ReplicaLink {
@@ -474,6 +505,9 @@ impl Replication {
     /// and fsynced up to `durable_end`.
     pub(crate) fn record_ack(&self, id: &str, written_end: u64, durable_end: u64) {
         self.acks.fetch_add(1, Relaxed);
+        if let Some(in_sync) = self.in_sync.lock().as_mut() {
+            in_sync.ack(id, durable_end);
+        }
         let end = self.engine.log_end();
         if let Some(r) = self.replicas.lock().get_mut(id) {
             r.acked = r.acked.max(written_end);
@@ -486,12 +520,20 @@ impl Replication {
         self.update_quorum();
     }
 
-    /// Sync mode: recomputes the replicated end from the connected
-    /// replicas' durable ends, waking the writes it completes.
+    /// Sync mode: recomputes the replicated end, waking the writes it
+    /// completes: from the in-sync set with a coordinator (under its lock,
+    /// so that a member joining and a write being acknowledged are
+    /// ordered), else from the connected replicas' durable ends.
     fn update_quorum(&self) {
         if self.settings.mode != Mode::Sync {
             return;
         }
+        let mut in_sync = self.in_sync.lock();
+        if let Some(state) = in_sync.as_mut() {
+            self.quorum.set(state.replicated(self.settings.min_acks));
+            return;
+        }
+        drop(in_sync);
         let durable: Vec<u64> = self.replicas.lock().values().map(|r| r.durable).collect();
         self.quorum
             .update(durable.into_iter(), self.settings.min_acks);
@@ -520,9 +562,21 @@ impl Replication {
     }
 
     /// Sync mode: refuses a write up front when too few replicas are
-    /// connected to ever acknowledge it.
+    /// connected (or, with a coordinator, in the published in-sync set) to
+    /// ever acknowledge it.
     pub fn check_sync_ready(&self) -> Result<(), String> {
         if self.settings.mode != Mode::Sync {
+            return Ok(());
+        }
+        if let Some(state) = self.in_sync.lock().as_ref() {
+            let members = state.replicas();
+            if members < self.settings.min_acks {
+                return Err(format!(
+                    "sync replication needs {} replica(s) in the in-sync set, it has {members} ({});                      a replica joins once it has caught up; the write was not applied",
+                    self.settings.min_acks,
+                    state.members().join(", ")
+                ));
+            }
             return Ok(());
         }
         let connected = self.replicas.lock().len();
@@ -549,6 +603,15 @@ impl Replication {
             return Ok(());
         }
         self.quorum.prune();
+        if let Some(state) = self.in_sync.lock().as_ref() {
+            return Err(format!(
+                "the write is durable on the master but not yet on every member of the in-sync set within {:?} (missing: {}); \
+                 a member that lags longer than the in-sync lag bound is dropped from the set first; \
+                 its replication outcome is unknown (it is not rolled back)",
+                self.settings.sync_timeout,
+                state.missing(end).join(", ")
+            ));
+        }
         let (written, durable) = self.acked_count(end);
         let not_synced = if written > durable {
             format!(
@@ -562,6 +625,44 @@ impl Replication {
             "the write is durable on the master but only {durable} of {} required replica(s) acknowledged it as durable within {:?}{not_synced}; its replication outcome is unknown (it is not rolled back)",
             self.settings.min_acks, self.settings.sync_timeout
         ))
+    }
+
+    // ---- the in-sync set (sync mode with a coordinator) -------------
+
+    /// Starts the term's in-sync rule from `members`, the set the cluster
+    /// record lists (this node, `own`, may be among them). Call before
+    /// [`Replication::promote_in`], so no write of the term is counted by
+    /// the other rule; a change of role ends it. A no-op in async mode.
+    pub fn begin_in_sync(&self, own: &str, members: Vec<String>, max_lag: Duration) {
+        if self.settings.mode != Mode::Sync {
+            return;
+        }
+        let start_end = self.engine.end();
+        *self.in_sync.lock() = Some(InSync::new(own, members, start_end, max_lag));
+        self.update_quorum();
+    }
+
+    /// Looks at the members' progress now: replicas that caught up start
+    /// counting as members at once (stricter), and the set to publish is
+    /// returned when one lags or one joins. `None`: nothing to publish, or
+    /// no in-sync rule in force.
+    pub fn review_in_sync(&self) -> Option<InSyncReview> {
+        let mut in_sync = self.in_sync.lock();
+        let state = in_sync.as_mut()?;
+        let connected: Vec<String> = self.replicas.lock().keys().cloned().collect();
+        let review = state.review(Instant::now(), self.engine.log_end(), &connected);
+        self.quorum.set(state.replicated(self.settings.min_acks));
+        review
+    }
+
+    /// The coordinator now shows `set` (a CAS went through): members it
+    /// dropped are no longer waited for, those it added count.
+    pub fn published_in_sync(&self, set: &[String]) {
+        let mut in_sync = self.in_sync.lock();
+        if let Some(state) = in_sync.as_mut() {
+            state.published(set);
+            self.quorum.set(state.replicated(self.settings.min_acks));
+        }
     }
 
     // ---- replica side ------------------------------------------------
@@ -648,6 +749,7 @@ impl Replication {
                 (true, _, Some(at)) => now.duration_since(at).as_secs_f64(),
                 (true, _, None) => f64::INFINITY.min(1e9),
             },
+            in_sync: self.in_sync.lock().as_ref().map(InSync::members),
             last_error: link.last_error,
             cut_conflict: link.cut_conflict,
             full_resyncs: self.full_resyncs.load(Relaxed),
@@ -656,6 +758,8 @@ impl Replication {
             elections: self.elections.load(Relaxed),
             log_chunks: self.chunks.load(Relaxed),
             acks: self.acks.load(Relaxed),
+            truncations: self.truncations.load(Relaxed),
+            truncated_bytes: self.truncated_bytes.load(Relaxed),
         }
     }
 }

@@ -10,6 +10,9 @@
 //! hundreds of pipelined writes and a thousand acknowledgements a second
 //! costs more CPU than the writes themselves.
 //!
+//! With a coordinator the replicated end comes from the in-sync set
+//! instead (`in_sync.rs`): every member must have the write.
+//!
 //! Invariant: every waiter's offset is above `replicated` (a write at or
 //! below it never waits).
 
@@ -55,6 +58,13 @@ impl Quorum {
             ends.sort_unstable_by(|a, b| b.cmp(a));
             ends[min_acks - 1]
         };
+        self.set(replicated);
+    }
+
+    /// Sets the replicated end as a rule computed it (the in-sync set's:
+    /// the lowest durable end among its members) and wakes the writes it
+    /// completes; like [`Quorum::update`] it may go down.
+    pub fn set(&self, replicated: u64) {
         let done = {
             let mut st = self.state.lock();
             st.replicated = replicated;

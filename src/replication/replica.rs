@@ -135,10 +135,23 @@ async fn session(
         match msg {
             ToReplica::Truncate { epoch, to } => {
                 check_epoch(repl, epoch)?;
-                tracing::warn!(%master, from = engine.end(), to, "log diverged from the master's; truncating");
+                let from = engine.end();
+                let bytes = from.saturating_sub(to);
+                // In async mode these may be writes an old master
+                // acknowledged before it lost its term: never silent.
+                tracing::warn!(
+                    %master,
+                    from,
+                    to,
+                    bytes,
+                    "log diverged from the master's; truncating {bytes} bytes the master does not have"
+                );
                 let e = engine.clone();
                 match blocking(&repl.applying, move || e.truncate_log(to)).await {
-                    Ok(()) => {}
+                    Ok(()) => {
+                        repl.truncations.fetch_add(1, Relaxed);
+                        repl.truncated_bytes.fetch_add(bytes, Relaxed);
+                    }
                     Err(ReplError::Engine(engine::Error::Compacted { .. })) => *force_full = true,
                     Err(e) => return Err(e),
                 }

@@ -340,17 +340,22 @@ async fn serve_clients(
             if settings.advertise_addr.is_empty() {
                 settings.advertise_addr = client_addr.to_string();
             }
-            let ha = node::ha::Ha::connect(&settings)
+            let ha = node::ha::Ha::connect(&settings, config.ha)
                 .await
                 .map_err(|e| ServerError::Coordinator(e.to_string()))?;
             info!(backend = %settings.backend, node_id = %settings.node_id, cluster = %settings.cluster, "coordinator session open");
             Some(Arc::new(ha))
         }
     };
-    let settings = replication::Settings {
+    let mut settings = replication::Settings {
         security: Arc::clone(&security),
         ..replication_settings(config, client_addr)
     };
+    if let Some(ha) = &ha {
+        // The master knows its replicas by node id, the names the in-sync
+        // set lists.
+        settings.replica_id = ha.node_id().to_string();
+    }
     let replication = Replication::start(engine.clone(), settings, Arc::clone(&health), role)
         .await
         .map_err(|source| ServerError::Open {

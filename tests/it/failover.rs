@@ -1,13 +1,13 @@
-//! Automatic failover (`--coordinator etcd`, src/node/ha.rs) with real
+//! Automatic failover (`--coordinator etcd`, src/node/ha/) with real
 //! etcd and real kvstore processes: one master is elected; a SIGKILLed
 //! master is replaced and no write it acknowledged in sync mode is lost; a
 //! master stopped (SIGSTOP) past its lease sends no OK that the new master
 //! lacks once it resumes; a data directory with a higher local epoch than
 //! the coordinator's counter cannot make an epoch go backwards.
 //!
-//! Sync mode here uses `--min-acks 2` on three nodes, so every replica
-//! holds every acknowledged write and any of them may win: the in-sync set
-//! that lifts this (docs/FAILOVER.md) is not built yet.
+//! Sync mode here uses `--min-acks 2` on three nodes; the in-sync set,
+//! which makes `--min-acks 1` safe too, and the other election rules are
+//! attacked in `failover_rules.rs`.
 //!
 //! Every wait polls with a deadline; every writer is bounded in count and
 //! time.
@@ -30,16 +30,16 @@ use crate::common::etcd::EtcdCluster;
 use crate::common::{wait_for, Server};
 
 /// The lease TTL the tests run with (etcd grants whole seconds).
-const TTL_MS: &str = "2000";
+pub(crate) const TTL_MS: &str = "2000";
 /// How long an election may take: the TTL, the watch, the campaign, on a
 /// loaded 2-core machine.
-const ELECTION_DEADLINE: Duration = Duration::from_secs(30);
+pub(crate) const ELECTION_DEADLINE: Duration = Duration::from_secs(30);
 /// Bound on each writer.
 const MAX_WRITES: usize = 5_000;
 const WRITER_DEADLINE: Duration = Duration::from_secs(60);
 
 /// One node's flags: `--coordinator etcd`, its id, the short TTL, `extra`.
-fn node_args(etcd: &EtcdCluster, id: usize, extra: &[&str]) -> Vec<String> {
+pub(crate) fn node_args(etcd: &EtcdCluster, id: usize, extra: &[&str]) -> Vec<String> {
     let mut args: Vec<String> = vec![
         "--coordinator".into(),
         "etcd".into(),
@@ -54,13 +54,13 @@ fn node_args(etcd: &EtcdCluster, id: usize, extra: &[&str]) -> Vec<String> {
     args
 }
 
-fn start_node(etcd: &EtcdCluster, id: usize, extra: &[&str]) -> Server {
+pub(crate) fn start_node(etcd: &EtcdCluster, id: usize, extra: &[&str]) -> Server {
     let args = node_args(etcd, id, extra);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     Server::start_unready(&args)
 }
 
-fn options() -> ClientOptions {
+pub(crate) fn options() -> ClientOptions {
     ClientOptions {
         connect_timeout: Duration::from_secs(2),
         request_timeout: Duration::from_secs(20),
@@ -72,12 +72,12 @@ fn options() -> ClientOptions {
 
 /// The `replication` section of a node's STATS; `None` when it does not
 /// answer.
-fn repl_of(addr: SocketAddr) -> Option<Value> {
+pub(crate) fn repl_of(addr: SocketAddr) -> Option<Value> {
     let mut c = BlockingClient::connect(addr.to_string(), options()).ok()?;
     c.stats().ok()?.get("replication").cloned()
 }
 
-fn role_of(addr: SocketAddr) -> Option<(String, u64)> {
+pub(crate) fn role_of(addr: SocketAddr) -> Option<(String, u64)> {
     let r = repl_of(addr)?;
     Some((
         r.get("role")?.as_str()?.to_string(),
@@ -87,7 +87,7 @@ fn role_of(addr: SocketAddr) -> Option<(String, u64)> {
 
 /// Waits until exactly one of `nodes` is master and every other one
 /// follows it over a live link; returns its index and epoch.
-fn wait_one_master(nodes: &[&Server]) -> (usize, u64) {
+pub(crate) fn wait_one_master(nodes: &[&Server]) -> (usize, u64) {
     wait_for(
         ELECTION_DEADLINE,
         "exactly one master, followed by the rest",
@@ -113,6 +113,16 @@ fn wait_one_master(nodes: &[&Server]) -> (usize, u64) {
             followed.then_some((m, epoch))
         },
     )
+}
+
+/// Sync mode: waits until the master at `addr` publishes an in-sync set
+/// of `members` nodes (replicas join it once they caught up, shortly after
+/// an election; until then writes may be refused).
+pub(crate) fn wait_in_sync(addr: SocketAddr, members: usize) {
+    wait_for(ELECTION_DEADLINE, "every node in the in-sync set", || {
+        let set = repl_of(addr)?.get("in_sync")?.as_array()?.len();
+        (set == members).then_some(())
+    });
 }
 
 /// What a writer saw: the keys some node answered OK, in order.
@@ -166,7 +176,7 @@ fn writer(
 }
 
 /// Asserts that `addr` holds every key of `keys`.
-fn assert_holds_all(addr: SocketAddr, keys: &[Bytes], what: &str) {
+pub(crate) fn assert_holds_all(addr: SocketAddr, keys: &[Bytes], what: &str) {
     let mut c = BlockingClient::connect(addr.to_string(), options()).expect("connect");
     let missing: Vec<&Bytes> = keys
         .iter()
@@ -282,6 +292,9 @@ fn stop_the_master_past_its_lease(mode: &[&str]) -> Stopped {
     let mut nodes: Vec<Server> = (0..3).map(|i| start_node(&etcd, i, mode)).collect();
     let (m, epoch) = wait_one_master(&nodes.iter().collect::<Vec<_>>());
     let old = nodes[m].addr;
+    if mode.contains(&"sync") {
+        wait_in_sync(old, nodes.len());
+    }
 
     // One connection to the old master for the whole test.
     let acked = Arc::new(Mutex::new(Acked::default()));

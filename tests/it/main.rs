@@ -18,6 +18,7 @@ mod docs;
 mod expiry;
 mod failover;
 mod failover_kube;
+mod failover_rules;
 mod first_frame;
 mod fixtures;
 mod group_commit;

@@ -15,11 +15,11 @@ use kvstore::engine::{CutCause, Durability, Engine, Error, Faults, Options};
 
 const DEADLINE: Duration = Duration::from_secs(20);
 
-fn key(i: u32) -> Vec<u8> {
+pub(crate) fn key(i: u32) -> Vec<u8> {
     format!("key{i:06}").into_bytes()
 }
 
-fn value(i: u32) -> Vec<u8> {
+pub(crate) fn value(i: u32) -> Vec<u8> {
     i.to_le_bytes().repeat(25)
 }
 
@@ -262,13 +262,13 @@ fn a_write_waiting_across_a_recovery_is_not_acknowledged() {
 }
 
 /// A tmpfs mounted for one test, unmounted on drop.
-struct Tmpfs {
-    dir: tempfile::TempDir,
+pub(crate) struct Tmpfs {
+    pub(crate) dir: tempfile::TempDir,
 }
 
 impl Tmpfs {
     /// `None` when this process may not mount (not root, no CAP_SYS_ADMIN).
-    fn mount(size: &str) -> Option<Tmpfs> {
+    pub(crate) fn mount(size: &str) -> Option<Tmpfs> {
         let dir = tempfile::tempdir().unwrap();
         let out = std::process::Command::new("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
@@ -285,7 +285,7 @@ impl Tmpfs {
         Some(Tmpfs { dir })
     }
 
-    fn grow(&self, size: &str) {
+    pub(crate) fn grow(&self, size: &str) {
         let out = std::process::Command::new("mount")
             .args(["-o", &format!("remount,size={size}")])
             .arg(self.dir.path())
@@ -314,7 +314,7 @@ fn node_on_tmpfs() -> Option<(Tmpfs, crate::common::Server)> {
 
 /// Puts keys from `from` on until the disk is full; returns the first
 /// key not acknowledged.
-fn fill(client: &mut kvstore::client::BlockingClient, from: u32) -> u32 {
+pub(crate) fn fill(client: &mut kvstore::client::BlockingClient, from: u32) -> u32 {
     for i in from..from + 20_000 {
         if let Err(e) = client.put(&key(i), &value(i)) {
             assert!(e.to_string().to_lowercase().contains("space"), "{e}");

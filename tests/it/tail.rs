@@ -15,7 +15,7 @@ use common::replication::*;
 use common::{metric, wait_for, START_DEADLINE};
 use kvstore::engine::{CutCause, Engine, Options};
 
-fn active_segment(dir: &Path) -> PathBuf {
+pub(crate) fn active_segment(dir: &Path) -> PathBuf {
     let mut segs: Vec<PathBuf> = fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -26,7 +26,7 @@ fn active_segment(dir: &Path) -> PathBuf {
 }
 
 /// A torn write: the first bytes of a record header, nothing after.
-const TORN: &[u8] = &[0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77];
+pub(crate) const TORN: &[u8] = &[0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77];
 
 /// Ships everything `from` has past `to`'s end into `to`.
 pub(crate) fn replicate(from: &Engine, to: &Engine) {

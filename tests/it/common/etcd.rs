@@ -186,6 +186,32 @@ impl EtcdCluster {
         }
     }
 
+    /// The value of `key` now (`None`: absent), read through the first
+    /// running member; for tests that check what a node published.
+    pub fn get(&self, key: &str) -> Option<Vec<u8>> {
+        let endpoints: Vec<String> = self
+            .members
+            .iter()
+            .filter(|m| m.child.is_some())
+            .map(|m| m.client_url.clone())
+            .collect();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async {
+            let read = async {
+                let mut c = etcd_client::Client::connect(endpoints, None).await?;
+                let resp = c.get(key, None).await?;
+                Ok::<_, etcd_client::Error>(resp.kvs().first().map(|kv| kv.value().to_vec()))
+            };
+            tokio::time::timeout(Duration::from_secs(5), read)
+                .await
+                .expect("etcd answered within 5 s")
+                .expect("etcd get")
+        })
+    }
+
     /// The last lines of member `i`'s log, for a failing assertion.
     pub fn log_tail(&self, i: usize) -> String {
         tail(&std::fs::read_to_string(&self.members[i].log).unwrap_or_default())

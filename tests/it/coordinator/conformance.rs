@@ -328,6 +328,7 @@ fn state(id: &str, role: Role, epoch: u32, log_end: u64) -> MemberState {
         role,
         epoch,
         log_end,
+        blocked: None,
     }
 }
 

@@ -1,0 +1,226 @@
+//! One term as the master: begin the coordinator-issued epoch, renew the
+//! lease, keep the in-sync set published (sync mode), and step down when
+//! the term ends.
+//!
+//! Invariants:
+//! - In sync mode the in-sync rule is in force before the role says
+//!   master: the term starts from the previous cluster record's set (each
+//!   of its members holds every write acknowledged so far), rewritten with
+//!   this node in it, so no write of the term is counted any other way.
+//! - Every change of the set is a CAS valid only while this node holds the
+//!   lease in its epoch. A member is waited for until the CAS that drops it
+//!   went through; a joining member counts toward `--min-acks` only once
+//!   the CAS that adds it went through (`replication::in_sync`).
+//! - A master whose engine was poisoned (a failed write or fsync) and
+//!   recovered goes on taking writes only while it still holds its lease
+//!   in the same epoch; otherwise it steps down and rejoins as a replica.
+//!   The write path's fence check enforces the first half on every write.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tracing::{debug, info, warn};
+
+use super::{Ha, Node};
+use crate::coordinator::{self, ClusterRecord, Leadership};
+use crate::replication::Mode;
+
+/// How often the master looks at its engine's health while it leads.
+const HEALTH_EVERY: Duration = Duration::from_millis(100);
+/// The longest time between two reviews of the in-sync set.
+const REVIEW_AT_MOST: Duration = Duration::from_millis(100);
+
+/// Acts as the master for `term`: its epoch goes to EPOCHS first, then
+/// writes are taken; renews every TTL/3 until the term ends, then stops
+/// acknowledging and resigns.
+pub(super) async fn lead(node: &Arc<Node>, ha: &Arc<Ha>, term: Leadership) {
+    let epoch = term.epoch();
+    *ha.holder.lock() = Some(term.holder.clone());
+    let sync = node.replication.settings.mode == Mode::Sync;
+    let record = if sync {
+        match start_in_sync(node, ha).await {
+            Ok(record) => Some(record),
+            Err(e) => {
+                return give_up(
+                    node,
+                    ha,
+                    epoch,
+                    &format!("cannot publish the in-sync set ({e})"),
+                )
+                .await
+            }
+        }
+    } else {
+        None
+    };
+    // The fence is in place before the role says master, so no write is
+    // taken outside the term.
+    *ha.fence.lock() = Some(term.fence.clone());
+    if let Err(e) = node.replication.promote_in(Some(epoch)).await {
+        return give_up(node, ha, epoch, &format!("cannot begin the epoch ({e})")).await;
+    }
+    info!(epoch, ttl = ?term.ttl, in_sync = ?record.as_ref().map(|r| &r.in_sync), "elected master");
+    let mut keeper =
+        record.map(|record| tokio::spawn(keep_in_sync(Arc::clone(node), Arc::clone(ha), record)));
+    let why = hold(node, ha, &term, &mut keeper).await;
+    if let Some(keeper) = keeper {
+        keeper.abort();
+    }
+    warn!(
+        epoch,
+        "leadership lost ({why}): no more writes are acknowledged; rejoining as a replica"
+    );
+    *ha.fence.lock() = None;
+    if let Err(e) = ha.coordinator.resign().await {
+        debug!("resign after losing the term: {e}");
+    }
+    node.replication.stand_by().await;
+}
+
+/// Elected, but the term cannot start: resign and stand by a period.
+async fn give_up(node: &Arc<Node>, ha: &Ha, epoch: u32, why: &str) {
+    warn!(epoch, "elected, but {why}; resigning");
+    *ha.fence.lock() = None;
+    let _ = ha.coordinator.resign().await;
+    node.replication.stand_by().await;
+    tokio::time::sleep(ha.period).await;
+}
+
+/// Renews the term until it ends; returns why it ended.
+async fn hold(
+    node: &Arc<Node>,
+    ha: &Ha,
+    term: &Leadership,
+    keeper: &mut Option<tokio::task::JoinHandle<&'static str>>,
+) -> &'static str {
+    let epoch = term.epoch();
+    let mut renewal = Box::pin(renew_after(ha, term.renew_every()));
+    let progress = node.engine.subscribe();
+    let mut health = tokio::time::interval(HEALTH_EVERY);
+    let (mut poisoned, mut resumes) = {
+        let p = progress.borrow();
+        (p.poisoned, p.resumes)
+    };
+    loop {
+        let kept = async {
+            match keeper.as_mut() {
+                Some(task) => task.await.unwrap_or("the in-sync keeper failed"),
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            result = &mut renewal => {
+                match result {
+                    Ok(()) => {}
+                    Err(coordinator::Error::NotLeader { .. }) => return "the coordinator shows the term over",
+                    // The deadline stays where it was and runs out by
+                    // itself unless a later renewal gets through.
+                    Err(e) => warn!(epoch, "lease renewal failed: {e}"),
+                }
+                renewal = Box::pin(renew_after(ha, term.renew_every()));
+            }
+            () = tokio::time::sleep(term.fence.remaining()) => {
+                if !term.fence.is_valid_now() {
+                    return "the fence deadline passed before a renewal got through";
+                }
+            }
+            why = kept => return why,
+            _ = health.tick() => {
+                let (now_poisoned, now_resumes) = {
+                    let p = progress.borrow();
+                    (p.poisoned, p.resumes)
+                };
+                if now_poisoned && !poisoned {
+                    warn!(epoch, "the storage engine refuses writes (poisoned); keeping the lease while it probes the disk");
+                }
+                if now_resumes != resumes && !now_poisoned {
+                    if !term.fence.is_valid_now() || node.engine.current_epoch() != epoch {
+                        return "the storage engine recovered after the term ended";
+                    }
+                    info!(epoch, "the storage engine recovered while this node still holds its lease in the same epoch: taking writes again");
+                }
+                (poisoned, resumes) = (now_poisoned, now_resumes);
+            }
+        }
+    }
+}
+
+async fn renew_after(ha: &Ha, every: Duration) -> coordinator::Result<()> {
+    tokio::time::sleep(every).await;
+    ha.coordinator.renew().await
+}
+
+/// The term's first cluster record: the previous record's members (each
+/// holds every write acknowledged so far) with this node listed, written
+/// with this term's epoch. The in-sync rule is in force once it returns.
+async fn start_in_sync(node: &Node, ha: &Ha) -> coordinator::Result<ClusterRecord> {
+    let previous = ha.coordinator.cluster().await?;
+    let mut set: Vec<String> = previous
+        .as_ref()
+        .map(|r| r.in_sync.clone())
+        .unwrap_or_default();
+    if !set.contains(&ha.node_id) {
+        set.push(ha.node_id.clone());
+    }
+    set.sort();
+    let record = ha.coordinator.cas_cluster(previous.as_ref(), set).await?;
+    node.replication.begin_in_sync(
+        &ha.node_id,
+        record.in_sync.clone(),
+        ha.policy.in_sync_max_lag,
+    );
+    Ok(record)
+}
+
+/// Keeps the in-sync set published while the term lasts: drops members
+/// that lag, adds replicas that caught up, each change one CAS. Returns
+/// only when the coordinator shows the term over.
+async fn keep_in_sync(node: Arc<Node>, ha: Arc<Ha>, mut record: ClusterRecord) -> &'static str {
+    // Often enough that a caught-up replica joins soon after an election
+    // (writes are refused until the set has --min-acks replicas), and a
+    // lagging member is dropped within a quarter of the bound past it.
+    let every = (ha.policy.in_sync_max_lag / 4).clamp(Duration::from_millis(20), REVIEW_AT_MOST);
+    loop {
+        tokio::time::sleep(every).await;
+        let Some(review) = node.replication.review_in_sync() else {
+            continue;
+        };
+        match ha
+            .coordinator
+            .cas_cluster(Some(&record), review.set.clone())
+            .await
+        {
+            Ok(new) => {
+                if !review.dropped.is_empty() {
+                    warn!(dropped = ?review.dropped, in_sync = ?new.in_sync, max_lag = ?ha.policy.in_sync_max_lag, "dropped lagging members from the in-sync set");
+                }
+                if !review.added.is_empty() {
+                    info!(added = ?review.added, in_sync = ?new.in_sync, "caught-up replicas joined the in-sync set");
+                }
+                node.replication.published_in_sync(&new.in_sync);
+                record = new;
+            }
+            Err(coordinator::Error::NotLeader { .. }) => {
+                return "the coordinator refused the in-sync set: the term is over"
+            }
+            Err(coordinator::Error::Conflict) => {
+                // A CAS whose answer was lost may have gone through: take
+                // the record as it is and decide again.
+                match ha.coordinator.cluster().await {
+                    Ok(Some(now)) if now.epoch == record.epoch => {
+                        if now.in_sync == review.set {
+                            node.replication.published_in_sync(&now.in_sync);
+                        }
+                        record = now;
+                    }
+                    Ok(other) => {
+                        warn!(record = ?other, "the cluster record moved under this term; stepping down");
+                        return "the cluster record was rewritten by another term";
+                    }
+                    Err(e) => warn!("cannot read the cluster record: {e}"),
+                }
+            }
+            Err(e) => warn!("cannot publish the in-sync set ({e}); retrying"),
+        }
+    }
+}

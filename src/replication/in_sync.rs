@@ -1,0 +1,307 @@
+//! Sync mode with a coordinator: Kafka's in-sync rule, as the master keeps
+//! it (docs/REPLICATION.md, "The in-sync set").
+//!
+//! The set lives in the coordinator's cluster record; the HA loop writes it
+//! there (a CAS valid only while the master holds its lease in its epoch).
+//! This module keeps what the master acts on:
+//! - `published`: the replicas of the set as last written to the
+//!   coordinator (the master lists itself there too, but never waits for
+//!   itself);
+//! - `adding`: replicas on their way in. They count in "every member has
+//!   it" at once (stricter is always safe) but toward `--min-acks` only
+//!   once the CAS that adds them went through;
+//! - a member on its way out (of `published` or of `adding`) is waited for
+//!   until the CAS that drops it went through: nothing is acknowledged
+//!   without it before that, and a CAS whose answer was lost cannot leave
+//!   the coordinator listing a member the master no longer waits for.
+//!
+//! Invariants:
+//! - The replicated end (what may be acknowledged) is 0 while `published`
+//!   holds fewer than `min_acks` replicas, else the lowest durable end among
+//!   `published ∪ adding`. So every acknowledged write is durable on every
+//!   member of the published set.
+//! - A replica joins `adding` only once its durable end reaches `floor`:
+//!   the log end at the start of the term (it holds every write
+//!   acknowledged in earlier terms) and every replicated end of this term.
+//!   It is moved there under the same lock that computes the replicated
+//!   end, so no write can be acknowledged in between that it lacks.
+//! - A member **lags** when its durable end is below the master's end as
+//!   it was `max_lag` ago (sampled at each review): some write older than
+//!   `max_lag` is not durable on it. A member that is disconnected keeps
+//!   its last durable end and lags as soon as the log grows past it for
+//!   that long.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::{Duration, Instant};
+
+/// The master's in-sync state for one term.
+#[derive(Debug)]
+pub(crate) struct InSync {
+    /// The master's own node id: listed in the set, never waited for.
+    own: String,
+    published: BTreeSet<String>,
+    adding: BTreeSet<String>,
+    /// Each replica's durable end as it last acknowledged it (kept while it
+    /// is disconnected; 0 until its first acknowledgement).
+    durable: BTreeMap<String, u64>,
+    /// Every write that may have been acknowledged ends at or below this.
+    floor: u64,
+    /// The master's end over the last `max_lag` (and one sample older).
+    samples: VecDeque<(Instant, u64)>,
+    max_lag: Duration,
+}
+
+/// A change to publish: the whole new set, and what changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Review {
+    /// The master and its replicas, sorted: what to write to the
+    /// coordinator.
+    pub set: Vec<String>,
+    pub dropped: Vec<String>,
+    pub added: Vec<String>,
+}
+
+impl InSync {
+    /// The state at the start of a term: `members` as the cluster record
+    /// lists them (the master itself may be among them), `start_end` the
+    /// local log's end before the term's first write.
+    pub fn new(
+        own: &str,
+        members: impl IntoIterator<Item = String>,
+        start_end: u64,
+        max_lag: Duration,
+    ) -> InSync {
+        InSync {
+            own: own.to_string(),
+            published: members.into_iter().filter(|m| m != own).collect(),
+            adding: BTreeSet::new(),
+            durable: BTreeMap::new(),
+            floor: start_end,
+            samples: VecDeque::new(),
+            max_lag,
+        }
+    }
+
+    /// The highest end that may be acknowledged now (see the module
+    /// invariants). The caller hands it to the waiting room while it still
+    /// holds the lock this state is under.
+    pub fn replicated(&mut self, min_acks: usize) -> u64 {
+        if self.published.len() < min_acks {
+            return 0;
+        }
+        let lowest = self
+            .published
+            .iter()
+            .chain(&self.adding)
+            .map(|m| self.durable.get(m).copied().unwrap_or(0))
+            .min()
+            .unwrap_or(0);
+        self.floor = self.floor.max(lowest);
+        lowest
+    }
+
+    /// A replica acknowledged `durable` as fsynced.
+    pub fn ack(&mut self, id: &str, durable: u64) {
+        let d = self.durable.entry(id.to_string()).or_insert(0);
+        *d = (*d).max(durable);
+    }
+
+    /// A replica (re)connected: nothing of it counts until it acknowledges
+    /// (its log may have been cut back to the master's).
+    pub fn connected(&mut self, id: &str) {
+        self.durable.insert(id.to_string(), 0);
+    }
+
+    /// Samples the master's `end` at `now`, moves caught-up `connected`
+    /// replicas into `adding`, and returns the set to publish when members
+    /// lag or replicas are on their way in. The caller recomputes the
+    /// replicated end under the same lock.
+    pub fn review(&mut self, now: Instant, end: u64, connected: &[String]) -> Option<Review> {
+        self.samples.push_back((now, end));
+        let cutoff = now.checked_sub(self.max_lag);
+        // Keep the newest sample at or before the cutoff, and all after it.
+        while self.samples.len() > 1
+            && cutoff.is_some_and(|c| self.samples.get(1).is_some_and(|(t, _)| *t <= c))
+        {
+            self.samples.pop_front();
+        }
+        let behind = match (cutoff, self.samples.front()) {
+            (Some(c), Some((t, e))) if *t <= c => *e,
+            _ => 0,
+        };
+        let durable = |m: &String| self.durable.get(m).copied().unwrap_or(0);
+        let dropped: Vec<String> = self
+            .published
+            .iter()
+            .chain(&self.adding)
+            .filter(|m| durable(m) < behind)
+            .cloned()
+            .collect();
+        let added: Vec<String> = connected
+            .iter()
+            .filter(|id| **id != self.own)
+            .filter(|id| !self.published.contains(*id) && !self.adding.contains(*id))
+            .filter(|id| durable(id) >= self.floor.max(behind) && self.durable.contains_key(*id))
+            .cloned()
+            .collect();
+        self.adding.extend(added.iter().cloned());
+        if dropped.is_empty() && self.adding.is_empty() {
+            return None;
+        }
+        let mut set: BTreeSet<String> = self
+            .published
+            .iter()
+            .chain(&self.adding)
+            .filter(|m| !dropped.contains(m))
+            .cloned()
+            .collect();
+        set.insert(self.own.clone());
+        Some(Review {
+            set: set.into_iter().collect(),
+            added: self
+                .adding
+                .iter()
+                .filter(|m| !dropped.contains(m))
+                .cloned()
+                .collect(),
+            dropped,
+        })
+    }
+
+    /// The coordinator now shows `set`: its replicas count toward
+    /// `--min-acks`, and a member it no longer lists is no longer waited
+    /// for. Only this shrinks what is waited for, so a CAS whose outcome
+    /// is unknown never leaves the coordinator listing a member the master
+    /// does not wait for.
+    pub fn published(&mut self, set: &[String]) {
+        self.published = set.iter().filter(|m| **m != self.own).cloned().collect();
+        let published = &self.published;
+        self.adding
+            .retain(|m| set.contains(m) && !published.contains(m));
+    }
+
+    /// The published set, the master included, sorted.
+    pub fn members(&self) -> Vec<String> {
+        let mut set: BTreeSet<String> = self.published.clone();
+        set.insert(self.own.clone());
+        set.into_iter().collect()
+    }
+
+    /// Published members whose durable end is below `end`, for an error
+    /// message.
+    pub fn missing(&self, end: u64) -> Vec<String> {
+        self.published
+            .iter()
+            .chain(&self.adding)
+            .filter(|m| self.durable.get(*m).copied().unwrap_or(0) < end)
+            .cloned()
+            .collect()
+    }
+
+    /// Replicas of the published set (the master not counted).
+    pub fn replicas(&self) -> usize {
+        self.published.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LAG: Duration = Duration::from_secs(2);
+
+    fn ids(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn every_published_member_must_have_it_and_min_acks_count_the_published_only() {
+        let mut s = InSync::new("m", ids(&["m", "r1", "r2"]), 0, LAG);
+        s.ack("r1", 500);
+        s.ack("r2", 100);
+        assert_eq!(s.replicated(1), 100, "the slowest member decides");
+        assert_eq!(s.replicated(3), 0, "two replicas published, three needed");
+        assert_eq!(s.members(), ids(&["m", "r1", "r2"]));
+    }
+
+    #[test]
+    fn a_lagging_member_is_proposed_for_dropping_but_waited_for_until_published() {
+        let t0 = Instant::now();
+        let mut s = InSync::new("m", ids(&["m", "r1", "r2"]), 0, LAG);
+        s.ack("r1", 100);
+        s.ack("r2", 100);
+        let connected = ids(&["r1", "r2"]);
+        assert_eq!(s.review(t0, 100, &connected), None);
+        // A write to 200: r1 has it, r2 does not, for longer than LAG.
+        s.ack("r1", 200);
+        assert_eq!(s.review(t0 + Duration::from_secs(1), 200, &connected), None);
+        let review = s
+            .review(t0 + Duration::from_secs(4), 200, &connected)
+            .expect("r2 lags");
+        assert_eq!(review.dropped, ids(&["r2"]));
+        assert_eq!(review.set, ids(&["m", "r1"]));
+        assert_eq!(s.replicated(1), 100, "still waited for until the CAS");
+        s.published(&review.set);
+        assert_eq!(s.replicated(1), 200);
+    }
+
+    #[test]
+    fn a_replica_joins_once_it_has_everything_acknowledged_and_counts_once_published() {
+        let t0 = Instant::now();
+        let mut s = InSync::new("m", ids(&["m"]), 300, LAG);
+        assert_eq!(s.replicated(1), 0, "no replica in the set");
+        s.connected("r1");
+        s.ack("r1", 299);
+        assert_eq!(
+            s.review(t0, 400, &ids(&["r1"])),
+            None,
+            "below the term's start end: it may lack an acknowledged write"
+        );
+        s.ack("r1", 400);
+        let review = s.review(t0, 400, &ids(&["r1"])).expect("r1 joins");
+        assert_eq!(review.added, ids(&["r1"]));
+        assert_eq!(review.set, ids(&["m", "r1"]));
+        assert_eq!(s.replicated(1), 0, "not published yet: does not count");
+        s.published(&review.set);
+        assert_eq!(s.replicated(1), 400);
+        assert_eq!(s.review(t0, 400, &ids(&["r1"])), None);
+    }
+
+    #[test]
+    fn a_member_whose_add_may_have_been_published_is_waited_for_until_a_cas_drops_it() {
+        let t0 = Instant::now();
+        let mut s = InSync::new("m", ids(&["m", "r1"]), 0, LAG);
+        s.ack("r1", 100);
+        s.connected("r2");
+        s.ack("r2", 100);
+        let review = s.review(t0, 100, &ids(&["r1", "r2"])).expect("r2 joins");
+        assert_eq!(review.added, ids(&["r2"]));
+        // The CAS's answer is lost: etcd may list r2 now. r2 then lags.
+        s.ack("r1", 300);
+        assert!(s
+            .review(t0 + Duration::from_secs(1), 300, &ids(&["r1", "r2"]))
+            .is_some());
+        let review = s
+            .review(t0 + Duration::from_secs(4), 300, &ids(&["r1", "r2"]))
+            .expect("r2 lags");
+        assert_eq!(review.dropped, ids(&["r2"]));
+        assert_eq!(review.set, ids(&["m", "r1"]));
+        assert_eq!(s.replicated(1), 100, "r2 is still waited for");
+        s.published(&review.set);
+        assert_eq!(s.replicated(1), 300);
+        assert_eq!(s.members(), ids(&["m", "r1"]));
+    }
+
+    #[test]
+    fn a_disconnected_member_lags_once_the_log_grew_past_it_for_max_lag() {
+        let t0 = Instant::now();
+        let mut s = InSync::new("m", ids(&["m", "r1", "r2"]), 50, LAG);
+        s.ack("r1", 50);
+        // r2 never connects in this term.
+        assert_eq!(s.review(t0, 50, &ids(&["r1"])), None);
+        let review = s
+            .review(t0 + Duration::from_secs(3), 50, &ids(&["r1"]))
+            .expect("r2 lags");
+        assert_eq!(review.dropped, ids(&["r2"]));
+    }
+}
