@@ -30,16 +30,16 @@ use crate::common::etcd::EtcdCluster;
 use crate::common::{wait_for, Server};
 
 /// The lease TTL the tests run with (etcd grants whole seconds).
-const TTL_MS: &str = "2000";
+pub(crate) const TTL_MS: &str = "2000";
 /// How long an election may take: the TTL, the watch, the campaign, on a
 /// loaded 2-core machine.
-const ELECTION_DEADLINE: Duration = Duration::from_secs(30);
+pub(crate) const ELECTION_DEADLINE: Duration = Duration::from_secs(30);
 /// Bound on each writer.
 const MAX_WRITES: usize = 5_000;
 const WRITER_DEADLINE: Duration = Duration::from_secs(60);
 
 /// One node's flags: `--coordinator etcd`, its id, the short TTL, `extra`.
-fn node_args(etcd: &EtcdCluster, id: usize, extra: &[&str]) -> Vec<String> {
+pub(crate) fn node_args(etcd: &EtcdCluster, id: usize, extra: &[&str]) -> Vec<String> {
     let mut args: Vec<String> = vec![
         "--coordinator".into(),
         "etcd".into(),
@@ -54,7 +54,7 @@ fn node_args(etcd: &EtcdCluster, id: usize, extra: &[&str]) -> Vec<String> {
     args
 }
 
-fn start_node(etcd: &EtcdCluster, id: usize, extra: &[&str]) -> Server {
+pub(crate) fn start_node(etcd: &EtcdCluster, id: usize, extra: &[&str]) -> Server {
     let args = node_args(etcd, id, extra);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     Server::start_unready(&args)
@@ -72,12 +72,12 @@ fn options() -> ClientOptions {
 
 /// The `replication` section of a node's STATS; `None` when it does not
 /// answer.
-fn repl_of(addr: SocketAddr) -> Option<Value> {
+pub(crate) fn repl_of(addr: SocketAddr) -> Option<Value> {
     let mut c = BlockingClient::connect(addr.to_string(), options()).ok()?;
     c.stats().ok()?.get("replication").cloned()
 }
 
-fn role_of(addr: SocketAddr) -> Option<(String, u64)> {
+pub(crate) fn role_of(addr: SocketAddr) -> Option<(String, u64)> {
     let r = repl_of(addr)?;
     Some((
         r.get("role")?.as_str()?.to_string(),
@@ -85,33 +85,38 @@ fn role_of(addr: SocketAddr) -> Option<(String, u64)> {
     ))
 }
 
+/// Whether exactly one of the nodes at `addrs` is master and every other
+/// one follows it over a live link: its index and epoch.
+pub(crate) fn one_master(addrs: &[SocketAddr]) -> Option<(usize, u64)> {
+    let states: Vec<Option<Value>> = addrs.iter().map(|a| repl_of(*a)).collect();
+    let masters: Vec<usize> = (0..addrs.len())
+        .filter(|&i| {
+            states[i]
+                .as_ref()
+                .and_then(|r| r.get("role"))
+                .and_then(Value::as_str)
+                == Some("master")
+        })
+        .collect();
+    let [m] = masters[..] else { return None };
+    let master = addrs[m].to_string();
+    let followed = (0..addrs.len()).filter(|&i| i != m).all(|i| {
+        let r = states[i].as_ref();
+        r.and_then(|r| r.get("master")).and_then(Value::as_str) == Some(master.as_str())
+            && r.and_then(|r| r.get("link_up")).and_then(Value::as_bool) == Some(true)
+    });
+    let epoch = states[m].as_ref()?.get("epoch")?.as_u64()?;
+    followed.then_some((m, epoch))
+}
+
 /// Waits until exactly one of `nodes` is master and every other one
 /// follows it over a live link; returns its index and epoch.
-fn wait_one_master(nodes: &[&Server]) -> (usize, u64) {
+pub(crate) fn wait_one_master(nodes: &[&Server]) -> (usize, u64) {
+    let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.addr).collect();
     wait_for(
         ELECTION_DEADLINE,
         "exactly one master, followed by the rest",
-        || {
-            let states: Vec<Option<Value>> = nodes.iter().map(|n| repl_of(n.addr)).collect();
-            let masters: Vec<usize> = (0..nodes.len())
-                .filter(|&i| {
-                    states[i]
-                        .as_ref()
-                        .and_then(|r| r.get("role"))
-                        .and_then(Value::as_str)
-                        == Some("master")
-                })
-                .collect();
-            let [m] = masters[..] else { return None };
-            let master = nodes[m].addr.to_string();
-            let followed = (0..nodes.len()).filter(|&i| i != m).all(|i| {
-                let r = states[i].as_ref();
-                r.and_then(|r| r.get("master")).and_then(Value::as_str) == Some(master.as_str())
-                    && r.and_then(|r| r.get("link_up")).and_then(Value::as_bool) == Some(true)
-            });
-            let epoch = states[m].as_ref()?.get("epoch")?.as_u64()?;
-            followed.then_some((m, epoch))
-        },
+        || one_master(&addrs),
     )
 }
 
