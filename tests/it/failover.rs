@@ -85,33 +85,38 @@ pub(crate) fn role_of(addr: SocketAddr) -> Option<(String, u64)> {
     ))
 }
 
+/// Whether exactly one of the nodes at `addrs` is master and every other
+/// one follows it over a live link: its index and epoch.
+pub(crate) fn one_master(addrs: &[SocketAddr]) -> Option<(usize, u64)> {
+    let states: Vec<Option<Value>> = addrs.iter().map(|a| repl_of(*a)).collect();
+    let masters: Vec<usize> = (0..addrs.len())
+        .filter(|&i| {
+            states[i]
+                .as_ref()
+                .and_then(|r| r.get("role"))
+                .and_then(Value::as_str)
+                == Some("master")
+        })
+        .collect();
+    let [m] = masters[..] else { return None };
+    let master = addrs[m].to_string();
+    let followed = (0..addrs.len()).filter(|&i| i != m).all(|i| {
+        let r = states[i].as_ref();
+        r.and_then(|r| r.get("master")).and_then(Value::as_str) == Some(master.as_str())
+            && r.and_then(|r| r.get("link_up")).and_then(Value::as_bool) == Some(true)
+    });
+    let epoch = states[m].as_ref()?.get("epoch")?.as_u64()?;
+    followed.then_some((m, epoch))
+}
+
 /// Waits until exactly one of `nodes` is master and every other one
 /// follows it over a live link; returns its index and epoch.
 pub(crate) fn wait_one_master(nodes: &[&Server]) -> (usize, u64) {
+    let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.addr).collect();
     wait_for(
         ELECTION_DEADLINE,
         "exactly one master, followed by the rest",
-        || {
-            let states: Vec<Option<Value>> = nodes.iter().map(|n| repl_of(n.addr)).collect();
-            let masters: Vec<usize> = (0..nodes.len())
-                .filter(|&i| {
-                    states[i]
-                        .as_ref()
-                        .and_then(|r| r.get("role"))
-                        .and_then(Value::as_str)
-                        == Some("master")
-                })
-                .collect();
-            let [m] = masters[..] else { return None };
-            let master = nodes[m].addr.to_string();
-            let followed = (0..nodes.len()).filter(|&i| i != m).all(|i| {
-                let r = states[i].as_ref();
-                r.and_then(|r| r.get("master")).and_then(Value::as_str) == Some(master.as_str())
-                    && r.and_then(|r| r.get("link_up")).and_then(Value::as_bool) == Some(true)
-            });
-            let epoch = states[m].as_ref()?.get("epoch")?.as_u64()?;
-            followed.then_some((m, epoch))
-        },
+        || one_master(&addrs),
     )
 }
 

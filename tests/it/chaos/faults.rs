@@ -30,6 +30,15 @@ impl Budget {
         }
     }
 
+    /// How long a load under this budget may run at most: what is left
+    /// of the long run, or nothing, plus five minutes to finish.
+    pub fn limit(&self) -> Duration {
+        let left = self.deadline.map_or(Duration::ZERO, |end| {
+            end.saturating_duration_since(Instant::now())
+        });
+        left + Duration::from_secs(300)
+    }
+
     pub fn another_round(&self) -> bool {
         let done = self.done.get();
         self.done.set(done + 1);

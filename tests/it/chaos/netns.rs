@@ -64,6 +64,33 @@ impl NetNs {
         Ok(ns)
     }
 
+    /// Creates the namespace, or says why not (stderr, `!!!!!` line) and
+    /// returns `None` when `KVSTORE_CHAOS_ALLOW_NO_NETNS=1` lets the test
+    /// pass without it; fails the test otherwise.
+    pub fn create_or_skip() -> Option<NetNs> {
+        match NetNs::create() {
+            Ok(ns) => Some(ns),
+            Err(why) => {
+                eprintln!("!!!!! chaos: CANNOT CREATE A NETWORK NAMESPACE: {why}");
+                assert!(
+                    std::env::var("KVSTORE_CHAOS_ALLOW_NO_NETNS").as_deref() == Ok("1"),
+                    "cannot create network namespaces ({why}); run as root or set KVSTORE_CHAOS_ALLOW_NO_NETNS=1"
+                );
+                None
+            }
+        }
+    }
+
+    /// Moves the calling thread, and only it, into the namespace: the
+    /// sockets it opens from then on live there (a client beside a node
+    /// in the namespace, on its side of any partition).
+    pub fn enter(&self) {
+        let ns = std::fs::File::open(format!("/run/netns/{}", self.name))
+            .expect("open the namespace (ip netns add makes /run/netns/NAME)");
+        nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
+            .expect("setns into the namespace");
+    }
+
     /// Takes the link down (true) or up (false): a partition and its end.
     pub fn partition(&self, cut: bool) {
         ip(&[

@@ -52,6 +52,48 @@ pub struct EtcdMember {
 pub struct EtcdCluster {
     pub members: Vec<EtcdMember>,
     dir: tempfile::TempDir,
+    /// `--initial-cluster` and its token, for restarts.
+    initial: String,
+    token: String,
+}
+
+impl EtcdMember {
+    /// Starts this member on its data directory (a restart when it exists:
+    /// etcd then ignores the initial-cluster flags), logging to its log.
+    fn spawn(&mut self, initial: &str, token: &str) -> Result<(), String> {
+        let bin = etcd_bin();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("etcd log");
+        let child = Command::new(&bin)
+            .args(["--name", &self.name])
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .args(["--listen-client-urls", &self.client_url])
+            .args(["--advertise-client-urls", &self.client_url])
+            .args(["--listen-peer-urls", &self.peer_url])
+            .args(["--initial-advertise-peer-urls", &self.peer_url])
+            .args(["--initial-cluster", initial])
+            .args(["--initial-cluster-state", "new"])
+            .args(["--initial-cluster-token", token])
+            .args(["--heartbeat-interval", &HEARTBEAT_MS.to_string()])
+            .args(["--election-timeout", &ELECTION_MS.to_string()])
+            .args(["--logger", "zap", "--log-outputs", "stderr"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .map_err(|e| format!("spawn {}: {e}", bin.display()))?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// The client address (`127.0.0.1:port`).
+    pub fn client_addr(&self) -> std::net::SocketAddr {
+        std::net::SocketAddr::from(([127, 0, 0, 1], self.client_port))
+    }
 }
 
 impl EtcdCluster {
@@ -70,7 +112,6 @@ impl EtcdCluster {
     }
 
     fn try_start(n: usize) -> Result<EtcdCluster, String> {
-        let bin = etcd_bin();
         let dir = tempfile::tempdir().expect("tempdir");
         let ports = free_ports(2 * n);
         let mut members: Vec<EtcdMember> = (0..n)
@@ -88,31 +129,17 @@ impl EtcdCluster {
             .iter()
             .map(|m| format!("{}={}", m.name, m.peer_url))
             .collect();
+        let initial = initial.join(",");
         let token = format!("kvstore-test-{}-{}", std::process::id(), ports[0]);
         for m in &mut members {
-            let log = std::fs::File::create(&m.log).expect("etcd log");
-            let child = Command::new(&bin)
-                .args(["--name", &m.name])
-                .arg("--data-dir")
-                .arg(&m.data_dir)
-                .args(["--listen-client-urls", &m.client_url])
-                .args(["--advertise-client-urls", &m.client_url])
-                .args(["--listen-peer-urls", &m.peer_url])
-                .args(["--initial-advertise-peer-urls", &m.peer_url])
-                .args(["--initial-cluster", &initial.join(",")])
-                .args(["--initial-cluster-state", "new"])
-                .args(["--initial-cluster-token", &token])
-                .args(["--heartbeat-interval", &HEARTBEAT_MS.to_string()])
-                .args(["--election-timeout", &ELECTION_MS.to_string()])
-                .args(["--logger", "zap", "--log-outputs", "stderr"])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .map_err(|e| format!("spawn {}: {e}", bin.display()))?;
-            m.child = Some(child);
+            m.spawn(&initial, &token)?;
         }
-        let mut cluster = EtcdCluster { members, dir };
+        let mut cluster = EtcdCluster {
+            members,
+            dir,
+            initial,
+            token,
+        };
         let end = Instant::now() + START_DEADLINE;
         loop {
             if (0..n).all(|i| cluster.healthy(i)) {
@@ -160,6 +187,18 @@ impl EtcdCluster {
             let _ = kill(pid, Signal::SIGKILL);
             let _ = child.wait();
         }
+    }
+
+    /// Starts member `i` again on its data directory, after [`kill`]
+    /// (same ports, same identity: it rejoins its cluster).
+    ///
+    /// [`kill`]: EtcdCluster::kill
+    pub fn restart(&mut self, i: usize) {
+        assert!(self.members[i].child.is_none(), "kill member {i} first");
+        let (initial, token) = (self.initial.clone(), self.token.clone());
+        self.members[i]
+            .spawn(&initial, &token)
+            .unwrap_or_else(|e| panic!("restart of etcd member {i}: {e}"));
     }
 
     /// The index of the member that is etcd's Raft leader now.
