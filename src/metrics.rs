@@ -137,13 +137,17 @@ pub enum MemoryRefusal {
     /// A multi-key answer (MGET) over its size bound or the budget: the
     /// command was refused, the connection goes on.
     MultiKey,
+    /// Another connection was refused while this one held the most: it
+    /// was closed.
+    Largest,
 }
 
 impl MemoryRefusal {
-    const ALL: [MemoryRefusal; 3] = [
+    const ALL: [MemoryRefusal; 4] = [
         MemoryRefusal::Request,
         MemoryRefusal::Answer,
         MemoryRefusal::MultiKey,
+        MemoryRefusal::Largest,
     ];
 
     /// The `kind` label value.
@@ -152,6 +156,7 @@ impl MemoryRefusal {
             MemoryRefusal::Request => "request",
             MemoryRefusal::Answer => "answer",
             MemoryRefusal::MultiKey => "multi_key",
+            MemoryRefusal::Largest => "largest_closed",
         }
     }
 }

@@ -25,7 +25,8 @@
 //!   ([`super::memory`]) before they grow: a read that does not fit
 //!   refuses the request (the codec's [`Cut::Memory`] answer, then the
 //!   close), an answer that does not fit is replaced by that refusal,
-//!   then the close. The decoded requests of a read share its buffer, so
+//!   then the close; the connection holding the most memory at that
+//!   moment gets [`Cut::Largest`] at its next wait and is closed too. The decoded requests of a read share its buffer, so
 //!   a buffer is replaced (never grown in place) only once they are all
 //!   answered, and the charge is always the size of the one allocation
 //!   the connection holds;
@@ -115,6 +116,9 @@ pub enum Cut {
     Evicted,
     /// The client memory budget refused a request or answer.
     Memory(Exhausted),
+    /// The budget refused another connection while this one held the
+    /// most (`held` bytes).
+    Largest { held: u64 },
 }
 
 /// An answer after which the connection is closed.
@@ -408,6 +412,11 @@ impl<C: Codec> Connection<'_, C> {
                 () = self.slot.evicted() => {
                     return self.cut(Cut::Evicted).await.into();
                 }
+                () = self.lease.cut() => {
+                    self.node.metrics.memory_refused(MemoryRefusal::Largest);
+                    let held = self.lease.covered();
+                    return self.cut(Cut::Largest { held }).await.into();
+                }
             };
             // Bytes read once the shutdown had begun start no new request.
             if self.owed.is_none() && node.shutdown.is_triggered() {
@@ -471,6 +480,12 @@ impl<C: Codec> Connection<'_, C> {
             Cut::Evicted => End::Evicted,
             Cut::Memory(exhausted) => End::Closed(Closing {
                 why: exhausted.to_string(),
+                protocol_error: false,
+            }),
+            Cut::Largest { held } => End::Closed(Closing {
+                why: format!(
+                    "held the most client memory ({held} bytes) when the budget was spent"
+                ),
                 protocol_error: false,
             }),
         }
@@ -611,6 +626,15 @@ impl<C: Codec> Connection<'_, C> {
             () = self.slot.evicted() => {
                 self.write_buf.clear();
                 return Err(End::Evicted);
+            }
+            // Likewise when it holds the most memory.
+            () = self.lease.cut() => {
+                self.node.metrics.memory_refused(MemoryRefusal::Largest);
+                self.write_buf.clear();
+                return Err(End::Closed(Closing {
+                    why: "held the most client memory when the budget was spent".into(),
+                    protocol_error: false,
+                }));
             }
         };
         self.node

@@ -121,6 +121,10 @@ impl Codec for RespCodec {
                  (it was the one idle the longest)",
             ),
             Cut::Memory(exhausted) => Reply::err(exhausted),
+            Cut::Largest { held } => Reply::err(format!(
+                "closed to free memory: the node's memory for client requests and answers was \
+                 spent and this connection held the most ({held} bytes); retry later"
+            )),
         }
     }
 

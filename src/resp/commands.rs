@@ -154,7 +154,7 @@ fn get(node: &Node, shared: &Shared, key: &[u8]) -> Reply {
 /// is refused (`-ERR`) and the connection goes on.
 fn mget(node: &Node, shared: &Shared, keys: &[Bytes]) -> Reply {
     let max = usize::try_from(node.limits.max_frame_bytes).unwrap_or(usize::MAX);
-    let mut lease = Lease::charged(&node.memory);
+    let mut lease = Lease::answer(&node.memory);
     let mut items = Vec::with_capacity(keys.len().min(1024));
     for key in keys {
         let item = get(node, shared, key);

@@ -236,6 +236,13 @@ impl Codec for BinaryCodec {
             Cut::Memory(exhausted) => {
                 Response::error(ErrorCode::MEMORY_LIMIT, exhausted.to_string())
             }
+            Cut::Largest { held } => Response::error(
+                ErrorCode::MEMORY_LIMIT,
+                format!(
+                    "closed to free memory: the node's memory for client requests and answers \
+                     was spent and this connection held the most ({held} bytes); retry later"
+                ),
+            ),
         }
     }
 
