@@ -179,6 +179,55 @@ pub struct ServeArgs {
         value_parser = number::<0, 3600>
     )]
     pub shutdown_timeout_secs: u64,
+    /// A connection must complete its handshake within this: HELLO with an
+    /// accepted token (authentication on), its first request (off).
+    #[arg(
+        long,
+        env = "KVSTORE_HANDSHAKE_TIMEOUT_SECS",
+        value_name = "SECS",
+        default_value = "10",
+        value_parser = number::<1, 3600>
+    )]
+    pub handshake_timeout_secs: u64,
+    /// Connections still in their handshake at once, per client port; a
+    /// new one closes the oldest of them.
+    #[arg(
+        long,
+        env = "KVSTORE_MAX_UNAUTHENTICATED",
+        value_name = "N",
+        default_value = "256",
+        value_parser = number::<1, 1_000_000>
+    )]
+    pub max_unauthenticated: u64,
+    /// Bytes of requests being read and answers waiting to be sent, all
+    /// client connections of both ports together.
+    #[arg(
+        long,
+        env = "KVSTORE_MAX_CLIENT_MEMORY_BYTES",
+        value_name = "BYTES",
+        default_value = "1073741824",
+        value_parser = number::<1_048_576, { u64::MAX }>
+    )]
+    pub max_client_memory_bytes: u64,
+    /// HTTP connections served at once; a new one closes the oldest.
+    #[arg(
+        long,
+        env = "KVSTORE_HTTP_MAX_CONNECTIONS",
+        value_name = "N",
+        default_value = "64",
+        value_parser = number::<1, 100_000>
+    )]
+    pub http_max_connections: u64,
+    /// An HTTP request's headers must arrive within this, counted from
+    /// the connection's start or the previous answer.
+    #[arg(
+        long,
+        env = "KVSTORE_HTTP_HEADER_TIMEOUT_SECS",
+        value_name = "SECS",
+        default_value = "10",
+        value_parser = number::<1, 3600>
+    )]
+    pub http_header_timeout_secs: u64,
     /// Log format: text or json.
     #[arg(
         long,
@@ -398,6 +447,10 @@ pub struct Config {
     pub replication_enabled: bool,
     /// Connection limits and timeouts, `--shutdown-timeout-secs` included.
     pub limits: Limits,
+    /// HTTP connections served at once (`--http-max-connections`).
+    pub http_max_connections: usize,
+    /// HTTP header read timeout (`--http-header-timeout-secs`).
+    pub http_header_timeout: Duration,
     pub log_format: LogFormat,
     pub port_file: Option<PathBuf>,
     pub advertise_addr: Option<String>,
@@ -446,6 +499,11 @@ pub const KNOWN_ENV: &[&str] = &[
     "KVSTORE_IDLE_TIMEOUT_SECS",
     "KVSTORE_FRAME_TIMEOUT_SECS",
     "KVSTORE_SHUTDOWN_TIMEOUT_SECS",
+    "KVSTORE_HANDSHAKE_TIMEOUT_SECS",
+    "KVSTORE_MAX_UNAUTHENTICATED",
+    "KVSTORE_MAX_CLIENT_MEMORY_BYTES",
+    "KVSTORE_HTTP_MAX_CONNECTIONS",
+    "KVSTORE_HTTP_HEADER_TIMEOUT_SECS",
     "KVSTORE_LOG_FORMAT",
     "KVSTORE_PORT_FILE",
     "KVSTORE_ADDR",
@@ -539,6 +597,10 @@ impl Config {
             idle_timeout: Duration::from_secs(args.idle_timeout_secs),
             frame_timeout: Duration::from_secs(args.frame_timeout_secs),
             shutdown_timeout: Duration::from_secs(args.shutdown_timeout_secs),
+            handshake_timeout: Duration::from_secs(args.handshake_timeout_secs),
+            // The parsers bound both to 1,000,000.
+            max_unauthenticated: usize::try_from(args.max_unauthenticated).unwrap_or(1_000_000),
+            client_memory_bytes: args.max_client_memory_bytes,
         };
         let replication_mode = match args.replication_mode {
             Some(m) => m,
@@ -587,6 +649,8 @@ impl Config {
             replication_mode,
             replication_enabled,
             limits,
+            http_max_connections: usize::try_from(args.http_max_connections).unwrap_or(100_000),
+            http_header_timeout: Duration::from_secs(args.http_header_timeout_secs),
             log_format: args.log_format,
             port_file: args.port_file.clone(),
             advertise_addr: args.advertise_addr.clone(),

@@ -103,6 +103,72 @@ impl AuthFailure {
     }
 }
 
+/// Why a connection was closed to admit a new one
+/// (`kvstore_connections_evicted_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Eviction {
+    /// Every slot was taken: the connection idle the longest was closed.
+    SlotsFull,
+    /// The quota of connections still in their handshake was full: the
+    /// oldest of them was closed.
+    Unauthenticated,
+}
+
+impl Eviction {
+    const ALL: [Eviction; 2] = [Eviction::SlotsFull, Eviction::Unauthenticated];
+
+    /// The `reason` label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Eviction::SlotsFull => "slots_full",
+            Eviction::Unauthenticated => "unauthenticated",
+        }
+    }
+}
+
+/// What the client memory budget refused
+/// (`kvstore_memory_refusals_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemoryRefusal {
+    /// A request could not be read further: the connection was closed.
+    Request,
+    /// An answer could not be queued: the connection was closed.
+    Answer,
+    /// A multi-key answer (MGET) over its size bound or the budget: the
+    /// command was refused, the connection goes on.
+    MultiKey,
+    /// Another connection was refused while this one held the most: it
+    /// was closed.
+    Largest,
+}
+
+impl MemoryRefusal {
+    const ALL: [MemoryRefusal; 4] = [
+        MemoryRefusal::Request,
+        MemoryRefusal::Answer,
+        MemoryRefusal::MultiKey,
+        MemoryRefusal::Largest,
+    ];
+
+    /// The `kind` label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MemoryRefusal::Request => "request",
+            MemoryRefusal::Answer => "answer",
+            MemoryRefusal::MultiKey => "multi_key",
+            MemoryRefusal::Largest => "largest_closed",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: &'static str,
+}
+
+/// Reads the client memory budget at scrape time: `(used, limit)`.
+type MemoryFigures = Box<dyn Fn() -> (u64, u64) + Send + Sync>;
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OpLabels {
     op: &'static str,
@@ -144,6 +210,11 @@ pub struct Metrics {
     auth_failures: Family<ReasonLabels, Counter>,
     bytes_received: Counter,
     bytes_sent: Counter,
+    evictions: Family<ReasonLabels, Counter>,
+    handshake_timeouts: Counter,
+    http_evictions: Counter,
+    memory_refusals: Family<KindLabels, Counter>,
+    memory: Arc<OnceLock<MemoryFigures>>,
     last_backup: Gauge<f64, AtomicU64>,
     engine: Arc<OnceLock<Engine>>,
     replication: Arc<OnceLock<Arc<Replication>>>,
@@ -230,6 +301,44 @@ impl Metrics {
             "Malformed frames and connections closed for cause",
             protocol_errors.clone(),
         );
+        let evictions = Family::<ReasonLabels, Counter>::default();
+        for reason in Eviction::ALL {
+            let _ = evictions.get_or_create(&ReasonLabels {
+                reason: reason.as_str(),
+            });
+        }
+        registry.register(
+            "connections_evicted",
+            "Client connections closed to admit a new one: the idle-longest when every slot was taken, the oldest still in its handshake when their quota was full",
+            evictions.clone(),
+        );
+        let handshake_timeouts = Counter::default();
+        registry.register(
+            "handshake_timeouts",
+            "Client connections closed for not completing their handshake (HELLO with a token, or a first request) within --handshake-timeout-secs",
+            handshake_timeouts.clone(),
+        );
+        let http_evictions = Counter::default();
+        registry.register(
+            "http_connections_evicted",
+            "HTTP connections closed to admit a new one at --http-max-connections",
+            http_evictions.clone(),
+        );
+        let memory_refusals = Family::<KindLabels, Counter>::default();
+        for kind in MemoryRefusal::ALL {
+            let _ = memory_refusals.get_or_create(&KindLabels {
+                kind: kind.as_str(),
+            });
+        }
+        registry.register(
+            "memory_refusals",
+            "Requests and answers refused by the client memory budget, by kind",
+            memory_refusals.clone(),
+        );
+        let memory = Arc::new(OnceLock::new());
+        registry.register_collector(Box::new(MemoryCollector {
+            figures: Arc::clone(&memory),
+        }));
         registry.register(
             "network_received_bytes",
             "Bytes read from clients",
@@ -274,6 +383,11 @@ impl Metrics {
             auth_failures,
             bytes_received,
             bytes_sent,
+            evictions,
+            handshake_timeouts,
+            http_evictions,
+            memory_refusals,
+            memory,
             last_backup,
             engine,
             replication,
@@ -339,6 +453,40 @@ impl Metrics {
         self.connections_rejected.inc();
     }
 
+    /// Counts a connection closed to admit a new one.
+    pub fn connection_evicted(&self, why: Eviction) {
+        self.evictions
+            .get_or_create(&ReasonLabels {
+                reason: why.as_str(),
+            })
+            .inc();
+    }
+
+    /// Counts a connection closed at its handshake timeout.
+    pub fn handshake_timeout(&self) {
+        self.handshake_timeouts.inc();
+    }
+
+    /// Counts an HTTP connection closed to admit a new one.
+    pub fn http_connection_evicted(&self) {
+        self.http_evictions.inc();
+    }
+
+    /// Counts a refusal of the client memory budget.
+    pub fn memory_refused(&self, kind: MemoryRefusal) {
+        self.memory_refusals
+            .get_or_create(&KindLabels {
+                kind: kind.as_str(),
+            })
+            .inc();
+    }
+
+    /// Makes the client memory budget (`(used, limit)` read by `figures`)
+    /// part of every scrape. Only the first attached counts.
+    pub fn attach_memory(&self, figures: impl Fn() -> (u64, u64) + Send + Sync + 'static) {
+        let _ = self.memory.set(Box::new(figures));
+    }
+
     /// Records the time (Unix milliseconds) of a backup taken from this
     /// node that its client committed.
     pub fn backup_succeeded(&self, unix_ms: u64) {
@@ -363,6 +511,38 @@ impl Metrics {
         let mut out = String::with_capacity(8 * 1024);
         prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry)?;
         Ok(out)
+    }
+}
+
+/// Reads the client memory budget at scrape time.
+struct MemoryCollector {
+    figures: Arc<OnceLock<MemoryFigures>>,
+}
+
+impl fmt::Debug for MemoryCollector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemoryCollector").finish_non_exhaustive()
+    }
+}
+
+impl Collector for MemoryCollector {
+    fn encode(&self, mut enc: DescriptorEncoder) -> fmt::Result {
+        let Some(figures) = self.figures.get() else {
+            return Ok(());
+        };
+        let (used, limit) = figures();
+        gauge(
+            &mut enc,
+            "client_memory_bytes",
+            "Bytes of client requests and answers reserved against the budget now",
+            used,
+        )?;
+        gauge(
+            &mut enc,
+            "client_memory_limit_bytes",
+            "The client memory budget (--max-client-memory-bytes)",
+            limit,
+        )
     }
 }
 

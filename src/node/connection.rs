@@ -13,9 +13,30 @@
 //!   are writes) are started in request order and then awaited together,
 //!   so they share one group commit instead of paying one fsync each; a
 //!   request that follows them waits until they are done, so it sees them;
-//! - the read buffer grows only as bytes arrive (by at most
-//!   [`MAX_GROWTH`] per read), never by an announced length: the codec
-//!   bounds every length before this loop reserves room for it;
+//! - the read buffer grows only as bytes arrive, never by an announced
+//!   length: once less than a quarter of [`READ_CHUNK`] is free, it is
+//!   replaced by one with room for what the request still needs (if the
+//!   codec knows), but at most as much as is already buffered (doubling,
+//!   so a large request costs few copies and at most twice what arrived),
+//!   and at least [`READ_CHUNK`]. The codec bounds every length before
+//!   this loop makes room. A buffer grown past [`SHRINK_ABOVE`] is
+//!   released once it is empty, so an idle connection holds little;
+//! - both buffers are charged to the node's client memory budget
+//!   ([`super::memory`]) before they grow: a read that does not fit
+//!   refuses the request (the codec's [`Cut::Memory`] answer, then the
+//!   close), an answer that does not fit is replaced by that refusal,
+//!   then the close; the connection holding the most memory at that
+//!   moment gets [`Cut::Largest`] at its next wait and is closed too. The decoded requests of a read share its buffer, so
+//!   a buffer is replaced (never grown in place) only once they are all
+//!   answered, and the charge is always the size of the one allocation
+//!   the connection holds;
+//! - a connection that has not completed its handshake (the codec says
+//!   when it is authenticated; with authentication off, its first request
+//!   does) within `handshake_timeout` of its start gets the codec's
+//!   [`Cut::HandshakeTimeout`] answer and is closed;
+//! - a connection chosen to make room for a new one ([`super::slots`])
+//!   gets [`Cut::Evicted`] at its next wait (read or write) and is
+//!   closed; every byte received marks it active;
 //! - an answer that ends the connection (a connection error, QUIT) is
 //!   flushed, then the write side is shut;
 //! - a connection idle for `idle_timeout` (0 = never) is closed silently;
@@ -47,20 +68,20 @@ use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
+use super::memory::{Exhausted, Lease};
+use super::slots::Slot;
 use super::Node;
-use crate::metrics::AuthFailure;
+use crate::metrics::{AuthFailure, MemoryRefusal};
 use crate::security::tls::{first_bytes, FirstBytes};
 use crate::security::ServerStream;
 
 /// Smallest read: enough for many small pipelined requests at once.
 pub const READ_CHUNK: usize = 16 * 1024;
-/// Largest single buffer growth while a big request streams in, so memory
-/// follows the bytes that actually arrived, not the announced length.
-pub const MAX_GROWTH: usize = 1024 * 1024;
 /// Flush answers once this many bytes are pending, even mid-pipeline.
 pub const FLUSH_AT: usize = 256 * 1024;
-/// A buffer grown past this is released once it is empty again.
-pub const SHRINK_ABOVE: usize = 4 * 1024 * 1024;
+/// A buffer grown past this is released once it is empty again (twice
+/// [`FLUSH_AT`]: a pipelining connection keeps its write buffer).
+pub const SHRINK_ABOVE: usize = 2 * FLUSH_AT;
 /// Most writes started together before they are awaited.
 pub const MAX_WRITE_RUN: usize = 1024;
 /// Stand-in for "no idle timeout": far away, but no overflow.
@@ -84,6 +105,20 @@ pub enum Admit<C: Codec> {
     /// REPL_SYNC and BACKUP): once every earlier answer is out, the loop
     /// returns it to the front end with the stream.
     HandOff(C::HandOff),
+}
+
+/// Why the loop ends a connection on its own, with the codec's answer.
+#[derive(Debug, Clone, Copy)]
+pub enum Cut {
+    /// No completed handshake within this time.
+    HandshakeTimeout(Duration),
+    /// Closed to admit a new connection.
+    Evicted,
+    /// The client memory budget refused a request or answer.
+    Memory(Exhausted),
+    /// The budget refused another connection while this one held the
+    /// most (`held` bytes).
+    Largest { held: u64 },
 }
 
 /// An answer after which the connection is closed.
@@ -111,8 +146,10 @@ pub trait Codec: Send + Sync + Sized + 'static {
     /// be a request; the answer is sent and the connection closed.
     fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Self::Request>, Self::Answer>;
 
-    /// How many more bytes the request at the front of `buf` needs, if the
-    /// codec knows (the loop grows the buffer by at most [`MAX_GROWTH`]).
+    /// How many more bytes the request at the front of `buf` needs, as
+    /// far as the codec knows: the loop makes room for that much, but
+    /// never for more than `buf` already holds (at least [`READ_CHUNK`]).
+    /// A codec that cannot tell answers `buf.len()`.
     fn missing(&self, buf: &BytesMut) -> usize;
 
     /// The auth gate, then what to do with `request`. `pipelined`: other
@@ -132,6 +169,17 @@ pub trait Codec: Send + Sync + Sized + 'static {
     /// after it.
     fn encode(&mut self, answer: &Self::Answer, out: &mut BytesMut) -> Option<Closing>;
 
+    /// The bytes [`Codec::encode`] appends for `answer`, or close above
+    /// (the loop reserves them first; a short estimate is charged after).
+    fn encoded_len(&self, answer: &Self::Answer) -> usize;
+
+    /// Whether the connection has authenticated (always, with
+    /// authentication off).
+    fn authenticated(&self) -> bool;
+
+    /// The answer before the loop closes the connection for `cut`.
+    fn cut(&self, cut: Cut) -> Self::Answer;
+
     /// The answer to a request not complete within the frame timeout.
     fn frame_timeout(&self) -> Self::Answer;
 
@@ -148,6 +196,10 @@ pub enum End {
     EofMidRequest,
     Idle,
     FrameTimeout,
+    /// No completed handshake in time.
+    HandshakeTimeout,
+    /// Closed to admit a new connection.
+    Evicted,
     Shutdown,
     /// The codec closed it after an answer.
     Closed(Closing),
@@ -181,21 +233,33 @@ impl<H> From<End> for Stop<H> {
     }
 }
 
-/// Serves one connection with `codec` until it ends or is handed over.
-/// Never panics on client bytes; what ended it is logged (at debug level,
-/// a TLS client on a plaintext port as a warning) and counted.
-pub async fn serve<C: Codec>(stream: ServerStream, codec: C, node: Arc<Node>) -> Served<C> {
+/// Serves one connection with `codec` in `slot` until it ends or is
+/// handed over. Never panics on client bytes; what ended it is logged (at
+/// debug level, a TLS client on a plaintext port as a warning) and
+/// counted.
+pub async fn serve<C: Codec>(
+    stream: ServerStream,
+    codec: C,
+    node: Arc<Node>,
+    slot: &Slot,
+) -> Served<C> {
     let peer = stream
         .tcp()
         .peer_addr()
         .map(|a| a.to_string())
         .unwrap_or_else(|_| "unknown".into());
+    let mut lease = Lease::connection(&node.memory);
+    // Within the free part of every lease: cannot be refused.
+    lease.cover_allocated(READ_CHUNK);
     let mut conn = Connection {
         stream,
         codec,
         node,
+        slot,
         read_buf: BytesMut::with_capacity(READ_CHUNK),
+        read_alloc: READ_CHUNK,
         write_buf: BytesMut::new(),
+        lease,
         start_checked: false,
         owed: None,
     };
@@ -230,16 +294,27 @@ pub async fn serve<C: Codec>(stream: ServerStream, codec: C, node: Arc<Node>) ->
             metrics.protocol_error();
             tracing::debug!(%peer, ?end, "connection closed for cause");
         }
+        End::HandshakeTimeout => {
+            metrics.handshake_timeout();
+            tracing::debug!(%peer, "connection closed: no handshake in time");
+        }
+        End::Evicted => tracing::debug!(%peer, "connection closed to admit a new one"),
     }
     Served::Ended(end)
 }
 
-struct Connection<C: Codec> {
+struct Connection<'s, C: Codec> {
     stream: ServerStream,
     codec: C,
     node: Arc<Node>,
+    slot: &'s Slot,
     read_buf: BytesMut,
+    /// The size of the read buffer's allocation (its `capacity()` shrinks
+    /// as requests are split off the front; the allocation does not).
+    read_alloc: usize,
     write_buf: BytesMut,
+    /// Covers `read_alloc` and the write buffer's capacity.
+    lease: Lease,
     /// Whether the first bytes were checked for a TLS handshake.
     start_checked: bool,
     /// Once the shutdown is noticed: how many more requests get a real
@@ -247,7 +322,7 @@ struct Connection<C: Codec> {
     owed: Option<usize>,
 }
 
-impl<C: Codec> Connection<C> {
+impl<C: Codec> Connection<'_, C> {
     async fn run(&mut self) -> Stop<C::HandOff> {
         // When the first byte of a not-yet-complete request arrived.
         let mut started: Option<Instant> = None;
@@ -259,6 +334,7 @@ impl<C: Codec> Connection<C> {
         let timer = tokio::time::sleep_until(Instant::now() + NEVER);
         tokio::pin!(timer);
         let limits = node.limits;
+        let handshake_by = Instant::now() + limits.handshake_timeout;
         loop {
             if !self.start_checked {
                 match first_bytes(&self.read_buf) {
@@ -297,21 +373,30 @@ impl<C: Codec> Connection<C> {
             }
             if self.read_buf.is_empty() {
                 started = None;
-                if self.read_buf.capacity() > SHRINK_ABOVE {
+                if self.read_alloc > SHRINK_ABOVE {
                     self.read_buf = BytesMut::with_capacity(READ_CHUNK);
+                    self.read_alloc = READ_CHUNK;
+                    self.recharge();
                 }
             } else if progressed || started.is_none() {
                 started = Some(Instant::now());
             }
 
-            // 2. Wait for more bytes, bounded by the frame or idle deadline.
-            let deadline = match started {
+            // 2. Wait for more bytes, bounded by the frame or idle deadline
+            // (and the handshake's, until it is done).
+            let mut deadline = match started {
                 Some(start) => start + limits.frame_timeout,
                 None if limits.idle_timeout.is_zero() => Instant::now() + NEVER,
                 None => Instant::now() + limits.idle_timeout,
             };
+            if !self.slot.is_handshaken() {
+                deadline = deadline.min(handshake_by);
+            }
             let missing = self.codec.missing(&self.read_buf);
-            self.read_buf.reserve(missing.clamp(READ_CHUNK, MAX_GROWTH));
+            if let Err(exhausted) = self.make_room(missing) {
+                self.node.metrics.memory_refused(MemoryRefusal::Request);
+                return self.cut(Cut::Memory(exhausted)).await.into();
+            }
             timer.as_mut().reset(deadline);
             let had_bytes = !self.read_buf.is_empty();
             let read = tokio::select! {
@@ -324,12 +409,24 @@ impl<C: Codec> Connection<C> {
                     self.notice_shutdown(had_bytes);
                     continue;
                 }
+                () = self.slot.evicted() => {
+                    return self.cut(Cut::Evicted).await.into();
+                }
+                () = self.lease.cut() => {
+                    self.node.metrics.memory_refused(MemoryRefusal::Largest);
+                    let held = self.lease.covered();
+                    return self.cut(Cut::Largest { held }).await.into();
+                }
             };
             // Bytes read once the shutdown had begun start no new request.
             if self.owed.is_none() && node.shutdown.is_triggered() {
                 self.notice_shutdown(had_bytes);
             }
             match read {
+                None if !self.slot.is_handshaken() && Instant::now() >= handshake_by => {
+                    let cut = Cut::HandshakeTimeout(limits.handshake_timeout);
+                    return self.cut(cut).await.into();
+                }
                 None if started.is_some() => {
                     let answer = self.codec.frame_timeout();
                     let _ = self.codec.encode(&answer, &mut self.write_buf);
@@ -340,8 +437,57 @@ impl<C: Codec> Connection<C> {
                 Some(Err(e)) => return End::Io(e).into(),
                 Some(Ok(0)) if self.read_buf.is_empty() => return End::Eof.into(),
                 Some(Ok(0)) => return End::EofMidRequest.into(),
-                Some(Ok(n)) => self.node.metrics.add_bytes_received(n as u64),
+                Some(Ok(n)) => {
+                    self.slot.touch();
+                    self.node.metrics.add_bytes_received(n as u64);
+                }
             }
+        }
+    }
+
+    /// Makes room for the next read, more while a large request streams
+    /// in (module invariants). The new allocation is charged to the
+    /// budget before it is made.
+    fn make_room(&mut self, missing: usize) -> Result<(), Exhausted> {
+        let len = self.read_buf.len();
+        if self.read_buf.capacity() - len >= READ_CHUNK / 4 {
+            return Ok(());
+        }
+        let room = missing.min(len).max(READ_CHUNK);
+        let capacity = len.saturating_add(room);
+        self.lease
+            .cover(capacity.saturating_add(self.write_buf.capacity()))?;
+        let mut grown = BytesMut::with_capacity(capacity);
+        grown.extend_from_slice(&self.read_buf);
+        self.read_buf = grown;
+        self.read_alloc = capacity;
+        Ok(())
+    }
+
+    /// Sets the lease to what the buffers hold now (after one shrank).
+    fn recharge(&mut self) {
+        let held = self.read_alloc.saturating_add(self.write_buf.capacity());
+        self.lease.cover_allocated(held);
+    }
+
+    /// Answers the codec's answer to `cut`, closes, says why it ended.
+    async fn cut(&mut self, cut: Cut) -> End {
+        let answer = self.codec.cut(cut);
+        let _ = self.codec.encode(&answer, &mut self.write_buf);
+        self.close().await;
+        match cut {
+            Cut::HandshakeTimeout(_) => End::HandshakeTimeout,
+            Cut::Evicted => End::Evicted,
+            Cut::Memory(exhausted) => End::Closed(Closing {
+                why: exhausted.to_string(),
+                protocol_error: false,
+            }),
+            Cut::Largest { held } => End::Closed(Closing {
+                why: format!(
+                    "held the most client memory ({held} bytes) when the budget was spent"
+                ),
+                protocol_error: false,
+            }),
         }
     }
 
@@ -360,7 +506,7 @@ impl<C: Codec> Connection<C> {
                 Ok(None) => break,
                 Err(answer) => {
                     self.run_writes(&mut writes).await?;
-                    self.push(&answer).await?;
+                    self.push(answer).await?;
                     // A decoding failure always ends the connection.
                     return Err(End::Closed(Closing {
                         why: "undecodable request".into(),
@@ -370,6 +516,9 @@ impl<C: Codec> Connection<C> {
                 }
             };
             let admitted = self.codec.admit(request, pipelined);
+            if !self.slot.is_handshaken() && self.codec.authenticated() {
+                self.slot.handshake_done();
+            }
             if !matches!(admitted, Admit::Skip) {
                 pipelined = true;
                 if let Some(owed) = self.owed.as_mut() {
@@ -386,12 +535,12 @@ impl<C: Codec> Connection<C> {
                 }
                 Admit::Answer(answer) => {
                     self.run_writes(&mut writes).await?;
-                    self.push(&answer).await?;
+                    self.push(answer).await?;
                 }
                 Admit::Run(request) => {
                     self.run_writes(&mut writes).await?;
                     let answer = self.codec.run(request).await;
-                    self.push(&answer).await?;
+                    self.push(answer).await?;
                 }
                 Admit::HandOff(hand_off) => {
                     self.run_writes(&mut writes).await?;
@@ -413,22 +562,42 @@ impl<C: Codec> Connection<C> {
         if writes.len() == 1 {
             if let Some(request) = writes.pop() {
                 let answer = self.codec.run_write(request).await;
-                return self.push(&answer).await;
+                return self.push(answer).await;
             }
         }
         let codec = &self.codec;
         let answers =
             futures_util::future::join_all(writes.drain(..).map(|r| codec.run_write(r))).await;
-        for answer in &answers {
+        for answer in answers {
             self.push(answer).await?;
         }
         Ok(())
     }
 
     /// Queues an answer; flushes once enough is pending. An answer that
-    /// closes the connection ends the loop.
-    async fn push(&mut self, answer: &C::Answer) -> Result<(), Stop<C::HandOff>> {
-        if let Some(closing) = self.codec.encode(answer, &mut self.write_buf) {
+    /// closes the connection ends the loop, and so does one the memory
+    /// budget cannot hold (it is replaced by the refusal). The answer is
+    /// dropped once encoded, before any flush: a client that reads
+    /// nothing holds only the buffer, which the budget counts.
+    async fn push(&mut self, answer: C::Answer) -> Result<(), Stop<C::HandOff>> {
+        let size = self.codec.encoded_len(&answer);
+        if let Err(exhausted) = self.room_to_write(size) {
+            self.node.metrics.memory_refused(MemoryRefusal::Answer);
+            let answer = self.codec.cut(Cut::Memory(exhausted));
+            let _ = self.codec.encode(&answer, &mut self.write_buf);
+            return Err(End::Closed(Closing {
+                why: exhausted.to_string(),
+                protocol_error: false,
+            })
+            .into());
+        }
+        let closing = self.codec.encode(&answer, &mut self.write_buf);
+        drop(answer);
+        if self.read_alloc.saturating_add(self.write_buf.capacity()) as u64 > self.lease.covered() {
+            // The estimate was short and the buffer grew by itself.
+            self.recharge();
+        }
+        if let Some(closing) = closing {
             return Err(End::Closed(closing).into());
         }
         if self.write_buf.len() >= FLUSH_AT {
@@ -446,19 +615,57 @@ impl<C: Codec> Connection<C> {
         }
         let idle = self.node.limits.idle_timeout;
         let bound = if idle.is_zero() { NEVER } else { idle };
-        let result = tokio::time::timeout(bound, self.stream.send_all(&self.write_buf)).await;
+        let send = tokio::time::timeout(bound, self.stream.send_all(&self.write_buf));
+        let result = tokio::select! {
+            // An answer the socket takes at once is sent even by a
+            // connection being closed (its closing answer).
+            biased;
+            result = send => result,
+            // A client that reads nothing may be the one chosen to make
+            // room: its answers are dropped, it is simply closed.
+            () = self.slot.evicted() => {
+                self.write_buf.clear();
+                return Err(End::Evicted);
+            }
+            // Likewise when it holds the most memory.
+            () = self.lease.cut() => {
+                self.node.metrics.memory_refused(MemoryRefusal::Largest);
+                self.write_buf.clear();
+                return Err(End::Closed(Closing {
+                    why: "held the most client memory when the budget was spent".into(),
+                    protocol_error: false,
+                }));
+            }
+        };
         self.node
             .metrics
             .add_bytes_sent(self.write_buf.len() as u64);
         self.write_buf.clear();
         if self.write_buf.capacity() > SHRINK_ABOVE {
             self.write_buf = BytesMut::new();
+            self.recharge();
         }
         match result {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(End::Io(e)),
             Err(_) => Err(End::Idle),
         }
+    }
+
+    /// Room in the write buffer for `size` more bytes, charged to the
+    /// budget before it is allocated. The buffer is replaced, not grown in
+    /// place, so the charge is the one allocation.
+    fn room_to_write(&mut self, size: usize) -> Result<(), Exhausted> {
+        let len = self.write_buf.len();
+        if self.write_buf.capacity() - len >= size {
+            return Ok(());
+        }
+        let capacity = len.saturating_add(size.max(len).max(256));
+        self.lease.cover(self.read_alloc.saturating_add(capacity))?;
+        let mut grown = BytesMut::with_capacity(capacity);
+        grown.extend_from_slice(&self.write_buf);
+        self.write_buf = grown;
+        Ok(())
     }
 
     /// The loop has noticed the shutdown: with `in_progress`, the request
@@ -478,10 +685,10 @@ impl<C: Codec> Connection<C> {
             return end;
         }
         let _ = self.stream.shutdown().await;
+        // Discarded as read: one fixed buffer, nothing to charge.
+        let mut discard = [0u8; 4096];
         loop {
-            self.read_buf.clear();
-            self.read_buf.reserve(READ_CHUNK);
-            let read = tokio::time::timeout(LINGER, self.stream.read_buf(&mut self.read_buf));
+            let read = tokio::time::timeout(LINGER, self.stream.read(&mut discard));
             match read.await {
                 Ok(Ok(n)) if n > 0 => {}
                 _ => return End::Shutdown,

@@ -1,12 +1,16 @@
-//! The one accept loop, for every front end: one task per connection, at
-//! most `max_connections` at once, TLS when the node has a certificate,
-//! and the drain at shutdown.
+//! The one accept loop, for every front end: one task per connection, in
+//! the front end's [`Slots`] (at most `max_connections` at once, at most
+//! `max_unauthenticated` of them in their handshake; a new connection is
+//! admitted by closing the oldest one still in its handshake or the one
+//! idle the longest), TLS when the node has a certificate, and the drain
+//! at shutdown.
 //!
-//! Over the limit a connection is given the front end's short refusal in
-//! a task of its own with a one-second bound; at most [`MAX_REJECTING`]
-//! of those run at once and beyond that the socket is simply closed, so a
-//! flood of connections costs the node a bounded amount of work and never
-//! delays the clients it is serving.
+//! A connection that cannot be admitted (every slot held by a replication
+//! stream, or too many connections still closing) is given the front
+//! end's short refusal in a task of its own with a one-second bound; at
+//! most [`MAX_REJECTING`] of those run at once and beyond that the socket
+//! is simply closed, so a flood of connections costs the node a bounded
+//! amount of work and never delays the clients it is serving.
 //!
 //! The loop stops accepting when the node's shutdown starts, then waits up
 //! to `shutdown_timeout` for its connections to finish and aborts the rest.
@@ -18,6 +22,8 @@ use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
+
+use super::slots::{Admission, Slots, Taken};
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
@@ -40,7 +46,7 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 pub enum Event {
     /// Accepted by the socket, before the connection limit.
     Received,
-    /// Refused: over the connection limit.
+    /// Refused: no slot could be made free.
     Rejected,
     /// Taken into service.
     Opened,
@@ -79,7 +85,10 @@ pub trait FrontEnd: Send + Sync + 'static {
 /// shutdown starts, then drains them.
 pub async fn serve<F: FrontEnd>(listener: TcpListener, node: Arc<Node>, front: Arc<F>) {
     let limits = node.limits;
-    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let slots = Arc::new(Slots::new(
+        limits.max_connections,
+        limits.max_unauthenticated,
+    ));
     let rejecting = Arc::new(Semaphore::new(MAX_REJECTING));
     let mut tasks = JoinSet::new();
     loop {
@@ -106,7 +115,7 @@ pub async fn serve<F: FrontEnd>(listener: TcpListener, node: Arc<Node>, front: A
             debug!(%peer, "set_nodelay failed: {e}");
         }
         front.count(Event::Received);
-        let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
+        let Some(slot) = admit(&slots, &node).await else {
             front.count(Event::Rejected);
             node.metrics.connection_rejected();
             debug!(%peer, "{} connection refused: max connections ({}) reached", F::NAME, limits.max_connections);
@@ -124,23 +133,30 @@ pub async fn serve<F: FrontEnd>(listener: TcpListener, node: Arc<Node>, front: A
         let (node, front) = (Arc::clone(&node), Arc::clone(&front));
         tasks.spawn(async move {
             let acceptor = node.security.acceptor();
-            let bound = node.limits.frame_timeout;
-            match tls::accept(stream, acceptor, bound, front.tls_refusal()).await {
-                Accepted::Stream(stream) => {
+            // The TLS handshake is part of the connection's handshake.
+            let bound = node.limits.frame_timeout.min(node.limits.handshake_timeout);
+            let accepted = tokio::select! {
+                accepted = tls::accept(stream, acceptor, bound, front.tls_refusal()) => Some(accepted),
+                () = slot.evicted() => None,
+            };
+            match accepted {
+                Some(Accepted::Stream(stream)) => {
                     let codec = F::codec(&front, &node, &stream);
-                    let served = connection::serve(stream, codec, Arc::clone(&node)).await;
+                    let served = connection::serve(stream, codec, Arc::clone(&node), &slot).await;
                     if let Served::HandOff { .. } = served {
+                        slot.pin();
                         front.hand_off(Arc::clone(&node), served).await;
                     }
                 }
-                Accepted::Refused(why) => {
+                Some(Accepted::Refused(why)) => {
                     node.metrics.auth_failure(AuthFailure::Tls);
                     warn!(%peer, "{} connection refused: {why}", F::NAME);
                 }
+                None => debug!(%peer, "{} connection closed in its TLS handshake to admit a new one", F::NAME),
             }
             front.count(Event::Closed);
             node.metrics.connection_closed();
-            drop(permit);
+            drop(slot);
         });
     }
     drop(listener);
@@ -159,6 +175,25 @@ pub async fn serve<F: FrontEnd>(listener: TcpListener, node: Arc<Node>, front: A
             F::NAME
         );
         tasks.shutdown().await;
+    }
+}
+
+/// A slot for a new connection, by the policy of [`Slots`]; when too many
+/// connections closed to make room are still ending, waits (bounded) for
+/// one of them, holding the accept loop back meanwhile. `None`: refused.
+async fn admit(slots: &Arc<Slots>, node: &Node) -> Option<Taken> {
+    let deadline = tokio::time::Instant::now() + REJECT_TIMEOUT;
+    loop {
+        match slots.admit(&node.metrics) {
+            Admission::Admitted(taken) => return Some(taken),
+            Admission::Full => return None,
+            Admission::Busy => {
+                let freed = tokio::time::timeout_at(deadline, slots.freed());
+                if freed.await.is_err() {
+                    return None;
+                }
+            }
+        }
     }
 }
 

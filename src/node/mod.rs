@@ -14,7 +14,10 @@
 //! - [`connection`]: the one connection loop (frame and idle timeouts,
 //!   pipelining, group-committed runs of writes, flushing, the auth gate,
 //!   shutdown) that each front end plugs its [`connection::Codec`] into;
-//! - [`listener`]: the one accept loop (connection limit, TLS, drain);
+//! - [`listener`]: the one accept loop (connection slots, TLS, drain);
+//! - [`slots`]: who gets a connection slot, and who makes room for whom;
+//! - [`memory`]: the budget for request and answer bytes of every
+//!   connection;
 //! - [`ha`]: with a coordinator, the loop that follows, elects and fences
 //!   the master.
 //!
@@ -29,6 +32,8 @@ pub mod connection;
 pub mod execute;
 pub mod ha;
 pub mod listener;
+pub mod memory;
+pub mod slots;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -65,6 +70,15 @@ pub struct Limits {
     pub frame_timeout: Duration,
     /// At shutdown, how long connections may take to finish. Default 10 s.
     pub shutdown_timeout: Duration,
+    /// A connection must complete its handshake (HELLO with an accepted
+    /// token with authentication on, a first request without) within
+    /// this. Default 10 s.
+    pub handshake_timeout: Duration,
+    /// Connections in their handshake at once, per front end. Default 256.
+    pub max_unauthenticated: usize,
+    /// Bytes of requests and answers buffered by all connections together
+    /// ([`memory`]). Default 1 GiB.
+    pub client_memory_bytes: u64,
 }
 
 impl Default for Limits {
@@ -75,6 +89,9 @@ impl Default for Limits {
             idle_timeout: Duration::from_secs(300),
             frame_timeout: Duration::from_secs(30),
             shutdown_timeout: Duration::from_secs(10),
+            handshake_timeout: Duration::from_secs(10),
+            max_unauthenticated: 256,
+            client_memory_bytes: memory::DEFAULT_BUDGET_BYTES,
         }
     }
 }
@@ -102,6 +119,8 @@ pub struct Node {
     pub replication: Arc<Replication>,
     pub metrics: Arc<Metrics>,
     pub limits: Limits,
+    /// The budget for request and answer bytes of every connection.
+    pub memory: Arc<memory::Budget>,
     pub shutdown: Shutdown,
     pub health: Arc<Health>,
     /// With a coordinator: the session that elects the master, and the

@@ -84,6 +84,9 @@ impl ErrorCode {
     pub const AUTH_REQUIRED: ErrorCode = ErrorCode(9);
     /// Plaintext bytes on a port that accepts TLS only (sent in plaintext).
     pub const TLS_REQUIRED: ErrorCode = ErrorCode(10);
+    /// The node's memory budget for client requests and answers cannot
+    /// hold this request or answer now.
+    pub const MEMORY_LIMIT: ErrorCode = ErrorCode(11);
     // Request errors (>= 100): the connection stays open.
     pub const KEY_TOO_LARGE: ErrorCode = ErrorCode(100);
     pub const VALUE_TOO_LARGE: ErrorCode = ErrorCode(101);
@@ -121,6 +124,7 @@ impl ErrorCode {
             ErrorCode::SHUTTING_DOWN => "SHUTTING_DOWN",
             ErrorCode::AUTH_REQUIRED => "AUTH_REQUIRED",
             ErrorCode::TLS_REQUIRED => "TLS_REQUIRED",
+            ErrorCode::MEMORY_LIMIT => "MEMORY_LIMIT",
             ErrorCode::KEY_TOO_LARGE => "KEY_TOO_LARGE",
             ErrorCode::VALUE_TOO_LARGE => "VALUE_TOO_LARGE",
             ErrorCode::BATCH_TOO_LARGE => "BATCH_TOO_LARGE",

@@ -22,7 +22,7 @@ use super::commands;
 use super::parse::{self, Args};
 use super::reply::Reply;
 use super::{Session, Shared};
-use crate::node::connection::{Admit, Closing, Codec};
+use crate::node::connection::{Admit, Closing, Codec, Cut};
 use crate::node::Node;
 
 /// One RESP connection's state.
@@ -99,6 +99,33 @@ impl Codec for RespCodec {
 
     fn frame_timeout(&self) -> Reply {
         Reply::err("Protocol error: request not completed in time")
+    }
+
+    fn encoded_len(&self, reply: &Reply) -> usize {
+        reply.encoded_len()
+    }
+
+    fn authenticated(&self) -> bool {
+        self.session.credential.is_authenticated()
+    }
+
+    fn cut(&self, cut: Cut) -> Reply {
+        match cut {
+            Cut::HandshakeTimeout(limit) => Reply::err(format!(
+                "Protocol error: no AUTH (or, without authentication, no command) within {}s \
+                 (--handshake-timeout-secs)",
+                limit.as_secs()
+            )),
+            Cut::Evicted => Reply::err(
+                "max number of clients reached: this connection was closed to admit a new one \
+                 (it was the one idle the longest)",
+            ),
+            Cut::Memory(exhausted) => Reply::err(exhausted),
+            Cut::Largest { held } => Reply::err(format!(
+                "closed to free memory: the node's memory for client requests and answers was \
+                 spent and this connection held the most ({held} bytes); retry later"
+            )),
+        }
     }
 
     fn shutting_down(&self) -> Reply {

@@ -20,8 +20,9 @@ use super::reply::{from_response, Reply};
 use super::table::{self, Spec};
 use super::{Session, Shared};
 use crate::engine::WriteOp;
-use crate::metrics::Outcome;
+use crate::metrics::{MemoryRefusal, Outcome};
 use crate::node::execute;
+use crate::node::memory::Lease;
 use crate::node::Node;
 
 /// Whether `args` is a write that may share a group commit with the writes
@@ -49,7 +50,7 @@ pub async fn execute(node: &Node, shared: &Shared, session: &mut Session, args: 
             "get" => get(node, shared, &args[1]),
             "ttl" | "pttl" | "expiretime" | "pexpiretime" => expiry::ttl(node, spec.name, &args[1]),
             "exists" => exists(node, &args[1..]),
-            "mget" => Reply::Array(args[1..].iter().map(|k| get(node, shared, k)).collect()),
+            "mget" => mget(node, shared, &args[1..]),
             "dbsize" => Reply::Int(i64::try_from(node.engine.stats().keys).unwrap_or(i64::MAX)),
             "info" => Reply::Bulk(info::info(node, shared, &args[1..]).into_bytes()),
             "command" => command(&args[1..]),
@@ -144,6 +145,34 @@ fn get(node: &Node, shared: &Shared, key: &[u8]) -> Reply {
         }
         Err(e) => from_response(execute::engine_error(e)),
     }
+}
+
+/// MGET, bounded: its answer may be at most `--max-frame-bytes` (as large
+/// as the largest request), and the values it has read are charged to the
+/// client memory budget while it is built, so MGETs on many connections
+/// at once cannot hold more than the budget. Past either bound the command
+/// is refused (`-ERR`) and the connection goes on.
+fn mget(node: &Node, shared: &Shared, keys: &[Bytes]) -> Reply {
+    let max = usize::try_from(node.limits.max_frame_bytes).unwrap_or(usize::MAX);
+    let mut lease = Lease::answer(&node.memory);
+    let mut items = Vec::with_capacity(keys.len().min(1024));
+    for key in keys {
+        let item = get(node, shared, key);
+        let size = item.encoded_len();
+        let held = usize::try_from(lease.covered()).unwrap_or(usize::MAX);
+        if held.saturating_add(size) > max {
+            node.metrics.memory_refused(MemoryRefusal::MultiKey);
+            return Reply::err(format!(
+                "MGET answer larger than {max} bytes (--max-frame-bytes): ask for fewer keys at once"
+            ));
+        }
+        if let Err(exhausted) = lease.add(size) {
+            node.metrics.memory_refused(MemoryRefusal::MultiKey);
+            return Reply::err(format!("MGET refused: {exhausted}"));
+        }
+        items.push(item);
+    }
+    Reply::Array(items)
 }
 
 fn exists(node: &Node, keys: &[Bytes]) -> Reply {

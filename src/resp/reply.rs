@@ -39,6 +39,23 @@ impl Reply {
         matches!(self, Reply::Error(_))
     }
 
+    /// The bytes [`Reply::encode`] appends (an integer is counted at its
+    /// widest).
+    pub fn encoded_len(&self) -> usize {
+        // `<kind><up to 20 digits>\r\n`
+        const HEADER: usize = 23;
+        match self {
+            Reply::Status(s) => s.len() + 3,
+            Reply::Error(e) => e.len() + 3,
+            Reply::Int(_) => HEADER,
+            Reply::Bulk(b) => HEADER + b.len() + 2,
+            Reply::Nil => 5,
+            Reply::Array(items) => items
+                .iter()
+                .fold(HEADER, |sum, item| sum.saturating_add(item.encoded_len())),
+        }
+    }
+
     /// Appends the RESP2 encoding to `out`.
     pub fn encode(&self, out: &mut BytesMut) {
         match self {
@@ -122,6 +139,25 @@ mod tests {
         let mut out = BytesMut::new();
         r.encode(&mut out);
         out.to_vec()
+    }
+
+    #[test]
+    fn encoded_len_bounds_the_encoding() {
+        let reply = Reply::Array(vec![
+            Reply::ok(),
+            Reply::err("x"),
+            Reply::Int(-12),
+            Reply::bulk("hello"),
+            Reply::Nil,
+            Reply::Array(vec![Reply::Int(i64::MIN)]),
+        ]);
+        let len = enc(reply.clone()).len();
+        assert!(
+            reply.encoded_len() >= len,
+            "{} < {len}",
+            reply.encoded_len()
+        );
+        assert_eq!(Reply::bulk("hi").encoded_len(), 23 + 4);
     }
 
     #[test]

@@ -34,6 +34,12 @@ impl Credential {
         }
     }
 
+    /// Whether the connection may do anything yet: it authenticated, or
+    /// authentication is off.
+    pub fn is_authenticated(&self) -> bool {
+        self.granted.is_some()
+    }
+
     /// Checks `token`; on success the connection has its permission, on
     /// failure none.
     pub fn authenticate(&mut self, security: &Security, token: &Bytes) -> Option<Permission> {

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use bytes::BytesMut;
 
 use crate::metrics::AuthFailure;
-use crate::node::connection::{Admit, Closing, Codec, Served};
+use crate::node::connection::{Admit, Closing, Codec, Cut, Served};
 use crate::node::execute;
 use crate::node::listener::FrontEnd;
 use crate::node::Node;
@@ -199,6 +199,51 @@ impl Codec for BinaryCodec {
 
     fn frame_timeout(&self) -> Response {
         Response::error(ErrorCode::FRAME_TIMEOUT, "frame not completed in time")
+    }
+
+    fn encoded_len(&self, response: &Response) -> usize {
+        // Frame header, opcode, fixed fields and length prefixes fit in
+        // the constant; the rest is what the answer carries.
+        64 + match response {
+            Response::Value(value) => value.len(),
+            Response::Stats(json) => json.len(),
+            Response::Error { message, .. } => message.len(),
+            Response::Redirect { master } => master.len(),
+            Response::HelloOk(hello) => hello.server.len(),
+            _ => 0,
+        }
+    }
+
+    fn authenticated(&self) -> bool {
+        self.credential.is_authenticated()
+    }
+
+    fn cut(&self, cut: Cut) -> Response {
+        match cut {
+            Cut::HandshakeTimeout(limit) => Response::error(
+                ErrorCode::FRAME_TIMEOUT,
+                format!(
+                    "handshake not completed within {}s: send HELLO (with a token when the server \
+                     requires one) or a first request sooner (--handshake-timeout-secs)",
+                    limit.as_secs()
+                ),
+            ),
+            Cut::Evicted => Response::error(
+                ErrorCode::TOO_MANY_CONNECTIONS,
+                "closed to admit a new connection: every slot was taken and this connection \
+                 was the one idle the longest (or still in its handshake); reconnect",
+            ),
+            Cut::Memory(exhausted) => {
+                Response::error(ErrorCode::MEMORY_LIMIT, exhausted.to_string())
+            }
+            Cut::Largest { held } => Response::error(
+                ErrorCode::MEMORY_LIMIT,
+                format!(
+                    "closed to free memory: the node's memory for client requests and answers \
+                     was spent and this connection held the most ({held} bytes); retry later"
+                ),
+            ),
+        }
     }
 
     fn shutting_down(&self) -> Response {

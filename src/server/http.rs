@@ -3,17 +3,32 @@
 //! `/healthz` answers 200 as long as the process serves HTTP (liveness);
 //! `/readyz` answers 200 only when [`Health::readiness`] holds, else 503
 //! with the reason; `/metrics` is the Prometheus text format (0.0.4).
-//! Served by axum on its own listener, so a flood on the client port does
-//! not hide the node's health.
+//! Served on its own listener, so a flood on the client port does not
+//! hide the node's health: axum's router, on hyper's HTTP/1 connections
+//! driven here (axum's `serve` cannot bound them). At most
+//! `--http-max-connections` at once: a new connection closes the oldest
+//! (counted in `kvstore_http_connections_evicted_total`), so a flood of
+//! idle connections cannot keep a probe out. A request's headers must
+//! arrive within `--http-header-timeout-secs` of the connection's start
+//! or of the previous answer, so an idle or trickling connection is
+//! closed.
 
+use std::collections::VecDeque;
+use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tracing::{debug, warn};
 
 use crate::lifecycle::Health;
 use crate::metrics::Metrics;
@@ -23,6 +38,79 @@ use crate::metrics::Metrics;
 pub struct HttpState {
     pub metrics: Arc<Metrics>,
     pub health: Arc<Health>,
+}
+
+/// Bounds on the HTTP port's connections.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpLimits {
+    pub max_connections: usize,
+    pub header_timeout: Duration,
+}
+
+/// Pause after an accept error (EMFILE), so the loop does not spin.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// Serves `router` on `listener` until `stop` resolves; then the open
+/// connections finish their request in progress and close.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    limits: HttpLimits,
+    metrics: Arc<Metrics>,
+    stop: impl Future<Output = ()>,
+) {
+    tokio::pin!(stop);
+    let (closing, closed) = tokio::sync::watch::channel(false);
+    // Oldest first.
+    let mut open: VecDeque<JoinHandle<()>> = VecDeque::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            () = &mut stop => break,
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    warn!("HTTP accept failed: {e}");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    continue;
+                }
+            },
+        };
+        open.retain(|task| !task.is_finished());
+        while open.len() >= limits.max_connections {
+            let Some(oldest) = open.pop_front() else {
+                break;
+            };
+            // HTTP answers are small and stateless: cutting one costs the
+            // client a retry, nothing else.
+            oldest.abort();
+            metrics.http_connection_evicted();
+        }
+        let service = TowerToHyperService::new(router.clone());
+        let mut closed = closed.clone();
+        open.push_back(tokio::spawn(async move {
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_timeout);
+            let conn = builder.serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(conn);
+            let result = tokio::select! {
+                result = conn.as_mut() => result,
+                _ = closed.changed() => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = result {
+                debug!(%peer, "HTTP connection ended: {e}");
+            }
+        }));
+    }
+    drop(listener);
+    let _ = closing.send(true);
+    for task in open {
+        let _ = task.await;
+    }
 }
 
 /// The router for the HTTP port.

@@ -26,7 +26,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 use crate::config::{Config, Role};
 use crate::engine::{self, Options};
@@ -226,7 +226,7 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> Result<(), S
             info!(listen = %client_addr, http = %http_addr, data_dir = %config.data_dir.display(), "Starting as a CANDIDATE: the coordinator elects the master")
         }
     }
-    raise_fd_limit(config.limits.max_connections);
+    raise_fd_limit(&config);
 
     let metrics = Arc::new(Metrics::new());
     let health = Arc::new(Health::default());
@@ -236,14 +236,19 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> Result<(), S
         metrics: Arc::clone(&metrics),
         health: Arc::clone(&health),
     });
-    let http_task = tokio::spawn(async move {
-        let serve = axum::serve(http, router).with_graceful_shutdown(async {
+    let http_limits = http::HttpLimits {
+        max_connections: config.http_max_connections,
+        header_timeout: config.http_header_timeout,
+    };
+    let http_task = tokio::spawn(http::serve(
+        http,
+        router,
+        http_limits,
+        Arc::clone(&metrics),
+        async {
             let _ = http_stop_rx.await;
-        });
-        if let Err(e) = serve.await {
-            warn!("HTTP server stopped: {e}");
-        }
-    });
+        },
+    ));
 
     let listeners = Listeners { client, resp };
     let parts = Parts {
@@ -366,7 +371,11 @@ async fn serve_clients(
     // Ready only once everything /metrics and clients rely on is in place.
     health.set_engine_open();
     info!(data_dir = %config.data_dir.display(), "engine open, ready");
+    let memory = Arc::new(node::memory::Budget::new(config.limits.client_memory_bytes));
+    let figures = Arc::clone(&memory);
+    metrics.attach_memory(move || (figures.used(), figures.limit()));
     let node = Arc::new(Node {
+        memory,
         engine: engine.clone(),
         durability: config.durability,
         security,
@@ -422,26 +431,42 @@ async fn serve_clients(
 }
 
 /// Raises the soft open-files limit to the hard limit, as Go and nginx do,
-/// and warns when `max_connections` cannot fit under it.
-fn raise_fd_limit(max_connections: usize) {
+/// logs the result, and warns when the connections the settings allow
+/// cannot fit under it.
+fn raise_fd_limit(config: &Config) {
     use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
-    let limit = getrlimit(Resource::Nofile);
-    if limit.current != limit.maximum {
+    let before = getrlimit(Resource::Nofile);
+    if before.current != before.maximum {
         let raised = Rlimit {
-            current: limit.maximum,
-            maximum: limit.maximum,
+            current: before.maximum,
+            maximum: before.maximum,
         };
         if let Err(e) = setrlimit(Resource::Nofile, raised) {
-            debug!("cannot raise the open-files limit: {e}");
+            warn!("cannot raise the open-files limit: {e}");
         }
     }
+    let show = |v: Option<u64>| v.map_or_else(|| "unlimited".to_string(), |v| v.to_string());
     let soft = getrlimit(Resource::Nofile).current;
-    // Segments, listeners, replication and logs need descriptors too.
-    let needed = (max_connections as u64).saturating_add(256);
+    info!(
+        soft = %show(soft),
+        hard = %show(before.maximum),
+        was = %show(before.current),
+        "open-files limit"
+    );
+    // Both client ports, the slots still closing on each, HTTP, and the
+    // segments, listeners, replication and logs.
+    let per_port =
+        (config.limits.max_connections as u64).saturating_add(node::slots::MAX_EVICTING as u64);
+    let ports = if config.resp_listen.is_some() { 2 } else { 1 };
+    let needed = per_port
+        .saturating_mul(ports)
+        .saturating_add(config.http_max_connections as u64)
+        .saturating_add(256);
     if let Some(soft) = soft {
         if soft < needed {
             warn!(
-                "open-files limit is {soft}, below --max-connections ({max_connections}) + 256; \
+                "open-files limit is {soft}, below the {needed} the connection limits may need \
+                 (--max-connections per client port, --http-max-connections, 256 for files); \
                  connections beyond it will fail to be accepted"
             );
         }

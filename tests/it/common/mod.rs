@@ -380,6 +380,38 @@ pub fn metric(http_addr: SocketAddr, name: &str) -> f64 {
     }
 }
 
+/// The sum of the samples of `name` whose `label` is `value`, e.g.
+/// `kvstore_memory_refusals_total{kind="request"}`; 0 if there is none.
+pub fn labelled_metric(http_addr: SocketAddr, name: &str, label: &str, value: &str) -> f64 {
+    use prometheus_parse::Value;
+    scrape(http_addr)
+        .samples
+        .iter()
+        .filter(|s| s.metric == name && s.labels.get(label) == Some(value))
+        .map(|s| match s.value {
+            Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => v,
+            _ => 0.0,
+        })
+        .sum()
+}
+
+/// Whether the server has closed `s` (EOF or reset), reading and
+/// discarding any answer before it; never blocks.
+pub fn closed_by_server(s: &mut TcpStream) -> bool {
+    s.set_nonblocking(true).expect("nonblocking");
+    let mut buf = [0u8; 4096];
+    let closed = loop {
+        match s.read(&mut buf) {
+            Ok(0) => break true,
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break false,
+            Err(_) => break true,
+        }
+    };
+    let _ = s.set_nonblocking(false);
+    closed
+}
+
 // ---------------------------------------------------------------------------
 // Wire-protocol helpers (client library, raw frames, CLI).
 // ---------------------------------------------------------------------------
