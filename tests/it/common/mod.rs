@@ -290,6 +290,20 @@ pub fn small_segment_options() -> kvstore::engine::Options {
     }
 }
 
+/// Copies every regular file of a data directory into a fresh one: the
+/// directory as a crash would leave it, when taken while nothing is being
+/// written.
+pub fn copy_data_dir(from: &Path) -> tempfile::TempDir {
+    let to = tempfile::tempdir().expect("create a directory for the copy");
+    for entry in std::fs::read_dir(from).expect("list the data directory") {
+        let entry = entry.expect("read a directory entry");
+        if entry.file_type().expect("file type").is_file() {
+            std::fs::copy(entry.path(), to.path().join(entry.file_name())).expect("copy a file");
+        }
+    }
+    to
+}
+
 /// The node's own reader of its port file (`listen`, `http`).
 pub fn read_port_file(path: &Path) -> Option<(SocketAddr, SocketAddr)> {
     kvstore::server::port_file::read(path)
