@@ -350,3 +350,33 @@ fn cli_put_ttl_expire_persist() {
         (!cli(a, &["read", "short"]).status.success()).then_some(())
     });
 }
+
+#[test]
+fn dump_shows_each_records_expiry() {
+    let mut server = Server::start(&[]);
+    let out = cli(server.addr, &["put", "session", "v", "--ttl", "1h"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = cli(server.addr, &["put", "plain", "v"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    server.sigterm();
+    let dir = server.data_dir();
+    let out = std::process::Command::new(crate::common::kvstore_bin())
+        .args(["dump", "--data-dir"])
+        .arg(&dir)
+        .output()
+        .expect("run kvstore dump");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let line = |key: &str| {
+        text.lines()
+            .find(|l| l.contains(&format!("key=\"{key}\"")))
+            .unwrap_or_else(|| panic!("no record of {key}:\n{text}"))
+            .to_string()
+    };
+    let session = line("session");
+    assert!(
+        session.contains(" expires=") && session.contains("Z)"),
+        "{session}"
+    );
+    assert!(!line("plain").contains("expires="), "{}", line("plain"));
+}
