@@ -7,7 +7,7 @@ FUZZ_SMOKE_SECONDS ?= 5
 FUZZ_SECONDS ?= 60
 CHAOS_MINUTES ?= 5
 
-.PHONY: run build build-deps deps deps-check test lint unit k8s-check image-test fuzz-smoke fuzz chaos bench-engine bench-server bench-compare bench-replication bench-failover bench-vs-redis clean
+.PHONY: run build build-deps deps deps-check test lint unit k8s-check image-test fuzz-smoke fuzz chaos bench-engine bench-server bench-compare bench-replication bench-failover bench-vs-redis bench-vs-redis-ttl bench-expiry clean
 
 run: build-deps
 	$(CARGO) run --release --bin kvstore -- serve --data-dir ./data
@@ -97,6 +97,17 @@ BENCH_N ?= 1000000
 bench-vs-redis: deps
 	$(CARGO) build --release --bin kvstore
 	N=$(BENCH_N) ./scripts/bench-vs-redis.sh
+
+# The same with expiring writes: `SET key v EX $(BENCH_TTL)` and GET on those keys.
+BENCH_TTL ?= 60
+bench-vs-redis-ttl: deps
+	$(CARGO) build --release --bin kvstore
+	N=$(BENCH_N) TTL=$(BENCH_TTL) ./scripts/bench-vs-redis.sh
+
+# Active expiry at scale, in process: BENCH_N keys (10 M) with 1-60 s TTLs,
+# the index emptied within 2x TTL, sweep CPU per expired key against a DEL.
+bench-expiry:
+	$(CARGO) bench --bench expiry
 
 clean:
 	$(CARGO) clean

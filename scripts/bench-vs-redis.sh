@@ -9,16 +9,24 @@
 # run, then prints one side-by-side table with the ratio kvstore/Redis.
 #
 #   N=1000000 scripts/bench-vs-redis.sh        (make bench-vs-redis)
+#   TTL=60 N=1000000 scripts/bench-vs-redis.sh (make bench-vs-redis-ttl)
 #
-# Env: N (requests per test, default 1000000), KVSTORE_BIN (default
-# $CARGO_TARGET_DIR or target, /release/kvstore), OUT (raw CSV dir, kept).
+# With TTL set, the SET test is `SET key:__rand_int__ <100 bytes> EX $TTL`
+# and the GET test reads those keys (`GET key:__rand_int__`): the expiring
+# writes of issue 18, whose ratios should match the plain ones.
+#
+# Env: N (requests per test, default 1000000), TTL (seconds; unset: plain
+# SET), KVSTORE_BIN (default $CARGO_TARGET_DIR or target,
+# /release/kvstore), OUT (raw CSV dir, kept).
 # Needs redis-server and redis-tools (make deps installs them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 N=${N:-1000000}
+TTL=${TTL:-}
 BIN=${KVSTORE_BIN:-${CARGO_TARGET_DIR:-target}/release/kvstore}
 die() { echo "bench-vs-redis: $*" >&2; exit 1; }
+[[ -z $TTL || $TTL =~ ^[1-9][0-9]*$ ]] || die "TTL must be a whole number of seconds, not $TTL"
 
 [[ -x $BIN ]] || die "$BIN not built (make bench-vs-redis builds it)"
 for tool in redis-server redis-benchmark redis-cli; do
@@ -75,8 +83,19 @@ stop() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
 
 bench() { # label server port P
   local file=$OUT/$1-$2-P$4.csv
-  echo "bench-vs-redis: $1 $2 -P $4 (N=$N)" >&2
-  redis-benchmark -p "$3" -t set,get -n "$N" -r 1000000 -d 100 -c 50 -P "$4" --csv >"$file"
+  echo "bench-vs-redis: $1 $2 -P $4 (N=$N${TTL:+, EX $TTL})" >&2
+  if [[ -z $TTL ]]; then
+    redis-benchmark -p "$3" -t set,get -n "$N" -r 1000000 -d 100 -c 50 -P "$4" --csv >"$file"
+    return
+  fi
+  # A custom command's CSV row is named by its text: name them SET and GET
+  # as -t does, so the table below reads both modes alike.
+  local value
+  value=$(printf '%0100d' 0)
+  local common=(-p "$3" -n "$N" -r 1000000 -c 50 -P "$4" --csv)
+  redis-benchmark "${common[@]}" SET key:__rand_int__ "$value" EX "$TTL" \
+    | sed '2s/^"[^"]*"/"SET"/' >"$file"
+  redis-benchmark "${common[@]}" GET key:__rand_int__ | sed -n '2s/^"[^"]*"/"GET"/p' >>"$file"
 }
 
 run=0
@@ -106,7 +125,7 @@ rps() { # file test -> requests/s
 p50() { awk -F'","' -v t="$2" '{gsub(/"/,"",$1); gsub(/"/,"",$5)} $1==t {print $5}' "$1"; }
 
 echo
-echo "redis-benchmark -t set,get -n $N -r 1000000 -d 100 -c 50; $(nproc) cores, $(lscpu | sed -n 's/^Model name: *//p'); $(date -u +%Y-%m-%d)"
+echo "redis-benchmark ${TTL:+(SET ... EX $TTL, GET) }-t set,get -n $N -r 1000000 -d 100 -c 50; $(nproc) cores, $(lscpu | sed -n 's/^Model name: *//p'); $(date -u +%Y-%m-%d)"
 printf '| %-34s | %-3s | %-4s | %12s | %12s | %6s | %9s | %9s |\n' "pairing" "P" "test" "Redis rps" "kvstore rps" "ratio" "Redis p50" "kv p50"
 printf '|%s|\n' "------------------------------------|-----|------|--------------|--------------|--------|-----------|----------"
 for pairing in always everysec; do

@@ -177,9 +177,20 @@ struct OpLabels {
 /// Operations whose handles are created up front, so that recording them
 /// costs atomic adds and no map lookup under a lock.
 const KNOWN_OPS: &[&str] = &[
-    "hello", "ping", "get", "put", "delete", "exists", "batch", "compact", "stats",
+    "hello",
+    "ping",
+    "get",
+    "put",
+    "delete",
+    "exists",
+    "batch",
+    "compact",
+    "stats",
+    "put_expiring",
+    "ttl",
     // The RESP hot path (src/resp); other RESP commands go through the map.
-    "resp_get", "resp_set",
+    "resp_get",
+    "resp_set",
 ];
 
 /// Pre-created handles for one operation (Counter and Histogram are `Arc`s

@@ -2,7 +2,10 @@
 //! the way a connection cuts them (`Frame::parse` with the default limits).
 //!
 //! Each frame is offered to all four decoders: `Request::decode`,
-//! `Response::decode`, `ToMaster::decode` and `ToReplica::decode`.
+//! `Response::decode`, `ToMaster::decode` and `ToReplica::decode`. The
+//! seeds (`corpus/frame_decode/expiry-*`) include protocol version 2's
+//! expiry messages: PUT_EXPIRING, a batch's put with expiry, EXPIRE with
+//! its conditions, PERSIST, TTL, APPLIED and TTL_ANSWER.
 //! Properties checked:
 //! - framing and decoding never panic, whatever the bytes;
 //! - a decoded message re-encodes without error, the encoding parses as one

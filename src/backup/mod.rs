@@ -29,7 +29,7 @@ pub mod manifest;
 pub mod restore;
 pub mod serve;
 pub mod take;
-mod time;
+pub(crate) mod time;
 
 use std::path::PathBuf;
 

@@ -6,26 +6,29 @@
 //! newline after them only when stdout is a terminal (so the prompt does
 //! not stick to the value; `$(kvstore read k)` and pipes get the bytes
 //! exactly). A missing key exits 1 with a message on stderr, as scripts
-//! expect.
+//! expect. Durations (`put --ttl`, `expire`) are parsed by [`duration`].
 
 use std::ffi::OsString;
 use std::io::{IsTerminal, Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Subcommand};
 
 use crate::cli::bench::{self, BenchArgs};
 use crate::cli::connect::ConnectArgs;
 use crate::cli::CliError;
-use crate::cli::{admin, offline};
+use crate::cli::{admin, duration, offline};
 use crate::client::{BlockingClient, ClientOptions};
+use crate::protocol::{ExpireCondition, Expiry, KeyTtl};
 
 /// Commands that talk to a node.
 #[derive(Debug, Subcommand)]
 pub enum ClientCommand {
     /// Store a value: `put KEY VALUE`, `put KEY --file PATH`, or the value
-    /// from stdin when neither is given (or VALUE is `-`).
+    /// from stdin when neither is given (or VALUE is `-`); with `--ttl` it
+    /// expires.
     Put(PutArgs),
     /// Print a key's value to stdout: the raw bytes, plus a newline when
     /// stdout is a terminal; exit 1 if the key is absent.
@@ -35,6 +38,14 @@ pub enum ClientCommand {
     Delete(KeyArg),
     /// Print `true` (exit 0) or `false` (exit 1).
     Exists(KeyArg),
+    /// Print how long a key has left and when it expires, or `no expiry`;
+    /// exit 1 if the key is absent.
+    Ttl(TtlArgs),
+    /// Make a key expire after DURATION (0 deletes it); exit 1 if the key
+    /// is absent or a condition does not hold.
+    Expire(ExpireArgs),
+    /// Remove a key's expiry; exit 1 if the key is absent.
+    Persist(KeyArg),
     /// Compact the node's log now and report what it did; with
     /// --data-dir, compact a stopped node's directory instead.
     Compact(CompactArgs),
@@ -102,6 +113,43 @@ pub struct PutArgs {
     /// Read the value from this file.
     #[arg(long, value_name = "PATH")]
     pub file: Option<PathBuf>,
+    /// Expire the key after this long: 500ms, 30s, 5m, 2h, 1d, or plain
+    /// seconds; counted on the server's clock from when it stores the value.
+    #[arg(long, value_name = "DURATION", value_parser = duration::parse)]
+    pub ttl: Option<Duration>,
+}
+
+#[derive(Debug, Args)]
+pub struct TtlArgs {
+    /// The key (raw bytes of the argument).
+    pub key: OsString,
+    /// Print only Redis's PTTL number: milliseconds left, -1 for no
+    /// expiry, -2 for an absent key (exit 0 in every case).
+    #[arg(long)]
+    pub ms: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ExpireArgs {
+    /// The key (raw bytes of the argument).
+    pub key: OsString,
+    /// How long from now: 500ms, 30s, 5m, 2h, 1d, or plain seconds; 0
+    /// deletes the key.
+    #[arg(value_parser = duration::parse)]
+    pub duration: Duration,
+    /// Only if the key has no expiry.
+    #[arg(long, conflicts_with_all = ["xx", "gt", "lt"])]
+    pub nx: bool,
+    /// Only if the key has an expiry.
+    #[arg(long)]
+    pub xx: bool,
+    /// Only if the new expiry is later than the current one (a key without
+    /// expiry counts as never expiring).
+    #[arg(long, conflicts_with = "lt")]
+    pub gt: bool,
+    /// Only if the new expiry is sooner than the current one.
+    #[arg(long)]
+    pub lt: bool,
 }
 
 #[derive(Debug, Args)]
@@ -141,8 +189,67 @@ pub fn run(cmd: ClientCommand, addr: &str, connect: &ConnectArgs) -> Result<(), 
     match cmd {
         ClientCommand::Put(args) => {
             let value = put_value(&args)?;
-            client.put(args.key.as_bytes(), &value).map_err(other)?;
+            let key = args.key.as_bytes();
+            match args.ttl {
+                Some(ttl) if ttl.is_zero() => {
+                    return Err(CliError::Other(
+                        "--ttl must be at least 1ms (to remove a key, use delete)".into(),
+                    ))
+                }
+                Some(ttl) => client.put_with_ttl(key, &value, ttl),
+                None => client.put(key, &value),
+            }
+            .map_err(other)?;
             println!("OK");
+        }
+        ClientCommand::Ttl(args) => {
+            let ttl = client.ttl(args.key.as_bytes()).map_err(other)?;
+            match ttl {
+                _ if args.ms => println!("{}", pttl(ttl)),
+                KeyTtl::Absent => return Err(not_found(&args.key)),
+                KeyTtl::Never => println!("no expiry"),
+                KeyTtl::Expires { at, left_ms } => println!(
+                    "{}.{:03}s left, expires at {}",
+                    left_ms / 1000,
+                    left_ms % 1000,
+                    crate::backup::time::rfc3339(at)
+                ),
+            }
+        }
+        ClientCommand::Expire(args) => {
+            let ms = u64::try_from(args.duration.as_millis()).unwrap_or(u64::MAX);
+            let only_if = ExpireCondition {
+                no_expiry: args.nx,
+                has_expiry: args.xx,
+                later: args.gt,
+                sooner: args.lt,
+            };
+            let key = args.key.as_bytes();
+            if !client
+                .expire_with(key, Expiry::In(ms), only_if)
+                .map_err(other)?
+            {
+                let why = if only_if == ExpireCondition::default() {
+                    "the key has no value"
+                } else {
+                    "the key has no value or the condition does not hold"
+                };
+                return Err(CliError::Exit {
+                    code: 1,
+                    message: format!("expiry not set: {why}: {}", args.key.to_string_lossy()),
+                });
+            }
+            println!("OK");
+        }
+        ClientCommand::Persist(arg) => {
+            let key = arg.key.as_bytes();
+            if client.persist(key).map_err(other)? {
+                println!("OK");
+            } else if client.ttl(key).map_err(other)? == KeyTtl::Absent {
+                return Err(not_found(&arg.key));
+            } else {
+                println!("no expiry");
+            }
         }
         ClientCommand::Read(arg) => match client.get(arg.key.as_bytes()).map_err(other)? {
             Some(value) => {
@@ -160,12 +267,7 @@ pub fn run(cmd: ClientCommand, addr: &str, connect: &ConnectArgs) -> Result<(), 
                     .and_then(|()| out.flush())
                     .map_err(|e| CliError::Other(format!("cannot write to stdout: {e}")))?;
             }
-            None => {
-                return Err(CliError::Exit {
-                    code: 1,
-                    message: format!("key not found: {}", arg.key.to_string_lossy()),
-                })
-            }
+            None => return Err(not_found(&arg.key)),
         },
         ClientCommand::Delete(arg) => {
             let existed = client.delete(arg.key.as_bytes()).map_err(other)?;
@@ -176,10 +278,7 @@ pub fn run(cmd: ClientCommand, addr: &str, connect: &ConnectArgs) -> Result<(), 
                 println!("true");
             } else {
                 println!("false");
-                return Err(CliError::Exit {
-                    code: 1,
-                    message: format!("key not found: {}", arg.key.to_string_lossy()),
-                });
+                return Err(not_found(&arg.key));
             }
         }
         ClientCommand::Compact(_) => {
@@ -270,6 +369,23 @@ fn flatten(
             serde_json::Value::String(s) => rows.push((name, s.clone())),
             other => rows.push((name, other.to_string())),
         }
+    }
+}
+
+/// Redis's PTTL number for a TTL answer.
+fn pttl(ttl: KeyTtl) -> i128 {
+    match ttl {
+        KeyTtl::Absent => -2,
+        KeyTtl::Never => -1,
+        KeyTtl::Expires { left_ms, .. } => i128::from(left_ms),
+    }
+}
+
+/// Exit 1 with `key not found: KEY`, as `read` and `exists` do.
+fn not_found(key: &OsString) -> CliError {
+    CliError::Exit {
+        code: 1,
+        message: format!("key not found: {}", key.to_string_lossy()),
     }
 }
 

@@ -11,6 +11,7 @@ pub mod backup;
 pub mod bench;
 pub mod client;
 pub mod connect;
+pub mod duration;
 pub mod offline;
 pub mod role;
 pub mod serve;

@@ -101,6 +101,9 @@ fn describe(kind: FileKind, pos: usize, rec: &record::Record<'_>) -> String {
                     escape(rec.value, 60),
                     rec.value.len()
                 );
+                if let Some(at) = rec.expires_at {
+                    let _ = write!(line, " expires={at} ({})", crate::backup::time::rfc3339(at));
+                }
             }
         }
     }

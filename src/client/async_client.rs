@@ -9,7 +9,9 @@ use super::conn::Conn;
 use super::error::Error;
 use super::ClientOptions;
 use crate::protocol::stream;
-use crate::protocol::{opcode, BatchOp, CompactionSummary, HelloOk, Request, Response};
+use crate::protocol::{
+    opcode, BatchOp, CompactionSummary, ExpireCondition, Expiry, HelloOk, KeyTtl, Request, Response,
+};
 
 /// Most REDIRECT answers followed for one call.
 const MAX_REDIRECTS: usize = 4;
@@ -91,6 +93,85 @@ impl Client {
         match self.call(&request).await? {
             Response::Ok => Ok(()),
             other => unexpected("PUT", &other),
+        }
+    }
+
+    /// Stores `value` under `key`, expiring `ttl` after the server runs
+    /// the request (on its clock; rounded up to whole milliseconds, at
+    /// least 1). Needs a server of protocol version 2
+    /// ([`Error::Unsupported`] otherwise, nothing sent).
+    pub async fn put_with_ttl(
+        &mut self,
+        key: &[u8],
+        value: &[u8],
+        ttl: Duration,
+    ) -> Result<(), Error> {
+        self.put_with_expiry(key, value, Expiry::In(millis(ttl).max(1)))
+            .await
+    }
+
+    /// Stores `value` under `key` with `expiry`, which replaces any the
+    /// key had. An [`Expiry::At`] already past leaves the key absent.
+    pub async fn put_with_expiry(
+        &mut self,
+        key: &[u8],
+        value: &[u8],
+        expiry: Expiry,
+    ) -> Result<(), Error> {
+        let request = Request::PutExpiring {
+            key: Bytes::copy_from_slice(key),
+            value: Bytes::copy_from_slice(value),
+            expiry,
+        };
+        match self.call(&request).await? {
+            Response::Ok => Ok(()),
+            other => unexpected("PUT_EXPIRING", &other),
+        }
+    }
+
+    /// Makes `key` expire `ttl` from now (rounded up to whole
+    /// milliseconds; zero deletes it). Returns whether the key had a value
+    /// (Redis's `PEXPIRE` answering 1).
+    pub async fn expire(&mut self, key: &[u8], ttl: Duration) -> Result<bool, Error> {
+        self.expire_with(key, Expiry::In(millis(ttl)), ExpireCondition::default())
+            .await
+    }
+
+    /// Sets the expiry of `key` if it has a value and `only_if` holds;
+    /// returns whether it did.
+    pub async fn expire_with(
+        &mut self,
+        key: &[u8],
+        expiry: Expiry,
+        only_if: ExpireCondition,
+    ) -> Result<bool, Error> {
+        let request = Request::Expire {
+            key: Bytes::copy_from_slice(key),
+            expiry,
+            only_if,
+        };
+        match self.call(&request).await? {
+            Response::Applied(applied) => Ok(applied),
+            other => unexpected("EXPIRE", &other),
+        }
+    }
+
+    /// Removes the expiry of `key`; returns whether it had a value and an
+    /// expiry.
+    pub async fn persist(&mut self, key: &[u8]) -> Result<bool, Error> {
+        let key = Bytes::copy_from_slice(key);
+        match self.call(&Request::Persist { key }).await? {
+            Response::Applied(applied) => Ok(applied),
+            other => unexpected("PERSIST", &other),
+        }
+    }
+
+    /// Whether `key` has a value, and until when.
+    pub async fn ttl(&mut self, key: &[u8]) -> Result<KeyTtl, Error> {
+        let key = Bytes::copy_from_slice(key);
+        match self.call_retrying(Request::Ttl { key }).await? {
+            Response::Ttl(ttl) => Ok(ttl),
+            other => unexpected("TTL", &other),
         }
     }
 
@@ -211,6 +292,7 @@ impl Client {
             .conn
             .as_mut()
             .ok_or_else(|| Error::Closed { addr: addr.clone() })?;
+        check_version(conn.version(), &addr, requests)?;
         let work = async {
             for request in requests {
                 conn.queue(request)?;
@@ -243,7 +325,11 @@ impl Client {
     pub async fn send_raw(&mut self, requests: &[Request]) -> Result<(), Error> {
         self.ensure_connected().await?;
         let addr = self.addr.clone();
-        let conn = self.conn.as_mut().ok_or(Error::Closed { addr })?;
+        let conn = self
+            .conn
+            .as_mut()
+            .ok_or(Error::Closed { addr: addr.clone() })?;
+        check_version(conn.version(), &addr, requests)?;
         for request in requests {
             conn.queue(request)?;
         }
@@ -284,6 +370,27 @@ impl Client {
     }
 }
 
+/// Refuses, before anything is sent, a request the server's protocol
+/// version does not have: an older server would close the connection on
+/// it.
+fn check_version(version: u16, addr: &str, requests: &[Request]) -> Result<(), Error> {
+    match requests.iter().find(|r| r.min_version() > version) {
+        Some(request) => Err(Error::Unsupported {
+            addr: addr.to_string(),
+            request: opcode::name(request.opcode()),
+            version,
+            needed: request.min_version(),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// `d` in whole milliseconds, rounded up, saturating.
+fn millis(d: Duration) -> u64 {
+    let ms = d.as_millis() + u128::from(!d.subsec_nanos().is_multiple_of(1_000_000));
+    u64::try_from(ms).unwrap_or(u64::MAX)
+}
+
 fn unexpected<T>(request: &'static str, response: &Response) -> Result<T, Error> {
     if let Response::Error { code, message } = response {
         return Err(Error::Server {
@@ -310,5 +417,45 @@ async fn with_timeout<T>(
             addr: addr.to_string(),
             after,
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::EXPIRY_VERSION;
+
+    #[test]
+    fn expiry_requests_are_not_sent_to_a_version_1_server() {
+        let key = Bytes::from_static(b"k");
+        let put = Request::Put {
+            key: key.clone(),
+            value: key.clone(),
+        };
+        let ttl = Request::Ttl { key: key.clone() };
+        let batch = Request::Batch(vec![BatchOp::PutExpiring {
+            key: key.clone(),
+            value: key,
+            expiry: Expiry::In(1),
+        }]);
+        assert!(check_version(1, "h:1", std::slice::from_ref(&put)).is_ok());
+        for refused in [ttl, batch] {
+            let requests = [put.clone(), refused];
+            let err = check_version(1, "h:1", &requests).unwrap_err();
+            assert!(
+                matches!(err, Error::Unsupported { needed, version: 1, .. } if needed == EXPIRY_VERSION),
+                "{err:?}"
+            );
+            assert!(err.to_string().contains("upgrade the server"), "{err}");
+            assert!(check_version(EXPIRY_VERSION, "h:1", &requests).is_ok());
+        }
+    }
+
+    #[test]
+    fn durations_round_up_to_whole_milliseconds() {
+        assert_eq!(millis(Duration::from_micros(1)), 1);
+        assert_eq!(millis(Duration::from_millis(1500)), 1500);
+        assert_eq!(millis(Duration::from_nanos(1_000_001)), 2);
+        assert_eq!(millis(Duration::MAX), u64::MAX);
     }
 }

@@ -1,13 +1,17 @@
 //! A synchronous wrapper around [`Client`] for code without a tokio
 //! runtime (the CLI, simple tools, tests). It owns a current-thread runtime.
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use tokio::runtime::Runtime;
 
 use super::async_client::Client;
 use super::error::Error;
 use super::ClientOptions;
-use crate::protocol::{BatchOp, CompactionSummary, HelloOk, Request, Response};
+use crate::protocol::{
+    BatchOp, CompactionSummary, ExpireCondition, Expiry, HelloOk, KeyTtl, Request, Response,
+};
 
 /// A blocking connection to one kvstore node.
 pub struct BlockingClient {
@@ -51,6 +55,49 @@ impl BlockingClient {
 
     pub fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), Error> {
         self.runtime.block_on(self.inner.put(key, value))
+    }
+
+    /// See [`Client::put_with_ttl`].
+    pub fn put_with_ttl(&mut self, key: &[u8], value: &[u8], ttl: Duration) -> Result<(), Error> {
+        self.runtime
+            .block_on(self.inner.put_with_ttl(key, value, ttl))
+    }
+
+    /// See [`Client::put_with_expiry`].
+    pub fn put_with_expiry(
+        &mut self,
+        key: &[u8],
+        value: &[u8],
+        expiry: Expiry,
+    ) -> Result<(), Error> {
+        self.runtime
+            .block_on(self.inner.put_with_expiry(key, value, expiry))
+    }
+
+    /// See [`Client::expire`].
+    pub fn expire(&mut self, key: &[u8], ttl: Duration) -> Result<bool, Error> {
+        self.runtime.block_on(self.inner.expire(key, ttl))
+    }
+
+    /// See [`Client::expire_with`].
+    pub fn expire_with(
+        &mut self,
+        key: &[u8],
+        expiry: Expiry,
+        only_if: ExpireCondition,
+    ) -> Result<bool, Error> {
+        self.runtime
+            .block_on(self.inner.expire_with(key, expiry, only_if))
+    }
+
+    /// See [`Client::persist`].
+    pub fn persist(&mut self, key: &[u8]) -> Result<bool, Error> {
+        self.runtime.block_on(self.inner.persist(key))
+    }
+
+    /// See [`Client::ttl`].
+    pub fn ttl(&mut self, key: &[u8]) -> Result<KeyTtl, Error> {
+        self.runtime.block_on(self.inner.ttl(key))
     }
 
     pub fn delete(&mut self, key: &[u8]) -> Result<bool, Error> {

@@ -60,6 +60,13 @@ impl Conn {
         Ok(conn)
     }
 
+    /// The protocol version the server's HELLO_OK settled on.
+    pub(crate) fn version(&self) -> u16 {
+        self.server
+            .as_ref()
+            .map_or(crate::protocol::PROTOCOL_VERSION, |s| s.version)
+    }
+
     /// Queues a request; nothing is sent until [`Conn::flush`].
     pub(crate) fn queue(&mut self, request: &Request) -> Result<(), Error> {
         Ok(self.framed.queue(request)?)

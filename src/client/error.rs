@@ -38,6 +38,15 @@ pub enum Error {
     },
     #[error("{addr} is a replica; writes go to the master at {master}")]
     Redirected { addr: String, master: String },
+    /// The request needs a newer protocol version than the server's
+    /// HELLO_OK offered; it was not sent.
+    #[error("{addr} speaks protocol version {version}; {request} needs version {needed}: upgrade the server")]
+    Unsupported {
+        addr: String,
+        request: &'static str,
+        version: u16,
+        needed: u16,
+    },
     #[error("server sent invalid stats JSON: {0}")]
     InvalidStats(#[from] serde_json::Error),
 }
@@ -49,7 +58,8 @@ impl Error {
             Error::Server { code, .. } => code.closes_connection(),
             Error::UnexpectedResponse { .. }
             | Error::InvalidStats(_)
-            | Error::Redirected { .. } => false,
+            | Error::Redirected { .. }
+            | Error::Unsupported { .. } => false,
             // A request refused by our own limit check never touched the wire.
             Error::Protocol(e) => !matches!(
                 e,

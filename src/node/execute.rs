@@ -11,11 +11,11 @@ use std::time::Instant;
 
 use super::Node;
 use crate::engine;
-use crate::engine::{Conditional, Decided, WriteOp};
+use crate::engine::{Conditional, Decided, ExpireIf, KeyExpiry, WriteOp};
 use crate::metrics::Outcome;
 use crate::protocol::{
-    BatchOp, CompactionSummary, ErrorCode, Hello, HelloOk, Request, Response, Role,
-    MIN_PROTOCOL_VERSION, PROTOCOL_VERSION,
+    BatchOp, CompactionSummary, ErrorCode, ExpireCondition, Expiry, Hello, HelloOk, KeyTtl,
+    Request, Response, Role, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION,
 };
 use crate::replication::RoleView;
 
@@ -27,7 +27,10 @@ pub fn outcome(response: &Response) -> Outcome {
         Response::Error { code, .. }
             if matches!(
                 *code,
-                ErrorCode::KEY_TOO_LARGE | ErrorCode::VALUE_TOO_LARGE | ErrorCode::BATCH_TOO_LARGE
+                ErrorCode::KEY_TOO_LARGE
+                    | ErrorCode::VALUE_TOO_LARGE
+                    | ErrorCode::BATCH_TOO_LARGE
+                    | ErrorCode::MALFORMED_REQUEST
             ) =>
         {
             Outcome::BadRequest
@@ -73,13 +76,56 @@ async fn run(node: &Node, request: Request) -> Response {
             },
             Err(answer) => answer,
         },
+        Request::PutExpiring { key, value, expiry } => {
+            let at = match put_expiry(expiry, engine.now_ms()) {
+                Ok(at) => at,
+                Err(answer) => return answer,
+            };
+            match write(node, &[WriteOp::PutExpiring(&key, &value, at)], false).await {
+                Ok(_) => Response::Ok,
+                Err(answer) => answer,
+            }
+        }
         Request::Batch(ops) => {
-            let ops: Vec<WriteOp<'_>> = ops.iter().map(to_write_op).collect();
+            let now = engine.now_ms();
+            let ops: Result<Vec<WriteOp<'_>>, Response> =
+                ops.iter().map(|op| to_write_op(op, now)).collect();
+            let ops = match ops {
+                Ok(ops) => ops,
+                Err(answer) => return answer,
+            };
             match write(node, &ops, true).await {
                 Ok(_) => Response::Ok,
                 Err(answer) => answer,
             }
         }
+        Request::Expire {
+            key,
+            expiry,
+            only_if,
+        } => {
+            let op = match expire_op(&key, expiry, only_if, engine.now_ms()) {
+                Ok(op) => op,
+                Err(answer) => return answer,
+            };
+            match decide(node, &op).await {
+                Ok(decided) => Response::Applied(decided.applied),
+                Err(answer) => answer,
+            }
+        }
+        Request::Persist { key } => match decide(node, &Conditional::Persist { key: &key }).await {
+            Ok(decided) => Response::Applied(decided.applied),
+            Err(answer) => answer,
+        },
+        Request::Ttl { key } => match engine.expiry(&key) {
+            Ok(KeyExpiry::Absent) => Response::Ttl(KeyTtl::Absent),
+            Ok(KeyExpiry::Never) => Response::Ttl(KeyTtl::Never),
+            Ok(KeyExpiry::At(at)) => Response::Ttl(KeyTtl::Expires {
+                at,
+                left_ms: at.saturating_sub(engine.now_ms()),
+            }),
+            Err(e) => engine_error(e),
+        },
         Request::Promote | Request::Replicate { .. } if node.ha.is_some() => manual_refused(node),
         Request::Promote => match node.replication.promote().await {
             Ok(epoch) => {
@@ -156,11 +202,63 @@ fn hello_answer(node: &Node, hello: &Hello) -> Response {
     })
 }
 
-fn to_write_op(op: &BatchOp) -> WriteOp<'_> {
-    match op {
+/// A batch operation as the engine takes it; a put with expiry is
+/// checked as PUT_EXPIRING is, relative times counted from `now`.
+fn to_write_op(op: &BatchOp, now: u64) -> Result<WriteOp<'_>, Response> {
+    Ok(match op {
         BatchOp::Put { key, value } => WriteOp::Put(key, value),
         BatchOp::Delete { key } => WriteOp::Delete(key),
+        BatchOp::PutExpiring { key, value, expiry } => {
+            WriteOp::PutExpiring(key, value, put_expiry(*expiry, now)?)
+        }
+    })
+}
+
+/// The absolute expiry of a put (ms since the Unix epoch). As Redis's
+/// `SET ... PX 0`, a relative expiry of 0 is refused; an absolute one
+/// already past is a put that leaves the key absent.
+fn put_expiry(expiry: Expiry, now: u64) -> Result<u64, Response> {
+    if expiry == Expiry::In(0) {
+        return Err(Response::error(
+            ErrorCode::MALFORMED_REQUEST,
+            "a relative expiry must be at least 1 ms (to remove a key, DELETE it)",
+        ));
     }
+    absolute(expiry, now)
+}
+
+fn absolute(expiry: Expiry, now: u64) -> Result<u64, Response> {
+    expiry.at(now).ok_or_else(|| {
+        Response::error(
+            ErrorCode::MALFORMED_REQUEST,
+            format!(
+                "expiry {expiry:?} is past the latest accepted, {} ms since the Unix epoch",
+                crate::protocol::expiry::MAX_EXPIRY_MS
+            ),
+        )
+    })
+}
+
+/// EXPIRE as the engine decides it, or why it is refused.
+fn expire_op(
+    key: &[u8],
+    expiry: Expiry,
+    only_if: ExpireCondition,
+    now: u64,
+) -> Result<Conditional<'_>, Response> {
+    if let Some(why) = only_if.conflict() {
+        return Err(Response::error(ErrorCode::MALFORMED_REQUEST, why));
+    }
+    Ok(Conditional::Expire {
+        key,
+        at: absolute(expiry, now)?,
+        only_if: ExpireIf {
+            no_expiry: only_if.no_expiry,
+            has_expiry: only_if.has_expiry,
+            later: only_if.later,
+            sooner: only_if.sooner,
+        },
+    })
 }
 
 /// PROMOTE and REPLICATE with a coordinator: refused, since a role set by

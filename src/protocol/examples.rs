@@ -26,6 +26,14 @@ fn examples() -> Vec<(&'static str, BytesMut)> {
         }),
     );
     req(
+        "HELLO version 2",
+        Request::Hello(Hello {
+            version: PROTOCOL_VERSION,
+            auth: Auth::None,
+            client_name: "cli".into(),
+        }),
+    );
+    req(
         "HELLO with token",
         Request::Hello(Hello {
             version: 1,
@@ -56,6 +64,40 @@ fn examples() -> Vec<(&'static str, BytesMut)> {
             },
         ]),
     );
+    req(
+        "PUT_EXPIRING",
+        Request::PutExpiring {
+            key: key(),
+            value: Bytes::from_static(b"hello"),
+            expiry: Expiry::In(60_000),
+        },
+    );
+    req(
+        "BATCH with expiry",
+        Request::Batch(vec![
+            BatchOp::PutExpiring {
+                key: key(),
+                value: Bytes::from_static(b"v"),
+                expiry: Expiry::At(1_700_000_060_000),
+            },
+            BatchOp::Delete {
+                key: Bytes::from_static(b"k2"),
+            },
+        ]),
+    );
+    req(
+        "EXPIRE",
+        Request::Expire {
+            key: key(),
+            expiry: Expiry::In(30_000),
+            only_if: ExpireCondition {
+                later: true,
+                ..ExpireCondition::default()
+            },
+        },
+    );
+    req("PERSIST", Request::Persist { key: key() });
+    req("TTL", Request::Ttl { key: key() });
     req("COMPACT", Request::Compact);
     req("STATS", Request::Stats);
     req("BACKUP", Request::Backup);
@@ -116,6 +158,15 @@ fn examples() -> Vec<(&'static str, BytesMut)> {
         "ERROR",
         Response::error(ErrorCode::KEY_TOO_LARGE, "key too large"),
     );
+    resp("APPLIED", Response::Applied(true));
+    resp(
+        "TTL_ANSWER",
+        Response::Ttl(KeyTtl::Expires {
+            at: 1_700_000_060_000,
+            left_ms: 59_873,
+        }),
+    );
+    resp("TTL_ANSWER absent", Response::Ttl(KeyTtl::Absent));
     resp(
         "REDIRECT",
         Response::Redirect {

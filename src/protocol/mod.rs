@@ -17,6 +17,7 @@
 //! examples are produced by the unit tests of this module.
 
 pub mod error;
+pub mod expiry;
 pub mod frame;
 pub mod limits;
 pub mod opcode;
@@ -32,6 +33,7 @@ mod examples;
 mod proptests;
 
 pub use error::{Error, ErrorCode};
+pub use expiry::{ExpireCondition, Expiry, KeyTtl};
 pub use frame::{Frame, FRAME_HEADER_LEN};
 pub use limits::Limits;
 pub use request::{Auth, BatchOp, Hello, Request};
@@ -39,6 +41,12 @@ pub use response::{CompactionSummary, HelloOk, Response, Role};
 
 /// The protocol version this build speaks. A client sends the highest
 /// version it knows in HELLO; the server answers with the version both use.
-pub const PROTOCOL_VERSION: u16 = 1;
+/// Version 2 added key expiry (PUT_EXPIRING, EXPIRE, PERSIST, TTL and the
+/// batch's put with expiry); everything of version 1 is unchanged.
+pub const PROTOCOL_VERSION: u16 = 2;
+/// The first version with key expiry: a client sends its requests only to
+/// a server whose HELLO_OK says at least this (an older server would close
+/// the connection on them).
+pub const EXPIRY_VERSION: u16 = 2;
 /// The oldest version this build accepts.
 pub const MIN_PROTOCOL_VERSION: u16 = 1;

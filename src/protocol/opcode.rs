@@ -5,11 +5,11 @@
 //!
 //! | range       | use                                                  |
 //! |-------------|------------------------------------------------------|
-//! | 0x01..=0x3F | client requests (0x0C..=0x3F unassigned)             |
+//! | 0x01..=0x3F | client requests (0x10..=0x3F unassigned)             |
 //! | 0x40..=0x5F | replication, replica to master (0x42.. unassigned)   |
 //! | 0x60..=0x6F | backup requests (0x61.. unassigned)                  |
 //! | 0x70..=0x7F | later connection-level requests (all unassigned)     |
-//! | 0x80..=0xBF | responses to client requests (0x8A.. unassigned)     |
+//! | 0x80..=0xBF | responses to client requests (0x8C.. unassigned)     |
 //! | 0xC0..=0xDF | replication and backup streams, server to client     |
 //! | 0xE0..=0xFE | unassigned                                           |
 //! | 0xFF        | error response                                       |
@@ -30,6 +30,15 @@ pub const STATS: u8 = 0x09;
 pub const PROMOTE: u8 = 0x0A;
 /// Admin: follow the master at the given address.
 pub const REPLICATE: u8 = 0x0B;
+// Protocol version 2: key expiry.
+/// PUT with an expiry.
+pub const PUT_EXPIRING: u8 = 0x0C;
+/// Set a key's expiry, under conditions (Redis's `PEXPIRE`/`PEXPIREAT`).
+pub const EXPIRE: u8 = 0x0D;
+/// Remove a key's expiry.
+pub const PERSIST: u8 = 0x0E;
+/// Ask when a key expires.
+pub const TTL: u8 = 0x0F;
 
 /// Backup: answer with a snapshot stream (REPL_FULL, REPL_FILE,
 /// REPL_FILE_DATA..., REPL_STREAM), then close the connection.
@@ -59,11 +68,17 @@ pub const COMPACTED: u8 = 0x87;
 pub const STATS_ANSWER: u8 = 0x88;
 /// A write reached a replica: here is the master to send it to.
 pub const REDIRECT: u8 = 0x89;
+/// EXPIRE and PERSIST: whether the key's expiry changed.
+pub const APPLIED: u8 = 0x8A;
+/// TTL's answer.
+pub const TTL_ANSWER: u8 = 0x8B;
 pub const ERROR: u8 = 0xFF;
 
 /// Batch operation kinds inside a BATCH request.
 pub const BATCH_PUT: u8 = 0x01;
 pub const BATCH_DELETE: u8 = 0x02;
+/// A put with an expiry (protocol version 2).
+pub const BATCH_PUT_EXPIRING: u8 = 0x03;
 
 /// A readable name for logs and error messages.
 pub fn name(opcode: u8) -> &'static str {
@@ -79,6 +94,10 @@ pub fn name(opcode: u8) -> &'static str {
         STATS => "STATS",
         PROMOTE => "PROMOTE",
         REPLICATE => "REPLICATE",
+        PUT_EXPIRING => "PUT_EXPIRING",
+        EXPIRE => "EXPIRE",
+        PERSIST => "PERSIST",
+        TTL => "TTL",
         BACKUP => "BACKUP",
         REPL_SYNC => "REPL_SYNC",
         REPL_ACK => "REPL_ACK",
@@ -99,6 +118,8 @@ pub fn name(opcode: u8) -> &'static str {
         EXISTS_ANSWER => "EXISTS_ANSWER",
         COMPACTED => "COMPACTED",
         STATS_ANSWER => "STATS_ANSWER",
+        APPLIED => "APPLIED",
+        TTL_ANSWER => "TTL_ANSWER",
         ERROR => "ERROR",
         _ => "UNKNOWN",
     }

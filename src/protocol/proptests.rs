@@ -11,10 +11,28 @@ fn bytes_up_to(n: usize) -> impl Strategy<Value = Bytes> {
     proptest::collection::vec(any::<u8>(), 0..n).prop_map(Bytes::from)
 }
 
+fn expiry() -> impl Strategy<Value = Expiry> {
+    prop_oneof![
+        any::<u64>().prop_map(Expiry::In),
+        any::<u64>().prop_map(Expiry::At)
+    ]
+}
+
+fn condition() -> impl Strategy<Value = ExpireCondition> {
+    any::<[bool; 4]>().prop_map(|[no_expiry, has_expiry, later, sooner]| ExpireCondition {
+        no_expiry,
+        has_expiry,
+        later,
+        sooner,
+    })
+}
+
 fn request() -> impl Strategy<Value = Request> {
     let op = prop_oneof![
         (bytes_up_to(16), bytes_up_to(32)).prop_map(|(key, value)| BatchOp::Put { key, value }),
         bytes_up_to(16).prop_map(|key| BatchOp::Delete { key }),
+        (bytes_up_to(16), bytes_up_to(32), expiry())
+            .prop_map(|(key, value, expiry)| BatchOp::PutExpiring { key, value, expiry }),
     ];
     prop_oneof![
         Just(Request::Ping),
@@ -25,6 +43,17 @@ fn request() -> impl Strategy<Value = Request> {
         bytes_up_to(64).prop_map(|key| Request::Exists { key }),
         (bytes_up_to(64), bytes_up_to(256)).prop_map(|(key, value)| Request::Put { key, value }),
         proptest::collection::vec(op, 0..8).prop_map(Request::Batch),
+        (bytes_up_to(64), bytes_up_to(256), expiry())
+            .prop_map(|(key, value, expiry)| Request::PutExpiring { key, value, expiry }),
+        (bytes_up_to(64), expiry(), condition()).prop_map(|(key, expiry, only_if)| {
+            Request::Expire {
+                key,
+                expiry,
+                only_if,
+            }
+        }),
+        bytes_up_to(64).prop_map(|key| Request::Persist { key }),
+        bytes_up_to(64).prop_map(|key| Request::Ttl { key }),
         (any::<u16>(), bytes_up_to(8), "[a-z]{0,8}").prop_map(|(version, token, name)| {
             Request::Hello(Hello {
                 version,

@@ -8,6 +8,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::error::Error;
+use super::expiry::{ExpireCondition, Expiry};
 use super::frame::Frame;
 use super::limits::Limits;
 use super::opcode;
@@ -40,8 +41,19 @@ pub enum Auth {
 /// One operation of an atomic BATCH.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BatchOp {
-    Put { key: Bytes, value: Bytes },
-    Delete { key: Bytes },
+    Put {
+        key: Bytes,
+        value: Bytes,
+    },
+    Delete {
+        key: Bytes,
+    },
+    /// Protocol version 2.
+    PutExpiring {
+        key: Bytes,
+        value: Bytes,
+        expiry: Expiry,
+    },
 }
 
 /// A request from a client.
@@ -72,6 +84,28 @@ pub enum Request {
     /// demotes a master).
     Replicate {
         master: String,
+    },
+    /// PUT with an expiry (protocol version 2). Like PUT, it replaces the
+    /// key's value and expiry.
+    PutExpiring {
+        key: Bytes,
+        value: Bytes,
+        expiry: Expiry,
+    },
+    /// Sets the key's expiry if it has a value and `only_if` holds
+    /// (protocol version 2). An expiry already past deletes the key.
+    Expire {
+        key: Bytes,
+        expiry: Expiry,
+        only_if: ExpireCondition,
+    },
+    /// Removes the key's expiry, if it has one (protocol version 2).
+    Persist {
+        key: Bytes,
+    },
+    /// Asks whether the key has a value and until when (protocol version 2).
+    Ttl {
+        key: Bytes,
     },
     /// Opens a replication stream; the connection becomes one.
     ReplSync(SyncRequest),
@@ -119,8 +153,26 @@ impl Request {
             Request::Stats => opcode::STATS,
             Request::Promote => opcode::PROMOTE,
             Request::Replicate { .. } => opcode::REPLICATE,
+            Request::PutExpiring { .. } => opcode::PUT_EXPIRING,
+            Request::Expire { .. } => opcode::EXPIRE,
+            Request::Persist { .. } => opcode::PERSIST,
+            Request::Ttl { .. } => opcode::TTL,
             Request::ReplSync(_) => opcode::REPL_SYNC,
             Request::Backup => opcode::BACKUP,
+        }
+    }
+
+    /// The oldest protocol version that has this request: a client must
+    /// not send it on a connection whose HELLO_OK says less.
+    pub fn min_version(&self) -> u16 {
+        let expiring = |op: &BatchOp| matches!(op, BatchOp::PutExpiring { .. });
+        match self {
+            Request::PutExpiring { .. }
+            | Request::Expire { .. }
+            | Request::Persist { .. }
+            | Request::Ttl { .. } => super::EXPIRY_VERSION,
+            Request::Batch(ops) if ops.iter().any(expiring) => super::EXPIRY_VERSION,
+            _ => 1,
         }
     }
 
@@ -138,6 +190,10 @@ impl Request {
             Request::Stats => "stats",
             Request::Promote => "promote",
             Request::Replicate { .. } => "replicate",
+            Request::PutExpiring { .. } => "put_expiring",
+            Request::Expire { .. } => "expire",
+            Request::Persist { .. } => "persist",
+            Request::Ttl { .. } => "ttl",
             Request::ReplSync(_) => "repl_sync",
             Request::Backup => "backup",
         }
@@ -168,12 +224,30 @@ impl Request {
             | Request::Backup => {}
             Request::Replicate { master } => put_sized(dst, master.as_bytes()),
             Request::ReplSync(sync) => sync.encode_body(dst),
-            Request::Get { key } | Request::Delete { key } | Request::Exists { key } => {
+            Request::Get { key }
+            | Request::Delete { key }
+            | Request::Exists { key }
+            | Request::Persist { key }
+            | Request::Ttl { key } => {
                 put_sized(dst, key);
             }
             Request::Put { key, value } => {
                 put_sized(dst, key);
                 put_sized(dst, value);
+            }
+            Request::PutExpiring { key, value, expiry } => {
+                put_sized(dst, key);
+                put_sized(dst, value);
+                expiry.encode(dst);
+            }
+            Request::Expire {
+                key,
+                expiry,
+                only_if,
+            } => {
+                put_sized(dst, key);
+                expiry.encode(dst);
+                only_if.encode(dst);
             }
             Request::Batch(ops) => {
                 dst.put_u32_le(u32::try_from(ops.len()).unwrap_or(u32::MAX));
@@ -187,6 +261,12 @@ impl Request {
                         BatchOp::Delete { key } => {
                             dst.put_u8(opcode::BATCH_DELETE);
                             put_sized(dst, key);
+                        }
+                        BatchOp::PutExpiring { key, value, expiry } => {
+                            dst.put_u8(opcode::BATCH_PUT_EXPIRING);
+                            put_sized(dst, key);
+                            put_sized(dst, value);
+                            expiry.encode(dst);
                         }
                     }
                 }
@@ -246,6 +326,22 @@ impl Request {
                 value: r.sized("value", limits.max_value_bytes, value_too_large)?,
             },
             opcode::BATCH => Request::Batch(decode_batch(&mut r, limits)?),
+            opcode::PUT_EXPIRING => Request::PutExpiring {
+                key: r.sized("key", limits.max_key_bytes, key_too_large)?,
+                value: r.sized("value", limits.max_value_bytes, value_too_large)?,
+                expiry: Expiry::decode(&mut r)?,
+            },
+            opcode::EXPIRE => Request::Expire {
+                key: r.sized("key", limits.max_key_bytes, key_too_large)?,
+                expiry: Expiry::decode(&mut r)?,
+                only_if: ExpireCondition::decode(&mut r)?,
+            },
+            opcode::PERSIST => Request::Persist {
+                key: r.sized("key", limits.max_key_bytes, key_too_large)?,
+            },
+            opcode::TTL => Request::Ttl {
+                key: r.sized("key", limits.max_key_bytes, key_too_large)?,
+            },
             other => return Err(Error::UnknownOpcode { opcode: other }),
         };
         r.finish()?;
@@ -275,6 +371,11 @@ fn decode_batch(r: &mut Reader, limits: &Limits) -> Result<Vec<BatchOp>, Error> 
             },
             opcode::BATCH_DELETE => BatchOp::Delete {
                 key: r.sized("key", limits.max_key_bytes, key_too_large)?,
+            },
+            opcode::BATCH_PUT_EXPIRING => BatchOp::PutExpiring {
+                key: r.sized("key", limits.max_key_bytes, key_too_large)?,
+                value: r.sized("value", limits.max_value_bytes, value_too_large)?,
+                expiry: Expiry::decode(r)?,
             },
             other => {
                 return Err(Error::InvalidField {
@@ -326,10 +427,31 @@ mod tests {
         roundtrip(Request::Batch(vec![
             BatchOp::Put {
                 key: key.clone(),
-                value,
+                value: value.clone(),
             },
-            BatchOp::Delete { key },
+            BatchOp::Delete { key: key.clone() },
+            BatchOp::PutExpiring {
+                key: key.clone(),
+                value: value.clone(),
+                expiry: Expiry::At(1_700_000_000_000),
+            },
         ]));
+        roundtrip(Request::PutExpiring {
+            key: key.clone(),
+            value,
+            expiry: Expiry::In(60_000),
+        });
+        roundtrip(Request::Expire {
+            key: key.clone(),
+            expiry: Expiry::In(0),
+            only_if: ExpireCondition {
+                has_expiry: true,
+                later: true,
+                ..ExpireCondition::default()
+            },
+        });
+        roundtrip(Request::Persist { key: key.clone() });
+        roundtrip(Request::Ttl { key });
         roundtrip(Request::Batch(vec![]));
         roundtrip(Request::Compact);
         roundtrip(Request::Stats);

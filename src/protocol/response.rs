@@ -6,6 +6,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::error::{Error, ErrorCode};
+use super::expiry::KeyTtl;
 use super::frame::Frame;
 use super::limits::Limits;
 use super::opcode;
@@ -89,6 +90,11 @@ pub enum Response {
     Redirect {
         master: String,
     },
+    /// EXPIRE and PERSIST: whether the key's expiry changed (Redis's 1 or
+    /// 0). Protocol version 2.
+    Applied(bool),
+    /// TTL's answer. Protocol version 2.
+    Ttl(KeyTtl),
     Error {
         code: ErrorCode,
         message: String,
@@ -109,6 +115,8 @@ impl Response {
             Response::Compacted(_) => opcode::COMPACTED,
             Response::Stats(_) => opcode::STATS_ANSWER,
             Response::Redirect { .. } => opcode::REDIRECT,
+            Response::Applied(_) => opcode::APPLIED,
+            Response::Ttl(_) => opcode::TTL_ANSWER,
             Response::Error { .. } => opcode::ERROR,
         }
     }
@@ -136,7 +144,9 @@ impl Response {
                 put_sized(dst, hello.server.as_bytes());
             }
             Response::Value(value) => put_sized(dst, value),
-            Response::Deleted { existed: flag } | Response::Exists(flag) => {
+            Response::Deleted { existed: flag }
+            | Response::Exists(flag)
+            | Response::Applied(flag) => {
                 dst.put_u8(u8::from(*flag));
             }
             Response::Compacted(c) => {
@@ -146,6 +156,7 @@ impl Response {
                 dst.put_u64_le(c.keys_kept);
             }
             Response::Stats(json) => put_sized(dst, json.as_bytes()),
+            Response::Ttl(ttl) => ttl.encode(dst),
             Response::Redirect { master } => {
                 put_sized(dst, truncate_utf8(master, MAX_MESSAGE_BYTES))
             }
@@ -192,6 +203,8 @@ impl Response {
                 existed: r.bool("existed")?,
             },
             opcode::EXISTS_ANSWER => Response::Exists(r.bool("exists")?),
+            opcode::APPLIED => Response::Applied(r.bool("applied")?),
+            opcode::TTL_ANSWER => Response::Ttl(KeyTtl::decode(&mut r)?),
             opcode::COMPACTED => Response::Compacted(CompactionSummary {
                 horizon: r.u64("horizon")?,
                 bytes_before: r.u64("bytes before")?,
@@ -257,6 +270,13 @@ mod tests {
         roundtrip(Response::Value(Bytes::new()));
         roundtrip(Response::Deleted { existed: true });
         roundtrip(Response::Exists(false));
+        roundtrip(Response::Applied(true));
+        roundtrip(Response::Ttl(KeyTtl::Absent));
+        roundtrip(Response::Ttl(KeyTtl::Never));
+        roundtrip(Response::Ttl(KeyTtl::Expires {
+            at: 1_700_000_060_000,
+            left_ms: 59_999,
+        }));
         roundtrip(Response::Compacted(CompactionSummary {
             horizon: 1,
             bytes_before: 2,
@@ -277,6 +297,21 @@ mod tests {
         let cut = truncate_utf8(&long, MAX_MESSAGE_BYTES);
         assert!(cut.len() <= 65536);
         assert!(std::str::from_utf8(cut).is_ok());
+    }
+
+    #[test]
+    fn a_ttl_answer_without_expiry_carries_no_time() {
+        let frame = Frame {
+            opcode: opcode::TTL_ANSWER,
+            payload: Bytes::from_static(&[1, 5, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]),
+        };
+        let err = Response::decode(frame, &Limits::default()).unwrap_err();
+        assert_eq!(err.code(), ErrorCode::MALFORMED_FRAME);
+        let frame = Frame {
+            opcode: opcode::TTL_ANSWER,
+            payload: Bytes::from_static(&[3; 17]),
+        };
+        assert!(Response::decode(frame, &Limits::default()).is_err());
     }
 
     #[test]

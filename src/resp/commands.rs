@@ -26,14 +26,26 @@ use crate::node::memory::Lease;
 use crate::node::Node;
 
 /// Whether `args` is a write that may share a group commit with the writes
-/// around it in a pipeline (runs no check before writing, needs no session).
+/// around it in a pipeline: it needs no session, and it appends when first
+/// polled, so the writes of a pipeline reach the log in request order.
+/// `SET` with options and the expiry commands qualify too: their
+/// conditions are decided inside the engine's single writer, against every
+/// write appended before them, pipelined ones included.
 pub fn batchable(args: &Args) -> bool {
-    let Some(name) = args.first() else {
-        return false;
-    };
-    (name.eq_ignore_ascii_case(b"set") && args.len() == 3)
-        || name.eq_ignore_ascii_case(b"mset")
-        || name.eq_ignore_ascii_case(b"del")
+    const WRITES: [&[u8]; 10] = [
+        b"set",
+        b"mset",
+        b"del",
+        b"setex",
+        b"psetex",
+        b"expire",
+        b"pexpire",
+        b"expireat",
+        b"pexpireat",
+        b"persist",
+    ];
+    args.first()
+        .is_some_and(|name| WRITES.iter().any(|w| name.eq_ignore_ascii_case(w)))
 }
 
 /// Runs any command. Records metrics.

@@ -164,9 +164,15 @@ impl Codec for BinaryCodec {
             Request::ReplSync(_) | Request::Backup if pipelined => Admit::Run(Ok(request)),
             Request::ReplSync(sync) => Admit::HandOff(HandOff::Replication(sync)),
             Request::Backup => Admit::HandOff(HandOff::Backup),
-            Request::Put { .. } | Request::Delete { .. } | Request::Batch(_) => {
-                Admit::Write(Ok(request))
-            }
+            // EXPIRE and PERSIST append inside the engine's writer when
+            // first polled, as the others do, so they may share a group
+            // commit too.
+            Request::Put { .. }
+            | Request::PutExpiring { .. }
+            | Request::Delete { .. }
+            | Request::Batch(_)
+            | Request::Expire { .. }
+            | Request::Persist { .. } => Admit::Write(Ok(request)),
             request => Admit::Run(Ok(request)),
         }
     }
@@ -348,8 +354,15 @@ impl BinaryCodec {
 fn required_permission(request: &Request) -> Option<Permission> {
     match request {
         Request::Hello(_) | Request::Ping => None,
-        Request::Get { .. } | Request::Exists { .. } | Request::Stats => Some(Permission::Read),
-        Request::Put { .. } | Request::Delete { .. } | Request::Batch(_) => Some(Permission::Write),
+        Request::Get { .. } | Request::Exists { .. } | Request::Ttl { .. } | Request::Stats => {
+            Some(Permission::Read)
+        }
+        Request::Put { .. }
+        | Request::PutExpiring { .. }
+        | Request::Delete { .. }
+        | Request::Batch(_)
+        | Request::Expire { .. }
+        | Request::Persist { .. } => Some(Permission::Write),
         Request::Compact
         | Request::Promote
         | Request::Replicate { .. }

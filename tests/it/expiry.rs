@@ -4,22 +4,29 @@
 //! never delete on their own; a promoted replica takes the deletes over;
 //! a replica too old to read expiring records is refused.
 //!
-//! The keys are written into the master's data directory by the engine
-//! before the master starts, with expiries a few seconds ahead on the
-//! system clock, so the test needs no client command for expiry.
+//! Most tests write their keys into the master's data directory with the
+//! engine before the master starts, with expiries a few seconds ahead on
+//! the system clock. The promotion test writes them through a client
+//! (PUT_EXPIRING) while it runs, and promotes the replica under that load.
 
+use std::net::SocketAddr;
 use std::path::Path;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
+use kvstore::client::BlockingClient;
+use kvstore::engine::clock::system_now_ms;
 use kvstore::engine::{Engine, Options};
 use kvstore::protocol::replication::SyncRequest;
-use kvstore::protocol::{Auth, ErrorCode, Hello, Request, Response};
+use kvstore::protocol::{Auth, ErrorCode, Expiry, Hello, Request, Response};
 use serde_json::Value;
 
 use crate::common::replication::{
-    assert_same_contents, get_all, key, master, repl, replica, segments_from, stats, value,
-    wait_converged,
+    assert_same_contents, get_all, key, master, no_redirect_client, repl, replica, segments_from,
+    stats, value, wait_converged, CONVERGE_DEADLINE,
 };
 use crate::common::{cli, raw_connect, wait_for, Answer, Server, START_DEADLINE};
 
@@ -50,14 +57,14 @@ fn all_keys() -> Vec<Bytes> {
         .collect()
 }
 
-fn keys_of(addr: std::net::SocketAddr) -> u64 {
+fn keys_of(addr: SocketAddr) -> u64 {
     stats(addr)
         .get("keys")
         .and_then(Value::as_u64)
         .expect("stats.keys")
 }
 
-fn number(addr: std::net::SocketAddr, name: &str) -> u64 {
+fn number(addr: SocketAddr, name: &str) -> u64 {
     stats(addr)
         .get(name)
         .and_then(Value::as_u64)
@@ -65,7 +72,7 @@ fn number(addr: std::net::SocketAddr, name: &str) -> u64 {
 }
 
 /// How many of the `ttl-*` keys `addr` serves.
-fn ttl_keys_served(addr: std::net::SocketAddr) -> usize {
+fn ttl_keys_served(addr: SocketAddr) -> usize {
     let keys: Vec<Bytes> = (0..KEYS).map(|i| key("ttl", i)).collect();
     get_all(addr, &keys)
         .iter()
@@ -77,7 +84,7 @@ fn ttl_keys_served(addr: std::net::SocketAddr) -> usize {
 /// epoch), polling.
 fn wait_past(at: u64) {
     wait_for(START_DEADLINE, "the expiry time to pass", || {
-        (kvstore::engine::clock::system_now_ms() > at).then_some(())
+        (system_now_ms() > at).then_some(())
     });
 }
 
@@ -206,4 +213,212 @@ fn a_replica_that_cannot_read_expiring_records_is_refused_clearly() {
     // A current replica is served.
     let r = replica(m.addr, &[]);
     wait_converged(m.addr, &[r.addr]);
+}
+
+/// One write of the load in [`promoting_the_replica_midway_under_ttl_write_load_keeps_expiry_going`].
+#[derive(Debug, Clone)]
+struct Written {
+    key: Bytes,
+    value: Bytes,
+    /// The expiry sent (ms since the Unix epoch), `None` for a key
+    /// without.
+    at: Option<u64>,
+    /// Whether the write was acknowledged, and by which node.
+    acked_by: Option<SocketAddr>,
+}
+
+/// Most writes the load makes, and how long it may run.
+const LOAD_WRITES: usize = 50_000;
+const LOAD_DEADLINE: Duration = Duration::from_secs(90);
+
+/// Writes unique keys through whichever node `target` names, one at a
+/// time: three in four expire 300 to 1,800 ms after they are sent, the
+/// fourth has no expiry. Stops at `stop`, after [`LOAD_WRITES`] or after
+/// [`LOAD_DEADLINE`]. A failed write is recorded unacknowledged and the
+/// connection reopened.
+fn ttl_load(
+    target: Arc<Mutex<SocketAddr>>,
+    stop: Arc<AtomicBool>,
+    log: Arc<Mutex<Vec<Written>>>,
+) -> thread::JoinHandle<()> {
+    thread::spawn(move || {
+        let started = Instant::now();
+        let mut client: Option<(SocketAddr, BlockingClient)> = None;
+        for i in 0..LOAD_WRITES {
+            if stop.load(Ordering::Acquire) || started.elapsed() > LOAD_DEADLINE {
+                break;
+            }
+            let addr = *target.lock().expect("target lock");
+            if client.as_ref().is_none_or(|(a, _)| *a != addr) {
+                client = Some((addr, no_redirect_client(addr)));
+            }
+            let (_, c) = client.as_mut().expect("connected");
+            let expiring = i % 4 != 3;
+            let prefix = if expiring { "load-ttl" } else { "load-keep" };
+            let (key, value) = (key(prefix, i), value(prefix, i, 32));
+            let at = expiring.then(|| system_now_ms() + 300 + (i as u64 * 37) % 1_500);
+            let result = match at {
+                Some(at) => c.put_with_expiry(&key, &value, Expiry::At(at)),
+                None => c.put(&key, &value),
+            };
+            let acked_by = result.is_ok().then_some(addr);
+            log.lock().expect("log lock").push(Written {
+                key,
+                value,
+                at,
+                acked_by,
+            });
+            if result.is_err() {
+                client = None;
+                // The old master refuses at once once its replica left:
+                // do not spin on it while the test switches the target.
+                thread::sleep(Duration::from_millis(20));
+            }
+        }
+    })
+}
+
+fn acked_by(log: &Mutex<Vec<Written>>, node: SocketAddr) -> usize {
+    log.lock()
+        .expect("log lock")
+        .iter()
+        .filter(|w| w.acked_by == Some(node))
+        .count()
+}
+
+#[test]
+fn promoting_the_replica_midway_under_ttl_write_load_keeps_expiry_going() {
+    // Sync mode: every acknowledged write is on the replica, so the
+    // promoted replica must hold every one that has not expired.
+    let m = master(&["--replication-mode", "sync", "--sync-timeout-ms", "1000"]);
+    let r = replica(m.addr, &[]);
+    wait_converged(m.addr, &[r.addr]);
+
+    let target = Arc::new(Mutex::new(m.addr));
+    let stop = Arc::new(AtomicBool::new(false));
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let writer = ttl_load(target.clone(), stop.clone(), log.clone());
+
+    // Under load, the master's sweep deletes keys as they expire.
+    wait_for(
+        CONVERGE_DEADLINE,
+        "the master to expire keys under load",
+        || (number(m.addr, "expired_keys") >= 20).then_some(()),
+    );
+    // The replica serves none of the keys whose expiry passed, by the
+    // time carried in their records, whether the master's delete has
+    // reached it or not.
+    let sample: Vec<Written> = log
+        .lock()
+        .expect("log lock")
+        .iter()
+        .filter(|w| w.acked_by.is_some() && w.at.is_some())
+        .cloned()
+        .collect();
+    let before = system_now_ms();
+    let keys: Vec<Bytes> = sample.iter().map(|w| w.key.clone()).collect();
+    for (w, answer) in sample.iter().zip(get_all(r.addr, &keys)) {
+        if w.at.is_some_and(|at| at <= before) {
+            assert_eq!(
+                answer,
+                Response::NotFound,
+                "the replica served expired {w:?}"
+            );
+        }
+    }
+    // ... and deletes none itself: every delete it holds is the master's.
+    assert_eq!(stats(r.addr)["expiring"], Value::Bool(false));
+    assert_eq!(number(r.addr, "expired_keys"), 0);
+
+    // Promote the replica while the master still takes writes.
+    let out = cli(r.addr, &["promote"]);
+    assert!(out.status.success(), "{out:?}");
+    wait_for(
+        START_DEADLINE,
+        "the promoted replica to expire keys",
+        || {
+            let s = stats(r.addr);
+            (s["role"] == "master" && s["expiring"] == Value::Bool(true)).then_some(())
+        },
+    );
+    // The load moves to the new master, as a client would.
+    *target.lock().expect("target lock") = r.addr;
+    wait_for(
+        CONVERGE_DEADLINE,
+        "writes acknowledged by the new master",
+        || (acked_by(&log, r.addr) >= 200).then_some(()),
+    );
+    stop.store(true, Ordering::Release);
+    writer.join().expect("the load thread");
+    drop(m);
+
+    let log = log.lock().expect("log lock").clone();
+    // Nothing unexpired is lost, and nothing expired is served: each key
+    // read on the new master is present exactly while its expiry has not
+    // passed (a write never acknowledged may be absent, or present).
+    let keys: Vec<Bytes> = log.iter().map(|w| w.key.clone()).collect();
+    let before = system_now_ms();
+    let answers = get_all(r.addr, &keys);
+    let after = system_now_ms();
+    for (w, answer) in log.iter().zip(&answers) {
+        match answer {
+            Response::Value(v) => {
+                assert_eq!(v, &w.value, "{w:?}");
+                assert!(
+                    w.at.is_none_or(|at| at > before),
+                    "the new master served an expired key: {w:?}"
+                );
+            }
+            Response::NotFound => assert!(
+                w.acked_by.is_none() || w.at.is_some_and(|at| at <= after),
+                "an acknowledged, unexpired key was lost: {w:?}"
+            ),
+            other => panic!("GET {w:?} answered {other:?}"),
+        }
+    }
+
+    // The new master's sweep deletes every key as it expires: once all
+    // have, the index holds exactly the keys without expiry.
+    let last = log
+        .iter()
+        .filter_map(|w| w.at)
+        .max()
+        .expect("expiring writes");
+    wait_past(last);
+    wait_for(
+        CONVERGE_DEADLINE,
+        "the new master to delete every expired key",
+        || {
+            let s = stats(r.addr);
+            let n = |name: &str| s.get(name).and_then(Value::as_u64);
+            (n("keys_with_expiry") == Some(0) && n("expiry_due") == Some(0)).then_some(())
+        },
+    );
+    assert!(
+        number(r.addr, "expired_keys") > 0,
+        "the promoted replica's own sweep deleted nothing"
+    );
+    let keep: Vec<Bytes> = log
+        .iter()
+        .filter(|w| w.at.is_none())
+        .map(|w| w.key.clone())
+        .collect();
+    let present = get_all(r.addr, &keep)
+        .iter()
+        .filter(|a| matches!(a, Response::Value(_)))
+        .count();
+    // The sweep's last deletes may still be on their way to the index.
+    wait_for(
+        CONVERGE_DEADLINE,
+        "the index to hold the keys without expiry",
+        || (keys_of(r.addr) == present as u64).then_some(()),
+    );
+    let acked_keep = log
+        .iter()
+        .filter(|w| w.at.is_none() && w.acked_by.is_some())
+        .count();
+    assert!(
+        present >= acked_keep,
+        "{present} of {acked_keep} acknowledged keys"
+    );
 }

@@ -16,6 +16,8 @@ mod coordinator;
 mod crash;
 mod docs;
 mod expiry;
+mod expiry_client;
+mod expiry_model;
 mod failover;
 mod failover_kube;
 mod failover_rules;

@@ -410,7 +410,9 @@ fn hello_with_an_unsupported_version_is_refused_and_closed() {
     })))
     .unwrap();
     match s.answer() {
-        Answer::Frame(Response::HelloOk(hello)) => assert_eq!(hello.version, 1),
+        Answer::Frame(Response::HelloOk(hello)) => {
+            assert_eq!(hello.version, kvstore::protocol::PROTOCOL_VERSION)
+        }
         other => panic!("expected HELLO_OK, got {other:?}"),
     }
 }

@@ -17,6 +17,8 @@ use kvstore::engine::{CompactionPolicy, Engine, Error, Options, WriteOp};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+use crate::common::copy_data_dir;
+
 type Model = BTreeMap<Vec<u8>, Vec<u8>>;
 
 const SMALL_SEGMENT: u64 = 4096;
@@ -51,18 +53,6 @@ fn fill(engine: &Engine, n: usize, model: &mut Model) {
         engine.put(&key(i), &v).unwrap();
         model.insert(key(i), v);
     }
-}
-
-/// Copies every regular file of `from` into a fresh directory.
-fn copy_dir(from: &Path) -> tempfile::TempDir {
-    let to = tempfile::tempdir().unwrap();
-    for entry in fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        if entry.file_type().unwrap().is_file() {
-            fs::copy(entry.path(), to.path().join(entry.file_name())).unwrap();
-        }
-    }
-    to
 }
 
 fn files_with_suffix(dir: &Path, suffix: &str) -> Vec<PathBuf> {
@@ -202,7 +192,7 @@ fn torn_tail_of_last_record(segment: u64) {
 
     for cut in last_start..file_len {
         for garbage in [false, true] {
-            let copy = copy_dir(dir.path());
+            let copy = copy_data_dir(dir.path());
             let path = copy.path().join(&name);
             truncate(&path, cut);
             if garbage {
@@ -269,7 +259,7 @@ fn torn_batch_at_the_tail_is_absent_as_a_whole() {
     // the cut right before the commit record.
     for cut in batch_start..file_len {
         for garbage in [false, true] {
-            let copy = copy_dir(dir.path());
+            let copy = copy_data_dir(dir.path());
             let path = copy.path().join(&name);
             truncate(&path, cut);
             if garbage {
@@ -284,7 +274,7 @@ fn torn_batch_at_the_tail_is_absent_as_a_whole() {
     }
 
     // The whole batch is visible when nothing is cut.
-    let copy = copy_dir(dir.path());
+    let copy = copy_data_dir(dir.path());
     let mut after = model.clone();
     for op in &batch {
         match *op {
@@ -327,7 +317,7 @@ fn corrupt_byte_in_a_sealed_segment_fails_open_naming_file_and_offset() {
     let (pos, len) = recs[recs.len() / 2];
     let name = sealed.file_name().unwrap().to_owned();
     for at in pos..pos + len as u64 {
-        let copy = copy_dir(dir.path());
+        let copy = copy_data_dir(dir.path());
         for hint in files_with_suffix(copy.path(), ".hint") {
             fs::remove_file(hint).unwrap();
         }
@@ -355,7 +345,7 @@ fn corrupt_record_behind_a_valid_hint_fails_the_read_not_with_wrong_data() {
     // The first byte of each field: crc, kind, epoch, lengths, key, value.
     let fields = [0u64, 4, 5, 9, 13, HEADER_LEN as u64, len as u64 - 1];
     for at in fields.iter().map(|f| pos + f) {
-        let copy = copy_dir(dir.path());
+        let copy = copy_data_dir(dir.path());
         let path = copy.path().join(&name);
         flip(&path, at, 0x01);
         let ctx = format!("byte {at} of the record at {pos}");
@@ -381,7 +371,7 @@ fn damaged_record_mid_active_segment_is_corruption_not_a_torn_tail() {
     let name = active.file_name().unwrap().to_owned();
     for &(pos, len) in &[recs[10], recs[recs.len() - 2]] {
         for at in [pos, pos + HEADER_LEN as u64, pos + len as u64 - 1] {
-            let copy = copy_dir(dir.path());
+            let copy = copy_data_dir(dir.path());
             let path = copy.path().join(&name);
             flip(&path, at, 0x08);
             let ctx = format!("byte {at} of the record at {pos}");
@@ -419,7 +409,7 @@ fn damaged_hint_is_ignored_and_rewritten() {
             |p, len| truncate(p, len - 5),
         ];
         for (d, damage) in damages.iter().enumerate() {
-            let copy = copy_dir(dir.path());
+            let copy = copy_data_dir(dir.path());
             let path = copy.path().join(&name);
             damage(&path, original.len() as u64);
             let ctx = format!("hint {i} damage {d}");
@@ -478,7 +468,7 @@ fn verify_with_flip(
     name: &std::ffi::OsStr,
     at: u64,
 ) -> (PathBuf, Vec<(PathBuf, u64, String)>) {
-    let copy = copy_dir(dir);
+    let copy = copy_data_dir(dir);
     let path = copy.path().join(name);
     flip(&path, at, 0x04);
     let report = verify_dir(copy.path()).unwrap();

@@ -55,7 +55,7 @@ fn put_get_delete_exists_round_trip() {
     assert_eq!(c.get(b"b").unwrap().as_deref(), Some(&b"2"[..]));
     c.ping().unwrap();
     let info = c.server_info().expect("hello answered");
-    assert_eq!(info.version, 1);
+    assert_eq!(info.version, kvstore::protocol::PROTOCOL_VERSION);
 }
 
 #[test]

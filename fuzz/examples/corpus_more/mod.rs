@@ -11,7 +11,8 @@ use kvstore::engine::hint::{self, HintEntry};
 use kvstore::engine::record::{self, Kind};
 use kvstore::protocol::replication::{SyncRequest, ToMaster, ToReplica};
 use kvstore::protocol::{
-    Auth, BatchOp, CompactionSummary, ErrorCode, Hello, HelloOk, Limits, Request, Response, Role,
+    Auth, BatchOp, CompactionSummary, ErrorCode, ExpireCondition, Expiry, Hello, HelloOk, KeyTtl,
+    Limits, Request, Response, Role,
 };
 
 pub fn write_all() {
@@ -164,6 +165,73 @@ fn frame_seeds() -> Vec<(String, Vec<u8>)> {
     out.push(("batch-truncated".into(), short_batch));
     out.push(("unknown-opcode".into(), vec![2, 0, 0, 0, 0x7e, 0]));
     out.push(("empty-frame".into(), vec![0, 0, 0, 0]));
+    out.extend(expiry_seeds());
+    out
+}
+
+/// Protocol version 2's expiry messages, named apart so that the
+/// `message-NN` seeds above keep their names.
+fn expiry_seeds() -> Vec<(String, Vec<u8>)> {
+    let k = || Bytes::from_static(b"session:7");
+    let v = || Bytes::from_static(b"token");
+    let frames = vec![
+        enc(|b| {
+            Request::PutExpiring {
+                key: k(),
+                value: v(),
+                expiry: Expiry::In(60_000),
+            }
+            .encode(b)
+        }),
+        enc(|b| {
+            Request::Batch(vec![
+                BatchOp::PutExpiring {
+                    key: k(),
+                    value: v(),
+                    expiry: Expiry::At(1_700_000_060_000),
+                },
+                BatchOp::Delete { key: k() },
+            ])
+            .encode(b)
+        }),
+        enc(|b| {
+            Request::Expire {
+                key: k(),
+                expiry: Expiry::At(1_700_000_060_000),
+                only_if: ExpireCondition {
+                    has_expiry: true,
+                    later: true,
+                    ..ExpireCondition::default()
+                },
+            }
+            .encode(b)
+        }),
+        enc(|b| Request::Persist { key: k() }.encode(b)),
+        enc(|b| Request::Ttl { key: k() }.encode(b)),
+        enc(|b| Response::Applied(true).encode(b)),
+        enc(|b| {
+            Response::Ttl(KeyTtl::Expires {
+                at: 1_700_000_060_000,
+                left_ms: 59_000,
+            })
+            .encode(b)
+        }),
+        enc(|b| Response::Ttl(KeyTtl::Never).encode(b)),
+    ];
+    let mut out: Vec<(String, Vec<u8>)> = frames
+        .iter()
+        .enumerate()
+        .map(|(i, f)| (format!("expiry-{i:02}"), f.clone()))
+        .collect();
+    // Malformed: an expiry kind of 3, a condition bit out of range.
+    let mut bad_kind = frames[0].clone();
+    let at = bad_kind.len() - 9;
+    bad_kind[at] = 3;
+    out.push(("expiry-bad-kind".into(), bad_kind));
+    let mut bad_bits = frames[2].clone();
+    let last = bad_bits.len() - 1;
+    bad_bits[last] = 0x10;
+    out.push(("expiry-bad-condition".into(), bad_bits));
     out
 }
 
@@ -174,6 +242,7 @@ fn sync() -> SyncRequest {
         epoch: 3,
         end: 1 << 20,
         full: false,
+        format: 2,
     }
 }
 
@@ -190,12 +259,14 @@ fn hint_seeds() -> Vec<(String, Vec<u8>)> {
             pos: 32,
             len: 40,
             hash: 0x1234_5678_9abc_def0,
+            expires_at: Some(1_700_000_060_000),
         },
         HintEntry {
             kind: Kind::Delete,
             pos: 72,
             len: 20,
             hash: 7,
+            expires_at: None,
         },
     ];
     let with_len = |data_len: u64, h: Vec<u8>| [&data_len.to_le_bytes()[..], &h].concat();

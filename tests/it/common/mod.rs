@@ -290,6 +290,32 @@ pub fn small_segment_options() -> kvstore::engine::Options {
     }
 }
 
+/// Copies every regular file of a data directory into a fresh one: the
+/// directory as a crash would leave it. A file that disappears between
+/// the listing and its copy (an open engine's background work renaming or
+/// removing a temporary or hint file) is left out, as a crash a moment
+/// later would have left it out.
+pub fn copy_data_dir(from: &Path) -> tempfile::TempDir {
+    let to = tempfile::tempdir().expect("create a directory for the copy");
+    for entry in std::fs::read_dir(from).expect("list the data directory") {
+        let entry = entry.expect("read a directory entry");
+        let is_file = match entry.file_type() {
+            Ok(t) => t.is_file(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+            Err(e) => panic!("file type of {}: {e}", entry.path().display()),
+        };
+        if !is_file {
+            continue;
+        }
+        match std::fs::copy(entry.path(), to.path().join(entry.file_name())) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => panic!("copy {}: {e}", entry.path().display()),
+        }
+    }
+    to
+}
+
 /// The node's own reader of its port file (`listen`, `http`).
 pub fn read_port_file(path: &Path) -> Option<(SocketAddr, SocketAddr)> {
     kvstore::server::port_file::read(path)
