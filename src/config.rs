@@ -317,15 +317,14 @@ pub struct ServeArgs {
     /// Namespace of the Lease objects [default: the pod's].
     #[arg(long, env = "KVSTORE_KUBE_NAMESPACE", value_name = "NAMESPACE")]
     pub kube_namespace: Option<String>,
-    /// Sync mode with a coordinator: a member of the in-sync set whose durable end stays behind the master's end of this long ago is dropped from the set.
+    /// Sync mode with a coordinator: a member of the in-sync set whose durable end stays behind the master's end of this long ago is dropped from the set [default: 2000, or half of --sync-timeout-ms when that is less].
     #[arg(
         long,
         env = "KVSTORE_IN_SYNC_MAX_LAG_MS",
         value_name = "MS",
-        default_value = "2000",
         value_parser = number::<100, 600_000>
     )]
-    pub in_sync_max_lag_ms: u64,
+    pub in_sync_max_lag_ms: Option<u64>,
     /// Async mode with a coordinator: how long a candidate waits for a more advanced one to take a vacant seat before campaigning itself.
     #[arg(
         long,
@@ -336,6 +335,9 @@ pub struct ServeArgs {
     )]
     pub campaign_grace_ms: u64,
 }
+
+/// `--in-sync-max-lag-ms` unless `--sync-timeout-ms` is below twice this.
+const DEFAULT_IN_SYNC_MAX_LAG_MS: u64 = 2000;
 
 /// A configuration value that cannot be used; the message names the setting.
 #[derive(Debug, thiserror::Error)]
@@ -619,13 +621,16 @@ impl Config {
             },
         };
         let coordinator = coordinator_settings(args, &env)?;
+        let in_sync_max_lag_ms = args
+            .in_sync_max_lag_ms
+            .unwrap_or(DEFAULT_IN_SYNC_MAX_LAG_MS.min(args.sync_timeout_ms / 2));
         if coordinator.is_some()
             && replication_mode == ReplicationMode::Sync
-            && args.in_sync_max_lag_ms >= args.sync_timeout_ms
+            && in_sync_max_lag_ms >= args.sync_timeout_ms
         {
             return Err(invalid(
                 "in-sync-max-lag-ms",
-                &args.in_sync_max_lag_ms.to_string(),
+                &in_sync_max_lag_ms.to_string(),
                 format!(
                     "must be below --sync-timeout-ms ({}): a lagging member must be dropped from the in-sync set before the writes waiting for it time out",
                     args.sync_timeout_ms
@@ -672,7 +677,7 @@ impl Config {
             },
             coordinator,
             ha: crate::node::ha::Policy {
-                in_sync_max_lag: Duration::from_millis(args.in_sync_max_lag_ms),
+                in_sync_max_lag: Duration::from_millis(in_sync_max_lag_ms),
                 campaign_grace: Duration::from_millis(args.campaign_grace_ms),
             },
         })

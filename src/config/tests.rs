@@ -306,3 +306,35 @@ fn coordinator_settings_are_checked() {
     .to_string();
     assert!(e.contains("--node-id"), "{e}");
 }
+
+#[test]
+fn the_in_sync_lag_bound_stays_below_the_sync_timeout() {
+    let sync = [
+        "--coordinator",
+        "etcd",
+        "--etcd-endpoints",
+        "http://127.0.0.1:2379",
+        "--node-id",
+        "n1",
+        "--replication-mode",
+        "sync",
+    ];
+    let lag = |extra: &[&str]| {
+        let flags: Vec<&str> = sync.iter().chain(extra).copied().collect();
+        parse(&flags, &[]).map(|c| c.ha.in_sync_max_lag)
+    };
+    assert_eq!(lag(&[]).unwrap(), Duration::from_millis(2000));
+    // A shorter sync timeout lowers the default with it.
+    assert_eq!(
+        lag(&["--sync-timeout-ms", "1000"]).unwrap(),
+        Duration::from_millis(500)
+    );
+    // A value given explicitly is never changed: refused when too long.
+    let e = lag(&["--sync-timeout-ms", "1000", "--in-sync-max-lag-ms", "1000"])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("--in-sync-max-lag-ms (KVSTORE_IN_SYNC_MAX_LAG_MS)"),
+        "{e}"
+    );
+}
