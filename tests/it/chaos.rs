@@ -256,13 +256,13 @@ fn disk_full_on_master_and_replica_fails_clearly_and_recovers() {
     let mut summary = Summary::default();
     let mut master = Server::start(&[]);
     master.sigterm();
-    let Some(master_fs) = Tmpfs::mount(&master.data_dir(), "4m") else {
+    let Some(master_fs) = Tmpfs::mount_on(&master.data_dir(), "4m") else {
         return;
     };
     master.restart_same_port();
     let mut replica = start_replica(&master.addr.to_string(), &[]);
     replica.sigterm();
-    let Some(replica_fs) = Tmpfs::mount(&replica.data_dir(), "2m") else {
+    let Some(replica_fs) = Tmpfs::mount_on(&replica.data_dir(), "2m") else {
         return;
     };
     replica.restart();

@@ -304,14 +304,15 @@ fn async_the_most_advanced_candidate_wins_and_the_old_masters_loss_is_counted() 
 
 #[test]
 fn a_poisoned_master_that_recovers_within_its_term_takes_writes_again() {
-    use crate::resume::{fill, key, value, Tmpfs};
+    use crate::common::host::Tmpfs;
+    use crate::resume::{fill, key, value};
     let Some(fs) = Tmpfs::mount("1m") else {
         return;
     };
     let etcd = EtcdCluster::start(1);
     let args = node_args(&etcd, 0, &["--segment-max-bytes", "131072"]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let node = Server::start_on(&fs.dir.path().join("data"), &args, false);
+    let node = Server::start_on(&fs.path().join("data"), &args, false);
     let (_, epoch) = wait_one_master(&[&node]);
     let mut client = BlockingClient::connect(node.addr.to_string(), options()).expect("connect");
     let acked = fill(&mut client, 0);
@@ -325,7 +326,7 @@ fn a_poisoned_master_that_recovers_within_its_term_takes_writes_again() {
         },
     );
 
-    fs.grow("16m");
+    fs.resize("16m");
     wait_for(ELECTION_DEADLINE, "writes to resume", || {
         client.put(b"probe", b"after").ok()
     });

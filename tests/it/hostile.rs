@@ -18,6 +18,7 @@ use crate::common;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use common::host::{raise_fd_limit, rss_kib};
 use common::{assert_serves, raw_connect, resp_addr, wait_for, Answer, Raw, Server};
 use kvstore::protocol::replication::SyncRequest;
 use kvstore::protocol::{Auth, BatchOp, ErrorCode, Hello, Request, Response};
@@ -218,24 +219,9 @@ fn a_replica_with_a_future_epoch_gets_stale_master() {
     assert_serves(server.addr);
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .expect("VmRSS in /proc/PID/status")
-}
-
 #[test]
 fn a_thousand_stalled_huge_frames_keep_memory_bounded() {
-    use nix::sys::resource::{getrlimit, setrlimit, Resource};
-    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
-        if soft < hard {
-            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
-        }
-    }
+    raise_fd_limit();
     let server = Server::start(&[]);
     let before = rss_kib(server.pid());
     // Each declares a 64 MiB PUT (legal under the default frame limit),

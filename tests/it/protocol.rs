@@ -8,6 +8,7 @@ use crate::common;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
+use common::host::{raise_fd_limit, rss_kib};
 use common::{assert_serves, raw_connect, Answer, Server};
 use kvstore::client::Error as ClientError;
 use kvstore::protocol::{BatchOp, ErrorCode, Request, Response};
@@ -350,25 +351,6 @@ fn flood_size() -> usize {
     let (soft, _) = getrlimit(Resource::RLIMIT_NOFILE).unwrap_or((1024, 1024));
     let soft = usize::try_from(soft).unwrap_or(usize::MAX);
     10_000.min(soft.saturating_sub(200))
-}
-
-fn raise_fd_limit() {
-    use nix::sys::resource::{getrlimit, setrlimit, Resource};
-    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
-        if soft < hard {
-            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
-        }
-    }
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
 }
 
 #[test]

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::common::host::Tmpfs;
 use kvstore::engine::verify::verify_dir;
 use kvstore::engine::{CutCause, Durability, Engine, Error, Faults, Options};
 
@@ -261,53 +262,11 @@ fn a_write_waiting_across_a_recovery_is_not_acknowledged() {
     assert_eq!(engine.get(b"before").unwrap().as_deref(), Some(&b"1"[..]));
 }
 
-/// A tmpfs mounted for one test, unmounted on drop.
-pub(crate) struct Tmpfs {
-    pub(crate) dir: tempfile::TempDir,
-}
-
-impl Tmpfs {
-    /// `None` when this process may not mount (not root, no CAP_SYS_ADMIN).
-    pub(crate) fn mount(size: &str) -> Option<Tmpfs> {
-        let dir = tempfile::tempdir().unwrap();
-        let out = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir.path())
-            .output()
-            .ok()?;
-        if !out.status.success() {
-            eprintln!(
-                "SKIPPED: cannot mount a tmpfs here ({}); the fault-hook tests above cover the same paths",
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-            return None;
-        }
-        Some(Tmpfs { dir })
-    }
-
-    pub(crate) fn grow(&self, size: &str) {
-        let out = std::process::Command::new("mount")
-            .args(["-o", &format!("remount,size={size}")])
-            .arg(self.dir.path())
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{out:?}");
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg(self.dir.path())
-            .status();
-    }
-}
-
 /// A node whose data directory is on a fresh 1 MiB tmpfs; `None` (the
 /// test is skipped, and says so) when this process may not mount.
 fn node_on_tmpfs() -> Option<(Tmpfs, crate::common::Server)> {
     let fs = Tmpfs::mount("1m")?;
-    let data = fs.dir.path().join("data");
+    let data = fs.path().join("data");
     let node = crate::common::Server::start_on(&data, &["--segment-max-bytes", "131072"], true);
     Some((fs, node))
 }
@@ -362,7 +321,7 @@ fn a_node_on_a_full_tmpfs_resumes_writes_once_it_is_remounted_bigger() {
 
     let acked = fill(&mut client, base);
 
-    fs.grow("16m");
+    fs.resize("16m");
     let deadline = Instant::now() + DEADLINE;
     while client.put(b"probe", b"after").is_err() {
         assert!(
@@ -408,7 +367,7 @@ fn sigterm_on_a_still_full_disk_exits_3_and_keeps_every_acknowledged_write() {
         node.logs()
     );
 
-    fs.grow("16m");
+    fs.resize("16m");
     node.restart();
     let mut client = node.client();
     for i in 0..acked {

@@ -1,10 +1,9 @@
 //! Shared pieces of the chaos tests: the round budget (short by default,
 //! `CHAOS_MINUTES` for the long run), the summary line, random fault
-//! timing, tmpfs mounts and bit flips.
+//! timing and bit flips (tmpfs mounts come from `common::host`).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use rand::Rng;
@@ -87,54 +86,7 @@ pub fn replication_counts(addr: SocketAddr) -> (u64, u64) {
     (field("full_resyncs"), field("partial_resyncs"))
 }
 
-/// A tmpfs mounted by the test; unmounted (lazily) on drop.
-pub struct Tmpfs {
-    pub path: PathBuf,
-}
-
-impl Tmpfs {
-    /// Mounts a tmpfs of `size` (e.g. "2m") on `path`. Fails loudly when
-    /// that is impossible (not root, no mount), unless
-    /// `KVSTORE_CHAOS_ALLOW_NO_MOUNT=1`, in which case `None`.
-    pub fn mount(path: &Path, size: &str) -> Option<Tmpfs> {
-        std::fs::create_dir_all(path).expect("mount point");
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(path)
-            .output();
-        match out {
-            Ok(o) if o.status.success() => Some(Tmpfs {
-                path: path.to_path_buf(),
-            }),
-            other => {
-                let why = format!("{other:?}");
-                eprintln!("!!!!! chaos: CANNOT MOUNT A TMPFS (needs root): {why}");
-                assert!(
-                    std::env::var("KVSTORE_CHAOS_ALLOW_NO_MOUNT").as_deref() == Ok("1"),
-                    "cannot mount a tmpfs for the disk-full test ({why}); run as root or set KVSTORE_CHAOS_ALLOW_NO_MOUNT=1"
-                );
-                None
-            }
-        }
-    }
-
-    /// Gives the filesystem more room (space returns).
-    pub fn resize(&self, size: &str) {
-        let ok = Command::new("mount")
-            .args(["-o", &format!("remount,size={size}")])
-            .arg(&self.path)
-            .status()
-            .expect("run mount")
-            .success();
-        assert!(ok, "remount of {} failed", self.path.display());
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
-    }
-}
+pub use crate::common::host::Tmpfs;
 
 /// Flips one bit of `file` at `offset`.
 pub fn flip_bit(file: &Path, offset: usize) {
