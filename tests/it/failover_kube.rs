@@ -11,103 +11,20 @@
 
 #![cfg(feature = "kubernetes")]
 
-use std::net::SocketAddr;
-use std::path::Path;
 use std::time::Duration;
 
 use bytes::Bytes;
-use kvstore::client::{BlockingClient, ClientOptions};
-use serde_json::Value;
+use kvstore::client::BlockingClient;
 
-use crate::common::kube_standin::KubeStandIn;
+use crate::common::failover::{options, role_of, KubeApi};
 use crate::common::{run_to_exit, wait_for, Server};
 
-const NS: &str = "kvstore-test";
-/// The shortest lease the backends grant, so that a failover is quick.
-const TTL_MS: &str = "2000";
 /// An election on a loaded 2-core machine: the TTL, the poll, the update.
 const ELECTION_DEADLINE: Duration = Duration::from_secs(40);
 
-/// The stand-in over TLS and its bearer token in a file, as a node reads it.
-struct Api {
-    standin: KubeStandIn,
-    files: tempfile::TempDir,
-}
-
-impl Api {
-    fn start() -> Api {
-        let standin = KubeStandIn::start_tls();
-        let files = tempfile::tempdir().expect("tempdir");
-        std::fs::write(files.path().join("token"), format!("{}\n", standin.token))
-            .expect("token file");
-        Api { standin, files }
-    }
-
-    fn token_file(&self) -> String {
-        self.files.path().join("token").display().to_string()
-    }
-
-    fn node_args(&self, id: usize, extra: &[&str]) -> Vec<String> {
-        let ca: &Path = self.standin.ca_file.as_deref().expect("TLS stand-in");
-        let mut args: Vec<String> = [
-            "--coordinator",
-            "kubernetes",
-            "--kube-api-url",
-            &self.standin.url,
-            "--kube-token-file",
-            &self.token_file(),
-            "--kube-ca-file",
-            &ca.display().to_string(),
-            "--kube-namespace",
-            NS,
-            "--lease-ttl-ms",
-            TTL_MS,
-            "--node-id",
-            &format!("n{id}"),
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        args.extend(extra.iter().map(|s| s.to_string()));
-        args
-    }
-
-    fn start_node(&self, id: usize, extra: &[&str]) -> Server {
-        let args = self.node_args(id, extra);
-        Server::start_unready(&args.iter().map(String::as_str).collect::<Vec<_>>())
-    }
-
-    /// The Lease's holder as stored.
-    fn holder(&self) -> Option<String> {
-        let lease = self.standin.object("leases", NS, "kvstore")?;
-        Some(lease.pointer("/spec/holderIdentity")?.as_str()?.to_string())
-    }
-}
-
-fn options() -> ClientOptions {
-    ClientOptions {
-        connect_timeout: Duration::from_secs(2),
-        request_timeout: Duration::from_secs(20),
-        client_name: "failover-kube-test".into(),
-        follow_redirects: false,
-        ..ClientOptions::default()
-    }
-}
-
-/// `(role, epoch)` from a node's STATS; `None` when it does not answer.
-fn role_of(addr: SocketAddr) -> Option<(String, u64)> {
-    let mut c = BlockingClient::connect(addr.to_string(), options()).ok()?;
-    let stats = c.stats().ok()?;
-    let r = stats.get("replication")?;
-    Some((
-        r.get("role")?.as_str()?.to_string(),
-        r.get("epoch").and_then(Value::as_u64)?,
-    ))
-}
-
 /// Waits until exactly one of `nodes` says it is master and the Lease names
 /// it; returns its index and epoch.
-fn wait_one_master(api: &Api, nodes: &[(usize, &Server)]) -> (usize, u64) {
+fn wait_one_master(api: &KubeApi, nodes: &[(usize, &Server)]) -> (usize, u64) {
     wait_for(ELECTION_DEADLINE, "one master, named by the Lease", || {
         let masters: Vec<(usize, u64)> = nodes
             .iter()
@@ -125,7 +42,7 @@ fn wait_one_master(api: &Api, nodes: &[(usize, &Server)]) -> (usize, u64) {
 
 #[test]
 fn the_lease_elects_one_master_and_replaces_it_after_sigkill() {
-    let api = Api::start();
+    let api = KubeApi::start();
     let sync = ["--replication-mode", "sync", "--min-acks", "2"];
     let mut nodes: Vec<Server> = (0..3).map(|i| api.start_node(i, &sync)).collect();
     let all: Vec<(usize, &Server)> = nodes.iter().enumerate().collect();
@@ -177,3 +94,4 @@ fn a_bad_kubernetes_setting_stops_the_node_with_a_clear_error() {
         "{stderr}"
     );
 }
+

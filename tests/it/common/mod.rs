@@ -7,6 +7,7 @@
 
 #[cfg(feature = "etcd")]
 pub mod etcd;
+pub mod failover;
 #[cfg(feature = "kubernetes")]
 pub mod kube_standin;
 pub mod markdown;
