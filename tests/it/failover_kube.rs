@@ -95,3 +95,34 @@ fn a_bad_kubernetes_setting_stops_the_node_with_a_clear_error() {
     );
 }
 
+/// Not a test: serves the stand-in for `make bench-failover-kube`
+/// (benches/failover.sh with COORDINATOR=kubernetes), which has no API
+/// server either. Writes `url`, `token` and `ca.pem` into
+/// `KVSTORE_STANDIN_DIR` (`url` last, so a reader that sees it sees the
+/// rest), then serves until killed, until a file named `stop` appears
+/// there, or for `KVSTORE_STANDIN_SECONDS` (default 7200).
+#[test]
+#[ignore = "serves the Kubernetes API stand-in for benches/failover.sh until killed"]
+fn serve_the_stand_in_for_benches() {
+    let dir = std::path::PathBuf::from(
+        std::env::var_os("KVSTORE_STANDIN_DIR")
+            .expect("KVSTORE_STANDIN_DIR: the directory to write url, token and ca.pem to"),
+    );
+    let limit = Duration::from_secs(
+        std::env::var("KVSTORE_STANDIN_SECONDS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(7200),
+    );
+    let api = KubeApi::start();
+    let ca = api.standin.ca_file.as_deref().expect("TLS stand-in");
+    std::fs::copy(ca, dir.join("ca.pem")).expect("write ca.pem");
+    std::fs::write(dir.join("token"), format!("{}\n", api.standin.token)).expect("write token");
+    std::fs::write(dir.join("url.tmp"), &api.standin.url).expect("write url");
+    std::fs::rename(dir.join("url.tmp"), dir.join("url")).expect("rename url");
+    eprintln!("stand-in serving at {}", api.standin.url);
+    let started = std::time::Instant::now();
+    while started.elapsed() < limit && !dir.join("stop").exists() {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
