@@ -105,3 +105,86 @@ impl ClusterStatus {
         serde_json::to_string(self).unwrap_or_default()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn full() -> ClusterStatus {
+        ClusterStatus {
+            coordinator: "etcd".into(),
+            node_id: "n1".into(),
+            mode: "sync".into(),
+            holder: Some(Holder {
+                node_id: "n0".into(),
+                addr: "h:1".into(),
+                epoch: 3,
+            }),
+            lease: Some(Lease {
+                held_here: false,
+                remaining_ms: Some(4000),
+            }),
+            in_sync: Some(InSync {
+                epoch: 3,
+                node_ids: vec!["n0".into()],
+            }),
+            members: vec![Member {
+                node_id: "n0".into(),
+                addr: "h:1".into(),
+                role: "master".into(),
+                epoch: 3,
+                log_end: 10,
+                lag_bytes: Some(0),
+                in_sync: Some(true),
+                blocked: None,
+            }],
+            errors: vec!["x".into()],
+        }
+    }
+
+    /// Every field the document carries is in PROTOCOL.md's table, named
+    /// as a path (`lease.held_here`, `members[].lag_bytes`), so a field
+    /// cannot be added or renamed without the page.
+    #[test]
+    fn every_field_is_documented() {
+        let doc_path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/PROTOCOL.md");
+        let doc = std::fs::read_to_string(doc_path).expect("docs/PROTOCOL.md exists");
+        let start = doc
+            .find("### CLUSTER_STATUS_ANSWER")
+            .expect("a CLUSTER_STATUS_ANSWER section");
+        let section = &doc[start..];
+        let section = &section[..section[4..].find("\n### ").map_or(section.len(), |i| i + 4)];
+        let value = serde_json::to_value(full()).expect("serialises");
+        let mut paths = Vec::new();
+        collect("", &value, &mut paths);
+        let missing: Vec<&String> = paths
+            .iter()
+            .filter(|p| !section.contains(&format!("`{p}`")))
+            .collect();
+        assert!(missing.is_empty(), "not in PROTOCOL.md: {missing:?}");
+    }
+
+    /// The paths of every field of `value`: `a`, `a.b`, `a[].c`.
+    fn collect(prefix: &str, value: &serde_json::Value, out: &mut Vec<String>) {
+        let Some(map) = value.as_object() else {
+            return;
+        };
+        for (k, v) in map {
+            let path = format!("{prefix}{k}");
+            out.push(path.clone());
+            collect(&format!("{path}."), v, out);
+            if let Some(first) = v.as_array().and_then(|a| a.first()) {
+                collect(&format!("{path}[]."), first, out);
+            }
+        }
+    }
+
+    #[test]
+    fn a_document_from_an_older_node_without_newer_fields_reads() {
+        let old = r#"{"coordinator":"none","node_id":"h:1","mode":"async","members":[]}"#;
+        let status: ClusterStatus = serde_json::from_str(old).expect("reads");
+        assert!(status.holder.is_none() && status.errors.is_empty());
+        let back: ClusterStatus = serde_json::from_str(&full().to_json()).expect("roundtrips");
+        assert_eq!(back, full());
+    }
+}
