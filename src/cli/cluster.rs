@@ -167,7 +167,6 @@ fn secs(ms: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::cluster::{Holder, InSync, Lease};
 
     fn member(id: &str, role: &str, end: u64, lag: Option<u64>) -> Member {
         Member {
@@ -185,28 +184,12 @@ mod tests {
     #[test]
     fn the_table_names_holder_lease_set_and_members() {
         let status = ClusterStatus {
-            coordinator: "etcd".into(),
-            node_id: "n1".into(),
-            mode: "sync".into(),
-            holder: Some(Holder {
-                node_id: "n0".into(),
-                addr: "10.0.0.2:5555".into(),
-                epoch: 3,
-            }),
-            lease: Some(Lease {
-                held_here: false,
-                remaining_ms: Some(4000),
-            }),
-            in_sync: Some(InSync {
-                epoch: 3,
-                node_ids: vec!["n0".into(), "n1".into()],
-            }),
             members: vec![
                 member("n0", "master", 4096, Some(0)),
                 member("n1", "replica", 4000, Some(96)),
                 member("n2", "replica", 10, Some(4086)),
             ],
-            errors: Vec::new(),
+            ..crate::protocol::cluster::example()
         };
         let text = render(&status);
         assert!(

@@ -106,39 +106,48 @@ impl ClusterStatus {
     }
 }
 
+/// A document with every part filled: n1's view of n0 holding epoch 3.
+#[cfg(test)]
+pub(crate) fn example() -> ClusterStatus {
+    ClusterStatus {
+        coordinator: "etcd".into(),
+        node_id: "n1".into(),
+        mode: "sync".into(),
+        holder: Some(Holder {
+            node_id: "n0".into(),
+            addr: "10.0.0.2:5555".into(),
+            epoch: 3,
+        }),
+        lease: Some(Lease {
+            held_here: false,
+            remaining_ms: Some(4000),
+        }),
+        in_sync: Some(InSync {
+            epoch: 3,
+            node_ids: vec!["n0".into(), "n1".into()],
+        }),
+        members: vec![Member {
+            node_id: "n0".into(),
+            addr: "10.0.0.2:5555".into(),
+            role: "master".into(),
+            epoch: 3,
+            log_end: 10,
+            lag_bytes: Some(0),
+            in_sync: Some(true),
+            blocked: None,
+        }],
+        errors: Vec::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn full() -> ClusterStatus {
         ClusterStatus {
-            coordinator: "etcd".into(),
-            node_id: "n1".into(),
-            mode: "sync".into(),
-            holder: Some(Holder {
-                node_id: "n0".into(),
-                addr: "h:1".into(),
-                epoch: 3,
-            }),
-            lease: Some(Lease {
-                held_here: false,
-                remaining_ms: Some(4000),
-            }),
-            in_sync: Some(InSync {
-                epoch: 3,
-                node_ids: vec!["n0".into()],
-            }),
-            members: vec![Member {
-                node_id: "n0".into(),
-                addr: "h:1".into(),
-                role: "master".into(),
-                epoch: 3,
-                log_end: 10,
-                lag_bytes: Some(0),
-                in_sync: Some(true),
-                blocked: None,
-            }],
             errors: vec!["x".into()],
+            ..example()
         }
     }
 
