@@ -7,7 +7,7 @@ FUZZ_SMOKE_SECONDS ?= 5
 FUZZ_SECONDS ?= 60
 CHAOS_MINUTES ?= 5
 
-.PHONY: run build build-deps deps deps-check test lint unit k8s-check image-test fuzz-smoke fuzz chaos bench-engine bench-server bench-compare bench-replication bench-failover bench-vs-redis bench-vs-redis-ttl bench-expiry clean
+.PHONY: run build build-deps deps deps-check test lint unit k8s-check image-test fuzz-smoke fuzz chaos bench-engine bench-server bench-compare bench-replication bench-failover bench-failover-kube bench-vs-redis bench-vs-redis-ttl bench-expiry clean
 
 run: build-deps
 	$(CARGO) run --release --bin kvstore -- serve --data-dir ./data
@@ -91,6 +91,16 @@ bench-replication:
 bench-failover:
 	$(CARGO) build --release --bin kvstore
 	KVSTORE_BIN=$${CARGO_TARGET_DIR:-target}/release/kvstore ./benches/failover.sh
+
+# The same with --coordinator kubernetes against the Kubernetes API stand-in,
+# served by the integration test binary (its ignored test
+# failover_kube::serve_the_stand_in_for_benches); TTL_MS default 15000.
+bench-failover-kube:
+	$(CARGO) build --release --bin kvstore
+	STANDIN_BIN=$$($(CARGO) test --no-run --test it --message-format=json | \
+	  python3 -c 'import json, sys; print([m["executable"] for m in map(json.loads, sys.stdin) if m.get("executable") and m["target"]["name"] == "it"][-1])') && \
+	COORDINATOR=kubernetes STANDIN_BIN=$$STANDIN_BIN \
+	  KVSTORE_BIN=$${CARGO_TARGET_DIR:-target}/release/kvstore ./benches/failover.sh
 
 # RESP: redis-benchmark against Redis and kvstore side by side (N requests each).
 BENCH_N ?= 1000000

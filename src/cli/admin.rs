@@ -26,7 +26,7 @@ pub struct FailoverArgs {
     pub force: bool,
 }
 
-fn connect(addr: &str, with: &ConnectArgs) -> Result<BlockingClient, CliError> {
+pub(crate) fn connect(addr: &str, with: &ConnectArgs) -> Result<BlockingClient, CliError> {
     let options = with.options(ClientOptions {
         client_name: "kvstore-admin".into(),
         connect_timeout: std::time::Duration::from_secs(2),
@@ -36,7 +36,7 @@ fn connect(addr: &str, with: &ConnectArgs) -> Result<BlockingClient, CliError> {
     BlockingClient::connect(addr, options).map_err(fail)
 }
 
-fn fail(e: impl std::fmt::Display) -> CliError {
+pub(crate) fn fail(e: impl std::fmt::Display) -> CliError {
     CliError::Other(e.to_string())
 }
 

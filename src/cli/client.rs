@@ -19,7 +19,7 @@ use clap::{Args, Subcommand};
 use crate::cli::bench::{self, BenchArgs};
 use crate::cli::connect::ConnectArgs;
 use crate::cli::CliError;
-use crate::cli::{admin, duration, offline};
+use crate::cli::{admin, cluster, duration, offline};
 use crate::client::{BlockingClient, ClientOptions};
 use crate::protocol::{ExpireCondition, Expiry, KeyTtl};
 
@@ -62,6 +62,8 @@ pub enum ClientCommand {
     /// One-shot failover: promote the most advanced replica of --nodes and
     /// repoint the others; refuses while a master answers unless --force.
     Failover(admin::FailoverArgs),
+    /// The coordinator's view of the cluster: `cluster status [--json]`.
+    Cluster(cluster::ClusterArgs),
     /// Check every record, hint and manifest of a stopped node's data
     /// directory; exit 1 on any problem.
     Verify(DataDirArg),
@@ -166,6 +168,7 @@ pub fn run(cmd: ClientCommand, addr: &str, connect: &ConnectArgs) -> Result<(), 
         ClientCommand::Promote => return admin::promote(addr, connect),
         ClientCommand::Replicate(args) => return admin::replicate(addr, &args, connect),
         ClientCommand::Failover(args) => return admin::failover(&args, connect),
+        ClientCommand::Cluster(args) => return cluster::run(&args, addr, connect),
         ClientCommand::Verify(args) => return offline_verify(&args),
         ClientCommand::Dump(args) => {
             let mut out = std::io::stdout().lock();
@@ -307,6 +310,7 @@ pub fn run(cmd: ClientCommand, addr: &str, connect: &ConnectArgs) -> Result<(), 
         | ClientCommand::Promote
         | ClientCommand::Replicate(_)
         | ClientCommand::Failover(_)
+        | ClientCommand::Cluster(_)
         | ClientCommand::Verify(_)
         | ClientCommand::Dump(_) => {}
     }

@@ -10,6 +10,7 @@ pub mod admin;
 pub mod backup;
 pub mod bench;
 pub mod client;
+pub mod cluster;
 pub mod connect;
 pub mod duration;
 pub mod offline;

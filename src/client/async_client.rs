@@ -8,6 +8,7 @@ use bytes::Bytes;
 use super::conn::Conn;
 use super::error::Error;
 use super::ClientOptions;
+use crate::protocol::cluster::ClusterStatus;
 use crate::protocol::stream;
 use crate::protocol::{
     opcode, BatchOp, CompactionSummary, ExpireCondition, Expiry, HelloOk, KeyTtl, Request, Response,
@@ -213,6 +214,15 @@ impl Client {
         match self.call_retrying(Request::Stats).await? {
             Response::Stats(json) => Ok(serde_json::from_str(&json)?),
             other => unexpected("STATS", &other),
+        }
+    }
+
+    /// The coordinator's view of the cluster as this node sees it
+    /// (holder, lease, in-sync set, members).
+    pub async fn cluster_status(&mut self) -> Result<ClusterStatus, Error> {
+        match self.call_retrying(Request::ClusterStatus).await? {
+            Response::ClusterStatus(json) => Ok(serde_json::from_str(&json)?),
+            other => unexpected("CLUSTER_STATUS", &other),
         }
     }
 

@@ -9,6 +9,7 @@ use tokio::runtime::Runtime;
 use super::async_client::Client;
 use super::error::Error;
 use super::ClientOptions;
+use crate::protocol::cluster::ClusterStatus;
 use crate::protocol::{
     BatchOp, CompactionSummary, ExpireCondition, Expiry, HelloOk, KeyTtl, Request, Response,
 };
@@ -118,6 +119,11 @@ impl BlockingClient {
 
     pub fn stats(&mut self) -> Result<serde_json::Map<String, serde_json::Value>, Error> {
         self.runtime.block_on(self.inner.stats())
+    }
+
+    /// See [`Client::cluster_status`].
+    pub fn cluster_status(&mut self) -> Result<ClusterStatus, Error> {
+        self.runtime.block_on(self.inner.cluster_status())
     }
 
     pub fn promote(&mut self) -> Result<(), Error> {

@@ -47,7 +47,8 @@ pub enum Error {
         version: u16,
         needed: u16,
     },
-    #[error("server sent invalid stats JSON: {0}")]
+    /// A STATS or CLUSTER_STATUS document that is not the JSON expected.
+    #[error("server sent an invalid JSON document: {0}")]
     InvalidStats(#[from] serde_json::Error),
 }
 

@@ -106,6 +106,28 @@ pub trait Coordinator: Send + Sync {
 
     /// The live members' published states, sorted by node id.
     async fn members(&self) -> Result<Vec<MemberState>>;
+
+    /// The holder as [`Coordinator::holder`] shows it, with how long its
+    /// lease has left as this node can tell now ([`HolderLease`]). Only
+    /// `cluster status` reads it: nothing is decided on it.
+    async fn holder_lease(&self) -> Result<Option<HolderLease>> {
+        let holder = self.holder().await?;
+        Ok(holder.map(|holder| HolderLease {
+            holder,
+            expires_in: None,
+        }))
+    }
+}
+
+/// The holder and how long its lease has left, as this node can tell: on
+/// the Lease API from this node's own observation of the Lease's last
+/// change (the same judgement a candidate makes before campaigning); on
+/// etcd the remaining TTL of the holder's etcd lease as etcd reports it, in
+/// whole seconds. `expires_in` is `None` when the backend cannot tell.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HolderLease {
+    pub holder: Holder,
+    pub expires_in: Option<Duration>,
 }
 
 /// Who holds leadership, and in which epoch.

@@ -171,6 +171,9 @@ async fn run(node: &Node, request: Request) -> Response {
                 ),
             }
         }
+        Request::ClusterStatus => {
+            Response::ClusterStatus(super::ha::cluster_status(node).await.to_json())
+        }
         Request::Stats => match stats_json(node) {
             Ok(json) => Response::Stats(json),
             Err(e) => Response::error(ErrorCode::INTERNAL, format!("cannot encode stats: {e}")),

@@ -100,6 +100,7 @@ fn examples() -> Vec<(&'static str, BytesMut)> {
     req("TTL", Request::Ttl { key: key() });
     req("COMPACT", Request::Compact);
     req("STATS", Request::Stats);
+    req("CLUSTER_STATUS", Request::ClusterStatus);
     req("BACKUP", Request::Backup);
     req("PROMOTE", Request::Promote);
     req(
@@ -154,6 +155,10 @@ fn examples() -> Vec<(&'static str, BytesMut)> {
         }),
     );
     resp("STATS_ANSWER", Response::Stats("{\"keys\":2}".into()));
+    resp(
+        "CLUSTER_STATUS_ANSWER",
+        Response::ClusterStatus("{\"coordinator\":\"none\"}".into()),
+    );
     resp(
         "ERROR",
         Response::error(ErrorCode::KEY_TOO_LARGE, "key too large"),

@@ -16,6 +16,7 @@
 //! The byte-level specification lives in `docs/PROTOCOL.md`; its hex
 //! examples are produced by the unit tests of this module.
 
+pub mod cluster;
 pub mod error;
 pub mod expiry;
 pub mod frame;

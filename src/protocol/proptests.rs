@@ -38,6 +38,7 @@ fn request() -> impl Strategy<Value = Request> {
         Just(Request::Ping),
         Just(Request::Compact),
         Just(Request::Stats),
+        Just(Request::ClusterStatus),
         bytes_up_to(64).prop_map(|key| Request::Get { key }),
         bytes_up_to(64).prop_map(|key| Request::Delete { key }),
         bytes_up_to(64).prop_map(|key| Request::Exists { key }),

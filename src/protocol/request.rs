@@ -107,6 +107,9 @@ pub enum Request {
     Ttl {
         key: Bytes,
     },
+    /// Asks the node for the coordinator's view of the cluster (holder,
+    /// epoch, lease, in-sync set, members); answered with a JSON document.
+    ClusterStatus,
     /// Opens a replication stream; the connection becomes one.
     ReplSync(SyncRequest),
     /// Asks for a snapshot stream for a backup; the connection becomes one
@@ -157,6 +160,7 @@ impl Request {
             Request::Expire { .. } => opcode::EXPIRE,
             Request::Persist { .. } => opcode::PERSIST,
             Request::Ttl { .. } => opcode::TTL,
+            Request::ClusterStatus => opcode::CLUSTER_STATUS,
             Request::ReplSync(_) => opcode::REPL_SYNC,
             Request::Backup => opcode::BACKUP,
         }
@@ -194,6 +198,7 @@ impl Request {
             Request::Expire { .. } => "expire",
             Request::Persist { .. } => "persist",
             Request::Ttl { .. } => "ttl",
+            Request::ClusterStatus => "cluster_status",
             Request::ReplSync(_) => "repl_sync",
             Request::Backup => "backup",
         }
@@ -222,6 +227,7 @@ impl Request {
             | Request::Stats
             | Request::Promote
             | Request::Backup => {}
+            Request::ClusterStatus => {}
             Request::Replicate { master } => put_sized(dst, master.as_bytes()),
             Request::ReplSync(sync) => sync.encode_body(dst),
             Request::Get { key }
@@ -306,6 +312,7 @@ impl Request {
             opcode::PING => Request::Ping,
             opcode::COMPACT => Request::Compact,
             opcode::STATS => Request::Stats,
+            opcode::CLUSTER_STATUS => Request::ClusterStatus,
             opcode::PROMOTE => Request::Promote,
             opcode::REPLICATE => Request::Replicate {
                 master: r.string("master", MAX_NAME_BYTES)?,
@@ -455,6 +462,7 @@ mod tests {
         roundtrip(Request::Batch(vec![]));
         roundtrip(Request::Compact);
         roundtrip(Request::Stats);
+        roundtrip(Request::ClusterStatus);
     }
 
     fn decode_bytes(opcode: u8, payload: &[u8], limits: &Limits) -> Result<Request, Error> {

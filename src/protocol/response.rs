@@ -14,7 +14,7 @@ use super::wire::{finish_frame, put_sized, start_frame, Reader};
 
 /// Longest error message or server name accepted.
 pub const MAX_MESSAGE_BYTES: u32 = 64 * 1024;
-/// Longest STATS document accepted.
+/// Longest STATS (and CLUSTER_STATUS) document accepted.
 pub const MAX_STATS_BYTES: u32 = 16 * 1024 * 1024;
 
 /// The node's role, as announced in HELLO_OK.
@@ -95,6 +95,9 @@ pub enum Response {
     Applied(bool),
     /// TTL's answer. Protocol version 2.
     Ttl(KeyTtl),
+    /// CLUSTER_STATUS answer: a UTF-8 JSON object
+    /// ([`super::cluster::ClusterStatus`]).
+    ClusterStatus(String),
     Error {
         code: ErrorCode,
         message: String,
@@ -117,6 +120,7 @@ impl Response {
             Response::Redirect { .. } => opcode::REDIRECT,
             Response::Applied(_) => opcode::APPLIED,
             Response::Ttl(_) => opcode::TTL_ANSWER,
+            Response::ClusterStatus(_) => opcode::CLUSTER_STATUS_ANSWER,
             Response::Error { .. } => opcode::ERROR,
         }
     }
@@ -157,6 +161,7 @@ impl Response {
             }
             Response::Stats(json) => put_sized(dst, json.as_bytes()),
             Response::Ttl(ttl) => ttl.encode(dst),
+            Response::ClusterStatus(json) => put_sized(dst, json.as_bytes()),
             Response::Redirect { master } => {
                 put_sized(dst, truncate_utf8(master, MAX_MESSAGE_BYTES))
             }
@@ -212,6 +217,9 @@ impl Response {
                 keys_kept: r.u64("keys kept")?,
             }),
             opcode::STATS_ANSWER => Response::Stats(r.string("stats", MAX_STATS_BYTES)?),
+            opcode::CLUSTER_STATUS_ANSWER => {
+                Response::ClusterStatus(r.string("cluster status", MAX_STATS_BYTES)?)
+            }
             opcode::REDIRECT => Response::Redirect {
                 master: r.string("master", MAX_MESSAGE_BYTES)?,
             },
@@ -284,6 +292,7 @@ mod tests {
             keys_kept: 4,
         }));
         roundtrip(Response::Stats("{\"keys\":1}".into()));
+        roundtrip(Response::ClusterStatus("{\"coordinator\":\"none\"}".into()));
         roundtrip(Response::Redirect {
             master: "kvstore-0.kvstore-headless:5555".into(),
         });

@@ -213,6 +213,7 @@ impl Codec for BinaryCodec {
         64 + match response {
             Response::Value(value) => value.len(),
             Response::Stats(json) => json.len(),
+            Response::ClusterStatus(json) => json.len(),
             Response::Error { message, .. } => message.len(),
             Response::Redirect { master } => master.len(),
             Response::HelloOk(hello) => hello.server.len(),
@@ -357,6 +358,7 @@ fn required_permission(request: &Request) -> Option<Permission> {
         Request::Get { .. } | Request::Exists { .. } | Request::Ttl { .. } | Request::Stats => {
             Some(Permission::Read)
         }
+        Request::ClusterStatus => Some(Permission::Read),
         Request::Put { .. }
         | Request::PutExpiring { .. }
         | Request::Delete { .. }

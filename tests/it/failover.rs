@@ -20,94 +20,25 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use kvstore::client::{BlockingClient, ClientOptions};
+use kvstore::client::BlockingClient;
 use kvstore::protocol::{Request, Response};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use serde_json::Value;
 
 use crate::common::etcd::EtcdCluster;
+// The cluster helpers live in common/failover.rs (the Kubernetes and
+// chaos tests use them too); re-exported for the other etcd tests.
+pub(crate) use crate::common::failover::{
+    node_args, one_master, options, repl_of, role_of, start_node,
+};
 use crate::common::{wait_for, Server};
 
-/// The lease TTL the tests run with (etcd grants whole seconds).
-pub(crate) const TTL_MS: &str = "2000";
 /// How long an election may take: the TTL, the watch, the campaign, on a
 /// loaded 2-core machine.
 pub(crate) const ELECTION_DEADLINE: Duration = Duration::from_secs(30);
 /// Bound on each writer.
 const MAX_WRITES: usize = 5_000;
 const WRITER_DEADLINE: Duration = Duration::from_secs(60);
-
-/// One node's flags: `--coordinator etcd`, its id, the short TTL, `extra`.
-pub(crate) fn node_args(etcd: &EtcdCluster, id: usize, extra: &[&str]) -> Vec<String> {
-    let mut args: Vec<String> = vec![
-        "--coordinator".into(),
-        "etcd".into(),
-        "--etcd-endpoints".into(),
-        etcd.endpoints().join(","),
-        "--node-id".into(),
-        format!("n{id}"),
-        "--lease-ttl-ms".into(),
-        TTL_MS.into(),
-    ];
-    args.extend(extra.iter().map(|s| s.to_string()));
-    args
-}
-
-pub(crate) fn start_node(etcd: &EtcdCluster, id: usize, extra: &[&str]) -> Server {
-    let args = node_args(etcd, id, extra);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    Server::start_unready(&args)
-}
-
-pub(crate) fn options() -> ClientOptions {
-    ClientOptions {
-        connect_timeout: Duration::from_secs(2),
-        request_timeout: Duration::from_secs(20),
-        client_name: "failover-test".into(),
-        follow_redirects: false,
-        ..ClientOptions::default()
-    }
-}
-
-/// The `replication` section of a node's STATS; `None` when it does not
-/// answer.
-pub(crate) fn repl_of(addr: SocketAddr) -> Option<Value> {
-    let mut c = BlockingClient::connect(addr.to_string(), options()).ok()?;
-    c.stats().ok()?.get("replication").cloned()
-}
-
-pub(crate) fn role_of(addr: SocketAddr) -> Option<(String, u64)> {
-    let r = repl_of(addr)?;
-    Some((
-        r.get("role")?.as_str()?.to_string(),
-        r.get("epoch")?.as_u64()?,
-    ))
-}
-
-/// Whether exactly one of the nodes at `addrs` is master and every other
-/// one follows it over a live link: its index and epoch.
-pub(crate) fn one_master(addrs: &[SocketAddr]) -> Option<(usize, u64)> {
-    let states: Vec<Option<Value>> = addrs.iter().map(|a| repl_of(*a)).collect();
-    let masters: Vec<usize> = (0..addrs.len())
-        .filter(|&i| {
-            states[i]
-                .as_ref()
-                .and_then(|r| r.get("role"))
-                .and_then(Value::as_str)
-                == Some("master")
-        })
-        .collect();
-    let [m] = masters[..] else { return None };
-    let master = addrs[m].to_string();
-    let followed = (0..addrs.len()).filter(|&i| i != m).all(|i| {
-        let r = states[i].as_ref();
-        r.and_then(|r| r.get("master")).and_then(Value::as_str) == Some(master.as_str())
-            && r.and_then(|r| r.get("link_up")).and_then(Value::as_bool) == Some(true)
-    });
-    let epoch = states[m].as_ref()?.get("epoch")?.as_u64()?;
-    followed.then_some((m, epoch))
-}
 
 /// Waits until exactly one of `nodes` is master and every other one
 /// follows it over a live link; returns its index and epoch.

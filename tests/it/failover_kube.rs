@@ -11,103 +11,20 @@
 
 #![cfg(feature = "kubernetes")]
 
-use std::net::SocketAddr;
-use std::path::Path;
 use std::time::Duration;
 
 use bytes::Bytes;
-use kvstore::client::{BlockingClient, ClientOptions};
-use serde_json::Value;
+use kvstore::client::BlockingClient;
 
-use crate::common::kube_standin::KubeStandIn;
+use crate::common::failover::{options, role_of, KubeApi};
 use crate::common::{run_to_exit, wait_for, Server};
 
-const NS: &str = "kvstore-test";
-/// The shortest lease the backends grant, so that a failover is quick.
-const TTL_MS: &str = "2000";
 /// An election on a loaded 2-core machine: the TTL, the poll, the update.
 const ELECTION_DEADLINE: Duration = Duration::from_secs(40);
 
-/// The stand-in over TLS and its bearer token in a file, as a node reads it.
-struct Api {
-    standin: KubeStandIn,
-    files: tempfile::TempDir,
-}
-
-impl Api {
-    fn start() -> Api {
-        let standin = KubeStandIn::start_tls();
-        let files = tempfile::tempdir().expect("tempdir");
-        std::fs::write(files.path().join("token"), format!("{}\n", standin.token))
-            .expect("token file");
-        Api { standin, files }
-    }
-
-    fn token_file(&self) -> String {
-        self.files.path().join("token").display().to_string()
-    }
-
-    fn node_args(&self, id: usize, extra: &[&str]) -> Vec<String> {
-        let ca: &Path = self.standin.ca_file.as_deref().expect("TLS stand-in");
-        let mut args: Vec<String> = [
-            "--coordinator",
-            "kubernetes",
-            "--kube-api-url",
-            &self.standin.url,
-            "--kube-token-file",
-            &self.token_file(),
-            "--kube-ca-file",
-            &ca.display().to_string(),
-            "--kube-namespace",
-            NS,
-            "--lease-ttl-ms",
-            TTL_MS,
-            "--node-id",
-            &format!("n{id}"),
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        args.extend(extra.iter().map(|s| s.to_string()));
-        args
-    }
-
-    fn start_node(&self, id: usize, extra: &[&str]) -> Server {
-        let args = self.node_args(id, extra);
-        Server::start_unready(&args.iter().map(String::as_str).collect::<Vec<_>>())
-    }
-
-    /// The Lease's holder as stored.
-    fn holder(&self) -> Option<String> {
-        let lease = self.standin.object("leases", NS, "kvstore")?;
-        Some(lease.pointer("/spec/holderIdentity")?.as_str()?.to_string())
-    }
-}
-
-fn options() -> ClientOptions {
-    ClientOptions {
-        connect_timeout: Duration::from_secs(2),
-        request_timeout: Duration::from_secs(20),
-        client_name: "failover-kube-test".into(),
-        follow_redirects: false,
-        ..ClientOptions::default()
-    }
-}
-
-/// `(role, epoch)` from a node's STATS; `None` when it does not answer.
-fn role_of(addr: SocketAddr) -> Option<(String, u64)> {
-    let mut c = BlockingClient::connect(addr.to_string(), options()).ok()?;
-    let stats = c.stats().ok()?;
-    let r = stats.get("replication")?;
-    Some((
-        r.get("role")?.as_str()?.to_string(),
-        r.get("epoch").and_then(Value::as_u64)?,
-    ))
-}
-
 /// Waits until exactly one of `nodes` says it is master and the Lease names
 /// it; returns its index and epoch.
-fn wait_one_master(api: &Api, nodes: &[(usize, &Server)]) -> (usize, u64) {
+fn wait_one_master(api: &KubeApi, nodes: &[(usize, &Server)]) -> (usize, u64) {
     wait_for(ELECTION_DEADLINE, "one master, named by the Lease", || {
         let masters: Vec<(usize, u64)> = nodes
             .iter()
@@ -125,7 +42,7 @@ fn wait_one_master(api: &Api, nodes: &[(usize, &Server)]) -> (usize, u64) {
 
 #[test]
 fn the_lease_elects_one_master_and_replaces_it_after_sigkill() {
-    let api = Api::start();
+    let api = KubeApi::start();
     let sync = ["--replication-mode", "sync", "--min-acks", "2"];
     let mut nodes: Vec<Server> = (0..3).map(|i| api.start_node(i, &sync)).collect();
     let all: Vec<(usize, &Server)> = nodes.iter().enumerate().collect();
@@ -176,4 +93,36 @@ fn a_bad_kubernetes_setting_stops_the_node_with_a_clear_error() {
         stderr.contains("--kube-token-file (KVSTORE_KUBE_TOKEN_FILE)") && !stderr.contains("panic"),
         "{stderr}"
     );
+}
+
+/// Not a test: serves the stand-in for `make bench-failover-kube`
+/// (benches/failover.sh with COORDINATOR=kubernetes), which has no API
+/// server either. Writes `url`, `token` and `ca.pem` into
+/// `KVSTORE_STANDIN_DIR` (`url` last, so a reader that sees it sees the
+/// rest), then serves until killed, until a file named `stop` appears
+/// there, or for `KVSTORE_STANDIN_SECONDS` (default 7200).
+#[test]
+#[ignore = "serves the Kubernetes API stand-in for benches/failover.sh until killed"]
+fn serve_the_stand_in_for_benches() {
+    let dir = std::path::PathBuf::from(
+        std::env::var_os("KVSTORE_STANDIN_DIR")
+            .expect("KVSTORE_STANDIN_DIR: the directory to write url, token and ca.pem to"),
+    );
+    let limit = Duration::from_secs(
+        std::env::var("KVSTORE_STANDIN_SECONDS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(7200),
+    );
+    let api = KubeApi::start();
+    let ca = api.standin.ca_file.as_deref().expect("TLS stand-in");
+    std::fs::copy(ca, dir.join("ca.pem")).expect("write ca.pem");
+    std::fs::write(dir.join("token"), format!("{}\n", api.standin.token)).expect("write token");
+    std::fs::write(dir.join("url.tmp"), &api.standin.url).expect("write url");
+    std::fs::rename(dir.join("url.tmp"), dir.join("url")).expect("rename url");
+    eprintln!("stand-in serving at {}", api.standin.url);
+    let started = std::time::Instant::now();
+    while started.elapsed() < limit && !dir.join("stop").exists() {
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }

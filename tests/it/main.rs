@@ -9,6 +9,7 @@ mod common;
 mod backup;
 mod chaos;
 mod cli;
+mod cluster;
 mod compaction;
 mod config;
 mod connections;

@@ -209,6 +209,11 @@ fn each_token_does_what_its_permission_allows_and_no_more() {
     );
     // A request error: the connection stays usable.
     reader.ping().expect("still connected");
+    // CLUSTER_STATUS is a read, like STATS.
+    let status = reader
+        .cluster_status()
+        .expect("cluster status with a read token");
+    assert_eq!(status.coordinator, "none");
 
     let mut client = connect(server.addr, Some(b"client-token-1")).expect("client");
     client.put(b"k", b"v").expect("put");

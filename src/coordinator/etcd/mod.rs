@@ -45,8 +45,8 @@ use pool::{Pool, BACKEND};
 use super::term::{Slot, Terms};
 use super::{
     bounded, check_publisher, decode, encode, next_epoch, Backend, BootInstant, Campaign,
-    CampaignRule, ClusterRecord, Coordinator, Error, Fence, Holder, HolderWatch, Leadership,
-    MemberState, Result, Settings, Timing,
+    CampaignRule, ClusterRecord, Coordinator, Error, Fence, Holder, HolderLease, HolderWatch,
+    Leadership, MemberState, Result, Settings, Timing,
 };
 
 /// One node's session with etcd.
@@ -510,5 +510,26 @@ impl Coordinator for Etcd {
             .collect();
         members.sort_by(|a, b| a.node_id.cmp(&b.node_id));
         Ok(members)
+    }
+
+    /// The `leader` key and what etcd says its lease has left (whole
+    /// seconds; the lease ends in under that + 1 s).
+    async fn holder_lease(&self) -> Result<Option<HolderLease>> {
+        let Some(kv) = self.get(&self.keys.leader).await? else {
+            return Ok(None);
+        };
+        let holder: Holder = decode(&self.keys.leader, kv.value())?;
+        let (at, mut c) = self.pool.pick();
+        let left = self
+            .pool
+            .request(
+                at,
+                "lease time-to-live",
+                c.lease_time_to_live(kv.lease(), None),
+            )
+            .await?;
+        // -1: the lease expired (or was revoked) since the key was read.
+        let expires_in = Some(Duration::from_secs(u64::try_from(left.ttl()).unwrap_or(0)));
+        Ok(Some(HolderLease { holder, expires_in }))
     }
 }

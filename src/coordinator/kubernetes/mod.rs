@@ -47,8 +47,8 @@ use reader::{Reader, View};
 use super::term::{Slot, Terms};
 use super::{
     bounded, check_publisher, decode, encode, next_epoch, Backend, BootInstant, Campaign,
-    CampaignRule, ClusterRecord, Coordinator, Error, Fence, Holder, HolderWatch, Leadership,
-    MemberState, Result, Settings, Timing,
+    CampaignRule, ClusterRecord, Coordinator, Error, Fence, Holder, HolderLease, HolderWatch,
+    Leadership, MemberState, Result, Settings, Timing,
 };
 
 const BACKEND: &str = "Kubernetes API";
@@ -443,6 +443,23 @@ impl Coordinator for Kubernetes {
         }
         members.sort_by(|a, b| a.node_id.cmp(&b.node_id));
         Ok(members)
+    }
+
+    /// The live holder and when its Lease runs out as this process
+    /// observed it (the judgement a campaign makes).
+    async fn holder_lease(&self) -> Result<Option<HolderLease>> {
+        let Some(lease) = self.reader.get(&self.reader.cluster).await? else {
+            return Ok(None);
+        };
+        let view = self.reader.view(&lease)?;
+        let expires_in = self
+            .reader
+            .expires_at(&lease)
+            .saturating_duration_since(BootInstant::now());
+        Ok(view.holder.filter(|_| view.live).map(|holder| HolderLease {
+            holder,
+            expires_in: Some(expires_in),
+        }))
     }
 }
 

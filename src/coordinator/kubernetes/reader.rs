@@ -102,16 +102,24 @@ impl Reader {
     /// Live: its holder is set and its `resourceVersion` changed less than
     /// `leaseDurationSeconds` ago on this process's clock.
     pub fn is_live(&self, lease: &Lease) -> bool {
-        let since = self.saw(lease);
-        let spec = lease.spec.as_ref();
-        let held = spec
+        let held = lease
+            .spec
+            .as_ref()
             .and_then(|s| s.holder_identity.as_deref())
             .is_some_and(|h| !h.is_empty());
-        let secs = spec
+        held && BootInstant::now() < self.expires_at(lease)
+    }
+
+    /// When `lease` runs out on this process's clock: when this process
+    /// first saw its `resourceVersion`, plus `leaseDurationSeconds`.
+    pub fn expires_at(&self, lease: &Lease) -> BootInstant {
+        let since = self.saw(lease);
+        let secs = lease
+            .spec
+            .as_ref()
             .and_then(|s| s.lease_duration_seconds)
             .unwrap_or(self.default_ttl_secs);
-        let ttl = Duration::from_secs(u64::from(secs.max(0).unsigned_abs()));
-        held && BootInstant::now() < since.saturating_add(ttl)
+        since.saturating_add(Duration::from_secs(u64::from(secs.max(0).unsigned_abs())))
     }
 
     pub fn view(&self, lease: &Lease) -> Result<View> {

@@ -22,7 +22,7 @@ use super::{blocked, Ha, Node};
 use crate::coordinator::{self, MemberState, Role};
 
 /// This node's state now.
-fn state(node: &Node, ha: &Ha) -> MemberState {
+pub(super) fn state(node: &Node, ha: &Ha) -> MemberState {
     MemberState {
         node_id: ha.node_id.clone(),
         addr: ha.addr.clone(),

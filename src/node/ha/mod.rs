@@ -36,6 +36,9 @@
 
 mod lead;
 mod members;
+mod status;
+
+pub use status::cluster_status;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

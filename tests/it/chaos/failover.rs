@@ -1,10 +1,16 @@
-//! Chaos for automatic failover (`--coordinator etcd`, src/node/ha.rs):
-//! real etcd, three real `kvstore serve` nodes with a 2 s lease, writers
-//! that find the master by themselves, and faults round after round:
+//! Chaos for automatic failover (`--coordinator etcd|kubernetes`,
+//! src/node/ha/): real etcd or the Kubernetes API stand-in
+//! (common/kube_standin.rs), three real `kvstore serve` nodes with a 2 s
+//! lease, writers that find the master by themselves, and faults round
+//! after round:
 //! - SIGKILL of the master, again and again, each time restarted at once
 //!   on its directory and port (as a supervisor would) so it rejoins: sync
 //!   mode with `--min-acks 2` (every replica) loses nothing; async mode
-//!   loses what the killed master had not sent, and the test counts it;
+//!   loses what the killed master had not sent, and the test counts it.
+//!   Against the stand-in, SIGKILL and SIGSTOP (held until the survivors
+//!   elect a new master, then SIGCONT: the old master must step down and
+//!   rejoin) take turns, in sync mode; the cluster setup is the same for
+//!   both backends (`common::failover::Coord`);
 //! - a partition (a network namespace) that cuts the master off from etcd
 //!   and from the replicas but not from a client beside it: no OK it sends
 //!   after the new master is elected, and in sync mode every OK it sent is
@@ -35,13 +41,16 @@ use std::time::{Duration, Instant};
 
 use kvstore::client::{BlockingClient, ClientOptions, Error};
 
+use nix::sys::signal::Signal;
+
 use super::faults::{sleep_random, Budget, KillOnDrop};
 use super::load::count_lost;
 use super::netns::NetNs;
 use super::proxy::Proxy;
 use crate::common::etcd::EtcdCluster;
+use crate::common::failover::{node_args, one_master, role_of, start_node, ttl, Coord};
 use crate::common::{self, wait_for, Server};
-use crate::failover::{node_args, one_master, role_of, start_node, ELECTION_DEADLINE, TTL_MS};
+use crate::failover::ELECTION_DEADLINE;
 
 const READ_BACK: Duration = Duration::from_secs(60);
 /// Bound on each writer's operations (besides its time limit).
@@ -58,10 +67,6 @@ const SYNC: [&str; 6] = [
     "1000",
 ];
 const ASYNC: [&str; 2] = ["--replication-mode", "async"];
-
-fn ttl() -> Duration {
-    Duration::from_millis(TTL_MS.parse().expect("TTL_MS is a number"))
-}
 
 fn options() -> ClientOptions {
     ClientOptions {
@@ -291,54 +296,88 @@ fn addrs_of(nodes: &[Server]) -> Vec<SocketAddr> {
 
 /// Waits for a term above `epoch` that every node of `addrs` follows.
 fn wait_new_term(addrs: &[SocketAddr], epoch: u64, what: &str) -> (usize, u64) {
+    wait_term(addrs, epoch + 1, what)
+}
+
+/// Waits for a term of epoch `at_least` or later that every node of
+/// `addrs` follows.
+fn wait_term(addrs: &[SocketAddr], at_least: u64, what: &str) -> (usize, u64) {
     wait_for(RETURN_DEADLINE, what, || {
-        one_master(addrs).filter(|&(_, e)| e > epoch)
+        one_master(addrs).filter(|&(_, e)| e >= at_least)
     })
 }
 
-/// What a run of repeated kills leaves for the checks.
+/// What a run of repeated faults leaves for the checks.
 struct Kills {
     report: Report,
     acks: Vec<Ack>,
     master: SocketAddr,
     last_fault: Instant,
     _nodes: Vec<Server>,
-    _etcd: EtcdCluster,
+    _coord: Coord,
 }
 
-/// Three nodes in `mode` under two writers; the master is SIGKILLed and
-/// restarted at once, round after round, each round ending when a new
+/// What happens to the master in one round.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    /// SIGKILL, then a restart on its directory and port.
+    Kill,
+    /// SIGSTOP until the survivors follow a new master, then SIGCONT.
+    Stop,
+}
+
+/// Three nodes in `mode` under `coord` and two writers; the master is hit
+/// by `faults` in turn, round after round, each round ending when a new
 /// term is followed by every node and a write was acknowledged again.
-fn kill_the_master_again_and_again(mode: &[&str], tag: &str) -> Kills {
+fn fault_the_master_again_and_again(
+    coord: Coord,
+    mode: &[&str],
+    tag: &str,
+    faults: &[Fault],
+) -> Kills {
     let budget = Budget::new(2);
-    let etcd = EtcdCluster::start(1);
-    let mut nodes: Vec<Server> = (0..3).map(|i| start_node(&etcd, i, mode)).collect();
+    let mut nodes: Vec<Server> = (0..3).map(|i| coord.start_node(i, mode)).collect();
     let addrs = addrs_of(&nodes);
     let (mut m, first_epoch) = wait_new_term(&addrs, 0, "the first master");
     let mut epoch = first_epoch;
     let writers = Writers::start(&addrs, 2, tag, budget.limit());
-    writers.wait_acked_after(Instant::now(), 20, "20 writes before the first kill");
+    writers.wait_acked_after(Instant::now(), 20, "20 writes before the first fault");
     let mut report = Report::default();
     let mut rng = rand::thread_rng();
     let mut last_fault = Instant::now();
+    let mut kills = 0u64;
     while budget.another_round() {
         sleep_random(&mut rng, 200, 1000);
+        let fault = faults[usize::try_from(report.faults).unwrap_or(0) % faults.len()];
+        let survivors: Vec<SocketAddr> = (0..3).filter(|&i| i != m).map(|i| addrs[i]).collect();
         last_fault = Instant::now();
-        nodes[m].sigkill();
         report.faults += 1;
-        if report.faults % 2 == 1 {
-            // Back at once, as a supervisor restarts a crashed process: a
-            // candidate again, it waits out its old lease like the others
-            // and may win with the longest log.
-            nodes[m].restart_same_port();
-        } else {
-            // Back only once another node leads: whatever it had not sent
-            // is not on the new master.
-            let survivors: Vec<SocketAddr> = (0..3).filter(|&i| i != m).map(|i| addrs[i]).collect();
-            wait_new_term(&survivors, epoch, "a new term among the survivors");
-            nodes[m].restart_same_port();
-        }
-        (m, epoch) = wait_new_term(&addrs, epoch, "a new term after the kill");
+        let at_least = match fault {
+            Fault::Kill => {
+                nodes[m].sigkill();
+                kills += 1;
+                if kills.is_multiple_of(2) {
+                    // Back only once another node leads: whatever it had
+                    // not sent is not on the new master.
+                    wait_new_term(&survivors, epoch, "a new term among the survivors");
+                }
+                // Otherwise back at once, as a supervisor restarts a
+                // crashed process: a candidate again, it waits out its old
+                // lease like the others and may win with the longest log.
+                nodes[m].restart_same_port();
+                epoch + 1
+            }
+            Fault::Stop => {
+                // Stopped past its lease: it must not acknowledge anything
+                // once it runs again, and must step down and follow.
+                super::signal(&nodes[m], Signal::SIGSTOP);
+                let (_, elected) =
+                    wait_new_term(&survivors, epoch, "a new term while the master is stopped");
+                super::signal(&nodes[m], Signal::SIGCONT);
+                elected
+            }
+        };
+        (m, epoch) = wait_term(&addrs, at_least, "every node following a new term");
         report.windows.push(writers.window(last_fault));
     }
     writers.wait_acked_after(Instant::now(), 10, "writes in the last term");
@@ -353,18 +392,17 @@ fn kill_the_master_again_and_again(mode: &[&str], tag: &str) -> Kills {
         master,
         last_fault,
         _nodes: nodes,
-        _etcd: etcd,
+        _coord: coord,
     }
 }
 
-#[test]
-fn repeated_sigkill_of_the_master_loses_nothing_in_sync_mode() {
-    let run = kill_the_master_again_and_again(&SYNC, "fo-kill-sync");
-    run.report.print("sigkill, sync --min-acks 2");
+/// A sync-mode run: every fault made an election and nothing that was
+/// acknowledged is missing.
+fn assert_sync_run_lost_nothing(run: &Kills) {
     assert!(run.report.acked > 0, "no write was acknowledged");
     assert!(
         run.report.elections >= run.report.faults,
-        "{} kills but {} elections",
+        "{} faults but {} elections",
         run.report.faults,
         run.report.elections
     );
@@ -374,12 +412,37 @@ fn repeated_sigkill_of_the_master_loses_nothing_in_sync_mode() {
     );
 }
 
+#[test]
+fn repeated_sigkill_of_the_master_loses_nothing_in_sync_mode() {
+    let run =
+        fault_the_master_again_and_again(Coord::etcd(1), &SYNC, "fo-kill-sync", &[Fault::Kill]);
+    run.report.print("sigkill, sync --min-acks 2");
+    assert_sync_run_lost_nothing(&run);
+}
+
+/// The same rounds with the Kubernetes Lease backend against the API
+/// stand-in, SIGKILL and SIGSTOP of the master taking turns.
+#[cfg(feature = "kubernetes")]
+#[test]
+fn repeated_sigkill_and_sigstop_of_the_master_under_the_lease_api_lose_nothing() {
+    let run = fault_the_master_again_and_again(
+        Coord::kube(),
+        &SYNC,
+        "fo-kube-sync",
+        &[Fault::Kill, Fault::Stop],
+    );
+    run.report
+        .print("sigkill+sigstop, sync --min-acks 2, kubernetes stand-in");
+    assert_sync_run_lost_nothing(&run);
+}
+
 /// Async mode may lose what a killed master had not yet sent: the count is
 /// printed, never hidden. What must hold: every write the final master
 /// acknowledged after the last kill is on it.
 #[test]
 fn repeated_sigkill_of_the_master_in_async_mode_counts_what_is_lost() {
-    let run = kill_the_master_again_and_again(&ASYNC, "fo-kill-async");
+    let run =
+        fault_the_master_again_and_again(Coord::etcd(1), &ASYNC, "fo-kill-async", &[Fault::Kill]);
     run.report.print("sigkill, async");
     assert!(run.report.acked > 0, "no write was acknowledged");
     let last_term = run

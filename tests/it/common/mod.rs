@@ -7,6 +7,7 @@
 
 #[cfg(feature = "etcd")]
 pub mod etcd;
+pub mod failover;
 pub mod host;
 #[cfg(feature = "kubernetes")]
 pub mod kube_standin;
