@@ -40,6 +40,7 @@ impl KubeHarness {
             api_url: Some(self.standin.url.clone()),
             token: Some(self.standin.token.clone()),
             ca_file: self.standin.ca_file.clone(),
+            ..KubernetesSettings::default()
         };
         s
     }
