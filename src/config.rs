@@ -698,8 +698,10 @@ fn coordinator_settings(
     args: &ServeArgs,
     env: &impl Fn(&str) -> Option<String>,
 ) -> Result<Option<coordinator::Settings>, ConfigError> {
+    // Under `none` nothing is elected and nothing labelled: not read, as
+    // --role is not read under a coordinator.
     if let Some(selector) = &args.kube_pod_selector {
-        if args.coordinator != Backend::Kubernetes {
+        if args.coordinator == Backend::Etcd {
             return Err(invalid(
                 "kube-pod-selector",
                 selector,
