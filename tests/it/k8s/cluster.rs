@@ -558,8 +558,7 @@ impl Cluster {
     }
 
     /// Every pod's probes answer 200 and the master Service routes to the
-    /// elected master (a candidate answers its probes before the first
-    /// election is over).
+    /// elected master, whose term has settled.
     pub fn wait_all_ready(&mut self) {
         for n in 0..PODS {
             self.wait_probes(n);
