@@ -1,10 +1,16 @@
 """Checks on `kubectl kustomize k8s/` output, and that checkov skips are
 documented. Run by .ci/k8s-check.sh with the tools' virtualenv python.
 
-  k8s_render_check.py RENDERED.yaml ORDINAL
-      the ConfigMap says MASTER_ORDINAL=ORDINAL, and the master Service and
-      the client NetworkPolicy select exactly pod kvstore-ORDINAL; every
-      object is in namespace kvstore (the Namespace aside).
+  k8s_render_check.py RENDERED.yaml
+      routing follows the elected master: the ConfigMap runs the kubernetes
+      coordinator with a pod selector equal to the StatefulSet's, and sets
+      no MASTER_ORDINAL; the master Service selects the StatefulSet's pods
+      labelled kvstore.io/role=master, kvstore-read every pod of it; clients
+      may reach every pod's client port; the StatefulSet's pods (and only
+      they) mount the token of the ServiceAccount kvstore, whose Role grants
+      exactly the verbs the nodes use; an egress policy lets the pods reach
+      the API server. Every object is in namespace kvstore (the Namespace
+      aside).
   k8s_render_check.py --skips-documented .checkov.yaml k8s/README.md
       every skipped check id appears in the README with a reason.
   k8s_render_check.py --secret GENERATED.yaml k8s/secret.example.yaml RENDERED.yaml
@@ -28,7 +34,12 @@ import sys
 
 import yaml
 
-POD_LABEL = "statefulset.kubernetes.io/pod-name"
+ROLE_LABEL = "kvstore.io/role"
+# What the nodes call (src/coordinator/kubernetes): no watch, no delete.
+ROLE_RULES = {
+    ("coordination.k8s.io", "leases"): {"get", "list", "create", "update"},
+    ("", "pods"): {"get", "list", "patch"},
+}
 
 
 def fail(msg):
@@ -36,31 +47,72 @@ def fail(msg):
     sys.exit(1)
 
 
-def rendered(path, ordinal):
+def rendered(path):
     docs = [d for d in yaml.safe_load_all(open(path)) if d]
     by = {(d["kind"], d["metadata"]["name"]): d for d in docs}
     kinds = sorted({d["kind"] for d in docs})
     for need in ["Namespace", "ConfigMap", "Service", "StatefulSet", "PodDisruptionBudget",
-                 "NetworkPolicy", "CronJob", "PersistentVolumeClaim"]:
+                 "NetworkPolicy", "CronJob", "PersistentVolumeClaim", "ServiceAccount", "Role",
+                 "RoleBinding"]:
         if need not in kinds:
             fail(f"rendered output lacks a {need} (has {kinds})")
     for d in docs:
         if d["kind"] != "Namespace" and d["metadata"].get("namespace") != "kvstore":
             fail(f"{d['kind']}/{d['metadata']['name']} is not in namespace kvstore")
+    sts = by[("StatefulSet", "kvstore")]
+    pod_labels = sts["spec"]["selector"]["matchLabels"]
     cm = by[("ConfigMap", "kvstore-config")]["data"]
-    if cm["MASTER_ORDINAL"] != ordinal:
-        fail(f"MASTER_ORDINAL is {cm['MASTER_ORDINAL']!r}, expected {ordinal!r}")
-    want = f"kvstore-{ordinal}"
-    svc = by[("Service", "kvstore-master")]["spec"]["selector"].get(POD_LABEL)
-    if svc != want:
-        fail(f"kvstore-master selects {svc!r}, expected {want!r}")
-    np = by[("NetworkPolicy", "kvstore-clients-to-master")]["spec"]["podSelector"]["matchLabels"].get(POD_LABEL)
-    if np != want:
-        fail(f"kvstore-clients-to-master selects {np!r}, expected {want!r}")
+    if "MASTER_ORDINAL" in cm:
+        fail("the ConfigMap sets MASTER_ORDINAL: the coordinator elects the master")
+    if cm.get("KVSTORE_COORDINATOR") != "kubernetes":
+        fail(f"KVSTORE_COORDINATOR is {cm.get('KVSTORE_COORDINATOR')!r}, expected 'kubernetes'")
+    selector = dict(p.split("=", 1) for p in cm.get("KVSTORE_KUBE_POD_SELECTOR", "").split(",") if p)
+    if selector != pod_labels:
+        fail(f"KVSTORE_KUBE_POD_SELECTOR selects {selector}, the StatefulSet {pod_labels}")
+
+    master = by[("Service", "kvstore-master")]["spec"]["selector"]
+    if master != {**pod_labels, ROLE_LABEL: "master"}:
+        fail(f"kvstore-master selects {master}, expected the StatefulSet's pods labelled {ROLE_LABEL}=master")
+    read = by[("Service", "kvstore-read")]["spec"]
+    if read["selector"] != pod_labels or read.get("publishNotReadyAddresses"):
+        fail(f"kvstore-read must select every ready pod of the StatefulSet ({pod_labels})")
     headless = by[("Service", "kvstore-headless")]["spec"]
     if headless.get("clusterIP") != "None" or headless.get("publishNotReadyAddresses") is not True:
         fail("kvstore-headless must be headless with publishNotReadyAddresses: true")
-    print(f"k8s_render_check: {len(docs)} objects; master Service and policy follow MASTER_ORDINAL={ordinal}")
+    clients = by[("NetworkPolicy", "kvstore-clients")]["spec"]
+    if clients["podSelector"]["matchLabels"] != pod_labels:
+        fail(f"kvstore-clients must admit clients to every kvstore pod, selects {clients['podSelector']}")
+
+    spec = sts["spec"]["template"]["spec"]
+    if spec.get("serviceAccountName") != "kvstore" or spec.get("automountServiceAccountToken") is not True:
+        fail("the StatefulSet's pods must run as ServiceAccount kvstore with its token mounted")
+    for d in docs:
+        if d["kind"] in ("CronJob", "Job"):
+            job = d["spec"]["jobTemplate"]["spec"] if d["kind"] == "CronJob" else d["spec"]
+            if job["template"]["spec"].get("automountServiceAccountToken") is not False:
+                fail(f"{d['kind']}/{d['metadata']['name']} must not mount a service account token")
+    if by[("ServiceAccount", "kvstore")].get("automountServiceAccountToken") is not False:
+        fail("ServiceAccount kvstore must not mount its token by default")
+    rules = {}
+    for r in by[("Role", "kvstore")]["rules"]:
+        for group in r["apiGroups"]:
+            for res in r["resources"]:
+                rules.setdefault((group, res), set()).update(r["verbs"])
+        if r.get("resourceNames"):
+            fail("the Role names resources: RBAC cannot name a pod's own objects (docs/SECURITY.md)")
+    if rules != ROLE_RULES:
+        fail(f"Role kvstore grants {rules}, expected exactly {ROLE_RULES}")
+    binding = by[("RoleBinding", "kvstore")]
+    if binding["roleRef"]["name"] != "kvstore" or binding["subjects"] != [
+            {"kind": "ServiceAccount", "name": "kvstore", "namespace": "kvstore"}]:
+        fail("RoleBinding kvstore must bind Role kvstore to ServiceAccount kvstore")
+    egress = by[("NetworkPolicy", "kvstore-egress")]["spec"]
+    api_ports = {p["port"] for rule in egress["egress"] if any("ipBlock" in t for t in rule["to"])
+                 for p in rule["ports"]}
+    if egress["podSelector"]["matchLabels"] != pod_labels or not {443, 6443} <= api_ports:
+        fail("kvstore-egress must let the kvstore pods reach the API server on 443 and 6443")
+    print(f"k8s_render_check: {len(docs)} objects; the master Service follows the "
+          f"{ROLE_LABEL} label the elected master sets")
 
 
 def skips_documented(config, readme):
@@ -175,7 +227,7 @@ if __name__ == "__main__":
         monitoring(sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5])
     elif len(sys.argv) == 5 and sys.argv[1] == "--secret":
         secret(sys.argv[2], sys.argv[3], sys.argv[4])
-    elif len(sys.argv) == 3:
-        rendered(sys.argv[1], sys.argv[2])
+    elif len(sys.argv) == 2:
+        rendered(sys.argv[1])
     else:
         fail(__doc__)

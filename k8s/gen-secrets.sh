@@ -41,7 +41,8 @@
 #   kvstore-headless.NS, kvstore-headless (the Service's own name, which
 #   resolves to every pod: the backup CronJob finds the pods through it),
 #   kvstore-master.NS.svc.CLUSTER_DOMAIN, kvstore-master.NS.svc,
-#   kvstore-master.NS, kvstore-master, localhost, 127.0.0.1, ::1
+#   kvstore-master.NS, kvstore-master, the same four of kvstore-read (the
+#   Service of every ready pod, for reads), localhost, 127.0.0.1, ::1
 # (127.0.0.1: `kubectl exec kvstore-N -- kvstore ...` and port-forward).
 # Keys are ECDSA P-256 in PKCS#8; tokens are 32 random bytes in hex.
 set -euo pipefail
@@ -80,6 +81,7 @@ SECRET_NAME=kvstore-secrets
 STS=kvstore
 HEADLESS=kvstore-headless
 MASTER_SVC=kvstore-master
+READ_SVC=kvstore-read
 
 command -v openssl >/dev/null || die "openssl not found (apt-get install openssl)"
 [[ "$NAMESPACE" =~ ^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$ ]] \
@@ -121,6 +123,7 @@ sans=(
   "DNS:*.$HEADLESS.$svc.$CLUSTER_DOMAIN" "DNS:*.$HEADLESS.$svc" "DNS:*.$HEADLESS.$NAMESPACE"
   "DNS:$HEADLESS.$svc.$CLUSTER_DOMAIN" "DNS:$HEADLESS.$svc" "DNS:$HEADLESS.$NAMESPACE" "DNS:$HEADLESS"
   "DNS:$MASTER_SVC.$svc.$CLUSTER_DOMAIN" "DNS:$MASTER_SVC.$svc" "DNS:$MASTER_SVC.$NAMESPACE" "DNS:$MASTER_SVC"
+  "DNS:$READ_SVC.$svc.$CLUSTER_DOMAIN" "DNS:$READ_SVC.$svc" "DNS:$READ_SVC.$NAMESPACE" "DNS:$READ_SVC"
 )
 # A wildcard needs two labels after it, so the short pod names are listed.
 for ((n = 0; n < PODS; n++)); do sans+=("DNS:$STS-$n.$HEADLESS"); done

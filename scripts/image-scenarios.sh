@@ -14,11 +14,12 @@
 # ConfigMap's ports 5555 and 9555, pod N moves to 5555+N and 9555+N.
 #
 # Scenarios, one function each, every one from fresh volumes:
-#   roles_from_configmap  no coordinator: roles from MASTER_ORDINAL and the
-#                         pod name, as the ConfigMap sets today.
-# The etcd coordinator gets a scenario of its own here once `kvstore serve`
-# can use it: an etcd on 127.0.0.1 in this namespace, the ConfigMap's
-# coordinator settings, two pods, and the master's pod stopped.
+#   roles_from_configmap  manual roles: the ConfigMap's `kubernetes`
+#                         coordinator needs an API server, and none runs
+#                         here, so the pods get KVSTORE_COORDINATOR=none
+#                         and MASTER_ORDINAL=0 over it (manual_roles).
+#                         tests/it/k8s.rs runs the coordinator path against
+#                         a stand-in of the API.
 #
 # Every wait polls with a deadline; a failed step stops the run with its
 # reason, after the containers' logs.
@@ -101,12 +102,19 @@ pod_ports() { # N
   echo "--env=KVSTORE_HTTP_LISTEN=0.0.0.0:$((9555 + n))"
   echo "--env=KVSTORE_ADVERTISE_ADDR=kvstore-$n.$HEADLESS:$((5555 + n))"
 }
+# Manual roles over the ConfigMap's coordinator (see the header).
+manual_roles() {
+  echo "--env=KVSTORE_COORDINATOR=none"
+  echo "--env=KVSTORE_ROLE=auto"
+  echo "--env=MASTER_ORDINAL=0"
+  echo "--env=KVSTORE_MASTER_ADDR=kvstore-{ordinal}.$HEADLESS:5555"
+}
 # `podman run` arguments of one of pod N's containers, up to the image.
 pod_args() { # CONTAINER N
   local n=$2 opts extra
   mapfile -t opts < <("${POD[@]}" opts "$1" "kvstore-$n" "data=$RUN-data-$n" "secrets=$SECRETS")
   [ "${#opts[@]}" -gt 1 ] || die "scripts/image-pod.py gave no options for $1"
-  mapfile -t extra < <(pod_ports "$n")
+  mapfile -t extra < <(pod_ports "$n"; manual_roles)
   printf '%s\n' --hostname="kvstore-$n" --network=host \
     --add-host="kvstore-0.$HEADLESS:127.0.0.1" --add-host="kvstore-1.$HEADLESS:127.0.0.1" \
     "${opts[@]}" "${extra[@]}"

@@ -137,7 +137,7 @@ pub struct ServeArgs {
     /// Ordinal of the master pod, for --role auto [also MASTER_ORDINAL].
     #[arg(long, env = "KVSTORE_MASTER_ORDINAL", value_name = "N", value_parser = parse::ordinal)]
     pub master_ordinal: Option<u32>,
-    /// This pod's name, `<statefulset>-<ordinal>`, for --role auto [default: $HOSTNAME].
+    /// This pod's name, `<statefulset>-<ordinal>`, for --role auto and --kube-pod-selector [default: $HOSTNAME].
     #[arg(long, env = "KVSTORE_POD_NAME", value_name = "NAME")]
     pub pod_name: Option<String>,
     /// Client connections served at once; more are refused.
@@ -317,6 +317,9 @@ pub struct ServeArgs {
     /// Namespace of the Lease objects [default: the pod's].
     #[arg(long, env = "KVSTORE_KUBE_NAMESPACE", value_name = "NAMESPACE")]
     pub kube_namespace: Option<String>,
+    /// Label selector of the kvstore pods (the StatefulSet's, key=value[,...]): the master labels its own pod (--pod-name) kvstore.io/role=master and every other pod it matches kvstore.io/role=replica, so the master Service follows it [default: no labels].
+    #[arg(long, env = "KVSTORE_KUBE_POD_SELECTOR", value_name = "SELECTOR", value_parser = parse::pod_selector)]
+    pub kube_pod_selector: Option<String>,
     /// Sync mode with a coordinator: a member of the in-sync set whose durable end stays behind the master's end of this long ago is dropped from the set [default: 2000, or half of --sync-timeout-ms when that is less].
     #[arg(
         long,
@@ -521,6 +524,11 @@ pub const KNOWN_ENV: &[&str] = &[
     "KVSTORE_CLUSTER",
     "KVSTORE_NODE_ID",
     "KVSTORE_LEASE_TTL_MS",
+    "KVSTORE_KUBE_API_URL",
+    "KVSTORE_KUBE_TOKEN_FILE",
+    "KVSTORE_KUBE_CA_FILE",
+    "KVSTORE_KUBE_NAMESPACE",
+    "KVSTORE_KUBE_POD_SELECTOR",
     "KVSTORE_IN_SYNC_MAX_LAG_MS",
     "KVSTORE_CAMPAIGN_GRACE_MS",
 ];
@@ -690,6 +698,17 @@ fn coordinator_settings(
     args: &ServeArgs,
     env: &impl Fn(&str) -> Option<String>,
 ) -> Result<Option<coordinator::Settings>, ConfigError> {
+    // Under `none` nothing is elected and nothing labelled: not read, as
+    // --role is not read under a coordinator.
+    if let Some(selector) = &args.kube_pod_selector {
+        if args.coordinator == Backend::Etcd {
+            return Err(invalid(
+                "kube-pod-selector",
+                selector,
+                "only the kubernetes coordinator labels pods (--coordinator kubernetes)",
+            ));
+        }
+    }
     if args.coordinator == Backend::None {
         return Ok(None);
     }
@@ -729,6 +748,20 @@ fn coordinator_settings(
     settings.lease_ttl = args.lease_ttl_ms.map(Duration::from_millis);
     settings.etcd_endpoints.clone_from(&args.etcd_endpoints);
     settings.kubernetes = kubernetes_settings(args)?;
+    if let Some(selector) = &args.kube_pod_selector {
+        let pod = args
+            .pod_name
+            .clone()
+            .or_else(|| env("HOSTNAME"))
+            .map(|p| p.trim().to_string())
+            .filter(|p| !p.is_empty())
+            .ok_or_else(|| ConfigError::Missing {
+                setting: name("pod-name"),
+                reason: "--kube-pod-selector labels this node's own pod, found by its name".into(),
+            })?;
+        settings.kubernetes.pod_selector = Some(selector.clone());
+        settings.kubernetes.pod_name = Some(pod);
+    }
     settings.timing().map_err(|e| {
         invalid(
             "lease-ttl-ms",
@@ -768,6 +801,7 @@ fn kubernetes_settings(args: &ServeArgs) -> Result<KubernetesSettings, ConfigErr
         api_url: args.kube_api_url.clone(),
         token,
         ca_file: args.kube_ca_file.clone(),
+        ..KubernetesSettings::default()
     })
 }
 

@@ -24,6 +24,11 @@ pub fn run(args: &ServeArgs, connect: &ConnectArgs) -> Result<(), CliError> {
     config.tls.server_name.clone_from(&connect.tls_server_name);
     init_logging(config.log_format);
     warn_unknown_env();
+    if config.coordinator.is_some()
+        && (args.master_ordinal.is_some() || std::env::var_os("MASTER_ORDINAL").is_some())
+    {
+        warn!("MASTER_ORDINAL is ignored: the coordinator elects the master");
+    }
     if args.master_addr.is_some() && config.role == crate::config::Role::Master {
         warn!("--master-addr is ignored: this node starts as master");
     }

@@ -137,6 +137,27 @@ pub fn node_id(value: &str) -> Result<String, String> {
         .map_err(|e| reason_of(&e))
 }
 
+/// `--kube-pod-selector`: an equality-based label selector,
+/// `key=value[,key=value...]`, as a StatefulSet's `matchLabels` reads.
+pub fn pod_selector(value: &str) -> Result<String, String> {
+    let label = |s: &str| {
+        s.len() <= 316
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/'))
+    };
+    for part in value.split(',') {
+        let well_formed = part
+            .split_once('=')
+            .is_some_and(|(k, v)| !k.is_empty() && label(k) && label(v));
+        if !well_formed {
+            return Err(format!(
+                "{part:?} is not key=value (a label key and value: letters, digits, '-', '_', '.', '/'; several joined by ',')"
+            ));
+        }
+    }
+    Ok(value.to_string())
+}
+
 /// The reason of a coordinator setting error, without the setting's name
 /// (clap's error adds the flag and its variable).
 fn reason_of(e: &crate::coordinator::Error) -> String {

@@ -338,3 +338,49 @@ fn the_in_sync_lag_bound_stays_below_the_sync_timeout() {
         "{e}"
     );
 }
+
+#[test]
+fn the_pod_selector_is_checked_and_finds_this_pod_by_name() {
+    let kube = ["--coordinator", "kubernetes", "--kube-pod-selector"];
+    let with = |selector: &str, env: &[(&str, &str)]| {
+        let mut flags = kube.to_vec();
+        flags.push(selector);
+        parse(&flags, env)
+    };
+    let config = with(
+        "app.kubernetes.io/name=kvstore,tier=db",
+        &[("HOSTNAME", "kvstore-1")],
+    )
+    .unwrap();
+    let k = config.coordinator.expect("coordinator").kubernetes;
+    assert_eq!(k.pod_name.as_deref(), Some("kvstore-1"));
+    assert_eq!(
+        k.pod_selector.as_deref(),
+        Some("app.kubernetes.io/name=kvstore,tier=db")
+    );
+    for bad in ["kvstore", "=x", "a=b,", "a b=c", "a=b c"] {
+        let e = with(bad, &[("HOSTNAME", "kvstore-1")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("--kube-pod-selector (KVSTORE_KUBE_POD_SELECTOR)"),
+            "{bad}: {e}"
+        );
+    }
+    let e = parse(
+        &[
+            "--coordinator",
+            "etcd",
+            "--etcd-endpoints",
+            "http://127.0.0.1:2379",
+            "--kube-pod-selector",
+            "a=b",
+        ],
+        &[("HOSTNAME", "h")],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("--kube-pod-selector"), "{e}");
+    // Under `none` nothing labels pods: not read.
+    parse(&["--kube-pod-selector", "a=b"], &[]).unwrap();
+}

@@ -43,6 +43,10 @@ pub enum Error {
         reason: String,
     },
 
+    /// A routing mark (a pod's role label) that could not be written.
+    #[error("cannot label pod {pod}: {reason}")]
+    Label { pod: String, reason: String },
+
     /// `--coordinator none`: roles are set by hand, there is no leadership
     /// to take or record to write.
     #[error("no coordinator (--coordinator none): roles are set by hand")]

@@ -130,6 +130,33 @@ pub struct HolderLease {
     pub expires_in: Option<Duration>,
 }
 
+/// Routing that follows the master, for what sends clients to kvstore
+/// from outside it: on Kubernetes, the pods' role labels that the master
+/// Service selects ([`routing`]).
+#[async_trait]
+pub trait Routing: Send + Sync {
+    /// Marks this node as the master of `epoch` and every other member as
+    /// a replica; returns how many marks changed. The caller holds a term
+    /// of `epoch` whose fence holds. A mark written in a newer epoch is
+    /// never overwritten, so a late write of an old master cannot undo a
+    /// new one's.
+    async fn mark_master(&self, epoch: u32) -> Result<usize>;
+}
+
+/// The routing `settings` ask for: the pods' role labels on the
+/// Kubernetes backend with a pod selector; `None` otherwise.
+pub async fn routing(settings: &Settings) -> Result<Option<Box<dyn Routing>>> {
+    if settings.backend != Backend::Kubernetes || settings.kubernetes.pod_selector.is_none() {
+        return Ok(None);
+    }
+    #[cfg(feature = "kubernetes")]
+    return Ok(Some(Box::new(kubernetes::pod_labels(settings).await?)));
+    #[cfg(not(feature = "kubernetes"))]
+    return Err(Error::NotBuilt {
+        backend: "kubernetes",
+    });
+}
+
 /// Who holds leadership, and in which epoch.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Holder {

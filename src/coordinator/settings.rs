@@ -90,6 +90,12 @@ pub struct KubernetesSettings {
     /// PEM file of the CA(s) to verify the API server with, instead of
     /// the service account's.
     pub ca_file: Option<std::path::PathBuf>,
+    /// Label selector of the kvstore pods (the StatefulSet's): when set,
+    /// the master labels its pod `kvstore.io/role=master` and every other
+    /// pod it matches `replica` ([`super::routing`]).
+    pub pod_selector: Option<String>,
+    /// This node's pod, with `pod_selector`.
+    pub pod_name: Option<String>,
 }
 
 impl Settings {

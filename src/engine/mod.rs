@@ -82,6 +82,16 @@ pub struct Receipt {
     pub existed: bool,
 }
 
+/// Why an engine refuses writes ([`Engine::poison`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Poison {
+    pub reason: String,
+    /// True for a failed write or fsync, which a live recovery clears once
+    /// the disk takes a write and an fsync again; false for anything else,
+    /// which only a restart (a fresh open of the log) clears.
+    pub recovers: bool,
+}
+
 /// A handle on an open data directory. Cheap to clone; the directory is
 /// closed when the last handle is dropped or [`Engine::close`] is called.
 #[derive(Clone)]
@@ -342,6 +352,17 @@ impl Engine {
     /// second on its own). Returns whether it resumed.
     pub fn try_resume(&self) -> Result<bool> {
         self.inner().try_resume()
+    }
+
+    /// Why the engine refuses writes, if it does (a failed write or
+    /// fsync, or log bytes it could not apply), and whether that clears on
+    /// its own.
+    pub fn poison(&self) -> Option<Poison> {
+        let st = self.inner().writer.state.lock();
+        st.poisoned.as_ref().map(|reason| Poison {
+            reason: reason.clone(),
+            recovers: st.resumable,
+        })
     }
 
     /// Writes and fsyncs everything buffered.

@@ -12,5 +12,5 @@
 pub mod health;
 pub mod shutdown;
 
-pub use health::Health;
+pub use health::{EngineWrites, Health};
 pub use shutdown::{channel, Shutdown, ShutdownTrigger};

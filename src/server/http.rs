@@ -1,8 +1,12 @@
 //! The HTTP port (default 9555): `/healthz`, `/readyz` and `/metrics`.
 //!
-//! `/healthz` answers 200 as long as the process serves HTTP (liveness);
-//! `/readyz` answers 200 only when [`Health::readiness`] holds, else 503
-//! with the reason; `/metrics` is the Prometheus text format (0.0.4).
+//! `/healthz` (liveness) answers 200 while [`Health::liveness`] holds:
+//! the process serves and can recover on its own; 503 with the reason only
+//! when its engine refuses writes until a restart. `/readyz` answers 200
+//! only when [`Health::readiness`] holds (the engine open and taking
+//! writes, a replica following its master, not shutting down), else 503
+//! with the reason. [`follow_engine`] keeps both up to date with the
+//! engine. `/metrics` is the Prometheus text format (0.0.4).
 //! Served on its own listener, so a flood on the client port does not
 //! hide the node's health: axum's router, on hyper's HTTP/1 connections
 //! driven here (axum's `serve` cannot bound them). At most
@@ -30,7 +34,8 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
-use crate::lifecycle::Health;
+use crate::engine::Engine;
+use crate::lifecycle::{EngineWrites, Health};
 use crate::metrics::Metrics;
 
 /// What the HTTP handlers read.
@@ -122,8 +127,11 @@ pub fn router(state: HttpState) -> Router {
         .with_state(state)
 }
 
-async fn healthz() -> &'static str {
-    "ok\n"
+async fn healthz(State(state): State<HttpState>) -> Response {
+    match state.health.liveness() {
+        Ok(()) => (StatusCode::OK, "ok\n").into_response(),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ok: {why}\n")).into_response(),
+    }
 }
 
 async fn readyz(State(state): State<HttpState>) -> Response {
@@ -134,6 +142,33 @@ async fn readyz(State(state): State<HttpState>) -> Response {
             format!("not ready: {why}\n"),
         )
             .into_response(),
+    }
+}
+
+/// How often [`follow_engine`] looks at the engine: one atomic read.
+const ENGINE_EVERY: Duration = Duration::from_millis(100);
+
+/// Keeps `health` saying whether `engine` takes writes, until aborted.
+pub async fn follow_engine(engine: Engine, health: Arc<Health>) {
+    let progress = engine.subscribe();
+    let mut every = tokio::time::interval(ENGINE_EVERY);
+    let mut shown = EngineWrites::Taken;
+    loop {
+        every.tick().await;
+        // The writer lock only while poisoned.
+        let now = if progress.borrow().poisoned {
+            match engine.poison() {
+                Some(p) if !p.recovers => EngineWrites::RefusedUntilRestart,
+                Some(_) => EngineWrites::RefusedForNow,
+                None => EngineWrites::Taken,
+            }
+        } else {
+            EngineWrites::Taken
+        };
+        if now != shown {
+            health.set_engine_writes(now);
+            shown = now;
+        }
     }
 }
 

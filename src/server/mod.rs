@@ -370,6 +370,7 @@ async fn serve_clients(
     metrics.attach_replication(Arc::clone(&replication));
     // Ready only once everything /metrics and clients rely on is in place.
     health.set_engine_open();
+    let engine_health = tokio::spawn(http::follow_engine(engine.clone(), Arc::clone(&health)));
     info!(data_dir = %config.data_dir.display(), "engine open, ready");
     let memory = Arc::new(node::memory::Budget::new(config.limits.client_memory_bytes));
     let figures = Arc::clone(&memory);
@@ -418,6 +419,7 @@ async fn serve_clients(
         let _ = resp.await;
     }
     drop(node);
+    engine_health.abort();
 
     let flushed = tokio::task::spawn_blocking(move || {
         engine.flush()?;

@@ -11,13 +11,15 @@
 
 #![cfg(feature = "kubernetes")]
 
+use std::path::Path;
 use std::time::Duration;
 
 use bytes::Bytes;
 use kvstore::client::BlockingClient;
 
 use crate::common::failover::{options, role_of, KubeApi};
-use crate::common::{run_to_exit, wait_for, Server};
+use crate::common::host::Tmpfs;
+use crate::common::{http_get, run_to_exit, wait_for, Server};
 
 /// An election on a loaded 2-core machine: the TTL, the poll, the update.
 const ELECTION_DEADLINE: Duration = Duration::from_secs(40);
@@ -71,6 +73,74 @@ fn the_lease_elects_one_master_and_replaces_it_after_sigkill() {
             "{key:?} was acknowledged by the old master and is missing on the new one"
         );
     }
+}
+
+/// A master whose disk fills (a small tmpfs, ENOSPC): its engine refuses
+/// writes, so `/readyz` fails (the Services stop routing to it) while
+/// `/healthz` stays ok (it serves reads and resumes by itself once the
+/// disk has room: no restart), and it releases the Lease so a replica
+/// takes over.
+#[test]
+fn a_master_whose_disk_fills_turns_unready_stays_live_and_hands_the_lease_to_a_replica() {
+    let Some(fs) = Tmpfs::mount("1m") else {
+        return;
+    };
+    let api = KubeApi::start();
+    // n0 alone first, so it is the master whose disk fills.
+    let args = api.node_args(0, &["--segment-max-bytes", "131072"]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let n0 = Server::start_on(&fs.path().join("data"), &args, false);
+    let (_, epoch) = wait_one_master(&api, &[(0, &n0)]);
+    let n1 = api.start_node(1, &[]);
+    let n2 = api.start_node(2, &[]);
+    let ready = |n: &Server| matches!(http_get(n.http_addr, "/readyz"), Ok((200, _)));
+    wait_for(ELECTION_DEADLINE, "both replicas following n0", || {
+        (ready(&n1) && ready(&n2)).then_some(())
+    });
+
+    let mut c = BlockingClient::connect(n0.addr.to_string(), options()).expect("connect");
+    let first_refused = crate::resume::fill(&mut c, 0);
+    assert!(first_refused > 0, "not one write fit on the tmpfs");
+    // Take the last bytes too, so the engine's probe (a segment header)
+    // cannot clear the poison while the test looks.
+    fill_up(&fs.path().join("filler"));
+    let (code, body) = wait_for(ELECTION_DEADLINE, "n0's /readyz to fail", || {
+        let answer = http_get(n0.http_addr, "/readyz").ok()?;
+        (answer.0 == 503).then_some(answer)
+    });
+    assert!(body.contains("refuses writes"), "{code} {body}");
+    let (new, new_epoch) = wait_one_master(&api, &[(1, &n1), (2, &n2)]);
+    assert!(new_epoch > epoch, "epoch {new_epoch} after {epoch}");
+    let (code, body) = http_get(n0.http_addr, "/healthz").expect("/healthz");
+    assert_eq!(
+        code, 200,
+        "a node that can recover on its own stays live: {body}"
+    );
+    assert!(!ready(&n0), "n0 is still poisoned: it must not be ready");
+    let node = if new == 1 { &n1 } else { &n2 };
+    let mut c = BlockingClient::connect(node.addr.to_string(), options()).expect("connect");
+    wait_for(ELECTION_DEADLINE, "a write on the new master", || {
+        c.put(b"after-the-disk-filled", b"ok").ok()
+    });
+    assert!(
+        n0.logs()
+            .contains("releasing the lease so a replica takes over"),
+        "{}",
+        n0.logs()
+    );
+}
+
+/// Appends to `file` until its file system is full.
+fn fill_up(file: &Path) {
+    use std::io::Write;
+    let mut f = std::fs::File::create(file).expect("filler");
+    let chunk = [0u8; 4096];
+    for _ in 0..1024 {
+        if f.write_all(&chunk).and_then(|()| f.sync_data()).is_err() {
+            return;
+        }
+    }
+    panic!("4 MiB more fit on a full 1 MiB tmpfs?");
 }
 
 #[test]

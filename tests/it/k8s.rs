@@ -16,6 +16,7 @@
 mod auth_tls;
 mod cluster;
 use crate::common;
+use common::wait_for;
 mod manifests;
 mod secrets;
 
@@ -26,6 +27,7 @@ use std::collections::BTreeMap;
 
 use cluster::{Cluster, PODS};
 use common::kvstore_bin;
+use kvstore::coordinator::kubernetes::{ROLE_EPOCH, ROLE_LABEL};
 use manifests::{load, load_all, s};
 use nix::sys::signal::Signal;
 use serde_json::Value as Json;
@@ -39,31 +41,29 @@ fn stderr(o: &Output) -> String {
 }
 
 #[test]
-fn init_container_resolves_every_pods_role() {
+fn init_container_checks_the_configuration_of_every_pod() {
     let mut c = Cluster::new();
-    for master in 0..2u32 {
-        c.config.insert("MASTER_ORDINAL".into(), master.to_string());
-        for n in 0..PODS {
-            let out = c.run_init(n);
-            assert!(out.status.success(), "{}", stderr(&out));
-            let expected = if n == master {
-                format!("{}: role MASTER", c.pod_name(n))
-            } else {
-                format!(
-                    "{}: role REPLICA of {}:{}",
-                    c.pod_name(n),
-                    c.ip(master),
-                    c.client_port()
-                )
-            };
-            assert_eq!(stdout(&out), expected, "MASTER_ORDINAL={master}");
-        }
+    for n in 0..PODS {
+        let out = c.run_init(n);
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert_eq!(
+            stdout(&out),
+            format!(
+                "{}: role CANDIDATE (the kubernetes coordinator elects the master)",
+                c.pod_name(n)
+            )
+        );
     }
     // A bad ConfigMap stops the pod in its init container, naming the setting.
-    c.config.insert("MASTER_ORDINAL".into(), "one".into());
+    c.config
+        .insert("KVSTORE_KUBE_POD_SELECTOR".into(), "kvstore".into());
     let out = c.run_init(1);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("MASTER_ORDINAL"));
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("KVSTORE_KUBE_POD_SELECTOR"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -71,16 +71,23 @@ fn probes_quick_start_and_the_backup_cronjob() {
     let mut c = Cluster::new();
     c.start_all();
     c.wait_all_ready();
-    assert!(c.logs(0).contains("Starting as MASTER"), "{}", c.logs(0));
-    assert!(c.logs(1).contains("Starting as REPLICA"), "{}", c.logs(1));
+    let master = c.wait_master();
+    for n in 0..PODS {
+        assert!(
+            c.logs(n).contains("Starting as a CANDIDATE"),
+            "{}",
+            c.logs(n)
+        );
+    }
+    let replica = (master + 1) % PODS;
     // Quick start: kubectl exec kvstore-0 -- kvstore put testkey testvalue
     c.put(0, "testkey", "testvalue");
-    c.wait_value(0, "testkey", "testvalue");
-    c.wait_value(2, "testkey", "testvalue");
+    c.wait_value(master, "testkey", "testvalue");
+    c.wait_value(replica, "testkey", "testvalue");
     // A write sent to a replica is redirected to the master (over TLS to
     // the master's advertised name, with the same token).
-    c.put(1, "via-replica", "ok");
-    c.wait_value(0, "via-replica", "ok");
+    c.put(replica, "via-replica", "ok");
+    c.wait_value(master, "via-replica", "ok");
 
     // The CronJob's command, with its volumes (the admin token and the CA).
     let out = c.run_backup_job("backup-job");
@@ -108,7 +115,8 @@ fn probes_quick_start_and_the_backup_cronjob() {
     // stand-in of Cluster::run_job) and names the one it used by the
     // address that pod advertises.
     let source = manifest["source"].as_str().unwrap_or("");
-    let replicas: Vec<String> = (1..PODS)
+    let replicas: Vec<String> = (0..PODS)
+        .filter(|n| *n != master)
         .map(|n| format!("{}:{}", c.ip(n), c.client_port()))
         .collect();
     assert!(
@@ -127,7 +135,7 @@ fn probes_quick_start_and_the_backup_cronjob() {
         .output()
         .expect("restore");
     assert!(out.status.success(), "{}", stderr(&out));
-    let master = format!("{}:{}", c.ip(0), c.client_port());
+    let master = format!("{}:{}", c.ip(master), c.client_port());
     let ca = c.secret.path("ca.crt");
     let admin = c.secret.path("admin-token");
     let node = common::Server::start_on(
@@ -157,22 +165,78 @@ fn probes_quick_start_and_the_backup_cronjob() {
     assert_eq!(stdout(&out), "testvalue");
 }
 
+/// A write through the master Service as a client in the cluster makes
+/// it: kube-proxy's pick among [`Cluster::endpoints`], no redirect
+/// followed, so only the master itself can answer OK.
+fn put_through_master_service(c: &Cluster, key: &str, value: &str) -> u32 {
+    wait_for(
+        cluster::ELECTION,
+        "a write through the master Service",
+        || {
+            let [(n, addr)] = c.endpoints("service-master.yaml")[..] else {
+                return None;
+            };
+            let mut client = c.client_at(addr, false)?;
+            client.put(key.as_bytes(), value.as_bytes()).ok()?;
+            Some(n)
+        },
+    )
+}
+
+/// Every pod's role label: the master's says master, every other replica.
+fn assert_labels(c: &Cluster, master: u32) {
+    wait_for(
+        cluster::ELECTION,
+        "the role labels to follow the master",
+        || {
+            (0..PODS)
+                .all(|n| {
+                    let want = if n == master { "master" } else { "replica" };
+                    c.pod_label(n, ROLE_LABEL).as_deref() == Some(want)
+                })
+                .then_some(())
+        },
+    );
+}
+
 #[test]
-fn scenario_1_master_pod_crashes_and_comes_back_as_master() {
+fn scenario_1_the_master_pod_crashes_a_replica_takes_over_and_the_labels_move() {
     let mut c = Cluster::new();
     c.start_all();
     c.wait_all_ready();
-    c.put(0, "before", "crash");
-    c.wait_value(1, "before", "crash");
-    c.stop(0, Signal::SIGKILL);
-    // The kubelet restarts the container on the same volume.
-    c.start(0);
+    let old = c.wait_master();
+    assert_labels(&c, old);
+    assert_eq!(put_through_master_service(&c, "before", "crash"), old);
+    for n in 0..PODS {
+        c.wait_value(n, "before", "crash");
+    }
+    let epoch = c.pod_object(old)["metadata"]["annotations"][ROLE_EPOCH].clone();
+
+    c.stop(old, Signal::SIGKILL);
+    // A replica wins the Lease and relabels every pod, the dead one too
+    // (it cannot take its own label off).
+    let new = wait_for(cluster::ELECTION, "a new master", || {
+        let n = (0..PODS)
+            .filter(|n| *n != old)
+            .find(|n| c.pod_label(*n, ROLE_LABEL).as_deref() == Some("master"))?;
+        (c.pod_label(old, ROLE_LABEL).as_deref() == Some("replica")).then_some(n)
+    });
+    assert_ne!(
+        c.pod_object(new)["metadata"]["annotations"][ROLE_EPOCH],
+        epoch,
+        "the labels carry the new term's epoch"
+    );
+    // A client that resolves the master Service now reaches the new master.
+    assert_eq!(put_through_master_service(&c, "after", "failover"), new);
+    c.wait_value(new, "before", "crash");
+
+    // The kubelet restarts the container on the same volume: it rejoins
+    // as a replica of the new master, and its label stays replica.
+    c.start(old);
     c.wait_all_ready();
-    assert!(c.logs(0).contains("Starting as MASTER"));
-    c.wait_value(0, "before", "crash");
-    c.put(0, "after", "restart");
-    c.wait_value(1, "after", "restart");
-    c.wait_value(2, "after", "restart");
+    assert_eq!(c.wait_master(), new);
+    c.wait_value(old, "after", "failover");
+    assert_labels(&c, new);
 }
 
 #[test]
@@ -180,44 +244,45 @@ fn scenario_2_replica_pod_crashes_and_resumes() {
     let mut c = Cluster::new();
     c.start_all();
     c.wait_all_ready();
-    c.put(0, "k1", "v1");
-    c.wait_value(2, "k1", "v1");
-    let full_before = c.stats(2)["replication"]["full_resyncs"].as_u64();
-    c.stop(2, Signal::SIGKILL);
-    c.put(0, "k2", "while-down");
-    c.start(2);
-    c.wait_probes(2);
-    c.wait_value(2, "k2", "while-down");
-    let repl = c.stats(2)["replication"].clone();
+    let master = c.wait_master();
+    let replica = (master + 1) % PODS;
+    c.put(master, "k1", "v1");
+    c.wait_value(replica, "k1", "v1");
+    let full_before = c.stats(replica)["replication"]["full_resyncs"].as_u64();
+    c.stop(replica, Signal::SIGKILL);
+    c.put(master, "k2", "while-down");
+    c.start(replica);
+    c.wait_probes(replica);
+    c.wait_value(replica, "k2", "while-down");
+    let repl = c.stats(replica)["replication"].clone();
     assert_eq!(repl["full_resyncs"].as_u64(), Some(0), "{repl}");
     assert!(full_before <= Some(1));
     assert!(repl["partial_resyncs"].as_u64() >= Some(1), "{repl}");
+    assert_eq!(c.wait_master(), master, "a replica's restart moves nothing");
 }
 
 #[test]
-fn scenario_3_manual_promotion_through_master_ordinal() {
+fn scenario_3_deleting_the_master_pod_moves_the_master() {
     let mut c = Cluster::new();
     c.start_all();
     c.wait_all_ready();
-    c.put(0, "era", "zero");
-    for n in 1..PODS {
-        c.wait_value(n, "era", "zero");
-    }
-    // Edit the ConfigMap (MASTER_ORDINAL 0 -> 1), delete every pod.
-    c.config.insert("MASTER_ORDINAL".into(), "1".into());
+    let old = c.wait_master();
+    put_through_master_service(&c, "era", "one");
     for n in 0..PODS {
-        c.stop(n, Signal::SIGTERM);
+        c.wait_value(n, "era", "one");
     }
-    c.start_all();
+    // kubectl delete pod: SIGTERM; it resigns (hands over) and exits 0.
+    c.stop(old, Signal::SIGTERM);
+    let new = put_through_master_service(&c, "era", "two");
+    assert_ne!(new, old);
+    assert_labels(&c, new);
+    // The StatefulSet makes the pod again: a new object, without the
+    // label, which the master gives it.
+    c.recreate_pod(old);
+    c.start(old);
     c.wait_all_ready();
-    assert!(c.logs(1).contains("Starting as MASTER"), "{}", c.logs(1));
-    assert!(c.logs(0).contains("Starting as REPLICA"), "{}", c.logs(0));
-    assert_eq!(c.stats(1)["replication"]["role"], "master");
-    c.wait_value(1, "era", "zero");
-    // The old master is a replica now: a write there reaches kvstore-1.
-    c.put(0, "era", "one");
-    c.wait_value(1, "era", "one");
-    c.wait_value(2, "era", "one");
+    assert_labels(&c, new);
+    c.wait_value(old, "era", "two");
 }
 
 /// Restore as docs/KUBERNETES.md tells it, every volume lost: the
@@ -239,11 +304,12 @@ fn the_restore_job_brings_back_the_cronjobs_backup_after_every_volume_is_lost() 
     // adopts it when scaled up.
     let sts = load("statefulset.yaml");
     let template = &sts["spec"]["volumeClaimTemplates"][0];
-    let master: u32 = c.config["MASTER_ORDINAL"].parse().expect("MASTER_ORDINAL");
+    // The pod that starts alone on the restored volume.
+    let first = 0;
     let claim = format!(
         "{}-{}",
         s(&template["metadata"]["name"], "template name"),
-        c.pod_name(master)
+        c.pod_name(first)
     );
     assert_eq!(s(&pvc["metadata"]["name"], "claim name"), claim);
     assert_eq!(
@@ -272,6 +338,7 @@ fn the_restore_job_brings_back_the_cronjobs_backup_after_every_volume_is_lost() 
 
     c.start_all();
     c.wait_all_ready();
+    let master = c.wait_master();
     let mut expected: BTreeMap<String, Option<String>> = BTreeMap::new();
     let mut client = c.client(master);
     for i in 0..200 {
@@ -301,11 +368,26 @@ fn the_restore_job_brings_back_the_cronjobs_backup_after_every_volume_is_lost() 
     c.put(master, "after-backup", "not in the backup");
     expected.insert("after-backup".into(), None);
 
-    // Every pod and every data volume is lost.
+    // Every pod and every data volume is lost; the procedure deletes the
+    // Leases too (the restored log is the truth now).
     for n in 0..PODS {
         c.stop(n, Signal::SIGKILL);
         let data = c.pvc_dir(&format!("data-{}", c.pod_name(n)));
         std::fs::remove_dir_all(&data).expect("lose the volume");
+    }
+    let leases = format!(
+        "/apis/coordination.k8s.io/v1/namespaces/{}/leases",
+        c.m.namespace
+    );
+    let mut names = vec!["kvstore".to_string()];
+    names.extend((0..PODS).map(|n| format!("kvstore-member-{}", c.pod_name(n))));
+    for name in names {
+        let (code, body) = c.api.request(
+            axum::http::Method::DELETE,
+            &format!("{leases}/{name}"),
+            Json::Null,
+        );
+        assert!(code.is_success(), "delete Lease {name}: {code} {body}");
     }
     // kubectl apply -f k8s/restore-job.example.yaml: the empty claim, then
     // the Job's own command on it.
@@ -323,10 +405,20 @@ fn the_restore_job_brings_back_the_cronjobs_backup_after_every_volume_is_lost() 
         stdout(&out)
     );
 
-    // kubectl scale statefulset kvstore --replicas=3: the master opens the
-    // restored volume, the replicas take a full resync onto new ones.
-    c.start_all();
+    // kubectl scale statefulset kvstore --replicas=1: kvstore-0 alone on
+    // the restored volume is elected; then --replicas=3: the others take a
+    // full resync onto new volumes.
+    for n in 0..PODS {
+        c.recreate_pod(n);
+    }
+    c.start(first);
+    c.wait_probes(first);
+    assert_eq!(c.wait_master(), first);
+    for n in (0..PODS).filter(|n| *n != first) {
+        c.start(n);
+    }
     c.wait_all_ready();
+    let master = c.wait_master();
     for n in 0..PODS {
         c.wait_value(n, "marker", "before-backup");
         let mut client = c.client(n);

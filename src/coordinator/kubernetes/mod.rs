@@ -11,6 +11,8 @@
 //! - Lease `<cluster>-member-<node id>` per member, labelled
 //!   `kvstore.io/cluster=<cluster>` and `kvstore.io/record=member`, its
 //!   [`MemberState`] as JSON in `kvstore.io/member`.
+//! - With `--kube-pod-selector`, the pods' `kvstore.io/role` labels, which
+//!   the master keeps pointing at itself ([`pods`]).
 //!
 //! Invariants:
 //! - Taking leadership is one update of the Lease, conditional on the
@@ -40,8 +42,10 @@ use tokio::sync::{watch, Mutex};
 
 use crate::security::tls::load_certs;
 
+mod pods;
 mod reader;
 
+pub use pods::{PodLabels, ROLE_EPOCH, ROLE_LABEL};
 use reader::{Reader, View};
 
 use super::term::{Slot, Terms};
@@ -76,42 +80,10 @@ pub struct Kubernetes {
 }
 
 impl Kubernetes {
-    /// Builds the client: `settings.kubernetes.api_url` and `token` when
-    /// given (tests, the stand-in), otherwise the pod's service account.
+    /// Opens the session: the API client of [`client`].
     pub async fn connect(settings: &Settings) -> Result<Kubernetes> {
         let timing = settings.timing()?;
-        let k = &settings.kubernetes;
-        let mut config = match &k.api_url {
-            Some(url) => Config::new(url.parse().map_err(|e| Error::Setting {
-                setting: "Kubernetes API URL",
-                reason: format!("{url:?}: {e}"),
-            })?),
-            None => Config::incluster().map_err(|e| Error::Setting {
-                setting: "--coordinator kubernetes",
-                reason: format!("no in-cluster configuration (service account): {e}"),
-            })?,
-        };
-        if let Some(token) = &k.token {
-            config.auth_info.token = Some(token.clone().into());
-        }
-        if let Some(ca) = &k.ca_file {
-            let what = "Kubernetes API CA file";
-            let certs = load_certs(what, ca).map_err(|e| Error::Setting {
-                setting: what,
-                reason: e.to_string(),
-            })?;
-            config.root_cert = Some(certs.iter().map(|c| c.to_vec()).collect());
-        }
-        // This layer retries on its own schedule, and bounds every request.
-        config.default_retry = false;
-        config.connect_timeout = Some(timing.request_timeout);
-        config.read_timeout = Some(timing.request_timeout);
-        config.write_timeout = Some(timing.request_timeout);
-        let namespace = k
-            .namespace
-            .clone()
-            .unwrap_or_else(|| config.default_namespace.clone());
-        let client = Client::try_from(config)?;
+        let (client, namespace) = client(settings, &timing)?;
         let default_ttl_secs = i32::try_from(timing.ttl_secs()).map_err(|_| Error::Setting {
             setting: "--lease-ttl-ms",
             reason: "too large for leaseDurationSeconds".into(),
@@ -461,6 +433,65 @@ impl Coordinator for Kubernetes {
             expires_in: Some(expires_in),
         }))
     }
+}
+
+/// The API client and namespace `settings` name:
+/// `settings.kubernetes.api_url` and `token` when given (tests, the
+/// stand-in), otherwise the pod's service account. Every request is
+/// bounded by the request timeout, and never retried here.
+fn client(settings: &Settings, timing: &Timing) -> Result<(Client, String)> {
+    let k = &settings.kubernetes;
+    let mut config = match &k.api_url {
+        Some(url) => Config::new(url.parse().map_err(|e| Error::Setting {
+            setting: "Kubernetes API URL",
+            reason: format!("{url:?}: {e}"),
+        })?),
+        None => Config::incluster().map_err(|e| Error::Setting {
+            setting: "--coordinator kubernetes",
+            reason: format!("no in-cluster configuration (service account): {e}"),
+        })?,
+    };
+    if let Some(token) = &k.token {
+        config.auth_info.token = Some(token.clone().into());
+    }
+    if let Some(ca) = &k.ca_file {
+        let what = "Kubernetes API CA file";
+        let certs = load_certs(what, ca).map_err(|e| Error::Setting {
+            setting: what,
+            reason: e.to_string(),
+        })?;
+        config.root_cert = Some(certs.iter().map(|c| c.to_vec()).collect());
+    }
+    // This layer retries on its own schedule, and bounds every request.
+    config.default_retry = false;
+    config.connect_timeout = Some(timing.request_timeout);
+    config.read_timeout = Some(timing.request_timeout);
+    config.write_timeout = Some(timing.request_timeout);
+    let namespace = k
+        .namespace
+        .clone()
+        .unwrap_or_else(|| config.default_namespace.clone());
+    Ok((Client::try_from(config)?, namespace))
+}
+
+/// The pods' role labels (`--kube-pod-selector`), through the same API
+/// client settings as the Lease.
+pub async fn pod_labels(settings: &Settings) -> Result<PodLabels> {
+    let timing = settings.timing()?;
+    let k = &settings.kubernetes;
+    let (Some(pod), Some(selector)) = (&k.pod_name, &k.pod_selector) else {
+        return Err(Error::Setting {
+            setting: "--kube-pod-selector",
+            reason: "needs this pod's name (--pod-name, or HOSTNAME)".into(),
+        });
+    };
+    let (client, namespace) = client(settings, &timing)?;
+    Ok(PodLabels::new(
+        Api::namespaced(client, &namespace),
+        pod.clone(),
+        selector.clone(),
+        timing.request_timeout,
+    ))
 }
 
 fn is_conflict(e: &Error) -> bool {

@@ -11,17 +11,22 @@
 //!   lease in its epoch. A member is waited for until the CAS that drops it
 //!   went through; a joining member counts toward `--min-acks` only once
 //!   the CAS that adds it went through (`replication::in_sync`).
-//! - A master whose engine was poisoned (a failed write or fsync) and
-//!   recovered goes on taking writes only while it still holds its lease
-//!   in the same epoch; otherwise it steps down and rejoins as a replica.
-//!   The write path's fence check enforces the first half on every write.
+//! - A master whose engine was poisoned (a failed write or fsync) releases
+//!   its lease as soon as another member can take over
+//!   ([`super::release`]). One that recovered while no other could goes on
+//!   taking writes only while it still holds its lease in the same epoch;
+//!   otherwise it steps down and rejoins as a replica. The write path's
+//!   fence check enforces the first half on every write.
+//! - The tasks beside the term (the in-sync keeper, the poison watch, the
+//!   routing marks) end with it.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
-use super::{Ha, Node};
+use super::{release, routes, Ha, Node};
 use crate::coordinator::{self, ClusterRecord, Leadership};
 use crate::replication::Mode;
 
@@ -60,12 +65,24 @@ pub(super) async fn lead(node: &Arc<Node>, ha: &Arc<Ha>, term: Leadership) {
         return give_up(node, ha, epoch, &format!("cannot begin the epoch ({e})")).await;
     }
     info!(epoch, ttl = ?term.ttl, in_sync = ?record.as_ref().map(|r| &r.in_sync), "elected master");
-    let mut keeper =
-        record.map(|record| tokio::spawn(keep_in_sync(Arc::clone(node), Arc::clone(ha), record)));
-    let why = hold(node, ha, &term, &mut keeper).await;
-    if let Some(keeper) = keeper {
-        keeper.abort();
+    let mut beside = JoinSet::new();
+    if let Some(record) = record {
+        beside.spawn(keep_in_sync(Arc::clone(node), Arc::clone(ha), record));
     }
+    beside.spawn(release::when_poisoned(
+        Arc::clone(node),
+        Arc::clone(ha),
+        epoch,
+    ));
+    if let Some(routing) = &ha.routing {
+        beside.spawn(routes::keep_marked(
+            Arc::clone(ha),
+            Arc::clone(routing),
+            epoch,
+        ));
+    }
+    let why = hold(node, ha, &term, &mut beside).await;
+    beside.abort_all();
     warn!(
         epoch,
         "leadership lost ({why}): no more writes are acknowledged; rejoining as a replica"
@@ -86,12 +103,13 @@ async fn give_up(node: &Arc<Node>, ha: &Ha, epoch: u32, why: &str) {
     tokio::time::sleep(ha.period).await;
 }
 
-/// Renews the term until it ends; returns why it ended.
+/// Renews the term until it ends, or a task beside it ends it; returns
+/// why it ended.
 async fn hold(
     node: &Arc<Node>,
     ha: &Ha,
     term: &Leadership,
-    keeper: &mut Option<tokio::task::JoinHandle<&'static str>>,
+    beside: &mut JoinSet<&'static str>,
 ) -> &'static str {
     let epoch = term.epoch();
     let mut renewal = Box::pin(renew_after(ha, term.renew_every()));
@@ -103,8 +121,9 @@ async fn hold(
     };
     loop {
         let kept = async {
-            match keeper.as_mut() {
-                Some(task) => task.await.unwrap_or("the in-sync keeper failed"),
+            match beside.join_next().await {
+                Some(Ok(why)) => why,
+                Some(Err(_)) => "a task of the term failed",
                 None => std::future::pending().await,
             }
         };
@@ -131,7 +150,7 @@ async fn hold(
                     (p.poisoned, p.resumes)
                 };
                 if now_poisoned && !poisoned {
-                    warn!(epoch, "the storage engine refuses writes (poisoned); keeping the lease while it probes the disk");
+                    warn!(epoch, "the storage engine refuses writes (poisoned)");
                 }
                 if now_resumes != resumes && !now_poisoned {
                     if !term.fence.is_valid_now() || node.engine.current_epoch() != epoch {

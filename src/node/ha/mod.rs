@@ -21,7 +21,13 @@
 //! - as master ([`lead`]), renews every TTL/3 and, in sync mode, keeps the
 //!   in-sync set published; the term ends on `NotLeader` or when the fence
 //!   deadline passes, and the node goes back to being a candidate
-//!   (resigning first, so another may campaign at once).
+//!   (resigning first, so another may campaign at once). A master whose
+//!   engine refuses writes (poisoned) releases its term when another
+//!   member can take over ([`release`]); a poisoned node does not
+//!   campaign;
+//! - as master, keeps the routing that sends clients to it up to date (on
+//!   Kubernetes the pods' role labels, [`routes`]), beside the term: a
+//!   failure there is logged and retried and never holds up a write.
 //!
 //! Every node publishes its member state (role, epoch, log end, whether it
 //! may campaign) every TTL/3 and whenever its role changes.
@@ -36,6 +42,8 @@
 
 mod lead;
 mod members;
+mod release;
+mod routes;
 mod status;
 
 pub use status::cluster_status;
@@ -49,7 +57,7 @@ use tracing::{debug, info, warn};
 
 use super::Node;
 use crate::coordinator::{
-    self, Backend, Campaign, CampaignRule, Coordinator, Fence, Holder, HolderWatch,
+    self, Backend, Campaign, CampaignRule, Coordinator, Fence, Holder, HolderWatch, Routing,
 };
 use crate::protocol::{ErrorCode, Response};
 use crate::replication::Mode;
@@ -79,6 +87,8 @@ impl Default for Policy {
 /// The node's coordinator session and what the write path needs of it.
 pub struct Ha {
     coordinator: Box<dyn Coordinator>,
+    /// What sends clients to the master from outside (pod labels).
+    routing: Option<Arc<dyn Routing>>,
     node_id: String,
     /// Where this node takes clients (its published member address).
     addr: String,
@@ -105,8 +115,10 @@ impl Ha {
     ) -> coordinator::Result<Ha> {
         let period = settings.timing()?.ttl / 3;
         let coordinator = coordinator::connect(settings).await?;
+        let routing = coordinator::routing(settings).await?.map(Arc::from);
         Ok(Ha {
             coordinator,
+            routing,
             node_id: settings.node_id.clone(),
             addr: settings.advertise_addr.clone(),
             policy,
@@ -269,9 +281,16 @@ async fn vacant(node: &Arc<Node>, ha: &Arc<Ha>) -> Option<Option<Holder>> {
     }
 }
 
-/// Why this node must not campaign now (a tail it cut and has not fetched
-/// again from a master), said once in the log per episode.
+/// Why this node must not campaign now: its engine refuses writes (the
+/// lead loop said so when it released its term), or a tail it cut and has
+/// not fetched again from a master (said once in the log per episode).
 fn blocked(node: &Node, ha: &Ha) -> Option<String> {
+    if let Some(poison) = node.engine.poison() {
+        return Some(format!(
+            "its storage engine refuses writes ({})",
+            poison.reason
+        ));
+    }
     match node.engine.may_campaign() {
         Ok(()) => {
             ha.told_blocked.store(false, Ordering::Relaxed);

@@ -1,7 +1,8 @@
 //! A STAND-IN for the Kubernetes API server, in-process, over plain HTTP
 //! on loopback. No API server can run on this machine, so the Lease
-//! coordinator's tests (and later the manifest tests that patch pod
-//! labels) run against this instead. It is not Kubernetes; it keeps the
+//! coordinator's tests and the manifest tests (tests/it/k8s.rs: the pods'
+//! role labels the master patches, the Services resolved through them) run
+//! against this instead. It is not Kubernetes; it keeps the
 //! semantics the coordinator depends on (docs/RELIABILITY.md, "The
 //! Kubernetes API stand-in"):
 //! - `metadata.resourceVersion` from one global counter, bumped by every

@@ -40,6 +40,7 @@ impl KubeHarness {
             api_url: Some(self.standin.url.clone()),
             token: Some(self.standin.token.clone()),
             ca_file: self.standin.ca_file.clone(),
+            ..KubernetesSettings::default()
         };
         s
     }
@@ -393,4 +394,74 @@ async fn the_standin_patches_pod_labels() {
         ),
         404
     );
+}
+
+/// The master's pod labels (`--kube-pod-selector`): its own pod master,
+/// every other matching pod replica, stamped with its epoch; a pod
+/// labelled in a newer epoch is never relabelled by an older term, and a
+/// merge patch on a stale `resourceVersion` is refused (409) and retried.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pod_labels_follow_the_newest_term_only() {
+    use kvstore::coordinator::kubernetes::{pod_labels, ROLE_EPOCH, ROLE_LABEL};
+    use kvstore::coordinator::Routing;
+    let h = KubeHarness::start();
+    let pods: Api<Pod> = Api::namespaced(h.client(&h.standin.token), NS);
+    for (name, app) in [
+        ("kvstore-0", "kvstore"),
+        ("kvstore-1", "kvstore"),
+        ("other", "web"),
+    ] {
+        let pod: Pod = serde_json::from_value(json!({
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": { "name": name, "labels": { "app": app } },
+        }))
+        .unwrap();
+        pods.create(&PostParams::default(), &pod).await.unwrap();
+    }
+    let labels_of = |pod: &str| {
+        let obj = h.standin.object("pods", NS, pod).expect("pod");
+        let label = obj["metadata"]["labels"][ROLE_LABEL]
+            .as_str()
+            .map(str::to_string);
+        let epoch = obj["metadata"]["annotations"][ROLE_EPOCH]
+            .as_str()
+            .map(str::to_string);
+        (label, epoch)
+    };
+    let as_pod = |pod: &str| {
+        let mut s = h.settings(pod);
+        s.kubernetes.pod_name = Some(pod.into());
+        s.kubernetes.pod_selector = Some("app=kvstore".into());
+        s
+    };
+    let one = pod_labels(&as_pod("kvstore-1")).await.unwrap();
+    assert_eq!(one.mark_master(5).await.unwrap(), 2);
+    let some = |l: &str, e: &str| (Some(l.to_string()), Some(e.to_string()));
+    assert_eq!(labels_of("kvstore-1"), some("master", "5"));
+    assert_eq!(labels_of("kvstore-0"), some("replica", "5"));
+    assert_eq!(labels_of("other"), (None, None), "outside the selector");
+    // Nothing to change: no write.
+    assert_eq!(one.mark_master(5).await.unwrap(), 0);
+    // An old master's late round (epoch 4) changes nothing.
+    let zero = pod_labels(&as_pod("kvstore-0")).await.unwrap();
+    assert_eq!(zero.mark_master(4).await.unwrap(), 0);
+    assert_eq!(labels_of("kvstore-1"), some("master", "5"));
+    // A newer term moves them.
+    assert_eq!(zero.mark_master(6).await.unwrap(), 2);
+    assert_eq!(labels_of("kvstore-0"), some("master", "6"));
+    assert_eq!(labels_of("kvstore-1"), some("replica", "6"));
+    // A merge patch with a stale resourceVersion is a conflict, as an
+    // update is: what makes the check-then-write above safe.
+    let stale = json!({ "metadata": { "resourceVersion": "1", "labels": { ROLE_LABEL: "x" } } });
+    let refused = pods
+        .patch("kvstore-0", &PatchParams::default(), &Patch::Merge(&stale))
+        .await;
+    assert_eq!(api_code(refused.unwrap_err()), 409);
+    // A pod name the selector does not match is an error naming it.
+    let lost = pod_labels(&as_pod("other")).await.unwrap();
+    match lost.mark_master(7).await {
+        Err(Error::Label { pod, .. }) => assert_eq!(pod, "other"),
+        other => panic!("{other:?}"),
+    }
 }

@@ -20,6 +20,20 @@
 //! The cluster DNS name of the headless Service itself, which resolves to
 //! every pod, is answered by a stand-in for the Jobs that use it: see
 //! [`Cluster::run_job`].
+//!
+//! The Kubernetes API is the STAND-IN of `common/kube_standin.rs` (over
+//! TLS, with its own CA): the nodes run the ConfigMap's `kubernetes`
+//! coordinator against it. It holds the Pod objects the StatefulSet
+//! controller would make (the template's labels, the pod-name label, the
+//! pod's address), which the master labels. A pod whose spec mounts its
+//! service account token gets the stand-in's token, CA and namespace as
+//! files, as the kubelet projects them; the in-cluster discovery itself
+//! (`KUBERNETES_SERVICE_HOST`, the fixed path
+//! `/var/run/secrets/kubernetes.io/serviceaccount`) cannot point here, so
+//! the "kubelet" adds `KVSTORE_KUBE_API_URL`, `_TOKEN_FILE`, `_CA_FILE`
+//! and `_NAMESPACE` naming them, which is what a node outside a cluster
+//! sets. A Service is resolved as kube-proxy does: the pods its selector
+//! matches whose readiness probe answers 200 ([`Cluster::endpoints`]).
 
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener};
@@ -27,6 +41,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::common::kube_standin::KubeStandIn;
 use crate::common::{http_get, kvstore_bin, run_cli, wait_for};
 use crate::k8s::manifests::{expand, manifests, s, seq, Manifests};
 use crate::k8s::secrets::Secret;
@@ -38,6 +53,9 @@ use serde_json::Value as Json;
 use serde_yaml::Value;
 
 pub const DEADLINE: Duration = Duration::from_secs(30);
+/// An election on a loaded 2-core machine: the lease (2 s here), the
+/// poll, the campaign grace, the updates.
+pub const ELECTION: Duration = Duration::from_secs(40);
 pub const PODS: u32 = 3;
 
 /// A local stand-in for the cluster: loopback addresses and directories.
@@ -50,6 +68,8 @@ pub struct Cluster {
     pub config: BTreeMap<String, String>,
     /// The live Secret `kvstore-secrets` (tests edit it for rotations).
     pub secret: Secret,
+    /// The Kubernetes API stand-in.
+    pub api: KubeStandIn,
     pods: Vec<Option<Child>>,
     restarts: u32,
 }
@@ -66,15 +86,148 @@ impl Cluster {
             .map(|n| format!("IP:127.0.{t}.{}", 10 + n))
             .collect();
         let secret = Secret::generate(root.path(), &m.namespace, &ips.join(","));
-        Cluster {
+        let mut config = config;
+        // The live ConfigMap with a short lease (the shortest kvstore
+        // grants), so that an election in a test takes seconds, not 15.
+        config.insert("KVSTORE_LEASE_TTL_MS".into(), "2000".into());
+        let c = Cluster {
             m,
             t,
             root,
             config,
             secret,
+            api: KubeStandIn::start_tls(),
             pods: (0..PODS).map(|_| None).collect(),
             restarts: 0,
+        };
+        for n in 0..PODS {
+            c.create_pod(n);
         }
+        c
+    }
+
+    /// The StatefulSet controller creating Pod `n` in the API: the
+    /// template's labels, the pod-name label, its address.
+    pub fn create_pod(&self, n: u32) {
+        let sts = crate::k8s::manifests::load("statefulset.yaml");
+        let mut labels: Json = serde_json::to_value(&sts["spec"]["template"]["metadata"]["labels"])
+            .expect("template labels");
+        labels["statefulset.kubernetes.io/pod-name"] = Json::String(self.pod_name(n));
+        let ns = &self.m.namespace;
+        let (code, body) = self.api.request(
+            axum::http::Method::POST,
+            &format!("/api/v1/namespaces/{ns}/pods"),
+            serde_json::json!({
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": { "name": self.pod_name(n), "labels": labels },
+                "status": { "podIP": self.ip(n) },
+            }),
+        );
+        assert!(code.is_success(), "create pod {n}: {code} {body}");
+    }
+
+    /// The StatefulSet controller replacing Pod `n` after `kubectl delete
+    /// pod` or a scale-down and up: a new object, without the role label.
+    pub fn recreate_pod(&self, n: u32) {
+        let ns = &self.m.namespace;
+        let (code, body) = self.api.request(
+            axum::http::Method::DELETE,
+            &format!("/api/v1/namespaces/{ns}/pods/{}", self.pod_name(n)),
+            Json::Null,
+        );
+        assert!(code.is_success(), "delete pod {n}: {code} {body}");
+        self.create_pod(n);
+    }
+
+    /// The Pod object of pod `n` in the API.
+    pub fn pod_object(&self, n: u32) -> Json {
+        self.api
+            .object("pods", &self.m.namespace, &self.pod_name(n))
+            .unwrap_or_else(|| panic!("no Pod {}", self.pod_name(n)))
+    }
+
+    /// The label `key` of pod `n`'s object.
+    pub fn pod_label(&self, n: u32, key: &str) -> Option<String> {
+        self.pod_object(n)["metadata"]["labels"][key]
+            .as_str()
+            .map(str::to_string)
+    }
+
+    /// What kube-proxy routes Service `file` (a k8s/ manifest) to: the
+    /// pods whose labels its selector matches and whose readiness probe
+    /// answers 200, as (ordinal, address of its target port).
+    pub fn endpoints(&self, file: &str) -> Vec<(u32, SocketAddr)> {
+        let svc = crate::k8s::manifests::load(file);
+        let selector = svc["spec"]["selector"]
+            .as_mapping()
+            .expect("selector")
+            .clone();
+        let target = &svc["spec"]["ports"][0]["targetPort"];
+        let main = self.main_container();
+        let port = self.port(&main, target);
+        let (_, path, http) = self
+            .probes()
+            .into_iter()
+            .find(|(kind, _, _)| kind == "readinessProbe")
+            .expect("a readiness probe");
+        (0..PODS)
+            .filter(|n| {
+                let labels = &self.pod_object(*n)["metadata"]["labels"];
+                selector
+                    .iter()
+                    .all(|(k, v)| labels[s(k, "label")].as_str() == v.as_str())
+            })
+            .filter(|n| {
+                let probe: SocketAddr = format!("{}:{http}", self.ip(*n)).parse().expect("addr");
+                matches!(http_get(probe, &path), Ok((200, _)))
+            })
+            .map(|n| (n, format!("{}:{port}", self.ip(n)).parse().expect("addr")))
+            .collect()
+    }
+
+    /// Waits until the master Service routes to exactly one pod and that
+    /// pod is the master; returns its ordinal.
+    pub fn wait_master(&self) -> u32 {
+        wait_for(
+            ELECTION,
+            "the master Service to route to the master",
+            || {
+                let [(n, _)] = self.endpoints("service-master.yaml")[..] else {
+                    return None;
+                };
+                let out = self.exec(n, &["stats", "--json"]);
+                let stats: Json = serde_json::from_slice(&out.stdout).ok()?;
+                (stats["replication"]["role"] == "master").then_some(n)
+            },
+        )
+    }
+
+    /// The "kubelet" projecting the service account token for a pod with
+    /// template `spec` run by `owner`: the settings that name the API and
+    /// the files (see the module header). Empty when the spec mounts no
+    /// token.
+    fn service_account_env(&self, spec: &Value, owner: &str) -> Vec<(String, String)> {
+        if spec["automountServiceAccountToken"] != Value::Bool(true) {
+            return Vec::new();
+        }
+        assert!(
+            spec["serviceAccountName"].as_str().is_some(),
+            "a pod that mounts a token runs as a named ServiceAccount"
+        );
+        let dir = self.root.path().join(owner).join("serviceaccount");
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        std::fs::write(dir.join("token"), &self.api.token).expect("token");
+        std::fs::write(dir.join("namespace"), &self.m.namespace).expect("namespace");
+        let ca = self.api.ca_file.as_ref().expect("TLS stand-in");
+        std::fs::copy(ca, dir.join("ca.crt")).expect("ca.crt");
+        let file = |name: &str| dir.join(name).display().to_string();
+        vec![
+            ("KVSTORE_KUBE_API_URL".into(), self.api.url.clone()),
+            ("KVSTORE_KUBE_TOKEN_FILE".into(), file("token")),
+            ("KVSTORE_KUBE_CA_FILE".into(), file("ca.crt")),
+            ("KVSTORE_KUBE_NAMESPACE".into(), self.m.namespace.clone()),
+        ]
     }
 
     pub fn pod_name(&self, n: u32) -> String {
@@ -229,6 +382,9 @@ impl Cluster {
         }
         cmd.env_clear();
         for (k, v) in self.env(spec, container, pod, owner) {
+            cmd.env(k, v);
+        }
+        for (k, v) in self.service_account_env(spec, owner) {
             cmd.env(k, v);
         }
         cmd.stdin(Stdio::null());
@@ -401,10 +557,13 @@ impl Cluster {
         }
     }
 
+    /// Every pod's probes answer 200 and the master Service routes to the
+    /// elected master, whose term has settled.
     pub fn wait_all_ready(&mut self) {
         for n in 0..PODS {
             self.wait_probes(n);
         }
+        self.wait_master();
     }
 
     /// `kubectl exec kvstore-n -- kvstore ARGS`: the CLI with the pod's
@@ -491,6 +650,15 @@ impl Cluster {
     /// the CLI in the pod uses them (for many keys: one process per key
     /// would be slow).
     pub fn client(&self, n: u32) -> BlockingClient {
+        let addr = format!("{}:{}", self.ip(n), self.client_port());
+        let addr = addr.parse().expect("addr");
+        self.client_at(addr, true).expect("connect to the pod")
+    }
+
+    /// A library client of `addr` with the pods' client token and CA;
+    /// without `follow_redirects`, a replica's REDIRECT is an error, and a
+    /// dead address fails within seconds.
+    pub fn client_at(&self, addr: SocketAddr, follow_redirects: bool) -> Option<BlockingClient> {
         let tls = Connector::from_files(&TlsFiles {
             ca: Some(self.secret.path("ca.crt")),
             ..TlsFiles::default()
@@ -500,16 +668,20 @@ impl Cluster {
         let token = self.secret.get("client-token");
         let token = String::from_utf8_lossy(&token);
         let token = token.lines().next().unwrap_or("").trim().to_string();
+        let timeout = if follow_redirects {
+            DEADLINE
+        } else {
+            Duration::from_secs(5)
+        };
         let options = ClientOptions {
-            connect_timeout: DEADLINE,
-            request_timeout: DEADLINE,
+            connect_timeout: timeout,
+            request_timeout: timeout,
             client_name: "k8s-test".into(),
             credential: Some(token.into()),
             tls: Some(tls),
-            follow_redirects: true,
+            follow_redirects,
         };
-        let addr = format!("{}:{}", self.ip(n), self.client_port());
-        BlockingClient::connect(addr, options).expect("connect to the pod")
+        BlockingClient::connect(addr.to_string(), options).ok()
     }
 
     pub fn client_port(&self) -> u16 {
