@@ -216,6 +216,7 @@ impl Codec for BinaryCodec {
             Response::Error { message, .. } => message.len(),
             Response::Redirect { master } => master.len(),
             Response::HelloOk(hello) => hello.server.len(),
+            Response::Switchover(new) => new.node_id.len() + new.addr.len(),
             _ => 0,
         }
     }
@@ -366,6 +367,7 @@ fn required_permission(request: &Request) -> Option<Permission> {
         Request::Compact
         | Request::Promote
         | Request::Replicate { .. }
+        | Request::Switchover { .. }
         | Request::ReplSync(_)
         | Request::Backup => Some(Permission::Admin),
     }
