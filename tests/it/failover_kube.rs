@@ -29,13 +29,13 @@ const TTL_MS: &str = "2000";
 const ELECTION_DEADLINE: Duration = Duration::from_secs(40);
 
 /// The stand-in over TLS and its bearer token in a file, as a node reads it.
-struct Api {
+pub(crate) struct Api {
     standin: KubeStandIn,
     files: tempfile::TempDir,
 }
 
 impl Api {
-    fn start() -> Api {
+    pub(crate) fn start() -> Api {
         let standin = KubeStandIn::start_tls();
         let files = tempfile::tempdir().expect("tempdir");
         std::fs::write(files.path().join("token"), format!("{}\n", standin.token))
@@ -72,13 +72,13 @@ impl Api {
         args
     }
 
-    fn start_node(&self, id: usize, extra: &[&str]) -> Server {
+    pub(crate) fn start_node(&self, id: usize, extra: &[&str]) -> Server {
         let args = self.node_args(id, extra);
         Server::start_unready(&args.iter().map(String::as_str).collect::<Vec<_>>())
     }
 
     /// The Lease's holder as stored.
-    fn holder(&self) -> Option<String> {
+    pub(crate) fn holder(&self) -> Option<String> {
         let lease = self.standin.object("leases", NS, "kvstore")?;
         Some(lease.pointer("/spec/holderIdentity")?.as_str()?.to_string())
     }
@@ -107,7 +107,7 @@ fn role_of(addr: SocketAddr) -> Option<(String, u64)> {
 
 /// Waits until exactly one of `nodes` says it is master and the Lease names
 /// it; returns its index and epoch.
-fn wait_one_master(api: &Api, nodes: &[(usize, &Server)]) -> (usize, u64) {
+pub(crate) fn wait_one_master(api: &Api, nodes: &[(usize, &Server)]) -> (usize, u64) {
     wait_for(ELECTION_DEADLINE, "one master, named by the Lease", || {
         let masters: Vec<(usize, u64)> = nodes
             .iter()

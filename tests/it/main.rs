@@ -42,4 +42,5 @@ mod server;
 mod setup;
 mod shutdown;
 mod snapshot;
+mod switchover;
 mod tail;
