@@ -37,22 +37,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-
-now_ms() { date +%s%3N; }
-
-CLIENT_PORT=$(free_port)
-PEER_PORT=$(free_port)
-ENDPOINT="http://127.0.0.1:$CLIENT_PORT"
-"$ETCD" --name bench --data-dir "$WORK/etcd" \
-  --listen-client-urls "$ENDPOINT" --advertise-client-urls "$ENDPOINT" \
-  --listen-peer-urls "http://127.0.0.1:$PEER_PORT" \
-  --initial-advertise-peer-urls "http://127.0.0.1:$PEER_PORT" \
-  --initial-cluster "bench=http://127.0.0.1:$PEER_PORT" \
-  --heartbeat-interval 100 --election-timeout 1000 >"$WORK/etcd.log" 2>&1 &
-ETCD_PID=$!
+# shellcheck source=benches/etcd.sh
+. "$(dirname "$0")/etcd.sh"
+start_etcd
 
 # Node i on a fixed client port (so a restarted node keeps its address).
 start_node() {
