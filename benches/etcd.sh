@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by the benchmark scripts that run against etcd (failover.sh,
 # switchover.sh): free loopback ports, a millisecond clock, and one etcd
 # member on loopback with short heartbeat and election timeouts. Expects
@@ -21,5 +22,6 @@ start_etcd() {
     --initial-advertise-peer-urls "http://127.0.0.1:$peer_port" \
     --initial-cluster "bench=http://127.0.0.1:$peer_port" \
     --heartbeat-interval 100 --election-timeout 1000 >"$WORK/etcd.log" 2>&1 &
+  # shellcheck disable=SC2034 # the sourcing script stops it
   ETCD_PID=$!
 }
