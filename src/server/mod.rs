@@ -10,7 +10,8 @@
 //!
 //! Stop (SIGTERM, SIGINT or the `stop` future of [`run`]): `/readyz`
 //! turns 503, a master with a coordinator hands its seat to a caught-up
-//! replica (planned switchover, bounded by `--switchover-timeout-ms`),
+//! replica (planned switchover, bounded by `--switchover-timeout-ms` and
+//! a lease TTL),
 //! the shutdown signal reaches every listener, connection and
 //! replication stream, the follower stops, connections answer what they
 //! have read and close within `--shutdown-timeout-secs` (stragglers are
@@ -407,7 +408,8 @@ async fn serve_clients(
     health.set_stopping();
     if let Some(ha) = &ha {
         // A master hands its seat to a caught-up replica first, while its
-        // replication streams still run (bounded by the switchover timeout).
+        // replication streams still run (bounded by the switchover timeout
+        // and a lease TTL).
         node::ha::switchover::before_shutdown(&node, ha).await;
     }
     trigger.trigger();
