@@ -75,14 +75,14 @@ mod etcd {
 
     const SYNC: [&str; 4] = ["--replication-mode", "sync", "--min-acks", "1"];
 
-    /// Three sync-mode nodes with every one in the in-sync set; the
-    /// master's index and epoch.
-    fn three(etcd: &EtcdCluster, extra: &[&str]) -> (Vec<Server>, usize, u64) {
-        let mut flags: Vec<&str> = SYNC.to_vec();
-        flags.extend_from_slice(extra);
-        let nodes: Vec<Server> = (0..3).map(|i| start_node(etcd, i, &flags)).collect();
+    /// Three nodes with `mode`'s flags (in sync mode, every one in the
+    /// in-sync set); the master's index and epoch.
+    fn three(etcd: &EtcdCluster, mode: &[&str]) -> (Vec<Server>, usize, u64) {
+        let nodes: Vec<Server> = (0..3).map(|i| start_node(etcd, i, mode)).collect();
         let (m, epoch) = wait_one_master(&nodes.iter().collect::<Vec<_>>());
-        wait_in_sync(nodes[m].addr, 3);
+        if mode.contains(&"sync") {
+            wait_in_sync(nodes[m].addr, 3);
+        }
         (nodes, m, epoch)
     }
 
@@ -115,10 +115,60 @@ mod etcd {
 
     #[test]
     fn a_switchover_under_sync_writes_loses_no_acknowledged_write() {
+        switchover_under_load(&SYNC);
+    }
+
+    /// Async mode has no in-sync set: only the catch-up keeps the master's
+    /// last acknowledged writes on its successor. The successor is stopped
+    /// while the master acknowledges 5 MiB of writes, and continued only
+    /// once the master paused for the switchover: it must be waited for.
+    #[test]
+    fn a_lagging_successor_is_waited_for_before_the_seat_is_handed_over() {
         let etcd = EtcdCluster::start(1);
-        let (nodes, m, epoch) = three(&etcd, &[]);
+        let (nodes, m, _) = three(&etcd, &["--replication-mode", "async"]);
+        let target = (m + 1) % 3;
+        let master = nodes[m].addr;
+        crate::common::replication::signal(&nodes[target], Signal::SIGSTOP);
+        let mut c = nodes[m].client();
+        // More than the kernel's socket buffers hold: most of it is still
+        // on the master when the switchover is asked.
+        let keys: Vec<bytes::Bytes> = (0..80)
+            .map(|i| bytes::Bytes::from(format!("lag-{i:02}")))
+            .collect();
+        let value = vec![b'v'; 64 << 10];
+        for key in &keys {
+            c.put(key, &value).expect("an async write on the master");
+        }
+        let to = format!("n{target}");
+        let asked = {
+            let to = to.clone();
+            std::thread::spawn(move || cli(master, &["switchover", "--to", &to]))
+        };
+        wait_for(
+            ELECTION_DEADLINE,
+            "the master to pause for the switchover",
+            || {
+                nodes[m]
+                    .logs()
+                    .contains(&format!("writes paused until {to}"))
+                    .then_some(())
+            },
+        );
+        crate::common::replication::signal(&nodes[target], Signal::SIGCONT);
+        let (id, _, _) = switched(&asked.join().expect("switchover thread"));
+        assert_eq!(id, to);
+        assert_holds_all(nodes[target].addr, &keys, "on the successor");
+    }
+
+    fn switchover_under_load(mode: &[&str]) {
+        let etcd = EtcdCluster::start(1);
+        let (nodes, m, epoch) = three(&etcd, mode);
         let load = start_writer(&nodes);
-        wait_acked(&load.0, 50, "50 acknowledged writes before the switchover");
+        wait_acked(
+            &load.0,
+            200,
+            "200 acknowledged writes before the switchover",
+        );
 
         // Asked of a replica: its REDIRECT leads the CLI to the master.
         let replica = nodes[(m + 1) % 3].addr;
@@ -147,7 +197,7 @@ mod etcd {
     #[test]
     fn to_picks_the_named_node_and_refuses_one_that_cannot_take_the_seat() {
         let etcd = EtcdCluster::start(1);
-        let (nodes, m, epoch) = three(&etcd, &[]);
+        let (nodes, m, epoch) = three(&etcd, &SYNC);
         let master = nodes[m].addr;
 
         let why = refused(&cli(master, &["switchover", "--to", "n9"]));
@@ -255,7 +305,7 @@ mod etcd {
     #[test]
     fn a_named_successor_that_dies_does_not_stall_the_cluster() {
         let etcd = EtcdCluster::start(1);
-        let (mut nodes, m, epoch) = three(&etcd, &[]);
+        let (mut nodes, m, epoch) = three(&etcd, &SYNC);
         let target = (m + 1) % 3;
         // Idle and caught up, then stopped: it still counts as caught up
         // and connected, so it is named, but it cannot take the seat.
