@@ -7,7 +7,7 @@ FUZZ_SMOKE_SECONDS ?= 5
 FUZZ_SECONDS ?= 60
 CHAOS_MINUTES ?= 5
 
-.PHONY: run build build-deps deps deps-check test lint unit k8s-check image-test fuzz-smoke fuzz chaos bench-engine bench-server bench-compare bench-replication bench-failover bench-failover-kube bench-vs-redis bench-vs-redis-ttl bench-expiry clean
+.PHONY: run build build-deps deps deps-check test lint unit k8s-check image-test fuzz-smoke fuzz chaos bench-engine bench-server bench-compare bench-replication bench-failover bench-failover-kube bench-switchover bench-vs-redis bench-vs-redis-ttl bench-expiry clean
 
 run: build-deps
 	$(CARGO) run --release --bin kvstore -- serve --data-dir ./data
@@ -101,6 +101,14 @@ bench-failover-kube:
 	  python3 -c 'import json, sys; print([m["executable"] for m in map(json.loads, sys.stdin) if m.get("executable") and m["target"]["name"] == "it"][-1])') && \
 	COORDINATOR=kubernetes STANDIN_BIN=$$STANDIN_BIN \
 	  KVSTORE_BIN=$${CARGO_TARGET_DIR:-target}/release/kvstore ./benches/failover.sh
+
+# Planned switchover with --coordinator etcd under a steady sync-mode write
+# load: `kvstore switchover` SWITCHOVERS times (default 20); the write gap
+# of each, p50/p99/max, and every acknowledged write read back
+# (benches/switchover.sh).
+bench-switchover:
+	$(CARGO) build --release --bin kvstore
+	KVSTORE_BIN=$${CARGO_TARGET_DIR:-target}/release/kvstore ./benches/switchover.sh
 
 # RESP: redis-benchmark against Redis and kvstore side by side (N requests each).
 BENCH_N ?= 1000000

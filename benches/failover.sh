@@ -61,27 +61,15 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-
-now_ms() { date +%s%3N; }
+# shellcheck source=benches/etcd.sh
+. "$(dirname "$0")/etcd.sh"
 
 echo "machine: $(uname -srm), $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')"
 echo "date: $(date -u '+%Y-%m-%d %H:%M:%S UTC'), load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "coordinator: $COORDINATOR, lease TTL $TTL_MS ms, $FAILOVERS failovers"
 
 if [ "$COORDINATOR" = etcd ]; then
-  CLIENT_PORT=$(free_port)
-  PEER_PORT=$(free_port)
-  ENDPOINT="http://127.0.0.1:$CLIENT_PORT"
-  "$ETCD" --name bench --data-dir "$WORK/etcd" \
-    --listen-client-urls "$ENDPOINT" --advertise-client-urls "$ENDPOINT" \
-    --listen-peer-urls "http://127.0.0.1:$PEER_PORT" \
-    --initial-advertise-peer-urls "http://127.0.0.1:$PEER_PORT" \
-    --initial-cluster "bench=http://127.0.0.1:$PEER_PORT" \
-    --heartbeat-interval 100 --election-timeout 1000 >"$WORK/etcd.log" 2>&1 &
-  ETCD_PID=$!
+  start_etcd
   COORD_ARGS=(--coordinator etcd --etcd-endpoints "$ENDPOINT")
 else
   # The stand-in writes url, token and ca.pem into the directory (url

@@ -337,6 +337,15 @@ pub struct ServeArgs {
         value_parser = number::<0, 600_000>
     )]
     pub campaign_grace_ms: u64,
+    /// With a coordinator: how long a master hands its seat over (`kvstore switchover`, SIGTERM), writes paused, waiting for its successor to catch up before it gives up and takes writes again.
+    #[arg(
+        long,
+        env = "KVSTORE_SWITCHOVER_TIMEOUT_MS",
+        value_name = "MS",
+        default_value = "5000",
+        value_parser = number::<100, 600_000>
+    )]
+    pub switchover_timeout_ms: u64,
 }
 
 /// `--in-sync-max-lag-ms` unless `--sync-timeout-ms` is below twice this.
@@ -474,7 +483,8 @@ pub struct Config {
     /// bound `--listen`.
     pub coordinator: Option<coordinator::Settings>,
     /// The failover rules' timing (`--in-sync-max-lag-ms`,
-    /// `--campaign-grace-ms`); read only with a coordinator.
+    /// `--campaign-grace-ms`, `--switchover-timeout-ms`); read only with a
+    /// coordinator.
     pub ha: crate::node::ha::Policy,
 }
 
@@ -531,6 +541,7 @@ pub const KNOWN_ENV: &[&str] = &[
     "KVSTORE_KUBE_POD_SELECTOR",
     "KVSTORE_IN_SYNC_MAX_LAG_MS",
     "KVSTORE_CAMPAIGN_GRACE_MS",
+    "KVSTORE_SWITCHOVER_TIMEOUT_MS",
 ];
 
 /// Names a setting in messages: `--durability (KVSTORE_DURABILITY)`.
@@ -687,6 +698,7 @@ impl Config {
             ha: crate::node::ha::Policy {
                 in_sync_max_lag: Duration::from_millis(in_sync_max_lag_ms),
                 campaign_grace: Duration::from_millis(args.campaign_grace_ms),
+                switchover_timeout: Duration::from_millis(args.switchover_timeout_ms),
             },
         })
     }

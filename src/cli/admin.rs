@@ -1,5 +1,6 @@
 //! Role commands: `promote`, `replicate` and `failover`, an operator's
-//! one-shot failover without consensus.
+//! one-shot failover without consensus; `switchover`, the planned
+//! hand-over of a cluster with a coordinator.
 
 use clap::Args;
 use serde_json::Value;
@@ -24,6 +25,39 @@ pub struct FailoverArgs {
     /// of the promoted node, and loses what it had not replicated).
     #[arg(long)]
     pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SwitchoverArgs {
+    /// Hand the seat to this node (its --node-id) [default: the master's
+    /// most caught-up eligible replica].
+    #[arg(long, value_name = "NODE_ID")]
+    pub to: Option<String>,
+}
+
+/// Asks the master (found through `addr`'s REDIRECT when `addr` is a
+/// replica) to hand its seat over; prints the new master.
+pub fn switchover(addr: &str, args: &SwitchoverArgs, with: &ConnectArgs) -> Result<(), CliError> {
+    if args.to.as_deref().is_some_and(|to| to.trim().is_empty()) {
+        return Err(CliError::Other(
+            "--to needs a node id (leave it out to let the master choose)".into(),
+        ));
+    }
+    let options = with.options(ClientOptions {
+        client_name: "kvstore-admin".into(),
+        connect_timeout: std::time::Duration::from_secs(2),
+        // The server bounds the switchover by its timeout and lease TTL.
+        request_timeout: std::time::Duration::from_secs(120),
+        follow_redirects: true,
+        ..ClientOptions::default()
+    })?;
+    let mut client = BlockingClient::connect(addr, options).map_err(fail)?;
+    let new = client.switchover(args.to.as_deref()).map_err(fail)?;
+    println!(
+        "switched over: {} ({}) is the master in epoch {}",
+        new.node_id, new.addr, new.epoch
+    );
+    Ok(())
 }
 
 pub(crate) fn connect(addr: &str, with: &ConnectArgs) -> Result<BlockingClient, CliError> {
@@ -106,7 +140,8 @@ pub fn failover(args: &FailoverArgs, with: &ConnectArgs) -> Result<(), CliError>
     if let Some(s) = reachable.iter().find(|s| s.coordinator != "none") {
         return Err(CliError::Other(format!(
             "refusing to fail over: {} runs with --coordinator {}, which elects the master itself. \
-             Stop the master (SIGTERM: it resigns and another node is elected) instead",
+             Run `kvstore switchover [--to NODE_ID]` instead (or stop the master: at SIGTERM it \
+             hands over to a caught-up replica)",
             s.addr, s.coordinator
         )));
     }

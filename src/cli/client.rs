@@ -62,6 +62,9 @@ pub enum ClientCommand {
     /// One-shot failover: promote the most advanced replica of --nodes and
     /// repoint the others; refuses while a master answers unless --force.
     Failover(admin::FailoverArgs),
+    /// With a coordinator: the master hands its seat to a caught-up
+    /// replica (--to, or the most caught-up one); sent to any node.
+    Switchover(admin::SwitchoverArgs),
     /// The coordinator's view of the cluster: `cluster status [--json]`.
     Cluster(cluster::ClusterArgs),
     /// Check every record, hint and manifest of a stopped node's data
@@ -168,6 +171,7 @@ pub fn run(cmd: ClientCommand, addr: &str, connect: &ConnectArgs) -> Result<(), 
         ClientCommand::Promote => return admin::promote(addr, connect),
         ClientCommand::Replicate(args) => return admin::replicate(addr, &args, connect),
         ClientCommand::Failover(args) => return admin::failover(&args, connect),
+        ClientCommand::Switchover(args) => return admin::switchover(addr, &args, connect),
         ClientCommand::Cluster(args) => return cluster::run(&args, addr, connect),
         ClientCommand::Verify(args) => return offline_verify(&args),
         ClientCommand::Dump(args) => {
@@ -310,6 +314,7 @@ pub fn run(cmd: ClientCommand, addr: &str, connect: &ConnectArgs) -> Result<(), 
         | ClientCommand::Promote
         | ClientCommand::Replicate(_)
         | ClientCommand::Failover(_)
+        | ClientCommand::Switchover(_)
         | ClientCommand::Cluster(_)
         | ClientCommand::Verify(_)
         | ClientCommand::Dump(_) => {}

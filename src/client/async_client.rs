@@ -11,7 +11,8 @@ use super::ClientOptions;
 use crate::protocol::cluster::ClusterStatus;
 use crate::protocol::stream;
 use crate::protocol::{
-    opcode, BatchOp, CompactionSummary, ExpireCondition, Expiry, HelloOk, KeyTtl, Request, Response,
+    opcode, BatchOp, CompactionSummary, ExpireCondition, Expiry, HelloOk, KeyTtl, NewMaster,
+    Request, Response,
 };
 
 /// Most REDIRECT answers followed for one call.
@@ -281,6 +282,23 @@ impl Client {
         {
             Response::Ok => Ok(()),
             other => unexpected("REPLICATE", &other),
+        }
+    }
+
+    /// Planned switchover (a cluster with a coordinator): the master hands
+    /// its seat to the node `to` (a node id), or to its most caught-up
+    /// eligible replica, and the answer names the master elected next.
+    /// Sent to a replica, its REDIRECT is followed to the master unless
+    /// [`ClientOptions::follow_redirects`] is off. The server bounds the
+    /// wait (its `--switchover-timeout-ms` and lease TTL): give this client
+    /// a request timeout above both.
+    pub async fn switchover(&mut self, to: Option<&str>) -> Result<NewMaster, Error> {
+        let request = Request::Switchover {
+            to: to.map(str::to_string),
+        };
+        match self.call(&request).await? {
+            Response::Switchover(new) => Ok(new),
+            other => unexpected("SWITCHOVER", &other),
         }
     }
 

@@ -11,7 +11,8 @@ use super::error::Error;
 use super::ClientOptions;
 use crate::protocol::cluster::ClusterStatus;
 use crate::protocol::{
-    BatchOp, CompactionSummary, ExpireCondition, Expiry, HelloOk, KeyTtl, Request, Response,
+    BatchOp, CompactionSummary, ExpireCondition, Expiry, HelloOk, KeyTtl, NewMaster, Request,
+    Response,
 };
 
 /// A blocking connection to one kvstore node.
@@ -132,6 +133,10 @@ impl BlockingClient {
 
     pub fn replicate(&mut self, master: &str) -> Result<(), Error> {
         self.runtime.block_on(self.inner.replicate(master))
+    }
+
+    pub fn switchover(&mut self, to: Option<&str>) -> Result<NewMaster, Error> {
+        self.runtime.block_on(self.inner.switchover(to))
     }
 
     pub fn call(&mut self, request: &Request) -> Result<Response, Error> {

@@ -19,6 +19,11 @@
 //! - A new [`Coordinator`] never inherits leadership from an earlier process
 //!   with the same node id: it waits for that term to expire like any
 //!   other candidate.
+//! - **A successor is named only by the holder, as it gives the seat up**
+//!   ([`Coordinator::resign_to`]): freeing the seat and naming the
+//!   successor are one atomic update, valid only while the coordinator
+//!   still shows this session holding leadership in its epoch. The next
+//!   update that takes leadership, whoever makes it, removes the name.
 //!
 //! This layer knows nothing of the node, the engine or any front end: the
 //! node passes its newest local epoch in and writes the issued epoch to its
@@ -74,6 +79,20 @@ pub trait Coordinator: Send + Sync {
     /// coordinator is told). Others may campaign at once. Not holding
     /// leadership is not an error.
     async fn resign(&self) -> Result<()>;
+
+    /// Planned switchover: gives leadership up in favour of `successor`
+    /// (a node id). Like [`Coordinator::resign`] the fence is revoked
+    /// first; then ONE atomic update, valid only while the coordinator
+    /// still shows this session holding leadership in its epoch, frees
+    /// the seat and names the successor ([`Successor`], with this term's
+    /// epoch). [`Error::NotLeader`] when the term was already over (nothing
+    /// named). On any other error the outcome is unknown: the term is over
+    /// here either way, and the seat frees itself when the lease expires.
+    async fn resign_to(&self, successor: &str) -> Result<()>;
+
+    /// The successor the last holder named when it resigned, if no term
+    /// was taken since (taking leadership removes the name).
+    async fn successor(&self) -> Result<Option<Successor>>;
 
     /// The current term, if this session holds one.
     fn leadership(&self) -> Option<Leadership>;
@@ -172,6 +191,15 @@ pub struct Holder {
 pub struct ClusterRecord {
     pub epoch: u32,
     pub in_sync: Vec<String>,
+}
+
+/// The node a resigning holder handed the seat to (planned switchover):
+/// other candidates let it take the seat first, for a bounded time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Successor {
+    pub node_id: String,
+    /// The epoch of the term that named it.
+    pub epoch: u32,
 }
 
 /// One member's published state.

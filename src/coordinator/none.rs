@@ -6,7 +6,7 @@ use async_trait::async_trait;
 
 use super::{
     Backend, Campaign, CampaignRule, ClusterRecord, Coordinator, Error, Holder, HolderWatch,
-    Leadership, MemberState, Result,
+    Leadership, MemberState, Result, Successor,
 };
 
 /// The manual backend.
@@ -35,6 +35,14 @@ impl Coordinator for Manual {
 
     async fn resign(&self) -> Result<()> {
         Ok(())
+    }
+
+    async fn resign_to(&self, _successor: &str) -> Result<()> {
+        Err(Error::NotLeader { epoch: None })
+    }
+
+    async fn successor(&self) -> Result<Option<Successor>> {
+        Ok(None)
     }
 
     fn leadership(&self) -> Option<Leadership> {
@@ -89,6 +97,11 @@ mod tests {
             Err(Error::Manual)
         ));
         c.resign().await.unwrap();
+        assert!(matches!(
+            c.resign_to("b").await,
+            Err(Error::NotLeader { .. })
+        ));
+        assert_eq!(c.successor().await.unwrap(), None);
         assert!(c.leadership().is_none());
         assert_eq!(c.holder().await.unwrap(), None);
         assert_eq!(c.cluster().await.unwrap(), None);

@@ -9,13 +9,14 @@
 
 use std::time::Instant;
 
+use super::ha::{switchover, Admitted};
 use super::Node;
 use crate::engine;
 use crate::engine::{Conditional, Decided, ExpireIf, KeyExpiry, WriteOp};
 use crate::metrics::Outcome;
 use crate::protocol::{
     BatchOp, CompactionSummary, ErrorCode, ExpireCondition, Expiry, Hello, HelloOk, KeyTtl,
-    Request, Response, Role, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION,
+    NewMaster, Request, Response, Role, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION,
 };
 use crate::replication::RoleView;
 
@@ -126,6 +127,7 @@ async fn run(node: &Node, request: Request) -> Response {
             }),
             Err(e) => engine_error(e),
         },
+        Request::Switchover { to } => switch_over(node, to).await,
         Request::Promote | Request::Replicate { .. } if node.ha.is_some() => manual_refused(node),
         Request::Promote => match node.replication.promote().await {
             Ok(epoch) => {
@@ -275,10 +277,46 @@ fn manual_refused(node: &Node) -> Response {
         ErrorCode::MALFORMED_REQUEST,
         format!(
             "roles are elected by the coordinator ({backend}): PROMOTE and REPLICATE are refused. \
-             To move the master, stop it (SIGTERM: it resigns and another node is elected); \
-             to take a node out, stop it"
+             To move the master, run `kvstore switchover [--to NODE_ID]` (or stop it: at SIGTERM \
+             it hands over to a caught-up replica); to take a node out, stop it"
         ),
     )
+}
+
+/// SWITCHOVER: the master hands its seat to a caught-up replica and
+/// answers with the master elected next; a replica answers REDIRECT to
+/// the master it knows, which the client follows.
+async fn switch_over(node: &Node, to: Option<String>) -> Response {
+    let Some(ha) = &node.ha else {
+        return Response::error(
+            ErrorCode::SWITCHOVER_FAILED,
+            "this node runs without a coordinator (--coordinator none), so roles are set by hand: \
+             move the master with `kvstore failover --nodes ...` or `kvstore promote` instead",
+        );
+    };
+    if !node.replication.is_master() || !ha.may_write() {
+        return match ha.refusal() {
+            Response::Error { message, .. } => {
+                Response::error(ErrorCode::SWITCHOVER_FAILED, message)
+            }
+            redirect => redirect,
+        };
+    }
+    let failed = |e: switchover::SwitchoverError| {
+        Response::error(ErrorCode::SWITCHOVER_FAILED, format!("switchover: {e}"))
+    };
+    let named = match switchover::hand_over(ha, to, false).await {
+        Ok(named) => named,
+        Err(e) => return failed(e),
+    };
+    match switchover::new_master(ha, &named).await {
+        Ok(holder) => Response::Switchover(NewMaster {
+            node_id: holder.node_id,
+            addr: holder.addr,
+            epoch: holder.epoch,
+        }),
+        Err(e) => failed(e),
+    }
 }
 
 /// A write as the node's role allows it: a replica redirects it to its
@@ -288,18 +326,21 @@ fn manual_refused(node: &Node) -> Response {
 /// published in-sync set). With a coordinator the master checks its
 /// term's fence before appending and again before the OK: past the
 /// deadline a new write is refused (REDIRECT or READ_ONLY) and an
-/// appended one answers FATE_UNKNOWN.
+/// appended one answers FATE_UNKNOWN. A planned switchover pauses new
+/// writes the same way; the ones admitted before it keep their normal
+/// answer.
 pub async fn write(
     node: &Node,
     ops: &[WriteOp<'_>],
     atomic: bool,
 ) -> Result<engine::Receipt, Response> {
-    may_append(node)?;
+    let admitted = may_append(node)?;
     let receipt = node
         .engine
         .write_async(ops, atomic)
         .await
         .map_err(engine_error)?;
+    drop(admitted);
     acknowledge(node, receipt.end).await?;
     Ok(receipt)
 }
@@ -308,16 +349,18 @@ pub async fn write(
 /// single writer (`SET NX`, `EXPIRE GT`, `PERSIST`, ...), under the same
 /// rules as [`write`].
 pub async fn decide(node: &Node, op: &Conditional<'_>) -> Result<Decided, Response> {
-    may_append(node)?;
+    let admitted = may_append(node)?;
     let decided = node.engine.decide_async(op).await.map_err(engine_error)?;
+    drop(admitted);
     acknowledge(node, decided.end).await?;
     Ok(decided)
 }
 
 /// Whether this node may append a client write now: it is the master,
-/// within its term's fence, and (sync mode) has the replicas to
-/// acknowledge it.
-fn may_append(node: &Node) -> Result<(), Response> {
+/// within its term's fence, not pausing for a switchover, and (sync mode)
+/// has the replicas to acknowledge it. With a coordinator the write holds
+/// its admission until its append returned.
+fn may_append(node: &Node) -> Result<Option<Admitted<'_>>, Response> {
     let repl = &node.replication;
     if let RoleView::Replica { master } = repl.role() {
         if master.is_empty() {
@@ -325,13 +368,13 @@ fn may_append(node: &Node) -> Result<(), Response> {
         }
         return Err(Response::Redirect { master });
     }
-    if let Some(ha) = &node.ha {
-        if !ha.may_write() {
-            return Err(ha.refusal());
-        }
-    }
+    let admitted = match &node.ha {
+        Some(ha) => Some(ha.admit().ok_or_else(|| ha.refusal())?),
+        None => None,
+    };
     repl.check_sync_ready()
-        .map_err(|message| Response::error(ErrorCode::NOT_ENOUGH_REPLICAS, message))
+        .map_err(|message| Response::error(ErrorCode::NOT_ENOUGH_REPLICAS, message))?;
+    Ok(admitted)
 }
 
 /// Whether a write appended up to `end` may be answered OK: sync mode

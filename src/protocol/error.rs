@@ -105,6 +105,9 @@ impl ErrorCode {
     /// cut off its log; it is not told to truncate them.
     pub const TAIL_CUT: ErrorCode = ErrorCode(119);
     pub const INTERNAL: ErrorCode = ErrorCode(120);
+    /// SWITCHOVER was refused or did not complete; the message says why
+    /// and whether the master kept its term.
+    pub const SWITCHOVER_FAILED: ErrorCode = ErrorCode(121);
 
     /// True if the server closes the connection after this error.
     pub fn closes_connection(self) -> bool {
@@ -139,6 +142,7 @@ impl ErrorCode {
             ErrorCode::PERMISSION_DENIED => "PERMISSION_DENIED",
             ErrorCode::TAIL_CUT => "TAIL_CUT",
             ErrorCode::INTERNAL => "INTERNAL",
+            ErrorCode::SWITCHOVER_FAILED => "SWITCHOVER_FAILED",
             _ => "UNKNOWN_CODE",
         }
     }

@@ -110,6 +110,13 @@ fn examples() -> Vec<(&'static str, BytesMut)> {
         },
     );
     req(
+        "SWITCHOVER",
+        Request::Switchover {
+            to: Some("n2".into()),
+        },
+    );
+    req("SWITCHOVER to any", Request::Switchover { to: None });
+    req(
         "REPL_SYNC",
         Request::ReplSync(replication::SyncRequest {
             replica_id: "r1".into(),
@@ -172,6 +179,14 @@ fn examples() -> Vec<(&'static str, BytesMut)> {
         }),
     );
     resp("TTL_ANSWER absent", Response::Ttl(KeyTtl::Absent));
+    resp(
+        "SWITCHOVER_ANSWER",
+        Response::Switchover(NewMaster {
+            node_id: "n2".into(),
+            addr: "h:2".into(),
+            epoch: 7,
+        }),
+    );
     resp(
         "REDIRECT",
         Response::Redirect {

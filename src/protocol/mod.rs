@@ -38,7 +38,7 @@ pub use expiry::{ExpireCondition, Expiry, KeyTtl};
 pub use frame::{Frame, FRAME_HEADER_LEN};
 pub use limits::Limits;
 pub use request::{Auth, BatchOp, Hello, Request};
-pub use response::{CompactionSummary, HelloOk, Response, Role};
+pub use response::{CompactionSummary, HelloOk, NewMaster, Response, Role};
 
 /// The protocol version this build speaks. A client sends the highest
 /// version it knows in HELLO; the server answers with the version both use.

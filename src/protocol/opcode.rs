@@ -5,11 +5,11 @@
 //!
 //! | range       | use                                                  |
 //! |-------------|------------------------------------------------------|
-//! | 0x01..=0x3F | client requests (0x10, 0x12..=0x3F unassigned)       |
+//! | 0x01..=0x3F | client requests (0x12..=0x3F unassigned)             |
 //! | 0x40..=0x5F | replication, replica to master (0x42.. unassigned)   |
 //! | 0x60..=0x6F | backup requests (0x61.. unassigned)                  |
 //! | 0x70..=0x7F | later connection-level requests (all unassigned)     |
-//! | 0x80..=0xBF | responses to client requests (0x8C, 0x8E.. unassigned) |
+//! | 0x80..=0xBF | responses to client requests (0x8E.. unassigned)     |
 //! | 0xC0..=0xDF | replication and backup streams, server to client     |
 //! | 0xE0..=0xFE | unassigned                                           |
 //! | 0xFF        | error response                                       |
@@ -39,6 +39,9 @@ pub const EXPIRE: u8 = 0x0D;
 pub const PERSIST: u8 = 0x0E;
 /// Ask when a key expires.
 pub const TTL: u8 = 0x0F;
+/// Admin: hand the master's seat to a caught-up replica (planned
+/// switchover, with a coordinator).
+pub const SWITCHOVER: u8 = 0x10;
 /// Ask the coordinator's view of the cluster: holder, epoch, lease, in-sync
 /// set, members.
 pub const CLUSTER_STATUS: u8 = 0x11;
@@ -75,6 +78,8 @@ pub const REDIRECT: u8 = 0x89;
 pub const APPLIED: u8 = 0x8A;
 /// TTL's answer.
 pub const TTL_ANSWER: u8 = 0x8B;
+/// SWITCHOVER's answer: the new master.
+pub const SWITCHOVER_ANSWER: u8 = 0x8C;
 /// CLUSTER_STATUS's answer: a JSON document.
 pub const CLUSTER_STATUS_ANSWER: u8 = 0x8D;
 pub const ERROR: u8 = 0xFF;
@@ -103,6 +108,7 @@ pub fn name(opcode: u8) -> &'static str {
         EXPIRE => "EXPIRE",
         PERSIST => "PERSIST",
         TTL => "TTL",
+        SWITCHOVER => "SWITCHOVER",
         CLUSTER_STATUS => "CLUSTER_STATUS",
         BACKUP => "BACKUP",
         REPL_SYNC => "REPL_SYNC",
@@ -126,6 +132,7 @@ pub fn name(opcode: u8) -> &'static str {
         STATS_ANSWER => "STATS_ANSWER",
         APPLIED => "APPLIED",
         TTL_ANSWER => "TTL_ANSWER",
+        SWITCHOVER_ANSWER => "SWITCHOVER_ANSWER",
         CLUSTER_STATUS_ANSWER => "CLUSTER_STATUS_ANSWER",
         ERROR => "ERROR",
         _ => "UNKNOWN",

@@ -55,6 +55,7 @@ fn request() -> impl Strategy<Value = Request> {
         }),
         bytes_up_to(64).prop_map(|key| Request::Persist { key }),
         bytes_up_to(64).prop_map(|key| Request::Ttl { key }),
+        proptest::option::of("[a-z0-9-]{1,12}").prop_map(|to| Request::Switchover { to }),
         (any::<u16>(), bytes_up_to(8), "[a-z]{0,8}").prop_map(|(version, token, name)| {
             Request::Hello(Hello {
                 version,

@@ -85,6 +85,11 @@ pub enum Request {
     Replicate {
         master: String,
     },
+    /// Admin, with a coordinator: hand the master's seat to `to` (a node
+    /// id), or to the most caught-up eligible replica when `None`.
+    Switchover {
+        to: Option<String>,
+    },
     /// PUT with an expiry (protocol version 2). Like PUT, it replaces the
     /// key's value and expiry.
     PutExpiring {
@@ -156,6 +161,7 @@ impl Request {
             Request::Stats => opcode::STATS,
             Request::Promote => opcode::PROMOTE,
             Request::Replicate { .. } => opcode::REPLICATE,
+            Request::Switchover { .. } => opcode::SWITCHOVER,
             Request::PutExpiring { .. } => opcode::PUT_EXPIRING,
             Request::Expire { .. } => opcode::EXPIRE,
             Request::Persist { .. } => opcode::PERSIST,
@@ -194,6 +200,7 @@ impl Request {
             Request::Stats => "stats",
             Request::Promote => "promote",
             Request::Replicate { .. } => "replicate",
+            Request::Switchover { .. } => "switchover",
             Request::PutExpiring { .. } => "put_expiring",
             Request::Expire { .. } => "expire",
             Request::Persist { .. } => "persist",
@@ -229,6 +236,9 @@ impl Request {
             | Request::Backup => {}
             Request::ClusterStatus => {}
             Request::Replicate { master } => put_sized(dst, master.as_bytes()),
+            Request::Switchover { to } => {
+                put_sized(dst, to.as_deref().unwrap_or_default().as_bytes())
+            }
             Request::ReplSync(sync) => sync.encode_body(dst),
             Request::Get { key }
             | Request::Delete { key }
@@ -317,6 +327,12 @@ impl Request {
             opcode::REPLICATE => Request::Replicate {
                 master: r.string("master", MAX_NAME_BYTES)?,
             },
+            opcode::SWITCHOVER => {
+                let to = r.string("to", MAX_NAME_BYTES)?;
+                Request::Switchover {
+                    to: (!to.is_empty()).then_some(to),
+                }
+            }
             opcode::REPL_SYNC => Request::ReplSync(SyncRequest::decode_body(&mut r)?),
             opcode::BACKUP => Request::Backup,
             opcode::GET => Request::Get {
@@ -462,6 +478,10 @@ mod tests {
         roundtrip(Request::Batch(vec![]));
         roundtrip(Request::Compact);
         roundtrip(Request::Stats);
+        roundtrip(Request::Switchover { to: None });
+        roundtrip(Request::Switchover {
+            to: Some("n2".into()),
+        });
         roundtrip(Request::ClusterStatus);
     }
 

@@ -65,6 +65,17 @@ pub struct CompactionSummary {
     pub keys_kept: u64,
 }
 
+/// SWITCHOVER's answer: the master after the switchover.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewMaster {
+    /// Its node id in the coordinator.
+    pub node_id: String,
+    /// Where it takes clients.
+    pub addr: String,
+    /// The epoch the coordinator issued it.
+    pub epoch: u32,
+}
+
 /// A response from the server.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Response {
@@ -95,6 +106,8 @@ pub enum Response {
     Applied(bool),
     /// TTL's answer. Protocol version 2.
     Ttl(KeyTtl),
+    /// SWITCHOVER's answer: the new master.
+    Switchover(NewMaster),
     /// CLUSTER_STATUS answer: a UTF-8 JSON object
     /// ([`super::cluster::ClusterStatus`]).
     ClusterStatus(String),
@@ -120,6 +133,7 @@ impl Response {
             Response::Redirect { .. } => opcode::REDIRECT,
             Response::Applied(_) => opcode::APPLIED,
             Response::Ttl(_) => opcode::TTL_ANSWER,
+            Response::Switchover(_) => opcode::SWITCHOVER_ANSWER,
             Response::ClusterStatus(_) => opcode::CLUSTER_STATUS_ANSWER,
             Response::Error { .. } => opcode::ERROR,
         }
@@ -161,6 +175,11 @@ impl Response {
             }
             Response::Stats(json) => put_sized(dst, json.as_bytes()),
             Response::Ttl(ttl) => ttl.encode(dst),
+            Response::Switchover(new) => {
+                put_sized(dst, truncate_utf8(&new.node_id, MAX_MESSAGE_BYTES));
+                put_sized(dst, truncate_utf8(&new.addr, MAX_MESSAGE_BYTES));
+                dst.put_u32_le(new.epoch);
+            }
             Response::ClusterStatus(json) => put_sized(dst, json.as_bytes()),
             Response::Redirect { master } => {
                 put_sized(dst, truncate_utf8(master, MAX_MESSAGE_BYTES))
@@ -217,6 +236,11 @@ impl Response {
                 keys_kept: r.u64("keys kept")?,
             }),
             opcode::STATS_ANSWER => Response::Stats(r.string("stats", MAX_STATS_BYTES)?),
+            opcode::SWITCHOVER_ANSWER => Response::Switchover(NewMaster {
+                node_id: r.string("node id", MAX_MESSAGE_BYTES)?,
+                addr: r.string("address", MAX_MESSAGE_BYTES)?,
+                epoch: r.u32("epoch")?,
+            }),
             opcode::CLUSTER_STATUS_ANSWER => {
                 Response::ClusterStatus(r.string("cluster status", MAX_STATS_BYTES)?)
             }
@@ -296,6 +320,11 @@ mod tests {
         roundtrip(Response::Redirect {
             master: "kvstore-0.kvstore-headless:5555".into(),
         });
+        roundtrip(Response::Switchover(NewMaster {
+            node_id: "n2".into(),
+            addr: "10.0.0.2:5555".into(),
+            epoch: 7,
+        }));
         roundtrip(Response::error(ErrorCode::KEY_TOO_LARGE, "too big"));
         roundtrip(Response::error(ErrorCode(999), "from the future"));
     }

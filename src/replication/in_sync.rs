@@ -13,7 +13,11 @@
 //! - a member on its way out (of `published` or of `adding`) is waited for
 //!   until the CAS that drops it went through: nothing is acknowledged
 //!   without it before that, and a CAS whose answer was lost cannot leave
-//!   the coordinator listing a member the master no longer waits for.
+//!   the coordinator listing a member the master no longer waits for;
+//! - the master lists itself (so that it may win again after a restart)
+//!   until it leaves for good ([`InSync::leave`], at SIGTERM): the next
+//!   set it publishes omits it, so the next master does not wait for a
+//!   node that is gone. Dropping a member is always safe.
 //!
 //! Invariants:
 //! - The replicated end (what may be acknowledged) is 0 while `published`
@@ -49,6 +53,10 @@ pub(crate) struct InSync {
     /// The master's end over the last `max_lag` (and one sample older).
     samples: VecDeque<(Instant, u64)>,
     max_lag: Duration,
+    /// Whether the master lists itself in the sets it proposes.
+    listed: bool,
+    /// Whether the set as last published lists the master.
+    listed_published: bool,
 }
 
 /// A change to publish: the whole new set, and what changed.
@@ -71,8 +79,11 @@ impl InSync {
         start_end: u64,
         max_lag: Duration,
     ) -> InSync {
+        let members: Vec<String> = members.into_iter().collect();
         InSync {
             own: own.to_string(),
+            listed: true,
+            listed_published: members.iter().any(|m| m == own),
             published: members.into_iter().filter(|m| m != own).collect(),
             adding: BTreeSet::new(),
             durable: BTreeMap::new(),
@@ -145,7 +156,7 @@ impl InSync {
             .cloned()
             .collect();
         self.adding.extend(added.iter().cloned());
-        if dropped.is_empty() && self.adding.is_empty() {
+        if dropped.is_empty() && self.adding.is_empty() && self.listed == self.listed_published {
             return None;
         }
         let mut set: BTreeSet<String> = self
@@ -155,7 +166,9 @@ impl InSync {
             .filter(|m| !dropped.contains(m))
             .cloned()
             .collect();
-        set.insert(self.own.clone());
+        if self.listed {
+            set.insert(self.own.clone());
+        }
         Some(Review {
             set: set.into_iter().collect(),
             added: self
@@ -174,17 +187,32 @@ impl InSync {
     /// is unknown never leaves the coordinator listing a member the master
     /// does not wait for.
     pub fn published(&mut self, set: &[String]) {
+        self.listed_published = set.contains(&self.own);
         self.published = set.iter().filter(|m| **m != self.own).cloned().collect();
         let published = &self.published;
         self.adding
             .retain(|m| set.contains(m) && !published.contains(m));
     }
 
-    /// The published set, the master included, sorted.
+    /// The published set (the master included while it lists itself),
+    /// sorted.
     pub fn members(&self) -> Vec<String> {
         let mut set: BTreeSet<String> = self.published.clone();
-        set.insert(self.own.clone());
+        if self.listed_published {
+            set.insert(self.own.clone());
+        }
         set.into_iter().collect()
+    }
+
+    /// The master leaves for good: the sets it proposes from now on omit
+    /// it (the next review proposes one).
+    pub fn leave(&mut self) {
+        self.listed = false;
+    }
+
+    /// Whether the set as last published lists the master.
+    pub fn lists_self(&self) -> bool {
+        self.listed_published
     }
 
     /// Published members whose durable end is below `end`, for an error
@@ -290,6 +318,24 @@ mod tests {
         s.published(&review.set);
         assert_eq!(s.replicated(1), 300);
         assert_eq!(s.members(), ids(&["m", "r1"]));
+    }
+
+    #[test]
+    fn a_leaving_master_proposes_a_set_without_itself_once() {
+        let t0 = Instant::now();
+        let mut s = InSync::new("m", ids(&["m", "r1"]), 0, LAG);
+        s.ack("r1", 10);
+        assert_eq!(s.review(t0, 10, &ids(&["r1"])), None);
+        s.leave();
+        assert!(s.lists_self(), "not published yet");
+        let review = s.review(t0, 10, &ids(&["r1"])).expect("a set without m");
+        assert_eq!(review.set, ids(&["r1"]));
+        assert!(review.dropped.is_empty() && review.added.is_empty());
+        s.published(&review.set);
+        assert!(!s.lists_self());
+        assert_eq!(s.members(), ids(&["r1"]));
+        assert_eq!(s.replicated(1), 10, "r1 still counts");
+        assert_eq!(s.review(t0, 10, &ids(&["r1"])), None);
     }
 
     #[test]

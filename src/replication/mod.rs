@@ -553,6 +553,21 @@ impl Replication {
         self.engine.set_compaction_floor(floor);
     }
 
+    /// The durable end the replica `id` last acknowledged, while it is
+    /// connected (`None`: not connected to this master).
+    pub fn durable_of(&self, id: &str) -> Option<u64> {
+        self.replicas.lock().get(id).map(|r| r.durable)
+    }
+
+    /// Every connected replica's id and acknowledged durable end.
+    pub fn durable_ends(&self) -> Vec<(String, u64)> {
+        self.replicas
+            .lock()
+            .iter()
+            .map(|(id, r)| (id.clone(), r.durable))
+            .collect()
+    }
+
     /// How many replicas hold the log up to `end`: `(written, durable)`.
     fn acked_count(&self, end: u64) -> (usize, usize) {
         let replicas = self.replicas.lock();
@@ -663,6 +678,21 @@ impl Replication {
             state.published(set);
             self.quorum.set(state.replicated(self.settings.min_acks));
         }
+    }
+
+    /// The master leaves for good (SIGTERM with a switchover): the
+    /// in-sync set it publishes next omits it, so the next master does not
+    /// wait for it. A no-op without the in-sync rule.
+    pub fn leave_in_sync(&self) {
+        if let Some(state) = self.in_sync.lock().as_mut() {
+            state.leave();
+        }
+    }
+
+    /// Whether the published in-sync set still lists this master (false
+    /// without the in-sync rule).
+    pub fn in_sync_lists_self(&self) -> bool {
+        self.in_sync.lock().as_ref().is_some_and(InSync::lists_self)
     }
 
     // ---- replica side ------------------------------------------------

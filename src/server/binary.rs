@@ -217,6 +217,7 @@ impl Codec for BinaryCodec {
             Response::Error { message, .. } => message.len(),
             Response::Redirect { master } => master.len(),
             Response::HelloOk(hello) => hello.server.len(),
+            Response::Switchover(new) => new.node_id.len() + new.addr.len(),
             _ => 0,
         }
     }
@@ -368,6 +369,7 @@ fn required_permission(request: &Request) -> Option<Permission> {
         Request::Compact
         | Request::Promote
         | Request::Replicate { .. }
+        | Request::Switchover { .. }
         | Request::ReplSync(_)
         | Request::Backup => Some(Permission::Admin),
     }

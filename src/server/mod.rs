@@ -9,7 +9,10 @@
 //! the node's one connection loop.
 //!
 //! Stop (SIGTERM, SIGINT or the `stop` future of [`run`]): `/readyz`
-//! turns 503, the shutdown signal reaches every listener, connection and
+//! turns 503, a master with a coordinator hands its seat to a caught-up
+//! replica (planned switchover, bounded by `--switchover-timeout-ms` and
+//! a lease TTL),
+//! the shutdown signal reaches every listener, connection and
 //! replication stream, the follower stops, connections answer what they
 //! have read and close within `--shutdown-timeout-secs` (stragglers are
 //! aborted), then the engine is flushed and closed and [`run`] returns
@@ -387,7 +390,9 @@ async fn serve_clients(
         health: Arc::clone(&health),
         ha: ha.clone(),
     });
-    let ha_task = ha.map(|ha| tokio::spawn(node::ha::run(Arc::clone(&node), ha)));
+    let ha_task = ha
+        .clone()
+        .map(|ha| tokio::spawn(node::ha::run(Arc::clone(&node), ha)));
     // Each front end serves until the shutdown signal, then drains
     // (bounded by --shutdown-timeout-secs).
     let binary = tokio::spawn(listener::serve(
@@ -402,6 +407,12 @@ async fn serve_clients(
     stop.await;
 
     health.set_stopping();
+    if let Some(ha) = &ha {
+        // A master hands its seat to a caught-up replica first, while its
+        // replication streams still run (bounded by the switchover timeout
+        // and a lease TTL).
+        node::ha::switchover::before_shutdown(&node, ha).await;
+    }
     trigger.trigger();
     if let Some(task) = ha_task {
         // It resigns a held term; bounded so a dead coordinator cannot

@@ -63,14 +63,14 @@ pub(crate) fn wait_in_sync(addr: SocketAddr, members: usize) {
 
 /// What a writer saw: the keys some node answered OK, in order.
 #[derive(Default)]
-struct Acked {
-    keys: Vec<Bytes>,
+pub(crate) struct Acked {
+    pub(crate) keys: Vec<Bytes>,
 }
 
 /// Writes `w-<i>` keys, one at a time, to whichever of `addrs` is master
 /// (asking each in turn after any failure), until `stop`, `MAX_WRITES` or
 /// `WRITER_DEADLINE`. Records each OK.
-fn writer(
+pub(crate) fn writer(
     addrs: Arc<Mutex<Vec<SocketAddr>>>,
     acked: Arc<Mutex<Acked>>,
     stop: Arc<AtomicBool>,
@@ -127,7 +127,7 @@ pub(crate) fn assert_holds_all(addr: SocketAddr, keys: &[Bytes], what: &str) {
     );
 }
 
-fn wait_acked(acked: &Mutex<Acked>, at_least: usize, what: &str) {
+pub(crate) fn wait_acked(acked: &Mutex<Acked>, at_least: usize, what: &str) {
     wait_for(WRITER_DEADLINE, what, || {
         (acked.lock().unwrap().keys.len() >= at_least).then_some(())
     });

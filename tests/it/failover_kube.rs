@@ -26,7 +26,7 @@ const ELECTION_DEADLINE: Duration = Duration::from_secs(40);
 
 /// Waits until exactly one of `nodes` says it is master and the Lease names
 /// it; returns its index and epoch.
-fn wait_one_master(api: &KubeApi, nodes: &[(usize, &Server)]) -> (usize, u64) {
+pub(crate) fn wait_one_master(api: &KubeApi, nodes: &[(usize, &Server)]) -> (usize, u64) {
     wait_for(ELECTION_DEADLINE, "one master, named by the Lease", || {
         let masters: Vec<(usize, u64)> = nodes
             .iter()

@@ -97,10 +97,12 @@ fn first_frames_that_start_like_a_tls_record_are_answered() {
         opcode::REPLICATE,
         opcode::REPL_SYNC,
         opcode::REPL_ACK,
+        opcode::SWITCHOVER,
+        opcode::CLUSTER_STATUS,
         opcode::BACKUP,
     ];
     // Unknown and reserved opcodes, and a response opcode.
-    opcodes.extend([0x10, 0x3F, 0x61, 0x70, 0x7F, 0x80, 0xFF]);
+    opcodes.extend([0x12, 0x3F, 0x61, 0x70, 0x7F, 0x80, 0xFF]);
     for n in LENGTHS {
         for &op in &opcodes {
             let what = format!("opcode {op:#04x} ({}) at N = {n}", opcode::name(op));

@@ -43,4 +43,5 @@ mod server;
 mod setup;
 mod shutdown;
 mod snapshot;
+mod switchover;
 mod tail;

@@ -12,7 +12,7 @@ use kvstore::engine::record::{self, Kind};
 use kvstore::protocol::replication::{SyncRequest, ToMaster, ToReplica};
 use kvstore::protocol::{
     Auth, BatchOp, CompactionSummary, ErrorCode, ExpireCondition, Expiry, Hello, HelloOk, KeyTtl,
-    Limits, Request, Response, Role,
+    Limits, NewMaster, Request, Response, Role,
 };
 
 pub fn write_all() {
@@ -166,6 +166,42 @@ fn frame_seeds() -> Vec<(String, Vec<u8>)> {
     out.push(("unknown-opcode".into(), vec![2, 0, 0, 0, 0x7e, 0]));
     out.push(("empty-frame".into(), vec![0, 0, 0, 0]));
     out.extend(expiry_seeds());
+    out.extend(switchover_seeds());
+    out
+}
+
+/// Planned switchover's request and answer, named apart so that the
+/// seeds above keep their names.
+fn switchover_seeds() -> Vec<(String, Vec<u8>)> {
+    let frames = vec![
+        enc(|b| {
+            Request::Switchover {
+                to: Some("kvstore-2".into()),
+            }
+            .encode(b)
+        }),
+        enc(|b| Request::Switchover { to: None }.encode(b)),
+        enc(|b| {
+            Response::Switchover(NewMaster {
+                node_id: "kvstore-2".into(),
+                addr: "kvstore-2.kvstore-headless:5555".into(),
+                epoch: 7,
+            })
+            .encode(b)
+        }),
+        enc(|b| {
+            Response::error(ErrorCode::SWITCHOVER_FAILED, "no replica to hand over to").encode(b)
+        }),
+    ];
+    let mut out: Vec<(String, Vec<u8>)> = frames
+        .iter()
+        .enumerate()
+        .map(|(i, f)| (format!("switchover-{i:02}"), f.clone()))
+        .collect();
+    // Malformed: a node id whose length runs past the frame.
+    let mut long_id = frames[0].clone();
+    long_id[5] = 0xff;
+    out.push(("switchover-id-past-frame".into(), long_id));
     out
 }
 

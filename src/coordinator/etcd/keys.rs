@@ -12,6 +12,7 @@ pub(super) struct Keys {
     pub epoch: String,
     pub in_sync: String,
     pub members: String,
+    pub successor: String,
 }
 
 impl Keys {
@@ -21,6 +22,7 @@ impl Keys {
             epoch: format!("/{cluster}/epoch"),
             in_sync: format!("/{cluster}/in-sync"),
             members: format!("/{cluster}/members/"),
+            successor: format!("/{cluster}/successor"),
         }
     }
 }

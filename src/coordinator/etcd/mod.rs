@@ -8,6 +8,9 @@
 //! - `in-sync`: the [`ClusterRecord`] as JSON. Never bound to a lease.
 //! - `members/<node id>`: each member's [`MemberState`] as JSON, bound to
 //!   that member's own lease.
+//! - `successor`: the [`Successor`] a resigning holder named (planned
+//!   switchover). Never bound to a lease; deleted by the Txn that next
+//!   takes leadership.
 //!
 //! Invariants:
 //! - Taking leadership is one Txn: `leader` absent AND `epoch` unchanged
@@ -20,6 +23,8 @@
 //!   only then does the fence move, by the TTL etcd reported.
 //! - Writing `in-sync` is one Txn comparing the `leader` key's lease and
 //!   create_revision, the `epoch` value and `in-sync`'s mod_revision.
+//! - Resigning in favour of a successor is one Txn comparing the `leader`
+//!   key's lease and create_revision → delete `leader`, put `successor`.
 //! - Every request is bounded by the request timeout: a hung etcd never
 //!   hangs a renewal past the deadline.
 
@@ -46,7 +51,7 @@ use super::term::{Slot, Terms};
 use super::{
     bounded, check_publisher, decode, encode, next_epoch, Backend, BootInstant, Campaign,
     CampaignRule, ClusterRecord, Coordinator, Error, Fence, Holder, HolderLease, HolderWatch,
-    Leadership, MemberState, Result, Settings, Timing,
+    Leadership, MemberState, Result, Settings, Successor, Timing,
 };
 
 /// One node's session with etcd.
@@ -269,6 +274,8 @@ impl Etcd {
                     Some(PutOptions::new().with_lease(lease.id)),
                 ),
                 TxnOp::put(self.keys.epoch.as_str(), new_epoch.to_string(), None),
+                // A successor named by the last holder has had its turn.
+                TxnOp::delete(self.keys.successor.as_str(), None),
             ])
             .or_else([TxnOp::get(self.keys.leader.as_str(), None)]);
         let (at, mut c) = self.pool.pick();
@@ -370,6 +377,48 @@ impl Coordinator for Etcd {
         self.pool.request(at, "resign", c.txn(release)).await?;
         self.revoke(id).await;
         Ok(())
+    }
+
+    async fn resign_to(&self, successor: &str) -> Result<()> {
+        let mut slot = self.terms.lock().await;
+        let Some(term) = slot.as_ref() else {
+            return Err(Error::NotLeader { epoch: None });
+        };
+        let (id, revision, epoch) = (term.at.lease.id, term.at.revision, term.leadership.epoch());
+        let _ = self.terms.lose(&mut slot);
+        let named = Successor {
+            node_id: successor.to_string(),
+            epoch,
+        };
+        let hand_over = Txn::new()
+            .when([
+                Compare::lease(self.keys.leader.as_str(), CompareOp::Equal, id),
+                Compare::create_revision(self.keys.leader.as_str(), CompareOp::Equal, revision),
+            ])
+            .and_then([
+                TxnOp::delete(self.keys.leader.as_str(), None),
+                TxnOp::put(self.keys.successor.as_str(), encode(&named), None),
+            ]);
+        let (at, mut c) = self.pool.pick();
+        let done = self
+            .pool
+            .request(at, "resign to a successor", c.txn(hand_over))
+            .await;
+        // Whatever happened, the lease goes: an unknown outcome then
+        // leaves the seat vacant rather than held for a TTL.
+        self.revoke(id).await;
+        if done?.succeeded() {
+            Ok(())
+        } else {
+            Err(Error::NotLeader { epoch: Some(epoch) })
+        }
+    }
+
+    async fn successor(&self) -> Result<Option<Successor>> {
+        self.get(&self.keys.successor)
+            .await?
+            .map(|kv| decode(&self.keys.successor, kv.value()))
+            .transpose()
     }
 
     fn leadership(&self) -> Option<Leadership> {

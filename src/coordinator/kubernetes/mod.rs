@@ -6,8 +6,10 @@
 //! - Lease `<cluster>`: `spec.holderIdentity` (the node id, empty when
 //!   vacant), `spec.leaseDurationSeconds` (the holder's TTL), `renewTime`
 //!   and `acquireTime` (informational only), and the annotations
-//!   `kvstore.io/epoch` (the epoch counter), `kvstore.io/holder-addr`, and
-//!   `kvstore.io/in-sync` (the [`ClusterRecord`] as JSON).
+//!   `kvstore.io/epoch` (the epoch counter), `kvstore.io/holder-addr`,
+//!   `kvstore.io/in-sync` (the [`ClusterRecord`] as JSON) and, after a
+//!   planned switchover until the next election, `kvstore.io/successor`
+//!   (the [`Successor`] as JSON).
 //! - Lease `<cluster>-member-<node id>` per member, labelled
 //!   `kvstore.io/cluster=<cluster>` and `kvstore.io/record=member`, its
 //!   [`MemberState`] as JSON in `kvstore.io/member`.
@@ -25,7 +27,9 @@
 //!   clock (clock offset between nodes would break fencing). A Lease first
 //!   seen counts as just renewed.
 //! - The in-sync set lives in the same Lease, so writing it is conditional
-//!   on the holder and epoch that the same `resourceVersion` shows.
+//!   on the holder and epoch that the same `resourceVersion` shows; so
+//!   does the successor, which the update that frees the seat names and
+//!   the update that next takes it removes.
 //! - Every request is bounded by the request timeout.
 
 use std::collections::BTreeMap;
@@ -52,13 +56,14 @@ use super::term::{Slot, Terms};
 use super::{
     bounded, check_publisher, decode, encode, next_epoch, Backend, BootInstant, Campaign,
     CampaignRule, ClusterRecord, Coordinator, Error, Fence, Holder, HolderLease, HolderWatch,
-    Leadership, MemberState, Result, Settings, Timing,
+    Leadership, MemberState, Result, Settings, Successor, Timing,
 };
 
 const BACKEND: &str = "Kubernetes API";
 const EPOCH: &str = "kvstore.io/epoch";
 const HOLDER_ADDR: &str = "kvstore.io/holder-addr";
 const IN_SYNC: &str = "kvstore.io/in-sync";
+const SUCCESSOR: &str = "kvstore.io/successor";
 const MEMBER: &str = "kvstore.io/member";
 const CLUSTER_LABEL: &str = "kvstore.io/cluster";
 const RECORD_LABEL: &str = "kvstore.io/record";
@@ -125,6 +130,8 @@ impl Kubernetes {
         let notes = lease.metadata.annotations.get_or_insert_with(BTreeMap::new);
         notes.insert(EPOCH.into(), epoch.to_string());
         notes.insert(HOLDER_ADDR.into(), self.addr.clone());
+        // A successor named by the last holder has had its turn.
+        notes.remove(SUCCESSOR);
         lease
     }
 
@@ -277,6 +284,37 @@ impl Coordinator for Kubernetes {
             // Someone else already holds it: nothing left to give up.
             Ok(_) | Err(Error::NotLeader { .. }) => Ok(()),
             Err(e) => Err(e),
+        }
+    }
+
+    async fn resign_to(&self, successor: &str) -> Result<()> {
+        let mut slot = self.terms.lock().await;
+        let Some(term) = slot.as_ref() else {
+            return Err(Error::NotLeader { epoch: None });
+        };
+        term.leadership.fence.revoke();
+        let named = encode(&Successor {
+            node_id: successor.to_string(),
+            epoch: term.leadership.epoch(),
+        });
+        let released = self
+            .write_term(&mut slot, |lease| {
+                if let Some(spec) = lease.spec.as_mut() {
+                    spec.holder_identity = None;
+                    spec.renew_time = Some(MicroTime(Timestamp::now()));
+                }
+                let notes = lease.metadata.annotations.get_or_insert_with(BTreeMap::new);
+                notes.insert(SUCCESSOR.into(), named.clone());
+            })
+            .await;
+        let _ = self.terms.lose(&mut slot);
+        released.map(|_| ())
+    }
+
+    async fn successor(&self) -> Result<Option<Successor>> {
+        match self.reader.get(&self.reader.cluster).await? {
+            Some(lease) => self.reader.view(&lease).map(|v| v.successor),
+            None => Ok(None),
         }
     }
 

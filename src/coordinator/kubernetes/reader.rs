@@ -10,8 +10,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::PostParams;
 use kube::Api;
 
-use super::{BACKEND, EPOCH, HOLDER_ADDR, IN_SYNC};
-use crate::coordinator::{bounded, decode, BootInstant, ClusterRecord, Error, Holder, Result};
+use super::{BACKEND, EPOCH, HOLDER_ADDR, IN_SYNC, SUCCESSOR};
+use crate::coordinator::{
+    bounded, decode, BootInstant, ClusterRecord, Error, Holder, Result, Successor,
+};
 
 /// Reads Leases and judges their liveness from this process's own
 /// observations; shared with the holder watch's task.
@@ -31,6 +33,8 @@ pub(super) struct View {
     pub holder: Option<Holder>,
     pub stored_epoch: u32,
     pub in_sync: Option<ClusterRecord>,
+    /// The successor the last holder named, until the next election.
+    pub successor: Option<Successor>,
     /// Whether the holder is live as this process observed it.
     pub live: bool,
 }
@@ -136,6 +140,14 @@ impl Reader {
         let in_sync = note(IN_SYNC)
             .map(|v| decode(&format!("Lease {name} annotation {IN_SYNC}"), v.as_bytes()))
             .transpose()?;
+        let successor = note(SUCCESSOR)
+            .map(|v| {
+                decode(
+                    &format!("Lease {name} annotation {SUCCESSOR}"),
+                    v.as_bytes(),
+                )
+            })
+            .transpose()?;
         let holder = lease
             .spec
             .as_ref()
@@ -150,6 +162,7 @@ impl Reader {
             holder,
             stored_epoch,
             in_sync,
+            successor,
             live: self.is_live(lease),
         })
     }
@@ -172,6 +185,7 @@ impl View {
             holder: None,
             stored_epoch: 0,
             in_sync: None,
+            successor: None,
             live: false,
         }
     }

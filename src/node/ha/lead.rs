@@ -19,6 +19,9 @@
 //!   fence check enforces the first half on every write.
 //! - The tasks beside the term (the in-sync keeper, the poison watch, the
 //!   routing marks) end with it.
+//! - A planned switchover ([`super::switchover`]) runs beside the renewals,
+//!   never instead of them: the lease is kept while the successor catches
+//!   up. The write gate is open at the start and at the end of every term.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,6 +29,7 @@ use std::time::Duration;
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
+use super::switchover::{self, Handover, SwitchoverError};
 use super::{release, routes, Ha, Node};
 use crate::coordinator::{self, ClusterRecord, Leadership};
 use crate::replication::Mode;
@@ -41,6 +45,7 @@ const REVIEW_AT_MOST: Duration = Duration::from_millis(100);
 pub(super) async fn lead(node: &Arc<Node>, ha: &Arc<Ha>, term: Leadership) {
     let epoch = term.epoch();
     *ha.holder.lock() = Some(term.holder.clone());
+    ha.gate.resume();
     let sync = node.replication.settings.mode == Mode::Sync;
     let record = if sync {
         match start_in_sync(node, ha).await {
@@ -81,13 +86,19 @@ pub(super) async fn lead(node: &Arc<Node>, ha: &Arc<Ha>, term: Leadership) {
             epoch,
         ));
     }
-    let why = hold(node, ha, &term, &mut beside).await;
+    let ended = hold(node, ha, &term, &mut beside).await;
     beside.abort_all();
-    warn!(
-        epoch,
-        "leadership lost ({why}): no more writes are acknowledged; rejoining as a replica"
-    );
+    match ended {
+        Ended::Lost(why) => warn!(
+            epoch,
+            "leadership lost ({why}): no more writes are acknowledged; rejoining as a replica"
+        ),
+        Ended::HandedOver(to) => {
+            info!(epoch, successor = %to, "handed the seat over; rejoining as a replica")
+        }
+    }
     *ha.fence.lock() = None;
+    ha.gate.resume();
     if let Err(e) = ha.coordinator.resign().await {
         debug!("resign after losing the term: {e}");
     }
@@ -103,15 +114,48 @@ async fn give_up(node: &Arc<Node>, ha: &Ha, epoch: u32, why: &str) {
     tokio::time::sleep(ha.period).await;
 }
 
-/// Renews the term until it ends, or a task beside it ends it; returns
-/// why it ended.
+/// How a term ended.
+enum Ended {
+    Lost(&'static str),
+    /// A planned switchover resigned in favour of this node id.
+    HandedOver(String),
+}
+
+/// Renews the term until it ends, or a task beside it ends it, and runs
+/// the switchovers asked of it meanwhile; returns how it ended.
 async fn hold(
     node: &Arc<Node>,
     ha: &Ha,
     term: &Leadership,
     beside: &mut JoinSet<&'static str>,
-) -> &'static str {
+) -> Ended {
+    let mut queue = ha.handover_queue.lock().await;
+    // Asked before this term began: the asker meant another state.
+    refuse_waiting(&mut queue);
+    let ended = holding(node, ha, term, beside, &mut queue).await;
+    refuse_waiting(&mut queue);
+    ended
+}
+
+/// Answers the switchovers queued but not taken: the term they were asked
+/// of is over.
+fn refuse_waiting(queue: &mut tokio::sync::mpsc::Receiver<Handover>) {
+    while let Ok(asked) = queue.try_recv() {
+        let _ = asked.reply.send(Err(SwitchoverError::TermEnded {
+            why: "the master's term changed before the switchover started".into(),
+        }));
+    }
+}
+
+async fn holding(
+    node: &Arc<Node>,
+    ha: &Ha,
+    term: &Leadership,
+    beside: &mut JoinSet<&'static str>,
+    queue: &mut tokio::sync::mpsc::Receiver<Handover>,
+) -> Ended {
     let epoch = term.epoch();
+    let mut handover = None;
     let mut renewal = Box::pin(renew_after(ha, term.renew_every()));
     let progress = node.engine.subscribe();
     let mut health = tokio::time::interval(HEALTH_EVERY);
@@ -119,7 +163,14 @@ async fn hold(
         let p = progress.borrow();
         (p.poisoned, p.resumes)
     };
+    // Why the term is over, once it is. A running switchover is never
+    // cut short (its resignation could be left half done): the term ends
+    // when it has finished. The write path's fence check needs no loop.
+    let mut over: Option<&'static str> = None;
     loop {
+        if let Some(why) = over.filter(|_| handover.is_none()) {
+            return Ended::Lost(why);
+        }
         let kept = async {
             match beside.join_next().await {
                 Some(Ok(why)) => why,
@@ -127,23 +178,48 @@ async fn hold(
                 None => std::future::pending().await,
             }
         };
+        let idle = handover.is_none();
+        let handing = async {
+            match handover.as_mut() {
+                Some(running) => running.await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             result = &mut renewal => {
                 match result {
                     Ok(()) => {}
-                    Err(coordinator::Error::NotLeader { .. }) => return "the coordinator shows the term over",
+                    Err(coordinator::Error::NotLeader { .. }) => {
+                        over = Some("the coordinator shows the term over");
+                    }
                     // The deadline stays where it was and runs out by
                     // itself unless a later renewal gets through.
                     Err(e) => warn!(epoch, "lease renewal failed: {e}"),
                 }
                 renewal = Box::pin(renew_after(ha, term.renew_every()));
             }
-            () = tokio::time::sleep(term.fence.remaining()) => {
+            // A running switchover watches the fence itself.
+            () = tokio::time::sleep(term.fence.remaining()), if idle => {
                 if !term.fence.is_valid_now() {
-                    return "the fence deadline passed before a renewal got through";
+                    over = Some("the fence deadline passed before a renewal got through");
                 }
             }
-            why = kept => return why,
+            why = kept => over = Some(why),
+            Some(asked) = queue.recv(), if idle && over.is_none() => {
+                let Handover { to, leaving, reply } = asked;
+                handover = Some(Box::pin(async move {
+                    let outcome = switchover::run(node, ha, term, to, leaving).await;
+                    let handed = outcome.as_ref().ok().map(|named| named.node_id.clone());
+                    let _ = reply.send(outcome);
+                    handed
+                }));
+            }
+            handed = handing => {
+                handover = None;
+                if let Some(to) = handed {
+                    return Ended::HandedOver(to);
+                }
+            }
             _ = health.tick() => {
                 let (now_poisoned, now_resumes) = {
                     let p = progress.borrow();
@@ -154,9 +230,10 @@ async fn hold(
                 }
                 if now_resumes != resumes && !now_poisoned {
                     if !term.fence.is_valid_now() || node.engine.current_epoch() != epoch {
-                        return "the storage engine recovered after the term ended";
+                        over = Some("the storage engine recovered after the term ended");
+                    } else {
+                        info!(epoch, "the storage engine recovered while this node still holds its lease in the same epoch: taking writes again");
                     }
-                    info!(epoch, "the storage engine recovered while this node still holds its lease in the same epoch: taking writes again");
                 }
                 (poisoned, resumes) = (now_poisoned, now_resumes);
             }

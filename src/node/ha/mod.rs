@@ -32,6 +32,12 @@
 //! Every node publishes its member state (role, epoch, log end, whether it
 //! may campaign) every TTL/3 and whenever its role changes.
 //!
+//! Planned switchover ([`switchover`]): the master pauses new writes, lets
+//! the chosen replica catch up to its end, and resigns naming it as
+//! successor; a candidate that finds the seat vacant with another node
+//! named lets it take the seat first, for at most a lease TTL on its own
+//! monotonic clock.
+//!
 //! The loop's timing does not make the node safe: the write path does.
 //! Before appending a write and again before each OK it checks the term's
 //! fence ([`Ha::may_write`], one clock read and one atomic load); past
@@ -40,27 +46,33 @@
 //! also waits until every member of the published in-sync set has the
 //! write (`replication::in_sync`).
 
+mod gate;
 mod lead;
 mod members;
 mod release;
 mod routes;
 mod status;
+pub mod switchover;
 
 pub use status::cluster_status;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
+use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use super::Node;
 use crate::coordinator::{
     self, Backend, Campaign, CampaignRule, Coordinator, Fence, Holder, HolderWatch, Routing,
+    Successor,
 };
 use crate::protocol::{ErrorCode, Response};
 use crate::replication::Mode;
+pub use gate::Admitted;
+use switchover::{Handover, Turn};
 
 /// The failover rules' own settings (docs/CONFIGURATION.md).
 #[derive(Debug, Clone, Copy)]
@@ -73,6 +85,10 @@ pub struct Policy {
     /// waits for it to take the vacant seat (`--campaign-grace-ms`,
     /// default 1 s).
     pub campaign_grace: Duration,
+    /// Planned switchover: how long the master waits, writes paused, for
+    /// its successor to catch up before it gives up and resumes
+    /// (`--switchover-timeout-ms`, default 5 s).
+    pub switchover_timeout: Duration,
 }
 
 impl Default for Policy {
@@ -80,6 +96,7 @@ impl Default for Policy {
         Policy {
             in_sync_max_lag: Duration::from_secs(2),
             campaign_grace: Duration::from_secs(1),
+            switchover_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -104,6 +121,19 @@ pub struct Ha {
     /// Said once per episode, not on every round.
     told_blocked: AtomicBool,
     told_not_in_sync: AtomicBool,
+    /// Stops new writes during a planned switchover.
+    gate: gate::Gate,
+    /// Switchovers asked of the HA loop; it takes them while it leads.
+    handovers: mpsc::Sender<Handover>,
+    handover_queue: tokio::sync::Mutex<mpsc::Receiver<Handover>>,
+    /// A caller is waiting for a switchover.
+    switching: AtomicBool,
+    /// How long a candidate lets a named successor take the seat first:
+    /// the lease TTL.
+    successor_wait: Duration,
+    /// The successor this candidate is letting go first, since when, and
+    /// whether it said that the wait ran out.
+    successor_seen: Mutex<Option<(Successor, Instant, bool)>>,
 }
 
 impl Ha {
@@ -113,9 +143,11 @@ impl Ha {
         settings: &coordinator::Settings,
         policy: Policy,
     ) -> coordinator::Result<Ha> {
-        let period = settings.timing()?.ttl / 3;
+        let ttl = settings.timing()?.ttl;
+        let period = ttl / 3;
         let coordinator = coordinator::connect(settings).await?;
         let routing = coordinator::routing(settings).await?.map(Arc::from);
+        let (handovers, queue) = mpsc::channel(1);
         Ok(Ha {
             coordinator,
             routing,
@@ -127,6 +159,12 @@ impl Ha {
             holder: Mutex::new(None),
             told_blocked: AtomicBool::new(false),
             told_not_in_sync: AtomicBool::new(false),
+            gate: gate::Gate::default(),
+            handovers,
+            handover_queue: tokio::sync::Mutex::new(queue),
+            switching: AtomicBool::new(false),
+            successor_wait: ttl,
+            successor_seen: Mutex::new(None),
         })
     }
 
@@ -145,15 +183,35 @@ impl Ha {
         self.fence.lock().as_ref().is_some_and(Fence::is_valid_now)
     }
 
+    /// Admits a client write to be appended: this node holds a term whose
+    /// fence holds and no switchover paused writes. The write stays
+    /// admitted (a switchover waits for it) until the guard is dropped,
+    /// once the append returned.
+    pub fn admit(&self) -> Option<Admitted<'_>> {
+        let admitted = self.gate.enter()?;
+        self.may_write().then_some(admitted)
+    }
+
     /// The answer to a write this node may not take: REDIRECT to another
-    /// holder the coordinator showed, else READ_ONLY ("not the master").
+    /// holder the coordinator showed, else READ_ONLY ("not the master", or
+    /// a switchover under way).
     pub fn refusal(&self) -> Response {
         match self.holder.lock().as_ref() {
             Some(h) if h.node_id != self.node_id && !h.addr.is_empty() => Response::Redirect {
                 master: h.addr.clone(),
             },
+            _ if self.gate.is_paused() => Response::error(
+                ErrorCode::READ_ONLY,
+                "a switchover is under way: this master takes no new writes while its successor catches up; retry shortly (the new master takes them)",
+            ),
             _ => not_the_master(),
         }
+    }
+
+    /// Whether this node holds a term at the coordinator (it may be the
+    /// one to ask for a switchover).
+    pub fn leads(&self) -> bool {
+        self.coordinator.leadership().is_some()
     }
 }
 
@@ -194,6 +252,7 @@ pub async fn run(node: Arc<Node>, ha: Arc<Ha>) {
 /// One round as a candidate: follow the holder, or campaign when there is
 /// none (and lead while the won term lasts), then wait for a change.
 async fn candidate(node: &Arc<Node>, ha: &Arc<Ha>, watch: &mut Option<HolderWatch>) {
+    let mut look_again = ha.period;
     if watch.is_none() {
         match ha.coordinator.watch_holder().await {
             Ok(w) => *watch = Some(w),
@@ -210,12 +269,22 @@ async fn candidate(node: &Arc<Node>, ha: &Arc<Ha>, watch: &mut Option<HolderWatc
         Ok(None) => {
             *ha.holder.lock() = None;
             if blocked(node, ha).is_none() {
-                if let Some(lost_to) = vacant(node, ha).await {
-                    if let Some(holder) = lost_to {
-                        follow(node, ha, holder).await;
+                let named = match ha.coordinator.successor().await {
+                    Ok(named) => named,
+                    Err(e) => {
+                        debug!(
+                            "cannot read the named successor ({e}); campaigning by the usual rules"
+                        );
+                        None
                     }
-                } else {
-                    return;
+                };
+                match switchover::successor_turn(ha, named) {
+                    Turn::Wait(left) => look_again = left.min(ha.period),
+                    turn => match vacant(node, ha, turn == Turn::Mine).await {
+                        Some(Some(holder)) => follow(node, ha, holder).await,
+                        Some(None) => {}
+                        None => return,
+                    },
                 }
             }
         }
@@ -233,22 +302,24 @@ async fn candidate(node: &Arc<Node>, ha: &Arc<Ha>, watch: &mut Option<HolderWatc
     };
     tokio::select! {
         () = changed => {}
-        () = tokio::time::sleep(ha.period) => {}
+        () = tokio::time::sleep(look_again) => {}
     }
 }
 
 /// The seat is vacant and this node may campaign: stops following,
-/// campaigns under the mode's rule and leads a won term. `None`: come
-/// straight back (a term ended, or a race to retry); `Some(holder)`: lost
-/// to `holder` (`None` inside: nobody took it yet, wait for a change).
-async fn vacant(node: &Arc<Node>, ha: &Arc<Ha>) -> Option<Option<Holder>> {
+/// campaigns under the mode's rule and leads a won term. `named`: the
+/// last master handed the seat to this node, which then campaigns without
+/// async mode's grace. `None`: come straight back (a term ended, or a race
+/// to retry); `Some(holder)`: lost to `holder` (`None` inside: nobody took
+/// it yet, wait for a change).
+async fn vacant(node: &Arc<Node>, ha: &Arc<Ha>, named: bool) -> Option<Option<Holder>> {
     // Stop following first: the local epoch must not move between the
     // campaign and the first write of the term.
     node.replication.stand_by().await;
     let rule = match node.replication.settings.mode {
         Mode::Sync => CampaignRule::InSyncOnly,
         Mode::Async => {
-            if !members::my_turn(node, ha).await {
+            if !named && !members::my_turn(node, ha).await {
                 return Some(None);
             }
             CampaignRule::Anyone

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use kvstore::coordinator::{
     most_advanced, Backend, BootInstant, Campaign, CampaignRule, ClusterRecord, Coordinator, Error,
-    Holder, HolderWatch, Leadership, MemberState, Role, Settings,
+    Holder, HolderWatch, Leadership, MemberState, Role, Settings, Successor,
 };
 
 /// Test timing: short enough for quick tests, far above loopback latency
@@ -220,6 +220,36 @@ pub async fn resign_frees_the_seat_at_once(h: &dyn Harness) {
     assert_eq!(a.holder().await.unwrap(), holder_of(&lb));
 }
 
+/// Resigning in favour of a successor frees the seat and names it in one
+/// update, only from the current term; the next term removes the name.
+pub async fn resign_to_names_the_successor_until_the_next_term(h: &dyn Harness) {
+    let a = h.session("a").await;
+    let la = win(&*a, 0).await;
+    assert_eq!(a.successor().await.unwrap(), None);
+    a.resign_to("b").await.unwrap();
+    assert!(!la.is_valid_now(), "the fence is revoked first");
+    assert!(a.leadership().is_none());
+    assert_eq!(a.holder().await.unwrap(), None, "the seat is free at once");
+    let b = h.session("b").await;
+    let named = Successor {
+        node_id: "b".into(),
+        epoch: la.epoch(),
+    };
+    assert_eq!(b.successor().await.unwrap(), Some(named.clone()));
+    match a.resign_to("c").await {
+        Err(Error::NotLeader { .. }) => {}
+        other => panic!("resign_to without a term: {other:?}"),
+    }
+    assert_eq!(b.successor().await.unwrap(), Some(named), "nothing renamed");
+    let lb = win(&*b, 0).await;
+    assert_eq!(lb.epoch(), la.epoch() + 1);
+    assert_eq!(
+        b.successor().await.unwrap(),
+        None,
+        "taking the seat removes the name"
+    );
+}
+
 /// A new session with the same node id (a restarted process) does not
 /// inherit the seat: it waits like anyone else.
 pub async fn same_node_id_does_not_inherit(h: &dyn Harness) {
@@ -391,6 +421,7 @@ macro_rules! conformance_tests {
             silent_holder_is_fenced_before_it_is_replaced,
             renewing_holder_keeps_the_seat,
             resign_frees_the_seat_at_once,
+            resign_to_names_the_successor_until_the_next_term,
             same_node_id_does_not_inherit,
             in_sync_cas_needs_the_current_term,
             only_in_sync_members_may_campaign,
