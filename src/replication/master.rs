@@ -425,6 +425,7 @@ mod tests {
             end,
             full: false,
             format: 2,
+            dir_id: String::new(),
         }
     }
 

@@ -125,6 +125,7 @@ async fn session(
             end: engine.end(),
             full: *force_full,
             format: engine::segment::FORMAT_VERSION,
+            dir_id: engine.dir_id().to_string(),
         };
         writer.send(|b| Request::ReplSync(sync).encode(b)).await?;
         let frame = reader.frame_within(MASTER_SILENCE).await?;
