@@ -19,6 +19,7 @@ use bytes::Bytes;
 use kvstore::client::{BlockingClient, ClientOptions};
 use serde_json::Value;
 
+use crate::common::dir_identity::{self, emptied_replica_is_not_elected};
 use crate::common::kube_standin::KubeStandIn;
 use crate::common::{run_to_exit, wait_for, Server};
 
@@ -82,6 +83,40 @@ impl Api {
         let lease = self.standin.object("leases", NS, "kvstore")?;
         Some(lease.pointer("/spec/holderIdentity")?.as_str()?.to_string())
     }
+}
+
+/// An annotation of Lease `name`, parsed as JSON.
+fn annotation(api: &Api, name: &str, key: &str) -> Option<Value> {
+    let lease = api.standin.object("leases", NS, name)?;
+    let note = lease
+        .get("metadata")?
+        .get("annotations")?
+        .get(key)?
+        .as_str()?;
+    serde_json::from_str(note).ok()
+}
+
+impl dir_identity::Backend for Api {
+    fn start_node(&self, id: usize, extra: &[&str]) -> Server {
+        Api::start_node(self, id, extra)
+    }
+
+    fn record(&self) -> Option<Value> {
+        annotation(self, "kvstore", "kvstore.io/in-sync")
+    }
+
+    fn member(&self, id: usize) -> Option<Value> {
+        annotation(self, &format!("kvstore-member-n{id}"), "kvstore.io/member")
+    }
+
+    fn holder(&self) -> Option<String> {
+        Api::holder(self).filter(|h| !h.is_empty())
+    }
+}
+
+#[test]
+fn a_listed_node_back_on_an_emptied_data_directory_is_not_elected() {
+    emptied_replica_is_not_elected(&Api::start());
 }
 
 fn options() -> ClientOptions {

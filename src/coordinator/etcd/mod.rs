@@ -14,7 +14,10 @@
 //!   since it was read (its mod_revision) [AND `in-sync` unchanged, for
 //!   [`CampaignRule::InSyncOnly`]] → put `leader` with the new lease and
 //!   `epoch = max(stored, local) + 1`. A term is named by its lease and the
-//!   Txn's revision (the `leader` key's create_revision).
+//!   Txn's revision (the `leader` key's create_revision). The in-sync rule
+//!   (node id and data directory, [`ClusterRecord::admits`]) is checked on
+//!   the record as read, and the Txn goes through only if `in-sync` is
+//!   still that record.
 //! - A renewal is a lease keep-alive whose send time is read before the
 //!   request leaves, then a read that the `leader` key is still this term's;
 //!   only then does the fence move, by the TTL etcd reported.
@@ -48,6 +51,7 @@ use super::{
     CampaignRule, ClusterRecord, Coordinator, Error, Fence, Holder, HolderWatch, Leadership,
     MemberState, Result, Settings, Timing,
 };
+use super::{DataDir, Member};
 
 /// One node's session with etcd.
 pub struct Etcd {
@@ -55,6 +59,8 @@ pub struct Etcd {
     keys: Keys,
     node_id: String,
     addr: String,
+    /// The data directory presented when campaigning in sync mode.
+    dir: Option<DataDir>,
     timing: Timing,
     /// The current term; its lock serialises campaign, renew and resign.
     terms: Terms<EtcdTerm>,
@@ -106,6 +112,7 @@ impl Etcd {
             keys: Keys::new(&settings.cluster),
             node_id: settings.node_id.clone(),
             addr: settings.advertise_addr.clone(),
+            dir: settings.data_dir.clone(),
             timing,
             terms: Terms::new(),
             member: Mutex::new(None),
@@ -238,11 +245,9 @@ impl Etcd {
         if rule == CampaignRule::InSyncOnly {
             if let Some(kv) = &in_sync {
                 let record: ClusterRecord = decode(&self.keys.in_sync, kv.value())?;
-                if !record.in_sync.contains(&self.node_id) {
-                    return Err(Error::NotInSync {
-                        node_id: self.node_id.clone(),
-                    });
-                }
+                // Holds when the seat is taken: the Txn below compares
+                // `in-sync`'s mod_revision with this read.
+                record.admits(&self.node_id, self.dir.as_ref())?;
             }
             compares.push(Compare::mod_revision(
                 self.keys.in_sync.as_str(),
@@ -399,7 +404,7 @@ impl Coordinator for Etcd {
     async fn cas_cluster(
         &self,
         expected: Option<&ClusterRecord>,
-        in_sync: Vec<String>,
+        in_sync: Vec<Member>,
     ) -> Result<ClusterRecord> {
         let (id, revision, epoch, fence) = match self.terms.lock().await.as_ref() {
             Some(t) => (
@@ -418,7 +423,7 @@ impl Coordinator for Etcd {
         if record.as_ref() != expected {
             return Err(Error::Conflict);
         }
-        let new = ClusterRecord { epoch, in_sync };
+        let new = ClusterRecord::new(epoch, &in_sync);
         let cas = Txn::new()
             .when([
                 Compare::lease(self.keys.leader.as_str(), CompareOp::Equal, id),

@@ -23,7 +23,11 @@
 //!   clock (clock offset between nodes would break fencing). A Lease first
 //!   seen counts as just renewed.
 //! - The in-sync set lives in the same Lease, so writing it is conditional
-//!   on the holder and epoch that the same `resourceVersion` shows.
+//!   on the holder and epoch that the same `resourceVersion` shows, and a
+//!   campaign's in-sync check (node id and data directory,
+//!   [`ClusterRecord::admits`]) holds when the seat is taken: the update
+//!   that takes it is conditional on the `resourceVersion` it was read
+//!   at.
 //! - Every request is bounded by the request timeout.
 
 use std::collections::BTreeMap;
@@ -50,6 +54,7 @@ use super::{
     CampaignRule, ClusterRecord, Coordinator, Error, Fence, Holder, HolderWatch, Leadership,
     MemberState, Result, Settings, Timing,
 };
+use super::{DataDir, Member};
 
 const BACKEND: &str = "Kubernetes API";
 const EPOCH: &str = "kvstore.io/epoch";
@@ -64,6 +69,8 @@ pub struct Kubernetes {
     reader: Reader,
     node_id: String,
     addr: String,
+    /// The data directory presented when campaigning in sync mode.
+    dir: Option<DataDir>,
     timing: Timing,
     /// The current term; the lock serialises every write of the Lease
     /// (campaign, renew, resign, in-sync), so this session never races
@@ -126,6 +133,7 @@ impl Kubernetes {
             },
             node_id: settings.node_id.clone(),
             addr: settings.advertise_addr.clone(),
+            dir: settings.data_dir.clone(),
             timing,
             terms: Terms::new(),
             member: Mutex::new(()),
@@ -177,11 +185,9 @@ impl Kubernetes {
         }
         if rule == CampaignRule::InSyncOnly {
             if let Some(record) = &view.in_sync {
-                if !record.in_sync.contains(&self.node_id) {
-                    return Err(Error::NotInSync {
-                        node_id: self.node_id.clone(),
-                    });
-                }
+                // Holds when the seat is taken: the update below is
+                // conditional on the resourceVersion this was read at.
+                record.admits(&self.node_id, self.dir.as_ref())?;
             }
         }
         let epoch = next_epoch(view.stored_epoch, local_epoch)?;
@@ -352,7 +358,7 @@ impl Coordinator for Kubernetes {
     async fn cas_cluster(
         &self,
         expected: Option<&ClusterRecord>,
-        in_sync: Vec<String>,
+        in_sync: Vec<Member>,
     ) -> Result<ClusterRecord> {
         let mut slot = self.terms.lock().await;
         let Some(term) = slot.as_mut() else {
@@ -373,7 +379,7 @@ impl Coordinator for Kubernetes {
             return Err(Error::Conflict);
         }
         term.at = current;
-        let record = ClusterRecord { epoch, in_sync };
+        let record = ClusterRecord::new(epoch, &in_sync);
         let value = encode(&record);
         let written = self
             .write_term(&mut slot, |lease| {
