@@ -70,6 +70,8 @@ pub struct Review {
     /// Lagging members, and old entries of nodes added on another data
     /// directory.
     pub dropped: Vec<Member>,
+    /// Of `dropped`: the old entries of nodes added on another directory.
+    pub replaced: Vec<Member>,
     pub added: Vec<Member>,
 }
 
@@ -168,6 +170,7 @@ impl InSync {
             .filter(|m| durable(m) < behind || replaced(m))
             .cloned()
             .collect();
+        let replaced: Vec<Member> = dropped.iter().filter(|m| replaced(m)).cloned().collect();
         if dropped.is_empty() && self.adding.is_empty() {
             return None;
         }
@@ -188,6 +191,7 @@ impl InSync {
                 .cloned()
                 .collect(),
             dropped,
+            replaced,
         })
     }
 
@@ -364,6 +368,7 @@ mod tests {
             .expect("joins");
         assert_eq!(review.added, vec![fresh.clone()]);
         assert_eq!(review.dropped, ids(&["r1"]), "its old entry goes");
+        assert_eq!(review.replaced, ids(&["r1"]));
         assert_eq!(review.set, vec![m("m"), fresh.clone()]);
         assert_eq!(s.replicated(1), 100, "until the CAS went through");
         s.published(&review.set);

@@ -192,8 +192,16 @@ async fn keep_in_sync(node: Arc<Node>, ha: Arc<Ha>, mut record: ClusterRecord) -
             .await
         {
             Ok(new) => {
-                if !review.dropped.is_empty() {
-                    warn!(dropped = ?review.dropped, in_sync = ?new.in_sync, max_lag = ?ha.policy.in_sync_max_lag, "dropped lagging members from the in-sync set");
+                let lagging: Vec<&Member> = review
+                    .dropped
+                    .iter()
+                    .filter(|m| !review.replaced.contains(m))
+                    .collect();
+                if !lagging.is_empty() {
+                    warn!(dropped = ?lagging, in_sync = ?new.in_sync, max_lag = ?ha.policy.in_sync_max_lag, "dropped lagging members from the in-sync set");
+                }
+                if !review.replaced.is_empty() {
+                    info!(replaced = ?review.replaced, dirs = ?new.dirs, "nodes back on another data directory are listed with it now, their old entries dropped");
                 }
                 if !review.added.is_empty() {
                     info!(added = ?review.added, in_sync = ?new.in_sync, "caught-up replicas joined the in-sync set");

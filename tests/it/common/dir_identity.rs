@@ -217,6 +217,13 @@ pub fn emptied_replica_is_not_elected(backend: &dyn Backend) {
         "the emptied node listed again with its new directory",
         || (listed_dir(backend, r).as_deref() == Some(new_dir.as_str())).then_some(()),
     );
+    assert!(
+        nodes[m]
+            .logs()
+            .contains("nodes back on another data directory are listed with it now"),
+        "{}",
+        nodes[m].logs()
+    );
     assert_eq!(held(nodes[r].addr, &keys), WRITES, "the reseeded replica");
     wait_for(
         ELECTION_DEADLINE,
