@@ -4,6 +4,11 @@
 //! backup. The node started on that directory opens the
 //! snapshot like any data directory and, as a replica, resumes replication
 //! from the manifest's `end` offset.
+//!
+//! A restored directory is a different copy of the log than the one the
+//! backup was taken from (it lacks every write after the backup): it gets
+//! a new data-directory id (`DIR_ID`, which backups never copy), so that a
+//! coordinator never takes it for the directory its in-sync set names.
 
 use std::fs;
 use std::io::{Read, Write};
@@ -12,6 +17,7 @@ use std::path::{Path, PathBuf};
 use super::manifest::{BackupManifest, ManifestFile};
 use super::{Error, Result};
 use crate::durable::sync_dir;
+use crate::engine::dir_id::{DirId, Origin};
 use crate::engine::snapshot::is_snapshot_file;
 
 /// What a restore did.
@@ -68,6 +74,14 @@ pub fn restore(from: &Path, data_dir: &Path) -> Result<RestoreReport> {
         bytes += f.len;
         done.push(dst);
     }
+    DirId::new(Origin::Restored)
+        .and_then(|id| id.store(data_dir))
+        .map_err(|e| {
+            Error::io(
+                format!("write a new data-directory id into {}", data_dir.display()),
+                std::io::Error::other(e),
+            )
+        })?;
     sync_dir(data_dir)?;
     Ok(RestoreReport {
         backup,

@@ -20,6 +20,19 @@ pub enum Error {
     #[error("node {node_id} is not in the published in-sync set")]
     NotInSync { node_id: String },
 
+    /// The node is listed in the in-sync set, but with another data
+    /// directory than the one it runs on now (emptied, replaced or
+    /// restored since): this directory may lack acknowledged writes.
+    #[error(
+        "node {node_id} is listed in the in-sync set with data directory {}, but runs on data directory {current}: this directory may lack acknowledged writes",
+        listed.as_deref().unwrap_or("unknown (a record from a version before directory ids; only a directory that held data before it had an id matches it)")
+    )]
+    OtherDirectory {
+        node_id: String,
+        listed: Option<String>,
+        current: String,
+    },
+
     /// The coordinator did not answer in time; the outcome is unknown.
     #[error("{backend} did not answer within {after:?} ({what})")]
     Timeout {

@@ -24,6 +24,13 @@
 //!   successor are one atomic update, valid only while the coordinator
 //!   still shows this session holding leadership in its epoch. The next
 //!   update that takes leadership, whoever makes it, removes the name.
+//! - **The in-sync set names data directories, not just nodes**: each
+//!   member is a node id and the id of the data directory the master
+//!   counted its acknowledgements from ([`Member`]). A candidate whose
+//!   current directory is not the listed one may not campaign
+//!   ([`ClusterRecord::admits`]), checked in the same atomic update that
+//!   takes the seat, so a node restarted on an emptied or restored
+//!   directory never wins with a log that lacks acknowledged writes.
 //!
 //! This layer knows nothing of the node, the engine or any front end: the
 //! node passes its newest local epoch in and writes the issued epoch to its
@@ -42,6 +49,7 @@ pub mod etcd;
 #[cfg(feature = "kubernetes")]
 pub mod kubernetes;
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -115,7 +123,7 @@ pub trait Coordinator: Send + Sync {
     async fn cas_cluster(
         &self,
         expected: Option<&ClusterRecord>,
-        in_sync: Vec<String>,
+        in_sync: Vec<Member>,
     ) -> Result<ClusterRecord>;
 
     /// Publishes this node's state, bound to its liveness: it disappears
@@ -187,10 +195,122 @@ pub struct Holder {
 
 /// The cluster record: the in-sync set of sync mode, as last published by
 /// the holder of `epoch`.
+///
+/// JSON `{"epoch","in_sync":[node ids],"dirs":{node id: directory id}}`.
+/// `dirs` was added with data-directory ids: a record written before has
+/// none, and a member without an entry has an unknown directory (see
+/// [`ClusterRecord::admits`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterRecord {
     pub epoch: u32,
     pub in_sync: Vec<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub dirs: BTreeMap<String, String>,
+}
+
+impl ClusterRecord {
+    /// The record of `epoch` listing `members` (one entry per node id; a
+    /// later duplicate wins).
+    pub fn new(epoch: u32, members: &[Member]) -> ClusterRecord {
+        let mut in_sync: Vec<String> = Vec::with_capacity(members.len());
+        let mut dirs = BTreeMap::new();
+        for m in members {
+            if !in_sync.contains(&m.node_id) {
+                in_sync.push(m.node_id.clone());
+            }
+            match &m.dir_id {
+                Some(d) => dirs.insert(m.node_id.clone(), d.clone()),
+                None => dirs.remove(&m.node_id),
+            };
+        }
+        ClusterRecord {
+            epoch,
+            in_sync,
+            dirs,
+        }
+    }
+
+    /// The members the record lists, in its order.
+    pub fn members(&self) -> Vec<Member> {
+        self.in_sync
+            .iter()
+            .map(|node_id| Member {
+                node_id: node_id.clone(),
+                dir_id: self.dirs.get(node_id).cloned(),
+            })
+            .collect()
+    }
+
+    /// Whether node `node_id`, running on `dir`, may campaign under this
+    /// record (sync mode): it must be listed, and on the directory listed
+    /// for it. A member listed without a directory id (a record from a
+    /// version before directory ids) stands only for a directory that held
+    /// data before it had an id ([`DataDir::predates_ids`]): an emptied,
+    /// new or restored directory never matches it. `dir` `None` (a session
+    /// that runs on no data directory: tools, tests of the node-id rule)
+    /// checks the node id alone.
+    pub fn admits(&self, node_id: &str, dir: Option<&DataDir>) -> Result<()> {
+        if !self.in_sync.iter().any(|m| m == node_id) {
+            return Err(Error::NotInSync {
+                node_id: node_id.to_string(),
+            });
+        }
+        let Some(dir) = dir else {
+            return Ok(());
+        };
+        let listed = self.dirs.get(node_id);
+        let same = match listed {
+            Some(listed) => *listed == dir.id,
+            None => dir.predates_ids,
+        };
+        if same {
+            return Ok(());
+        }
+        Err(Error::OtherDirectory {
+            node_id: node_id.to_string(),
+            listed: listed.cloned(),
+            current: dir.id.clone(),
+        })
+    }
+}
+
+/// A member of the in-sync set: a node, and the data directory it ran on
+/// when the master counted its acknowledgements (`None`: unknown, a replica
+/// or a record from a version before directory ids).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Member {
+    pub node_id: String,
+    pub dir_id: Option<String>,
+}
+
+impl Member {
+    pub fn new(node_id: impl Into<String>, dir_id: Option<String>) -> Member {
+        Member {
+            node_id: node_id.into(),
+            dir_id,
+        }
+    }
+}
+
+impl std::fmt::Display for Member {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.dir_id {
+            Some(d) => write!(f, "{} (directory {d})", self.node_id),
+            None => write!(f, "{} (directory unknown)", self.node_id),
+        }
+    }
+}
+
+/// The data directory a node runs on, as its campaigns present it
+/// (`DIR_ID`, docs/FORMAT.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataDir {
+    /// 32 lowercase hex digits.
+    pub id: String,
+    /// The directory held data before it had an id (a version before
+    /// directory ids wrote it): it may be the one an older record lists
+    /// without an id.
+    pub predates_ids: bool,
 }
 
 /// The node a resigning holder handed the seat to (planned switchover):
@@ -405,6 +525,47 @@ mod tests {
             log_end,
             blocked: None,
         }
+    }
+
+    #[test]
+    fn a_record_names_directories_and_reads_older_records_as_unknown() {
+        let old: ClusterRecord = decode("k", br#"{"epoch":3,"in_sync":["a","b"]}"#).unwrap();
+        assert!(old.dirs.is_empty());
+        assert_eq!(
+            old.members(),
+            vec![Member::new("a", None), Member::new("b", None)]
+        );
+        let dir = |id: &str, predates_ids| DataDir {
+            id: id.into(),
+            predates_ids,
+        };
+        // An older record's member: only a directory from before ids.
+        assert!(old.admits("a", Some(&dir("x", true))).is_ok());
+        assert!(matches!(
+            old.admits("a", Some(&dir("x", false))),
+            Err(Error::OtherDirectory { listed: None, .. })
+        ));
+        assert!(matches!(
+            old.admits("c", Some(&dir("x", true))),
+            Err(Error::NotInSync { .. })
+        ));
+        assert!(old.admits("a", None).is_ok(), "no directory: node id only");
+
+        let new = ClusterRecord::new(
+            4,
+            &[Member::new("a", Some("da".into())), Member::new("b", None)],
+        );
+        let json = encode(&new);
+        assert_eq!(json, r#"{"epoch":4,"in_sync":["a","b"],"dirs":{"a":"da"}}"#);
+        assert_eq!(decode::<ClusterRecord>("k", json.as_bytes()).unwrap(), new);
+        assert!(new.admits("a", Some(&dir("da", false))).is_ok());
+        // The listed directory is the only one: even one from before ids
+        // does not stand for another.
+        assert!(matches!(
+            new.admits("a", Some(&dir("other", true))),
+            Err(Error::OtherDirectory { .. })
+        ));
+        assert!(new.admits("b", Some(&dir("db", true))).is_ok());
     }
 
     #[test]

@@ -6,7 +6,7 @@ use async_trait::async_trait;
 
 use super::{
     Backend, Campaign, CampaignRule, ClusterRecord, Coordinator, Error, Holder, HolderWatch,
-    Leadership, MemberState, Result, Successor,
+    Leadership, Member, MemberState, Result, Successor,
 };
 
 /// The manual backend.
@@ -64,7 +64,7 @@ impl Coordinator for Manual {
     async fn cas_cluster(
         &self,
         _expected: Option<&ClusterRecord>,
-        _in_sync: Vec<String>,
+        _in_sync: Vec<Member>,
     ) -> Result<ClusterRecord> {
         Err(Error::Manual)
     }
@@ -93,7 +93,7 @@ mod tests {
         ));
         assert!(matches!(c.renew().await, Err(Error::NotLeader { .. })));
         assert!(matches!(
-            c.cas_cluster(None, vec!["a".into()]).await,
+            c.cas_cluster(None, vec![Member::new("a", None)]).await,
             Err(Error::Manual)
         ));
         c.resign().await.unwrap();

@@ -75,6 +75,11 @@ pub struct Settings {
     pub request_timeout: Option<Duration>,
     pub etcd_endpoints: Vec<String>,
     pub kubernetes: KubernetesSettings,
+    /// The data directory this node runs on, presented when it campaigns
+    /// in sync mode (`ClusterRecord::admits`). Set by the node once its
+    /// engine is open; `None`: no directory (tools), the node id alone is
+    /// checked.
+    pub data_dir: Option<super::DataDir>,
 }
 
 /// Where the Lease API is. Everything `None`: in-cluster configuration
@@ -115,6 +120,7 @@ impl Settings {
             request_timeout: None,
             etcd_endpoints: Vec::new(),
             kubernetes: KubernetesSettings::default(),
+            data_dir: None,
         }
     }
 

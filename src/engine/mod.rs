@@ -13,6 +13,7 @@
 pub mod clock;
 pub mod compaction;
 mod conditional;
+pub mod dir_id;
 pub mod envelope;
 pub mod epochs;
 pub mod error;
@@ -49,6 +50,7 @@ use parking_lot::Mutex;
 pub use clock::{Clock, ManualClock};
 pub use compaction::CompactionReport;
 pub use conditional::{Conditional, Decided, ExpireIf, KeyExpiry, SetExpiry, SetWhen};
+pub use dir_id::DirId;
 pub use epochs::{CutCause, EpochStart, TailCut};
 pub use error::{Error, Result};
 pub use fault::{CompactionStep, Faults};
@@ -108,6 +110,8 @@ pub(crate) struct Inner {
     pub(crate) dir: PathBuf,
     pub(crate) options: Options,
     _lock: File,
+    /// This directory's identity (`DIR_ID`), fixed while it is open.
+    dir_id: DirId,
     pub(crate) keydir: ArcSwap<KeyDir>,
     pub(crate) files: ArcSwap<FileTable>,
     pub(crate) writer: Writer,
@@ -147,6 +151,9 @@ impl Engine {
         let dir = dir.as_ref().to_path_buf();
         fs::create_dir_all(&dir).at("create data directory", &dir)?;
         let lock = lock_dir(&dir)?;
+        // Before recovery, which starts a segment: whether the directory
+        // held data decides how a missing id is made.
+        let dir_id = DirId::open(&dir)?;
         let ids = AtomicU32::new(1);
         let rec = recovery::recover(&dir, &options, &ids)?;
         let active = rec
@@ -162,6 +169,7 @@ impl Engine {
             dir,
             options,
             _lock: lock,
+            dir_id,
             keydir: ArcSwap::from_pointee(rec.keydir),
             files: ArcSwap::from_pointee(rec.table),
             writer,
@@ -196,6 +204,11 @@ impl Engine {
 
     fn inner(&self) -> &Inner {
         &self.handle.inner
+    }
+
+    /// The data directory's identity (docs/FORMAT.md, `DIR_ID`).
+    pub fn dir_id(&self) -> DirId {
+        self.inner().dir_id
     }
 
     /// The value of `key`, if it has one. A key whose expiry has passed

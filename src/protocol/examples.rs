@@ -125,6 +125,7 @@ fn examples() -> Vec<(&'static str, BytesMut)> {
             end: 4096,
             full: false,
             format: 2,
+            dir_id: String::new(),
         }),
     );
     let mut resp = |name: &'static str, r: Response| {

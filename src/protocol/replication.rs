@@ -45,6 +45,10 @@ pub struct SyncRequest {
     /// The newest on-disk record format the replica reads. Sent since
     /// format 2; a replica that does not send it reads format 1 only.
     pub format: u32,
+    /// The replica's data-directory id (32 hex digits); empty: not sent
+    /// (a replica from before directory ids), unknown. Sent only when
+    /// known, so a request without it keeps its older layout.
+    pub dir_id: String,
 }
 
 /// Replica → master, after REPL_SYNC.
@@ -124,6 +128,9 @@ impl SyncRequest {
         dst.put_u64_le(self.end);
         dst.put_u8(u8::from(self.full));
         dst.put_u32_le(self.format);
+        if !self.dir_id.is_empty() {
+            put_sized(dst, self.dir_id.as_bytes());
+        }
     }
 
     pub(crate) fn decode_body(r: &mut Reader) -> Result<SyncRequest, Error> {
@@ -138,18 +145,33 @@ impl SyncRequest {
             "advertise",
             r.sized("advertise", MAX_NAME_BYTES, name_too_large)?,
         )?;
+        let epoch = r.u32("epoch")?;
+        let end = r.u64("end")?;
+        let full = r.bool("full")?;
+        // Absent from replicas built before format 2.
+        let format = if r.remaining() == 0 {
+            1
+        } else {
+            r.u32("format")?
+        };
+        // Absent from replicas built before data-directory ids.
+        let dir_id = if r.remaining() == 0 {
+            String::new()
+        } else {
+            utf8(
+                op,
+                "dir id",
+                r.sized("dir id", MAX_NAME_BYTES, name_too_large)?,
+            )?
+        };
         Ok(SyncRequest {
             replica_id,
             advertise,
-            epoch: r.u32("epoch")?,
-            end: r.u64("end")?,
-            full: r.bool("full")?,
-            // Absent from replicas built before format 2.
-            format: if r.remaining() == 0 {
-                1
-            } else {
-                r.u32("format")?
-            },
+            epoch,
+            end,
+            full,
+            format,
+            dir_id,
         })
     }
 }
@@ -327,6 +349,16 @@ mod tests {
                 end: 1 << 40,
                 full: true,
                 format: 2,
+                dir_id: String::new(),
+            }),
+            ToMaster::Sync(SyncRequest {
+                replica_id: "kvstore-2".into(),
+                advertise: String::new(),
+                epoch: 7,
+                end: 5,
+                full: false,
+                format: 2,
+                dir_id: "0123456789abcdef0123456789abcdef".into(),
             }),
             ToMaster::Ack {
                 written_end: 120,

@@ -9,6 +9,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 
 use super::{unix_ms, ReplError, Replication, RoleView};
+use crate::coordinator::Member;
 use crate::engine::{self, TailCut};
 use crate::lifecycle::Shutdown;
 use crate::protocol::replication::{SyncRequest, ToMaster, ToReplica, MAX_CHUNK_BYTES};
@@ -218,11 +219,15 @@ async fn serve(
             }
         }
     };
-    let session = repl.register(id, &req.advertise, from);
+    // The directory named by the request that set up the stream: the
+    // replica's process holds that directory (its lock) for as long as it
+    // holds this connection, so every acknowledgement on it is from there.
+    let replica = Member::new(id, (!req.dir_id.is_empty()).then(|| req.dir_id.clone()));
+    let session = repl.register(&replica, &req.advertise, from);
     let stream = Stream {
         reader,
         from,
-        id,
+        replica: &replica,
         credential,
     };
     let result = stream_log(&repl, ctx, stream, &mut writer).await;
@@ -307,7 +312,7 @@ struct Stream<'a> {
     reader: FrameReader<tokio::io::ReadHalf<ServerStream>>,
     /// Where streaming starts.
     from: u64,
-    id: &'a str,
+    replica: &'a Member,
     credential: Credential,
 }
 
@@ -323,13 +328,14 @@ async fn stream_log<W: tokio::io::AsyncWrite + Unpin>(
     let Stream {
         mut reader,
         from,
-        id,
+        replica,
         mut credential,
     } = stream;
+    let id = replica.node_id.as_str();
     let engine = repl.engine.clone();
     let acks = {
         let repl = Arc::clone(repl);
-        let id = id.to_string();
+        let replica = replica.clone();
         tokio::spawn(async move {
             loop {
                 match reader.next_within(REPLICA_SILENCE).await? {
@@ -338,7 +344,7 @@ async fn stream_log<W: tokio::io::AsyncWrite + Unpin>(
                         ToMaster::Ack {
                             written_end,
                             durable_end,
-                        } => repl.record_ack(&id, written_end, durable_end),
+                        } => repl.record_ack(&replica, written_end, durable_end),
                         ToMaster::Sync(_) => {
                             return Err(ReplError::Unexpected("REPL_SYNC mid-stream".into()))
                         }
@@ -425,6 +431,7 @@ mod tests {
             end,
             full: false,
             format: 2,
+            dir_id: String::new(),
         }
     }
 

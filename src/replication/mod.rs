@@ -34,6 +34,7 @@ use parking_lot::Mutex;
 use serde::Serialize;
 use tokio::sync::watch;
 
+use crate::coordinator::Member;
 use crate::engine::{self, Engine};
 use crate::lifecycle::Health;
 use crate::protocol;
@@ -149,6 +150,8 @@ enum RoleState {
 #[derive(Debug, Clone)]
 struct ReplicaLink {
     advertise: String,
+    /// The data-directory id its stream named (`None`: not sent).
+    dir_id: Option<String>,
     /// The replica's acknowledged written end: what it holds and serves.
     acked: u64,
     /// The replica's acknowledged durable (fsynced) end; at most `acked`.
@@ -472,15 +475,16 @@ impl Replication {
     /// Registers a streaming replica that holds the log up to `acked`; the
     /// returned id unregisters it. Nothing of it counts as durable until
     /// its first acknowledgement says so.
-    pub(crate) fn register(&self, id: &str, advertise: &str, acked: u64) -> u64 {
+    pub(crate) fn register(&self, replica: &Member, advertise: &str, acked: u64) -> u64 {
         let session = self.sessions.fetch_add(1, Relaxed);
         if let Some(in_sync) = self.in_sync.lock().as_mut() {
-            in_sync.connected(id);
+            in_sync.connected(replica);
         }
         self.replicas.lock().insert(
-            id.to_string(),
+            replica.node_id.clone(),
             ReplicaLink {
                 advertise: advertise.to_string(),
+                dir_id: replica.dir_id.clone(),
                 acked,
                 durable: 0,
                 caught_up_at: Instant::now(),
@@ -502,14 +506,15 @@ impl Replication {
     }
 
     /// A replica's REPL_ACK: it has the log written up to `written_end`
-    /// and fsynced up to `durable_end`.
-    pub(crate) fn record_ack(&self, id: &str, written_end: u64, durable_end: u64) {
+    /// and fsynced up to `durable_end`, in the data directory its stream
+    /// named.
+    pub(crate) fn record_ack(&self, replica: &Member, written_end: u64, durable_end: u64) {
         self.acks.fetch_add(1, Relaxed);
         if let Some(in_sync) = self.in_sync.lock().as_mut() {
-            in_sync.ack(id, durable_end);
+            in_sync.ack(replica, durable_end);
         }
         let end = self.engine.log_end();
-        if let Some(r) = self.replicas.lock().get_mut(id) {
+        if let Some(r) = self.replicas.lock().get_mut(&replica.node_id) {
             r.acked = r.acked.max(written_end);
             r.durable = r.durable.max(durable_end);
             if r.acked >= end {
@@ -589,7 +594,12 @@ impl Replication {
                 return Err(format!(
                     "sync replication needs {} replica(s) in the in-sync set, it has {members} ({});                      a replica joins once it has caught up; the write was not applied",
                     self.settings.min_acks,
-                    state.members().join(", ")
+                    state
+                        .members()
+                        .iter()
+                        .map(Member::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ));
             }
             return Ok(());
@@ -648,7 +658,7 @@ impl Replication {
     /// record lists (this node, `own`, may be among them). Call before
     /// [`Replication::promote_in`], so no write of the term is counted by
     /// the other rule; a change of role ends it. A no-op in async mode.
-    pub fn begin_in_sync(&self, own: &str, members: Vec<String>, max_lag: Duration) {
+    pub fn begin_in_sync(&self, own: &Member, members: Vec<Member>, max_lag: Duration) {
         if self.settings.mode != Mode::Sync {
             return;
         }
@@ -664,7 +674,12 @@ impl Replication {
     pub fn review_in_sync(&self) -> Option<InSyncReview> {
         let mut in_sync = self.in_sync.lock();
         let state = in_sync.as_mut()?;
-        let connected: Vec<String> = self.replicas.lock().keys().cloned().collect();
+        let connected: Vec<Member> = self
+            .replicas
+            .lock()
+            .iter()
+            .map(|(id, r)| Member::new(id.clone(), r.dir_id.clone()))
+            .collect();
         let review = state.review(Instant::now(), self.engine.log_end(), &connected);
         self.quorum.set(state.replicated(self.settings.min_acks));
         review
@@ -672,7 +687,7 @@ impl Replication {
 
     /// The coordinator now shows `set` (a CAS went through): members it
     /// dropped are no longer waited for, those it added count.
-    pub fn published_in_sync(&self, set: &[String]) {
+    pub fn published_in_sync(&self, set: &[Member]) {
         let mut in_sync = self.in_sync.lock();
         if let Some(state) = in_sync.as_mut() {
             state.published(set);
@@ -779,7 +794,11 @@ impl Replication {
                 (true, _, Some(at)) => now.duration_since(at).as_secs_f64(),
                 (true, _, None) => f64::INFINITY.min(1e9),
             },
-            in_sync: self.in_sync.lock().as_ref().map(InSync::members),
+            in_sync: self
+                .in_sync
+                .lock()
+                .as_ref()
+                .map(|s| s.members().into_iter().map(|m| m.node_id).collect()),
             last_error: link.last_error,
             cut_conflict: link.cut_conflict,
             full_resyncs: self.full_resyncs.load(Relaxed),

@@ -34,12 +34,17 @@ const STAGING_DIR: &str = ".resync";
 pub async fn follow(repl: Arc<Replication>, master: String, mut stop: watch::Receiver<bool>) {
     let mut backoff = MIN_BACKOFF;
     let mut force_full = false;
+    // A master from before data-directory ids refuses a REPL_SYNC that
+    // names one as malformed (trailing bytes): the next attempt leaves it
+    // out, and the one after tries again (the master may be upgraded).
+    let mut send_dir_id = true;
     loop {
         if *stop.borrow() {
             return;
         }
+        let sent_dir_id = std::mem::replace(&mut send_dir_id, true);
         let result = tokio::select! {
-            r = session(&repl, &master, &mut force_full) => r,
+            r = session(&repl, &master, &mut force_full, sent_dir_id) => r,
             _ = stop.changed() => return,
         };
         let streamed = match result {
@@ -52,6 +57,14 @@ pub async fn follow(repl: Arc<Replication>, master: String, mut stop: watch::Rec
                 let streamed = matches!(e, ReplError::Timeout(_));
                 repl.set_link(false, Some(e.to_string()));
                 if let ReplError::Refused { code, message } = &e {
+                    if *code == ErrorCode::MALFORMED_FRAME && sent_dir_id {
+                        tracing::info!(
+                            %master,
+                            "the master refused the data-directory id in REPL_SYNC (a version before directory ids); asking again without it"
+                        );
+                        send_dir_id = false;
+                        backoff = MIN_BACKOFF;
+                    }
                     if *code == ErrorCode::TAIL_CUT {
                         tracing::error!(
                             %master,
@@ -81,11 +94,13 @@ pub async fn follow(repl: Arc<Replication>, master: String, mut stop: watch::Rec
     }
 }
 
-/// One connection to the master. Returns whether it got to streaming.
+/// One connection to the master, naming this node's data directory when
+/// `send_dir_id`. Returns whether it got to streaming.
 async fn session(
     repl: &Arc<Replication>,
     master: &str,
     force_full: &mut bool,
+    send_dir_id: bool,
 ) -> Result<bool, ReplError> {
     let engine = repl.engine.clone();
     let security = &repl.settings.security;
@@ -125,6 +140,11 @@ async fn session(
             end: engine.end(),
             full: *force_full,
             format: engine::segment::FORMAT_VERSION,
+            dir_id: if send_dir_id {
+                engine.dir_id().to_string()
+            } else {
+                String::new()
+            },
         };
         writer.send(|b| Request::ReplSync(sync).encode(b)).await?;
         let frame = reader.frame_within(MASTER_SILENCE).await?;

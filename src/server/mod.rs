@@ -348,10 +348,15 @@ async fn serve_clients(
             if settings.advertise_addr.is_empty() {
                 settings.advertise_addr = client_addr.to_string();
             }
+            let dir_id = engine.dir_id();
+            settings.data_dir = Some(crate::coordinator::DataDir {
+                id: dir_id.to_string(),
+                predates_ids: dir_id.predates_ids(),
+            });
             let ha = node::ha::Ha::connect(&settings, config.ha)
                 .await
                 .map_err(|e| ServerError::Coordinator(e.to_string()))?;
-            info!(backend = %settings.backend, node_id = %settings.node_id, cluster = %settings.cluster, "coordinator session open");
+            info!(backend = %settings.backend, node_id = %settings.node_id, cluster = %settings.cluster, dir_id = %dir_id, dir_origin = dir_id.origin().name(), "coordinator session open");
             Some(Arc::new(ha))
         }
     };

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use common::host::Tmpfs;
 use common::{connect_client, kvstore_bin, run_cli, wait_for, Server, START_DEADLINE};
+use kvstore::engine::dir_id::{DirId, Origin};
 use serde_json::Value;
 
 const SEGMENT: &str = "65536";
@@ -392,6 +393,43 @@ fn restore_refuses_damaged_incomplete_or_occupied_targets() {
     assert!(out.status.success(), "{}", text(&out));
     let node = Server::start_on(&data, &[], true);
     assert_eq!(read_state(node.addr), state_after(799));
+}
+
+/// The identity of `dir` (`DIR_ID`, docs/FORMAT.md).
+fn dir_id(dir: &Path) -> DirId {
+    DirId::load(dir)
+        .expect("read DIR_ID")
+        .expect("the data directory has a DIR_ID")
+}
+
+#[test]
+fn a_directory_keeps_its_identity_and_a_restored_one_gets_a_new_one() {
+    let mut node = Server::start(&[]);
+    write_seq(node.addr, 0, 100);
+    let own = dir_id(&node.data_dir());
+    assert_eq!(own.origin(), Origin::Created);
+    node.sigterm();
+    node.restart();
+    assert_eq!(dir_id(&node.data_dir()), own, "kept across a restart");
+    let root = tempfile::tempdir().expect("tempdir");
+    let backup = backup_ok(&node.addr.to_string(), root.path(), &[]);
+    assert!(
+        DirId::load(&backup).expect("read").is_none(),
+        "a backup must not carry the source's identity"
+    );
+
+    let data = root.path().join("restored");
+    let out = restore(&backup, &data);
+    assert!(out.status.success(), "{}", text(&out));
+    let restored = dir_id(&data);
+    assert_eq!(restored.origin(), Origin::Restored);
+    assert_ne!(restored, own, "a restored directory is another copy");
+    // The node started on it keeps the restored identity.
+    let mut from_backup = Server::start_on(&data, &[], true);
+    assert_eq!(read_state(from_backup.addr), state_after(99));
+    from_backup.sigterm();
+    assert_eq!(dir_id(&data), restored);
+    assert_eq!(dir_id(&node.data_dir()), own);
 }
 
 fn copy_dir(from: &Path, to: &Path) {

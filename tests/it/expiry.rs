@@ -173,6 +173,7 @@ fn old_repl_sync() -> Vec<u8> {
         end: 0,
         full: false,
         format: 0,
+        dir_id: String::new(),
     })
     .encode(&mut buf)
     .expect("encode");

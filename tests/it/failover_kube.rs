@@ -16,13 +16,49 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use kvstore::client::BlockingClient;
+use serde_json::Value;
 
-use crate::common::failover::{options, role_of, KubeApi};
+use crate::common::dir_identity::{self, emptied_replica_is_not_elected};
+use crate::common::failover::{options, role_of, KubeApi, KUBE_NAMESPACE};
 use crate::common::host::Tmpfs;
 use crate::common::{http_get, run_to_exit, wait_for, Server};
 
 /// An election on a loaded 2-core machine: the TTL, the poll, the update.
 const ELECTION_DEADLINE: Duration = Duration::from_secs(40);
+
+/// An annotation of Lease `name`, parsed as JSON.
+fn annotation(api: &KubeApi, name: &str, key: &str) -> Option<Value> {
+    let lease = api.standin.object("leases", KUBE_NAMESPACE, name)?;
+    let note = lease
+        .get("metadata")?
+        .get("annotations")?
+        .get(key)?
+        .as_str()?;
+    serde_json::from_str(note).ok()
+}
+
+impl dir_identity::Backend for KubeApi {
+    fn start_node(&self, id: usize, extra: &[&str]) -> Server {
+        KubeApi::start_node(self, id, extra)
+    }
+
+    fn record(&self) -> Option<Value> {
+        annotation(self, "kvstore", "kvstore.io/in-sync")
+    }
+
+    fn member(&self, id: usize) -> Option<Value> {
+        annotation(self, &format!("kvstore-member-n{id}"), "kvstore.io/member")
+    }
+
+    fn holder(&self) -> Option<String> {
+        KubeApi::holder(self).filter(|h| !h.is_empty())
+    }
+}
+
+#[test]
+fn a_listed_node_back_on_an_emptied_data_directory_is_not_elected() {
+    emptied_replica_is_not_elected(&KubeApi::start());
+}
 
 /// Waits until exactly one of `nodes` says it is master and the Lease names
 /// it; returns its index and epoch.

@@ -12,7 +12,9 @@
 //!   and counted;
 //! - a master whose disk fills keeps its lease, and once the disk has room
 //!   again it takes writes in the same epoch (on a real tmpfs, when this
-//!   process may mount).
+//!   process may mount);
+//! - a listed node back on an emptied data directory (same node id, new
+//!   directory id) is not elected (`common/dir_identity.rs`).
 //!
 //! Every wait polls with a deadline; every write loop is bounded.
 
@@ -26,6 +28,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::Value;
 
+use crate::common::dir_identity::{self, emptied_replica_is_not_elected};
 use crate::common::etcd::EtcdCluster;
 use crate::common::{metric, wait_for, Server};
 use crate::failover::{
@@ -162,6 +165,30 @@ fn a_write_only_one_replica_had_survives_the_masters_death() {
         holds(nodes[r1].addr, "only-r1"),
         "the acknowledged write is lost"
     );
+}
+
+impl dir_identity::Backend for EtcdCluster {
+    fn start_node(&self, id: usize, extra: &[&str]) -> Server {
+        start_node(self, id, extra)
+    }
+
+    fn record(&self) -> Option<Value> {
+        serde_json::from_slice(&self.get("/kvstore/in-sync")?).ok()
+    }
+
+    fn member(&self, id: usize) -> Option<Value> {
+        member(self, &format!("n{id}"))
+    }
+
+    fn holder(&self) -> Option<String> {
+        let leader: Value = serde_json::from_slice(&self.get("/kvstore/leader")?).ok()?;
+        Some(leader.get("node_id")?.as_str()?.to_string())
+    }
+}
+
+#[test]
+fn a_listed_node_back_on_an_emptied_data_directory_is_not_elected() {
+    emptied_replica_is_not_elected(&EtcdCluster::start(1));
 }
 
 #[test]

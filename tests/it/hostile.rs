@@ -203,6 +203,7 @@ fn a_replica_with_a_future_epoch_gets_stale_master() {
         end: 0,
         full: false,
         format: 2,
+        dir_id: String::new(),
     })))
     .expect("send");
     match s.answer() {

@@ -592,3 +592,65 @@ fn sync_mode_counts_durable_acknowledgements_not_received_bytes() {
     assert_eq!(seen["acked_offset"].as_u64(), Some(end));
     assert!(seen["durable_offset"].as_u64() < Some(end), "{seen}");
 }
+
+/// A master from before data-directory ids answers a REPL_SYNC that names
+/// one MALFORMED_FRAME (trailing bytes): the replica asks again without it,
+/// so a rolling upgrade that starts with the replicas keeps replicating.
+/// The old master is played by hand on a socket.
+#[test]
+fn a_replica_asks_an_older_master_again_without_its_directory_id() {
+    use kvstore::protocol::{HelloOk, Limits, Request, Role};
+    use std::net::TcpListener;
+
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let old_master = listener.local_addr().expect("addr").to_string();
+    let replica = Server::start_unready(&["--role", "replica", "--master-addr", &old_master]);
+    let respond = |raw: &mut common::Raw, response: Response| {
+        let mut buf = bytes::BytesMut::new();
+        response.encode(&mut buf).expect("encode");
+        let _ = raw.send(&buf);
+    };
+    let mut named = Vec::new();
+    for attempt in 0..2 {
+        let (stream, _) = wait_for(START_DEADLINE, "the replica to connect", || {
+            listener.accept().ok()
+        });
+        stream.set_nonblocking(false).expect("blocking");
+        let mut raw = common::Raw::over(stream);
+        let hello = raw.frame().expect("HELLO");
+        assert!(matches!(
+            Request::decode(hello, &Limits::default()),
+            Ok(Request::Hello(_))
+        ));
+        respond(
+            &mut raw,
+            Response::HelloOk(HelloOk {
+                version: 2,
+                role: Role::Master,
+                limits: Limits::default(),
+                server: "kvstore (before directory ids)".into(),
+            }),
+        );
+        let sync = raw.frame().expect("REPL_SYNC");
+        let Ok(Request::ReplSync(request)) = Request::decode(sync, &Limits::default()) else {
+            panic!("attempt {attempt}: not a REPL_SYNC");
+        };
+        named.push(request.dir_id.clone());
+        if !request.dir_id.is_empty() {
+            respond(
+                &mut raw,
+                Response::error(
+                    ErrorCode::MALFORMED_FRAME,
+                    "malformed REPL_SYNC: 36 trailing bytes",
+                ),
+            );
+        }
+    }
+    let own = kvstore::engine::DirId::load(&replica.data_dir())
+        .expect("read DIR_ID")
+        .expect("a DIR_ID")
+        .to_string();
+    assert_eq!(named, vec![own, String::new()], "{}", replica.logs());
+    assert!(replica.logs().contains("asking again without it"));
+}

@@ -237,6 +237,7 @@ fn each_token_does_what_its_permission_allows_and_no_more() {
         end: 0,
         full: true,
         format: 2,
+        dir_id: String::new(),
     };
     raw.send(&common::request_bytes(&Request::ReplSync(sync)))
         .expect("send");

@@ -279,6 +279,7 @@ fn sync() -> SyncRequest {
         end: 1 << 20,
         full: false,
         format: 2,
+        dir_id: String::new(),
     }
 }
 

@@ -17,7 +17,10 @@
 //!   since it was read (its mod_revision) [AND `in-sync` unchanged, for
 //!   [`CampaignRule::InSyncOnly`]] → put `leader` with the new lease and
 //!   `epoch = max(stored, local) + 1`. A term is named by its lease and the
-//!   Txn's revision (the `leader` key's create_revision).
+//!   Txn's revision (the `leader` key's create_revision). The in-sync rule
+//!   (node id and data directory, [`ClusterRecord::admits`]) is checked on
+//!   the record as read, and the Txn goes through only if `in-sync` is
+//!   still that record.
 //! - A renewal is a lease keep-alive whose send time is read before the
 //!   request leaves, then a read that the `leader` key is still this term's;
 //!   only then does the fence move, by the TTL etcd reported.
@@ -53,6 +56,7 @@ use super::{
     CampaignRule, ClusterRecord, Coordinator, Error, Fence, Holder, HolderLease, HolderWatch,
     Leadership, MemberState, Result, Settings, Successor, Timing,
 };
+use super::{DataDir, Member};
 
 /// One node's session with etcd.
 pub struct Etcd {
@@ -60,6 +64,8 @@ pub struct Etcd {
     keys: Keys,
     node_id: String,
     addr: String,
+    /// The data directory presented when campaigning in sync mode.
+    dir: Option<DataDir>,
     timing: Timing,
     /// The current term; its lock serialises campaign, renew and resign.
     terms: Terms<EtcdTerm>,
@@ -111,6 +117,7 @@ impl Etcd {
             keys: Keys::new(&settings.cluster),
             node_id: settings.node_id.clone(),
             addr: settings.advertise_addr.clone(),
+            dir: settings.data_dir.clone(),
             timing,
             terms: Terms::new(),
             member: Mutex::new(None),
@@ -243,11 +250,9 @@ impl Etcd {
         if rule == CampaignRule::InSyncOnly {
             if let Some(kv) = &in_sync {
                 let record: ClusterRecord = decode(&self.keys.in_sync, kv.value())?;
-                if !record.in_sync.contains(&self.node_id) {
-                    return Err(Error::NotInSync {
-                        node_id: self.node_id.clone(),
-                    });
-                }
+                // Holds when the seat is taken: the Txn below compares
+                // `in-sync`'s mod_revision with this read.
+                record.admits(&self.node_id, self.dir.as_ref())?;
             }
             compares.push(Compare::mod_revision(
                 self.keys.in_sync.as_str(),
@@ -448,7 +453,7 @@ impl Coordinator for Etcd {
     async fn cas_cluster(
         &self,
         expected: Option<&ClusterRecord>,
-        in_sync: Vec<String>,
+        in_sync: Vec<Member>,
     ) -> Result<ClusterRecord> {
         let (id, revision, epoch, fence) = match self.terms.lock().await.as_ref() {
             Some(t) => (
@@ -467,7 +472,7 @@ impl Coordinator for Etcd {
         if record.as_ref() != expected {
             return Err(Error::Conflict);
         }
-        let new = ClusterRecord { epoch, in_sync };
+        let new = ClusterRecord::new(epoch, &in_sync);
         let cas = Txn::new()
             .when([
                 Compare::lease(self.keys.leader.as_str(), CompareOp::Equal, id),

@@ -29,7 +29,10 @@
 //! - The in-sync set lives in the same Lease, so writing it is conditional
 //!   on the holder and epoch that the same `resourceVersion` shows; so
 //!   does the successor, which the update that frees the seat names and
-//!   the update that next takes it removes.
+//!   the update that next takes it removes. A campaign's in-sync check
+//!   (node id and data directory, [`ClusterRecord::admits`]) holds when
+//!   the seat is taken: the update that takes it is conditional on the
+//!   `resourceVersion` it was read at.
 //! - Every request is bounded by the request timeout.
 
 use std::collections::BTreeMap;
@@ -58,6 +61,7 @@ use super::{
     CampaignRule, ClusterRecord, Coordinator, Error, Fence, Holder, HolderLease, HolderWatch,
     Leadership, MemberState, Result, Settings, Successor, Timing,
 };
+use super::{DataDir, Member};
 
 const BACKEND: &str = "Kubernetes API";
 const EPOCH: &str = "kvstore.io/epoch";
@@ -73,6 +77,8 @@ pub struct Kubernetes {
     reader: Reader,
     node_id: String,
     addr: String,
+    /// The data directory presented when campaigning in sync mode.
+    dir: Option<DataDir>,
     timing: Timing,
     /// The current term; the lock serialises every write of the Lease
     /// (campaign, renew, resign, in-sync), so this session never races
@@ -103,6 +109,7 @@ impl Kubernetes {
             },
             node_id: settings.node_id.clone(),
             addr: settings.advertise_addr.clone(),
+            dir: settings.data_dir.clone(),
             timing,
             terms: Terms::new(),
             member: Mutex::new(()),
@@ -156,11 +163,9 @@ impl Kubernetes {
         }
         if rule == CampaignRule::InSyncOnly {
             if let Some(record) = &view.in_sync {
-                if !record.in_sync.contains(&self.node_id) {
-                    return Err(Error::NotInSync {
-                        node_id: self.node_id.clone(),
-                    });
-                }
+                // Holds when the seat is taken: the update below is
+                // conditional on the resourceVersion this was read at.
+                record.admits(&self.node_id, self.dir.as_ref())?;
             }
         }
         let epoch = next_epoch(view.stored_epoch, local_epoch)?;
@@ -362,7 +367,7 @@ impl Coordinator for Kubernetes {
     async fn cas_cluster(
         &self,
         expected: Option<&ClusterRecord>,
-        in_sync: Vec<String>,
+        in_sync: Vec<Member>,
     ) -> Result<ClusterRecord> {
         let mut slot = self.terms.lock().await;
         let Some(term) = slot.as_mut() else {
@@ -383,7 +388,7 @@ impl Coordinator for Kubernetes {
             return Err(Error::Conflict);
         }
         term.at = current;
-        let record = ClusterRecord { epoch, in_sync };
+        let record = ClusterRecord::new(epoch, &in_sync);
         let value = encode(&record);
         let written = self
             .write_term(&mut slot, |lease| {

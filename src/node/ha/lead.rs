@@ -31,7 +31,7 @@ use tracing::{debug, info, warn};
 
 use super::switchover::{self, Handover, SwitchoverError};
 use super::{release, routes, Ha, Node};
-use crate::coordinator::{self, ClusterRecord, Leadership};
+use crate::coordinator::{self, ClusterRecord, Leadership, Member};
 use crate::replication::Mode;
 
 /// How often the master looks at its engine's health while it leads.
@@ -251,20 +251,21 @@ async fn renew_after(ha: &Ha, every: Duration) -> coordinator::Result<()> {
 /// with this term's epoch. The in-sync rule is in force once it returns.
 async fn start_in_sync(node: &Node, ha: &Ha) -> coordinator::Result<ClusterRecord> {
     let previous = ha.coordinator.cluster().await?;
-    let mut set: Vec<String> = previous
+    let own = ha.own_member();
+    // Listed with the directory it runs on: the campaign admitted it, so
+    // an entry of its own was that directory, or unknown and adopted.
+    let mut set: Vec<Member> = previous
         .as_ref()
-        .map(|r| r.in_sync.clone())
-        .unwrap_or_default();
-    if !set.contains(&ha.node_id) {
-        set.push(ha.node_id.clone());
-    }
+        .map(ClusterRecord::members)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|m| m.node_id != own.node_id)
+        .collect();
+    set.push(own.clone());
     set.sort();
     let record = ha.coordinator.cas_cluster(previous.as_ref(), set).await?;
-    node.replication.begin_in_sync(
-        &ha.node_id,
-        record.in_sync.clone(),
-        ha.policy.in_sync_max_lag,
-    );
+    node.replication
+        .begin_in_sync(&own, record.members(), ha.policy.in_sync_max_lag);
     Ok(record)
 }
 
@@ -287,13 +288,21 @@ async fn keep_in_sync(node: Arc<Node>, ha: Arc<Ha>, mut record: ClusterRecord) -
             .await
         {
             Ok(new) => {
-                if !review.dropped.is_empty() {
-                    warn!(dropped = ?review.dropped, in_sync = ?new.in_sync, max_lag = ?ha.policy.in_sync_max_lag, "dropped lagging members from the in-sync set");
+                let lagging: Vec<&Member> = review
+                    .dropped
+                    .iter()
+                    .filter(|m| !review.replaced.contains(m))
+                    .collect();
+                if !lagging.is_empty() {
+                    warn!(dropped = ?lagging, in_sync = ?new.in_sync, max_lag = ?ha.policy.in_sync_max_lag, "dropped lagging members from the in-sync set");
+                }
+                if !review.replaced.is_empty() {
+                    info!(replaced = ?review.replaced, dirs = ?new.dirs, "nodes back on another data directory are listed with it now, their old entries dropped");
                 }
                 if !review.added.is_empty() {
                     info!(added = ?review.added, in_sync = ?new.in_sync, "caught-up replicas joined the in-sync set");
                 }
-                node.replication.published_in_sync(&new.in_sync);
+                node.replication.published_in_sync(&new.members());
                 record = new;
             }
             Err(coordinator::Error::NotLeader { .. }) => {
@@ -304,8 +313,8 @@ async fn keep_in_sync(node: Arc<Node>, ha: Arc<Ha>, mut record: ClusterRecord) -
                 // the record as it is and decide again.
                 match ha.coordinator.cluster().await {
                     Ok(Some(now)) if now.epoch == record.epoch => {
-                        if now.in_sync == review.set {
-                            node.replication.published_in_sync(&now.in_sync);
+                        if now.members() == review.set {
+                            node.replication.published_in_sync(&review.set);
                         }
                         record = now;
                     }

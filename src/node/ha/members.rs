@@ -20,6 +20,7 @@ use tracing::{debug, info};
 
 use super::{blocked, Ha, Node};
 use crate::coordinator::{self, MemberState, Role};
+use crate::replication::Mode;
 
 /// This node's state now.
 pub(super) fn state(node: &Node, ha: &Ha) -> MemberState {
@@ -44,10 +45,15 @@ pub(super) async fn publish(node: &Node, ha: &Ha) {
     }
 }
 
-/// Publishes every TTL/3 and on each change of role, until aborted.
+/// Publishes every TTL/3 and on each change of role, until aborted. In
+/// sync mode it first looks whether the in-sync set lists this node with
+/// another data directory, so that the state says so.
 pub(super) async fn publish_loop(node: Arc<Node>, ha: Arc<Ha>) {
     let mut role = node.replication.watch_role();
     loop {
+        if node.replication.settings.mode == Mode::Sync {
+            ha.check_dir().await;
+        }
         publish(&node, &ha).await;
         tokio::select! {
             changed = role.changed() => if changed.is_err() { return },

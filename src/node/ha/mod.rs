@@ -14,7 +14,12 @@
 //!   newest local epoch is final). In sync mode only a member of the
 //!   published in-sync set may win (`CampaignRule::InSyncOnly`); in async
 //!   mode the most advanced live candidate campaigns at once and the
-//!   others give it `--campaign-grace-ms` first ([`members`]). A won
+//!   others give it `--campaign-grace-ms` first ([`members`]). In sync
+//!   mode a node listed in the set with another data directory than the
+//!   one it runs on (emptied, restored) does not campaign either: it says
+//!   so once in its log and in its published member state, follows the
+//!   elected master like a new replica, and is listed again with its new
+//!   directory once it has caught up. A won
 //!   term's epoch, issued by the coordinator as `max(stored, local) + 1`,
 //!   is written to EPOCHS before the first write, and only then does the
 //!   node take writes. No node picks an epoch itself;
@@ -66,8 +71,8 @@ use tracing::{debug, info, warn};
 
 use super::Node;
 use crate::coordinator::{
-    self, Backend, Campaign, CampaignRule, Coordinator, Fence, Holder, HolderWatch, Routing,
-    Successor,
+    self, Backend, Campaign, CampaignRule, Coordinator, DataDir, Fence, Holder, HolderWatch,
+    Member, Routing, Successor,
 };
 use crate::protocol::{ErrorCode, Response};
 use crate::replication::Mode;
@@ -107,6 +112,8 @@ pub struct Ha {
     /// What sends clients to the master from outside (pod labels).
     routing: Option<Arc<dyn Routing>>,
     node_id: String,
+    /// The data directory this node runs on (`DIR_ID`).
+    dir: Option<DataDir>,
     /// Where this node takes clients (its published member address).
     addr: String,
     policy: Policy,
@@ -134,6 +141,10 @@ pub struct Ha {
     /// The successor this candidate is letting go first, since when, and
     /// whether it said that the wait ran out.
     successor_seen: Mutex<Option<(Successor, Instant, bool)>>,
+    /// Sync mode: why this node, listed in the in-sync set with another
+    /// data directory, must not campaign (`None`: it is not). Set from the
+    /// cluster record and from a campaign the coordinator refused.
+    other_dir: Mutex<Option<String>>,
 }
 
 impl Ha {
@@ -152,6 +163,7 @@ impl Ha {
             coordinator,
             routing,
             node_id: settings.node_id.clone(),
+            dir: settings.data_dir.clone(),
             addr: settings.advertise_addr.clone(),
             policy,
             period,
@@ -165,6 +177,7 @@ impl Ha {
             switching: AtomicBool::new(false),
             successor_wait: ttl,
             successor_seen: Mutex::new(None),
+            other_dir: Mutex::new(None),
         })
     }
 
@@ -175,6 +188,38 @@ impl Ha {
     /// This node's id in the coordinator.
     pub fn node_id(&self) -> &str {
         &self.node_id
+    }
+
+    /// This node as a member of the in-sync set: its node id and the data
+    /// directory it runs on.
+    fn own_member(&self) -> Member {
+        Member::new(&self.node_id, self.dir.as_ref().map(|d| d.id.clone()))
+    }
+
+    /// Sync mode: records whether the coordinator's record (or a refused
+    /// campaign) shows this node listed with another data directory;
+    /// says so once in the log when it starts.
+    fn set_other_dir(&self, why: Option<String>) {
+        let mut other = self.other_dir.lock();
+        if let (Some(why), None) = (&why, other.as_ref()) {
+            warn!("not campaigning for leadership: {why}; following the elected master as a new replica until it lists this directory (FAILOVER.md, \"Data-directory identity\")");
+        }
+        *other = why;
+    }
+
+    /// Sync mode: reads the cluster record and updates whether this node
+    /// is listed with another data directory.
+    async fn check_dir(&self) {
+        match self.coordinator.cluster().await {
+            Ok(Some(record)) => match record.admits(&self.node_id, self.dir.as_ref()) {
+                Err(e @ coordinator::Error::OtherDirectory { .. }) => {
+                    self.set_other_dir(Some(e.to_string()))
+                }
+                _ => self.set_other_dir(None),
+            },
+            Ok(None) => self.set_other_dir(None),
+            Err(e) => debug!("cannot read the cluster record: {e}"),
+        }
     }
 
     /// True while this node holds a term whose fence deadline has not
@@ -335,6 +380,10 @@ async fn vacant(node: &Arc<Node>, ha: &Arc<Ha>, named: bool) -> Option<Option<Ho
         Ok(Campaign::Lost(Some(holder))) => Some(Some(holder)),
         // It changed hands while we looked: look again at once.
         Ok(Campaign::Lost(None)) => None,
+        Err(e @ coordinator::Error::OtherDirectory { .. }) => {
+            ha.set_other_dir(Some(e.to_string()));
+            Some(None)
+        }
         Err(coordinator::Error::NotInSync { .. }) => {
             if !ha.told_not_in_sync.swap(true, Ordering::Relaxed) {
                 info!(
@@ -353,14 +402,19 @@ async fn vacant(node: &Arc<Node>, ha: &Arc<Ha>, named: bool) -> Option<Option<Ho
 }
 
 /// Why this node must not campaign now: its engine refuses writes (the
-/// lead loop said so when it released its term), or a tail it cut and has
-/// not fetched again from a master (said once in the log per episode).
+/// lead loop said so when it released its term), in sync mode it is
+/// listed in the in-sync set with another data directory, or a tail it
+/// cut and has not fetched again from a master (said once in the log per
+/// episode).
 fn blocked(node: &Node, ha: &Ha) -> Option<String> {
     if let Some(poison) = node.engine.poison() {
         return Some(format!(
             "its storage engine refuses writes ({})",
             poison.reason
         ));
+    }
+    if let Some(why) = ha.other_dir.lock().clone() {
+        return Some(why);
     }
     match node.engine.may_campaign() {
         Ok(()) => {

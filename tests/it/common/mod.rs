@@ -5,6 +5,8 @@
 //! Each test binary uses a different subset of these helpers.
 #![allow(dead_code)]
 
+#[cfg(any(feature = "etcd", feature = "kubernetes"))]
+pub mod dir_identity;
 #[cfg(feature = "etcd")]
 pub mod etcd;
 pub mod failover;

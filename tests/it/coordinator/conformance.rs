@@ -6,8 +6,9 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use kvstore::coordinator::{
-    most_advanced, Backend, BootInstant, Campaign, CampaignRule, ClusterRecord, Coordinator, Error,
-    Holder, HolderWatch, Leadership, MemberState, Role, Settings, Successor,
+    most_advanced, Backend, BootInstant, Campaign, CampaignRule, ClusterRecord, Coordinator,
+    DataDir, Error, Holder, HolderWatch, Leadership, Member, MemberState, Role, Settings,
+    Successor,
 };
 
 /// Test timing: short enough for quick tests, far above loopback latency
@@ -23,6 +24,8 @@ pub const EXPIRY_DEADLINE: Duration = Duration::from_secs(15);
 pub trait Harness: Send + Sync {
     /// A new session (as a new process would open) for node `id`.
     async fn session(&self, id: &str) -> Box<dyn Coordinator>;
+    /// As [`Harness::session`], for a node running on data directory `dir`.
+    async fn session_on(&self, id: &str, dir: DataDir) -> Box<dyn Coordinator>;
     /// Deletes every record of the cluster: etcd's key prefix, the Lease
     /// objects.
     async fn wipe(&self);
@@ -276,34 +279,36 @@ pub async fn in_sync_cas_needs_the_current_term(h: &dyn Harness) {
     let b = h.session("b").await;
     let la = win(&*a, 0).await;
     assert_eq!(a.cluster().await.unwrap(), None);
-    let ab = vec!["a".to_string(), "b".to_string()];
+    let ab = vec![Member::new("a", Some("da".into())), Member::new("b", None)];
     let r1 = a.cas_cluster(None, ab.clone()).await.unwrap();
     assert_eq!(
         r1,
         ClusterRecord {
             epoch: la.epoch(),
-            in_sync: ab.clone()
+            in_sync: vec!["a".to_string(), "b".to_string()],
+            dirs: [("a".to_string(), "da".to_string())].into(),
         }
     );
+    assert_eq!(r1.members(), ab);
     assert_eq!(b.cluster().await.unwrap(), Some(r1.clone()));
-    match b.cas_cluster(Some(&r1), vec!["b".into()]).await {
+    match b.cas_cluster(Some(&r1), vec![member("b")]).await {
         Err(Error::NotLeader { .. }) => {}
         other => panic!("a non-holder wrote the in-sync set: {other:?}"),
     }
-    match a.cas_cluster(None, vec!["a".into()]).await {
+    match a.cas_cluster(None, vec![member("a")]).await {
         Err(Error::Conflict) => {}
         other => panic!("a stale expected record was accepted: {other:?}"),
     }
     // a stops renewing; once b holds a newer epoch, a's session still has
     // its old term locally, and the coordinator must refuse it.
     let lb = win_eventually(&*b, 0, "b to replace a").await;
-    match a.cas_cluster(Some(&r1), vec!["a".into()]).await {
+    match a.cas_cluster(Some(&r1), vec![member("a")]).await {
         Err(Error::NotLeader { .. }) => {}
         other => panic!("the holder of an old epoch wrote the in-sync set: {other:?}"),
     }
     assert!(!la.is_valid_now());
     assert_eq!(a.cluster().await.unwrap(), Some(r1.clone()));
-    let r2 = b.cas_cluster(Some(&r1), vec!["b".into()]).await.unwrap();
+    let r2 = b.cas_cluster(Some(&r1), vec![member("b")]).await.unwrap();
     assert_eq!(r2.epoch, lb.epoch());
     assert_eq!(a.cluster().await.unwrap(), Some(r2));
 }
@@ -316,7 +321,7 @@ pub async fn only_in_sync_members_may_campaign(h: &dyn Harness) {
         Ok(Campaign::Won(_)) => {}
         other => panic!("no record yet, anyone may campaign: {other:?}"),
     }
-    a.cas_cluster(None, vec!["a".into(), "b".into()])
+    a.cas_cluster(None, vec![member("a"), member("b")])
         .await
         .unwrap();
     a.resign().await.unwrap();
@@ -330,6 +335,70 @@ pub async fn only_in_sync_members_may_campaign(h: &dyn Harness) {
     match b.campaign(0, CampaignRule::InSyncOnly).await {
         Ok(Campaign::Won(l)) => assert_eq!(l.epoch(), 2),
         other => panic!("an in-sync member could not campaign: {other:?}"),
+    }
+}
+
+/// A member of the in-sync set, its directory unknown.
+fn member(id: &str) -> Member {
+    Member::new(id, None)
+}
+
+fn dir(id: &str, predates_ids: bool) -> DataDir {
+    DataDir {
+        id: id.into(),
+        predates_ids,
+    }
+}
+
+/// With [`CampaignRule::InSyncOnly`], a listed node may take the seat only
+/// on the data directory listed for it; a member listed without one (a
+/// record from before directory ids) only on a directory that held data
+/// before it had an id.
+pub async fn only_the_listed_data_directory_may_campaign(h: &dyn Harness) {
+    let a = h.session_on("a", dir("da", false)).await;
+    win(&*a, 0).await;
+    a.cas_cluster(
+        None,
+        vec![
+            Member::new("a", Some("da".into())),
+            Member::new("b", Some("db".into())),
+            member("c"),
+        ],
+    )
+    .await
+    .unwrap();
+    a.resign().await.unwrap();
+    // b, restarted on an emptied directory: listed, but not this directory.
+    let emptied = h.session_on("b", dir("db-new", false)).await;
+    match emptied.campaign(0, CampaignRule::InSyncOnly).await {
+        Err(Error::OtherDirectory {
+            node_id,
+            listed,
+            current,
+        }) => assert_eq!(
+            (node_id.as_str(), listed.as_deref(), current.as_str()),
+            ("b", Some("db"), "db-new")
+        ),
+        other => panic!("a listed node on another directory campaigned: {other:?}"),
+    }
+    // c is listed without a directory: a new directory is not it.
+    let new_c = h.session_on("c", dir("dc", false)).await;
+    assert!(matches!(
+        new_c.campaign(0, CampaignRule::InSyncOnly).await,
+        Err(Error::OtherDirectory { listed: None, .. })
+    ));
+    assert_eq!(emptied.holder().await.unwrap(), None);
+    drop((emptied, new_c));
+    let old_c = h.session_on("c", dir("dc-old", true)).await;
+    match old_c.campaign(0, CampaignRule::InSyncOnly).await {
+        Ok(Campaign::Won(_)) => {}
+        other => panic!("a directory from before ids could not stand for its entry: {other:?}"),
+    }
+    old_c.resign().await.unwrap();
+    let b = h.session_on("b", dir("db", false)).await;
+    match b.campaign(0, CampaignRule::InSyncOnly).await {
+        Ok(Campaign::Won(_)) => {}
+        other => panic!("the listed directory could not campaign: {other:?}"),
     }
 }
 
@@ -425,6 +494,7 @@ macro_rules! conformance_tests {
             same_node_id_does_not_inherit,
             in_sync_cas_needs_the_current_term,
             only_in_sync_members_may_campaign,
+            only_the_listed_data_directory_may_campaign,
             watch_reports_holder_changes,
             members_are_bound_to_liveness,
         );

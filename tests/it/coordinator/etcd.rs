@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use etcd_client::{Client, DeleteOptions};
-use kvstore::coordinator::{connect, Backend, CampaignRule, Coordinator, Error, Settings};
+use kvstore::coordinator::{connect, Backend, CampaignRule, Coordinator, DataDir, Error, Settings};
 
 use crate::common::etcd::EtcdCluster;
 use crate::coordinator::conformance::{settings, win, Harness, Poll, EXPIRY_DEADLINE, TTL};
@@ -39,6 +39,12 @@ impl EtcdHarness {
 impl Harness for EtcdHarness {
     async fn session(&self, id: &str) -> Box<dyn Coordinator> {
         connect(&self.settings(id)).await.expect("connect to etcd")
+    }
+
+    async fn session_on(&self, id: &str, dir: DataDir) -> Box<dyn Coordinator> {
+        let mut s = self.settings(id);
+        s.data_dir = Some(dir);
+        connect(&s).await.expect("connect to etcd")
     }
 
     async fn wipe(&self) {

@@ -12,7 +12,8 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, Config};
 use kvstore::coordinator::{
-    connect, Backend, Campaign, CampaignRule, Coordinator, Error, KubernetesSettings, Settings,
+    connect, Backend, Campaign, CampaignRule, Coordinator, DataDir, Error, KubernetesSettings,
+    Settings,
 };
 use serde_json::{json, Value};
 
@@ -87,6 +88,12 @@ impl Harness for KubeHarness {
         connect(&self.settings(id))
             .await
             .expect("connect to the stand-in")
+    }
+
+    async fn session_on(&self, id: &str, dir: DataDir) -> Box<dyn Coordinator> {
+        let mut s = self.settings(id);
+        s.data_dir = Some(dir);
+        connect(&s).await.expect("connect to the stand-in")
     }
 
     async fn wipe(&self) {
