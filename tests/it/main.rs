@@ -6,6 +6,7 @@
 
 mod common;
 
+mod active_hint;
 mod backup;
 mod chaos;
 mod cli;
