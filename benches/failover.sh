@@ -8,11 +8,16 @@
 # (`kvstore put`, which follows REDIRECT) until one is acknowledged; the
 # time from the kill to that first acknowledged write is one sample. The
 # killed node is restarted on its data directory and rejoins as a replica
-# before the next round. Prints every sample, then p50, p99 and max.
+# before the next round. Prints every sample, then p50, p99 and max, with
+# the machine, load average and date (benches/bench-env.sh); writes the
+# samples to the chart data (docs/charts/data/failover.csv; CHARTS=0
+# leaves it alone) and redraws the charts.
 #
 # Bounded: each round gives up after ROUND_TIMEOUT s (default 60) and the
 # script fails. Needs python3 and etcd (apt-get install etcd-server).
 set -euo pipefail
+# shellcheck source=benches/bench-env.sh
+source "$(dirname "$0")/bench-env.sh"
 
 BIN=${KVSTORE_BIN:-target/release/kvstore}
 ETCD=${ETCD_BIN:-/usr/bin/etcd}
@@ -93,6 +98,7 @@ wait_writable() {
   exit 1
 }
 
+bench_env
 for i in 0 1 2; do start_node "$i"; done
 wait_writable start 0 1 2
 
@@ -118,6 +124,11 @@ for round in $(seq 1 "$FAILOVERS"); do
   done
 done
 
+csv=$(bench_csv failover)
+when=$(bench_date)
+echo "date,ttl_ms,failover,gap_ms" >"$csv"
+for i in "${!SAMPLES[@]}"; do echo "$when,$TTL_MS,$((i + 1)),${SAMPLES[$i]}" >>"$csv"; done
+bench_env
 printf '%s\n' "${SAMPLES[@]}" | python3 -c '
 import sys
 xs = sorted(int(l) for l in sys.stdin if l.strip())
@@ -126,3 +137,4 @@ def q(p):
 print(f"unplanned failover (TTL '"$TTL_MS"' ms, {len(xs)} failovers): "
       f"p50 {q(50)} ms, p99 {q(99)} ms, max {xs[-1]} ms")
 '
+bench_charts

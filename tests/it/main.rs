@@ -9,6 +9,7 @@ mod common;
 mod active_hint;
 mod backup;
 mod chaos;
+mod charts;
 mod cli;
 mod compaction;
 mod config;
