@@ -258,15 +258,27 @@ fn apply_file(keydir: &KeyDir, table: &FileTable, file: u32, entries: &[HintEntr
         return fill_shards(keydir, table, file, entries, 0, 1);
     }
     std::thread::scope(|s| {
-        let others: Vec<_> = (1..threads)
-            .map(|part| s.spawn(move || fill_shards(keydir, table, file, entries, part, threads)))
-            .collect();
-        let mut live = fill_shards(keydir, table, file, entries, 0, threads);
+        let mut live = 0;
+        let mut others = Vec::new();
+        for part in 1..threads {
+            let fill = move || fill_shards(keydir, table, file, entries, part, threads);
+            match open_thread().spawn_scoped(s, fill) {
+                Ok(t) => others.push(t),
+                // No thread to be had: this one fills that part as well.
+                Err(_) => live += fill_shards(keydir, table, file, entries, part, threads),
+            }
+        }
+        live += fill_shards(keydir, table, file, entries, 0, threads);
         for t in others {
             live += t.join().expect("a keydir fill thread panicked");
         }
         live
     })
+}
+
+/// A helper thread of open (it ends before open returns).
+fn open_thread() -> std::thread::Builder {
+    std::thread::Builder::new().name("kvstore-open".into())
 }
 
 /// Fills the shards `s` with `s % of == part` from `entries`: first splits
@@ -343,9 +355,13 @@ fn active_from_hint(dir: &Path, active: &DataFile) -> Option<(Vec<HintEntry>, u3
     let data = active.tail_from(0);
     let (decoded, crc) = if data.len() >= PARALLEL_CRC_FROM {
         std::thread::scope(|s| {
-            let crc = s.spawn(|| crc32fast::hash(data));
+            let crc = open_thread().spawn_scoped(s, || crc32fast::hash(data));
             let decoded = hint::decode_any(&bytes);
-            (decoded, crc.join().expect("the checksum thread panicked"))
+            let crc = match crc {
+                Ok(t) => t.join().expect("the checksum thread panicked"),
+                Err(_) => crc32fast::hash(data),
+            };
+            (decoded, crc)
         })
     } else {
         (hint::decode_any(&bytes), crc32fast::hash(data))
