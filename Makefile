@@ -110,17 +110,20 @@ bench-switchover:
 	$(CARGO) build --release --bin kvstore
 	KVSTORE_BIN=$${CARGO_TARGET_DIR:-target}/release/kvstore ./benches/switchover.sh
 
-# RESP: redis-benchmark against Redis and kvstore side by side (N requests each).
+# RESP: redis-benchmark against Redis and kvstore side by side (N requests
+# each), BENCH_ROUNDS rounds alternating which server goes first; prints
+# each round's ratio and their median, and redraws docs/charts/vs-redis.svg.
 BENCH_N ?= 1000000
+BENCH_ROUNDS ?= 3
 bench-vs-redis: deps
 	$(CARGO) build --release --bin kvstore
-	N=$(BENCH_N) ./scripts/bench-vs-redis.sh
+	N=$(BENCH_N) ROUNDS=$(BENCH_ROUNDS) ./scripts/bench-vs-redis.sh
 
 # The same with expiring writes: `SET key v EX $(BENCH_TTL)` and GET on those keys.
 BENCH_TTL ?= 60
 bench-vs-redis-ttl: deps
 	$(CARGO) build --release --bin kvstore
-	N=$(BENCH_N) TTL=$(BENCH_TTL) ./scripts/bench-vs-redis.sh
+	N=$(BENCH_N) ROUNDS=$(BENCH_ROUNDS) TTL=$(BENCH_TTL) ./scripts/bench-vs-redis.sh
 
 # Active expiry at scale, in process: BENCH_N keys (10 M) with 1-60 s TTLs,
 # the index emptied within 2x TTL, sweep CPU per expired key against a DEL.

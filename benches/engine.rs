@@ -11,8 +11,15 @@ mod workload;
 #[path = "common/kvstore_db.rs"]
 mod kvstore_db;
 
+#[path = "common/machine.rs"]
+mod machine;
+
+use std::path::Path;
+
 fn main() {
     // `cargo bench` passes `--bench`; there is nothing to select here.
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    machine::print(repo);
     let cfg = workload::Config::from_env();
     eprintln!(
         "N = {}, synced ops <= {} (1 writer) / {} (64 writers), {} s cap each, data in {}",
@@ -24,4 +31,5 @@ fn main() {
     );
     let results = workload::run::<kvstore_db::Kvstore>("kvstore", &cfg);
     print!("{}", report::table(&[("kvstore".to_string(), results)]));
+    machine::print(repo);
 }

@@ -29,7 +29,10 @@
 //! beside the executable, on the build disk, not a tmpfs),
 //! `BENCH_DURABILITY` (`interval`, or `always`/`never`).
 
-use std::path::PathBuf;
+#[path = "common/machine.rs"]
+mod machine;
+
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use kvstore::engine::{Durability, Engine, ExpiryPolicy, Options, WriteOp};
@@ -66,6 +69,8 @@ fn key(prefix: &str, i: u64) -> Vec<u8> {
 }
 
 fn main() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    machine::print(repo);
     let n: u64 = env_or("BENCH_N", 10_000_000);
     let durability = match std::env::var("BENCH_DURABILITY").as_deref() {
         Ok("always") => Durability::Always,
@@ -220,4 +225,5 @@ fn main() {
     );
     engine.close().expect("close");
     let _ = std::fs::remove_dir_all(&dir);
+    machine::print(repo);
 }

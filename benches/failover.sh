@@ -16,13 +16,17 @@
 # REDIRECT) until one is acknowledged; the time from the kill to that
 # first acknowledged write is one sample. The killed node is restarted on
 # its data directory and rejoins as a replica before the next round.
-# Prints the machine, load average and date, every sample, then p50, p99
-# and max against the target.
+# Prints the machine, load average and date (benches/bench-env.sh), every
+# sample, then p50, p99 and max against the target. With etcd it writes the
+# samples to the chart data (docs/charts/data/failover.csv; CHARTS=0 leaves
+# it alone) and redraws the charts; the chart shows etcd's failovers only.
 #
 # Bounded: each round gives up after ROUND_TIMEOUT s (default 60, or
 # 3 x TTL when that is longer) and the script fails. Needs python3, and
 # etcd (apt-get install etcd-server) for COORDINATOR=etcd.
 set -euo pipefail
+# shellcheck source=benches/bench-env.sh
+source "$(dirname "$0")/bench-env.sh"
 
 BIN=${KVSTORE_BIN:-target/release/kvstore}
 COORDINATOR=${COORDINATOR:-etcd}
@@ -64,8 +68,6 @@ trap cleanup EXIT
 # shellcheck source=benches/etcd.sh
 . "$(dirname "$0")/etcd.sh"
 
-echo "machine: $(uname -srm), $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')"
-echo "date: $(date -u '+%Y-%m-%d %H:%M:%S UTC'), load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "coordinator: $COORDINATOR, lease TTL $TTL_MS ms, $FAILOVERS failovers"
 
 if [ "$COORDINATOR" = etcd ]; then
@@ -127,6 +129,7 @@ wait_writable() {
   exit 1
 }
 
+bench_env
 for i in 0 1 2; do start_node "$i"; done
 wait_writable start 0 1 2
 
@@ -152,7 +155,13 @@ for round in $(seq 1 "$FAILOVERS"); do
   done
 done
 
-echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
+if [ "$COORDINATOR" = etcd ]; then
+  csv=$(bench_csv failover)
+  when=$(bench_date)
+  echo "date,ttl_ms,failover,gap_ms" >"$csv"
+  for i in "${!SAMPLES[@]}"; do echo "$when,$TTL_MS,$((i + 1)),${SAMPLES[$i]}" >>"$csv"; done
+fi
+bench_env
 printf '%s\n' "${SAMPLES[@]}" | python3 -c '
 import sys
 ttl, slack = '"$TTL_MS"', '"$SLACK_MS"'
@@ -165,3 +174,4 @@ print(f"unplanned failover ('"$COORDINATOR"', TTL {ttl} ms, {len(xs)} failovers)
       f"p50 {q(50)} ms, p99 {q(99)} ms, max {xs[-1]} ms; "
       f"target p99 <= TTL + {slack} ms = {target} ms: {verdict}")
 '
+bench_charts

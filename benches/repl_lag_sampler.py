@@ -11,6 +11,9 @@ be. Prints `probing` once connected (the caller starts its load then),
 stops after SECONDS or at SIGINT (whichever first), waits at most 10 s
 for outstanding probes, then prints one line per replica:
 `replica N: S samples, lag p50 X ms, p99 Y ms, max Z ms, missed M`.
+With LAG_CSV set, also appends one row per sample to that file:
+`LAG_DATE,LAG_LABEL,replica N,seconds since the first probe,lag ms`
+(the replication-lag chart's data, scripts/charts.py).
 Polls are pipelined, one round per replica every ~0.5 ms, so the
 resolution is about a millisecond.
 
@@ -18,6 +21,7 @@ Catch-up mode: `--catchup MASTER_HTTP REPLICA_HTTP T0 START_OFFSET` waits
 until the replica's end equals the master's, printing MB/s since T0 (Unix
 seconds). `--end HTTP` prints a node's end offset (from /metrics).
 """
+import os
 import signal
 import socket
 import sys
@@ -95,6 +99,7 @@ def probe(seconds, master, replicas):
     rs = [Resp(r) for r in replicas]
     run = f"{time.time_ns():x}"
     lags = [[] for _ in rs]
+    series = [[] for _ in rs]  # (seconds since start, lag ms) per replica
     outstanding = []  # (key, t_ack, set of replica indexes not yet seen)
     # Connected and ready for SIGINT: the caller starts its load now.
     print("probing", flush=True)
@@ -122,11 +127,19 @@ def probe(seconds, master, replicas):
             r.send(*[("GET", o[0]) for o in keys])
             for o in keys:
                 if r.reply() is not None:
-                    lags[i].append((time.monotonic() - o[1]) * 1000)
+                    lag = (time.monotonic() - o[1]) * 1000
+                    lags[i].append(lag)
+                    series[i].append((o[1] - start, lag))
                     o[2].discard(i)
         outstanding = [o for o in outstanding if o[2]]
         time.sleep(POLL_PAUSE)
     missed = [sum(1 for o in outstanding if i in o[2]) for i in range(len(rs))]
+    if os.environ.get("LAG_CSV"):
+        with open(os.environ["LAG_CSV"], "a") as f:
+            for i, xs in enumerate(series):
+                for t, lag in xs:
+                    f.write(f"{os.environ.get('LAG_DATE', '')},{os.environ.get('LAG_LABEL', '')},"
+                            f"replica {i + 1},{t:.3f},{lag:.2f}\n")
     for i, xs in enumerate(lags):
         print(f"replica {i + 1}: {len(xs)} samples, lag p50 {pct(xs, .5):.1f} ms, "
               f"p99 {pct(xs, .99):.1f} ms, max {max(xs, default=float('nan')):.1f} ms, "

@@ -20,8 +20,14 @@
 # Every load is bounded: a request count per run (N_C1 for -c1 -P1, N for
 # the others, LAG_N under the lag probe) and `timeout` (RUN_TIMEOUT s) on
 # every load generator. Needs python3, curl, redis-benchmark (installed
-# from Debian with apt-get when missing).
+# from Debian with apt-get when missing). Prints the machine, load average
+# and date at the start and the end (benches/bench-env.sh); the lag of
+# every probe of part 2 goes to the chart data
+# (docs/charts/data/replication-lag.csv; CHARTS=0 leaves it alone) and the
+# charts are redrawn.
 set -euo pipefail
+# shellcheck source=benches/bench-env.sh
+source "$(dirname "$0")/bench-env.sh"
 
 BIN=${KVSTORE_BIN:-target/release/kvstore}
 N_C1=${N_C1:-20000}
@@ -114,9 +120,8 @@ cluster() {
   done
 }
 
-echo "machine: $(nproc) cores, $(lscpu | sed -n 's/^Model name: *//p')"
-echo "date: $(date -u '+%F %H:%M UTC'); load average at start:$(uptime | sed 's/.*load average://')"
-echo "kvstore: $("$BIN" --version 2>/dev/null || echo "$BIN")$(git -C "$HERE" rev-parse --short HEAD 2>/dev/null | sed 's/^/, commit /')"
+bench_env
+echo "kvstore: $("$BIN" --version 2>/dev/null || echo "$BIN")"
 echo
 
 echo "## 1. Sync vs async: master + 1 replica, both --durability always, SET -d 100 (redis-benchmark via RESP)"
@@ -150,11 +155,14 @@ echo "## 2. Replica lag: master + 2 async replicas, probe every 20 ms (write on 
 echo
 echo "| all nodes' durability | load on the master | replica 1 lag p50 / p99 / max | replica 2 lag p50 / p99 / max | probes |"
 echo "|---|---|---|---|---|"
+lag_csv=$(bench_csv replication-lag)
+echo "date,config,replica,t_s,lag_ms" >"$lag_csv"
 for row in "always 20 4" "always 50 16" "never 20 4"; do
   read -r dur c p <<<"$row"
   run=$((run + 1))
   cluster "l$run" 2 --durability "$dur"
-  python3 "$HERE/repl_lag_sampler.py" probe "$RUN_TIMEOUT" "$M_RESP" "${R_RESPS[@]}" >"$WORK/lag.txt" &
+  LAG_CSV=$lag_csv LAG_DATE=$(bench_date) LAG_LABEL="$dur -c$c -P$p" \
+    python3 "$HERE/repl_lag_sampler.py" probe "$RUN_TIMEOUT" "$M_RESP" "${R_RESPS[@]}" >"$WORK/lag.txt" &
   sampler=$!
   for _ in $(seq 1 500); do grep -q '^probing' "$WORK/lag.txt" && break; sleep 0.02; done
   read -r r _ _ < <(set_load "$M_RESP" "$c" "$p" "$LAG_N") || true
@@ -174,7 +182,8 @@ print(" | ".join(cells + ["?"] * (2 - len(cells))) + f" | {samples}")' "$WORK/la
   printf '| %s | SET -c%s -P%s (%.0f SET/s) | %s |\n' "$dur" "$c" "$p" "${r:-0}" "$cells"
 done
 echo
-echo "load average at the end:$(uptime | sed 's/.*load average://')"
+bench_charts
+bench_env
 
 [ "$CATCHUP_MB" -gt 0 ] || exit 0
 echo

@@ -7,13 +7,18 @@
 # openssl), loaded alternately, plain then TLS, BENCH_TLS_ROUNDS times
 # (default 3), at pipeline 16 and 1; the ratio TLS/plain is printed per
 # line. The client encrypts too, on the same cores. Client and server share the
-# machine. Figures go to stdout; copy them into the "Server" section of
-# docs/BENCHMARKS.md.
+# machine. Figures go to stdout, with the machine, load average and date
+# (benches/bench-env.sh); copy them into the "Server" section of
+# docs/BENCHMARKS.md. The latency percentiles of the first part go to the
+# chart data (docs/charts/data/latency.csv; CHARTS=0 leaves it alone) and
+# the charts are redrawn.
 #
 # Knobs: BENCH_N16 / BENCH_N1 (requests per test at pipeline 16 / 1),
 # BENCH_SKIP_DURABILITY=1 to run only the TLS comparison.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=benches/bench-env.sh
+source benches/bench-env.sh
 
 CARGO=${CARGO:-cargo}
 N16=${BENCH_N16:-2000000}
@@ -31,10 +36,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-echo "# kvstore bench-server $(date -u '+%Y-%m-%d %H:%M UTC')"
-echo "# commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)," \
-  "$(nproc) CPUs, $(lscpu | sed -n 's/^Model name: *//p' | head -1)"
-echo "# load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "# kvstore bench-server"
+bench_env
 
 # start_node NAME FLAGS...: starts a node, sets $addr and $pid.
 start_node() {
@@ -59,17 +62,30 @@ stop_node() {
   wait "$1" || { echo "bench-server: server exited non-zero" >&2; exit 1; }
 }
 
+# latency_rows DURABILITY PIPELINE OUTPUT: chart rows from `bench -q` lines
+# ("PUT: N requests per second, p50=A ms p99=B ms p99.9=C ms max=D ms").
+latency_rows() {
+  sed -n "s/^\([A-Z]*\): .* p50=\([0-9.]*\) ms p99=\([0-9.]*\) ms p99.9=\([0-9.]*\) ms max=\([0-9.]*\) ms.*/$when,$1,$2,\1,\2,\3,\4,\5/p" <<<"$3"
+}
+
 if [ "${BENCH_SKIP_DURABILITY:-0}" != 1 ]; then
+  csv=$(bench_csv latency)
+  when=$(bench_date)
+  echo "date,durability,pipeline,op,p50_ms,p99_ms,p999_ms,max_ms" >"$csv"
   for durability in always never; do
     start_node "$durability" --durability "$durability"
     for pipeline in 16 1; do
       if [ "$pipeline" = 16 ]; then n=$N16; else n=$N1; fi
       echo "## durability=$durability pipeline=$pipeline (-c 50 -d 100 -r 1000000 -n $n)"
-      "$BIN" bench --addr "$addr" -q -c 50 -n "$n" -d 100 -r 1000000 -P "$pipeline" -t put,get
+      out=$("$BIN" bench --addr "$addr" -q -c 50 -n "$n" -d 100 -r 1000000 -P "$pipeline" -t put,get)
+      echo "$out"
+      latency_rows "$durability" "$pipeline" "$out" >>"$csv"
     done
     stop_node "$pid"
     pid=""
   done
+  echo "# latency chart data: $csv"
+  bench_charts
 fi
 
 # TLS against plaintext.
@@ -109,3 +125,4 @@ stop_node "$plain_pid"
 plain_pid=""
 stop_node "$tls_pid"
 tls_pid=""
+bench_env

@@ -5,8 +5,13 @@
 #
 # in two durability pairings (Redis AOF appendfsync always vs kvstore
 # --durability always; appendfsync everysec vs --durability interval with
-# --fsync-interval-ms 1000), alternating which server goes first run by
-# run, then prints one side-by-side table with the ratio kvstore/Redis.
+# --fsync-interval-ms 1000). ROUNDS rounds (default 3): each round runs
+# both servers at each depth, and the server that goes first alternates
+# from round to round (and from depth to depth), so drift in the machine's
+# speed weighs on both. Prints one table: each round's ratio kvstore/Redis
+# and the median of those same-round ratios, with the machine, load
+# average and date (benches/bench-env.sh); writes the rounds to the chart
+# data (docs/charts/data/vs-redis.csv) and redraws the charts.
 #
 #   N=1000000 scripts/bench-vs-redis.sh        (make bench-vs-redis)
 #   TTL=60 N=1000000 scripts/bench-vs-redis.sh (make bench-vs-redis-ttl)
@@ -15,18 +20,22 @@
 # and the GET test reads those keys (`GET key:__rand_int__`): the expiring
 # writes of issue 18, whose ratios should match the plain ones.
 #
-# Env: N (requests per test, default 1000000), TTL (seconds; unset: plain
-# SET), KVSTORE_BIN (default $CARGO_TARGET_DIR or target,
+# Env: N (requests per test, default 1000000), ROUNDS (default 3), TTL
+# (seconds; unset: plain SET), CHARTS=0 (leave the charts alone), KVSTORE_BIN (default $CARGO_TARGET_DIR or target,
 # /release/kvstore), OUT (raw CSV dir, kept).
 # Needs redis-server and redis-tools (make deps installs them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=benches/bench-env.sh
+source benches/bench-env.sh
 
 N=${N:-1000000}
+ROUNDS=${ROUNDS:-3}
 TTL=${TTL:-}
 BIN=${KVSTORE_BIN:-${CARGO_TARGET_DIR:-target}/release/kvstore}
 die() { echo "bench-vs-redis: $*" >&2; exit 1; }
 [[ -z $TTL || $TTL =~ ^[1-9][0-9]*$ ]] || die "TTL must be a whole number of seconds, not $TTL"
+[[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "ROUNDS must be a positive whole number, not $ROUNDS"
 
 [[ -x $BIN ]] || die "$BIN not built (make bench-vs-redis builds it)"
 for tool in redis-server redis-benchmark redis-cli; do
@@ -81,9 +90,9 @@ start_kvstore() { # name durability-flags... -> sets KV_PORT, KV_PID
 
 stop() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
 
-bench() { # label server port P
-  local file=$OUT/$1-$2-P$4.csv
-  echo "bench-vs-redis: $1 $2 -P $4 (N=$N${TTL:+, EX $TTL})" >&2
+bench() { # label server port P round
+  local file=$OUT/$1-$2-P$4-r$5.csv
+  echo "bench-vs-redis: round $5: $1 $2 -P $4 (N=$N${TTL:+, EX $TTL})" >&2
   if [[ -z $TTL ]]; then
     redis-benchmark -p "$3" -t set,get -n "$N" -r 1000000 -d 100 -c 50 -P "$4" --csv >"$file"
     return
@@ -98,7 +107,7 @@ bench() { # label server port P
   redis-benchmark "${common[@]}" GET key:__rand_int__ | sed -n '2s/^"[^"]*"/"GET"/p' >>"$file"
 }
 
-run=0
+bench_env
 for pairing in always everysec; do
   if [[ $pairing == always ]]; then
     start_redis always always
@@ -107,14 +116,15 @@ for pairing in always everysec; do
     start_redis everysec everysec
     start_kvstore interval --durability interval --fsync-interval-ms 1000
   fi
-  for P in 1 16; do
-    # Alternate which server goes first, run by run.
-    if (( run % 2 == 0 )); then
-      bench "$pairing" redis "$REDIS_PORT" "$P"; bench "$pairing" kvstore "$KV_PORT" "$P"
-    else
-      bench "$pairing" kvstore "$KV_PORT" "$P"; bench "$pairing" redis "$REDIS_PORT" "$P"
-    fi
-    run=$((run + 1))
+  for round in $(seq 1 "$ROUNDS"); do
+    for P in 1 16; do
+      # Who goes first alternates each round, and between the two depths.
+      if (( (round + P) % 2 == 0 )); then
+        bench "$pairing" redis "$REDIS_PORT" "$P" "$round"; bench "$pairing" kvstore "$KV_PORT" "$P" "$round"
+      else
+        bench "$pairing" kvstore "$KV_PORT" "$P" "$round"; bench "$pairing" redis "$REDIS_PORT" "$P" "$round"
+      fi
+    done
   done
   stop "$REDIS_PID"; stop "$KV_PID"
 done
@@ -123,20 +133,38 @@ rps() { # file test -> requests/s
   awk -F'","' -v t="$2" '{gsub(/"/,"",$1); gsub(/"/,"",$2)} $1==t {print $2}' "$1"
 }
 p50() { awk -F'","' -v t="$2" '{gsub(/"/,"",$1); gsub(/"/,"",$5)} $1==t {print $5}' "$1"; }
+# median of the numbers on stdin, one a line
+median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "n/a"; else if (NR % 2) print v[(NR + 1) / 2]; else printf "%.2f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+med() { printf '%s\n' "$@" | grep -v '^n/a$' | median; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
 
+# The chart is of plain SET/GET; a TTL run keeps its rounds beside the raw CSVs.
+if [[ -z $TTL ]]; then csv=$(bench_csv vs-redis); else csv=$OUT/vs-redis-ttl.csv; fi
+when=$(bench_date)
+echo "date,pairing,pipeline,test,round,redis_rps,kvstore_rps,ratio" >"$csv"
 echo
-echo "redis-benchmark ${TTL:+(SET ... EX $TTL, GET) }-t set,get -n $N -r 1000000 -d 100 -c 50; $(nproc) cores, $(lscpu | sed -n 's/^Model name: *//p'); $(date -u +%Y-%m-%d)"
-printf '| %-34s | %-3s | %-4s | %12s | %12s | %6s | %9s | %9s |\n' "pairing" "P" "test" "Redis rps" "kvstore rps" "ratio" "Redis p50" "kv p50"
-printf '|%s|\n' "------------------------------------|-----|------|--------------|--------------|--------|-----------|----------"
+echo "redis-benchmark ${TTL:+(SET ... EX $TTL, GET) }-t set,get -n $N -r 1000000 -d 100 -c 50, $ROUNDS rounds; ratio = kvstore / Redis in the same round"
+bench_env
+printf '| %-34s | %-3s | %-4s | %-22s | %6s | %12s | %12s | %9s | %9s |\n' "pairing" "P" "test" "ratio per round" "median" "Redis rps" "kvstore rps" "Redis p50" "kv p50"
+printf '|%s|\n' "------------------------------------|-----|------|------------------------|--------|--------------|--------------|-----------|----------"
 for pairing in always everysec; do
-  if [[ $pairing == always ]]; then label="appendfsync always / always"; else label="appendfsync everysec / interval 1s"; fi
+  if [[ $pairing == always ]]; then label="appendfsync always / always"; short=always; else label="appendfsync everysec / interval 1s"; short=interval; fi
   for P in 1 16; do
     for t in SET GET; do
-      r=$(rps "$OUT/$pairing-redis-P$P.csv" "$t"); k=$(rps "$OUT/$pairing-kvstore-P$P.csv" "$t")
-      rp=$(p50 "$OUT/$pairing-redis-P$P.csv" "$t"); kp=$(p50 "$OUT/$pairing-kvstore-P$P.csv" "$t")
-      ratio=$(awk -v a="$k" -v b="$r" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }')
-      printf '| %-34s | %-3s | %-4s | %12s | %12s | %6s | %9s | %9s |\n' "$label" "$P" "$t" "$r" "$k" "$ratio" "$rp" "$kp"
+      ratios=() rs=() ks=() rps50=() kps50=()
+      for round in $(seq 1 "$ROUNDS"); do
+        rf=$OUT/$pairing-redis-P$P-r$round.csv kf=$OUT/$pairing-kvstore-P$P-r$round.csv
+        r=$(rps "$rf" "$t"); k=$(rps "$kf" "$t")
+        ratios+=("$(ratio "$k" "$r")"); rs+=("$r"); ks+=("$k")
+        rps50+=("$(p50 "$rf" "$t")"); kps50+=("$(p50 "$kf" "$t")")
+        echo "$when,$short,$P,$t,$round,$r,$k,${ratios[-1]}" >>"$csv"
+      done
+      printf '| %-34s | %-3s | %-4s | %-22s | %6s | %12s | %12s | %9s | %9s |\n' "$label" "$P" "$t" \
+        "$(IFS=,; all="${ratios[*]}"; echo "${all//,/, }")" "$(med "${ratios[@]}")" \
+        "$(med "${rs[@]}")" "$(med "${ks[@]}")" "$(med "${rps50[@]}")" "$(med "${kps50[@]}")"
     done
   done
 done
-echo "raw CSV: $OUT"
+echo "(Redis rps, kvstore rps and p50: medians over the rounds)"
+echo "raw CSV: $OUT; rounds: $csv"
+[[ -n $TTL ]] || bench_charts

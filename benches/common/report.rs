@@ -114,6 +114,12 @@ pub const REOPEN_CPU: Metric = metric(
     Unit::Seconds,
     Better::Lower,
 );
+pub const REOPEN_UNCLEAN: Metric = metric(
+    "reopen_unclean_s",
+    "reopen + first get, as after a crash",
+    Unit::Seconds,
+    Better::Lower,
+);
 pub const DISK_BYTES: Metric = metric(
     "disk_bytes",
     "disk bytes (file lengths)",
@@ -166,6 +172,7 @@ pub const METRICS: &[Metric] = &[
     REOPEN,
     REOPEN_BEST,
     REOPEN_CPU,
+    REOPEN_UNCLEAN,
     DISK_BYTES,
     DISK_ALLOC,
     DISK_PER_KEY,

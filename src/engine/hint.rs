@@ -4,8 +4,10 @@
 //!
 //! ```text
 //! header   8  magic "KVSTHNT\0"
-//!          4  format version (2; version 1 is still read)
-//!          4  reserved, zero
+//!          4  format version (2, or 3 for the active segment's hint;
+//!             version 1 is still read)
+//!          4  version 3: crc32 of the data file's first `length` bytes;
+//!             versions 1 and 2: reserved, zero
 //!          8  length of the data file this hint describes
 //! entries     each: kind u8 (1 put, 2 delete, 3 put with expiry)
 //!             | position u32 | length u32 | key hash u64
@@ -23,6 +25,13 @@
 //! batches). A hint is an optimisation, never the only copy of anything: a
 //! hint that is missing, damaged, or written for a different file length
 //! is ignored and the data file is scanned instead.
+//!
+//! Sealed and merged files never change, so their hints (version 2) are
+//! checked against the file's length alone. The active segment's hint
+//! (version 3) is written only at a clean close, and the segment may be
+//! appended to, cut back and appended to again after it: open uses it only
+//! if the segment still has exactly the described length *and* the
+//! checksum of those bytes, which [`Hint::check_covers`] decides.
 
 use std::path::Path;
 
@@ -34,9 +43,17 @@ use crate::durable;
 const ENVELOPE: Envelope = Envelope {
     name: "hint",
     magic: b"KVSTHNT\0",
-    version: 2,
+    version: ACTIVE_VERSION,
     oldest: 1,
     min_payload: PAYLOAD_MIN,
+};
+/// The version of the active segment's hint, which carries the checksum of
+/// the bytes it describes. Older builds refuse it and scan the segment.
+const ACTIVE_VERSION: u32 = 3;
+/// Hints of sealed and merged files are written as version 2.
+const SEALED: Envelope = Envelope {
+    version: 2,
+    ..ENVELOPE
 };
 /// Payload of a hint without entries: reserved, data length, entry count.
 const PAYLOAD_MIN: usize = 4 + 8 + 8;
@@ -67,11 +84,58 @@ impl HintEntry {
     }
 }
 
-/// Encodes a hint for a data file of `data_len` bytes.
+/// A decoded hint, before it is matched with a data file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hint {
+    pub version: u32,
+    /// Length of the data file it describes, header included.
+    pub data_len: u64,
+    /// Version 3: the crc32 of the data file's first `data_len` bytes.
+    pub data_crc: Option<u32>,
+    pub entries: Vec<HintEntry>,
+}
+
+impl Hint {
+    /// Whether this hint may index an active segment of `data_len` bytes
+    /// whose crc32 is `data_crc`: only a version 3 hint written for exactly
+    /// those bytes may. The error says why not.
+    pub fn check_covers(&self, data_len: u64, data_crc: u32) -> Result<(), String> {
+        let Some(crc) = self.data_crc else {
+            return Err(format!(
+                "a version {} hint has no checksum of the data",
+                self.version
+            ));
+        };
+        if self.data_len != data_len {
+            return Err(format!(
+                "hint describes {} bytes but the segment has {data_len}",
+                self.data_len
+            ));
+        }
+        if crc != data_crc {
+            return Err(format!(
+                "the segment's {data_len} bytes have crc32 {data_crc:#010x}, the hint says {crc:#010x}"
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Encodes a hint for a sealed or merged data file of `data_len` bytes.
 pub fn encode(data_len: u64, entries: &[HintEntry]) -> Vec<u8> {
+    encode_with(&SEALED, 0, data_len, entries)
+}
+
+/// Encodes the hint of an active segment of `data_len` bytes whose crc32
+/// is `data_crc`.
+pub fn encode_active(data_len: u64, data_crc: u32, entries: &[HintEntry]) -> Vec<u8> {
+    encode_with(&ENVELOPE, data_crc, data_len, entries)
+}
+
+fn encode_with(envelope: &Envelope, word: u32, data_len: u64, entries: &[HintEntry]) -> Vec<u8> {
     let len: usize = entries.iter().map(HintEntry::encoded_len).sum();
-    ENVELOPE.encode(PAYLOAD_MIN + len, |out| {
-        out.extend_from_slice(&0u32.to_le_bytes());
+    envelope.encode(PAYLOAD_MIN + len, |out| {
+        out.extend_from_slice(&word.to_le_bytes());
         out.extend_from_slice(&data_len.to_le_bytes());
         for e in entries {
             out.push(match (e.kind, e.expires_at) {
@@ -93,14 +157,25 @@ pub fn encode(data_len: u64, entries: &[HintEntry]) -> Vec<u8> {
 /// Decodes a hint, checking it describes a data file of `data_len` bytes.
 /// The error says why the hint is unusable and where.
 pub fn decode(bytes: &[u8], data_len: u64) -> Result<Vec<HintEntry>, Invalid> {
-    let (version, payload) = ENVELOPE.open_versioned(bytes)?;
-    let described = u64_at(payload, 4);
-    if described != data_len {
+    let hint = decode_any(bytes)?;
+    if hint.data_len != data_len {
         return Err(Invalid::in_payload(
             4,
-            format!("hint describes {described} bytes but the data file has {data_len}"),
+            format!(
+                "hint describes {} bytes but the data file has {data_len}",
+                hint.data_len
+            ),
         ));
     }
+    Ok(hint.entries)
+}
+
+/// Decodes a hint whatever data file it describes: its entries are checked
+/// against the length it names.
+pub fn decode_any(bytes: &[u8]) -> Result<Hint, Invalid> {
+    let (version, payload) = ENVELOPE.open_versioned(bytes)?;
+    let data_len = u64_at(payload, 4);
+    let data_crc = (version >= ACTIVE_VERSION).then(|| u32_at(payload, 0));
     let count_at = payload.len() - 8;
     let entries = &payload[ENTRIES_AT..count_at];
     let count = u64_at(payload, count_at);
@@ -168,7 +243,12 @@ pub fn decode(bytes: &[u8], data_len: u64) -> Result<Vec<HintEntry>, Invalid> {
     if out.len() as u64 != count {
         return Err(wrong_count());
     }
-    Ok(out)
+    Ok(Hint {
+        version,
+        data_len,
+        data_crc,
+        entries: out,
+    })
 }
 
 /// Writes a hint durably: a temporary file, fsync, rename, fsync of the
@@ -177,6 +257,20 @@ pub fn write(dir: &Path, name: &str, data_len: u64, entries: &[HintEntry]) -> er
     Ok(durable::write_file(
         &dir.join(name),
         &encode(data_len, entries),
+    )?)
+}
+
+/// Writes the hint of an active segment durably, as [`write`] does.
+pub fn write_active(
+    dir: &Path,
+    name: &str,
+    data_len: u64,
+    data_crc: u32,
+    entries: &[HintEntry],
+) -> error::Result<()> {
+    Ok(durable::write_file(
+        &dir.join(name),
+        &encode_active(data_len, data_crc, entries),
     )?)
 }
 
@@ -230,6 +324,32 @@ mod tests {
         }
         // The described length is the payload's second field.
         assert_eq!(decode(&bytes, 143).unwrap_err().offset, 16);
+    }
+
+    /// The active segment's hint carries the checksum of the bytes it
+    /// covers and is usable only for exactly those bytes; a sealed file's
+    /// hint has no checksum and is never usable for an active segment.
+    #[test]
+    fn an_active_hint_covers_exactly_its_bytes() {
+        let bytes = encode_active(142, 0xabcd_0123, &sample());
+        let hint = decode_any(&bytes).unwrap();
+        assert_eq!((hint.version, hint.data_len), (3, 142));
+        assert_eq!(hint.data_crc, Some(0xabcd_0123));
+        assert_eq!(hint.entries, sample());
+        assert_eq!(decode(&bytes, 142).unwrap(), sample());
+        assert!(hint.check_covers(142, 0xabcd_0123).is_ok());
+        let grew = hint.check_covers(160, 0xabcd_0123).unwrap_err();
+        assert!(grew.contains("describes 142 bytes"), "{grew}");
+        let rewritten = hint.check_covers(142, 0xabcd_0124).unwrap_err();
+        assert!(rewritten.contains("crc32"), "{rewritten}");
+        let sealed = decode_any(&encode(142, &sample())).unwrap();
+        assert_eq!((sealed.version, sealed.data_crc), (2, None));
+        assert!(sealed.check_covers(142, 0).is_err());
+        for i in 0..bytes.len() {
+            let mut bad = bytes.clone();
+            bad[i] ^= 0x04;
+            assert!(decode_any(&bad).is_err(), "flip at {i}");
+        }
     }
 
     /// A version 1 hint cannot hold an entry with expiry: kind 3 is

@@ -17,7 +17,7 @@
 //! record does), so keys without expiry cost nothing more.
 
 use hashbrown::HashTable;
-use parking_lot::RwLock;
+use parking_lot::{RwLock, RwLockWriteGuard};
 use xxhash_rust::xxh3::xxh3_64;
 
 use super::expiries::ExpiryIndex;
@@ -48,7 +48,8 @@ pub fn hash_key(key: &[u8]) -> u64 {
     xxh3_64(key)
 }
 
-fn shard_of(hash: u64) -> usize {
+/// The shard a key's hash belongs to.
+pub fn shard_of(hash: u64) -> usize {
     (hash >> (64 - SHARD_BITS)) as usize
 }
 
@@ -121,24 +122,25 @@ impl KeyDir {
     /// Points the key at `loc`, returning the location it replaced.
     /// `is_key(existing)` must say whether a record at `existing` holds the
     /// same key (it is called only for fingerprint matches).
-    pub fn insert(&self, hash: u64, loc: Loc, mut is_key: impl FnMut(Loc) -> bool) -> Option<Loc> {
-        let fp = fingerprint(hash);
-        let th = table_hash(fp);
-        let mut shard = self.shards[shard_of(hash)].write();
-        if let Some(slot) = shard.find_mut(th, |s| s.fp == fp && is_key(s.loc)) {
-            return Some(std::mem::replace(&mut slot.loc, loc));
-        }
-        shard.insert_unique(th, Slot { fp, loc }, |s| table_hash(s.fp));
-        None
+    pub fn insert(&self, hash: u64, loc: Loc, is_key: impl FnMut(Loc) -> bool) -> Option<Loc> {
+        insert_in(&mut self.shards[shard_of(hash)].write(), hash, loc, is_key)
     }
 
     /// Removes the key, returning where its record was.
-    pub fn remove(&self, hash: u64, mut is_key: impl FnMut(Loc) -> bool) -> Option<Loc> {
-        let fp = fingerprint(hash);
-        let mut shard = self.shards[shard_of(hash)].write();
-        match shard.find_entry(table_hash(fp), |s| s.fp == fp && is_key(s.loc)) {
-            Ok(entry) => Some(entry.remove().0.loc),
-            Err(_) => None,
+    pub fn remove(&self, hash: u64, is_key: impl FnMut(Loc) -> bool) -> Option<Loc> {
+        remove_in(&mut self.shards[shard_of(hash)].write(), hash, is_key)
+    }
+
+    /// Holds shard `shard` for filling while the index is built at open,
+    /// with room for `additional` more entries: the inserts then take no
+    /// lock each and never grow the table.
+    pub fn fill_shard(&self, shard: usize, additional: usize) -> ShardFill<'_> {
+        let mut table = self.shards[shard].write();
+        table.reserve(additional, |s| table_hash(s.fp));
+        ShardFill {
+            shard,
+            table,
+            expiries: &self.expiries,
         }
     }
 
@@ -200,6 +202,82 @@ impl KeyDir {
                 f(slot.loc);
             }
         }
+    }
+}
+
+fn insert_in(
+    table: &mut HashTable<Slot>,
+    hash: u64,
+    loc: Loc,
+    mut is_key: impl FnMut(Loc) -> bool,
+) -> Option<Loc> {
+    let fp = fingerprint(hash);
+    let th = table_hash(fp);
+    if let Some(slot) = table.find_mut(th, |s| s.fp == fp && is_key(s.loc)) {
+        return Some(std::mem::replace(&mut slot.loc, loc));
+    }
+    table.insert_unique(th, Slot { fp, loc }, |s| table_hash(s.fp));
+    None
+}
+
+fn remove_in(
+    table: &mut HashTable<Slot>,
+    hash: u64,
+    mut is_key: impl FnMut(Loc) -> bool,
+) -> Option<Loc> {
+    let fp = fingerprint(hash);
+    match table.find_entry(table_hash(fp), |s| s.fp == fp && is_key(s.loc)) {
+        Ok(entry) => Some(entry.remove().0.loc),
+        Err(_) => None,
+    }
+}
+
+/// Where index changes go: the keydir itself (each change takes its
+/// shard's lock), or one shard held by [`KeyDir::fill_shard`].
+pub trait Slots {
+    /// As [`KeyDir::insert`].
+    fn insert(&mut self, hash: u64, loc: Loc, is_key: &mut dyn FnMut(Loc) -> bool) -> Option<Loc>;
+    /// As [`KeyDir::remove`].
+    fn remove(&mut self, hash: u64, is_key: &mut dyn FnMut(Loc) -> bool) -> Option<Loc>;
+    /// The side index of keys with an expiry.
+    fn expiries(&self) -> &ExpiryIndex;
+}
+
+impl Slots for &KeyDir {
+    fn insert(&mut self, hash: u64, loc: Loc, is_key: &mut dyn FnMut(Loc) -> bool) -> Option<Loc> {
+        KeyDir::insert(self, hash, loc, is_key)
+    }
+
+    fn remove(&mut self, hash: u64, is_key: &mut dyn FnMut(Loc) -> bool) -> Option<Loc> {
+        KeyDir::remove(self, hash, is_key)
+    }
+
+    fn expiries(&self) -> &ExpiryIndex {
+        &self.expiries
+    }
+}
+
+/// One shard held for writing while the index is built at open. Every
+/// hash given to it must belong to its shard ([`shard_of`]).
+pub struct ShardFill<'a> {
+    shard: usize,
+    table: RwLockWriteGuard<'a, HashTable<Slot>>,
+    expiries: &'a ExpiryIndex,
+}
+
+impl Slots for ShardFill<'_> {
+    fn insert(&mut self, hash: u64, loc: Loc, is_key: &mut dyn FnMut(Loc) -> bool) -> Option<Loc> {
+        debug_assert_eq!(shard_of(hash), self.shard);
+        insert_in(&mut self.table, hash, loc, is_key)
+    }
+
+    fn remove(&mut self, hash: u64, is_key: &mut dyn FnMut(Loc) -> bool) -> Option<Loc> {
+        debug_assert_eq!(shard_of(hash), self.shard);
+        remove_in(&mut self.table, hash, is_key)
+    }
+
+    fn expiries(&self) -> &ExpiryIndex {
+        self.expiries
     }
 }
 

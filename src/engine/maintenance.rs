@@ -1,5 +1,6 @@
 //! The maintenance thread: writes hint files for freshly sealed segments
-//! and runs compaction when the policy says so.
+//! and runs compaction when the policy says so. Also the hint of the
+//! active segment that a clean close writes.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -10,7 +11,7 @@ use parking_lot::{Condvar, Mutex};
 use super::compaction;
 use super::hint;
 use super::recovery::{scan, ScanMode};
-use super::segment::DataFile;
+use super::segment::{DataFile, FILE_HEADER_LEN};
 use super::Inner;
 
 #[derive(Default)]
@@ -95,6 +96,44 @@ impl Inner {
         });
         if let Err(e) = result {
             tracing::error!(file = %file.path.display(), error = %e, "could not write hint file");
+        }
+    }
+
+    /// At a clean close, once everything is durable and the background
+    /// threads are stopped: writes the hint of the active segment (with the
+    /// crc32 of the bytes it covers), so that the next open need not scan
+    /// it. Best effort: without it the next open scans, as after a crash.
+    /// The bytes are durable before the hint names them (the caller
+    /// flushed), and the hint itself is written by rename.
+    pub(crate) fn write_active_hint(&self) {
+        let _guard = self.compaction.lock();
+        let st = self.writer.state.lock();
+        let len = st.len;
+        let unchanged = st.hinted_len == Some(len);
+        if st.poisoned.is_some() || st.durable_len() != len || len <= FILE_HEADER_LEN || unchanged {
+            return;
+        }
+        let file = st.active.clone();
+        drop(st);
+        let data = file.tail_from(0);
+        if data.len() as u64 != len {
+            return;
+        }
+        let mut entries = Vec::new();
+        // A replica may close with a shipped batch whose commit has not
+        // arrived: the segment then ends inside a batch and gets no hint.
+        if let Err(e) = scan(&file, ScanMode::Strict, |e| entries.push(e)) {
+            tracing::info!(file = %file.path.display(), error = %e, "no hint for the active segment at close; the next open scans it");
+            return;
+        }
+        let name = file.kind.hint_name();
+        match hint::write_active(&self.dir, &name, len, crc32fast::hash(data), &entries) {
+            Ok(()) => {
+                tracing::debug!(hint = %name, entries = entries.len(), "wrote the hint of the active segment")
+            }
+            Err(e) => {
+                tracing::warn!(hint = %name, error = %e, "could not write the hint of the active segment; the next open scans it")
+            }
         }
     }
 

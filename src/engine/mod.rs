@@ -164,7 +164,9 @@ impl Engine {
         let FileKind::Segment { base } = active.kind else {
             unreachable!("the active file is a segment")
         };
+        let hinted_len = rec.active_from_hint.then(|| active.readable_len());
         let writer = Writer::new(active, rec.active_file, base, rec.epochs);
+        writer.state.lock().hinted_len = hinted_len;
         let inner = Arc::new(Inner {
             dir,
             options,
@@ -182,6 +184,7 @@ impl Engine {
         });
         inner.sweeper.set_active(inner.options.expiry.active);
         inner.stats.set_live(rec.live_bytes);
+        inner.stats.set_active_from_hint(rec.active_from_hint);
         let spawn = |name: &'static str, f: fn(&Inner)| {
             let inner = inner.clone();
             std::thread::Builder::new()
@@ -411,6 +414,11 @@ impl Handle {
         self.inner.sweeper.stop();
         for t in self.threads.lock().drain(..) {
             let _ = t.join();
+        }
+        // Only a close that made everything durable leaves a hint for the
+        // next open (the second call, from drop, finds the engine closed).
+        if flushed.is_ok() {
+            self.inner.write_active_hint();
         }
         match flushed {
             Err(Error::Closed) => Ok(()),

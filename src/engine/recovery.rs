@@ -3,6 +3,18 @@
 //! and from the records elsewhere, and cut a torn tail off the active
 //! segment.
 //!
+//! The active segment is indexed from its hint only when a clean close
+//! wrote that hint for exactly the bytes the segment holds now (length and
+//! crc32 of the whole file): anything a crash can leave behind (a segment
+//! that grew, was cut or rewritten, a torn hint) fails that check, and the
+//! segment is scanned as after any crash.
+//!
+//! The keydir is filled file by file, in log order. Within a file the
+//! entries are split by keydir shard (a key lives in one shard, and entries
+//! of different keys never interact), and each shard is filled under one
+//! lock with its room reserved, while its table is in cache; a large file
+//! is filled by several threads, each owning a set of shards.
+//!
 //! Rules (docs/FORMAT.md, "Crash safety, step by step", says the same):
 //! - A record that is incomplete, or damaged with nothing valid after it,
 //!   at the end of the *active* segment is a torn write: the segment is cut
@@ -22,9 +34,10 @@ use arc_swap::ArcSwap;
 
 use super::epochs::{EpochHistory, TailCut};
 use super::error::{Error, IoContext, Result};
+use super::expiries::ExpiryIndex;
 use super::files::FileTable;
 use super::hint::{self, HintEntry};
-use super::keydir::{hash_key, KeyDir, Loc};
+use super::keydir::{hash_key, shard_of, KeyDir, Loc, Slots, SHARDS};
 use super::manifest::Manifest;
 use super::options::Options;
 use super::record::{self, Kind};
@@ -44,6 +57,9 @@ pub struct Recovered {
     pub epochs: EpochHistory,
     /// Tails this open cut off the log (already in `epochs`).
     pub cuts: Vec<TailCut>,
+    /// Whether the active segment was indexed from the hint its last clean
+    /// close wrote (otherwise it was scanned).
+    pub active_from_hint: bool,
 }
 
 /// How a scan treats a bad record.
@@ -156,6 +172,18 @@ pub fn apply_entry(
     file: u32,
     e: HintEntry,
 ) -> i64 {
+    apply_entry_to(&mut &*keydir, table, current, file, e)
+}
+
+/// [`apply_entry`] into any [`Slots`]: the keydir, or one shard held while
+/// the index is filled at open.
+fn apply_entry_to(
+    slots: &mut impl Slots,
+    table: &FileTable,
+    current: Option<&ArcSwap<FileTable>>,
+    file: u32,
+    e: HintEntry,
+) -> i64 {
     let loc = Loc {
         file,
         pos: e.pos,
@@ -181,38 +209,117 @@ pub fn apply_entry(
         _ => same_in(table, other),
     };
     let (added, old) = match e.kind {
-        Kind::Put => (i64::from(e.len), keydir.insert(e.hash, loc, &mut same_key)),
-        Kind::Delete | Kind::Commit => (0, keydir.remove(e.hash, &mut same_key)),
+        Kind::Put => (i64::from(e.len), slots.insert(e.hash, loc, &mut same_key)),
+        Kind::Delete | Kind::Commit => (0, slots.remove(e.hash, &mut same_key)),
     };
-    update_expiries(keydir, e.hash, old.and(replaced_expiry), e.expires_at);
+    update_expiries(
+        slots.expiries(),
+        e.hash,
+        old.and(replaced_expiry),
+        e.expires_at,
+    );
     added - old.map_or(0, |o| i64::from(o.len))
 }
 
 /// Keeps the expiry index in step with one keydir change: the replaced
 /// record's entry goes, the new record's comes.
 pub(crate) fn update_expiries(
-    keydir: &KeyDir,
+    expiries: &ExpiryIndex,
     hash: u64,
     replaced: Option<u64>,
     added: Option<u64>,
 ) {
     if let Some(at) = replaced {
-        keydir.expiries.remove(hash, at);
+        expiries.remove(hash, at);
     }
     if let Some(at) = added {
-        keydir.expiries.add(hash, at);
+        expiries.add(hash, at);
     }
 }
 
-/// Indexes one sealed or merged file: from its hint when that is valid,
-/// otherwise by a strict scan, after which the hint is (re)written.
-fn index_sealed(
-    dir: &Path,
-    file: &Arc<DataFile>,
-    table: &FileTable,
+/// Entries from which a file is filled on more than one thread: below it,
+/// starting threads costs more than it saves.
+const PARALLEL_FROM: usize = 64 * 1024;
+/// Most threads that fill the keydir at open.
+const MAX_FILL_THREADS: usize = 4;
+
+/// Applies one file's committed entries, in file order per key, to the
+/// keydir; returns the change in live bytes. Nothing else may use the
+/// keydir meanwhile (it is being built).
+fn apply_file(keydir: &KeyDir, table: &FileTable, file: u32, entries: &[HintEntry]) -> i64 {
+    let threads = if entries.len() < PARALLEL_FROM {
+        1
+    } else {
+        std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .clamp(1, MAX_FILL_THREADS)
+    };
+    if threads == 1 {
+        return fill_shards(keydir, table, file, entries, 0, 1);
+    }
+    std::thread::scope(|s| {
+        let mut live = 0;
+        let mut others = Vec::new();
+        for part in 1..threads {
+            let fill = move || fill_shards(keydir, table, file, entries, part, threads);
+            match open_thread().spawn_scoped(s, fill) {
+                Ok(t) => others.push(t),
+                // No thread to be had: this one fills that part as well.
+                Err(_) => live += fill_shards(keydir, table, file, entries, part, threads),
+            }
+        }
+        live += fill_shards(keydir, table, file, entries, 0, threads);
+        for t in others {
+            live += t.join().expect("a keydir fill thread panicked");
+        }
+        live
+    })
+}
+
+/// A helper thread of open (it ends before open returns).
+fn open_thread() -> std::thread::Builder {
+    std::thread::Builder::new().name("kvstore-open".into())
+}
+
+/// Fills the shards `s` with `s % of == part` from `entries`: first splits
+/// them by shard (keeping their order), then fills each shard under one
+/// lock, with room reserved for its puts.
+fn fill_shards(
     keydir: &KeyDir,
-    live: &mut i64,
-) -> Result<u32> {
+    table: &FileTable,
+    file: u32,
+    entries: &[HintEntry],
+    part: usize,
+    of: usize,
+) -> i64 {
+    let share = entries.len() / SHARDS + entries.len() / (4 * SHARDS) + 1;
+    let mut by_shard: Vec<Vec<HintEntry>> = (0..SHARDS)
+        .map(|s| Vec::with_capacity(if s % of == part { share } else { 0 }))
+        .collect();
+    for e in entries {
+        let s = shard_of(e.hash);
+        if s % of == part {
+            by_shard[s].push(*e);
+        }
+    }
+    let mut live = 0;
+    for (shard, list) in by_shard.iter().enumerate() {
+        if list.is_empty() {
+            continue;
+        }
+        let puts = list.iter().filter(|e| e.kind == Kind::Put).count();
+        let mut slots = keydir.fill_shard(shard, puts);
+        for &e in list {
+            live += apply_entry_to(&mut slots, table, None, file, e);
+        }
+    }
+    live
+}
+
+/// The entries of one sealed or merged file, and the newest epoch seen
+/// (0 when they come from the hint): from its hint when that is valid,
+/// otherwise by a strict scan, after which the hint is (re)written.
+fn sealed_entries(dir: &Path, file: &Arc<DataFile>) -> Result<(Vec<HintEntry>, u32)> {
     let hint_name = file.kind.hint_name();
     let data_len = file.readable_len();
     let from_hint = match fs::read(dir.join(&hint_name)) {
@@ -226,18 +333,57 @@ fn index_sealed(
         Err(_) => None,
     };
     if let Some(entries) = from_hint {
-        for e in entries {
-            *live += apply_entry(keydir, table, None, file.id, e);
-        }
-        return Ok(0);
+        return Ok((entries, 0));
     }
     let mut entries = Vec::new();
     let end = scan(file, ScanMode::Strict, |e| entries.push(e))?;
-    for &e in &entries {
-        *live += apply_entry(keydir, table, None, file.id, e);
-    }
     hint::write(dir, &hint_name, data_len, &entries)?;
-    Ok(end.max_epoch)
+    Ok((entries, end.max_epoch))
+}
+
+/// Active segments from this length on have their checksum computed on a
+/// thread of its own while the hint is decoded.
+const PARALLEL_CRC_FROM: usize = 4 * 1024 * 1024;
+
+/// The entries of the active segment from the hint its last clean close
+/// wrote, if that hint describes the segment's bytes exactly as they are
+/// now (see [`hint::Hint::check_covers`]), and the epoch of its last
+/// record. `None`, with the reason logged, means: scan it.
+fn active_from_hint(dir: &Path, active: &DataFile) -> Option<(Vec<HintEntry>, u32)> {
+    let name = active.kind.hint_name();
+    let bytes = fs::read(dir.join(&name)).ok()?;
+    let data = active.tail_from(0);
+    let (decoded, crc) = if data.len() >= PARALLEL_CRC_FROM {
+        std::thread::scope(|s| {
+            let crc = open_thread().spawn_scoped(s, || crc32fast::hash(data));
+            let decoded = hint::decode_any(&bytes);
+            let crc = match crc {
+                Ok(t) => t.join().expect("the checksum thread panicked"),
+                Err(_) => crc32fast::hash(data),
+            };
+            (decoded, crc)
+        })
+    } else {
+        (hint::decode_any(&bytes), crc32fast::hash(data))
+    };
+    let decoded = match decoded {
+        Ok(decoded) => decoded,
+        Err(why) => {
+            tracing::warn!(hint = %name, %why, "ignoring a damaged hint of the active segment; scanning the segment");
+            return None;
+        }
+    };
+    if let Err(why) = decoded.check_covers(data.len() as u64, crc) {
+        tracing::info!(hint = %name, %why, "the active segment changed since the clean close that wrote its hint; scanning the segment");
+        return None;
+    }
+    // Epochs never decrease along the log: the last record has the newest.
+    let epoch = decoded.entries.last().map_or(0, |e| {
+        let at = active.slice(u64::from(e.pos), record::HEADER_LEN.min(e.len as usize));
+        at.and_then(|h| record::decode_header(h).ok().flatten())
+            .map_or(0, |h| h.epoch)
+    });
+    Some((decoded.entries, epoch))
 }
 
 /// Opens the data directory (already locked by the caller).
@@ -414,6 +560,7 @@ pub fn recover(dir: &Path, options: &Options, ids: &AtomicU32) -> Result<Recover
         max_epoch: index.max_epoch,
         epochs,
         cuts,
+        active_from_hint: index.active_from_hint,
     })
 }
 
@@ -447,11 +594,14 @@ pub struct Index {
     pub active_valid_len: u64,
     /// Length the active segment had before the scan.
     pub active_file_len: u64,
+    /// Whether the active segment was indexed from its hint.
+    pub active_from_hint: bool,
 }
 
 /// Builds the keydir from the merged generation and sealed segments (via
-/// their hints where valid) and a scan of the active segment, whose
-/// readable length is cut back to its valid prefix.
+/// their hints where valid) and the active segment: from the hint of its
+/// last clean close if that still describes it exactly, otherwise by a
+/// scan, after which its readable length is cut back to its valid prefix.
 pub fn build_index(dir: &Path, table: &FileTable) -> Result<Index> {
     let keydir = KeyDir::new();
     let mut live = 0i64;
@@ -463,22 +613,31 @@ pub fn build_index(dir: &Path, table: &FileTable) -> Result<Index> {
         .cloned()
         .collect();
     for file in &sealed {
-        max_epoch = max_epoch.max(index_sealed(dir, file, table, &keydir, &mut live)?);
+        let (entries, epoch) = sealed_entries(dir, file)?;
+        max_epoch = max_epoch.max(epoch);
+        live += apply_file(&keydir, table, file.id, &entries);
     }
     let active = table.active().expect("a segment exists").clone();
-    let mut entries = Vec::new();
     let active_file_len = active.readable_len();
-    let end = scan(&active, ScanMode::TornTailAllowed, |e| entries.push(e))?;
-    active.set_readable_len(end.valid_len);
-    for e in entries {
-        live += apply_entry(&keydir, table, None, active.id, e);
-    }
+    let from_hint = active_from_hint(dir, &active);
+    let active_from_hint = from_hint.is_some();
+    let (entries, valid_len, epoch) = match from_hint {
+        Some((entries, epoch)) => (entries, active_file_len, epoch),
+        None => {
+            let mut entries = Vec::new();
+            let end = scan(&active, ScanMode::TornTailAllowed, |e| entries.push(e))?;
+            active.set_readable_len(end.valid_len);
+            (entries, end.valid_len, end.max_epoch)
+        }
+    };
+    live += apply_file(&keydir, table, active.id, &entries);
     Ok(Index {
         keydir,
         live_bytes: u64::try_from(live).unwrap_or(0),
-        max_epoch: max_epoch.max(end.max_epoch),
-        active_valid_len: end.valid_len,
+        max_epoch: max_epoch.max(epoch),
+        active_valid_len: valid_len,
         active_file_len,
+        active_from_hint,
     })
 }
 

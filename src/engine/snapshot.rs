@@ -167,6 +167,7 @@ impl Engine {
         inner.files.store(Arc::new(rec.table));
         inner.keydir.store(Arc::new(rec.keydir));
         inner.stats.set_live(rec.live_bytes);
+        inner.stats.set_active_from_hint(rec.active_from_hint);
         st.reset_active(active, rec.active_file, base);
         st.clear_batches();
         st.set_epochs(history);

@@ -69,6 +69,10 @@ pub struct Stats {
     /// Times the engine resumed writes on its own after a failed write or
     /// fsync (since this process started).
     pub resumes: u64,
+    /// Whether the last open indexed the active segment from the hint the
+    /// clean close before it wrote (false: it scanned the segment, as after
+    /// a crash).
+    pub active_from_hint: bool,
 }
 
 impl Stats {
@@ -95,6 +99,7 @@ pub(crate) struct Counters {
     live_bytes: AtomicI64,
     poisoned: AtomicBool,
     resumes: AtomicU64,
+    active_from_hint: AtomicBool,
 }
 
 impl Counters {
@@ -150,6 +155,11 @@ impl Counters {
         self.poisoned.store(true, Relaxed);
     }
 
+    /// How the last open (or snapshot install) indexed the active segment.
+    pub fn set_active_from_hint(&self, from_hint: bool) {
+        self.active_from_hint.store(from_hint, Relaxed);
+    }
+
     pub fn count_resume(&self) {
         self.resumes.fetch_add(1, Relaxed);
     }
@@ -167,5 +177,6 @@ impl Counters {
         s.expiry_sweep_seconds = self.sweep_nanos.load(Relaxed) as f64 / 1e9;
         s.live_bytes = self.live();
         s.resumes = self.resumes.load(Relaxed);
+        s.active_from_hint = self.active_from_hint.load(Relaxed);
     }
 }

@@ -109,6 +109,11 @@ pub(crate) struct WriterState {
     /// Whether the writer seals segments by size on its own (a master);
     /// a replica's segment boundaries come from its master.
     pub auto_roll: bool,
+    /// The length of the active segment that its hint on disk describes,
+    /// when open indexed the segment from that hint and the segment has
+    /// not been replaced since: a close at that length has nothing new to
+    /// write.
+    pub(crate) hinted_len: Option<u64>,
 }
 
 impl WriterState {
@@ -161,6 +166,7 @@ impl WriterState {
         self.buf_pos = len;
         self.buf.clear();
         self.inflight = Arc::default();
+        self.hinted_len = None;
     }
 
     /// Forgets records not yet in the keydir (after a truncation).
@@ -243,6 +249,7 @@ impl Writer {
             epoch: epochs.current(),
             epochs,
             auto_roll: true,
+            hinted_len: None,
         };
         let progress = Progress {
             durable: state.durable_end(),
@@ -554,7 +561,12 @@ impl Inner {
             Kind::Put => keydir.insert(op.hash, op.loc, same),
             _ => keydir.remove(op.hash, same),
         };
-        update_expiries(&keydir, op.hash, old.and(replaced_expiry), op.expires_at);
+        update_expiries(
+            &keydir.expiries,
+            op.hash,
+            old.and(replaced_expiry),
+            op.expires_at,
+        );
         let added = if op.kind == Kind::Put {
             i64::from(op.loc.len)
         } else {

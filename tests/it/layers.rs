@@ -5,7 +5,6 @@
 //! are not imports.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -13,18 +12,7 @@ fn repo() -> &'static Path {
 
 /// Runs the script on `src`; returns whether it passed and what it said.
 fn check(src: &Path) -> (bool, String) {
-    let out = Command::new("python3")
-        .arg(repo().join("scripts/check-layers.py"))
-        .arg("--src")
-        .arg(src)
-        .output()
-        .expect("run python3 scripts/check-layers.py");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+    crate::common::run_python_script("check-layers.py", &[Path::new("--src"), src])
 }
 
 fn copy_tree(from: &Path, to: &Path) {

@@ -6,8 +6,10 @@
 
 mod common;
 
+mod active_hint;
 mod backup;
 mod chaos;
+mod charts;
 mod cli;
 mod cluster;
 mod compaction;

@@ -22,9 +22,9 @@ use crate::common::copy_data_dir;
 type Model = BTreeMap<Vec<u8>, Vec<u8>>;
 
 const SMALL_SEGMENT: u64 = 4096;
-const LARGE_SEGMENT: u64 = 1024 * 1024 * 1024;
+pub(crate) const LARGE_SEGMENT: u64 = 1024 * 1024 * 1024;
 
-fn options(segment_max_bytes: u64) -> Options {
+pub(crate) fn options(segment_max_bytes: u64) -> Options {
     Options {
         segment_max_bytes,
         compaction: CompactionPolicy {

@@ -19,10 +19,14 @@ mod workload;
 #[path = "../../common/kvstore_db.rs"]
 mod kvstore_db;
 
+#[path = "../../common/machine.rs"]
+mod machine;
+
 mod fjall_db;
 mod redb_db;
 mod sled_db;
 
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 use report::Results;
@@ -54,6 +58,8 @@ fn main() {
         cfg.sync_cap.as_secs(),
         cfg.dir.display()
     );
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    machine::print(&repo);
     let exe = std::env::current_exe().expect("current_exe");
     let mut columns = Vec::new();
     for store in &stores {
@@ -69,6 +75,7 @@ fn main() {
         columns.push((store.clone(), parse(&String::from_utf8_lossy(&out.stdout))));
     }
     print!("{}", report::table(&columns));
+    machine::print(&repo);
 }
 
 fn run_store(name: &str, cfg: &Config) -> Results {

@@ -42,6 +42,22 @@ pub fn repo_root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// Runs `python3 scripts/SCRIPT ARGS...` from the repository: whether it
+/// succeeded, and its stdout then stderr.
+pub fn run_python_script<S: AsRef<std::ffi::OsStr>>(script: &str, args: &[S]) -> (bool, String) {
+    let out = Command::new("python3")
+        .arg(repo_root().join("scripts").join(script))
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("run python3 scripts/{script}: {e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
 /// A program of the repository's virtualenv, `.venv/bin/NAME`, which
 /// `make deps` (scripts/setup.sh) fills. Panics with that hint when it is
 /// missing: a test never skips for want of a tool.
