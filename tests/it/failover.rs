@@ -336,15 +336,13 @@ fn a_master_stopped_past_its_lease_sends_no_ok_the_new_master_lacks() {
 #[test]
 fn a_master_stopped_past_its_lease_fences_itself_in_async_mode() {
     let stopped = stop_the_master_past_its_lease(&["--replication-mode", "async"]);
-    let first = stopped.after.first().expect("an answer after SIGCONT");
-    assert_ne!(
-        first,
-        &Ok(Response::Ok),
-        "the stale master acknowledged a write after its lease ran out: {:?}",
-        stopped.after
-    );
+    assert!(!stopped.after.is_empty(), "no answer after SIGCONT");
+    // The first answer may be the write in flight at SIGSTOP: if the stop
+    // fell between its last fence check and the socket write, its OK goes
+    // out on SIGCONT (FAILOVER.md, "The window no check closes"). Every
+    // later write is checked against the expired fence.
     assert!(
-        !stopped.after.contains(&Ok(Response::Ok)),
+        !stopped.after[1..].contains(&Ok(Response::Ok)),
         "the stale master acknowledged writes after its lease ran out: {:?}",
         stopped.after
     );
