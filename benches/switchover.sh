@@ -14,7 +14,8 @@
 # -> first ack after, as the writer saw them). At the end every
 # acknowledged key is read back from the final master: any missing one is
 # an acknowledged write lost. Prints each sample, p50/p99/max, the losses,
-# the machine, its load average and the date.
+# the machine, its load average, the date and the commit at the start and
+# the end (benches/bench-env.sh).
 #
 # Bounded: each switchover gives up after ROUND_TIMEOUT s (default 60) and
 # the script fails; the writer stops after the last round or MAX_SECONDS.
@@ -62,6 +63,9 @@ fail() {
 
 # shellcheck source=benches/etcd.sh
 . "$(dirname "$0")/etcd.sh"
+# shellcheck source=benches/bench-env.sh
+. "$(dirname "$0")/bench-env.sh"
+bench_env
 start_etcd
 
 for i in 0 1 2; do
@@ -197,6 +201,4 @@ print(f"acknowledged writes: {len(acks)}, lost: {lost}")
 if lost:
     sys.exit(1)
 EOF
-echo "machine: $(uname -srm), $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
-echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+bench_env
