@@ -1,6 +1,7 @@
 //! Planned switchover (`kvstore switchover`, SIGTERM of a master; src/node/ha/switchover.rs)
-//! with real etcd and real kvstore processes, and once with the
-//! Kubernetes API stand-in (tests/it/common/kube_standin.rs): the master
+//! with real etcd and real kvstore processes, and with the Kubernetes API
+//! stand-in (tests/it/common/kube_standin.rs) for the switchover under
+//! load and a plain hand-over of the Lease: the master
 //! pauses writes, lets its successor catch up, names it and resigns; no
 //! write it acknowledged is lost; the successor takes the seat in a higher
 //! epoch long before the old lease could have run out; a successor that
@@ -68,17 +69,18 @@ fn without_a_coordinator_switchover_is_refused_with_what_to_do_instead() {
 mod etcd {
     use super::*;
     use crate::common::etcd::EtcdCluster;
+    use crate::common::failover::Coord;
     use crate::failover::{
-        assert_holds_all, node_args, one_master, repl_of, role_of, start_node, wait_acked,
-        wait_in_sync, wait_one_master, writer, Acked, ELECTION_DEADLINE,
+        assert_holds_all, node_args, one_master, repl_of, role_of, wait_acked, wait_in_sync,
+        wait_one_master, writer, Acked, ELECTION_DEADLINE,
     };
 
     const SYNC: [&str; 4] = ["--replication-mode", "sync", "--min-acks", "1"];
 
     /// Three nodes with `mode`'s flags (in sync mode, every one in the
     /// in-sync set); the master's index and epoch.
-    fn three(etcd: &EtcdCluster, mode: &[&str]) -> (Vec<Server>, usize, u64) {
-        let nodes: Vec<Server> = (0..3).map(|i| start_node(etcd, i, mode)).collect();
+    fn three(coord: &Coord, mode: &[&str]) -> (Vec<Server>, usize, u64) {
+        let nodes: Vec<Server> = (0..3).map(|i| coord.start_node(i, mode)).collect();
         let (m, epoch) = wait_one_master(&nodes.iter().collect::<Vec<_>>());
         if mode.contains(&"sync") {
             wait_in_sync(nodes[m].addr, 3);
@@ -115,7 +117,14 @@ mod etcd {
 
     #[test]
     fn a_switchover_under_sync_writes_loses_no_acknowledged_write() {
-        switchover_under_load(&SYNC);
+        switchover_under_load(&Coord::etcd(1), &SYNC);
+    }
+
+    /// The same through the Kubernetes API stand-in's Lease.
+    #[cfg(feature = "kubernetes")]
+    #[test]
+    fn a_switchover_on_the_lease_api_under_sync_writes_loses_no_acknowledged_write() {
+        switchover_under_load(&Coord::kube(), &SYNC);
     }
 
     /// Async mode has no in-sync set: only the catch-up keeps the master's
@@ -124,8 +133,8 @@ mod etcd {
     /// once the master paused for the switchover: it must be waited for.
     #[test]
     fn a_lagging_successor_is_waited_for_before_the_seat_is_handed_over() {
-        let etcd = EtcdCluster::start(1);
-        let (nodes, m, _) = three(&etcd, &["--replication-mode", "async"]);
+        let coord = Coord::etcd(1);
+        let (nodes, m, _) = three(&coord, &["--replication-mode", "async"]);
         let target = (m + 1) % 3;
         let master = nodes[m].addr;
         crate::common::replication::signal(&nodes[target], Signal::SIGSTOP);
@@ -160,9 +169,8 @@ mod etcd {
         assert_holds_all(nodes[target].addr, &keys, "on the successor");
     }
 
-    fn switchover_under_load(mode: &[&str]) {
-        let etcd = EtcdCluster::start(1);
-        let (nodes, m, epoch) = three(&etcd, mode);
+    fn switchover_under_load(coord: &Coord, mode: &[&str]) {
+        let (nodes, m, epoch) = three(coord, mode);
         let load = start_writer(&nodes);
         wait_acked(
             &load.0,
@@ -196,8 +204,8 @@ mod etcd {
 
     #[test]
     fn to_picks_the_named_node_and_refuses_one_that_cannot_take_the_seat() {
-        let etcd = EtcdCluster::start(1);
-        let (nodes, m, epoch) = three(&etcd, &SYNC);
+        let coord = Coord::etcd(1);
+        let (nodes, m, epoch) = three(&coord, &SYNC);
         let master = nodes[m].addr;
 
         let why = refused(&cli(master, &["switchover", "--to", "n9"]));
@@ -304,8 +312,8 @@ mod etcd {
 
     #[test]
     fn a_named_successor_that_dies_does_not_stall_the_cluster() {
-        let etcd = EtcdCluster::start(1);
-        let (mut nodes, m, epoch) = three(&etcd, &SYNC);
+        let coord = Coord::etcd(1);
+        let (mut nodes, m, epoch) = three(&coord, &SYNC);
         let target = (m + 1) % 3;
         // Idle and caught up, then stopped: it still counts as caught up
         // and connected, so it is named, but it cannot take the seat.
