@@ -78,6 +78,18 @@ pub const SYNCED_1W: Metric = metric(
     Unit::OpsPerSec,
     Better::Higher,
 );
+pub const BARE_SYNC_1W: Metric = metric(
+    "bare_sync_1w",
+    "bare 128 B append + fdatasync",
+    Unit::OpsPerSec,
+    Better::Higher,
+);
+pub const SYNCED_VS_BARE: Metric = metric(
+    "synced_vs_bare",
+    "synced puts, 1 writer / bare",
+    Unit::Ratio,
+    Better::Higher,
+);
 pub const SYNCED_64W: Metric = metric(
     "synced_64w",
     "synced puts, 64 writers",
@@ -166,6 +178,8 @@ pub const METRICS: &[Metric] = &[
     GETS_1T_CPU,
     GETS_2T,
     SYNCED_1W,
+    BARE_SYNC_1W,
+    SYNCED_VS_BARE,
     SYNCED_64W,
     SYNCED_SCALE,
     PUTS_PER_FSYNC_64W,
@@ -204,7 +218,7 @@ pub fn format_value(unit: Unit, v: f64) -> String {
         }
         Unit::Bytes => format!("{:.1} MiB", v / (1024.0 * 1024.0)),
         Unit::BytesPerKey => format!("{v:.1} B"),
-        Unit::Ratio => format!("{v:.1}x"),
+        Unit::Ratio => format!("{v:.2}x"),
         Unit::Count => format!("{v:.0}"),
     }
 }

@@ -322,6 +322,11 @@ pub fn run<D: Db>(name: &str, cfg: &Config) -> Results {
     let next = AtomicU64::new(0);
     let round_cap = cfg.sync_cap / SYNC_ROUNDS as u32;
     let (mut ops_1, mut secs_1, mut ops_64, mut secs_64) = (0u64, 0f64, 0u64, 0f64);
+    // The disk's own limit for one writer, in the same rounds: a bare
+    // append of 128 bytes (about one record) and fdatasync, in a file
+    // beside the store's directory on the same file system.
+    let bare_path = root.join("bare.log");
+    let (mut ops_bare, mut secs_bare) = (0u64, 0f64);
     let mut fsyncs_64 = Some(0u64);
     for _ in 0..SYNC_ROUNDS {
         let start = next.load(Ordering::Relaxed);
@@ -329,6 +334,9 @@ pub fn run<D: Db>(name: &str, cfg: &Config) -> Results {
         let (ops, secs) = synced(&db, &values, &next, 1, start + quota, round_cap);
         ops_1 += ops;
         secs_1 += secs;
+        let (ops, secs) = bare_appends(&bare_path, quota, round_cap);
+        ops_bare += ops;
+        secs_bare += secs;
 
         let before = db.fsyncs();
         let start = next.load(Ordering::Relaxed);
@@ -349,8 +357,16 @@ pub fn run<D: Db>(name: &str, cfg: &Config) -> Results {
         name,
         &format!("{ops_64} synced puts, {WRITERS} writers: {secs_64:.2} s"),
     );
+    progress(
+        name,
+        &format!("{ops_bare} bare 128 B appends + fdatasync: {secs_bare:.2} s"),
+    );
+    let _ = std::fs::remove_file(&bare_path);
     let (rate_1, rate_64) = (ops_1 as f64 / secs_1, ops_64 as f64 / secs_64);
+    let rate_bare = ops_bare as f64 / secs_bare;
     out.push((SYNCED_1W.id, rate_1));
+    out.push((BARE_SYNC_1W.id, rate_bare));
+    out.push((SYNCED_VS_BARE.id, rate_1 / rate_bare));
     out.push((SYNCED_1W_OPS.id, ops_1 as f64));
     out.push((SYNCED_64W.id, rate_64));
     out.push((SYNCED_64W_OPS.id, ops_64 as f64));
@@ -429,6 +445,26 @@ fn load_average() -> String {
 
 /// Synced puts from `writers` threads that take key numbers from `next`
 /// until it reaches `end` or `cap` has passed. Returns (ops, seconds).
+/// Appends 128-byte records to `path`, each followed by fdatasync, one at
+/// a time, until `quota` or `cap`; returns (appends, seconds).
+fn bare_appends(path: &Path, quota: u64, cap: Duration) -> (u64, f64) {
+    use std::io::Write;
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .expect("open the bare append file");
+    let record = [0x5au8; 128];
+    let started = Instant::now();
+    let mut ops = 0;
+    while ops < quota && started.elapsed() < cap {
+        file.write_all(&record).expect("append");
+        file.sync_data().expect("fdatasync");
+        ops += 1;
+    }
+    (ops, started.elapsed().as_secs_f64())
+}
+
 fn synced<D: Db>(
     db: &D,
     values: &Values,

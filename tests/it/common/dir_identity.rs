@@ -217,13 +217,14 @@ pub fn emptied_replica_is_not_elected(backend: &dyn Backend) {
         "the emptied node listed again with its new directory",
         || (listed_dir(backend, r).as_deref() == Some(new_dir.as_str())).then_some(()),
     );
-    assert!(
+    // The master logs the replacement once the coordinator answered its
+    // CAS, which can be after the record is visible there.
+    wait_for(ELECTION_DEADLINE, "the master to log the replacement", || {
         nodes[m]
             .logs()
-            .contains("nodes back on another data directory are listed with it now"),
-        "{}",
-        nodes[m].logs()
-    );
+            .contains("nodes back on another data directory are listed with it now")
+            .then_some(())
+    });
     assert_eq!(held(nodes[r].addr, &keys), WRITES, "the reseeded replica");
     wait_for(
         ELECTION_DEADLINE,
