@@ -219,12 +219,16 @@ pub fn emptied_replica_is_not_elected(backend: &dyn Backend) {
     );
     // The master logs the replacement once the coordinator answered its
     // CAS, which can be after the record is visible there.
-    wait_for(ELECTION_DEADLINE, "the master to log the replacement", || {
-        nodes[m]
-            .logs()
-            .contains("nodes back on another data directory are listed with it now")
-            .then_some(())
-    });
+    wait_for(
+        ELECTION_DEADLINE,
+        "the master to log the replacement",
+        || {
+            nodes[m]
+                .logs()
+                .contains("nodes back on another data directory are listed with it now")
+                .then_some(())
+        },
+    );
     assert_eq!(held(nodes[r].addr, &keys), WRITES, "the reseeded replica");
     wait_for(
         ELECTION_DEADLINE,
