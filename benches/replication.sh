@@ -13,6 +13,11 @@
 #    -c50 -P16; meanwhile repl_lag_sampler.py writes a probe key to the
 #    master every 20 ms and polls both replicas (GET, RESP) until it
 #    appears. Prints lag p50/p99/max per replica.
+# 4. Master CPU per write (printed before part 3): a master alone, then
+#    with two async replicas, all `never` (so the figure is CPU, not
+#    fsync), SET -c50 -P16 -n CPU_N; the master's user + system CPU
+#    seconds from /proc/PID/stat across the load, per write, and the ratio
+#    with 2 / alone of the same round; CPU_ROUNDS rounds.
 # 3. Catch-up (skipped with CATCHUP_MB=0): a replica stopped while
 #    CATCHUP_MB of log is written, then restarted (partial resync); MB/s
 #    until it holds the master's end, next to `dd` reading a segment.
@@ -33,6 +38,8 @@ BIN=${KVSTORE_BIN:-target/release/kvstore}
 N_C1=${N_C1:-20000}
 N=${N:-500000}
 LAG_N=${LAG_N:-1000000}
+CPU_N=${CPU_N:-500000}
+CPU_ROUNDS=${CPU_ROUNDS:-3}
 RUN_TIMEOUT=${RUN_TIMEOUT:-120}
 CATCHUP_MB=${CATCHUP_MB:-1024}
 [ -x "$BIN" ] || { echo "error: $BIN not built (cargo build --release)" >&2; exit 1; }
@@ -180,6 +187,33 @@ for line in rows:
         samples = max(samples, int(m[1]))
 print(" | ".join(cells + ["?"] * (2 - len(cells))) + f" | {samples}")' "$WORK/lag.txt")
   printf '| %s | SET -c%s -P%s (%.0f SET/s) | %s |\n' "$dur" "$c" "$p" "${r:-0}" "$cells"
+done
+echo
+
+echo "## 4. Master CPU per write: alone against 2 async replicas, --durability never, SET -c50 -P16 -n $CPU_N"
+echo
+echo "| round | replicas | SET/s | master CPU s during the load | µs of master CPU per write | with 2 / alone |"
+echo "|---|---|---|---|---|---|"
+tck=$(getconf CLK_TCK)
+# The master's user + system CPU seconds so far (/proc/PID/stat, fields 14, 15).
+cpu_s() { awk -v t="$tck" '{ printf "%.3f", ($14 + $15) / t }' "/proc/$1/stat"; }
+for round in $(seq 1 "$CPU_ROUNDS"); do
+  alone=""
+  for replicas in 0 2; do
+    run=$((run + 1))
+    cluster "c$run" "$replicas" --durability never
+    mpid=$(eval echo "\$PID_mc$run")
+    before=$(cpu_s "$mpid")
+    read -r r _ _ < <(set_load "$M_RESP" 50 16 "$CPU_N") || true
+    after=$(cpu_s "$mpid")
+    stop "${NODES[@]}"
+    per=$(python3 -c "print(f'{($after - $before) / $CPU_N * 1e6:.2f}')")
+    ratio=""
+    [ "$replicas" = 2 ] && ratio=$(python3 -c "print(f'{$per / $alone:.2f}x')")
+    [ "$replicas" = 0 ] && alone=$per
+    printf '| %s | %s | %.0f | %.2f | %s | %s |\n' "$round" "$replicas" "${r:-0}" \
+      "$(python3 -c "print($after - $before)")" "$per" "$ratio"
+  done
 done
 echo
 bench_charts
