@@ -51,7 +51,8 @@ pub(super) async fn publish(node: &Node, ha: &Ha) {
 pub(super) async fn publish_loop(node: Arc<Node>, ha: Arc<Ha>) {
     let mut role = node.replication.watch_role();
     loop {
-        if node.replication.settings.mode == Mode::Sync {
+        // A master wrote the record itself, listing its own directory.
+        if node.replication.settings.mode == Mode::Sync && !node.replication.is_master() {
             ha.check_dir().await;
         }
         publish(&node, &ha).await;
@@ -117,6 +118,58 @@ fn ahead_of(me: &MemberState, members: &[MemberState]) -> Option<MemberState> {
     candidates.push(me.clone());
     let best = coordinator::most_advanced(&candidates)?;
     (best.node_id != me.node_id).then(|| best.clone())
+}
+
+/// What the coordinator shows about who could take this master's seat:
+/// the live members' states and, in sync mode, the published in-sync set.
+/// One rule for a planned switchover and for a poisoned master's release.
+pub(super) struct Seat {
+    members: Vec<MemberState>,
+    in_sync: Option<Vec<String>>,
+}
+
+impl Seat {
+    pub(super) async fn read(node: &Node, ha: &Ha) -> coordinator::Result<Seat> {
+        let members = ha.coordinator.members().await?;
+        let in_sync = match node.replication.settings.mode {
+            Mode::Sync => ha.coordinator.cluster().await?.map(|record| record.in_sync),
+            Mode::Async => None,
+        };
+        Ok(Seat { members, in_sync })
+    }
+
+    /// The live members' states, sorted by node id.
+    pub(super) fn members(&self) -> &[MemberState] {
+        &self.members
+    }
+
+    /// The client address member `id` publishes (empty when it has none).
+    pub(super) fn addr_of(&self, id: &str) -> String {
+        self.member(id).map(|m| m.addr.clone()).unwrap_or_default()
+    }
+
+    fn member(&self, id: &str) -> Option<&MemberState> {
+        self.members.iter().find(|m| m.node_id == id)
+    }
+
+    /// Why member `id` may not take the seat (`None`: it may): it must
+    /// have a live member state, may campaign, and in sync mode be in the
+    /// in-sync set.
+    pub(super) fn why_not(&self, id: &str) -> Option<String> {
+        let Some(member) = self.member(id) else {
+            return Some("it has no live member state in the coordinator".into());
+        };
+        if let Some(blocked) = &member.blocked {
+            return Some(format!("it may not campaign: {blocked}"));
+        }
+        match &self.in_sync {
+            Some(set) if !set.iter().any(|m| m == id) => Some(format!(
+                "it is not in the in-sync set ({}), so it may lack acknowledged writes",
+                set.join(", ")
+            )),
+            _ => None,
+        }
+    }
 }
 
 #[cfg(test)]

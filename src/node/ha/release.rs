@@ -16,9 +16,9 @@ use std::time::Duration;
 
 use tracing::{debug, warn};
 
+use super::members::Seat;
 use super::{Ha, Node};
 use crate::coordinator::Role;
-use crate::replication::Mode;
 
 /// How often it looks at the engine: one atomic read.
 const POLL: Duration = Duration::from_millis(100);
@@ -48,31 +48,17 @@ pub(super) async fn when_poisoned(node: Arc<Node>, ha: Arc<Ha>, epoch: u32) -> &
 
 /// A member that may win the seat if this node releases it.
 async fn successor(node: &Node, ha: &Ha) -> Option<String> {
-    let members = match ha.coordinator.members().await {
-        Ok(members) => members,
+    let seat = match Seat::read(node, ha).await {
+        Ok(seat) => seat,
         Err(e) => {
-            debug!("cannot list members: {e}");
+            debug!("cannot read the members and the in-sync set: {e}");
             return None;
         }
     };
-    let in_sync = if node.replication.settings.mode == Mode::Sync {
-        match ha.coordinator.cluster().await {
-            Ok(record) => record.map(|r| r.in_sync),
-            Err(e) => {
-                debug!("cannot read the in-sync set: {e}");
-                return None;
-            }
-        }
-    } else {
-        None
-    };
-    members
-        .into_iter()
+    seat.members()
+        .iter()
         .find(|m| {
-            m.node_id != ha.node_id
-                && m.role == Role::Replica
-                && m.blocked.is_none()
-                && in_sync.as_ref().is_none_or(|set| set.contains(&m.node_id))
+            m.node_id != ha.node_id && m.role == Role::Replica && seat.why_not(&m.node_id).is_none()
         })
-        .map(|m| m.node_id)
+        .map(|m| m.node_id.clone())
 }

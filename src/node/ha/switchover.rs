@@ -35,9 +35,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 use tracing::{info, warn};
 
+use super::members::Seat;
 use super::{Ha, Node};
-use crate::coordinator::{self, Holder, Leadership, Successor};
-use crate::replication::Mode;
+use crate::coordinator::{Holder, Leadership, Successor};
 
 /// A switchover asked of the HA loop.
 pub(super) struct Handover {
@@ -269,39 +269,17 @@ async fn choose(
             why: "it is this node, the master already".into(),
         });
     }
-    let coordinator = |e: coordinator::Error| SwitchoverError::Coordinator(e.to_string());
-    let members = ha.coordinator.members().await.map_err(coordinator)?;
-    let in_sync = match node.replication.settings.mode {
-        Mode::Sync => ha.coordinator.cluster().await.map_err(coordinator)?,
-        Mode::Async => None,
-    }
-    .map(|record| record.in_sync);
+    let seat = Seat::read(node, ha)
+        .await
+        .map_err(|e| SwitchoverError::Coordinator(e.to_string()))?;
     let connected = node.replication.durable_ends();
     let why_not = |id: &str| -> Option<String> {
         if !connected.iter().any(|(c, _)| c == id) {
             return Some("it is not connected to this master as a replica".into());
         }
-        let Some(member) = members.iter().find(|m| m.node_id == id) else {
-            return Some("it has no live member state in the coordinator".into());
-        };
-        if let Some(blocked) = &member.blocked {
-            return Some(format!("it may not campaign: {blocked}"));
-        }
-        match &in_sync {
-            Some(set) if !set.iter().any(|m| m == id) => Some(format!(
-                "it is not in the in-sync set ({}), so it may lack acknowledged writes",
-                set.join(", ")
-            )),
-            _ => None,
-        }
+        seat.why_not(id)
     };
-    let addr_of = |id: &str| {
-        members
-            .iter()
-            .find(|m| m.node_id == id)
-            .map(|m| m.addr.clone())
-            .unwrap_or_default()
-    };
+    let addr_of = |id: &str| seat.addr_of(id);
     if let Some(to) = to {
         return match why_not(to) {
             None => Ok((to.to_string(), addr_of(to))),
