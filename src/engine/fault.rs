@@ -88,6 +88,13 @@ impl Faults {
         self.sync_gate.waiting()
     }
 
+    /// The name of the thread that last stopped at the held fsync gate
+    /// (`None` for an unnamed thread, or if none did): tells a test which
+    /// thread ran a round of the writer's I/O.
+    pub fn last_held_sync_thread(&self) -> Option<String> {
+        self.sync_gate.last_thread.lock().clone()
+    }
+
     /// While `hold` is true, the flusher stops after loading the file table
     /// and before applying written records to the keydir, until released:
     /// a test can then run a compaction against that stale table.
@@ -182,6 +189,8 @@ struct Gate {
     released: Condvar,
     /// Threads waiting at the gate now.
     waiting: AtomicU32,
+    /// The name of the last thread that waited.
+    last_thread: Mutex<Option<String>>,
 }
 
 impl Gate {
@@ -199,6 +208,7 @@ impl Gate {
     fn pass(&self) {
         let mut held = self.held.lock();
         if *held {
+            *self.last_thread.lock() = std::thread::current().name().map(str::to_owned);
             self.waiting.fetch_add(1, Ordering::SeqCst);
             while *held {
                 self.released.wait(&mut held);

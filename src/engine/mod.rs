@@ -326,7 +326,7 @@ impl Engine {
     /// Appends `ops` (atomically when `atomic`) and waits, without blocking
     /// a thread, until they are durable under the policy.
     pub async fn write_async(&self, ops: &[WriteOp<'_>], atomic: bool) -> Result<Receipt> {
-        let ticket = self.inner().append(ops, atomic)?;
+        let ticket = self.inner().append(ops, atomic, false)?;
         if self.inner().options.durability == Durability::Always {
             self.inner()
                 .wait_durable_async(ticket.end, ticket.resumes)
@@ -350,7 +350,7 @@ impl Engine {
     }
 
     fn write_blocking(&self, ops: &[WriteOp<'_>], batch: bool) -> Result<bool> {
-        let ticket = self.inner().append(ops, batch)?;
+        let ticket = self.inner().append(ops, batch, true)?;
         if self.inner().options.durability == Durability::Always {
             self.inner().wait_durable(ticket.end, ticket.resumes)?;
         }

@@ -1,13 +1,15 @@
 //! The single writer and group commit.
 //!
-//! Callers never touch the file. A write encodes its records into the
-//! writer's buffer under one mutex and returns a ticket naming the log
-//! offset its records end at. One flusher thread takes the whole buffer,
-//! writes it with one `pwrite` and, under [`Durability::Always`], one
-//! `fdatasync`, then makes the records visible in the keydir and wakes
-//! every caller whose ticket is now durable. While one fdatasync runs, new
-//! writes pile up in the buffer and share the next one: that is group
-//! commit, and it needs no tuning knob.
+//! A write encodes its records into the writer's buffer under one mutex
+//! and returns a ticket naming the log offset its records end at. A round
+//! takes the whole buffer, writes it with one `pwrite` and, under
+//! [`Durability::Always`], one `fdatasync`, then makes the records visible
+//! in the keydir and wakes every caller whose ticket is now durable. The
+//! flusher thread runs rounds for async callers and for bytes left behind;
+//! a blocking caller that finds no round under way runs its own, so a lone
+//! synced writer never waits for a thread hand-off. While one fdatasync
+//! runs, new writes pile up in the buffer and share the next one: that is
+//! group commit, and it needs no tuning knob.
 //!
 //! Under `Interval` and `Never` a write is visible in the keydir as soon as
 //! it is buffered (reads of buffered bytes are served from the buffer), and
@@ -18,7 +20,7 @@
 //!
 //! Invariants (file positions in the active segment):
 //! `synced <= written <= buf_pos <= len`, `inflight` holds
-//! `[written, buf_pos)` while the flusher writes it, `buf` holds
+//! `[written, buf_pos)` while a round writes it, `buf` holds
 //! `[buf_pos, len)`. Only the holder of `busy` does I/O on the active file.
 
 use std::fs::File;
@@ -88,6 +90,10 @@ pub(crate) struct WriterState {
     /// Members of a shipped batch whose commit record has not arrived.
     open_batch: Vec<PendingOp>,
     busy: bool,
+    /// The flusher holds the next round back for more writers
+    /// ([`Gather`]); nobody else starts one meanwhile.
+    gathering: bool,
+    gather: Gather,
     flush_requested: bool,
     last_sync: Instant,
     pub poisoned: Option<String>,
@@ -212,10 +218,16 @@ pub(crate) struct Writer {
     /// Callers waiting for durability, rolls or buffered reads sleep here.
     progress: Condvar,
     /// The last published progress, for blocking writers. Kept apart from
-    /// the writer state so that waking every writer of a group commit does
-    /// not make them queue on the lock the flusher needs next.
+    /// the writer state so that a woken writer does not queue on the lock
+    /// the next round needs.
     published: Mutex<Progress>,
-    durable_cv: Condvar,
+    /// Blocking writers parked until the log is durable up to their end.
+    /// A publish wakes only those it made durable (all of them on a
+    /// poison or a live recovery), so a writer whose bytes wait for the
+    /// next round sleeps through this one's wake-ups.
+    waiters: Mutex<Vec<Parked>>,
+    /// Writers made durable and not woken yet ([`Writer::wake`]).
+    waking: Mutex<Vec<std::thread::Thread>>,
     progress_tx: watch::Sender<Progress>,
 }
 
@@ -237,6 +249,8 @@ impl Writer {
             flushing: Arc::default(),
             open_batch: Vec::new(),
             busy: false,
+            gathering: false,
+            gather: Gather::default(),
             flush_requested: false,
             last_sync: Instant::now(),
             poisoned: None,
@@ -262,22 +276,60 @@ impl Writer {
             work: Condvar::new(),
             progress: Condvar::new(),
             published: Mutex::new(progress),
-            durable_cv: Condvar::new(),
+            waiters: Mutex::new(Vec::new()),
+            waking: Mutex::new(Vec::new()),
             progress_tx: watch::channel(progress).0,
         }
     }
 
     fn publish(&self, st: &WriterState) {
+        self.publish_unwoken(st);
+        self.wake(usize::MAX);
+    }
+
+    /// Publishes the ends in `st` and moves the blocking writers it made
+    /// durable to the wake list, without waking them: see [`Writer::wake`].
+    fn publish_unwoken(&self, st: &WriterState) {
         let progress = Progress {
             durable: st.durable_end(),
             written: st.written_end(),
             poisoned: st.poisoned.is_some(),
             resumes: st.resumes,
         };
-        *self.published.lock() = progress;
-        self.durable_cv.notify_all();
+        let before = mem::replace(&mut *self.published.lock(), progress);
+        let all = progress.poisoned || progress.resumes != before.resumes;
+        {
+            let mut waking = self.waking.lock();
+            self.waiters.lock().retain(|p| {
+                let done = all || p.end <= progress.durable;
+                if done {
+                    waking.push(p.thread.clone());
+                }
+                !done
+            });
+        }
         self.progress_tx.send_replace(progress);
         self.progress.notify_all();
+    }
+
+    /// Wakes up to `n` writers of the wake list.
+    ///
+    /// Waking a parked thread costs a few microseconds of the waker's
+    /// time (a futex wake, often an interrupt to an idle CPU). A round that
+    /// made 64 writers durable and woke them all itself would spend
+    /// hundreds of microseconds before its next write; instead it wakes
+    /// two, and every woken writer wakes two more before it returns, so
+    /// the wake-ups spread over the CPUs as a tree while the next round's
+    /// I/O runs.
+    fn wake(&self, n: usize) {
+        let threads: Vec<_> = {
+            let mut waking = self.waking.lock();
+            let keep = waking.len().saturating_sub(n);
+            waking.drain(keep..).collect()
+        };
+        for thread in threads {
+            thread.unpark();
+        }
     }
 
     pub fn subscribe(&self) -> watch::Receiver<Progress> {
@@ -288,6 +340,38 @@ impl Writer {
     pub fn kick(&self) {
         self.work.notify_one();
     }
+}
+
+/// How many writers the next synced round should expect, learnt from the
+/// last one.
+///
+/// Left alone, the flusher takes whatever is buffered the moment a round
+/// ends, and N writers settle into two cohorts that alternate: one waits
+/// on the disk while the other, just woken, appends again, so every fsync
+/// carries half of them. A round that ends with writes already buffered
+/// therefore expects as many writers as it carried plus those, and the
+/// next round waits for that many appends, but never longer than the last
+/// round's own I/O took: a writer that left costs at most one such wait,
+/// and the expectation shrinks to what came. A lone writer (the last round
+/// ended with nothing buffered) is never held back.
+#[derive(Debug, Default, Clone, Copy)]
+struct Gather {
+    /// Appends since the last round took the buffer.
+    appends: usize,
+    /// Appends the next round waits for.
+    expect: usize,
+    /// How long the last synced round's write and fsync took.
+    last_io: Duration,
+}
+
+/// How many parked writers a round, and then every writer it woke, wakes
+/// in turn ([`Writer::wake`]).
+const WAKE_FANOUT: usize = 2;
+
+/// A blocking writer waiting for durability up to `end`.
+struct Parked {
+    end: u64,
+    thread: std::thread::Thread,
 }
 
 /// One unconditional write, borrowing its key and value: the engine's
@@ -373,6 +457,8 @@ pub(crate) struct Appended {
     /// Live recoveries when it was appended.
     pub resumes: u64,
     kick: bool,
+    /// This append completed the flusher's gather.
+    gathered: bool,
 }
 
 /// Names the end of an append: it is durable once the log is durable up to
@@ -395,8 +481,15 @@ impl Inner {
     }
 
     /// Appends `ops` (as one atomic batch when `batch`), returning the
-    /// ticket to wait on.
-    pub(crate) fn append(&self, ops: &[WriteOp<'_>], batch: bool) -> Result<Ticket> {
+    /// ticket to wait on. A caller that will block in
+    /// [`Inner::wait_durable`] (`blocking`) does not wake the flusher: it
+    /// writes the round itself if nobody else is.
+    pub(crate) fn append(
+        &self,
+        ops: &[WriteOp<'_>],
+        batch: bool,
+        blocking: bool,
+    ) -> Result<Ticket> {
         let mut total = 0usize;
         for op in ops {
             record::check_lengths(op.key().len(), op.value().len())?;
@@ -426,7 +519,9 @@ impl Inner {
         let appended = self.append_locked(&mut st, ops, batch, now);
         self.stats.count_ops(ops, total as u64);
         drop(st);
-        self.kick_after(appended);
+        if appended.gathered || !(blocking && self.waits_for_sync()) {
+            self.writer.kick();
+        }
         Ok(Ticket {
             end: appended.end,
             existed,
@@ -498,6 +593,7 @@ impl Inner {
             pos += (st.buf.len() - start) as u64;
         }
         st.len = pos;
+        st.gather.appends += 1;
         if self.waits_for_sync() {
             st.pending.extend_from_slice(&applied);
         } else {
@@ -509,6 +605,7 @@ impl Inner {
             end: st.end(),
             resumes: st.resumes,
             kick: self.waits_for_sync() || was_empty,
+            gathered: st.gathering && st.gather.appends >= st.gather.expect,
         }
     }
 
@@ -600,41 +697,61 @@ impl Inner {
 
     /// Blocks until the log is durable up to `end`, for bytes appended
     /// after `resumes` live recoveries.
+    ///
+    /// A caller that finds nobody writing does the round itself (write,
+    /// fsync, keydir, publish) instead of waking the flusher thread and
+    /// being woken by it: a lone synced writer then pays for no thread
+    /// hand-off. Callers that find a round under way park until a round
+    /// makes their bytes durable; whoever ends a round with bytes still
+    /// buffered hands them on (the flusher thread loops, a writer that led
+    /// kicks it), so the next round starts without waiting for a parked
+    /// writer.
     pub(crate) fn wait_durable(&self, end: u64, resumes: u64) -> Result<()> {
         let w = &self.writer;
         loop {
             {
-                let mut published = w.published.lock();
-                if published.resumes != resumes {
-                    drop(published);
-                    return Err(self.writer.state.lock().rolled_back());
+                let mut st = w.state.lock();
+                if st.resumes != resumes {
+                    return Err(st.rolled_back());
                 }
-                if published.durable >= end {
+                if st.durable_end() >= end {
                     return Ok(());
                 }
-                if !published.poisoned {
-                    // Bounded, so that the closed check below runs even if
-                    // no publish ever comes.
-                    w.durable_cv
-                        .wait_for(&mut published, std::time::Duration::from_millis(100));
-                    if published.durable >= end && published.resumes == resumes {
-                        return Ok(());
+                if st.poisoned.is_some() || (st.closed && !st.busy && st.buf.is_empty()) {
+                    st.check_writable()?;
+                    return Err(Error::Closed);
+                }
+                if !st.busy && !st.gathering && !st.closed {
+                    if st.gather.appends < st.gather.expect {
+                        // More writers are on their way: the flusher
+                        // waits for them (or for its deadline).
+                        w.kick();
+                    } else {
+                        self.flush_round(&mut st, true);
+                        // What was appended during the round is someone
+                        // else's, parked: the flusher thread takes it.
+                        if !st.buf.is_empty() {
+                            w.kick();
+                        }
+                        continue;
                     }
                 }
             }
-            // Never hold `published` while taking the state lock: the
-            // flusher takes them in the other order.
-            let st = w.state.lock();
-            if st.resumes != resumes {
-                return Err(st.rolled_back());
+            // Registered before the check, so that a publish between the
+            // two wakes this thread.
+            let me = std::thread::current();
+            w.waiters.lock().push(Parked {
+                end,
+                thread: me.clone(),
+            });
+            let published = *w.published.lock();
+            if published.durable < end && published.resumes == resumes && !published.poisoned {
+                // Bounded, so that the checks above run again even if no
+                // publish ever comes.
+                std::thread::park_timeout(std::time::Duration::from_millis(100));
             }
-            if st.durable_end() >= end {
-                return Ok(());
-            }
-            if st.poisoned.is_some() || (st.closed && !st.busy && st.buf.is_empty()) {
-                st.check_writable()?;
-                return Err(Error::Closed);
-            }
+            w.waiters.lock().retain(|p| p.thread.id() != me.id());
+            w.wake(WAKE_FANOUT);
         }
     }
 
@@ -816,6 +933,7 @@ impl Inner {
             _ => None,
         };
         let mut st = w.state.lock();
+        let mut gather_until: Option<Instant> = None;
         loop {
             let sync_due =
                 interval.is_some_and(|d| st.synced < st.written && st.last_sync.elapsed() >= d);
@@ -833,6 +951,8 @@ impl Inner {
                 continue;
             }
             if st.busy || !has_work || st.poisoned.is_some() {
+                st.gathering = false;
+                gather_until = None;
                 if st.closed && !st.busy {
                     return;
                 }
@@ -844,61 +964,84 @@ impl Inner {
                 continue;
             }
             let sync = self.waits_for_sync() || st.flush_requested || sync_due || st.closed;
-            st.flush_requested = false;
-            let spare = mem::take(&mut st.spare);
-            let bytes = Arc::new(mem::replace(&mut st.buf, spare));
-            st.inflight = bytes.clone();
-            st.buf_pos = st.len;
-            let pos = st.written;
-            let pending = Arc::new(mem::take(&mut st.pending));
-            st.flushing = pending.clone();
-            let file = st.file.clone();
-            let path = st.active.path.clone();
-            st.busy = true;
-            let faults = self.options.faults.as_deref();
-            let result = MutexGuard::unlocked(&mut st, || {
-                fault::write_all_at(faults, &file, &bytes, pos)?;
-                if sync {
-                    fault::sync_data(faults, &file)?;
-                }
-                Ok::<_, std::io::Error>(())
-            });
-            match result {
-                Err(e) => {
-                    self.poison(
-                        &mut st,
-                        format!("write to {} failed: {e}", path.display()),
-                        true,
-                    );
-                    st.inflight = Arc::default();
-                    st.flushing = Arc::default();
-                }
-                Ok(()) => {
-                    let end = pos + bytes.len() as u64;
-                    st.written = end;
-                    st.active.set_readable_len(end);
-                    st.inflight = Arc::default();
-                    if !pending.is_empty() {
-                        MutexGuard::unlocked(&mut st, || self.apply_written(&pending));
-                    }
-                    st.flushing = Arc::default();
-                    // Durability is published only after the keydir holds
-                    // the records: a writer that sees its ticket durable
-                    // (even without waiting) must read its own write.
-                    if sync {
-                        st.synced = end;
-                        st.last_sync = Instant::now();
-                        self.stats.count_fsync();
-                    }
+            if sync && !st.closed && !st.flush_requested {
+                let until =
+                    *gather_until.get_or_insert_with(|| Instant::now() + st.gather.last_io * 4);
+                if st.gather.appends < st.gather.expect && Instant::now() < until {
+                    st.gathering = true;
+                    w.work.wait_until(&mut st, until);
+                    continue;
                 }
             }
-            if let Ok(mut v) = Arc::try_unwrap(bytes) {
-                v.clear();
-                st.spare = v;
-            }
-            st.busy = false;
-            w.publish(&st);
+            st.gathering = false;
+            gather_until = None;
+            self.flush_round(&mut st, sync);
         }
+    }
+
+    /// One round of the writer's I/O: takes the whole buffer, writes it
+    /// (and fsyncs it when `sync`), applies its records to the keydir and
+    /// publishes the new ends. The caller holds the lock and has checked
+    /// that nobody else is busy; the lock is let go during the I/O. Run by
+    /// the flusher thread, or by a blocking writer that found nobody
+    /// writing ([`Inner::wait_durable`]).
+    fn flush_round(&self, st: &mut MutexGuard<'_, WriterState>, sync: bool) {
+        let w = &self.writer;
+        st.flush_requested = false;
+        let spare = mem::take(&mut st.spare);
+        let bytes = Arc::new(mem::replace(&mut st.buf, spare));
+        st.inflight = bytes.clone();
+        st.buf_pos = st.len;
+        let pos = st.written;
+        let pending = Arc::new(mem::take(&mut st.pending));
+        st.flushing = pending.clone();
+        let file = st.file.clone();
+        let path = st.active.path.clone();
+        st.busy = true;
+        let carried = mem::take(&mut st.gather.appends);
+        let started = Instant::now();
+        let faults = self.options.faults.as_deref();
+        let result = MutexGuard::unlocked(st, || {
+            fault::write_all_at(faults, &file, &bytes, pos)?;
+            if sync {
+                fault::sync_data(faults, &file)?;
+            }
+            Ok::<_, std::io::Error>(())
+        });
+        match result {
+            Err(e) => {
+                self.poison(st, format!("write to {} failed: {e}", path.display()), true);
+                st.inflight = Arc::default();
+                st.flushing = Arc::default();
+            }
+            Ok(()) => {
+                let end = pos + bytes.len() as u64;
+                st.written = end;
+                st.active.set_readable_len(end);
+                st.inflight = Arc::default();
+                if !pending.is_empty() {
+                    MutexGuard::unlocked(st, || self.apply_written(&pending));
+                }
+                st.flushing = Arc::default();
+                // Durability is published only after the keydir holds
+                // the records: a writer that sees its ticket durable
+                // (even without waiting) must read its own write.
+                if sync {
+                    st.synced = end;
+                    st.last_sync = Instant::now();
+                    self.stats.count_fsync();
+                    st.gather.last_io = started.elapsed();
+                    st.gather.expect = carried + st.gather.appends;
+                }
+            }
+        }
+        if let Ok(mut v) = Arc::try_unwrap(bytes) {
+            v.clear();
+            st.spare = v;
+        }
+        st.busy = false;
+        w.publish_unwoken(st);
+        w.wake(WAKE_FANOUT);
     }
 
     /// Appends raw log bytes shipped from a master, which must continue the

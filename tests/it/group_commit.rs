@@ -160,3 +160,157 @@ fn a_writer_always_reads_its_own_acknowledged_write() {
         w.join().unwrap();
     }
 }
+
+fn faulty_engine(dir: &std::path::Path) -> (Engine, Arc<Faults>) {
+    let faults = Arc::new(Faults::default());
+    let engine = Engine::open(
+        dir,
+        Options {
+            faults: Some(faults.clone()),
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    (engine, faults)
+}
+
+const WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+#[test]
+fn a_lone_synced_writer_writes_and_fsyncs_on_its_own_thread() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, faults) = faulty_engine(dir.path());
+    faults.hold_syncs(true);
+    let writer = {
+        let engine = engine.clone();
+        std::thread::Builder::new()
+            .name("lone-writer".into())
+            .spawn(move || engine.put(b"k", b"v"))
+            .unwrap()
+    };
+    assert!(
+        faults.wait_until(WAIT, |f| f.syncs_held() == 1),
+        "the put never reached its fsync"
+    );
+    assert_eq!(
+        faults.last_held_sync_thread().as_deref(),
+        Some("lone-writer"),
+        "the fsync of a lone writer's put ran on another thread"
+    );
+    faults.hold_syncs(false);
+    writer.join().unwrap().unwrap();
+    assert_eq!(engine.get(b"k").unwrap(), Some(b"v".to_vec()));
+}
+
+/// Writers whose fsync ended while others were already buffered come back
+/// to find the next round waiting for them, so a group does not split into
+/// two halves that take turns.
+#[test]
+fn a_writer_back_from_its_fsync_joins_the_writers_buffered_meanwhile() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, faults) = faulty_engine(dir.path());
+    engine.put(b"warm", b"up").unwrap();
+    let before = engine.stats();
+    faults.hold_syncs(true);
+    // A's first put leads a round and stops in its fsync.
+    let a = {
+        let engine = engine.clone();
+        std::thread::spawn(move || {
+            engine.put(b"a1", b"1")?;
+            // A writer that takes a moment before its next write.
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            engine.put(b"a2", b"2")
+        })
+    };
+    assert!(faults.wait_until(WAIT, |f| f.syncs_held() == 1));
+    let others: Vec<_> = (0..7)
+        .map(|i| {
+            let engine = engine.clone();
+            std::thread::spawn(move || engine.put(format!("b{i}").as_bytes(), b"b"))
+        })
+        .collect();
+    assert!(
+        faults.wait_until(WAIT, |_| engine.stats().puts == before.puts + 8),
+        "the seven other writers never appended"
+    );
+    // The round has taken at least this long: the next one may wait as
+    // long for A to come back.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    faults.hold_syncs(false);
+    a.join().unwrap().unwrap();
+    for o in others {
+        o.join().unwrap().unwrap();
+    }
+    let fsyncs = engine.stats().fsyncs - before.fsyncs;
+    assert_eq!(
+        fsyncs, 2,
+        "A's second put should have shared the second fsync with the seven \
+         writers buffered during the first"
+    );
+    for key in [&b"a1"[..], b"a2", b"b0", b"b6"] {
+        assert!(engine.get(key).unwrap().is_some(), "{key:?} missing");
+    }
+}
+
+/// Blocking and async writers mixed, under `always`: every write returns
+/// (no writer is left parked with its bytes durable) and survives a
+/// reopen.
+#[test]
+fn blocking_and_async_synced_writers_mixed_all_return_and_survive() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path(), Options::default()).unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let tasks: Vec<_> = (0..16)
+        .map(|t| {
+            let engine = engine.clone();
+            runtime.spawn(async move {
+                for i in 0..100 {
+                    let key = format!("async{t}-{i}");
+                    engine
+                        .write_async(
+                            &[kvstore::engine::WriteOp::Put(key.as_bytes(), b"v")],
+                            false,
+                        )
+                        .await
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    let threads: Vec<_> = (0..16)
+        .map(|t| {
+            let engine = engine.clone();
+            std::thread::spawn(move || {
+                for i in 0..100 {
+                    engine.put(format!("sync{t}-{i}").as_bytes(), b"v").unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    runtime.block_on(async {
+        for t in tasks {
+            t.await.unwrap();
+        }
+    });
+    engine.close().unwrap();
+    let engine = Engine::open(dir.path(), Options::default()).unwrap();
+    for t in 0..16 {
+        for i in 0..100 {
+            for kind in ["async", "sync"] {
+                let key = format!("{kind}{t}-{i}");
+                assert_eq!(
+                    engine.get(key.as_bytes()).unwrap(),
+                    Some(b"v".to_vec()),
+                    "{key}"
+                );
+            }
+        }
+    }
+}
