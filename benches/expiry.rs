@@ -1,5 +1,5 @@
 //! `make bench-expiry`: the engine's active expiry at scale, in this
-//! process (docs/BENCHMARKS.md, "Expiry"). The targets of issue 18:
+//! process (docs/BENCHMARKS.md, "Expiry"). The targets:
 //!
 //! - N keys (default 10,000,000) with TTLs spread evenly over 1 to 60 s
 //!   (about 170,000 expiries a second once the first minute is loaded):

@@ -18,7 +18,7 @@
 #
 # With TTL set, the SET test is `SET key:__rand_int__ <100 bytes> EX $TTL`
 # and the GET test reads those keys (`GET key:__rand_int__`): the expiring
-# writes of issue 18, whose ratios should match the plain ones.
+# writes, whose ratios should match the plain ones.
 #
 # Env: N (requests per test, default 1000000), ROUNDS (default 3), TTL
 # (seconds; unset: plain SET), CHARTS=0 (leave the charts alone), KVSTORE_BIN (default $CARGO_TARGET_DIR or target,
