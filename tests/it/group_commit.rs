@@ -314,3 +314,36 @@ fn blocking_and_async_synced_writers_mixed_all_return_and_survive() {
         }
     }
 }
+
+fn file_bytes(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.metadata().ok())
+        .filter(|m| m.is_file())
+        .map(|m| m.len())
+        .sum()
+}
+
+/// Under `never` a lone writer's put is in the OS (the file) when it
+/// returns: the writer hands it over itself rather than leaving it for
+/// the flusher thread, so a process crash right after loses nothing.
+#[test]
+fn under_never_a_lone_writers_put_is_in_the_file_when_it_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(
+        dir.path(),
+        Options {
+            durability: Durability::Never,
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    let mut last = file_bytes(dir.path());
+    for i in 0..2000u32 {
+        engine.put(&i.to_be_bytes(), b"value").unwrap();
+        let now = file_bytes(dir.path());
+        assert!(now > last, "put {i} was not in the file when it returned");
+        last = now;
+    }
+}
