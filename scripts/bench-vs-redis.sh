@@ -3,9 +3,10 @@
 #
 #   redis-benchmark -t set,get -n $N -r 1000000 -d 100 -c 50 -P {1,16}
 #
-# in two durability pairings (Redis AOF appendfsync always vs kvstore
+# in three durability pairings (Redis AOF appendfsync always vs kvstore
 # --durability always; appendfsync everysec vs --durability interval with
-# --fsync-interval-ms 1000). ROUNDS rounds (default 3): each round runs
+# --fsync-interval-ms 1000; Redis without persistence vs --durability
+# never). ROUNDS rounds (default 3): each round runs
 # both servers at each depth, and the server that goes first alternates
 # from round to round (and from depth to depth), so drift in the machine's
 # speed weighs on both. Prints one table: each round's ratio kvstore/Redis
@@ -20,7 +21,8 @@
 # and the GET test reads those keys (`GET key:__rand_int__`): the expiring
 # writes, whose ratios should match the plain ones.
 #
-# Env: N (requests per test, default 1000000), ROUNDS (default 3), TTL
+# Env: N (requests per test, default 1000000), ROUNDS (default 3),
+# PAIRINGS (default "always everysec never"), TTL
 # (seconds; unset: plain SET), CHARTS=0 (leave the charts alone), KVSTORE_BIN (default $CARGO_TARGET_DIR or target,
 # /release/kvstore), OUT (raw CSV dir, kept).
 # Needs redis-server and redis-tools (make deps installs them).
@@ -31,11 +33,15 @@ source benches/bench-env.sh
 
 N=${N:-1000000}
 ROUNDS=${ROUNDS:-3}
+PAIRINGS=${PAIRINGS:-always everysec never}
 TTL=${TTL:-}
 BIN=${KVSTORE_BIN:-${CARGO_TARGET_DIR:-target}/release/kvstore}
 die() { echo "bench-vs-redis: $*" >&2; exit 1; }
 [[ -z $TTL || $TTL =~ ^[1-9][0-9]*$ ]] || die "TTL must be a whole number of seconds, not $TTL"
 [[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "ROUNDS must be a positive whole number, not $ROUNDS"
+for pairing in $PAIRINGS; do
+  [[ $pairing =~ ^(always|everysec|never)$ ]] || die "PAIRINGS takes always, everysec and never, not $pairing"
+done
 
 [[ -x $BIN ]] || die "$BIN not built (make bench-vs-redis builds it)"
 for tool in redis-server redis-benchmark redis-cli; do
@@ -63,12 +69,14 @@ wait_ping() { # port
   die "nothing answers PING on port $1"
 }
 
-start_redis() { # name appendfsync -> sets REDIS_PORT, REDIS_PID
+start_redis() { # name appendfsync|none -> sets REDIS_PORT, REDIS_PID
   local dir=$work/redis-$1
   mkdir -p "$dir"
   REDIS_PORT=$(free_port)
+  local aof=(--appendonly yes --appendfsync "$2")
+  [[ $2 != none ]] || aof=(--appendonly no)
   redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --dir "$dir" --save '' \
-    --appendonly yes --appendfsync "$2" --daemonize no --logfile "$dir/log" &
+    "${aof[@]}" --daemonize no --logfile "$dir/log" &
   REDIS_PID=$!
   pids+=("$REDIS_PID")
   wait_ping "$REDIS_PORT"
@@ -108,14 +116,18 @@ bench() { # label server port P round
 }
 
 bench_env
-for pairing in always everysec; do
-  if [[ $pairing == always ]]; then
-    start_redis always always
-    start_kvstore always --durability always
-  else
-    start_redis everysec everysec
-    start_kvstore interval --durability interval --fsync-interval-ms 1000
-  fi
+for pairing in $PAIRINGS; do
+  case $pairing in
+    always)
+      start_redis always always
+      start_kvstore always --durability always ;;
+    everysec)
+      start_redis everysec everysec
+      start_kvstore interval --durability interval --fsync-interval-ms 1000 ;;
+    never)
+      start_redis never none
+      start_kvstore never --durability never ;;
+  esac
   for round in $(seq 1 "$ROUNDS"); do
     for P in 1 16; do
       # Who goes first alternates each round, and between the two depths.
@@ -147,8 +159,12 @@ echo "redis-benchmark ${TTL:+(SET ... EX $TTL, GET) }-t set,get -n $N -r 1000000
 bench_env
 printf '| %-34s | %-3s | %-4s | %-22s | %6s | %12s | %12s | %9s | %9s |\n' "pairing" "P" "test" "ratio per round" "median" "Redis rps" "kvstore rps" "Redis p50" "kv p50"
 printf '|%s|\n' "------------------------------------|-----|------|------------------------|--------|--------------|--------------|-----------|----------"
-for pairing in always everysec; do
-  if [[ $pairing == always ]]; then label="appendfsync always / always"; short=always; else label="appendfsync everysec / interval 1s"; short=interval; fi
+for pairing in $PAIRINGS; do
+  case $pairing in
+    always) label="appendfsync always / always"; short=always ;;
+    everysec) label="appendfsync everysec / interval 1s"; short=interval ;;
+    never) label="no persistence / never"; short=never ;;
+  esac
   for P in 1 16; do
     for t in SET GET; do
       ratios=() rs=() ks=() rps50=() kps50=()

@@ -182,7 +182,7 @@ def vs_redis(rs):
     med = {g: statistics.median(v) for g, v in ratios.items() if v}
     labels = {g: f"{g[0]}\n-P {g[1]} {g[2]}" for g in groups}
     svg = Svg("kvstore / Redis, redis-benchmark -c 50 -d 100",
-              f"median of same-round ratios (dots: rounds); interval: Redis everysec, kvstore 1 s; {dates(rs)}", "kvstore ÷ Redis")
+              f"median of same-round ratios (dots: rounds); interval: Redis everysec, kvstore 1 s; never: Redis without persistence; {dates(rs)}", "kvstore ÷ Redis")
     axis = Axis(list(med.values()) + [d for v in ratios.values() for d in v] + [1.2])
     by_label = {labels[g]: g for g in groups}
     bars(svg, axis, [labels[g] for g in groups], ["median ratio"],
