@@ -17,9 +17,12 @@ With LAG_CSV set, also appends one row per sample to that file:
 Polls are pipelined, one round per replica every ~0.5 ms, so the
 resolution is about a millisecond.
 
-Catch-up mode: `--catchup MASTER_HTTP REPLICA_HTTP T0 START_OFFSET` waits
-until the replica's end equals the master's, printing MB/s since T0 (Unix
-seconds). `--end HTTP` prints a node's end offset (from /metrics).
+Catch-up mode: `--catchup MASTER_HTTP REPLICA_HTTP T0 START_OFFSET [WHICH]`
+waits (at most CATCHUP_TIMEOUT s, default 900) until the replica's offset
+WHICH (`end`, the default: appended; `durable`: fsynced) reaches the
+master's end, then prints `MB SECONDS`: the megabytes (10^6 bytes) from
+START_OFFSET to the master's end and the seconds since T0 (Unix seconds).
+`--end HTTP` prints a node's end offset (from /metrics).
 """
 import os
 import signal
@@ -33,12 +36,13 @@ POLL_PAUSE = 0.0005
 DRAIN = 10.0
 
 
-def end_offset(http):
+def end_offset(http, which="end"):
+    name = f"kvstore_replication_{which}_offset"
     with urllib.request.urlopen(f"http://{http}/metrics", timeout=5) as r:
         for line in r.read().decode().splitlines():
-            if line.startswith("kvstore_replication_end_offset "):
+            if line.startswith(name + " "):
                 return int(float(line.split()[1]))
-    raise RuntimeError(f"{http}: no kvstore_replication_end_offset")
+    raise RuntimeError(f"{http}: no {name}")
 
 
 def pct(xs, q):
@@ -146,23 +150,28 @@ def probe(seconds, master, replicas):
               f"missed {missed[i]}")
 
 
-def catchup(master, replica, t0, start_off):
+def catchup(master, replica, t0, start_off, which):
+    if which not in ("end", "durable"):
+        raise SystemExit(f"--catchup: WHICH is end or durable, not {which!r}")
+    limit = float(os.environ.get("CATCHUP_TIMEOUT", "900"))
     target = end_offset(master)
     while True:
-        if end_offset(replica) >= target:
-            break
-        if time.time() - t0 > 900:
-            raise SystemExit("catch-up did not finish in 900 s")
+        try:
+            if end_offset(replica, which) >= target:
+                break
+        except OSError:
+            pass  # the replica's HTTP port is not up yet
+        if time.time() - t0 > limit:
+            raise SystemExit(f"catch-up did not finish in {limit:.0f} s")
         time.sleep(0.005)
     secs = time.time() - t0
-    mb = (target - start_off) / 1e6
-    print(f"catch-up: {mb:.0f} MB in {secs:.2f} s = {mb / secs:.0f} MB/s "
-          f"(offset {start_off} to {target}, timed from the replica's process start)")
+    print(f"{(target - start_off) / 1e6:.1f} {secs:.3f}")
 
 
 if __name__ == "__main__":
     if sys.argv[1] == "--catchup":
-        catchup(sys.argv[2], sys.argv[3], float(sys.argv[4]), int(sys.argv[5]))
+        catchup(sys.argv[2], sys.argv[3], float(sys.argv[4]), int(sys.argv[5]),
+                sys.argv[6] if len(sys.argv) > 6 else "end")
     elif sys.argv[1] == "--end":
         print(end_offset(sys.argv[2]))
     elif sys.argv[1] == "probe":

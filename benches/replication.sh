@@ -18,13 +18,30 @@
 #    fsync), SET -c50 -P16 -n CPU_N; the master's user + system CPU
 #    seconds from /proc/PID/stat across the load, per write, and the ratio
 #    with 2 / alone of the same round; CPU_ROUNDS rounds.
-# 3. Catch-up (skipped with CATCHUP_MB=0): a replica stopped while
-#    CATCHUP_MB of log is written, then restarted (partial resync); MB/s
-#    until it holds the master's end, next to `dd` reading a segment.
+# 3. Catch-up at disk speed (skipped with CATCHUP_MB=0): a master
+#    (`--durability never`, CATCHUP_SEGMENT_BYTES segments) gets
+#    CATCHUP_MB of 64 KiB values while its replica is stopped; then, in
+#    CATCHUP_ROUNDS rounds whose order alternates, each timed on its own:
+#    - partial: the replica restarts from its stopped data directory (a
+#      saved copy, so every round resumes from the same offset) and is
+#      timed from its process start until its *durable* offset (fsynced,
+#      replica `--durability always`) reaches the master's end;
+#    - TLS partial: the same, with the master restarted on the same data
+#      with a certificate (made here with openssl) and the replica
+#      verifying it (`--tls-ca`);
+#    - full: a new replica with an empty data directory (full resync),
+#      timed the same way;
+#    - cp: the reference, `cp` of the master's segment files that the
+#      catch-up covers (for full: every data file) into a fresh directory
+#      on the same file system, then `sync FILES` (fsync of each copy).
+#    Prints MB/s of each and the ratios catch-up / cp and TLS / plaintext
+#    of the same round. The master's files are in the page cache for both
+#    (just written), so both read from memory and write to the disk.
 #
-# Every load is bounded: a request count per run (N_C1 for -c1 -P1, N for
-# the others, LAG_N under the lag probe) and `timeout` (RUN_TIMEOUT s) on
-# every load generator. Needs python3, curl, redis-benchmark (installed
+# ONLY_CATCHUP=1 skips parts 1, 2 and 4. Every load is bounded: a request
+# count per run (N_C1 for -c1 -P1, N for the others, LAG_N under the lag
+# probe, CATCHUP_MB in part 3), `timeout` (RUN_TIMEOUT s) on every load
+# generator and copy, CATCHUP_TIMEOUT s (600) on every catch-up. Needs python3, curl, redis-benchmark (installed
 # from Debian with apt-get when missing). Prints the machine, load average
 # and date at the start and the end (benches/bench-env.sh); the lag of
 # every probe of part 2 goes to the chart data
@@ -42,6 +59,8 @@ CPU_N=${CPU_N:-500000}
 CPU_ROUNDS=${CPU_ROUNDS:-3}
 RUN_TIMEOUT=${RUN_TIMEOUT:-120}
 CATCHUP_MB=${CATCHUP_MB:-1024}
+CATCHUP_ROUNDS=${CATCHUP_ROUNDS:-2}
+CATCHUP_SEGMENT_BYTES=${CATCHUP_SEGMENT_BYTES:-268435456}
 [ -x "$BIN" ] || { echo "error: $BIN not built (cargo build --release)" >&2; exit 1; }
 command -v python3 >/dev/null || { echo "error: python3 is required" >&2; exit 1; }
 if ! command -v redis-benchmark >/dev/null; then
@@ -131,6 +150,8 @@ bench_env
 echo "kvstore: $("$BIN" --version 2>/dev/null || echo "$BIN")"
 echo
 
+# ONLY_CATCHUP=1 runs part 3 alone.
+if [ "${ONLY_CATCHUP:-0}" != 1 ]; then
 echo "## 1. Sync vs async: master + 1 replica, both --durability always, SET -d 100 (redis-benchmark via RESP)"
 echo
 echo "| replication | load | SET/s | p50 | p99 | sync/async |"
@@ -218,34 +239,158 @@ done
 echo
 bench_charts
 bench_env
+fi
 
 [ "$CATCHUP_MB" -gt 0 ] || exit 0
+command -v openssl >/dev/null || { echo "error: openssl is required for the TLS round of part 3" >&2; exit 1; }
+export CATCHUP_TIMEOUT=${CATCHUP_TIMEOUT:-600}
 echo
-echo "## 3. Catch-up of a replica $CATCHUP_MB MB behind (partial resync, --durability never)"
-start cm --role master --durability never
-cm_addr=$ADDR; cm_http=$HTTP
-wait_ready "$cm_http"
-start cr --role replica --master-addr "$cm_addr" --durability never
-cr_addr=$ADDR
+echo "## 3. Catch-up against cp: a replica $CATCHUP_MB MB behind; master --durability never, replica always; $CATCHUP_ROUNDS rounds, order alternating"
+echo
+# A CA and a certificate for 127.0.0.1, for the TLS round.
+tls=$WORK/tls
+mkdir -p "$tls"
+openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=bench-ca \
+  -keyout "$tls/ca.key" -out "$tls/ca.pem" 2>/dev/null
+openssl req -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 \
+  -keyout "$tls/node.key" -out "$tls/node.csr" 2>/dev/null
+printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n' >"$tls/ext"
+openssl x509 -req -in "$tls/node.csr" -CA "$tls/ca.pem" -CAkey "$tls/ca.key" -CAcreateserial \
+  -days 2 -extfile "$tls/ext" -out "$tls/node.pem" 2>/dev/null
+seg_flags=(--segment-max-bytes "$CATCHUP_SEGMENT_BYTES")
+cm_addr=127.0.0.1:0
+
+master_up() { # master_up [FLAGS...]: (re)starts the master on its data, at the same address
+  LISTEN=$cm_addr start cm --role master --durability never "${seg_flags[@]}" "$@"
+  cm_addr=$ADDR; cm_http=$HTTP
+  wait_ready "$cm_http"
+}
+master_down() { # stops the master, keeping its data
+  # shellcheck disable=SC2154 # PID_cm is set by start (eval)
+  kill "$PID_cm"; wait "$PID_cm" 2>/dev/null || true
+}
+master_end() { # the master's end once it stops moving (its writer drains)
+  local a b
+  a=$(python3 "$HERE/repl_lag_sampler.py" --end "$cm_http")
+  for _ in $(seq 1 100); do
+    sleep 0.05
+    b=$(python3 "$HERE/repl_lag_sampler.py" --end "$cm_http")
+    [ "$a" = "$b" ] && break
+    a=$b
+  done
+  echo "$a"
+}
+# replica_at FROM [FLAGS...]: starts the replica (always durable) and sets
+# result to "MB SECONDS RESYNC" once its durable offset holds the master's
+# end: MB from FROM, seconds from its process start, the kind of resync it
+# made. Then stops it and removes its data. (Results go through a variable,
+# not $(...), so every process is started by this shell and its cleanup.)
+replica_at() {
+  local from=$1 t0 out kind
+  shift
+  t0=$(date +%s.%N)
+  start cr --role replica --master-addr "$cm_addr" --durability always "${seg_flags[@]}" "$@"
+  out=$(python3 "$HERE/repl_lag_sampler.py" --catchup "$cm_http" "$HTTP" "$t0" "$from" durable)
+  kind=$(curl -s "http://$HTTP/metrics" | awk '
+    /^kvstore_replication_full_resyncs_total / && $2 > 0 { k = "full" }
+    /^kvstore_replication_partial_resyncs_total / && $2 > 0 && k == "" { k = "partial" }
+    END { print (k == "" ? "?" : k) }')
+  stop cr
+  result="$out $kind"
+}
+partial() { # partial [FLAGS...]: from the saved replica directory
+  mkdir -p "$WORK/cr"
+  cp -a "$WORK/cr-base" "$WORK/cr/data"
+  replica_at "$base" "$@"
+}
+# cp_ref FILE...: sets result to "MB SECONDS -" of cp of FILES into a fresh directory
+# on the same file system, then fsync of every copy (`sync FILE...`).
+cp_ref() {
+  local dest=$WORK/cp-ref t0 t1 bytes
+  rm -rf "$dest"; mkdir "$dest"
+  bytes=$(du -cb "$@" | tail -1 | cut -f1)
+  t0=$(date +%s.%N)
+  timeout "$RUN_TIMEOUT" cp "$@" "$dest/"
+  sync "$dest"/*
+  t1=$(date +%s.%N)
+  rm -rf "$dest"
+  result="$(python3 -c "print(f'{$bytes / 1e6:.1f} {$t1 - $t0:.3f}')") -"
+}
+# covered FROM: the master's segment files holding log bytes from FROM on.
+covered() {
+  python3 - "$WORK/cm/data" "$1" <<'PY'
+import os, sys
+d, start = sys.argv[1], int(sys.argv[2])
+segs = sorted((int(n[:-4]), n) for n in os.listdir(d) if n.endswith(".seg"))
+for i, (b, n) in enumerate(segs):
+    if i + 1 == len(segs) or segs[i + 1][0] > start:
+        print(os.path.join(d, n))
+PY
+}
+
+master_up
+start cr --role replica --master-addr "$cm_addr" --durability always "${seg_flags[@]}"
 wait_ready "$HTTP"
 # A few records first, so the replica has an epoch and a log to resume
-# from (an empty replica is seeded by a full resync instead).
+# from (an empty replica is seeded by a full resync instead); its data,
+# stopped there, is saved for every partial round.
 "$BIN" bench --addr "$cm_addr" -t put -P 16 -c 1 -n 1000 -d 100 -q >/dev/null
-base=$(python3 "$HERE/repl_lag_sampler.py" --end "$cm_http")
-python3 "$HERE/repl_lag_sampler.py" --catchup "$cm_http" "$HTTP" "$(date +%s.%N)" "$base" >/dev/null
+base=$(master_end)
+python3 "$HERE/repl_lag_sampler.py" --catchup "$cm_http" "$HTTP" "$(date +%s.%N)" "$base" durable >/dev/null
 # shellcheck disable=SC2154 # PID_cr is set by start (eval)
 kill "$PID_cr"; wait "$PID_cr" 2>/dev/null || true
+mv "$WORK/cr/data" "$WORK/cr-base"
 values=$(( CATCHUP_MB * 16 ))   # 64 KiB values
 timeout "$RUN_TIMEOUT" "$BIN" bench --addr "$cm_addr" -t put -P 16 -c 2 -n "$values" -d 65536 -r 100000000 -q >/dev/null
-t0=$(date +%s.%N)
-LISTEN=$cr_addr start cr --role replica --master-addr "$cm_addr" --durability never
-python3 "$HERE/repl_lag_sampler.py" --catchup "$cm_http" "$HTTP" "$t0" "$base"
-echo "replica resyncs: $(curl -s "http://$HTTP/metrics" | grep -E '^kvstore_replication_(full|partial)_resyncs_total' | tr '\n' ' ')"
-# shellcheck disable=SC2012 # our own segment names; ls -S picks the largest
-seg=$(ls -S "$WORK/cm/data/"*.seg | head -1)
-sync; echo 3 >/proc/sys/vm/drop_caches 2>/dev/null && cold=yes || cold=no
-echo "dd sequential read of $(basename "$seg") (page cache dropped: $cold):"
-dd if="$seg" of=/dev/null bs=1M 2>&1 | tail -1
-echo "dd again (page cache warm):"
-dd if="$seg" of=/dev/null bs=1M 2>&1 | tail -1
-stop cr cm
+end=$(master_end)
+mapfile -t part_files < <(covered "$base")
+mapfile -t all_files < <(covered 0)
+echo "master log: offset $base (the stopped replica) to $end; ${#all_files[@]} segment files, the catch-up covers ${#part_files[@]}"
+echo
+echo "| round | what | MB | seconds | MB/s | resync | ratio (same round) |"
+echo "|---|---|---|---|---|---|---|"
+mbs() { python3 -c "print(f'{$1 / $2:.0f}' if $2 > 0 else 'n/a')"; }
+ratio() { python3 -c "a, b = $1 / $2, $3 / $4; print(f'{a / b:.2f}x' if b > 0 else 'n/a')"; }
+declare -A got=()
+for round in $(seq 1 "$CATCHUP_ROUNDS"); do
+  order=(partial cp_partial tls full cp_full)
+  if [ $((round % 2)) = 0 ]; then order=(cp_full full tls cp_partial partial); fi
+  for what in "${order[@]}"; do
+    case $what in
+      partial) partial ;;
+      tls)
+        master_down
+        master_up --tls-cert "$tls/node.pem" --tls-key "$tls/node.key"
+        partial --tls-ca "$tls/ca.pem"
+        master_down
+        master_up
+        ;;
+      full) replica_at 0 ;;
+      cp_partial) cp_ref "${part_files[@]}" ;;
+      cp_full) cp_ref "${all_files[@]}" ;;
+    esac
+    got[$what]=$result
+  done
+  read -r p_mb p_s p_kind <<<"${got[partial]}"
+  read -r cp_mb cp_s _ <<<"${got[cp_partial]}"
+  read -r t_mb t_s t_kind <<<"${got[tls]}"
+  read -r f_mb f_s f_kind <<<"${got[full]}"
+  read -r cf_mb cf_s _ <<<"${got[cp_full]}"
+  printf '| %s | partial catch-up, plaintext | %s | %s | %s | %s | %s of cp |\n' \
+    "$round" "$p_mb" "$p_s" "$(mbs "$p_mb" "$p_s")" "$p_kind" "$(ratio "$p_mb" "$p_s" "$cp_mb" "$cp_s")"
+  printf '| %s | cp + fsync of the %s files it covers | %s | %s | %s | | reference |\n' \
+    "$round" "${#part_files[@]}" "$cp_mb" "$cp_s" "$(mbs "$cp_mb" "$cp_s")"
+  printf '| %s | partial catch-up, TLS | %s | %s | %s | %s | %s of cp, %s of plaintext |\n' \
+    "$round" "$t_mb" "$t_s" "$(mbs "$t_mb" "$t_s")" "$t_kind" \
+    "$(ratio "$t_mb" "$t_s" "$cp_mb" "$cp_s")" "$(ratio "$t_mb" "$t_s" "$p_mb" "$p_s")"
+  printf '| %s | full resync, plaintext | %s | %s | %s | %s | %s of cp |\n' \
+    "$round" "$f_mb" "$f_s" "$(mbs "$f_mb" "$f_s")" "$f_kind" "$(ratio "$f_mb" "$f_s" "$cf_mb" "$cf_s")"
+  printf '| %s | cp + fsync of all %s segment files | %s | %s | %s | | reference |\n' \
+    "$round" "${#all_files[@]}" "$cf_mb" "$cf_s" "$(mbs "$cf_mb" "$cf_s")"
+done
+echo
+echo "Catch-up MB: the log bytes the replica lacked (master end - its end), timed from the replica's"
+echo "process start until its durable (fsynced) offset reached the master's end. cp MB: the sizes of"
+echo "the files copied (whole segments, headers included). Both read the master's files from the page cache."
+master_down
+bench_env

@@ -6,6 +6,8 @@ use std::fs;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
+use bytes::Bytes;
+
 use super::epochs::{EpochHistory, EpochStart, TailCut};
 use super::error::{Error, IoContext, Result};
 use super::recovery::{build_index, open_active};
@@ -22,8 +24,10 @@ pub struct LogChunk {
     pub segment_base: u64,
     /// Global offset of the first byte.
     pub offset: u64,
-    /// Whole records, or the start of one when it is larger than asked.
-    pub bytes: Vec<u8>,
+    /// Log bytes, cut at `max_bytes` wherever that falls (a record may
+    /// continue in the next chunk). A view of the segment's mapping, not
+    /// a copy, when the range is mapped.
+    pub bytes: Bytes,
 }
 
 impl Engine {
@@ -84,14 +88,14 @@ impl Engine {
             .unwrap_or(usize::MAX)
             .min(max_bytes);
         let pos = FILE_HEADER_LEN + (from - base);
-        let bytes = match file.slice(pos, len) {
-            Some(b) => b.to_vec(),
+        let bytes = match file.shared(pos, len) {
+            Some(b) => b,
             None => {
                 let mut buf = vec![0; len];
                 file.file()
                     .read_exact_at(&mut buf, pos)
                     .at("read", &file.path)?;
-                buf
+                Bytes::from(buf)
             }
         };
         Ok(LogChunk {

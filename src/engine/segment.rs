@@ -29,7 +29,9 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
+use bytes::Bytes;
 use memmap2::{Mmap, MmapOptions};
 
 use super::error::{Error, IoContext, Result};
@@ -274,6 +276,21 @@ impl DataFile {
         self.map.get(start..start.checked_add(len)?)
     }
 
+    /// [`DataFile::slice`] as shared bytes that keep the file mapped: no
+    /// copy of the data, which stays in the page cache until a writer
+    /// (e.g. a socket) reads it. The range is within the readable part of
+    /// the file, which is never shortened while mapped, so the bytes
+    /// cannot change under the holder.
+    pub fn shared(self: &Arc<Self>, pos: u64, len: usize) -> Option<Bytes> {
+        self.slice(pos, len)?;
+        let start = usize::try_from(pos).ok()?;
+        Some(Bytes::from_owner(MappedRange {
+            file: Arc::clone(self),
+            start,
+            len,
+        }))
+    }
+
     /// Everything readable from `pos` on (for scans).
     pub fn tail_from(&self, pos: u64) -> &[u8] {
         let end = usize::try_from(self.readable_len())
@@ -286,6 +303,21 @@ impl DataFile {
     /// The underlying file, for positioned reads of very large ranges.
     pub fn file(&self) -> &File {
         &self.file
+    }
+}
+
+/// A checked range of a mapped file, owned by the [`Bytes`] that views it.
+struct MappedRange {
+    file: Arc<DataFile>,
+    start: usize,
+    len: usize,
+}
+
+impl AsRef<[u8]> for MappedRange {
+    fn as_ref(&self) -> &[u8] {
+        // Checked by `DataFile::shared` against the readable length, which
+        // only grows while the file is mapped.
+        &self.file.map[self.start..self.start + self.len]
     }
 }
 

@@ -13,6 +13,8 @@ use std::fs;
 use std::path::Path;
 use std::sync::Arc;
 
+use bytes::Bytes;
+
 use super::epochs::{self, EpochHistory};
 use super::error::{Error, IoContext, Result};
 use super::manifest::{self, Manifest};
@@ -34,22 +36,22 @@ pub struct SnapshotFile {
 #[derive(Clone)]
 enum Source {
     Data(Arc<DataFile>),
-    Bytes(Arc<Vec<u8>>),
+    Bytes(Bytes),
 }
 
 impl SnapshotFile {
-    /// Up to `max` bytes from `offset` (empty at the end).
-    pub fn read(&self, offset: u64, max: usize) -> Result<Vec<u8>> {
+    /// Up to `max` bytes from `offset` (empty at the end): a view of the
+    /// file's mapping (or of the encoded manifest), not a copy.
+    pub fn read(&self, offset: u64, max: usize) -> Result<Bytes> {
         let end = self.len.min(offset.saturating_add(max as u64));
         let len = usize::try_from(end.saturating_sub(offset)).unwrap_or(0);
         match &self.source {
             Source::Bytes(b) => {
                 let start = usize::try_from(offset).unwrap_or(usize::MAX).min(b.len());
-                Ok(b[start..(start + len).min(b.len())].to_vec())
+                Ok(b.slice(start..(start + len).min(b.len())))
             }
             Source::Data(d) => d
-                .slice(offset, len)
-                .map(<[u8]>::to_vec)
+                .shared(offset, len)
                 .ok_or_else(|| Error::corrupt(&d.path, offset, "snapshot range is not readable")),
         }
     }
@@ -105,7 +107,7 @@ impl Engine {
         let bytes = |name: &str, b: Vec<u8>| SnapshotFile {
             name: name.to_string(),
             len: b.len() as u64,
-            source: Source::Bytes(Arc::new(b)),
+            source: Source::Bytes(Bytes::from(b)),
         };
         if !table.merged.is_empty() || table.horizon > 0 {
             let m = Manifest {

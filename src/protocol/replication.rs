@@ -22,7 +22,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use super::error::Error;
 use super::frame::Frame;
 use super::opcode;
-use super::wire::{finish_frame, put_sized, start_frame, Reader};
+use super::wire::{finish_frame, finish_frame_before, put_sized, start_frame, Reader};
 
 /// Longest replica id, address or file name accepted.
 pub const MAX_NAME_BYTES: u32 = 1024;
@@ -223,6 +223,29 @@ impl ToMaster {
 
 impl ToReplica {
     pub fn encode(&self, dst: &mut BytesMut) -> Result<(), Error> {
+        self.encode_parts(dst, true).map(|_| ())
+    }
+
+    /// Encodes the frame without the bulk bytes of a REPL_CHUNK or
+    /// REPL_FILE_DATA, which are returned instead: written right after
+    /// `dst`, they complete the frame (the bytes [`ToReplica::encode`]
+    /// writes), without copying them into the frame buffer. Other
+    /// messages are encoded whole and return `None`.
+    pub fn encode_head(&self, dst: &mut BytesMut) -> Result<Option<Bytes>, Error> {
+        self.encode_parts(dst, false)
+    }
+
+    fn encode_parts(&self, dst: &mut BytesMut, inline: bool) -> Result<Option<Bytes>, Error> {
+        // The bulk bytes, when they are left out of `dst`.
+        let mut out: Option<Bytes> = None;
+        let mut bulk = |dst: &mut BytesMut, bytes: &Bytes| {
+            if inline {
+                put_sized(dst, bytes);
+            } else {
+                dst.put_u32_le(u32::try_from(bytes.len()).unwrap_or(u32::MAX));
+                out = Some(bytes.clone());
+            }
+        };
         let at = match self {
             ToReplica::Truncate { epoch, to } => {
                 let at = start_frame(dst, opcode::REPL_TRUNCATE);
@@ -251,7 +274,7 @@ impl ToReplica {
             }
             ToReplica::FileData { bytes } => {
                 let at = start_frame(dst, opcode::REPL_FILE_DATA);
-                put_sized(dst, bytes);
+                bulk(dst, bytes);
                 at
             }
             ToReplica::Stream { epoch, from } => {
@@ -270,7 +293,7 @@ impl ToReplica {
                 dst.put_u64_le(*segment_base);
                 dst.put_u64_le(*offset);
                 dst.put_u64_le(*master_end);
-                put_sized(dst, bytes);
+                bulk(dst, bytes);
                 at
             }
             ToReplica::Heartbeat {
@@ -283,7 +306,8 @@ impl ToReplica {
                 at
             }
         };
-        finish_frame(dst, at)
+        finish_frame_before(dst, at, out.as_ref().map_or(0, Bytes::len))?;
+        Ok(out)
     }
 
     /// Decodes a master frame. `Ok(None)` for an opcode that is not a
@@ -403,6 +427,14 @@ mod tests {
         for m in to_replica {
             let mut buf = BytesMut::new();
             m.encode(&mut buf).unwrap();
+            // The head and the bulk bytes left out of it are the same
+            // frame, byte for byte.
+            let mut split = BytesMut::new();
+            let bulk = m.encode_head(&mut split).unwrap();
+            let carries = matches!(m, ToReplica::Chunk { .. } | ToReplica::FileData { .. });
+            assert_eq!(bulk.is_some(), carries, "{m:?}");
+            split.extend_from_slice(&bulk.unwrap_or_default());
+            assert_eq!(split, buf, "{m:?}");
             assert_eq!(ToReplica::decode(frame_of(&mut buf)).unwrap(), Some(m));
         }
     }

@@ -220,6 +220,32 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
         Ok(self.flush().await?)
     }
 
+    /// Writes one frame whose bulk bytes are not copied into the write
+    /// buffer: `encode_head` encodes the rest of the frame and returns the
+    /// bytes that complete it, if any. Head and bulk go out in one
+    /// vectored write where the stream supports it (plain TCP); a TLS
+    /// layer copies them as it encrypts.
+    pub async fn send_parts(
+        &mut self,
+        encode_head: impl FnOnce(&mut BytesMut) -> Result<Option<bytes::Bytes>, Error>,
+    ) -> Result<(), StreamError> {
+        let before = self.buf.len();
+        let bulk = encode_head(&mut self.buf).inspect_err(|_| self.buf.truncate(before))?;
+        let Some(bulk) = bulk else {
+            return Ok(self.flush().await?);
+        };
+        let mut parts = bytes::Buf::chain(std::mem::take(&mut self.buf), bulk);
+        let mut result = self.io.write_all_buf(&mut parts).await;
+        if result.is_ok() {
+            result = self.io.flush().await;
+        }
+        // Keep the buffer's allocation for the next frame.
+        let (mut head, _) = parts.into_inner();
+        head.clear();
+        self.buf = head;
+        Ok(result?)
+    }
+
     /// Shuts the write side; errors are ignored (the stream ends anyway).
     pub async fn shutdown(&mut self) {
         let _ = self.io.shutdown().await;

@@ -141,7 +141,18 @@ pub(crate) fn start_frame(dst: &mut BytesMut, opcode: u8) -> usize {
 /// `u32::MAX` cannot be framed: the partial frame is removed and an error
 /// returned, so `dst` never holds a frame with a lying length.
 pub(crate) fn finish_frame(dst: &mut BytesMut, at: usize) -> Result<(), Error> {
-    let body = dst.len() - at - super::FRAME_HEADER_LEN;
+    finish_frame_before(dst, at, 0)
+}
+
+/// [`finish_frame`] for a frame whose last `trailing` bytes are not in
+/// `dst`: the caller writes them right after it (a payload sent from its
+/// own buffer rather than copied in).
+pub(crate) fn finish_frame_before(
+    dst: &mut BytesMut,
+    at: usize,
+    trailing: usize,
+) -> Result<(), Error> {
+    let body = (dst.len() - at - super::FRAME_HEADER_LEN).saturating_add(trailing);
     match u32::try_from(body) {
         Ok(len) => {
             dst[at..at + super::FRAME_HEADER_LEN].copy_from_slice(&len.to_le_bytes());

@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 
 use super::{unix_ms, ReplError, Replication, RoleView};
 use crate::coordinator::Member;
@@ -282,7 +282,7 @@ pub(crate) async fn send_snapshot<W: tokio::io::AsyncWrite + Unpin>(
             .await?;
         let mut offset = 0;
         while offset < f.len {
-            let bytes = Bytes::from(f.read(offset, FILE_CHUNK_BYTES as usize)?);
+            let bytes = f.read(offset, FILE_CHUNK_BYTES as usize)?;
             if bytes.is_empty() {
                 return Err(ReplError::Unexpected(format!(
                     "{} ended early at {offset}",
@@ -291,7 +291,7 @@ pub(crate) async fn send_snapshot<W: tokio::io::AsyncWrite + Unpin>(
             }
             offset += bytes.len() as u64;
             writer
-                .send(|b| ToReplica::FileData { bytes }.encode(b))
+                .send_parts(|b| ToReplica::FileData { bytes }.encode_head(b))
                 .await?;
         }
     }
@@ -385,9 +385,9 @@ async fn stream_log<W: tokio::io::AsyncWrite + Unpin>(
                         segment_base: chunk.segment_base,
                         offset: pos,
                         master_end: end,
-                        bytes: Bytes::from(chunk.bytes),
+                        bytes: chunk.bytes,
                     };
-                    writer.send(|b| msg.encode(b)).await?;
+                    writer.send_parts(|b| msg.encode_head(b)).await?;
                     pos += len;
                     repl.bytes_shipped.fetch_add(len, Relaxed);
                     repl.chunks.fetch_add(1, Relaxed);

@@ -4,16 +4,16 @@
 //! error the link is dropped and re-established with a bounded backoff;
 //! nothing is applied that did not verify.
 
+use std::os::unix::fs::FileExt;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Buf, BytesMut};
-use tokio::io::AsyncWriteExt;
+use bytes::{Buf, Bytes, BytesMut};
 use tokio::sync::watch;
 
 use super::{ReplError, Replication};
-use crate::engine::{self, snapshot::is_snapshot_file};
+use crate::engine::{self, record, snapshot::is_snapshot_file};
 use crate::protocol::replication::{SyncRequest, ToMaster, ToReplica};
 use crate::protocol::stream::{self, FrameReader, FrameWriter, HelloError, OpenError};
 use crate::protocol::ErrorCode;
@@ -234,8 +234,14 @@ const INLINE_APPEND_BYTES: usize = 256 << 10;
 
 /// Chunks gathered from the frames already received, for one append.
 struct Batch {
-    /// Whole or partial records of the segment `base`, not yet appended.
+    /// The start of a record cut by a chunk boundary, left by the last
+    /// append: the only log bytes copied before the engine takes them.
     carry: BytesMut,
+    /// Chunks of the segment `base` received since, in order: views of
+    /// the frames they arrived in, appended from there.
+    parts: Vec<Bytes>,
+    /// Bytes in `carry` and `parts`.
+    held: usize,
     base: u64,
     /// The local log's end (everything appended, durable or not).
     end: u64,
@@ -256,18 +262,19 @@ impl Batch {
                 master_end,
                 bytes,
             } => {
-                let expected = self.end + self.carry.len() as u64;
+                let expected = self.end + self.held as u64;
                 if offset != expected {
                     return Err(ReplError::Unexpected(format!(
                         "chunk at {offset}, expected {expected}"
                     )));
                 }
-                if self.carry.is_empty() {
+                if self.held == 0 {
                     self.base = segment_base;
                 } else if segment_base != self.base {
                     return Err(ReplError::Unexpected("a record spans two segments".into()));
                 }
-                self.carry.extend_from_slice(&bytes);
+                self.held += bytes.len();
+                self.parts.push(bytes);
                 self.master_end = master_end;
                 self.chunks += 1;
             }
@@ -280,17 +287,83 @@ impl Batch {
         Ok(())
     }
 
-    /// Whether `msg` is a chunk of another segment than the bytes carried,
+    /// Whether `msg` is a chunk of another segment than the bytes held,
     /// which must be appended first.
     fn other_segment(&self, msg: &ToReplica) -> bool {
         matches!(msg, ToReplica::Chunk { segment_base, .. }
-            if !self.carry.is_empty() && *segment_base != self.base)
+            if self.held > 0 && *segment_base != self.base)
     }
 
     /// Whether more chunks may join before the append.
     fn has_room(&self) -> bool {
-        self.carry.len() < MAX_APPEND_BATCH
+        self.held < MAX_APPEND_BATCH
     }
+}
+
+/// What [`append_parts`] did.
+struct Appended {
+    /// Bytes taken into the log.
+    taken: u64,
+    /// The local log's end after the last append, if any was made.
+    end: Option<u64>,
+    /// The start of a record still incomplete, for the next chunk.
+    carry: BytesMut,
+}
+
+/// Appends `carry` then `parts` (log bytes of the segment `base`, in
+/// order) to the local log, each chunk from the buffer it arrived in. A
+/// record cut by a chunk boundary is made whole in `carry` by copying its
+/// missing bytes only; whatever is left incomplete at the end is returned
+/// for the next chunk. The engine verifies every record's checksum.
+fn append_parts(
+    engine: &engine::Engine,
+    base: u64,
+    mut carry: BytesMut,
+    parts: Vec<Bytes>,
+) -> Result<Appended, engine::Error> {
+    let mut taken = 0u64;
+    let mut end = None;
+    let mut append = |bytes: &[u8]| -> Result<usize, engine::Error> {
+        let appended = engine.append_log_deferred(base, bytes)?;
+        taken += appended.taken as u64;
+        end = Some(appended.end);
+        Ok(appended.taken)
+    };
+    for mut part in parts {
+        if !carry.is_empty() {
+            let missing = missing_bytes(&carry, &part).unwrap_or(part.len());
+            let missing = missing.min(part.len());
+            carry.extend_from_slice(&part[..missing]);
+            part.advance(missing);
+            let n = append(&carry)?;
+            carry.advance(n);
+            if !carry.is_empty() {
+                // Still no whole record (a short chunk): keep gathering.
+                carry.extend_from_slice(&part);
+                continue;
+            }
+        }
+        if part.is_empty() {
+            continue;
+        }
+        let n = append(&part)?;
+        carry.extend_from_slice(&part[n..]);
+    }
+    Ok(Appended { taken, end, carry })
+}
+
+/// Bytes of `next` that complete the record `carry` starts, if its header
+/// can be read from `carry` and `next`; `None` leaves the decision (and
+/// any error) to the append.
+fn missing_bytes(carry: &[u8], next: &[u8]) -> Option<usize> {
+    const LONGEST_HEADER: usize = record::HEADER_LEN + record::EXPIRY_LEN;
+    let mut head = [0u8; LONGEST_HEADER];
+    let from_carry = carry.len().min(LONGEST_HEADER);
+    head[..from_carry].copy_from_slice(&carry[..from_carry]);
+    let from_next = next.len().min(LONGEST_HEADER - from_carry);
+    head[from_carry..from_carry + from_next].copy_from_slice(&next[..from_next]);
+    let header = record::decode_header(&head[..from_carry + from_next]).ok()??;
+    header.record_len().checked_sub(carry.len())
 }
 
 /// Streams after REPL_STREAM until the link fails. This is the replica's
@@ -313,6 +386,8 @@ where
     let mut progress = engine.subscribe();
     let mut batch = Batch {
         carry: BytesMut::new(),
+        parts: Vec::new(),
+        held: 0,
         base: 0,
         end: engine.end(),
         master_end: 0,
@@ -376,30 +451,29 @@ where
     }
 }
 
-/// Appends what `batch` carries (whole records; a partial one stays for
+/// Appends what `batch` holds (whole records; a partial one stays for
 /// the next chunk) without waiting for durability.
 async fn apply(repl: &Arc<Replication>, batch: &mut Batch) -> Result<(), ReplError> {
-    if batch.carry.len() > INLINE_APPEND_BYTES {
-        let (e, base, data) = (
-            repl.engine.clone(),
-            batch.base,
-            batch.carry.split().freeze(),
-        );
-        let (appended, data) = blocking(&repl.applying, move || {
-            e.append_log_deferred(base, &data).map(|a| (a, data))
-        })
-        .await?;
-        batch.carry.extend_from_slice(&data[appended.taken..]);
-        batch.end = appended.end;
-        repl.bytes_shipped.fetch_add(appended.taken as u64, Relaxed);
-    } else if !batch.carry.is_empty() {
-        // Synchronous, so a stopped follower cannot leave it half done;
-        // `applying` keeps a role change out meanwhile (see `blocking`).
-        let _quiet = repl.applying.lock().await;
-        let appended = repl.engine.append_log_deferred(batch.base, &batch.carry)?;
-        batch.carry.advance(appended.taken);
-        batch.end = appended.end;
-        repl.bytes_shipped.fetch_add(appended.taken as u64, Relaxed);
+    if batch.held > 0 {
+        let (engine, base) = (repl.engine.clone(), batch.base);
+        let (carry, parts) = (batch.carry.split(), std::mem::take(&mut batch.parts));
+        let appended = if batch.held > INLINE_APPEND_BYTES {
+            blocking(&repl.applying, move || {
+                append_parts(&engine, base, carry, parts)
+            })
+            .await?
+        } else {
+            // Synchronous, so a stopped follower cannot leave it half done;
+            // `applying` keeps a role change out meanwhile (see `blocking`).
+            let _quiet = repl.applying.lock().await;
+            append_parts(&engine, base, carry, parts)?
+        };
+        batch.carry = appended.carry;
+        batch.held = batch.carry.len();
+        if let Some(end) = appended.end {
+            batch.end = end;
+        }
+        repl.bytes_shipped.fetch_add(appended.taken, Relaxed);
     }
     repl.chunks
         .fetch_add(std::mem::take(&mut batch.chunks), Relaxed);
@@ -489,7 +563,8 @@ async fn receive_snapshot<R: tokio::io::AsyncRead + Unpin>(
             )));
         }
         let path = staging.join(&name);
-        let mut file = tokio::fs::File::create(&path).await?;
+        let file = Arc::new(tokio::fs::File::create(&path).await?.into_std().await);
+        let mut out = FileWriter::new(file);
         let mut received = 0u64;
         while received < len {
             let bytes = match next_message(reader, &limits).await? {
@@ -506,9 +581,11 @@ async fn receive_snapshot<R: tokio::io::AsyncRead + Unpin>(
                     "file {name} overruns its length {len}"
                 )));
             }
-            file.write_all(&bytes).await?;
+            // Hand the bytes to the disk when the last write is done (or
+            // enough waits), and receive on meanwhile.
+            out.push(bytes, received == len).await?;
         }
-        file.sync_all().await?;
+        out.finish().await?;
     }
     let e = engine.clone();
     let dir = staging.clone();
@@ -519,4 +596,77 @@ async fn receive_snapshot<R: tokio::io::AsyncRead + Unpin>(
     .await?;
     let _ = tokio::fs::remove_dir_all(&staging).await;
     Ok(())
+}
+
+/// Snapshot bytes gathered before one write to the staged file.
+const FILE_WRITE_BATCH: usize = 16 << 20;
+
+/// Writes one staged snapshot file from the frames' own buffers on the
+/// blocking pool, one batch at a time, while the stream is read on: the
+/// network and the disk work at once, and no byte is copied on its way
+/// from the read buffer to the file.
+struct FileWriter {
+    file: Arc<std::fs::File>,
+    /// Where the next batch goes.
+    at: u64,
+    batch: Vec<Bytes>,
+    held: usize,
+    writing: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl FileWriter {
+    fn new(file: Arc<std::fs::File>) -> Self {
+        FileWriter {
+            file,
+            at: 0,
+            batch: Vec::new(),
+            held: 0,
+            writing: None,
+        }
+    }
+
+    /// Takes `bytes`; starts a write of everything gathered when the last
+    /// one is done, when the batch is full or when `last`.
+    async fn push(&mut self, bytes: Bytes, last: bool) -> Result<(), ReplError> {
+        self.held += bytes.len();
+        self.batch.push(bytes);
+        let idle = self.writing.as_ref().is_none_or(|w| w.is_finished());
+        if idle || last || self.held >= FILE_WRITE_BATCH {
+            self.wait().await?;
+            let (file, at) = (Arc::clone(&self.file), self.at);
+            let batch = std::mem::take(&mut self.batch);
+            self.at += std::mem::take(&mut self.held) as u64;
+            self.writing = Some(tokio::task::spawn_blocking(move || {
+                let mut at = at;
+                for b in batch {
+                    file.write_all_at(&b, at)?;
+                    at += b.len() as u64;
+                }
+                Ok(())
+            }));
+        }
+        Ok(())
+    }
+
+    /// Waits for the write in progress.
+    async fn wait(&mut self) -> Result<(), ReplError> {
+        if let Some(w) = self.writing.take() {
+            w.await
+                .map_err(|e| ReplError::Unexpected(e.to_string()))??;
+        }
+        Ok(())
+    }
+
+    /// Writes what is left and fsyncs the file.
+    async fn finish(mut self) -> Result<(), ReplError> {
+        if !self.batch.is_empty() {
+            self.push(Bytes::new(), true).await?;
+        }
+        self.wait().await?;
+        let file = self.file;
+        tokio::task::spawn_blocking(move || file.sync_all())
+            .await
+            .map_err(|e| ReplError::Unexpected(e.to_string()))??;
+        Ok(())
+    }
 }

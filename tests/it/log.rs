@@ -136,10 +136,10 @@ fn damaged_shipped_bytes_are_refused_and_nothing_is_applied() {
     let master = Engine::open(mdir.path(), common::small_segment_options()).unwrap();
     let replica = open_replica(rdir.path());
     master.put(b"k", b"value").unwrap();
-    let mut chunk = master.read_log(0, 1 << 20).unwrap();
-    let last = chunk.bytes.len() - 1;
-    chunk.bytes[last] ^= 0x40;
-    match replica.append_log(0, &chunk.bytes) {
+    let mut bytes = master.read_log(0, 1 << 20).unwrap().bytes.to_vec();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x40;
+    match replica.append_log(0, &bytes) {
         Err(Error::BadLogBytes { offset, .. }) => assert_eq!(offset, 0),
         other => panic!("expected BadLogBytes, got {other:?}"),
     }

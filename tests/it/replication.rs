@@ -143,6 +143,54 @@ fn a_killed_replica_resumes_from_its_offset() {
     assert_same_contents(m.addr, &[r.addr], &keys("base", 0..20_000));
 }
 
+/// A replica stopped behind catches up across several segments, and an
+/// empty one joins by full resync: both end with the master's segment
+/// files byte for byte, wherever the master's chunks cut the records
+/// (100 B, 70 KB and 1.5 MiB values: larger than one chunk).
+#[test]
+fn catch_up_and_full_resync_across_segments_copy_the_log_byte_for_byte() {
+    let seg = ["--durability", "never", "--segment-max-bytes", "4194304"];
+    let mut m = master(&seg);
+    let mut r = replica(m.addr, &seg);
+    let mut c = m.client();
+    put_range(&mut c, "base", 0..100, 100).unwrap();
+    wait_converged(m.addr, &[r.addr]);
+    assert!(r.sigterm().success());
+    let mut written = Vec::new();
+    for round in 0..3 {
+        for (name, n, len) in [
+            ("small", 2000, 100),
+            ("mid", 60, 70_000),
+            ("big", 2, 1_500_000),
+        ] {
+            let prefix = format!("{name}{round}");
+            put_range(&mut c, &prefix, 0..n, len).unwrap();
+            written.extend(keys(&prefix, 0..n));
+        }
+    }
+    r.restart();
+    let mut fresh = replica(m.addr, &seg);
+    wait_converged(m.addr, &[r.addr, fresh.addr]);
+    assert_eq!(rstat(r.addr, "full_resyncs"), 0, "{}", r.logs());
+    assert!(rstat(r.addr, "partial_resyncs") >= 1);
+    assert_eq!(rstat(fresh.addr, "full_resyncs"), 1);
+    assert_same_contents(m.addr, &[r.addr, fresh.addr], &written);
+
+    for node in [&mut r, &mut fresh, &mut m] {
+        assert!(node.sigterm().success());
+    }
+    let reference = segments_from(&m.data_dir(), 0);
+    assert!(reference.len() >= 5, "{} segments", reference.len());
+    for node in [&r, &fresh] {
+        let got = segments_from(&node.data_dir(), 0);
+        let names = |v: &[(u64, Vec<u8>)]| v.iter().map(|s| s.0).collect::<Vec<_>>();
+        assert_eq!(names(&got), names(&reference), "segment names differ");
+        for ((base, want), (_, have)) in reference.iter().zip(&got) {
+            assert!(want == have, "segment {base:020}.seg differs");
+        }
+    }
+}
+
 #[test]
 fn a_killed_master_loses_no_acknowledged_write_and_replicas_reconnect() {
     let flags = ["--durability", "always"];
