@@ -90,10 +90,6 @@ pub(crate) struct WriterState {
     /// Members of a shipped batch whose commit record has not arrived.
     open_batch: Vec<PendingOp>,
     busy: bool,
-    /// The flusher holds the next round back for more writers
-    /// ([`Gather`]); nobody else starts one meanwhile.
-    gathering: bool,
-    gather: Gather,
     flush_requested: bool,
     last_sync: Instant,
     pub poisoned: Option<String>,
@@ -249,8 +245,6 @@ impl Writer {
             flushing: Arc::default(),
             open_batch: Vec::new(),
             busy: false,
-            gathering: false,
-            gather: Gather::default(),
             flush_requested: false,
             last_sync: Instant::now(),
             poisoned: None,
@@ -340,28 +334,6 @@ impl Writer {
     pub fn kick(&self) {
         self.work.notify_one();
     }
-}
-
-/// How many writers the next synced round should expect, learnt from the
-/// last one.
-///
-/// Left alone, the flusher takes whatever is buffered the moment a round
-/// ends, and N writers settle into two cohorts that alternate: one waits
-/// on the disk while the other, just woken, appends again, so every fsync
-/// carries half of them. A round that ends with writes already buffered
-/// therefore expects as many writers as it carried plus those, and the
-/// next round waits for that many appends, but never longer than the last
-/// round's own I/O took: a writer that left costs at most one such wait,
-/// and the expectation shrinks to what came. A lone writer (the last round
-/// ended with nothing buffered) is never held back.
-#[derive(Debug, Default, Clone, Copy)]
-struct Gather {
-    /// Appends since the last round took the buffer.
-    appends: usize,
-    /// Appends the next round waits for.
-    expect: usize,
-    /// How long the last synced round's write and fsync took.
-    last_io: Duration,
 }
 
 /// How many parked writers a round, and then every writer it woke, wakes
@@ -457,8 +429,6 @@ pub(crate) struct Appended {
     /// Live recoveries when it was appended.
     pub resumes: u64,
     kick: bool,
-    /// This append completed the flusher's gather.
-    gathered: bool,
 }
 
 /// Names the end of an append: it is durable once the log is durable up to
@@ -518,21 +488,9 @@ impl Inner {
         };
         let appended = self.append_locked(&mut st, ops, batch, now);
         self.stats.count_ops(ops, total as u64);
-        if !self.waits_for_sync() && appended.kick && !st.busy && !st.flush_requested {
-            // Nobody waits for the disk here: handing the bytes to the OS
-            // on this thread (a pwrite into the page cache) costs less than
-            // waking the flusher thread to do it.
-            self.flush_round(&mut st, false);
-            if !st.buf.is_empty() {
-                self.writer.kick();
-            }
-        } else {
-            drop(st);
-            if appended.gathered {
-                self.writer.kick();
-            } else if !(blocking && self.waits_for_sync()) {
-                self.kick_after(appended);
-            }
+        drop(st);
+        if !(blocking && self.waits_for_sync()) {
+            self.kick_after(appended);
         }
         Ok(Ticket {
             end: appended.end,
@@ -605,7 +563,6 @@ impl Inner {
             pos += (st.buf.len() - start) as u64;
         }
         st.len = pos;
-        st.gather.appends += 1;
         if self.waits_for_sync() {
             st.pending.extend_from_slice(&applied);
         } else {
@@ -617,7 +574,6 @@ impl Inner {
             end: st.end(),
             resumes: st.resumes,
             kick: self.waits_for_sync() || was_empty,
-            gathered: st.gathering && st.gather.appends >= st.gather.expect,
         }
     }
 
@@ -733,20 +689,14 @@ impl Inner {
                     st.check_writable()?;
                     return Err(Error::Closed);
                 }
-                if !st.busy && !st.gathering && !st.closed {
-                    if st.gather.appends < st.gather.expect {
-                        // More writers are on their way: the flusher
-                        // waits for them (or for its deadline).
+                if !st.busy && !st.closed {
+                    self.flush_round(&mut st, true);
+                    // What was appended during the round is someone
+                    // else's, parked: the flusher thread takes it.
+                    if !st.buf.is_empty() {
                         w.kick();
-                    } else {
-                        self.flush_round(&mut st, true);
-                        // What was appended during the round is someone
-                        // else's, parked: the flusher thread takes it.
-                        if !st.buf.is_empty() {
-                            w.kick();
-                        }
-                        continue;
                     }
+                    continue;
                 }
             }
             // Registered before the check, so that a publish between the
@@ -760,7 +710,7 @@ impl Inner {
             if published.durable < end && published.resumes == resumes && !published.poisoned {
                 // Bounded, so that the checks above run again even if no
                 // publish ever comes.
-                std::thread::park_timeout(std::time::Duration::from_millis(100));
+                std::thread::park_timeout(Duration::from_millis(100));
             }
             w.waiters.lock().retain(|p| p.thread.id() != me.id());
             w.wake(WAKE_FANOUT);
@@ -951,7 +901,6 @@ impl Inner {
             _ => None,
         };
         let mut st = w.state.lock();
-        let mut gather_until: Option<Instant> = None;
         loop {
             let sync_due =
                 interval.is_some_and(|d| st.synced < st.written && st.last_sync.elapsed() >= d);
@@ -969,8 +918,6 @@ impl Inner {
                 continue;
             }
             if st.busy || !has_work || st.poisoned.is_some() {
-                st.gathering = false;
-                gather_until = None;
                 if st.closed && !st.busy {
                     return;
                 }
@@ -982,17 +929,6 @@ impl Inner {
                 continue;
             }
             let sync = self.waits_for_sync() || st.flush_requested || sync_due || st.closed;
-            if sync && !st.closed && !st.flush_requested {
-                let until =
-                    *gather_until.get_or_insert_with(|| Instant::now() + st.gather.last_io * 4);
-                if st.gather.appends < st.gather.expect && Instant::now() < until {
-                    st.gathering = true;
-                    w.work.wait_until(&mut st, until);
-                    continue;
-                }
-            }
-            st.gathering = false;
-            gather_until = None;
             self.flush_round(&mut st, sync);
         }
     }
@@ -1018,8 +954,6 @@ impl Inner {
         let file = st.file.clone();
         let path = st.active.path.clone();
         st.busy = true;
-        let carried = mem::take(&mut st.gather.appends);
-        let started = Instant::now();
         let faults = self.options.faults.as_deref();
         let result = MutexGuard::unlocked(st, || {
             fault::write_all_at(faults, &file, &bytes, pos)?;
@@ -1050,8 +984,6 @@ impl Inner {
                     st.synced = end;
                     st.last_sync = Instant::now();
                     self.stats.count_fsync();
-                    st.gather.last_io = started.elapsed();
-                    st.gather.expect = carried + st.gather.appends;
                 }
             }
         }

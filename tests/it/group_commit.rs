@@ -202,56 +202,6 @@ fn a_lone_synced_writer_writes_and_fsyncs_on_its_own_thread() {
     assert_eq!(engine.get(b"k").unwrap(), Some(b"v".to_vec()));
 }
 
-/// Writers whose fsync ended while others were already buffered come back
-/// to find the next round waiting for them, so a group does not split into
-/// two halves that take turns.
-#[test]
-fn a_writer_back_from_its_fsync_joins_the_writers_buffered_meanwhile() {
-    let dir = tempfile::tempdir().unwrap();
-    let (engine, faults) = faulty_engine(dir.path());
-    engine.put(b"warm", b"up").unwrap();
-    let before = engine.stats();
-    faults.hold_syncs(true);
-    // A's first put leads a round and stops in its fsync.
-    let a = {
-        let engine = engine.clone();
-        std::thread::spawn(move || {
-            engine.put(b"a1", b"1")?;
-            // A writer that takes a moment before its next write.
-            std::thread::sleep(std::time::Duration::from_millis(20));
-            engine.put(b"a2", b"2")
-        })
-    };
-    assert!(faults.wait_until(WAIT, |f| f.syncs_held() == 1));
-    let others: Vec<_> = (0..7)
-        .map(|i| {
-            let engine = engine.clone();
-            std::thread::spawn(move || engine.put(format!("b{i}").as_bytes(), b"b"))
-        })
-        .collect();
-    assert!(
-        faults.wait_until(WAIT, |_| engine.stats().puts == before.puts + 8),
-        "the seven other writers never appended"
-    );
-    // The round has taken at least this long: the next one may wait as
-    // long for A to come back.
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    faults.hold_syncs(false);
-    a.join().unwrap().unwrap();
-    for o in others {
-        o.join().unwrap().unwrap();
-    }
-    let fsyncs = engine.stats().fsyncs - before.fsyncs;
-    assert_eq!(
-        fsyncs, 2,
-        "A's second put should have shared the second fsync with the seven \
-         writers buffered during the first"
-    );
-    for key in [&b"a1"[..], b"a2", b"b0", b"b6"] {
-        assert!(engine.get(key).unwrap().is_some(), "{key:?} missing");
-    }
-}
-
 /// Blocking and async writers mixed, under `always`: every write returns
 /// (no writer is left parked with its bytes durable) and survives a
 /// reopen.
@@ -312,38 +262,5 @@ fn blocking_and_async_synced_writers_mixed_all_return_and_survive() {
                 );
             }
         }
-    }
-}
-
-fn file_bytes(dir: &std::path::Path) -> u64 {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .flatten()
-        .filter_map(|e| e.metadata().ok())
-        .filter(|m| m.is_file())
-        .map(|m| m.len())
-        .sum()
-}
-
-/// Under `never` a lone writer's put is in the OS (the file) when it
-/// returns: the writer hands it over itself rather than leaving it for
-/// the flusher thread, so a process crash right after loses nothing.
-#[test]
-fn under_never_a_lone_writers_put_is_in_the_file_when_it_returns() {
-    let dir = tempfile::tempdir().unwrap();
-    let engine = Engine::open(
-        dir.path(),
-        Options {
-            durability: Durability::Never,
-            ..Options::default()
-        },
-    )
-    .unwrap();
-    let mut last = file_bytes(dir.path());
-    for i in 0..2000u32 {
-        engine.put(&i.to_be_bytes(), b"value").unwrap();
-        let now = file_bytes(dir.path());
-        assert!(now > last, "put {i} was not in the file when it returned");
-        last = now;
     }
 }
