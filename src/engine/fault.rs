@@ -24,6 +24,9 @@ pub struct Faults {
     /// The flusher passes this gate after it loaded the file table and
     /// before it applies written records to the keydir.
     apply_gate: Gate,
+    /// A rebuilt keydir waits here before it is published (live recovery,
+    /// truncation, snapshot install), its files already registered.
+    index_gate: Gate,
     /// Callers that found the flusher busy and waited for it before doing
     /// the writer's I/O themselves (a roll, a drain), since creation.
     drain_waits: AtomicU32,
@@ -37,6 +40,7 @@ impl Default for Faults {
             compaction_stop_at: AtomicU32::new(0),
             sync_gate: Gate::default(),
             apply_gate: Gate::default(),
+            index_gate: Gate::default(),
             drain_waits: AtomicU32::new(0),
         }
     }
@@ -107,6 +111,18 @@ impl Faults {
         self.apply_gate.waiting()
     }
 
+    /// While `hold` is true, a rebuilt keydir (live recovery, truncation,
+    /// snapshot install) stops just before it is published, its new files
+    /// already readable, until released: a test reads in that window.
+    pub fn hold_index_swaps(&self, hold: bool) {
+        self.index_gate.hold(hold);
+    }
+
+    /// How many keydir swaps are waiting at their gate now.
+    pub fn index_swaps_held(&self) -> u32 {
+        self.index_gate.waiting()
+    }
+
     /// How many times a caller had to wait for the flusher before doing
     /// the writer's I/O itself (a segment roll, a drain).
     pub fn drain_waits(&self) -> u32 {
@@ -162,6 +178,10 @@ impl Faults {
 
     pub(crate) fn pass_apply_gate(&self) {
         self.apply_gate.pass();
+    }
+
+    pub(crate) fn pass_index_gate(&self) {
+        self.index_gate.pass();
     }
 
     pub(crate) fn check_sync(&self) -> io::Result<()> {

@@ -4,7 +4,6 @@
 
 use std::fs;
 use std::os::unix::fs::FileExt;
-use std::sync::Arc;
 
 use bytes::Bytes;
 
@@ -268,8 +267,7 @@ impl Inner {
         new_table.add_segment(base, active.clone());
         let index = build_index(dir, &new_table)?;
         tracing::warn!(from = end, to, "log truncated");
-        self.files.store(Arc::new(new_table));
-        self.keydir.store(Arc::new(index.keydir));
+        self.publish_index(new_table, index.keydir);
         self.stats.set_live(index.live_bytes);
         debug_assert!(matches!(kind, FileKind::Segment { .. }));
         st.reset_active(active, write, base);

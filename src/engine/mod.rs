@@ -520,6 +520,31 @@ impl Inner {
         }
     }
 
+    /// Publishes a rebuilt keydir with the file table it names (a live
+    /// recovery, a truncation, an installed snapshot). A reader loads the
+    /// keydir, then the table, and takes a location whose file is missing
+    /// as moved by a compaction and looks again, at most [`READ_RETRIES`]
+    /// times: had the new table gone out first, a reader still on the old
+    /// keydir could spend all its retries while this thread was preempted
+    /// between the two stores. So the files the old keydir names stay
+    /// registered until the new keydir is out, and only then are they
+    /// dropped: a reader meets a missing file at most once.
+    pub(crate) fn publish_index(&self, table: FileTable, keydir: KeyDir) {
+        let old = self.files.load_full();
+        let mut interim = table.clone();
+        for file in old.all() {
+            if interim.get(file.id).is_none() {
+                interim.register(file.clone());
+            }
+        }
+        self.files.store(Arc::new(interim));
+        if let Some(f) = &self.options.faults {
+            f.pass_index_gate();
+        }
+        self.keydir.store(Arc::new(keydir));
+        self.files.store(Arc::new(table));
+    }
+
     pub(crate) fn stats(&self) -> Stats {
         let table = self.files.load();
         let keydir = self.keydir.load();

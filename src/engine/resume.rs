@@ -163,10 +163,7 @@ impl Inner {
         }
         new_table.add_segment(cut_at, active.clone());
         let index = build_index(dir, &new_table)?;
-        // Readers holding the old keydir find the old file gone from the
-        // new table, treat their location as stale and look again.
-        self.files.store(Arc::new(new_table));
-        self.keydir.store(Arc::new(index.keydir));
+        self.publish_index(new_table, index.keydir);
         self.stats.set_live(index.live_bytes);
 
         epochs.finish_pending();

@@ -166,8 +166,7 @@ impl Engine {
             unreachable!("the active file is a segment")
         };
         let history = EpochHistory::load(dir)?;
-        inner.files.store(Arc::new(rec.table));
-        inner.keydir.store(Arc::new(rec.keydir));
+        inner.publish_index(rec.table, rec.keydir);
         inner.stats.set_live(rec.live_bytes);
         inner.stats.set_active_from_hint(rec.active_from_hint);
         st.reset_active(active, rec.active_file, base);

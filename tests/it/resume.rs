@@ -195,6 +195,45 @@ fn under_interval_writes_past_the_durable_end_are_rolled_back() {
 }
 
 #[test]
+fn readers_keep_finding_every_key_while_a_recovery_swaps_the_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let faults = Arc::new(Faults::default());
+    let engine = open(dir.path(), Durability::Always, &faults);
+    for i in 0..100 {
+        engine.put(&key(i), &value(i)).unwrap();
+    }
+    faults.set_fail_sync(true);
+    assert!(engine.put(&key(100), &value(100)).is_err());
+    // The recovery (run by the engine's own probe) stops with its rebuilt
+    // keydir not yet published: readers still use the old one, whose
+    // segment the new file table replaces.
+    faults.hold_index_swaps(true);
+    faults.set_fail_sync(false);
+    assert!(
+        faults.wait_until(DEADLINE, |f| f.index_swaps_held() == 1),
+        "the recovery reached the keydir swap"
+    );
+    // Read everything first: the gate must be opened before asserting, or
+    // the engine's close would wait on it.
+    let missed: Vec<_> = (0..100)
+        .map(|i| (i, engine.get(&key(i))))
+        .filter(|(i, got)| !matches!(got, Ok(Some(v)) if *v == value(*i)))
+        .collect();
+    faults.hold_index_swaps(false);
+    assert!(
+        missed.is_empty(),
+        "{} keys failed during the swap, first {:?}",
+        missed.len(),
+        missed.first()
+    );
+    wait_resumed(&engine);
+    for i in 0..100 {
+        assert_eq!(engine.get(&key(i)).unwrap(), Some(value(i)), "key {i}");
+    }
+    assert_eq!(engine.get(&key(100)).unwrap(), None, "never acknowledged");
+}
+
+#[test]
 fn a_replica_resumes_in_the_segment_its_master_names() {
     let (mdir, rdir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let faults = Arc::new(Faults::default());
