@@ -161,3 +161,42 @@ pub fn main() -> ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+    use crate::config::KNOWN_ENV;
+
+    /// Every variable a flag of any subcommand reads.
+    fn flag_variables(cmd: &clap::Command, out: &mut BTreeSet<String>) {
+        for arg in cmd.get_arguments() {
+            if let Some(env) = arg.get_env() {
+                out.insert(env.to_string_lossy().into_owned());
+            }
+        }
+        for sub in cmd.get_subcommands() {
+            flag_variables(sub, out);
+        }
+    }
+
+    /// `serve` warns about a `KVSTORE_` variable missing from the known
+    /// list as a probable typo: the list must be exactly what flags read.
+    #[test]
+    fn the_known_variables_are_exactly_the_flags_variables() {
+        let mut read = BTreeSet::new();
+        flag_variables(&Cli::command(), &mut read);
+        let known: BTreeSet<String> = KNOWN_ENV.iter().map(|s| s.to_string()).collect();
+        assert_eq!(
+            read.difference(&known).collect::<Vec<_>>(),
+            Vec::<&String>::new(),
+            "read by a flag, missing from KNOWN_ENV (serve would call them typos)"
+        );
+        assert_eq!(
+            known.difference(&read).collect::<Vec<_>>(),
+            Vec::<&String>::new(),
+            "in KNOWN_ENV, read by no flag"
+        );
+    }
+}
