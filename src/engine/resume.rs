@@ -8,23 +8,27 @@
 //!    durable end `D` of the log, under a temporary name (through the
 //!    fault hooks, so tests can keep the "disk" full);
 //! 2. records the cut at `D` in the epoch history, as pending;
-//! 3. renames the fresh segment into place and publishes a file table in
-//!    which the old active segment is sealed at its durable length (a new
-//!    mapping of the same file, never shrunk: readers of the old mapping
-//!    go on safely) and a keydir rebuilt from it, so nothing points past
-//!    `D` (under `interval` and `never`, writes past `D` were visible);
-//! 4. marks the cut finished and clears the poison.
+//! 3. renames the fresh segment into place and marks the cut finished
+//!    (with the segment at `D` on disk, an open trims the old one to `D`
+//!    by the finished cut alone);
+//! 4. publishes a file table in which the old active segment is sealed
+//!    at its durable length (a new mapping of the same file, never
+//!    shrunk: readers of the old mapping go on safely) and a keydir
+//!    rebuilt from it, so nothing points past `D` (under `interval` and
+//!    `never`, writes past `D` were visible), and clears the poison.
 //!
 //! A replica (which does not roll segments on its own: their names follow
 //! its master's) instead keeps the segment and continues in a new file
 //! holding the segment's durable prefix, renamed over it, as a truncation
 //! for replication does; this needs room for that copy.
 //!
-//! Every step before 4 may fail: the engine stays poisoned and the next
-//! probe starts over (a pending cut is replaced, a temporary file
-//! overwritten). The bytes past `D` in the old file are never reused: they
-//! stay until the next open trims the file to its successor's base, which
-//! the finished cut allows ([`super::tail`]).
+//! Every step may fail before anything in memory changes: the engine
+//! stays poisoned and the next probe starts over (a pending cut is
+//! replaced, a temporary file overwritten; after a failure in step 4,
+//! which only maps and reads files, the cut is recorded a second time at
+//! the same offset). The bytes past `D` in the old file are never reused:
+//! they stay until the next open trims the file to its successor's base,
+//! which the finished cut allows ([`super::tail`]).
 //!
 //! A write waiting for durability across a recovery gets an error, even
 //! if the log grows past its end again later ([`super::writer::Progress`]
@@ -153,6 +157,13 @@ impl Inner {
             return Ok(self.resumed(&mut st, cut));
         }
         durable::commit(&dir.join(kind.file_name()))?;
+        // With the segment at the cut on disk, an open trims the old
+        // segment to the cut by the finished record alone. Finishing it
+        // here, before anything in memory changes, leaves nothing half
+        // done if the store fails: the engine stays poisoned as it was and
+        // the next attempt starts over.
+        epochs.finish_pending();
+        epochs.store(dir)?;
         let (active, write) = open_active(dir, kind, self.next_id(), &self.options)?;
         let table = self.files.load_full();
         let mut new_table = (*table).clone();
@@ -165,9 +176,6 @@ impl Inner {
         let index = build_index(dir, &new_table)?;
         self.publish_index(new_table, index.keydir);
         self.stats.set_live(index.live_bytes);
-
-        epochs.finish_pending();
-        epochs.store(dir)?;
         st.set_epochs(epochs);
         st.reset_active(active, write, cut_at);
         st.clear_batches();
