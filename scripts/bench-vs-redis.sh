@@ -9,8 +9,11 @@
 # never). ROUNDS rounds (default 3): each round runs
 # both servers at each depth, and the server that goes first alternates
 # from round to round (and from depth to depth), so drift in the machine's
-# speed weighs on both. Prints one table: each round's ratio kvstore/Redis
-# and the median of those same-round ratios, with the machine, load
+# speed weighs on both. Between the two, the same load goes to kvstore's
+# binary protocol with `kvstore bench` (same connections, pipeline, value
+# size and key space; its PUT stands for SET). Prints one table: each
+# round's ratio kvstore/Redis and the median of those same-round ratios,
+# and the binary protocol's median ratio beside it, with the machine, load
 # average and date (benches/bench-env.sh); writes the rounds to the chart
 # data (docs/charts/data/vs-redis.csv) and redraws the charts.
 #
@@ -82,7 +85,7 @@ start_redis() { # name appendfsync|none -> sets REDIS_PORT, REDIS_PID
   wait_ping "$REDIS_PORT"
 }
 
-start_kvstore() { # name durability-flags... -> sets KV_PORT, KV_PID
+start_kvstore() { # name durability-flags... -> sets KV_PORT, KV_ADDR, KV_PID
   local name=$1; shift
   local dir=$work/kv-$name
   mkdir -p "$dir"
@@ -93,6 +96,8 @@ start_kvstore() { # name durability-flags... -> sets KV_PORT, KV_PID
   for _ in $(seq 1 200); do [[ -s $dir/ports ]] && grep -q '^resp=' "$dir/ports" && break; sleep 0.05; done
   KV_PORT=$(sed -n 's/^resp=.*:\([0-9]*\)$/\1/p' "$dir/ports")
   [[ -n $KV_PORT ]] || die "kvstore did not write resp= to its port file"
+  KV_ADDR=$(sed -n 's/^listen=//p' "$dir/ports")
+  [[ -n $KV_ADDR ]] || die "kvstore did not write listen= to its port file"
   wait_ping "$KV_PORT"
 }
 
@@ -115,6 +120,15 @@ bench() { # label server port P round
   redis-benchmark "${common[@]}" GET key:__rand_int__ | sed -n '2s/^"[^"]*"/"GET"/p' >>"$file"
 }
 
+# The binary protocol under the same load: `kvstore bench`, whose summary
+# lines read "PUT: N requests per second, p50=...".
+binbench() { # label addr P round
+  local file=$OUT/$1-binary-P$3-r$4.txt
+  echo "bench-vs-redis: round $4: $1 kvstore binary protocol -P $3 (N=$N)" >&2
+  [[ -z $TTL ]] || { : >"$file"; return; }
+  "$BIN" bench --addr "$2" -q -c 50 -n "$N" -d 100 -r 1000000 -P "$3" -t put,get >"$file"
+}
+
 bench_env
 for pairing in $PAIRINGS; do
   case $pairing in
@@ -132,9 +146,13 @@ for pairing in $PAIRINGS; do
     for P in 1 16; do
       # Who goes first alternates each round, and between the two depths.
       if (( (round + P) % 2 == 0 )); then
-        bench "$pairing" redis "$REDIS_PORT" "$P" "$round"; bench "$pairing" kvstore "$KV_PORT" "$P" "$round"
+        bench "$pairing" redis "$REDIS_PORT" "$P" "$round"
+        binbench "$pairing" "$KV_ADDR" "$P" "$round"
+        bench "$pairing" kvstore "$KV_PORT" "$P" "$round"
       else
-        bench "$pairing" kvstore "$KV_PORT" "$P" "$round"; bench "$pairing" redis "$REDIS_PORT" "$P" "$round"
+        bench "$pairing" kvstore "$KV_PORT" "$P" "$round"
+        binbench "$pairing" "$KV_ADDR" "$P" "$round"
+        bench "$pairing" redis "$REDIS_PORT" "$P" "$round"
       fi
     done
   done
@@ -144,21 +162,25 @@ done
 rps() { # file test -> requests/s
   awk -F'","' -v t="$2" '{gsub(/"/,"",$1); gsub(/"/,"",$2)} $1==t {print $2}' "$1"
 }
+binrps() { # file SET|GET -> requests/s of kvstore bench's PUT or GET line
+  local op=$2; [[ $op != SET ]] || op=PUT
+  sed -n "s/^$op: \([0-9.]*\) requests per second.*/\1/p" "$1"
+}
 p50() { awk -F'","' -v t="$2" '{gsub(/"/,"",$1); gsub(/"/,"",$5)} $1==t {print $5}' "$1"; }
 # median of the numbers on stdin, one a line
 median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "n/a"; else if (NR % 2) print v[(NR + 1) / 2]; else printf "%.2f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 med() { printf '%s\n' "$@" | grep -v '^n/a$' | median; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0 && a ~ /^[0-9.]+$/) printf "%.2f", a / b; else print "n/a" }'; }
 
 # The chart is of plain SET/GET; a TTL run keeps its rounds beside the raw CSVs.
 if [[ -z $TTL ]]; then csv=$(bench_csv vs-redis); else csv=$OUT/vs-redis-ttl.csv; fi
 when=$(bench_date)
-echo "date,pairing,pipeline,test,round,redis_rps,kvstore_rps,ratio" >"$csv"
+echo "date,pairing,pipeline,test,round,redis_rps,kvstore_rps,ratio,binary_rps,binary_ratio" >"$csv"
 echo
 echo "redis-benchmark ${TTL:+(SET ... EX $TTL, GET) }-t set,get -n $N -r 1000000 -d 100 -c 50, $ROUNDS rounds; ratio = kvstore / Redis in the same round"
 bench_env
-printf '| %-34s | %-3s | %-4s | %-22s | %6s | %12s | %12s | %9s | %9s |\n' "pairing" "P" "test" "ratio per round" "median" "Redis rps" "kvstore rps" "Redis p50" "kv p50"
-printf '|%s|\n' "------------------------------------|-----|------|------------------------|--------|--------------|--------------|-----------|----------"
+printf '| %-34s | %-3s | %-4s | %-22s | %6s | %12s | %12s | %9s | %9s | %12s | %6s |\n' "pairing" "P" "test" "ratio per round" "median" "Redis rps" "kvstore rps" "Redis p50" "kv p50" "binary rps" "binary"
+printf '|%s|\n' "------------------------------------|-----|------|------------------------|--------|--------------|--------------|-----------|-----------|--------------|-------"
 for pairing in $PAIRINGS; do
   case $pairing in
     always) label="appendfsync always / always"; short=always ;;
@@ -167,20 +189,23 @@ for pairing in $PAIRINGS; do
   esac
   for P in 1 16; do
     for t in SET GET; do
-      ratios=() rs=() ks=() rps50=() kps50=()
+      ratios=() rs=() ks=() rps50=() kps50=() bs=() bratios=()
       for round in $(seq 1 "$ROUNDS"); do
         rf=$OUT/$pairing-redis-P$P-r$round.csv kf=$OUT/$pairing-kvstore-P$P-r$round.csv
         r=$(rps "$rf" "$t"); k=$(rps "$kf" "$t")
         ratios+=("$(ratio "$k" "$r")"); rs+=("$r"); ks+=("$k")
         rps50+=("$(p50 "$rf" "$t")"); kps50+=("$(p50 "$kf" "$t")")
-        echo "$when,$short,$P,$t,$round,$r,$k,${ratios[-1]}" >>"$csv"
+        b=$(binrps "$OUT/$pairing-binary-P$P-r$round.txt" "$t"); b=${b:-n/a}
+        bs+=("$b"); bratios+=("$(ratio "$b" "$r")")
+        echo "$when,$short,$P,$t,$round,$r,$k,${ratios[-1]},${b/n\/a/},${bratios[-1]/n\/a/}" >>"$csv"
       done
-      printf '| %-34s | %-3s | %-4s | %-22s | %6s | %12s | %12s | %9s | %9s |\n' "$label" "$P" "$t" \
+      printf '| %-34s | %-3s | %-4s | %-22s | %6s | %12s | %12s | %9s | %9s | %12s | %6s |\n' "$label" "$P" "$t" \
         "$(IFS=,; all="${ratios[*]}"; echo "${all//,/, }")" "$(med "${ratios[@]}")" \
-        "$(med "${rs[@]}")" "$(med "${ks[@]}")" "$(med "${rps50[@]}")" "$(med "${kps50[@]}")"
+        "$(med "${rs[@]}")" "$(med "${ks[@]}")" "$(med "${rps50[@]}")" "$(med "${kps50[@]}")" \
+        "$(med "${bs[@]}")" "$(med "${bratios[@]}")"
     done
   done
 done
-echo "(Redis rps, kvstore rps and p50: medians over the rounds)"
+echo "(Redis rps, kvstore rps and p50: medians over the rounds; binary: kvstore bench on the binary protocol, its rps and the median of its same-round ratios to Redis)"
 echo "raw CSV: $OUT; rounds: $csv"
 [[ -n $TTL ]] || bench_charts
