@@ -32,7 +32,7 @@ use tracing::{debug, info, warn};
 use super::switchover::{self, Handover, SwitchoverError};
 use super::{release, routes, Ha, Node};
 use crate::coordinator::{self, ClusterRecord, Leadership, Member};
-use crate::replication::Mode;
+use crate::replication::{InSyncReview as Review, Mode};
 
 /// How often the master looks at its engine's health while it leads.
 const HEALTH_EVERY: Duration = Duration::from_millis(100);
@@ -269,6 +269,25 @@ async fn start_in_sync(node: &Node, ha: &Ha) -> coordinator::Result<ClusterRecor
     Ok(record)
 }
 
+/// Says what a published in-sync review changed (`new` is the record
+/// as the coordinator holds it now).
+fn log_in_sync_change(review: &Review, new: &ClusterRecord, max_lag: Duration) {
+    let lagging: Vec<&Member> = review
+        .dropped
+        .iter()
+        .filter(|m| !review.replaced.contains(m))
+        .collect();
+    if !lagging.is_empty() {
+        warn!(dropped = ?lagging, in_sync = ?new.in_sync, ?max_lag, "dropped lagging members from the in-sync set");
+    }
+    if !review.replaced.is_empty() {
+        info!(replaced = ?review.replaced, dirs = ?new.dirs, "nodes back on another data directory are listed with it now, their old entries dropped");
+    }
+    if !review.added.is_empty() {
+        info!(added = ?review.added, in_sync = ?new.in_sync, "caught-up replicas joined the in-sync set");
+    }
+}
+
 /// Keeps the in-sync set published while the term lasts: drops members
 /// that lag, adds replicas that caught up, each change one CAS. Returns
 /// only when the coordinator shows the term over.
@@ -288,20 +307,7 @@ async fn keep_in_sync(node: Arc<Node>, ha: Arc<Ha>, mut record: ClusterRecord) -
             .await
         {
             Ok(new) => {
-                let lagging: Vec<&Member> = review
-                    .dropped
-                    .iter()
-                    .filter(|m| !review.replaced.contains(m))
-                    .collect();
-                if !lagging.is_empty() {
-                    warn!(dropped = ?lagging, in_sync = ?new.in_sync, max_lag = ?ha.policy.in_sync_max_lag, "dropped lagging members from the in-sync set");
-                }
-                if !review.replaced.is_empty() {
-                    info!(replaced = ?review.replaced, dirs = ?new.dirs, "nodes back on another data directory are listed with it now, their old entries dropped");
-                }
-                if !review.added.is_empty() {
-                    info!(added = ?review.added, in_sync = ?new.in_sync, "caught-up replicas joined the in-sync set");
-                }
+                log_in_sync_change(&review, &new, ha.policy.in_sync_max_lag);
                 node.replication.published_in_sync(&new.members());
                 record = new;
             }
@@ -314,7 +320,10 @@ async fn keep_in_sync(node: Arc<Node>, ha: Arc<Ha>, mut record: ClusterRecord) -
                 match ha.coordinator.cluster().await {
                     Ok(Some(now)) if now.epoch == record.epoch => {
                         if now.members() == review.set {
+                            log_in_sync_change(&review, &now, ha.policy.in_sync_max_lag);
                             node.replication.published_in_sync(&review.set);
+                        } else {
+                            info!(in_sync = ?now.in_sync, "the in-sync set changed under a CAS that lost its answer; deciding again");
                         }
                         record = now;
                     }
