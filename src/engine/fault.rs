@@ -30,6 +30,8 @@ pub struct Faults {
     /// Callers that found the flusher busy and waited for it before doing
     /// the writer's I/O themselves (a roll, a drain), since creation.
     drain_waits: AtomicU32,
+    /// Writes to data files through [`write_all_at`], since creation.
+    writes: AtomicU32,
 }
 
 impl Default for Faults {
@@ -42,6 +44,7 @@ impl Default for Faults {
             apply_gate: Gate::default(),
             index_gate: Gate::default(),
             drain_waits: AtomicU32::new(0),
+            writes: AtomicU32::new(0),
         }
     }
 }
@@ -121,6 +124,12 @@ impl Faults {
     /// How many keydir swaps are waiting at their gate now.
     pub fn index_swaps_held(&self) -> u32 {
         self.index_gate.waiting()
+    }
+
+    /// How many writes went to a data file through these hooks (the
+    /// writer's rounds and drains, a recovery's new segment header).
+    pub fn writes(&self) -> u32 {
+        self.writes.load(Ordering::SeqCst)
     }
 
     /// How many times a caller had to wait for the flusher before doing
@@ -249,6 +258,7 @@ pub(crate) fn write_all_at(
     let Some(faults) = faults else {
         return file.write_all_at(buf, pos);
     };
+    faults.writes.fetch_add(1, Ordering::SeqCst);
     let allowed = faults.allow_write(buf.len());
     file.write_all_at(&buf[..allowed], pos)?;
     if allowed < buf.len() {

@@ -45,6 +45,18 @@ use super::Inner;
 /// How often a poisoned engine tries to resume ([`super::resume`]).
 pub(crate) const PROBE_EVERY: Duration = Duration::from_secs(1);
 
+/// Under `interval` and `never`, how long the flusher lets writes gather
+/// after a round before it takes the buffer again. While it waits, a write
+/// does not wake it (unless the buffer passes [`KICK_AT`]): under a steady
+/// stream of writes it then runs at most one round per tick instead of
+/// being woken by a system call for nearly every write. A tick that finds
+/// nothing buffered puts it to sleep, and the next write wakes it at once.
+pub const FLUSH_TICK: Duration = Duration::from_micros(200);
+
+/// Buffered bytes past which a write wakes the flusher even during its
+/// tick, so a burst of large writes goes to the OS without waiting.
+pub(crate) const KICK_AT: usize = 64 * 1024;
+
 /// A record appended but not yet in the keydir (`Always` waits for its
 /// fsync; a replica's batch waits for its commit record).
 #[derive(Clone, Copy)]
@@ -91,6 +103,9 @@ pub(crate) struct WriterState {
     open_batch: Vec<PendingOp>,
     busy: bool,
     flush_requested: bool,
+    /// The flusher sleeps until a write wakes it (it is not in a
+    /// [`FLUSH_TICK`] after a round).
+    flusher_asleep: bool,
     last_sync: Instant,
     pub poisoned: Option<String>,
     /// Whether the poison came from a failed write or fsync, which a live
@@ -246,6 +261,7 @@ impl Writer {
             open_batch: Vec::new(),
             busy: false,
             flush_requested: false,
+            flusher_asleep: false,
             last_sync: Instant::now(),
             poisoned: None,
             resumable: false,
@@ -573,7 +589,9 @@ impl Inner {
         Appended {
             end: st.end(),
             resumes: st.resumes,
-            kick: self.waits_for_sync() || was_empty,
+            kick: self.waits_for_sync()
+                || (was_empty && st.flusher_asleep)
+                || st.buf.len() >= KICK_AT,
         }
     }
 
@@ -931,11 +949,17 @@ impl Inner {
                 if st.poisoned.is_some() {
                     wait = wait.min(PROBE_EVERY);
                 }
+                st.flusher_asleep = true;
                 w.work.wait_for(&mut st, wait);
+                st.flusher_asleep = false;
                 continue;
             }
             let sync = self.waits_for_sync() || st.flush_requested || sync_due || st.closed;
             self.flush_round(&mut st, sync);
+            if !self.waits_for_sync() && !st.closed && !st.flush_requested {
+                // Let the writes that arrive meanwhile gather, unwoken.
+                w.work.wait_for(&mut st, FLUSH_TICK);
+            }
         }
     }
 

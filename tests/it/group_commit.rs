@@ -264,3 +264,50 @@ fn blocking_and_async_synced_writers_mixed_all_return_and_survive() {
         }
     }
 }
+
+/// Under `never`, a stream of writes from one thread is handed to the OS
+/// in shared `pwrite`s, at most one per flush tick, rather than one per
+/// write; and the last of them still reaches the OS without a flush.
+#[test]
+fn under_never_a_stream_of_writes_shares_pwrites_and_still_reaches_the_os() {
+    let dir = tempfile::tempdir().unwrap();
+    let faults = Arc::new(Faults::default());
+    let engine = Engine::open(
+        dir.path(),
+        Options {
+            durability: Durability::Never,
+            faults: Some(faults.clone()),
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    let before = faults.writes();
+    let started = std::time::Instant::now();
+    let writes = 20_000u32;
+    for i in 0..writes {
+        engine.put(format!("k{i}").as_bytes(), &[7; 100]).unwrap();
+    }
+    let elapsed = started.elapsed();
+    let rounds = faults.writes() - before;
+    // Two rounds are always at least a tick apart (nothing here wakes the
+    // flusher early: no flush, no roll, no large buffer); the first and
+    // the one running when the clock stopped are not.
+    let bound = (elapsed.as_nanos() / kvstore::engine::FLUSH_TICK.as_nanos()) as u32 + 2;
+    assert!(
+        rounds <= bound,
+        "{rounds} pwrites for {writes} writes in {elapsed:?} (at most {bound})"
+    );
+    assert!(rounds < writes / 4, "{rounds} pwrites for {writes} writes");
+    let end = engine.end();
+    let progress = engine.subscribe();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while progress.borrow().written < end {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the OS has the log up to {} of {end} after 10 s",
+            progress.borrow().written
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    println!("{writes} writes in {elapsed:?}: {rounds} pwrites");
+}
