@@ -35,6 +35,7 @@ use super::epochs::EpochHistory;
 use super::error::{Error, Result};
 use super::fault;
 use super::hint::HintEntry;
+use super::files::FileTable;
 use super::keydir::{hash_key, Loc};
 use super::options::Durability;
 use super::record::{self, Kind, Record, MAX_APPEND_BYTES};
@@ -607,38 +608,25 @@ impl Inner {
     /// location.
     fn apply_buffered(&self, st: &WriterState, op: PendingOp, key: Option<&[u8]>) -> Option<Loc> {
         let table = self.files.load();
-        let key_of = |loc: Loc| -> Option<(Vec<u8>, Option<u64>)> {
-            if let Some(k) = table.key_at(loc) {
-                return Some((k.key.to_vec(), k.expires_at));
-            }
-            // A compaction registered its merged files after `table` was
-            // loaded and moved this entry into one (see `apply_entry`).
-            if table.get(loc.file).is_none() {
-                if let Some(k) = self.files.load().key_at(loc) {
-                    return Some((k.key.to_vec(), k.expires_at));
-                }
-            }
-            if loc.file != st.active.id {
-                return None;
-            }
-            let longest = (record::HEADER_LEN + record::EXPIRY_LEN).min(loc.len as usize);
-            let header = st.buffered(u64::from(loc.pos), longest)?;
-            let header = record::decode_header(header).ok()??;
-            st.buffered(u64::from(loc.pos) + header.key_at() as u64, header.key_len)
-                .map(|k| (k.to_vec(), header.expires_at))
-        };
+        let read_back;
         let new_key = match key {
-            Some(k) => k.to_vec(),
-            None => key_of(op.loc)?.0,
+            Some(k) => k,
+            None => {
+                read_back = self.with_key_at(st, &table, op.loc, |k, _| k.to_vec())?;
+                &read_back[..]
+            }
         };
         let keydir = self.keydir.load();
         let mut replaced_expiry = None;
-        let same = |other: Loc| match key_of(other) {
-            Some((k, at)) if k == new_key => {
-                replaced_expiry = at;
-                true
+        let same = |other: Loc| {
+            let at = self.with_key_at(st, &table, other, |k, at| (k == new_key).then_some(at));
+            match at {
+                Some(Some(at)) => {
+                    replaced_expiry = at;
+                    true
+                }
+                _ => false,
             }
-            _ => false,
         };
         let old = match op.kind {
             Kind::Put => keydir.insert(op.hash, op.loc, same),
@@ -658,6 +646,36 @@ impl Inner {
         self.stats
             .add_live(added - old.map_or(0, |o| i64::from(o.len)));
         old
+    }
+
+    /// Calls `f` with the key and expiry of the record at `loc`, read in
+    /// place from `table` or, for the active segment, from the writer's
+    /// buffers; `None` if it cannot be read there.
+    fn with_key_at<R>(
+        &self,
+        st: &WriterState,
+        table: &FileTable,
+        loc: Loc,
+        f: impl FnOnce(&[u8], Option<u64>) -> R,
+    ) -> Option<R> {
+        if let Some(k) = table.key_at(loc) {
+            return Some(f(k.key, k.expires_at));
+        }
+        // A compaction registered its merged files after `table` was
+        // loaded and moved this entry into one (see `apply_entry`).
+        if table.get(loc.file).is_none() {
+            if let Some(k) = self.files.load().key_at(loc) {
+                return Some(f(k.key, k.expires_at));
+            }
+        }
+        if loc.file != st.active.id {
+            return None;
+        }
+        let longest = (record::HEADER_LEN + record::EXPIRY_LEN).min(loc.len as usize);
+        let header = st.buffered(u64::from(loc.pos), longest)?;
+        let header = record::decode_header(header).ok()??;
+        let key = st.buffered(u64::from(loc.pos) + header.key_at() as u64, header.key_len)?;
+        Some(f(key, header.expires_at))
     }
 
     /// Applies records whose bytes are in the file (readable) to the keydir.
