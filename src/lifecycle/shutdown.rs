@@ -5,6 +5,9 @@
 //! on [`Shutdown::wait`] between requests so that a request in flight is
 //! answered before the connection closes.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
 use tokio::sync::watch;
 
 /// Fires the shutdown. Dropping it without triggering counts as triggering,
@@ -12,31 +15,50 @@ use tokio::sync::watch;
 #[derive(Debug)]
 pub struct ShutdownTrigger {
     tx: watch::Sender<bool>,
+    fired: Arc<AtomicBool>,
 }
 
 /// Observes the shutdown. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Shutdown {
     rx: watch::Receiver<bool>,
+    /// The same news as `rx`, for [`Shutdown::is_triggered`], which a
+    /// connection asks on every request: one load instead of the watch's
+    /// lock.
+    fired: Arc<AtomicBool>,
 }
 
 /// Creates a connected trigger and observer.
 pub fn channel() -> (ShutdownTrigger, Shutdown) {
     let (tx, rx) = watch::channel(false);
-    (ShutdownTrigger { tx }, Shutdown { rx })
+    let fired = Arc::new(AtomicBool::new(false));
+    (
+        ShutdownTrigger {
+            tx,
+            fired: fired.clone(),
+        },
+        Shutdown { rx, fired },
+    )
 }
 
 impl ShutdownTrigger {
     /// Starts the shutdown; idempotent.
     pub fn trigger(&self) {
+        self.fired.store(true, Ordering::Release);
         self.tx.send_replace(true);
+    }
+}
+
+impl Drop for ShutdownTrigger {
+    fn drop(&mut self) {
+        self.fired.store(true, Ordering::Release);
     }
 }
 
 impl Shutdown {
     /// True once the shutdown has started.
     pub fn is_triggered(&self) -> bool {
-        *self.rx.borrow() || self.rx.has_changed().is_err()
+        self.fired.load(Ordering::Acquire)
     }
 
     /// Resolves once the shutdown has started. Cancel-safe: use it in
