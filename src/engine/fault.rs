@@ -218,6 +218,26 @@ impl Gate {
     }
 }
 
+/// The largest single `pwrite` of the engine's data. The kernel sizes the
+/// page-cache folios of a write by its length: a write of 2 MiB or more
+/// takes 2 MiB folios, which on a virtual machine whose host reclaims
+/// free guest memory (free page reporting) come from memory the host must
+/// back again, page by page. Measured there: 512 MiB written and fsynced
+/// in 16 MiB writes at 200-360 MB/s, in 1 MiB writes at 0.9-1.1 GB/s; on
+/// other machines the extra calls (one per MiB) cost nothing measurable.
+pub(crate) const MAX_WRITE_BYTES: usize = 1 << 20;
+
+/// Writes `buf` at `pos` in calls of at most [`MAX_WRITE_BYTES`].
+fn write_in_pieces(file: &std::fs::File, buf: &[u8], pos: u64) -> io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let mut at = pos;
+    for piece in buf.chunks(MAX_WRITE_BYTES) {
+        file.write_all_at(piece, at)?;
+        at += piece.len() as u64;
+    }
+    Ok(())
+}
+
 /// Writes `buf` at `pos`, through the fault hooks when there are any.
 pub(crate) fn write_all_at(
     faults: Option<&Faults>,
@@ -225,12 +245,11 @@ pub(crate) fn write_all_at(
     buf: &[u8],
     pos: u64,
 ) -> io::Result<()> {
-    use std::os::unix::fs::FileExt;
     let Some(faults) = faults else {
-        return file.write_all_at(buf, pos);
+        return write_in_pieces(file, buf, pos);
     };
     let allowed = faults.allow_write(buf.len());
-    file.write_all_at(&buf[..allowed], pos)?;
+    write_in_pieces(file, &buf[..allowed], pos)?;
     if allowed < buf.len() {
         return Err(Faults::disk_full());
     }
@@ -243,4 +262,46 @@ pub(crate) fn sync_data(faults: Option<&Faults>, file: &std::fs::File) -> io::Re
         faults.check_sync()?;
     }
     file.sync_data()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::FileExt;
+
+    use super::*;
+
+    /// A pattern that differs at every byte of a piece, so a piece written
+    /// at the wrong place shows.
+    fn pattern(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i % 251) as u8).collect()
+    }
+
+    #[test]
+    fn a_write_longer_than_one_piece_lands_whole_and_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = std::fs::File::create_new(dir.path().join("f")).unwrap();
+        let at = 4097;
+        let buf = pattern(2 * MAX_WRITE_BYTES + 12_345);
+        write_all_at(None, &file, &buf, at).unwrap();
+        let mut back = vec![0; buf.len()];
+        file.read_exact_at(&mut back, at).unwrap();
+        assert_eq!(back, buf);
+        assert_eq!(file.metadata().unwrap().len(), at + buf.len() as u64);
+    }
+
+    #[test]
+    fn a_write_cut_by_the_budget_writes_the_allowed_prefix_in_pieces_then_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = std::fs::File::create_new(dir.path().join("f")).unwrap();
+        let faults = Faults::default();
+        let allowed = MAX_WRITE_BYTES + 100;
+        faults.set_write_budget(allowed as u64);
+        let buf = pattern(3 * MAX_WRITE_BYTES);
+        let err = write_all_at(Some(&faults), &file, &buf, 0).unwrap_err();
+        assert_eq!(err.kind(), Faults::disk_full().kind());
+        let mut back = vec![0; allowed];
+        file.read_exact_at(&mut back, 0).unwrap();
+        assert_eq!(back, buf[..allowed]);
+        assert_eq!(file.metadata().unwrap().len(), allowed as u64);
+    }
 }
