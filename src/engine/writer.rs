@@ -1004,7 +1004,7 @@ impl Inner {
         st.busy = true;
         let faults = self.options.faults.as_deref();
         let result = MutexGuard::unlocked(st, || {
-            fault::write_all_at(faults, &file, &bytes, pos)?;
+            fault::write_at(faults, &file, &bytes, pos, sync)?;
             if sync {
                 fault::sync_data(faults, &file)?;
             }

@@ -146,12 +146,15 @@ fn a_killed_replica_resumes_from_its_offset() {
 /// A replica stopped behind catches up across several segments, and an
 /// empty one joins by full resync: both end with the master's segment
 /// files byte for byte, wherever the master's chunks cut the records
-/// (100 B, 70 KB and 1.5 MiB values: larger than one chunk).
+/// (100 B, 70 KB and 1.5 MiB values: larger than one chunk). The one
+/// catching up fsyncs (`always`), so its flusher writes cycles of several
+/// MiB in 1 MiB pieces, each started on the disk before the fsync.
 #[test]
 fn catch_up_and_full_resync_across_segments_copy_the_log_byte_for_byte() {
     let seg = ["--durability", "never", "--segment-max-bytes", "4194304"];
     let mut m = master(&seg);
-    let mut r = replica(m.addr, &seg);
+    let synced = ["--durability", "always", "--segment-max-bytes", "4194304"];
+    let mut r = replica(m.addr, &synced);
     let mut c = m.client();
     put_range(&mut c, "base", 0..100, 100).unwrap();
     wait_converged(m.addr, &[r.addr]);
