@@ -38,7 +38,8 @@
 #    of the same round. The master's files are in the page cache for both
 #    (just written), so both read from memory and write to the disk.
 #
-# ONLY_CATCHUP=1 skips parts 1, 2 and 4. Every load is bounded: a request
+# ONLY_CATCHUP=1 skips parts 1, 2 and 4; ONLY_CPU=1 runs part 4 alone
+# (with CATCHUP_MB=0). Every load is bounded: a request
 # count per run (N_C1 for -c1 -P1, N for the others, LAG_N under the lag
 # probe, CATCHUP_MB in part 3), `timeout` (RUN_TIMEOUT s) on every load
 # generator and copy, CATCHUP_TIMEOUT s (600) on every catch-up. Needs python3, curl, redis-benchmark (installed
@@ -152,6 +153,8 @@ echo
 
 # ONLY_CATCHUP=1 runs part 3 alone.
 if [ "${ONLY_CATCHUP:-0}" != 1 ]; then
+run=0
+if [ "${ONLY_CPU:-0}" != 1 ]; then
 echo "## 1. Sync vs async: master + 1 replica, both --durability always, SET -d 100 (redis-benchmark via RESP)"
 echo
 echo "| replication | load | SET/s | p50 | p99 | sync/async |"
@@ -210,6 +213,8 @@ print(" | ".join(cells + ["?"] * (2 - len(cells))) + f" | {samples}")' "$WORK/la
   printf '| %s | SET -c%s -P%s (%.0f SET/s) | %s |\n' "$dur" "$c" "$p" "${r:-0}" "$cells"
 done
 echo
+
+fi # ONLY_CPU
 
 echo "## 4. Master CPU per write: alone against 2 async replicas, --durability never, SET -c50 -P16 -n $CPU_N"
 echo
