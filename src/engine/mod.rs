@@ -60,8 +60,7 @@ pub use record::{MAX_KEY_LEN, MAX_VALUE_LEN};
 pub use snapshot::{Snapshot, SnapshotFile};
 pub use stats::Stats;
 pub use sweep::SweepReport;
-pub use writer::FLUSH_TICK;
-pub use writer::{LogAppend, Progress, WriteOp};
+pub use writer::{LogAppend, Progress, WriteOp, FLUSH_TICK};
 
 use error::IoContext;
 use files::FileTable;
