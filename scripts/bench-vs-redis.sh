@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # kvstore's RESP listener against Redis, same machine, same load generator:
 #
-#   redis-benchmark -t set,get -n $N -r 1000000 -d 100 -c 50 -P {1,16}
+#   redis-benchmark -t set (then -t get) -n $N -r 1000000 -d 100 -c 50 -P {1,16}
 #
 # in three durability pairings (Redis AOF appendfsync always vs kvstore
 # --durability always; appendfsync everysec vs --durability interval with
@@ -16,6 +16,15 @@
 # and the binary protocol's median ratio beside it, with the machine, load
 # average and date (benches/bench-env.sh); writes the rounds to the chart
 # data (docs/charts/data/vs-redis.csv) and redraws the charts.
+#
+# Beside throughput it reports each server's CPU time per request (user +
+# system from /proc, read around each test): at -P 1 neither server nor
+# load generator fills a CPU (each request is a round trip between them),
+# so this is the figure that says which server does less work. And, for
+# the `always` pairing, the fsync cap: at most 50 / (fdatasync latency of a
+# round of 50 writes) SETs a second for a server that acknowledges only
+# fsynced writes, measured with dd on the same disk each round; the SET at
+# -P 1 is held to min(1.1x Redis, 0.95x that cap).
 #
 #   N=1000000 scripts/bench-vs-redis.sh        (make bench-vs-redis)
 #   TTL=60 N=1000000 scripts/bench-vs-redis.sh (make bench-vs-redis-ttl)
@@ -103,21 +112,48 @@ start_kvstore() { # name durability-flags... -> sets KV_PORT, KV_ADDR, KV_PID
 
 stop() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
 
-bench() { # label server port P round
-  local file=$OUT/$1-$2-P$4-r$5.csv
+# CPU time (user + system) a process has used so far, in clock ticks.
+TICK_HZ=$(getconf CLK_TCK)
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+
+bench() { # label server port P round server-pid
+  local file=$OUT/$1-$2-P$4-r$5.csv cpu=$OUT/$1-$2-P$4-r$5.cpu
   echo "bench-vs-redis: round $5: $1 $2 -P $4 (N=$N${TTL:+, EX $TTL})" >&2
-  if [[ -z $TTL ]]; then
-    redis-benchmark -p "$3" -t set,get -n "$N" -r 1000000 -d 100 -c 50 -P "$4" --csv >"$file"
-    return
-  fi
+  # SET, then GET, each its own redis-benchmark run so that the server's
+  # CPU time can be read around each: microseconds of server CPU per
+  # request, a figure the load generator's own speed does not move.
   # A custom command's CSV row is named by its text: name them SET and GET
   # as -t does, so the table below reads both modes alike.
   local value
   value=$(printf '%0100d' 0)
   local common=(-p "$3" -n "$N" -r 1000000 -c 50 -P "$4" --csv)
-  redis-benchmark "${common[@]}" SET key:__rand_int__ "$value" EX "$TTL" \
-    | sed '2s/^"[^"]*"/"SET"/' >"$file"
-  redis-benchmark "${common[@]}" GET key:__rand_int__ | sed -n '2s/^"[^"]*"/"GET"/p' >>"$file"
+  local set=(-t set -d 100) get=(-t get -d 100) before
+  [[ -z $TTL ]] || set=(SET key:__rand_int__ "$value" EX "$TTL") get=(GET key:__rand_int__)
+  : >"$cpu"
+  before=$(cpu_ticks "$6")
+  redis-benchmark "${common[@]}" "${set[@]}" | sed '2s/^"[^"]*"/"SET"/' >"$file"
+  echo "SET $(per_request_us "$before" "$(cpu_ticks "$6")")" >>"$cpu"
+  before=$(cpu_ticks "$6")
+  redis-benchmark "${common[@]}" "${get[@]}" | sed -n '2s/^"[^"]*"/"GET"/p' >>"$file"
+  echo "GET $(per_request_us "$before" "$(cpu_ticks "$6")")" >>"$cpu"
+}
+per_request_us() { # ticks-before ticks-after -> server CPU µs per request
+  awk -v a="$1" -v b="$2" -v hz="$TICK_HZ" -v n="$N" 'BEGIN { printf "%.2f", (b - a) / hz * 1e6 / n }'
+}
+
+# What fsync allows a server that acknowledges a SET only once it is
+# fdatasynced: with 50 clients waiting, at most 50 writes share one
+# fdatasync, so it serves at most 50 / (fdatasync latency) SETs a second.
+# The latency is that of appending one such round (50 records of a 16-byte
+# key and a 100-byte value, 133 bytes each in kvstore's log) and
+# fdatasyncing it, on the disk both servers write to, in this round.
+fsync_cap() { # round -> prints the cap in requests/s
+  local file=$work/fsync-cap count=1000 secs
+  echo "bench-vs-redis: round $1: fdatasync latency of a 50-write round (dd oflag=dsync)" >&2
+  secs=$(timeout 60 dd if=/dev/zero of="$file" bs=$((50 * 133)) count=$count oflag=dsync 2>&1 \
+    | sed -n 's/.* copied, \([0-9.]*\) s,.*/\1/p')
+  rm -f "$file"
+  awk -v s="$secs" -v c="$count" 'BEGIN { if (s > 0) printf "%.0f", 50 * c / s; else print "n/a" }'
 }
 
 # The binary protocol under the same load: `kvstore bench`, whose summary
@@ -143,16 +179,17 @@ for pairing in $PAIRINGS; do
       start_kvstore never --durability never ;;
   esac
   for round in $(seq 1 "$ROUNDS"); do
+    [[ $pairing != always ]] || fsync_cap "$round" >"$OUT/fsync-cap-r$round.txt"
     for P in 1 16; do
       # Who goes first alternates each round, and between the two depths.
       if (( (round + P) % 2 == 0 )); then
-        bench "$pairing" redis "$REDIS_PORT" "$P" "$round"
+        bench "$pairing" redis "$REDIS_PORT" "$P" "$round" "$REDIS_PID"
         binbench "$pairing" "$KV_ADDR" "$P" "$round"
-        bench "$pairing" kvstore "$KV_PORT" "$P" "$round"
+        bench "$pairing" kvstore "$KV_PORT" "$P" "$round" "$KV_PID"
       else
-        bench "$pairing" kvstore "$KV_PORT" "$P" "$round"
+        bench "$pairing" kvstore "$KV_PORT" "$P" "$round" "$KV_PID"
         binbench "$pairing" "$KV_ADDR" "$P" "$round"
-        bench "$pairing" redis "$REDIS_PORT" "$P" "$round"
+        bench "$pairing" redis "$REDIS_PORT" "$P" "$round" "$REDIS_PID"
       fi
     done
   done
@@ -166,6 +203,7 @@ binrps() { # file SET|GET -> requests/s of kvstore bench's PUT or GET line
   local op=$2; [[ $op != SET ]] || op=PUT
   sed -n "s/^$op: \([0-9.]*\) requests per second.*/\1/p" "$1"
 }
+cpu_us() { sed -n "s/^$2 //p" "$1" 2>/dev/null; } # file SET|GET -> server CPU µs/request
 p50() { awk -F'","' -v t="$2" '{gsub(/"/,"",$1); gsub(/"/,"",$5)} $1==t {print $5}' "$1"; }
 # median of the numbers on stdin, one a line
 median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "n/a"; else if (NR % 2) print v[(NR + 1) / 2]; else printf "%.2f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
@@ -175,12 +213,14 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0 && a ~ /^[0-9.]+$/) printf 
 # The chart is of plain SET/GET; a TTL run keeps its rounds beside the raw CSVs.
 if [[ -z $TTL ]]; then csv=$(bench_csv vs-redis); else csv=$OUT/vs-redis-ttl.csv; fi
 when=$(bench_date)
-echo "date,pairing,pipeline,test,round,redis_rps,kvstore_rps,ratio,binary_rps,binary_ratio" >"$csv"
+echo "date,pairing,pipeline,test,round,redis_rps,kvstore_rps,ratio,binary_rps,binary_ratio,redis_cpu_us,kvstore_cpu_us" >"$csv"
 echo
-echo "redis-benchmark ${TTL:+(SET ... EX $TTL, GET) }-t set,get -n $N -r 1000000 -d 100 -c 50, $ROUNDS rounds; ratio = kvstore / Redis in the same round"
+echo "redis-benchmark ${TTL:+(SET ... EX $TTL, GET) }-t set, then -t get, -n $N -r 1000000 -d 100 -c 50, $ROUNDS rounds; ratio = kvstore / Redis in the same round"
 bench_env
-printf '| %-34s | %-3s | %-4s | %-22s | %6s | %12s | %12s | %9s | %9s | %12s | %6s |\n' "pairing" "P" "test" "ratio per round" "median" "Redis rps" "kvstore rps" "Redis p50" "kv p50" "binary rps" "binary"
-printf '|%s|\n' "------------------------------------|-----|------|------------------------|--------|--------------|--------------|-----------|-----------|--------------|-------"
+row='| %-34s | %-3s | %-4s | %-22s | %6s | %12s | %12s | %9s | %9s | %8s | %8s | %12s | %6s |\n'
+# shellcheck disable=SC2059 # the format is the one above
+printf "$row" "pairing" "P" "test" "ratio per round" "median" "Redis rps" "kvstore rps" "Redis p50" "kv p50" "Redis us" "kv us" "binary rps" "binary"
+printf '|%s|\n' "------------------------------------|-----|------|------------------------|--------|--------------|--------------|-----------|-----------|----------|----------|--------------|-------"
 for pairing in $PAIRINGS; do
   case $pairing in
     always) label="appendfsync always / always"; short=always ;;
@@ -189,7 +229,7 @@ for pairing in $PAIRINGS; do
   esac
   for P in 1 16; do
     for t in SET GET; do
-      ratios=() rs=() ks=() rps50=() kps50=() bs=() bratios=()
+      ratios=() rs=() ks=() rps50=() kps50=() bs=() bratios=() rcpu=() kcpu=()
       for round in $(seq 1 "$ROUNDS"); do
         rf=$OUT/$pairing-redis-P$P-r$round.csv kf=$OUT/$pairing-kvstore-P$P-r$round.csv
         r=$(rps "$rf" "$t"); k=$(rps "$kf" "$t")
@@ -197,15 +237,30 @@ for pairing in $PAIRINGS; do
         rps50+=("$(p50 "$rf" "$t")"); kps50+=("$(p50 "$kf" "$t")")
         b=$(binrps "$OUT/$pairing-binary-P$P-r$round.txt" "$t"); b=${b:-n/a}
         bs+=("$b"); bratios+=("$(ratio "$b" "$r")")
-        echo "$when,$short,$P,$t,$round,$r,$k,${ratios[-1]},${b/n\/a/},${bratios[-1]/n\/a/}" >>"$csv"
+        rc=$(cpu_us "${rf%.csv}.cpu" "$t"); kc=$(cpu_us "${kf%.csv}.cpu" "$t")
+        rcpu+=("${rc:-n/a}"); kcpu+=("${kc:-n/a}")
+        echo "$when,$short,$P,$t,$round,$r,$k,${ratios[-1]},${b/n\/a/},${bratios[-1]/n\/a/},$rc,$kc" >>"$csv"
       done
-      printf '| %-34s | %-3s | %-4s | %-22s | %6s | %12s | %12s | %9s | %9s | %12s | %6s |\n' "$label" "$P" "$t" \
+      # shellcheck disable=SC2059 # the format is the one above
+      printf "$row" "$label" "$P" "$t" \
         "$(IFS=,; all="${ratios[*]}"; echo "${all//,/, }")" "$(med "${ratios[@]}")" \
         "$(med "${rs[@]}")" "$(med "${ks[@]}")" "$(med "${rps50[@]}")" "$(med "${kps50[@]}")" \
-        "$(med "${bs[@]}")" "$(med "${bratios[@]}")"
+        "$(med "${rcpu[@]}")" "$(med "${kcpu[@]}")" "$(med "${bs[@]}")" "$(med "${bratios[@]}")"
     done
   done
 done
-echo "(Redis rps, kvstore rps and p50: medians over the rounds; binary: kvstore bench on the binary protocol, its rps and the median of its same-round ratios to Redis)"
+echo "(Redis rps, kvstore rps and p50: medians over the rounds; Redis us, kv us: the server process's CPU time (user + system) per request, median over the rounds; binary: kvstore bench on the binary protocol, its rps and the median of its same-round ratios to Redis)"
+if [[ " $PAIRINGS " == *" always "* ]]; then
+  # The always SET at -P 1 is held to min(1.1x Redis, 0.95x the fsync cap).
+  caps=() targets=() met=()
+  for round in $(seq 1 "$ROUNDS"); do
+    cap=$(cat "$OUT/fsync-cap-r$round.txt" 2>/dev/null); cap=${cap:-n/a}
+    r=$(rps "$OUT/always-redis-P1-r$round.csv" SET); k=$(rps "$OUT/always-kvstore-P1-r$round.csv" SET)
+    target=$(awk -v r="$r" -v c="$cap" 'BEGIN { t = 1.1 * r; if (c ~ /^[0-9.]+$/ && 0.95 * c < t) t = 0.95 * c; printf "%.0f", t }')
+    caps+=("$cap"); targets+=("$target"); met+=("$(ratio "$k" "$target")")
+  done
+  echo "fsync cap (50 clients / fdatasync latency of a 50-write round, dd oflag=dsync on the same disk): $(IFS=,; all="${caps[*]}"; echo "${all//,/, }") rps per round"
+  echo "always SET -P 1: target min(1.1x Redis, 0.95x cap) = $(IFS=,; all="${targets[*]}"; echo "${all//,/, }") rps; kvstore / target $(IFS=,; all="${met[*]}"; echo "${all//,/, }"), median $(med "${met[@]}")"
+fi
 echo "raw CSV: $OUT; rounds: $csv"
 [[ -n $TTL ]] || bench_charts
