@@ -90,6 +90,13 @@ impl Faults {
         self.sync_gate.hold(hold);
     }
 
+    /// Lets one fsync through the held gate (the one waiting there, or
+    /// the next to arrive), which stays held for the rest: a test can end
+    /// one group commit while the next waits.
+    pub fn let_one_sync_pass(&self) {
+        self.sync_gate.let_one_pass();
+    }
+
     /// How many fsyncs are waiting at the gate now.
     pub fn syncs_held(&self) -> u32 {
         self.sync_gate.waiting()
@@ -214,7 +221,7 @@ impl Faults {
 /// A point a thread stops at while a test holds it closed.
 #[derive(Debug, Default)]
 struct Gate {
-    held: Mutex<bool>,
+    held: Mutex<GateState>,
     released: Condvar,
     /// Threads waiting at the gate now.
     waiting: AtomicU32,
@@ -222,12 +229,27 @@ struct Gate {
     last_thread: Mutex<Option<String>>,
 }
 
+#[derive(Debug, Default)]
+struct GateState {
+    held: bool,
+    /// Threads that may pass while the gate is held.
+    passes: u32,
+}
+
 impl Gate {
     fn hold(&self, hold: bool) {
-        *self.held.lock() = hold;
+        *self.held.lock() = GateState {
+            held: hold,
+            passes: 0,
+        };
         if !hold {
             self.released.notify_all();
         }
+    }
+
+    fn let_one_pass(&self) {
+        self.held.lock().passes += 1;
+        self.released.notify_all();
     }
 
     fn waiting(&self) -> u32 {
@@ -235,12 +257,15 @@ impl Gate {
     }
 
     fn pass(&self) {
-        let mut held = self.held.lock();
-        if *held {
+        let mut gate = self.held.lock();
+        if gate.held {
             *self.last_thread.lock() = std::thread::current().name().map(str::to_owned);
             self.waiting.fetch_add(1, Ordering::SeqCst);
-            while *held {
-                self.released.wait(&mut held);
+            while gate.held && gate.passes == 0 {
+                self.released.wait(&mut gate);
+            }
+            if gate.held {
+                gate.passes -= 1;
             }
             self.waiting.fetch_sub(1, Ordering::SeqCst);
         }

@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex, MutexGuard};
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 
 use super::epochs::EpochHistory;
 use super::error::{Error, Result};
@@ -240,6 +240,12 @@ pub(crate) struct Writer {
     waiters: Mutex<Vec<Parked>>,
     /// Writers made durable and not woken yet ([`Writer::wake`]).
     waking: Mutex<Vec<std::thread::Thread>>,
+    /// Tasks waiting, without a thread, for durability up to an end
+    /// ([`Inner::wait_durable_async`]). Like `waiters`, a publish wakes
+    /// only those it made durable: with clients in several group-commit
+    /// cohorts, waking every task on every publish would poll most of them
+    /// for nothing, in the middle of the answers the round owes.
+    tasks: Mutex<Vec<ParkedTask>>,
     progress_tx: watch::Sender<Progress>,
 }
 
@@ -289,6 +295,7 @@ impl Writer {
             published: Mutex::new(progress),
             waiters: Mutex::new(Vec::new()),
             waking: Mutex::new(Vec::new()),
+            tasks: Mutex::new(Vec::new()),
             progress_tx: watch::channel(progress).0,
         }
     }
@@ -318,6 +325,24 @@ impl Writer {
                 }
                 !done
             });
+        }
+        let done: Vec<ParkedTask> = {
+            let mut tasks = self.tasks.lock();
+            if all {
+                mem::take(&mut *tasks)
+            } else if tasks.iter().any(|t| t.end <= progress.durable) {
+                let (done, waiting) = mem::take(&mut *tasks)
+                    .into_iter()
+                    .partition(|t| t.end <= progress.durable);
+                *tasks = waiting;
+                done
+            } else {
+                Vec::new()
+            }
+        };
+        for task in done {
+            // The task may have stopped waiting (its connection closed).
+            let _ = task.woken.send(());
         }
         self.progress_tx.send_replace(progress);
         self.progress.notify_all();
@@ -361,6 +386,12 @@ const WAKE_FANOUT: usize = 2;
 struct Parked {
     end: u64,
     thread: std::thread::Thread,
+}
+
+/// A task waiting for durability up to `end`, woken through `woken`.
+struct ParkedTask {
+    end: u64,
+    woken: oneshot::Sender<()>,
 }
 
 /// One unconditional write, borrowing its key and value: the engine's
@@ -762,14 +793,27 @@ impl Inner {
     /// Waits, without blocking a thread, until the log is durable up to
     /// `end`.
     pub(crate) async fn wait_durable_async(&self, end: u64, resumes: u64) -> Result<()> {
-        let mut rx = self.writer.progress_tx.subscribe();
-        let progress = *rx
-            .wait_for(|p| p.durable >= end || p.poisoned || p.resumes != resumes)
-            .await
-            .map_err(|_| Error::Closed)?;
+        let w = &self.writer;
+        let settled = |p: &Progress| p.durable >= end || p.poisoned || p.resumes != resumes;
+        let mut progress = *w.published.lock();
+        if !settled(&progress) {
+            let (woken, wake) = oneshot::channel();
+            w.tasks.lock().push(ParkedTask { end, woken });
+            // Registered before this second look, so a publish in between
+            // finds the task in the list.
+            progress = *w.published.lock();
+            if !settled(&progress) {
+                // Sent by the publish that makes `end` durable, poisons
+                // the log or follows a live recovery; dropped unsent only
+                // when the writer goes away (the checks below then say
+                // the engine is closed).
+                let _ = wake.await;
+                progress = *w.published.lock();
+            }
+        }
         // Durable in the same run of the log it was appended to: a live
         // recovery after this publish cuts only what was not durable. No
-        // lock on this path: a group commit wakes every waiter at once.
+        // writer lock on this path.
         if progress.resumes == resumes && progress.durable >= end {
             return Ok(());
         }

@@ -265,6 +265,82 @@ fn blocking_and_async_synced_writers_mixed_all_return_and_survive() {
     }
 }
 
+/// An async synced writer whose bytes wait for the next group commit is
+/// not woken (polled) by the commit before it: a publish wakes only the
+/// tasks it made durable, so clients in several cohorts do not poll each
+/// other for nothing between their answers.
+#[test]
+fn an_async_writer_sleeps_through_a_group_commit_that_is_not_its_own() {
+    use std::future::Future;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, faults) = faulty_engine(dir.path());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // A write as a task, counting how often the runtime polls it.
+    let spawn_write = |key: &'static [u8]| {
+        let engine = engine.clone();
+        let polls = Arc::new(AtomicU32::new(0));
+        let counted = polls.clone();
+        let task = runtime.spawn(async move {
+            let ops = [kvstore::engine::WriteOp::Put(key, b"v")];
+            let mut write = std::pin::pin!(engine.write_async(&ops, false));
+            std::future::poll_fn(|cx| {
+                counted.fetch_add(1, Ordering::SeqCst);
+                write.as_mut().poll(cx)
+            })
+            .await
+        });
+        (task, polls)
+    };
+    // Runs the runtime until `cond` holds (or fails the test at WAIT).
+    let run_until = |what: &str, cond: &dyn Fn() -> bool| {
+        let deadline = std::time::Instant::now() + WAIT;
+        runtime.block_on(async {
+            while !cond() {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{what} never happened"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
+        })
+    };
+
+    faults.hold_syncs(true);
+    let (first, _) = spawn_write(b"first");
+    run_until("the first write's fsync", &|| faults.syncs_held() == 1);
+    // Appended while the first commit's fsync runs: its bytes are the next
+    // commit's.
+    let (second, second_polls) = spawn_write(b"second");
+    run_until("the second write's append", &|| {
+        second_polls.load(Ordering::SeqCst) == 1
+    });
+    faults.let_one_sync_pass();
+    run_until("the first write's answer", &|| first.is_finished());
+    run_until("the second commit's fsync", &|| faults.syncs_held() == 1);
+    // Whatever the first commit woke has run by now.
+    runtime.block_on(async {
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+        }
+    });
+    assert_eq!(
+        second_polls.load(Ordering::SeqCst),
+        1,
+        "a write waiting for the next commit was woken by the one before"
+    );
+    assert!(!second.is_finished());
+    faults.hold_syncs(false);
+    runtime.block_on(first).unwrap().unwrap();
+    runtime.block_on(second).unwrap().unwrap();
+    assert_eq!(second_polls.load(Ordering::SeqCst), 2);
+    assert_eq!(engine.get(b"second").unwrap(), Some(b"v".to_vec()));
+}
+
 /// Under `never`, a stream of writes from one thread is handed to the OS
 /// in shared `pwrite`s, at most one per flush tick, rather than one per
 /// write; and the last of them still reaches the OS without a flush.
