@@ -35,7 +35,9 @@
 #      catch-up covers (for full: every data file) into a fresh directory
 #      on the same file system, then `sync FILES` (fsync of each copy).
 #    Prints MB/s of each and the ratios catch-up / cp and TLS / plaintext
-#    of the same round. The master's files are in the page cache for both
+#    of the same round, and for each catch-up the replica's CPU seconds
+#    and minor page faults (from /proc/PID/stat when it ended), which
+#    other load on the machine moves less than the seconds. The master's files are in the page cache for both
 #    (just written), so both read from memory and write to the disk.
 #
 # ONLY_CATCHUP=1 skips parts 1, 2 and 4; ONLY_CPU=1 runs part 4 alone
@@ -286,22 +288,31 @@ master_end() { # the master's end once it stops moving (its writer drains)
   echo "$a"
 }
 # replica_at FROM [FLAGS...]: starts the replica (always durable) and sets
-# result to "MB SECONDS RESYNC" once its durable offset holds the master's
-# end: MB from FROM, seconds from its process start, the kind of resync it
-# made. Then stops it and removes its data. (Results go through a variable,
+# result to "MB SECONDS RESYNC CPU FAULTS" once its durable offset holds the
+# master's end: MB from FROM, seconds from its process start, the kind of
+# resync it made, its CPU seconds and minor page faults until then. Then stops it and removes its data. (Results go through a variable,
 # not $(...), so every process is started by this shell and its cleanup.)
 replica_at() {
-  local from=$1 t0 out kind
+  local from=$1 t0 out kind usage
   shift
   t0=$(date +%s.%N)
   start cr --role replica --master-addr "$cm_addr" --durability always "${seg_flags[@]}" "$@"
   out=$(python3 "$HERE/repl_lag_sampler.py" --catchup "$cm_http" "$HTTP" "$t0" "$from" durable)
+  # The replica's CPU seconds (user + system) and minor page faults so
+  # far: less sensitive to other load on the machine than the seconds.
+  # shellcheck disable=SC2154 # PID_cr is set by start (eval)
+  usage=$(python3 - "$PID_cr" <<'PY'
+import os, sys
+f = open(f"/proc/{sys.argv[1]}/stat").read().rsplit(")", 1)[1].split()
+print(f"{(int(f[11]) + int(f[12])) / os.sysconf('SC_CLK_TCK'):.2f} {f[7]}")
+PY
+)
   kind=$(curl -s "http://$HTTP/metrics" | awk '
     /^kvstore_replication_full_resyncs_total / && $2 > 0 { k = "full" }
     /^kvstore_replication_partial_resyncs_total / && $2 > 0 && k == "" { k = "partial" }
     END { print (k == "" ? "?" : k) }')
   stop cr
-  result="$out $kind"
+  result="$out $kind $usage"
 }
 partial() { # partial [FLAGS...]: from the saved replica directory
   mkdir -p "$WORK/cr"
@@ -352,8 +363,8 @@ mapfile -t part_files < <(covered "$base")
 mapfile -t all_files < <(covered 0)
 echo "master log: offset $base (the stopped replica) to $end; ${#all_files[@]} segment files, the catch-up covers ${#part_files[@]}"
 echo
-echo "| round | what | MB | seconds | MB/s | resync | ratio (same round) |"
-echo "|---|---|---|---|---|---|---|"
+echo "| round | what | MB | seconds | MB/s | resync | ratio (same round) | replica CPU s | replica minor faults |"
+echo "|---|---|---|---|---|---|---|---|---|"
 mbs() { python3 -c "print(f'{$1 / $2:.0f}' if $2 > 0 else 'n/a')"; }
 ratio() { python3 -c "a, b = $1 / $2, $3 / $4; print(f'{a / b:.2f}x' if b > 0 else 'n/a')"; }
 declare -A got=()
@@ -376,26 +387,29 @@ for round in $(seq 1 "$CATCHUP_ROUNDS"); do
     esac
     got[$what]=$result
   done
-  read -r p_mb p_s p_kind <<<"${got[partial]}"
+  read -r p_mb p_s p_kind p_cpu p_flt <<<"${got[partial]}"
   read -r cp_mb cp_s _ <<<"${got[cp_partial]}"
-  read -r t_mb t_s t_kind <<<"${got[tls]}"
-  read -r f_mb f_s f_kind <<<"${got[full]}"
+  read -r t_mb t_s t_kind t_cpu t_flt <<<"${got[tls]}"
+  read -r f_mb f_s f_kind f_cpu f_flt <<<"${got[full]}"
   read -r cf_mb cf_s _ <<<"${got[cp_full]}"
-  printf '| %s | partial catch-up, plaintext | %s | %s | %s | %s | %s of cp |\n' \
-    "$round" "$p_mb" "$p_s" "$(mbs "$p_mb" "$p_s")" "$p_kind" "$(ratio "$p_mb" "$p_s" "$cp_mb" "$cp_s")"
-  printf '| %s | cp + fsync of the %s files it covers | %s | %s | %s | | reference |\n' \
+  printf '| %s | partial catch-up, plaintext | %s | %s | %s | %s | %s of cp | %s | %s |\n' \
+    "$round" "$p_mb" "$p_s" "$(mbs "$p_mb" "$p_s")" "$p_kind" "$(ratio "$p_mb" "$p_s" "$cp_mb" "$cp_s")" \
+    "$p_cpu" "$p_flt"
+  printf '| %s | cp + fsync of the %s files it covers | %s | %s | %s | | reference | | |\n' \
     "$round" "${#part_files[@]}" "$cp_mb" "$cp_s" "$(mbs "$cp_mb" "$cp_s")"
-  printf '| %s | partial catch-up, TLS | %s | %s | %s | %s | %s of cp, %s of plaintext |\n' \
+  printf '| %s | partial catch-up, TLS | %s | %s | %s | %s | %s of cp, %s of plaintext | %s | %s |\n' \
     "$round" "$t_mb" "$t_s" "$(mbs "$t_mb" "$t_s")" "$t_kind" \
-    "$(ratio "$t_mb" "$t_s" "$cp_mb" "$cp_s")" "$(ratio "$t_mb" "$t_s" "$p_mb" "$p_s")"
-  printf '| %s | full resync, plaintext | %s | %s | %s | %s | %s of cp |\n' \
-    "$round" "$f_mb" "$f_s" "$(mbs "$f_mb" "$f_s")" "$f_kind" "$(ratio "$f_mb" "$f_s" "$cf_mb" "$cf_s")"
-  printf '| %s | cp + fsync of all %s segment files | %s | %s | %s | | reference |\n' \
+    "$(ratio "$t_mb" "$t_s" "$cp_mb" "$cp_s")" "$(ratio "$t_mb" "$t_s" "$p_mb" "$p_s")" "$t_cpu" "$t_flt"
+  printf '| %s | full resync, plaintext | %s | %s | %s | %s | %s of cp | %s | %s |\n' \
+    "$round" "$f_mb" "$f_s" "$(mbs "$f_mb" "$f_s")" "$f_kind" "$(ratio "$f_mb" "$f_s" "$cf_mb" "$cf_s")" \
+    "$f_cpu" "$f_flt"
+  printf '| %s | cp + fsync of all %s segment files | %s | %s | %s | | reference | | |\n' \
     "$round" "${#all_files[@]}" "$cf_mb" "$cf_s" "$(mbs "$cf_mb" "$cf_s")"
 done
 echo
 echo "Catch-up MB: the log bytes the replica lacked (master end - its end), timed from the replica's"
 echo "process start until its durable (fsynced) offset reached the master's end. cp MB: the sizes of"
 echo "the files copied (whole segments, headers included). Both read the master's files from the page cache."
+echo "Replica CPU s and minor faults: from /proc/PID/stat when the catch-up ended (process start included)."
 master_down
 bench_env

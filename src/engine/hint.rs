@@ -84,6 +84,55 @@ impl HintEntry {
     }
 }
 
+/// Most entries gathered for one segment ([`Gathered`]): a segment with
+/// more is scanned for its hint when sealed instead, which bounds the
+/// memory gathering takes (about 40 bytes an entry).
+pub const MAX_GATHERED: usize = 1 << 20;
+
+/// The hint entries of the active segment, gathered as its records are
+/// appended and verified, so that the hint written when it is sealed needs
+/// no second read of the file. They describe exactly the segment's first
+/// `len` bytes: an append that does not gather, or a cut, leaves `len`
+/// apart from the segment's length, and the entries are then dropped (the
+/// seal scans the file as before).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Gathered {
+    /// Length of the segment's prefix the entries cover, header included.
+    pub len: u64,
+    pub entries: Vec<HintEntry>,
+}
+
+impl Gathered {
+    /// The entries of a segment of `len` bytes (every committed record in
+    /// it, in file order), unless there are too many to keep.
+    pub fn new(len: u64, entries: Vec<HintEntry>) -> Option<Gathered> {
+        (entries.len() <= MAX_GATHERED).then_some(Gathered { len, entries })
+    }
+
+    /// `this` continued by the bytes `[from, to)` of the same segment and
+    /// the entries committed by them; `None` unless `this` covers exactly
+    /// the bytes before `from`.
+    pub fn extend(
+        this: Option<Gathered>,
+        from: u64,
+        to: u64,
+        entries: impl ExactSizeIterator<Item = HintEntry>,
+    ) -> Option<Gathered> {
+        let mut g = this.filter(|g| g.len == from && from <= to)?;
+        if g.entries.len() + entries.len() > MAX_GATHERED {
+            return None;
+        }
+        g.entries.extend(entries);
+        g.len = to;
+        Some(g)
+    }
+
+    /// The entries, if they cover exactly a file of `len` bytes.
+    pub fn covering(this: Option<Gathered>, len: u64) -> Option<Vec<HintEntry>> {
+        this.filter(|g| g.len == len).map(|g| g.entries)
+    }
+}
+
 /// A decoded hint, before it is matched with a data file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Hint {

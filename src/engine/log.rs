@@ -137,7 +137,13 @@ impl Engine {
     /// Whether this engine seals segments by size on its own (a master) or
     /// only where shipped bytes say (a replica).
     pub fn set_auto_roll(&self, on: bool) {
-        self.inner().writer.state.lock().auto_roll = on;
+        let mut st = self.inner().writer.state.lock();
+        st.auto_roll = on;
+        if on {
+            // A master's own writes do not gather hint entries: the ones
+            // gathered so far would only take memory until the seal.
+            st.gathered = None;
+        }
     }
 
     /// The epoch history: where each master epoch began in this log.

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex};
 
 use super::compaction;
-use super::hint;
+use super::hint::{self, Gathered};
 use super::recovery::{scan, ScanMode};
 use super::segment::{DataFile, FILE_HEADER_LEN};
 use super::Inner;
@@ -22,13 +22,15 @@ pub(crate) struct Maintenance {
 
 #[derive(Default)]
 struct State {
-    hint_jobs: VecDeque<Arc<DataFile>>,
+    /// Sealed segments, with their entries when gathered as they were
+    /// written.
+    hint_jobs: VecDeque<(Arc<DataFile>, Option<Gathered>)>,
     stop: bool,
 }
 
 impl Maintenance {
-    pub fn push_hint_job(&self, file: Arc<DataFile>) {
-        self.state.lock().hint_jobs.push_back(file);
+    pub fn push_hint_job(&self, file: Arc<DataFile>, gathered: Option<Gathered>) {
+        self.state.lock().hint_jobs.push_back((file, gathered));
         self.wake.notify_one();
     }
 
@@ -69,7 +71,7 @@ impl Inner {
                 }
             };
             match job {
-                Some(file) => self.write_hint(&file),
+                Some((file, gathered)) => self.write_hint(&file, gathered),
                 None => {
                     next_check = policy.check_every.map(|d| Instant::now() + d);
                     self.compact_if_due();
@@ -78,22 +80,26 @@ impl Inner {
         }
     }
 
-    fn write_hint(&self, file: &DataFile) {
+    /// Writes the hint of a sealed segment: from the entries gathered as
+    /// its records were verified and appended, which cover exactly its
+    /// length (see [`hint::Gathered`]), or else from a scan of the file.
+    fn write_hint(&self, file: &DataFile, gathered: Option<Gathered>) {
         // Holding the compaction lock keeps the file from being merged
         // away while its hint is written.
         let _guard = self.compaction.lock();
         if self.files.load().get(file.id).is_none() {
             return;
         }
-        let mut entries = Vec::new();
-        let result = scan(file, ScanMode::Strict, |e| entries.push(e)).and_then(|_| {
-            hint::write(
-                &self.dir,
-                &file.kind.hint_name(),
-                file.readable_len(),
-                &entries,
-            )
-        });
+        let len = file.readable_len();
+        let entries = match Gathered::covering(gathered, len) {
+            Some(entries) => Ok(entries),
+            None => {
+                let mut entries = Vec::new();
+                scan(file, ScanMode::Strict, |e| entries.push(e)).map(|_| entries)
+            }
+        };
+        let result = entries
+            .and_then(|entries| hint::write(&self.dir, &file.kind.hint_name(), len, &entries));
         if let Err(e) = result {
             tracing::error!(file = %file.path.display(), error = %e, "could not write hint file");
         }

@@ -165,8 +165,13 @@ impl Engine {
             unreachable!("the active file is a segment")
         };
         let hinted_len = rec.active_from_hint.then(|| active.readable_len());
+        let gathered = hint::Gathered::new(active.readable_len(), rec.active_entries);
         let writer = Writer::new(active, rec.active_file, base, rec.epochs);
-        writer.state.lock().hinted_len = hinted_len;
+        {
+            let mut st = writer.state.lock();
+            st.hinted_len = hinted_len;
+            st.gathered = gathered;
+        }
         let inner = Arc::new(Inner {
             dir,
             options,
@@ -584,9 +589,9 @@ impl Inner {
     }
 
     /// Hands a freshly sealed segment to the maintenance thread for its
-    /// hint file.
-    pub(crate) fn sealed(&self, file: Arc<DataFile>) {
-        self.maintenance.push_hint_job(file);
+    /// hint file, with its entries if they were gathered as it was written.
+    pub(crate) fn sealed(&self, file: Arc<DataFile>, gathered: Option<hint::Gathered>) {
+        self.maintenance.push_hint_job(file, gathered);
     }
 }
 

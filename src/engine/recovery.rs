@@ -60,6 +60,9 @@ pub struct Recovered {
     /// Whether the active segment was indexed from the hint its last clean
     /// close wrote (otherwise it was scanned).
     pub active_from_hint: bool,
+    /// The hint entries of the active segment's valid prefix (its readable
+    /// length), for the hint written when it is sealed.
+    pub active_entries: Vec<HintEntry>,
 }
 
 /// How a scan treats a bad record.
@@ -89,8 +92,7 @@ pub fn scan(
     let data = file.tail_from(0);
     let mut pos = FILE_HEADER_LEN as usize;
     let mut committed = pos;
-    let mut batch: Vec<HintEntry> = Vec::new();
-    let mut max_epoch = 0;
+    let mut commits = Committer::default();
     let corrupt = |at: usize, why: String| Error::corrupt(&file.path, at as u64, why);
     while pos < data.len() {
         let rec = match record::decode(&data[pos..]) {
@@ -105,7 +107,45 @@ pub fn scan(
             Err(_) => break,
         };
         let (rec, len) = rec;
-        max_epoch = max_epoch.max(rec.epoch);
+        commits
+            .take(&rec, pos, len, &mut on_entry)
+            .map_err(|why| corrupt(pos, why))?;
+        pos += len;
+        if commits.batch.is_empty() {
+            committed = pos;
+        }
+    }
+    if mode == ScanMode::Strict && !commits.batch.is_empty() {
+        return Err(corrupt(committed, "file ends inside a batch".into()));
+    }
+    Ok(ScanEnd {
+        valid_len: committed as u64,
+        max_epoch: commits.max_epoch,
+    })
+}
+
+/// The committed entries of records met in file order: a put or delete
+/// outside a batch at once, the members of a batch when its commit record
+/// is met.
+#[derive(Default)]
+struct Committer {
+    /// Members of the batch whose commit has not been met.
+    batch: Vec<HintEntry>,
+    max_epoch: u32,
+}
+
+impl Committer {
+    /// Takes the record `rec` of `len` bytes at file position `pos`,
+    /// passing what it commits to `on_entry`; the error says why it cannot
+    /// follow the records before it.
+    fn take(
+        &mut self,
+        rec: &record::Record<'_>,
+        pos: usize,
+        len: usize,
+        on_entry: &mut impl FnMut(HintEntry),
+    ) -> std::result::Result<(), String> {
+        self.max_epoch = self.max_epoch.max(rec.epoch);
         // Positions fit in u32: files are bounded well below 4 GiB.
         let entry = |kind| HintEntry {
             kind,
@@ -115,39 +155,127 @@ pub fn scan(
             expires_at: rec.expires_at,
         };
         match rec.kind {
-            Kind::Put | Kind::Delete if rec.in_batch => batch.push(entry(rec.kind)),
+            Kind::Put | Kind::Delete if rec.in_batch => self.batch.push(entry(rec.kind)),
             Kind::Put | Kind::Delete => {
-                if !batch.is_empty() {
-                    return Err(corrupt(pos, "record inside an unterminated batch".into()));
+                if !self.batch.is_empty() {
+                    return Err("record inside an unterminated batch".into());
                 }
                 on_entry(entry(rec.kind));
             }
             Kind::Commit => {
-                if rec.commit_count() != Some(batch.len() as u32) {
-                    return Err(corrupt(
-                        pos,
-                        format!(
-                            "batch commit for {:?} records follows {}",
-                            rec.commit_count(),
-                            batch.len()
-                        ),
+                if rec.commit_count() != Some(self.batch.len() as u32) {
+                    return Err(format!(
+                        "batch commit for {:?} records follows {}",
+                        rec.commit_count(),
+                        self.batch.len()
                     ));
                 }
-                batch.drain(..).for_each(&mut on_entry);
+                self.batch.drain(..).for_each(on_entry);
             }
         }
-        pos += len;
-        if batch.is_empty() {
-            committed = pos;
+        Ok(())
+    }
+}
+
+/// A strict scan of a sealed or merged file whose bytes arrive in pieces,
+/// in order, as a full resync receives them: the entries of its hint,
+/// read from the bytes while they are in memory on their way to the file,
+/// so that opening the installed file needs neither a scan nor a read of
+/// it. The same checks as [`scan`] in [`ScanMode::Strict`], but nothing is
+/// refused here: a file that fails them gets no hint, and opening it
+/// scans it and reports the damage as before.
+#[derive(Default)]
+pub struct ScanStream {
+    /// File position of the next byte fed.
+    pos: u64,
+    /// The start of a record cut by the end of the last piece.
+    carry: Vec<u8>,
+    commits: Committer,
+    entries: Vec<HintEntry>,
+    /// Why the bytes are not a valid file, once known (nothing more is
+    /// read then).
+    failed: Option<String>,
+}
+
+impl ScanStream {
+    /// Takes the next bytes of the file (the first ones hold its header,
+    /// which opening the file checks).
+    pub fn feed(&mut self, bytes: &[u8]) {
+        if self.failed.is_some() {
+            return;
+        }
+        let header = usize::try_from(FILE_HEADER_LEN.saturating_sub(self.pos))
+            .unwrap_or(usize::MAX)
+            .min(bytes.len());
+        self.pos += header as u64;
+        if let Err(why) = self.records(&bytes[header..]) {
+            self.failed = Some(why);
         }
     }
-    if mode == ScanMode::Strict && !batch.is_empty() {
-        return Err(corrupt(committed, "file ends inside a batch".into()));
+
+    fn records(&mut self, mut bytes: &[u8]) -> std::result::Result<(), String> {
+        const LONGEST_HEADER: usize = record::HEADER_LEN + record::EXPIRY_LEN;
+        // First complete the record the last piece cut, copying only its
+        // missing bytes (a header read ahead may take a few of the next).
+        while !self.carry.is_empty() && !bytes.is_empty() {
+            let wanted = match record::decode_header(&self.carry) {
+                Ok(Some(h)) => h.record_len(),
+                Ok(None) => LONGEST_HEADER,
+                Err(e) => return Err(e.to_string()),
+            };
+            let take = wanted.saturating_sub(self.carry.len()).min(bytes.len());
+            self.carry.extend_from_slice(&bytes[..take]);
+            bytes = &bytes[take..];
+            let mut carry = std::mem::take(&mut self.carry);
+            let used = self.take_records(&carry)?;
+            carry.drain(..used);
+            self.carry = carry;
+        }
+        let used = self.take_records(bytes)?;
+        self.carry.extend_from_slice(&bytes[used..]);
+        Ok(())
     }
-    Ok(ScanEnd {
-        valid_len: committed as u64,
-        max_epoch,
-    })
+
+    /// Takes the whole records at the start of `bytes`; returns their length.
+    fn take_records(&mut self, bytes: &[u8]) -> std::result::Result<usize, String> {
+        let mut at = 0;
+        while at < bytes.len() {
+            let (rec, len) = match record::decode(&bytes[at..]) {
+                Ok(Some(found)) => found,
+                Ok(None) => break,
+                Err(e) => return Err(format!("at {}: {e}", self.pos)),
+            };
+            let pos = usize::try_from(self.pos)
+                .ok()
+                .filter(|&p| p + len <= u32::MAX as usize)
+                .ok_or("file too long for a hint")?;
+            let entries = &mut self.entries;
+            self.commits
+                .take(&rec, pos, len, &mut |e| entries.push(e))
+                .map_err(|why| format!("at {pos}: {why}"))?;
+            self.pos += len as u64;
+            at += len;
+        }
+        Ok(at)
+    }
+
+    /// The hint entries of the file, if every byte fed was a whole record
+    /// (batches included) and they were `len` bytes; otherwise why not.
+    pub fn finish(self, len: u64) -> std::result::Result<Vec<HintEntry>, String> {
+        if let Some(why) = self.failed {
+            return Err(why);
+        }
+        if !self.carry.is_empty() {
+            return Err("the file ends inside a record".into());
+        }
+        if !self.commits.batch.is_empty() {
+            return Err("the file ends inside a batch".into());
+        }
+        if self.pos != len {
+            return Err(format!("{} bytes read of {len}", self.pos));
+        }
+        Ok(self.entries)
+    }
 }
 
 /// Whether any valid record starts at or after `from`: a damaged record
@@ -561,6 +689,7 @@ pub fn recover(dir: &Path, options: &Options, ids: &AtomicU32) -> Result<Recover
         epochs,
         cuts,
         active_from_hint: index.active_from_hint,
+        active_entries: index.active_entries,
     })
 }
 
@@ -596,6 +725,8 @@ pub struct Index {
     pub active_file_len: u64,
     /// Whether the active segment was indexed from its hint.
     pub active_from_hint: bool,
+    /// The entries of the active segment's valid prefix.
+    pub active_entries: Vec<HintEntry>,
 }
 
 /// Builds the keydir from the merged generation and sealed segments (via
@@ -638,6 +769,7 @@ pub fn build_index(dir: &Path, table: &FileTable) -> Result<Index> {
         active_valid_len: valid_len,
         active_file_len,
         active_from_hint,
+        active_entries: entries,
     })
 }
 

@@ -150,7 +150,8 @@ impl Engine {
         for entry in fs::read_dir(staged).at("list", staged)? {
             let name = entry.at("list", staged)?.file_name();
             let name = name.to_string_lossy();
-            if is_snapshot_file(&name) {
+            // A hint the receiver wrote for a staged file is moved with it.
+            if is_snapshot_file(&name) || name.ends_with(".hint") {
                 let from = staged.join(&*name);
                 fs::rename(&from, dir.join(&*name)).at("move into place", &from)?;
             }
@@ -170,6 +171,7 @@ impl Engine {
         inner.stats.set_live(rec.live_bytes);
         inner.stats.set_active_from_hint(rec.active_from_hint);
         st.reset_active(active, rec.active_file, base);
+        st.gathered = super::hint::Gathered::new(st.len, rec.active_entries);
         st.clear_batches();
         st.set_epochs(history);
         inner.writer_publish(&st);

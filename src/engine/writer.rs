@@ -35,7 +35,7 @@ use super::epochs::EpochHistory;
 use super::error::{Error, Result};
 use super::fault;
 use super::files::FileTable;
-use super::hint::HintEntry;
+use super::hint::{Gathered, HintEntry};
 use super::keydir::{hash_key, Loc};
 use super::options::Durability;
 use super::record::{self, Kind, Record, MAX_APPEND_BYTES};
@@ -66,6 +66,19 @@ pub(crate) struct PendingOp {
     pub(crate) loc: Loc,
     pub(crate) kind: Kind,
     pub(crate) expires_at: Option<u64>,
+}
+
+impl PendingOp {
+    /// The record's entry in its segment's hint.
+    fn hint_entry(&self) -> HintEntry {
+        HintEntry {
+            kind: self.kind,
+            pos: self.loc.pos,
+            len: self.loc.len,
+            hash: self.hash,
+            expires_at: self.expires_at,
+        }
+    }
 }
 
 /// How far the log has got, published to async waiters (writers waiting
@@ -132,6 +145,9 @@ pub(crate) struct WriterState {
     /// not been replaced since: a close at that length has nothing new to
     /// write.
     pub(crate) hinted_len: Option<u64>,
+    /// The active segment's hint entries gathered by the appends of
+    /// shipped log bytes, handed to its hint when it is sealed.
+    pub(crate) gathered: Option<Gathered>,
 }
 
 impl WriterState {
@@ -185,6 +201,7 @@ impl WriterState {
         self.buf.clear();
         self.inflight = Arc::default();
         self.hinted_len = None;
+        self.gathered = Gathered::new(len, Vec::new()).filter(|_| len == FILE_HEADER_LEN);
     }
 
     /// Forgets records not yet in the keydir (after a truncation).
@@ -281,6 +298,7 @@ impl Writer {
             epochs,
             auto_roll: true,
             hinted_len: None,
+            gathered: None,
         };
         let progress = Progress {
             durable: state.durable_end(),
@@ -973,9 +991,12 @@ impl Inner {
             t
         });
         let sealed = st.active.clone();
+        // Entries of a batch whose commit is not in the segment are not
+        // gathered: such a segment is scanned (and refused) as before.
+        let gathered = st.gathered.take().filter(|_| st.open_batch.is_empty());
         st.reset_active(data, file, base);
         self.writer.publish(st);
-        self.sealed(sealed);
+        self.sealed(sealed, gathered);
         Ok(true)
     }
 
@@ -1176,6 +1197,7 @@ impl Inner {
         }
         let was_empty = st.buf.is_empty();
         st.buf.extend_from_slice(&bytes[..taken]);
+        let from = st.len;
         st.len += taken as u64;
         let mut ready = Vec::new();
         for (kind, in_batch, count, op) in ops {
@@ -1199,6 +1221,16 @@ impl Inner {
                 _ => ready.push(op),
             }
         }
+        // Every record here was verified above: its entry is the one a
+        // scan of the file would find, in the same order (batch members
+        // at their commit).
+        let gathered = st.gathered.take();
+        st.gathered = Gathered::extend(
+            gathered,
+            from,
+            st.len,
+            ready.iter().map(|op| op.hint_entry()),
+        );
         if self.waits_for_sync() {
             st.pending.extend_from_slice(&ready);
         } else {

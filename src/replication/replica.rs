@@ -4,7 +4,6 @@
 //! error the link is dropped and re-established with a bounded backoff;
 //! nothing is applied that did not verify.
 
-use std::os::unix::fs::FileExt;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,7 +12,10 @@ use bytes::{Buf, Bytes, BytesMut};
 use tokio::sync::watch;
 
 use super::{ReplError, Replication};
-use crate::engine::{self, record, snapshot::is_snapshot_file};
+use crate::engine::error::IoContext;
+use crate::engine::recovery::ScanStream;
+use crate::engine::segment::FileKind;
+use crate::engine::{self, fault, hint, record, snapshot::is_snapshot_file};
 use crate::protocol::replication::{SyncRequest, ToMaster, ToReplica};
 use crate::protocol::stream::{self, FrameReader, FrameWriter, HelloError, OpenError};
 use crate::protocol::ErrorCode;
@@ -547,6 +549,8 @@ async fn receive_snapshot<R: tokio::io::AsyncRead + Unpin>(
     let staging = engine.dir().join(STAGING_DIR);
     let _ = tokio::fs::remove_dir_all(&staging).await;
     tokio::fs::create_dir_all(&staging).await?;
+    // The segment with the highest base: the active one once installed.
+    let mut last_segment = None;
     for _ in 0..files {
         let (name, len) = match next_message(reader, &limits).await? {
             ToReplica::File { name, len } => (name, len),
@@ -564,7 +568,8 @@ async fn receive_snapshot<R: tokio::io::AsyncRead + Unpin>(
         }
         let path = staging.join(&name);
         let file = Arc::new(tokio::fs::File::create(&path).await?.into_std().await);
-        let mut out = FileWriter::new(file);
+        let kind = FileKind::parse(&name);
+        let mut out = FileWriter::new(file, kind.is_some());
         let mut received = 0u64;
         while received < len {
             let bytes = match next_message(reader, &limits).await? {
@@ -585,11 +590,38 @@ async fn receive_snapshot<R: tokio::io::AsyncRead + Unpin>(
             // enough waits), and receive on meanwhile.
             out.push(bytes, received == len).await?;
         }
-        out.finish().await?;
+        let entries = out.finish(len).await?;
+        if let Some(FileKind::Segment { base }) = kind {
+            last_segment = last_segment.max(Some(base));
+        }
+        if let (Some(kind), Some(entries)) = (kind, entries) {
+            match entries {
+                Ok(entries) => {
+                    let (dir, hint) = (staging.clone(), kind.hint_name());
+                    tokio::task::spawn_blocking(move || hint::write(&dir, &hint, len, &entries))
+                        .await
+                        .map_err(|e| ReplError::Unexpected(e.to_string()))??;
+                }
+                Err(why) => {
+                    tracing::info!(file = %name, %why, "no hint for a received file; opening it scans it")
+                }
+            }
+        }
     }
     let e = engine.clone();
     let dir = staging.clone();
     blocking(&repl.applying, move || {
+        // The last segment turns active, which a hint of a sealed file
+        // must not describe: it is appended to from here on.
+        if let Some(base) = last_segment {
+            let hint = dir.join(FileKind::Segment { base }.hint_name());
+            match std::fs::remove_file(&hint) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(e).at("remove", &hint)
+                }
+                _ => {}
+            }
+        }
         crate::durable::sync_dir(&dir)?;
         e.install_snapshot(&dir)
     })
@@ -604,23 +636,30 @@ const FILE_WRITE_BATCH: usize = 16 << 20;
 /// Writes one staged snapshot file from the frames' own buffers on the
 /// blocking pool, one batch at a time, while the stream is read on: the
 /// network and the disk work at once, and no byte is copied on its way
-/// from the read buffer to the file.
+/// from the read buffer to the file. The writes go in pieces of at most
+/// 1 MiB, each handed to the disk at once ([`fault::write_at`]), so the
+/// fsync at the end waits for the last piece, not the whole file. A data
+/// file's records are checked on the way, in the buffer they arrived in,
+/// for the hint that spares opening the installed file a scan of it.
 struct FileWriter {
     file: Arc<std::fs::File>,
     /// Where the next batch goes.
     at: u64,
     batch: Vec<Bytes>,
     held: usize,
-    writing: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    /// The scan of a data file's records; away while a write holds it.
+    scan: Option<ScanStream>,
+    writing: Option<tokio::task::JoinHandle<std::io::Result<Option<ScanStream>>>>,
 }
 
 impl FileWriter {
-    fn new(file: Arc<std::fs::File>) -> Self {
+    fn new(file: Arc<std::fs::File>, data: bool) -> Self {
         FileWriter {
             file,
             at: 0,
             batch: Vec::new(),
             held: 0,
+            scan: data.then(ScanStream::default),
             writing: None,
         }
     }
@@ -635,14 +674,18 @@ impl FileWriter {
             self.wait().await?;
             let (file, at) = (Arc::clone(&self.file), self.at);
             let batch = std::mem::take(&mut self.batch);
+            let mut scan = self.scan.take();
             self.at += std::mem::take(&mut self.held) as u64;
             self.writing = Some(tokio::task::spawn_blocking(move || {
                 let mut at = at;
                 for b in batch {
-                    file.write_all_at(&b, at)?;
+                    if let Some(scan) = &mut scan {
+                        scan.feed(&b);
+                    }
+                    fault::write_at(None, &file, &b, at, true)?;
                     at += b.len() as u64;
                 }
-                Ok(())
+                Ok(scan)
             }));
         }
         Ok(())
@@ -651,14 +694,19 @@ impl FileWriter {
     /// Waits for the write in progress.
     async fn wait(&mut self) -> Result<(), ReplError> {
         if let Some(w) = self.writing.take() {
-            w.await
+            self.scan = w
+                .await
                 .map_err(|e| ReplError::Unexpected(e.to_string()))??;
         }
         Ok(())
     }
 
-    /// Writes what is left and fsyncs the file.
-    async fn finish(mut self) -> Result<(), ReplError> {
+    /// Writes what is left and fsyncs the file of `len` bytes; returns a
+    /// data file's hint entries, or why it gets none.
+    async fn finish(
+        mut self,
+        len: u64,
+    ) -> Result<Option<Result<Vec<engine::hint::HintEntry>, String>>, ReplError> {
         if !self.batch.is_empty() {
             self.push(Bytes::new(), true).await?;
         }
@@ -667,6 +715,6 @@ impl FileWriter {
         tokio::task::spawn_blocking(move || file.sync_all())
             .await
             .map_err(|e| ReplError::Unexpected(e.to_string()))??;
-        Ok(())
+        Ok(self.scan.map(|scan| scan.finish(len)))
     }
 }

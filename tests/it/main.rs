@@ -38,6 +38,7 @@ mod protocol;
 mod readme;
 mod recovery;
 mod replication;
+mod replication_hints;
 mod resp;
 mod resume;
 mod security;

@@ -192,6 +192,27 @@ fn catch_up_and_full_resync_across_segments_copy_the_log_byte_for_byte() {
             assert!(want == have, "segment {base:020}.seg differs");
         }
     }
+    // The replicas' hints, gathered as records were appended or read from
+    // the files a full resync received, are the ones the master's scans
+    // wrote.
+    let reference = hint_files(&m.data_dir());
+    assert!(reference.len() >= 5, "{} hints", reference.len());
+    for node in [&r, &fresh] {
+        assert_eq!(hint_files(&node.data_dir()), reference, "{}", node.logs());
+    }
+}
+
+/// The hint files of a data directory, by name.
+fn hint_files(dir: &std::path::Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    std::fs::read_dir(dir)
+        .expect("read the data directory")
+        .map(|e| e.expect("dir entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "hint"))
+        .map(|p| {
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            (name, std::fs::read(&p).expect("read a hint"))
+        })
+        .collect()
 }
 
 #[test]
