@@ -2,8 +2,9 @@
 //! connection loop (which owns pipelining, timeouts and shutdown, as for
 //! binary connections).
 //!
-//! - consecutive plain writes of one pipeline (`SET k v`, `MSET`, `DEL`)
-//!   are runs of writes, so they share a group commit;
+//! - consecutive writes of one pipeline (`SET`, `MSET`, a one-key `DEL`,
+//!   the expiry writes: [`commands::batchable`]) are runs of writes, so
+//!   they share a group commit;
 //! - the read buffer holds at most one incomplete request, whose size the
 //!   parser bounds; the loop grows it by what has arrived, never by an
 //!   announced length;
