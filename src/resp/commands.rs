@@ -55,6 +55,22 @@ pub fn batchable(args: &Args) -> bool {
     }
 }
 
+/// Readies the engine's index for the keys the [`batchable`] write `args`
+/// will write (a hint: nothing changes; a malformed request is skipped).
+pub fn warm_for_write(node: &Node, args: &Args) {
+    let Some(name) = args.first() else { return };
+    let keys: &[Bytes] = args.get(1..).unwrap_or_default();
+    // MSET names a key every other argument; the rest name one, first.
+    let step = if name.eq_ignore_ascii_case(b"mset") {
+        2
+    } else {
+        keys.len().max(1)
+    };
+    for key in keys.iter().step_by(step) {
+        node.engine.warm_for_write(key);
+    }
+}
+
 /// Runs any command. Records metrics.
 pub async fn execute(node: &Node, shared: &Shared, session: &mut Session, args: Args) -> Reply {
     let args = &args;
