@@ -328,6 +328,18 @@ impl Engine {
         self.write_blocking(ops, true).map(|_| ())
     }
 
+    /// Readies the index for a write of `key` that follows soon. Under
+    /// `interval` and `never` a write applies to the keydir under the
+    /// writer lock, and an overwrite misses memory twice there: the key's
+    /// slot, and the old record's header in the mapped log, read to
+    /// confirm the key. This touches both outside the lock. A caller with
+    /// several writes at hand (a pipeline) warms them all before it runs
+    /// the first; a lone write gains nothing and pays the look-up twice,
+    /// so it is not warmed. Changes nothing (the write looks again).
+    pub fn warm_for_write(&self, key: &[u8]) {
+        self.inner().warm_for_write(key);
+    }
+
     /// Appends `ops` (atomically when `atomic`) and waits, without blocking
     /// a thread, until they are durable under the policy.
     pub async fn write_async(&self, ops: &[WriteOp<'_>], atomic: bool) -> Result<Receipt> {

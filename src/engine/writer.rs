@@ -565,6 +565,20 @@ impl Inner {
         })
     }
 
+    /// [`super::Engine::warm_for_write`]: the key's slot and the record
+    /// headers it names are read and dropped. Under `always` the flusher
+    /// applies writes outside the lock, once durable: nothing to do.
+    pub(crate) fn warm_for_write(&self, key: &[u8]) {
+        if self.waits_for_sync() {
+            return;
+        }
+        let keydir = self.keydir.load();
+        let table = self.files.load();
+        for loc in keydir.candidates(hash_key(key)).iter() {
+            std::hint::black_box(table.key_at(loc));
+        }
+    }
+
     /// Seals the active segment first if `len` more bytes would overfill
     /// it (a master's writer only; a replica's segments end where its
     /// master's do).

@@ -12,7 +12,9 @@
 //! - consecutive writes of one pipeline (the codec says which requests
 //!   are writes) are started in request order and then awaited together,
 //!   so they share one group commit instead of paying one fsync each; a
-//!   request that follows them waits until they are done, so it sees them;
+//!   request that follows them waits until they are done, so it sees them.
+//!   Before a run of several starts, the codec may ready what they will
+//!   touch ([`Codec::prepare_writes`]);
 //! - the read buffer grows only as bytes arrive, never by an announced
 //!   length: once less than a quarter of [`READ_CHUNK`] is free, it is
 //!   replaced by one with room for what the request still needs (if the
@@ -159,6 +161,13 @@ pub trait Codec: Send + Sync + Sized + 'static {
 
     /// Runs one request (it may change the connection's state).
     fn run(&mut self, request: Self::Request) -> impl Future<Output = Self::Answer> + Send + '_;
+
+    /// Called before a run of more than one write starts, with all of its
+    /// requests: the codec may ready what they will touch (the engine's
+    /// index for their keys) so that the writes, which follow each other
+    /// through the engine's single writer, do not wait on memory there.
+    /// It must not change anything a client can observe.
+    fn prepare_writes(&self, _writes: &[Self::Request]) {}
 
     /// Runs one write of a run. The writes of a run are polled together in
     /// request order: each must start its write (append to the log) when
@@ -566,6 +575,7 @@ impl<C: Codec> Connection<'_, C> {
             }
         }
         let codec = &self.codec;
+        codec.prepare_writes(writes);
         let answers =
             futures_util::future::join_all(writes.drain(..).map(|r| codec.run_write(r))).await;
         for answer in answers {

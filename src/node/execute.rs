@@ -362,11 +362,14 @@ pub async fn decide(node: &Node, op: &Conditional<'_>) -> Result<Decided, Respon
 /// its admission until its append returned.
 fn may_append(node: &Node) -> Result<Option<Admitted<'_>>, Response> {
     let repl = &node.replication;
-    if let RoleView::Replica { master } = repl.role() {
-        if master.is_empty() {
-            return Err(super::ha::not_the_master());
+    // A master (the common case) reads its role without copying it.
+    if !repl.is_master() {
+        if let RoleView::Replica { master } = repl.role() {
+            if master.is_empty() {
+                return Err(super::ha::not_the_master());
+            }
+            return Err(Response::Redirect { master });
         }
-        return Err(Response::Redirect { master });
     }
     let admitted = match &node.ha {
         Some(ha) => Some(ha.admit().ok_or_else(|| ha.refusal())?),

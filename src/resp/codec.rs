@@ -2,8 +2,11 @@
 //! connection loop (which owns pipelining, timeouts and shutdown, as for
 //! binary connections).
 //!
-//! - consecutive plain writes of one pipeline (`SET k v`, `MSET`, `DEL`)
-//!   are runs of writes, so they share a group commit;
+//! - consecutive writes of one pipeline (`SET`, `MSET`, a one-key `DEL`,
+//!   the expiry writes: [`commands::batchable`]) are runs of writes, so
+//!   they share a group commit; before a run of several starts, the
+//!   engine's index is warmed for all their keys, so the writes do not
+//!   wait on memory inside the engine's single writer;
 //! - the read buffer holds at most one incomplete request, whose size the
 //!   parser bounds; the loop grows it by what has arrived, never by an
 //!   announced length;
@@ -80,6 +83,12 @@ impl Codec for RespCodec {
 
     async fn run(&mut self, args: Args) -> Reply {
         commands::execute(&self.node, &self.shared, &mut self.session, args).await
+    }
+
+    fn prepare_writes(&self, writes: &[Args]) {
+        for args in writes {
+            commands::warm_for_write(&self.node, args);
+        }
     }
 
     async fn run_write(&self, args: Args) -> Reply {

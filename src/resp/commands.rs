@@ -30,7 +30,11 @@ use crate::node::Node;
 /// polled, so the writes of a pipeline reach the log in request order.
 /// `SET` with options and the expiry commands qualify too: their
 /// conditions are decided inside the engine's single writer, against every
-/// write appended before them, pipelined ones included.
+/// write appended before them, pipelined ones included. So is the count
+/// of a one-key `DEL`; a `DEL` of several keys counts them before it
+/// appends, outside the writer, where a write of the same run may not have
+/// reached the index yet (under `always` it reaches it once durable), so
+/// it runs alone, once the writes before it are done.
 pub fn batchable(args: &Args) -> bool {
     const WRITES: [&[u8]; 10] = [
         b"set",
@@ -44,8 +48,27 @@ pub fn batchable(args: &Args) -> bool {
         b"pexpireat",
         b"persist",
     ];
-    args.first()
-        .is_some_and(|name| WRITES.iter().any(|w| name.eq_ignore_ascii_case(w)))
+    match args.first() {
+        Some(name) if name.eq_ignore_ascii_case(b"del") => args.len() <= 2,
+        Some(name) => WRITES.iter().any(|w| name.eq_ignore_ascii_case(w)),
+        None => false,
+    }
+}
+
+/// Readies the engine's index for the keys the [`batchable`] write `args`
+/// will write (a hint: nothing changes; a malformed request is skipped).
+pub fn warm_for_write(node: &Node, args: &Args) {
+    let Some(name) = args.first() else { return };
+    let keys: &[Bytes] = args.get(1..).unwrap_or_default();
+    // MSET names a key every other argument; the rest name one, first.
+    let step = if name.eq_ignore_ascii_case(b"mset") {
+        2
+    } else {
+        keys.len().max(1)
+    };
+    for key in keys.iter().step_by(step) {
+        node.engine.warm_for_write(key);
+    }
 }
 
 /// Runs any command. Records metrics.

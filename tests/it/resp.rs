@@ -325,6 +325,57 @@ fn redis_cli_pipe_mode_takes_a_thousand_pipelined_writes() {
     assert_eq!(cli(addr, &["GET", "k999"]), "v999");
 }
 
+/// One pipeline of writes in one TCP write, so the server runs them
+/// together: overwrites of keys written before it and within it, MSET and
+/// multi-key DEL, and malformed writes among them, under each durability
+/// policy. Every answer and the final values are Redis's (a DEL of several
+/// keys counts one an MSET just before it in the pipeline set, also under
+/// `always`, where that write reaches the index only once durable).
+#[test]
+fn a_pipelined_run_of_writes_answers_and_stores_as_one_by_one() {
+    for durability in ["never", "interval", "always"] {
+        let (_server, addr) = start_with_resp(&["--durability", durability]);
+        assert_eq!(cli(addr, &["MSET", "old1", "x", "old2", "y"]), "OK");
+        let requests: &[&[&[u8]]] = &[
+            &[b"SET", b"old1", b"a"],
+            &[b"SET", b"new", b"b"],
+            &[b"SET", b"new", b"c"],
+            &[b"SET"],
+            &[b"MSET", b"m1", b"1", b"old2", b"2"],
+            &[b"MSET", b"odd"],
+            &[b"DEL", b"m1", b"gone", b"m1"],
+            &[b"DEL"],
+            &[b"DEL", b"new"],
+            &[b"SET", b"new", b"d"],
+        ];
+        let mut input = Vec::new();
+        for args in requests {
+            input.extend(kvstore::resp::parse::encode_request(args));
+        }
+        let expected: &[u8] = b"+OK\r\n+OK\r\n+OK\r\n\
+            -ERR wrong number of arguments for 'set' command\r\n\
+            +OK\r\n\
+            -ERR wrong number of arguments for 'mset' command\r\n\
+            :1\r\n\
+            -ERR wrong number of arguments for 'del' command\r\n\
+            :1\r\n+OK\r\n";
+        let mut s = TcpStream::connect(addr).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        s.write_all(&input).unwrap();
+        let mut answers = vec![0u8; expected.len()];
+        s.read_exact(&mut answers).expect("every answer");
+        assert_eq!(
+            String::from_utf8_lossy(&answers),
+            String::from_utf8_lossy(expected),
+            "{durability}"
+        );
+        for (key, value) in [("old1", "a"), ("old2", "2"), ("new", "d"), ("m1", "")] {
+            assert_eq!(cli(addr, &["GET", key]), value, "{durability} {key}");
+        }
+        assert_eq!(cli(addr, &["DBSIZE"]), "3", "{durability}");
+    }
+}
+
 #[test]
 fn a_replica_refuses_writes_with_readonly_naming_its_master() {
     let replica = Server::start_unready(&[
