@@ -18,32 +18,6 @@ fn open_replica(dir: &Path) -> Engine {
     engine
 }
 
-/// Copies the master's log to the replica in chunks of `chunk` bytes,
-/// carrying partial records over like a replication client does.
-fn ship(master: &Engine, replica: &Engine, chunk: usize) -> u64 {
-    let mut shipped = 0;
-    let mut carry: Vec<u8> = Vec::new();
-    let mut carry_base = 0;
-    for _ in 0..100_000 {
-        let from = replica.stats().log_end + carry.len() as u64;
-        if from == master.log_end() {
-            assert!(carry.is_empty());
-            return shipped;
-        }
-        let c = master.read_log(from, chunk).unwrap();
-        assert!(!c.bytes.is_empty());
-        shipped += c.bytes.len() as u64;
-        if carry.is_empty() {
-            carry_base = c.segment_base;
-        }
-        assert_eq!(carry_base, c.segment_base, "a record never spans segments");
-        carry.extend_from_slice(&c.bytes);
-        let taken = replica.append_log(carry_base, &carry).unwrap();
-        carry.drain(..taken);
-    }
-    panic!("shipping did not converge");
-}
-
 fn segment_files(dir: &Path) -> Vec<(String, Vec<u8>)> {
     let mut out: Vec<_> = fs::read_dir(dir)
         .unwrap()
@@ -76,7 +50,7 @@ fn shipped_bytes_rebuild_an_identical_log() {
         }
     }
     // Odd chunk sizes split records and batches everywhere.
-    let shipped = ship(&master, &replica, 97);
+    let shipped = common::ship(&master, &replica, 97);
     assert_eq!(shipped, master.log_end());
     assert_eq!(replica.stats().log_end, master.log_end());
     for k in (0..60)

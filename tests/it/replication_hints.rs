@@ -43,29 +43,6 @@ fn write(engine: &Engine, range: std::ops::Range<u32>) {
     }
 }
 
-/// Ships `from`'s log past `to`'s end in chunks of `chunk` bytes, carrying
-/// a cut record over as the replication client does.
-fn ship(from: &Engine, to: &Engine, chunk: usize) {
-    let mut carry: Vec<u8> = Vec::new();
-    let mut carry_base = 0;
-    for _ in 0..100_000 {
-        let at = to.stats().log_end + carry.len() as u64;
-        if at == from.log_end() {
-            assert!(carry.is_empty());
-            return;
-        }
-        let c = from.read_log(at, chunk).unwrap();
-        assert!(!c.bytes.is_empty());
-        if carry.is_empty() {
-            carry_base = c.segment_base;
-        }
-        carry.extend_from_slice(&c.bytes);
-        let taken = to.append_log(carry_base, &carry).unwrap();
-        carry.drain(..taken);
-    }
-    panic!("shipping did not converge");
-}
-
 /// Every file of `dir` whose name ends with `suffix`, sorted by name.
 fn files(dir: &Path, suffix: &str) -> Vec<(String, Vec<u8>)> {
     let mut out: Vec<_> = fs::read_dir(dir)
@@ -90,7 +67,7 @@ fn a_replicas_gathered_hints_are_the_ones_a_scan_writes() {
     let common = a.log_end();
     assert_eq!(common, b.log_end());
     let replica = open_replica(dirs[2].path());
-    ship(&a, &replica, 97);
+    common::ship(&a, &replica, 97);
     // Reopened mid-segment: the active segment's entries come from open.
     drop(replica);
     let replica = open_replica(dirs[2].path());
@@ -98,10 +75,10 @@ fn a_replicas_gathered_hints_are_the_ones_a_scan_writes() {
     // diverged and cuts back to `common`, inside a segment it had entries
     // of, and follows `b` from there.
     write(&a, 1000..1010);
-    ship(&a, &replica, 131);
+    common::ship(&a, &replica, 131);
     replica.truncate_log(common).unwrap();
     write(&b, 150..600);
-    ship(&b, &replica, 61);
+    common::ship(&b, &replica, 61);
     assert!(b.stats().segments > 5, "{} segments", b.stats().segments);
     drop((a, b, replica));
     let want = files(dirs[1].path(), ".hint");

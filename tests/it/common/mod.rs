@@ -310,6 +310,37 @@ pub fn small_segment_options() -> kvstore::engine::Options {
     }
 }
 
+/// Copies the master's log to the replica (engines in process) in chunks of
+/// `chunk` bytes, carrying partial records over like a replication client
+/// does; returns the bytes shipped.
+pub fn ship(
+    master: &kvstore::engine::Engine,
+    replica: &kvstore::engine::Engine,
+    chunk: usize,
+) -> u64 {
+    let mut shipped = 0;
+    let mut carry: Vec<u8> = Vec::new();
+    let mut carry_base = 0;
+    for _ in 0..100_000 {
+        let from = replica.stats().log_end + carry.len() as u64;
+        if from == master.log_end() {
+            assert!(carry.is_empty());
+            return shipped;
+        }
+        let c = master.read_log(from, chunk).unwrap();
+        assert!(!c.bytes.is_empty());
+        shipped += c.bytes.len() as u64;
+        if carry.is_empty() {
+            carry_base = c.segment_base;
+        }
+        assert_eq!(carry_base, c.segment_base, "a record never spans segments");
+        carry.extend_from_slice(&c.bytes);
+        let taken = replica.append_log(carry_base, &carry).unwrap();
+        carry.drain(..taken);
+    }
+    panic!("shipping did not converge");
+}
+
 /// Copies every regular file of a data directory into a fresh one: the
 /// directory as a crash would leave it. A file that disappears between
 /// the listing and its copy (an open engine's background work renaming or
