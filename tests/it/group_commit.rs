@@ -72,15 +72,7 @@ fn check_survivors(dir: &std::path::Path, acked: &[Vec<u8>], durability: Durabil
 #[test]
 fn a_full_disk_poisons_the_engine_and_loses_nothing_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
-    let faults = Arc::new(Faults::default());
-    let engine = Engine::open(
-        dir.path(),
-        Options {
-            faults: Some(faults.clone()),
-            ..Options::default()
-        },
-    )
-    .unwrap();
+    let (engine, faults) = faulty_engine(dir.path(), Options::default());
     faults.set_write_budget(20_000);
     let (acked, err) = write_until_failure(&engine);
     assert!(!acked.is_empty());
@@ -105,15 +97,7 @@ fn a_full_disk_poisons_the_engine_and_loses_nothing_acknowledged() {
 #[test]
 fn a_failed_fsync_poisons_the_engine() {
     let dir = tempfile::tempdir().unwrap();
-    let faults = Arc::new(Faults::default());
-    let engine = Engine::open(
-        dir.path(),
-        Options {
-            faults: Some(faults.clone()),
-            ..Options::default()
-        },
-    )
-    .unwrap();
+    let (engine, faults) = faulty_engine(dir.path(), Options::default());
     let acked = Arc::new(Mutex::new(Vec::new()));
     for i in 0..50u32 {
         let key = format!("key{i}").into_bytes();
@@ -161,13 +145,14 @@ fn a_writer_always_reads_its_own_acknowledged_write() {
     }
 }
 
-fn faulty_engine(dir: &std::path::Path) -> (Engine, Arc<Faults>) {
+/// An engine opened with `options` and fault hooks the test holds.
+fn faulty_engine(dir: &std::path::Path, options: Options) -> (Engine, Arc<Faults>) {
     let faults = Arc::new(Faults::default());
     let engine = Engine::open(
         dir,
         Options {
             faults: Some(faults.clone()),
-            ..Options::default()
+            ..options
         },
     )
     .unwrap();
@@ -179,7 +164,7 @@ const WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 #[test]
 fn a_lone_synced_writer_writes_and_fsyncs_on_its_own_thread() {
     let dir = tempfile::tempdir().unwrap();
-    let (engine, faults) = faulty_engine(dir.path());
+    let (engine, faults) = faulty_engine(dir.path(), Options::default());
     faults.hold_syncs(true);
     let writer = {
         let engine = engine.clone();
@@ -275,7 +260,7 @@ fn an_async_writer_sleeps_through_a_group_commit_that_is_not_its_own() {
     use std::sync::atomic::{AtomicU32, Ordering};
 
     let dir = tempfile::tempdir().unwrap();
-    let (engine, faults) = faulty_engine(dir.path());
+    let (engine, faults) = faulty_engine(dir.path(), Options::default());
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -347,16 +332,13 @@ fn an_async_writer_sleeps_through_a_group_commit_that_is_not_its_own() {
 #[test]
 fn under_never_a_stream_of_writes_shares_pwrites_and_still_reaches_the_os() {
     let dir = tempfile::tempdir().unwrap();
-    let faults = Arc::new(Faults::default());
-    let engine = Engine::open(
+    let (engine, faults) = faulty_engine(
         dir.path(),
         Options {
             durability: Durability::Never,
-            faults: Some(faults.clone()),
             ..Options::default()
         },
-    )
-    .unwrap();
+    );
     let before = faults.writes();
     let started = std::time::Instant::now();
     let writes = 20_000u32;
