@@ -297,6 +297,21 @@ fn write_in_pieces(file: &std::fs::File, buf: &[u8], pos: u64, ahead: bool) -> i
     Ok(())
 }
 
+/// Writes zeros over `[from, to)` of `file`, in pieces like any other
+/// write, starting each piece's disk write. For the active segment's
+/// reserve ([`super::writer`]); not through the fault hooks, since a
+/// reserve that cannot be written is skipped, never a failed write.
+pub(crate) fn zero_fill(file: &std::fs::File, from: u64, to: u64) -> io::Result<()> {
+    static ZEROS: [u8; MAX_WRITE_BYTES] = [0; MAX_WRITE_BYTES];
+    let mut at = from;
+    while at < to {
+        let len = usize::try_from(to - at).map_or(MAX_WRITE_BYTES, |n| n.min(MAX_WRITE_BYTES));
+        write_in_pieces(file, &ZEROS[..len], at, true)?;
+        at += len as u64;
+    }
+    Ok(())
+}
+
 /// `sync_file_range(SYNC_FILE_RANGE_WRITE)`: queues the dirty pages of the
 /// range for writing and returns. Advice for speed only: the fsync that
 /// follows is what makes the bytes durable, and reports any error.

@@ -106,17 +106,24 @@ impl Inner {
     }
 
     /// At a clean close, once everything is durable and the background
-    /// threads are stopped: writes the hint of the active segment (with the
+    /// threads are stopped: cuts the active segment back to the end of the
+    /// log (the zeros written ahead go) and writes its hint (with the
     /// crc32 of the bytes it covers), so that the next open need not scan
     /// it. Best effort: without it the next open scans, as after a crash.
     /// The bytes are durable before the hint names them (the caller
     /// flushed), and the hint itself is written by rename.
     pub(crate) fn write_active_hint(&self) {
         let _guard = self.compaction.lock();
-        let st = self.writer.state.lock();
+        let mut st = self.writer.state.lock();
         let len = st.len;
-        let unchanged = st.hinted_len == Some(len);
-        if st.poisoned.is_some() || st.durable_len() != len || len <= FILE_HEADER_LEN || unchanged {
+        if st.poisoned.is_some() || st.durable_len() != len {
+            return;
+        }
+        if let Err(e) = self.cut_reserve(&mut st) {
+            tracing::warn!(error = %e, "could not cut the active segment back to the end of the log at close; the next open does");
+            return;
+        }
+        if len <= FILE_HEADER_LEN || st.hinted_len == Some(len) {
             return;
         }
         let file = st.active.clone();

@@ -281,7 +281,10 @@ impl ScanStream {
 /// Whether any valid record starts at or after `from`: a damaged record
 /// with valid ones after it is corruption, not a torn write.
 fn valid_record_after(data: &[u8], from: usize) -> bool {
-    (from..data.len()).any(|p| matches!(record::decode(&data[p..]), Ok(Some(_))))
+    // A record has a kind byte that is not zero: none starts in the zeros
+    // at the end of an active segment (its reserve).
+    let end = tail::torn_part(data).len();
+    (from..end).any(|p| matches!(record::decode(&data[p..]), Ok(Some(_))))
 }
 
 /// Applies one committed entry to the keydir and its expiry index.
@@ -655,14 +658,24 @@ pub fn recover(dir: &Path, options: &Options, ids: &AtomicU32) -> Result<Recover
             .file()
             .read_exact_at(&mut tail, index.active_valid_len)
             .at("read the torn tail of", &active.path)?;
-        cuts.push(tail::cut_torn_tail(
-            dir,
-            &active.path,
-            base,
-            index.active_valid_len,
-            &tail,
-            &mut epochs,
-        )?);
+        let torn = tail::torn_part(&tail);
+        if torn.is_empty() {
+            tracing::info!(
+                file = %active.path.display(),
+                bytes = tail.len(),
+                "dropped the zeros written ahead of the end of the log"
+            );
+            tail::cut_file(&active.path, index.active_valid_len)?;
+        } else {
+            cuts.push(tail::cut_torn_tail(
+                dir,
+                &active.path,
+                base,
+                index.active_valid_len,
+                torn,
+                &mut epochs,
+            )?);
+        }
     }
     if index.max_epoch > epochs.current() {
         // Only possible if EPOCHS was lost: attribute the newest epoch

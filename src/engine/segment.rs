@@ -234,8 +234,10 @@ impl DataFile {
         // SAFETY: the mapping is read-only, and every read through it stays
         // below `readable` (`slice` and `tail_from` check it), which is never
         // above the file's length: the file is only appended to, and the
-        // engine shortens a file in two places only, both in recovery and
-        // before any other thread can reach the file:
+        // engine shortens a file below `readable` in two places only, both
+        // in recovery and before any other thread can reach the file (a
+        // roll and a clean close also shorten the active file, but only to
+        // `readable`, dropping the zeros the writer wrote ahead of it):
         // - `recovery::open_active` rewrites a file shorter than its header
         //   (an interrupted creation) before mapping it;
         // - `recovery::recover` cuts a torn tail off the active segment it

@@ -7,7 +7,10 @@
 //! recorded in the epoch history before any file is shortened:
 //! - a **torn tail**: the active segment ends in an incomplete or damaged
 //!   record with nothing valid after it, or in batch members without
-//!   their commit. Open records the cut, then truncates the file.
+//!   their commit. Open records the cut, then truncates the file. Zeros
+//!   after the torn bytes, or instead of them, are not counted: they are
+//!   the reserve the writer keeps written ahead of the log
+//!   ([`torn_part`]), and a tail of zeros alone is dropped without a cut.
 //! - a **write failure**: a live recovery rolled the log back to its
 //!   durable end and continued in a fresh segment named by that offset.
 //!   The old segment keeps its bytes past the cut (it is memory-mapped and
@@ -73,6 +76,21 @@ pub fn cut_file(path: &Path, len: u64) -> Result<()> {
     file.set_len(len)
         .and_then(|_| file.sync_all())
         .at("cut the tail of", path)
+}
+
+/// The part of `tail`, the bytes past the valid prefix of the active
+/// segment, that a crash tore: all of it up to its last byte that is not
+/// zero. The zeros after that are the reserve the writer keeps written
+/// ahead of the log (or blocks the file system filled with zeros), never
+/// part of a record: a record's kind byte is never zero, and a record
+/// that ends in zeros and is cut short still has its header in the part.
+/// An open drops a tail that is all zeros without recording a cut.
+pub fn torn_part(tail: &[u8]) -> &[u8] {
+    let end = tail
+        .iter()
+        .rposition(|&b| b != 0)
+        .map_or(0, |last| last + 1);
+    &tail[..end]
 }
 
 /// How many records `bytes` (the cut-off end of a segment) held: each

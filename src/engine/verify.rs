@@ -202,14 +202,16 @@ fn check_records(dir: &Path, file: &DataFile, active: bool, report: &mut VerifyR
     };
     report.records += entries.len() as u64;
     let len = file.readable_len();
-    if end.valid_len < len {
+    let past_end = file
+        .tail_from(0)
+        .get(end.valid_len as usize..)
+        .unwrap_or_default();
+    let torn = super::tail::torn_part(past_end).len();
+    if torn > 0 {
         report.problem(
             &file.path,
             end.valid_len,
-            format!(
-                "torn tail of {} bytes (cut off at next open)",
-                len - end.valid_len
-            ),
+            format!("torn tail of {torn} bytes (cut off at next open)"),
         );
     }
     let hint_path = dir.join(file.kind.hint_name());

@@ -39,6 +39,7 @@ mod readme;
 mod recovery;
 mod replication;
 mod replication_hints;
+mod reserve;
 mod resp;
 mod resume;
 mod security;
