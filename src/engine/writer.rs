@@ -75,13 +75,16 @@ pub const FLUSH_TICK: Duration = Duration::from_micros(200);
 /// MiB of log writes a MiB of zeros more.
 pub(crate) const RESERVE_AHEAD: u64 = 1 << 20;
 
-/// The zeros a round that wrote the log up to `end` writes ahead, if the
-/// file's zeros end at `reserved` and it may not grow past `capacity`:
-/// `Some((from, to))` once less than a quarter of [`RESERVE_AHEAD`] is
-/// left. The range ends on a page boundary.
-fn reserve_extension(end: u64, reserved: u64, capacity: u64) -> Option<(u64, u64)> {
+/// The zeros a round that fsyncs `written` bytes ending at `end` writes
+/// ahead, if the file's zeros end at `reserved` and it may not grow past
+/// `capacity`: `Some((from, to))` once less than a quarter of
+/// [`RESERVE_AHEAD`] is left, the range ending on a page boundary. None
+/// for a round of a quarter MiB or more (a replica catching up): its
+/// fsync is mostly its data, and the zeros would be written for nothing
+/// by the next such round.
+fn reserve_extension(written: u64, end: u64, reserved: u64, capacity: u64) -> Option<(u64, u64)> {
     const PAGE: u64 = 4096;
-    if reserved >= end + RESERVE_AHEAD / 4 {
+    if written == 0 || written >= RESERVE_AHEAD / 4 || reserved >= end + RESERVE_AHEAD / 4 {
         return None;
     }
     let to = (end + RESERVE_AHEAD).div_ceil(PAGE) * PAGE;
@@ -1149,7 +1152,7 @@ impl Inner {
         let path = st.active.path.clone();
         let end = pos + bytes.len() as u64;
         let capacity = segment::active_capacity(self.options.segment_max_bytes);
-        let reserve = reserve_extension(end, st.reserved, capacity).filter(|_| sync && end > pos);
+        let reserve = reserve_extension(end - pos, end, st.reserved, capacity).filter(|_| sync);
         st.busy = true;
         let faults = self.options.faults.as_deref();
         let result = MutexGuard::unlocked(st, || {
@@ -1340,5 +1343,43 @@ impl Inner {
             end,
             resumes,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CAP: u64 = 1 << 30;
+
+    #[test]
+    fn the_reserve_is_extended_only_when_it_runs_short() {
+        let end = FILE_HEADER_LEN + 6_650;
+        // A new segment: a MiB of zeros past the round's records.
+        assert_eq!(
+            reserve_extension(6_650, end, end, CAP),
+            Some((end, (end + RESERVE_AHEAD).div_ceil(4096) * 4096))
+        );
+        // Plenty left: nothing to write.
+        assert_eq!(
+            reserve_extension(100, end, end + RESERVE_AHEAD / 2, CAP),
+            None
+        );
+        // Less than a quarter left: from where the zeros end.
+        let reserved = end + RESERVE_AHEAD / 8;
+        let (from, to) = reserve_extension(100, end, reserved, CAP).unwrap();
+        assert_eq!(from, reserved);
+        assert!(to >= end + RESERVE_AHEAD && to % 4096 == 0, "{to}");
+        // A round that ran past the zeros starts them at its end.
+        assert_eq!(reserve_extension(100, end, end - 50, CAP).unwrap().0, end);
+        // Never past the mapping's capacity, nothing when already there.
+        assert_eq!(
+            reserve_extension(100, end, end, end + 10),
+            Some((end, end + 10))
+        );
+        assert_eq!(reserve_extension(100, end, end, end), None);
+        // No records, or a big round: no zeros.
+        assert_eq!(reserve_extension(0, end, end, CAP), None);
+        assert_eq!(reserve_extension(RESERVE_AHEAD / 4, end, end, CAP), None);
     }
 }
