@@ -90,6 +90,18 @@ pub const SYNCED_VS_BARE: Metric = metric(
     Unit::Ratio,
     Better::Higher,
 );
+pub const BARE_OVERWRITE_1W: Metric = metric(
+    "bare_overwrite_1w",
+    "bare 128 B overwrite + fdatasync",
+    Unit::OpsPerSec,
+    Better::Higher,
+);
+pub const SYNCED_VS_OVERWRITE: Metric = metric(
+    "synced_vs_overwrite",
+    "synced puts, 1 writer / overwrite",
+    Unit::Ratio,
+    Better::Higher,
+);
 pub const SYNCED_64W: Metric = metric(
     "synced_64w",
     "synced puts, 64 writers",
@@ -180,6 +192,8 @@ pub const METRICS: &[Metric] = &[
     SYNCED_1W,
     BARE_SYNC_1W,
     SYNCED_VS_BARE,
+    BARE_OVERWRITE_1W,
+    SYNCED_VS_OVERWRITE,
     SYNCED_64W,
     SYNCED_SCALE,
     PUTS_PER_FSYNC_64W,

@@ -324,9 +324,13 @@ pub fn run<D: Db>(name: &str, cfg: &Config) -> Results {
     let (mut ops_1, mut secs_1, mut ops_64, mut secs_64) = (0u64, 0f64, 0u64, 0f64);
     // The disk's own limit for one writer, in the same rounds: a bare
     // append of 128 bytes (about one record) and fdatasync, in a file
-    // beside the store's directory on the same file system.
+    // beside the store's directory on the same file system; and the same
+    // writes over blocks written and fsynced beforehand, whose fdatasync
+    // need not write the file's size or block map.
     let bare_path = root.join("bare.log");
     let (mut ops_bare, mut secs_bare) = (0u64, 0f64);
+    let over_path = root.join("bare-over.log");
+    let (mut ops_over, mut secs_over) = (0u64, 0f64);
     let mut fsyncs_64 = Some(0u64);
     for _ in 0..SYNC_ROUNDS {
         let start = next.load(Ordering::Relaxed);
@@ -337,6 +341,9 @@ pub fn run<D: Db>(name: &str, cfg: &Config) -> Results {
         let (ops, secs) = bare_appends(&bare_path, quota, round_cap);
         ops_bare += ops;
         secs_bare += secs;
+        let (ops, secs) = bare_overwrites(&over_path, quota, round_cap);
+        ops_over += ops;
+        secs_over += secs;
 
         let before = db.fsyncs();
         let start = next.load(Ordering::Relaxed);
@@ -361,12 +368,20 @@ pub fn run<D: Db>(name: &str, cfg: &Config) -> Results {
         name,
         &format!("{ops_bare} bare 128 B appends + fdatasync: {secs_bare:.2} s"),
     );
+    progress(
+        name,
+        &format!("{ops_over} bare 128 B overwrites + fdatasync: {secs_over:.2} s"),
+    );
     let _ = std::fs::remove_file(&bare_path);
+    let _ = std::fs::remove_file(&over_path);
     let (rate_1, rate_64) = (ops_1 as f64 / secs_1, ops_64 as f64 / secs_64);
     let rate_bare = ops_bare as f64 / secs_bare;
     out.push((SYNCED_1W.id, rate_1));
     out.push((BARE_SYNC_1W.id, rate_bare));
     out.push((SYNCED_VS_BARE.id, rate_1 / rate_bare));
+    let rate_over = ops_over as f64 / secs_over;
+    out.push((BARE_OVERWRITE_1W.id, rate_over));
+    out.push((SYNCED_VS_OVERWRITE.id, rate_1 / rate_over));
     out.push((SYNCED_1W_OPS.id, ops_1 as f64));
     out.push((SYNCED_64W.id, rate_64));
     out.push((SYNCED_64W_OPS.id, ops_64 as f64));
@@ -443,8 +458,6 @@ fn load_average() -> String {
     }
 }
 
-/// Synced puts from `writers` threads that take key numbers from `next`
-/// until it reaches `end` or `cap` has passed. Returns (ops, seconds).
 /// Appends 128-byte records to `path`, each followed by fdatasync, one at
 /// a time, until `quota` or `cap`; returns (appends, seconds).
 fn bare_appends(path: &Path, quota: u64, cap: Duration) -> (u64, f64) {
@@ -465,6 +478,40 @@ fn bare_appends(path: &Path, quota: u64, cap: Duration) -> (u64, f64) {
     (ops, started.elapsed().as_secs_f64())
 }
 
+/// Like [`bare_appends`], over a file of `quota` records' worth of zeros
+/// written and fsynced first (not timed): what one writer gets from the
+/// disk when no fdatasync has to write the file's size or block map.
+fn bare_overwrites(path: &Path, quota: u64, cap: Duration) -> (u64, f64) {
+    use std::os::unix::fs::FileExt;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .open(path)
+        .expect("open the bare overwrite file");
+    let zeros = vec![0u8; 1 << 20];
+    let len = quota * 128;
+    let mut at = 0;
+    while at < len {
+        let n = (len - at).min(zeros.len() as u64);
+        file.write_all_at(&zeros[..n as usize], at)
+            .expect("pre-write");
+        at += n;
+    }
+    file.sync_all().expect("fsync the pre-written file");
+    let record = [0x5au8; 128];
+    let started = Instant::now();
+    let mut ops = 0;
+    while ops < quota && started.elapsed() < cap {
+        file.write_all_at(&record, ops * 128).expect("overwrite");
+        file.sync_data().expect("fdatasync");
+        ops += 1;
+    }
+    (ops, started.elapsed().as_secs_f64())
+}
+
+/// Synced puts from `writers` threads that take key numbers from `next`
+/// until it reaches `end` or `cap` has passed. Returns (ops, seconds).
 fn synced<D: Db>(
     db: &D,
     values: &Values,
