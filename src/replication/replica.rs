@@ -31,6 +31,14 @@ const MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// Staging directory for a full resync, inside the data directory so the
 /// final rename stays on one filesystem.
 const STAGING_DIR: &str = ".resync";
+/// The master's stream is read into blocks of this size, each reused once
+/// the chunks split from it are dropped (applied, or written to a staged
+/// file): seven 1 MiB chunks fit in one.
+const RECEIVE_BLOCK: usize = 8 << 20;
+/// Receive blocks kept: enough for what a full resync holds at once (a
+/// file write of up to `FILE_WRITE_BATCH` in progress and as much gathered
+/// for the next) plus the block being read into.
+const RECEIVE_BLOCKS: usize = 8;
 
 /// Follows `master` until `stop` turns true.
 pub async fn follow(repl: Arc<Replication>, master: String, mut stop: watch::Receiver<bool>) {
@@ -132,6 +140,7 @@ async fn session(
         }
     };
     let (mut reader, mut writer) = framed.into_split();
+    reader.reuse_buffers(RECEIVE_BLOCK, RECEIVE_BLOCKS);
 
     // Negotiate where to resume.
     loop {
