@@ -11,9 +11,14 @@
 //! Invariants:
 //! - a frame's length is checked against the reader's `max_frame` when its
 //!   4 bytes arrive; the buffer then grows by at most [`MAX_RESERVE`] per
-//!   read, so memory follows what arrived;
+//!   read, so memory follows what arrived (a reader reusing its buffers
+//!   allocates one block of a size its owner chose at a time);
 //! - "the peer closed between frames" is `Ok(None)`, a close mid-frame is
 //!   [`StreamError::Closed`];
+//! - a frame is a view of the buffer it arrived in, never overwritten while
+//!   any part of it is held: a reader that reuses its buffers
+//!   ([`FrameReader::reuse_buffers`]) reads into one again only once every
+//!   frame split from it is dropped;
 //! - writes are flushed (a TLS stream holds encrypted bytes until then).
 
 use std::time::Duration;
@@ -111,6 +116,83 @@ pub struct FrameReader<R> {
     io: R,
     buf: BytesMut,
     max_frame: u32,
+    /// Receive blocks kept for reuse, when the reader was asked to.
+    blocks: Option<Blocks>,
+}
+
+/// The receive blocks of a reader that reuses its buffers: fixed-size
+/// allocations that frames are read into and split from. A block whose
+/// frames are all dropped is read into again instead of a fresh
+/// allocation, so a long transfer touches the same memory over and over
+/// rather than fresh pages (which the allocator would take from the OS and
+/// give back as each frame is dropped).
+struct Blocks {
+    /// Bytes in a block.
+    size: usize,
+    /// Blocks kept at most, the one being read into included.
+    max: usize,
+    /// Whether the read buffer is a block (its allocation is `size` bytes).
+    current: bool,
+    /// Blocks read into before, each an empty handle that keeps its
+    /// allocation; reusable once the handle is the allocation's only one.
+    spare: Vec<BytesMut>,
+    /// Blocks allocated so far.
+    #[cfg(test)]
+    made: usize,
+}
+
+impl Blocks {
+    /// Makes room in `buf` for `room` more bytes, in a block when the
+    /// frame being read fits in one.
+    fn make_room(&mut self, buf: &mut BytesMut, room: usize) {
+        let len = buf.len();
+        if buf.capacity() - len >= room {
+            return;
+        }
+        if len + room > self.size {
+            // A frame larger than a block: a buffer of its own, grown as
+            // it arrives.
+            if self.current {
+                self.switch(buf, BytesMut::with_capacity(len + room));
+                self.current = false;
+            } else {
+                buf.reserve(room);
+            }
+            return;
+        }
+        // The block being read into, when none of its frames is held any
+        // more: its unread bytes move to its start.
+        if self.current && buf.try_reclaim(self.size - len) {
+            return;
+        }
+        let free = self
+            .spare
+            .iter_mut()
+            .position(|block| block.try_reclaim(self.size));
+        let next = match free {
+            Some(i) => self.spare.swap_remove(i),
+            None => {
+                #[cfg(test)]
+                {
+                    self.made += 1;
+                }
+                BytesMut::with_capacity(self.size)
+            }
+        };
+        self.switch(buf, next);
+        self.current = true;
+    }
+
+    /// Moves the unread bytes of `buf` into `next`, which becomes the read
+    /// buffer; keeps the block `buf` was, if it was one and there is room.
+    fn switch(&mut self, buf: &mut BytesMut, mut next: BytesMut) {
+        next.extend_from_slice(buf);
+        let mut old = std::mem::replace(buf, next);
+        if self.current && self.spare.len() + 1 < self.max {
+            old.clear();
+            self.spare.push(old);
+        }
+    }
 }
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
@@ -121,7 +203,25 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             io,
             buf: leftover,
             max_frame,
+            blocks: None,
         }
+    }
+
+    /// Reads into blocks of `size` bytes from now on, keeping up to `max`
+    /// of them: a block is read into again once every frame split from it
+    /// is dropped. For a stream of large frames held a while (replication
+    /// chunks on their way to the disk), where a fresh buffer per frame
+    /// would be fresh memory to fault in per frame. A frame that does not
+    /// fit in a block gets a buffer of its own.
+    pub fn reuse_buffers(&mut self, size: usize, max: usize) {
+        self.blocks = Some(Blocks {
+            size,
+            max: max.max(1),
+            current: false,
+            spare: Vec::new(),
+            #[cfg(test)]
+            made: 0,
+        });
     }
 
     /// The next frame if it has already been received in full; never
@@ -143,8 +243,22 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             }
             // The prefix, if buffered, was validated by `parse`.
             let want = Frame::missing(&self.buf, self.max_frame)?.unwrap_or(0);
-            self.buf.reserve(want.clamp(MIN_READ, MAX_RESERVE));
-            if self.io.read_buf(&mut self.buf).await? == 0 {
+            let room = want.clamp(MIN_READ, MAX_RESERVE);
+            let read = match &mut self.blocks {
+                // No further than the frame's end (or `MIN_READ` into the
+                // next ones): the bytes read past a frame are copied when
+                // the block is left.
+                Some(blocks) => {
+                    blocks.make_room(&mut self.buf, room);
+                    let mut limited = bytes::BufMut::limit(&mut self.buf, room);
+                    self.io.read_buf(&mut limited).await?
+                }
+                None => {
+                    self.buf.reserve(room);
+                    self.io.read_buf(&mut self.buf).await?
+                }
+            };
+            if read == 0 {
                 if self.buf.is_empty() {
                     return Ok(None);
                 }
@@ -341,9 +455,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Framed<S> {
     /// Splits into a reader and a writer that can be used at once (from
     /// two tasks); bytes already buffered stay with the reader.
     pub fn into_split(self) -> (FrameReader<ReadHalf<S>>, FrameWriter<WriteHalf<S>>) {
-        let FrameReader { io, buf, max_frame } = self.reader;
+        let FrameReader {
+            io,
+            buf,
+            max_frame,
+            blocks,
+        } = self.reader;
         let (rd, wr) = tokio::io::split(io);
-        (FrameReader::new(rd, buf, max_frame), FrameWriter::new(wr))
+        let mut reader = FrameReader::new(rd, buf, max_frame);
+        reader.blocks = blocks;
+        (reader, FrameWriter::new(wr))
     }
 }
 
@@ -409,5 +530,118 @@ mod tests {
             .unwrap()
             .expect("second");
         assert_eq!(second.opcode, crate::protocol::opcode::STATS);
+    }
+
+    /// A frame of `len` body bytes (opcode `n`) whose payload says which
+    /// frame it is in every byte.
+    fn numbered_frame(n: u8, len: usize) -> Vec<u8> {
+        let mut b = (len as u32).to_le_bytes().to_vec();
+        b.push(n);
+        b.extend((1..len).map(|i| n.wrapping_mul(31).wrapping_add(i as u8)));
+        b
+    }
+
+    fn assert_numbered(frame: &Frame, n: u8, len: usize) {
+        assert_eq!(frame.opcode, n);
+        assert_eq!(frame.payload.len(), len - 1, "frame {n}");
+        let good =
+            (1..len).all(|i| frame.payload[i - 1] == n.wrapping_mul(31).wrapping_add(i as u8));
+        assert!(good, "frame {n} changed under its holder");
+    }
+
+    /// Writes `frames` (number, body length) to a reader that reuses
+    /// blocks of `block` bytes, keeping at most `max`.
+    fn pooled_reader(
+        frames: Vec<(u8, usize)>,
+        block: usize,
+        max: usize,
+    ) -> (
+        FrameReader<tokio::io::DuplexStream>,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let (mut near, far) = tokio::io::duplex(64 * 1024);
+        let mut reader = FrameReader::new(far, BytesMut::new(), 8 << 20);
+        reader.reuse_buffers(block, max);
+        let writer = tokio::spawn(async move {
+            for (n, len) in frames {
+                near.write_all(&numbered_frame(n, len)).await.unwrap();
+            }
+        });
+        (reader, writer)
+    }
+
+    fn made(reader: &FrameReader<tokio::io::DuplexStream>) -> usize {
+        reader.blocks.as_ref().expect("reusing").made
+    }
+
+    #[tokio::test]
+    async fn a_block_is_read_into_again_only_once_its_frames_are_dropped() {
+        // Two 100 KB frames fit in a 256 KiB block (the second read of a
+        // frame runs into the next one, whose start moves with it when
+        // the block is left).
+        const LEN: usize = 100_000;
+        let (mut reader, writer) = pooled_reader((0..12).map(|n| (n, LEN)).collect(), 256 << 10, 4);
+        let mut held = Vec::new();
+        for n in 0..6 {
+            held.push(reader.next().await.unwrap().expect("a frame"));
+            assert_numbered(&held[n as usize], n, LEN);
+        }
+        // Every block read so far holds a frame still held: all are new.
+        let first = made(&reader);
+        assert!(first >= 3, "{first} blocks for six frames");
+        // Drop the first four: their blocks become free, the others not.
+        let freed: Vec<(usize, usize)> = held
+            .drain(..4)
+            .map(|f| (f.payload.as_ptr() as usize, f.payload.len()))
+            .collect();
+        let mut reused = 0;
+        for _ in 6..12 {
+            let frame = reader.next().await.unwrap().expect("a frame");
+            let at = frame.payload.as_ptr() as usize;
+            if freed
+                .iter()
+                .any(|&(p, len)| at < p + len && p < at + frame.payload.len())
+            {
+                reused += 1;
+            }
+            held.push(frame);
+        }
+        // Four frames into the two freed blocks, two into a new one.
+        let second = made(&reader);
+        writer.await.unwrap();
+        assert!(reader.next().await.unwrap().is_none());
+        for (frame, n) in held.iter().zip(4..) {
+            assert_numbered(frame, n, LEN);
+        }
+        assert!(reused >= 4, "{reused} frames read into freed blocks");
+        assert_eq!(
+            second,
+            first + 1,
+            "blocks made after the first four frames were dropped"
+        );
+    }
+
+    #[tokio::test]
+    async fn frames_larger_than_a_block_get_their_own_buffer_between_pooled_ones() {
+        let frames = vec![
+            (0, 1_000),
+            (1, 1_000_000),
+            (2, 7),
+            (3, 100_000),
+            (4, 300_000),
+            (5, 300_000),
+            (6, 50_000),
+            (7, 1),
+        ];
+        let (mut reader, writer) = pooled_reader(frames.clone(), 128 << 10, 2);
+        let mut held = Vec::new();
+        while let Some(frame) = reader.next().await.unwrap() {
+            held.push(frame);
+        }
+        writer.await.unwrap();
+        assert_eq!(held.len(), frames.len());
+        for (frame, (n, len)) in held.iter().zip(frames) {
+            assert_numbered(frame, n, len);
+        }
     }
 }

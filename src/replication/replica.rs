@@ -31,6 +31,15 @@ const MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// Staging directory for a full resync, inside the data directory so the
 /// final rename stays on one filesystem.
 const STAGING_DIR: &str = ".resync";
+/// The master's stream is read into blocks of this size, each reused once
+/// the chunks split from it are dropped (applied, or written to a staged
+/// file): seven 1 MiB chunks fit in one.
+const RECEIVE_BLOCK: usize = 8 << 20;
+/// Receive blocks kept: enough for what a full resync holds at once (a
+/// file write of up to `FILE_WRITE_BATCH` in progress and as much gathered
+/// for the next, which may span three blocks) plus the block being read
+/// into.
+const RECEIVE_BLOCKS: usize = 4;
 
 /// Follows `master` until `stop` turns true.
 pub async fn follow(repl: Arc<Replication>, master: String, mut stop: watch::Receiver<bool>) {
@@ -132,6 +141,7 @@ async fn session(
         }
     };
     let (mut reader, mut writer) = framed.into_split();
+    reader.reuse_buffers(RECEIVE_BLOCK, RECEIVE_BLOCKS);
 
     // Negotiate where to resume.
     loop {
@@ -630,8 +640,11 @@ async fn receive_snapshot<R: tokio::io::AsyncRead + Unpin>(
     Ok(())
 }
 
-/// Snapshot bytes gathered before one write to the staged file.
-const FILE_WRITE_BATCH: usize = 16 << 20;
+/// Snapshot bytes gathered before one write to the staged file. The disk
+/// stays busy whatever the size (the next write starts when the last one
+/// ends); what is gathered meanwhile stays in receive blocks, so a small
+/// batch keeps few of them touched.
+const FILE_WRITE_BATCH: usize = 4 << 20;
 
 /// Writes one staged snapshot file from the frames' own buffers on the
 /// blocking pool, one batch at a time, while the stream is read on: the
