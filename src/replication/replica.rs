@@ -650,7 +650,7 @@ const FILE_WRITE_BATCH: usize = 4 << 20;
 /// blocking pool, one batch at a time, while the stream is read on: the
 /// network and the disk work at once, and no byte is copied on its way
 /// from the read buffer to the file. The writes go in pieces of at most
-/// 1 MiB, each handed to the disk at once ([`fault::write_at`]), so the
+/// 256 KiB, each handed to the disk at once ([`fault::write_at`]), so the
 /// fsync at the end waits for the last piece, not the whole file. A data
 /// file's records are checked on the way, in the buffer they arrived in,
 /// for the hint that spares opening the installed file a scan of it.
