@@ -8,14 +8,14 @@
 
 use std::fs;
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use kvstore::engine::segment::{FileKind, FILE_HEADER_LEN};
 use kvstore::engine::verify::verify_dir;
 use kvstore::engine::{CompactionPolicy, Durability, Engine, Options};
 
 use crate::common::copy_data_dir;
-use crate::tail::{active_segment, TORN};
+use crate::tail::{active_segment, segments, TORN};
 
 const KEYS: u32 = 300;
 
@@ -69,16 +69,6 @@ fn assert_all_keys(engine: &Engine, ctx: &str) {
             "{ctx}: key {i}"
         );
     }
-}
-
-fn segments(dir: &Path) -> Vec<PathBuf> {
-    let mut segs: Vec<PathBuf> = fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
-        .collect();
-    segs.sort();
-    segs
 }
 
 #[test]

@@ -15,14 +15,19 @@ use common::replication::*;
 use common::{metric, wait_for, START_DEADLINE};
 use kvstore::engine::{CutCause, Engine, Options};
 
-pub(crate) fn active_segment(dir: &Path) -> PathBuf {
+/// The segment files of `dir`, oldest first.
+pub(crate) fn segments(dir: &Path) -> Vec<PathBuf> {
     let mut segs: Vec<PathBuf> = fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|x| x == "seg"))
         .collect();
     segs.sort();
-    segs.pop().expect("a segment exists")
+    segs
+}
+
+pub(crate) fn active_segment(dir: &Path) -> PathBuf {
+    segments(dir).pop().expect("a segment exists")
 }
 
 /// A torn write: the first bytes of a record header, nothing after.
