@@ -19,7 +19,6 @@ use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetri
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
-use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 use crate::engine::Engine;
@@ -27,6 +26,9 @@ use crate::replication::Replication;
 
 mod disk;
 mod replication;
+pub mod striped;
+
+use striped::LatencyHistogram;
 
 /// How a request ended, as seen by the client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -193,34 +195,30 @@ const KNOWN_OPS: &[&str] = &[
     "resp_set",
 ];
 
-/// Pre-created handles for one operation (Counter and Histogram are `Arc`s
-/// inside: these share state with the families in the registry).
+/// Pre-created handles for one operation (the metrics are `Arc`s inside:
+/// these share state with the families in the registry). What every
+/// request bumps is striped ([`striped`]): the runtime's workers would
+/// otherwise pass these cache lines, and a histogram's mutex, back and
+/// forth on every request.
 struct OpHandles {
     op: &'static str,
-    by_outcome: [Counter; 4],
-    latency: Histogram,
-}
-
-type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
-
-/// Latency buckets: 10 µs doubling to about 10 s.
-fn latency_histogram() -> Histogram {
-    Histogram::new(exponential_buckets(0.000_01, 2.0, 21))
+    by_outcome: [striped::Counter; 4],
+    latency: LatencyHistogram,
 }
 
 /// All metrics of one node. Cheap to share behind an `Arc`.
 pub struct Metrics {
     registry: Registry,
-    requests: Family<RequestLabels, Counter>,
-    latency: HistogramFamily<OpLabels>,
+    requests: Family<RequestLabels, striped::Counter>,
+    latency: Family<OpLabels, LatencyHistogram>,
     known: Vec<OpHandles>,
     connections_active: Gauge,
     connections_accepted: Counter,
     connections_rejected: Counter,
     protocol_errors: Counter,
     auth_failures: Family<ReasonLabels, Counter>,
-    bytes_received: Counter,
-    bytes_sent: Counter,
+    bytes_received: striped::Counter,
+    bytes_sent: striped::Counter,
     evictions: Family<ReasonLabels, Counter>,
     handshake_timeouts: Counter,
     http_evictions: Counter,
@@ -248,8 +246,8 @@ impl Metrics {
     /// [`Metrics::attach_engine`] is called.
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("kvstore");
-        let requests = Family::<RequestLabels, Counter>::default();
-        let latency: HistogramFamily<OpLabels> = Family::new_with_constructor(latency_histogram);
+        let requests = Family::<RequestLabels, striped::Counter>::default();
+        let latency = Family::<OpLabels, LatencyHistogram>::default();
         registry.register(
             "requests",
             "Requests answered, by operation and outcome",
@@ -278,8 +276,8 @@ impl Metrics {
         let connections_accepted = Counter::default();
         let connections_rejected = Counter::default();
         let protocol_errors = Counter::default();
-        let bytes_received = Counter::default();
-        let bytes_sent = Counter::default();
+        let bytes_received = striped::Counter::default();
+        let bytes_sent = striped::Counter::default();
         let auth_failures = Family::<ReasonLabels, Counter>::default();
         for reason in AuthFailure::ALL {
             // Present at zero from the start, so alerts see the series.
@@ -410,7 +408,7 @@ impl Metrics {
         let idx = Outcome::ALL.iter().position(|o| *o == outcome).unwrap_or(0);
         if let Some(h) = self.known.iter().find(|h| h.op == op) {
             h.by_outcome[idx].inc();
-            h.latency.observe(latency.as_secs_f64());
+            h.latency.observe(latency);
             return;
         }
         self.requests
@@ -421,7 +419,7 @@ impl Metrics {
             .inc();
         self.latency
             .get_or_create(&OpLabels { op })
-            .observe(latency.as_secs_f64());
+            .observe(latency);
     }
 
     /// Counts bytes read from a client socket.
