@@ -7,7 +7,7 @@ FUZZ_SMOKE_SECONDS ?= 5
 FUZZ_SECONDS ?= 60
 CHAOS_MINUTES ?= 5
 
-.PHONY: run build build-deps deps deps-check test lint unit k8s-check image-test fuzz-smoke fuzz chaos bench-engine bench-server bench-compare bench-replication bench-failover bench-failover-kube bench-switchover bench-vs-redis bench-vs-redis-ttl bench-expiry clean
+.PHONY: run build build-deps deps deps-check test lint unit k8s-check image-test fuzz-smoke fuzz chaos bench-engine bench-server bench-compare bench-replication bench-failover bench-failover-kube bench-switchover bench-vs-redis bench-vs-redis-ttl bench-ab bench-expiry clean
 
 run: build-deps
 	$(CARGO) run --release --bin kvstore -- serve --data-dir ./data
@@ -118,6 +118,11 @@ BENCH_ROUNDS ?= 3
 bench-vs-redis: deps
 	$(CARGO) build --release --bin kvstore
 	N=$(BENCH_N) ROUNDS=$(BENCH_ROUNDS) ./scripts/bench-vs-redis.sh
+
+# Two builds under the same RESP load, alternating (scripts/bench-ab.sh):
+# make bench-ab A=path/to/old/kvstore B=path/to/new/kvstore
+bench-ab: deps
+	A="$(A)" B="$(B)" ./scripts/bench-ab.sh
 
 # The same with expiring writes: `SET key v EX $(BENCH_TTL)` and GET on those keys.
 BENCH_TTL ?= 60
