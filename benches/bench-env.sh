@@ -16,6 +16,9 @@
 # $CHARTS_DIR/data/NAME.csv), and bench_charts regenerates the SVG charts
 # from every CSV there (scripts/charts.py). CHARTS=0 leaves both alone
 # (bench_csv then prints a scratch path), for smoke runs.
+#
+# bench_cpu_s PID prints the CPU seconds a process has used so far, for a
+# server's CPU per request.
 
 BENCH_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
@@ -27,6 +30,12 @@ bench_env() {
   echo "# load average: $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo unknown) (1, 5, 15 min)"
   echo "# date: $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
   echo "# commit: $(git -C "$BENCH_ROOT" describe --always --dirty 2>/dev/null || echo unknown)"
+}
+
+# CPU seconds (user + system, /proc/PID/stat fields 14 and 15) process PID
+# has used so far: read around a load to get a server's CPU per request.
+bench_cpu_s() { # PID
+  awk -v hz="$(getconf CLK_TCK)" '{ printf "%.3f", ($14 + $15) / hz }' "/proc/$1/stat"
 }
 
 # The date column of chart CSVs: the day and hour of the run.

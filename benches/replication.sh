@@ -222,18 +222,15 @@ echo "## 4. Master CPU per write: alone against 2 async replicas, --durability n
 echo
 echo "| round | replicas | SET/s | master CPU s during the load | µs of master CPU per write | with 2 / alone |"
 echo "|---|---|---|---|---|---|"
-tck=$(getconf CLK_TCK)
-# The master's user + system CPU seconds so far (/proc/PID/stat, fields 14, 15).
-cpu_s() { awk -v t="$tck" '{ printf "%.3f", ($14 + $15) / t }' "/proc/$1/stat"; }
 for round in $(seq 1 "$CPU_ROUNDS"); do
   alone=""
   for replicas in 0 2; do
     run=$((run + 1))
     cluster "c$run" "$replicas" --durability never
     mpid=$(eval echo "\$PID_mc$run")
-    before=$(cpu_s "$mpid")
+    before=$(bench_cpu_s "$mpid")
     read -r r _ _ < <(set_load "$M_RESP" 50 16 "$CPU_N") || true
-    after=$(cpu_s "$mpid")
+    after=$(bench_cpu_s "$mpid")
     stop "${NODES[@]}"
     per=$(python3 -c "print(f'{($after - $before) / $CPU_N * 1e6:.2f}')")
     ratio=""

@@ -49,18 +49,15 @@ start() { # binary name -> sets PID, PORT
   die "$1 did not answer PING within 10 s (log: $dir/log)"
 }
 
-HZ=$(getconf CLK_TCK)
-ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
-
 run_test() { # test pipeline n -> "rps us-per-request"
   local before after rps
-  before=$(ticks "$PID")
+  before=$(bench_cpu_s "$PID")
   rps=$(redis-benchmark -p "$PORT" -t "$1" -P "$2" -n "$3" -r 1000000 -d 100 -c 50 -q 2>/dev/null \
     | tr '\r' '\n' | sed -n 's/.*: \([0-9.]*\) requests per second.*/\1/p' | tail -1)
-  after=$(ticks "$PID")
+  after=$(bench_cpu_s "$PID")
   [[ -n $rps ]] || die "redis-benchmark -t $1 -P $2 gave no figure"
-  awk -v a="$before" -v b="$after" -v hz="$HZ" -v n="$3" -v r="$rps" \
-    'BEGIN { printf "%.0f %.2f", r, (b - a) / hz * 1e6 / n }'
+  awk -v a="$before" -v b="$after" -v n="$3" -v r="$rps" \
+    'BEGIN { printf "%.0f %.2f", r, (b - a) * 1e6 / n }'
 }
 
 bench_env

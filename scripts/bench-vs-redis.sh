@@ -113,8 +113,6 @@ start_kvstore() { # name durability-flags... -> sets KV_PORT, KV_ADDR, KV_PID
 stop() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
 
 # CPU time (user + system) a process has used so far, in clock ticks.
-TICK_HZ=$(getconf CLK_TCK)
-cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 
 bench() { # label server port P round server-pid
   local file=$OUT/$1-$2-P$4-r$5.csv cpu=$OUT/$1-$2-P$4-r$5.cpu
@@ -130,15 +128,15 @@ bench() { # label server port P round server-pid
   local set=(-t set -d 100) get=(-t get -d 100) before
   [[ -z $TTL ]] || set=(SET key:__rand_int__ "$value" EX "$TTL") get=(GET key:__rand_int__)
   : >"$cpu"
-  before=$(cpu_ticks "$6")
+  before=$(bench_cpu_s "$6")
   redis-benchmark "${common[@]}" "${set[@]}" | sed '2s/^"[^"]*"/"SET"/' >"$file"
-  echo "SET $(per_request_us "$before" "$(cpu_ticks "$6")")" >>"$cpu"
-  before=$(cpu_ticks "$6")
+  echo "SET $(per_request_us "$before" "$(bench_cpu_s "$6")")" >>"$cpu"
+  before=$(bench_cpu_s "$6")
   redis-benchmark "${common[@]}" "${get[@]}" | sed -n '2s/^"[^"]*"/"GET"/p' >>"$file"
-  echo "GET $(per_request_us "$before" "$(cpu_ticks "$6")")" >>"$cpu"
+  echo "GET $(per_request_us "$before" "$(bench_cpu_s "$6")")" >>"$cpu"
 }
-per_request_us() { # ticks-before ticks-after -> server CPU µs per request
-  awk -v a="$1" -v b="$2" -v hz="$TICK_HZ" -v n="$N" 'BEGIN { printf "%.2f", (b - a) / hz * 1e6 / n }'
+per_request_us() { # CPU-s-before CPU-s-after -> server CPU µs per request
+  awk -v a="$1" -v b="$2" -v n="$N" 'BEGIN { printf "%.2f", (b - a) * 1e6 / n }'
 }
 
 # What fsync allows a server that acknowledges a SET only once it is

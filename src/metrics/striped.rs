@@ -69,14 +69,13 @@ impl Atomic<u64> for StripedU64 {
 /// A Prometheus counter whose increments stay on the calling thread's stripe.
 pub type Counter = prometheus_client::metrics::counter::Counter<u64, StripedU64>;
 
-/// Upper bounds of the latency buckets, in nanoseconds: 10 µs doubling,
-/// 21 of them (to about 10 s), then +Inf.
+/// Upper bounds of the latency buckets: 10 µs doubling, 21 of them (to
+/// about 10 s), then +Inf.
 const BUCKETS: usize = 21;
-const FIRST_BOUND_NS: u64 = 10_000;
-const FIRST_BOUND_S: f64 = 0.000_01;
+const FIRST_BOUND: Duration = Duration::from_micros(10);
 
 fn bound_ns(i: usize) -> u64 {
-    FIRST_BOUND_NS << i
+    (FIRST_BOUND.as_nanos() as u64) << i
 }
 
 /// What one thread has observed: a count per bucket (+Inf last) and the
@@ -125,7 +124,7 @@ impl EncodeMetric for LatencyHistogram {
     fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
         let (counts, sum) = self.snapshot();
         // The bounds as prometheus-client's own histogram labels them.
-        let bounds = exponential_buckets(FIRST_BOUND_S, 2.0, BUCKETS as u16)
+        let bounds = exponential_buckets(FIRST_BOUND.as_secs_f64(), 2.0, BUCKETS as u16)
             .chain(std::iter::once(f64::INFINITY));
         let buckets: Vec<(f64, u64)> = bounds.zip(counts).collect();
         let count = counts.iter().sum();
