@@ -228,6 +228,16 @@ pub struct ServeArgs {
         value_parser = number::<1, 3600>
     )]
     pub http_header_timeout_secs: u64,
+    /// Threads serving client connections (both ports); each connection
+    /// stays on one of them. 0: one per CPU the process may use.
+    #[arg(
+        long,
+        env = "KVSTORE_IO_THREADS",
+        value_name = "N",
+        default_value = "0",
+        value_parser = number::<0, 1024>
+    )]
+    pub io_threads: u64,
     /// Log format: text or json.
     #[arg(
         long,
@@ -465,6 +475,9 @@ pub struct Config {
     pub http_max_connections: usize,
     /// HTTP header read timeout (`--http-header-timeout-secs`).
     pub http_header_timeout: Duration,
+    /// Threads serving client connections (`--io-threads`, 0 resolved to
+    /// the CPUs the process may use).
+    pub io_threads: usize,
     pub log_format: LogFormat,
     pub port_file: Option<PathBuf>,
     pub advertise_addr: Option<String>,
@@ -519,6 +532,7 @@ pub const KNOWN_ENV: &[&str] = &[
     "KVSTORE_MAX_CLIENT_MEMORY_BYTES",
     "KVSTORE_HTTP_MAX_CONNECTIONS",
     "KVSTORE_HTTP_HEADER_TIMEOUT_SECS",
+    "KVSTORE_IO_THREADS",
     "KVSTORE_LOG_FORMAT",
     "KVSTORE_PORT_FILE",
     "KVSTORE_ADDR",
@@ -675,6 +689,11 @@ impl Config {
             limits,
             http_max_connections: usize::try_from(args.http_max_connections).unwrap_or(100_000),
             http_header_timeout: Duration::from_secs(args.http_header_timeout_secs),
+            io_threads: match args.io_threads {
+                0 => std::thread::available_parallelism().map_or(1, usize::from),
+                // At most 1024: the parser bounds it.
+                n => usize::try_from(n).unwrap_or(1024),
+            },
             log_format: args.log_format,
             port_file: args.port_file.clone(),
             advertise_addr: args.advertise_addr.clone(),

@@ -79,6 +79,7 @@ fn every_bad_value_names_its_setting() {
             "1e3",
             "KVSTORE_SHUTDOWN_TIMEOUT_SECS",
         ),
+        ("--io-threads", "2000", "KVSTORE_IO_THREADS"),
         ("--log-format", "xml", "KVSTORE_LOG_FORMAT"),
         ("--port-file", "", "KVSTORE_PORT_FILE"),
     ];

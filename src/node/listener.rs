@@ -24,6 +24,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
 use super::slots::{Admission, Slots, Taken};
+use super::workers::Workers;
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
@@ -82,8 +83,15 @@ pub trait FrontEnd: Send + Sync + 'static {
 }
 
 /// Accepts connections for `front` on `listener` until the node's
-/// shutdown starts, then drains them.
-pub async fn serve<F: FrontEnd>(listener: TcpListener, node: Arc<Node>, front: Arc<F>) {
+/// shutdown starts, then drains them. Each connection is served on the
+/// least loaded of `workers`' threads, to its end (a replication or
+/// backup stream it is handed over to included).
+pub async fn serve<F: FrontEnd>(
+    listener: TcpListener,
+    node: Arc<Node>,
+    front: Arc<F>,
+    workers: Arc<Workers>,
+) {
     let limits = node.limits;
     let slots = Arc::new(Slots::new(
         limits.max_connections,
@@ -131,7 +139,21 @@ pub async fn serve<F: FrontEnd>(listener: TcpListener, node: Arc<Node>, front: A
         node.metrics.connection_opened();
         front.count(Event::Opened);
         let (node, front) = (Arc::clone(&node), Arc::clone(&front));
-        tasks.spawn(async move {
+        let (worker, seat) = workers.pick();
+        tasks.spawn_on(async move {
+            let _seat = seat;
+            // Accepted, the socket is registered with this loop's runtime:
+            // move it to the worker's, or every readiness event would wake
+            // this runtime to wake the worker.
+            let stream = match stream.into_std().and_then(TcpStream::from_std) {
+                Ok(stream) => stream,
+                Err(e) => {
+                    warn!(%peer, "{} connection dropped: cannot move it to its thread: {e}", F::NAME);
+                    front.count(Event::Closed);
+                    node.metrics.connection_closed();
+                    return;
+                }
+            };
             let acceptor = node.security.acceptor();
             // The TLS handshake is part of the connection's handshake.
             let bound = node.limits.frame_timeout.min(node.limits.handshake_timeout);
@@ -157,7 +179,7 @@ pub async fn serve<F: FrontEnd>(listener: TcpListener, node: Arc<Node>, front: A
             front.count(Event::Closed);
             node.metrics.connection_closed();
             drop(slot);
-        });
+        }, worker);
     }
     drop(listener);
     while tasks.try_join_next().is_some() {}

@@ -34,6 +34,7 @@ pub mod ha;
 pub mod listener;
 pub mod memory;
 pub mod slots;
+pub mod workers;
 
 use std::sync::Arc;
 use std::time::Duration;

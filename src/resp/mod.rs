@@ -37,6 +37,7 @@ use tracing::info;
 use crate::metrics::striped::StripedU64;
 use crate::node::connection::Served;
 use crate::node::listener::{self, Event, FrontEnd};
+use crate::node::workers::Workers;
 use crate::node::Node;
 use crate::security::ServerStream;
 use codec::RespCodec;
@@ -209,8 +210,13 @@ impl FrontEnd for Shared {
 
 /// Serves RESP clients on `listener` until the node shuts down, then waits
 /// up to the node's shutdown timeout for them to finish.
-pub async fn serve(listener: TcpListener, node: Arc<Node>, settings: Settings) {
+pub async fn serve(
+    listener: TcpListener,
+    node: Arc<Node>,
+    settings: Settings,
+    workers: Arc<Workers>,
+) {
     let shared = Arc::new(Shared::new(settings));
     info!(resp = %shared.settings.addr, "serving RESP clients");
-    listener::serve(listener, node, shared).await;
+    listener::serve(listener, node, shared, workers).await;
 }

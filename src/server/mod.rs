@@ -35,6 +35,7 @@ use crate::config::{Config, Role};
 use crate::engine::{self, Options};
 use crate::lifecycle::{self, Health, ShutdownTrigger};
 use crate::metrics::Metrics;
+use crate::node::workers::Workers;
 use crate::node::{self, listener, Node};
 use crate::replication::{self, Replication, RoleView};
 use crate::security::{Security, SecurityError};
@@ -399,15 +400,26 @@ async fn serve_clients(
         .clone()
         .map(|ha| tokio::spawn(node::ha::run(Arc::clone(&node), ha)));
     // Each front end serves until the shutdown signal, then drains
-    // (bounded by --shutdown-timeout-secs).
+    // (bounded by --shutdown-timeout-secs); both deal their connections
+    // out to the same threads.
+    let workers =
+        Arc::new(Workers::start(config.io_threads).map_err(|e| {
+            ServerError::Internal(format!("cannot start the connection threads: {e}"))
+        })?);
     let binary = tokio::spawn(listener::serve(
         client,
         Arc::clone(&node),
         Arc::new(binary::Binary),
+        Arc::clone(&workers),
     ));
     let resp = resp.map(|(l, addr)| {
         let settings = crate::resp::Settings::new(addr, &node);
-        tokio::spawn(crate::resp::serve(l, Arc::clone(&node), settings))
+        tokio::spawn(crate::resp::serve(
+            l,
+            Arc::clone(&node),
+            settings,
+            Arc::clone(&workers),
+        ))
     });
     stop.await;
 
@@ -434,6 +446,8 @@ async fn serve_clients(
     if let Some(resp) = resp {
         let _ = resp.await;
     }
+    // Every connection is done: stop their threads.
+    let _ = tokio::task::spawn_blocking(move || drop(workers)).await;
     drop(node);
     engine_health.abort();
 

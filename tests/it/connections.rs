@@ -4,6 +4,7 @@
 //! its handshake in time is closed; floods of 2,000 idle, half-header and
 //! unauthenticated connections (and of half-sent HTTP requests) never keep
 //! a normal client out. Each flood test prints its figures (`slots: ...`).
+//! Connections are dealt out to every `--io-threads` thread.
 
 use crate::common;
 
@@ -287,4 +288,58 @@ fn http_floods_are_bounded_and_idle_ones_closed() {
          all closed {all_closed:?} after the first; {evicted} evicted at the limit of 32"
     );
     assert!(evicted >= (FLOOD - 32) as f64, "only {evicted} evicted");
+}
+
+/// Run time (ns) of each of the node's connection threads, by name.
+fn io_thread_run_ns(pid: u32) -> std::collections::BTreeMap<String, u64> {
+    let mut threads = std::collections::BTreeMap::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).expect("/proc tasks") {
+        let path = task.expect("task").path();
+        let Ok(name) = std::fs::read_to_string(path.join("comm")) else {
+            continue;
+        };
+        let name = name.trim().to_string();
+        if !name.starts_with("kvstore-io-") {
+            continue;
+        }
+        let schedstat = std::fs::read_to_string(path.join("schedstat")).unwrap_or_default();
+        let ns: u64 = schedstat
+            .split_whitespace()
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        *threads.entry(name).or_insert(0) += ns;
+    }
+    threads
+}
+
+#[test]
+fn connections_are_dealt_out_to_every_io_thread() {
+    let server = Server::start(&["--io-threads", "3", "--durability", "never"]);
+    let before = io_thread_run_ns(server.pid());
+    let names: Vec<&String> = before.keys().collect();
+    assert_eq!(
+        names,
+        ["kvstore-io-0", "kvstore-io-1", "kvstore-io-2"],
+        "--io-threads 3 starts three connection threads"
+    );
+    // Six clients at once: two per thread. Each puts and reads back its
+    // own keys.
+    let mut clients: Vec<BlockingClient> = (0..6).map(|_| connect_client(server.addr)).collect();
+    for round in 0..200 {
+        for (i, client) in clients.iter_mut().enumerate() {
+            let key = format!("c{i}-{round}");
+            client.put(key.as_bytes(), b"v").expect("put");
+            let read = client.get(key.as_bytes()).expect("get");
+            assert_eq!(read.as_deref(), Some(&b"v"[..]));
+        }
+    }
+    let after = io_thread_run_ns(server.pid());
+    for (name, ran) in &after {
+        let was = before.get(name).copied().unwrap_or(0);
+        assert!(
+            *ran > was,
+            "{name} ran no more while six clients were served ({was} ns → {ran} ns): connections were not dealt out to it"
+        );
+    }
 }
