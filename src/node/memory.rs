@@ -22,11 +22,11 @@
 //! - the total is one atomic counter, never above the limit: many
 //!   connections reserving at once cannot overshoot it together.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use super::flag::Flag;
 use parking_lot::Mutex;
-use tokio::sync::Notify;
 
 /// Default budget: 1 GiB.
 pub const DEFAULT_BUDGET_BYTES: u64 = 1 << 30;
@@ -60,8 +60,7 @@ pub struct Budget {
 struct Holder {
     id: u64,
     held: AtomicU64,
-    cut: AtomicBool,
-    wake: Notify,
+    cut: Flag,
 }
 
 impl Budget {
@@ -80,12 +79,11 @@ impl Budget {
         let holders = self.holders.lock();
         let largest = holders
             .iter()
-            .filter(|h| h.id != refused.id && !h.cut.load(Ordering::Relaxed))
+            .filter(|h| h.id != refused.id && !h.cut.is_raised())
             .max_by_key(|h| h.held.load(Ordering::Relaxed));
         if let Some(largest) = largest {
             if largest.held.load(Ordering::Relaxed) > refused.held.load(Ordering::Relaxed) {
-                largest.cut.store(true, Ordering::Relaxed);
-                largest.wake.notify_one();
+                largest.cut.raise();
             }
         }
     }
@@ -147,8 +145,7 @@ impl Lease {
         let holder = Arc::new(Holder {
             id: budget.next_id.fetch_add(1, Ordering::Relaxed),
             held: AtomicU64::new(0),
-            cut: AtomicBool::new(false),
-            wake: Notify::new(),
+            cut: Flag::default(),
         });
         budget.holders.lock().push(Arc::clone(&holder));
         let mut lease = Lease::with_free(budget, FREE_BYTES);
@@ -204,15 +201,9 @@ impl Lease {
     /// the most when another was refused (at once if it already was);
     /// never for a lease that is not a connection's.
     pub async fn cut(&self) {
-        let Some(holder) = &self.holder else {
-            return std::future::pending().await;
-        };
-        loop {
-            let notified = holder.wake.notified();
-            if holder.cut.load(Ordering::Relaxed) {
-                return;
-            }
-            notified.await;
+        match &self.holder {
+            Some(holder) => holder.cut.raised().await,
+            None => std::future::pending().await,
         }
     }
 

@@ -30,6 +30,7 @@
 
 pub mod connection;
 pub mod execute;
+pub mod flag;
 pub mod ha;
 pub mod listener;
 pub mod memory;

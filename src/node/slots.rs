@@ -20,6 +20,7 @@
 //! connection handed over to replication or backup is never chosen; when
 //! every slot holds one, a new connection is refused.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Instant;
@@ -27,6 +28,7 @@ use std::time::Instant;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
+use super::flag::Flag;
 use crate::metrics::{Eviction, Metrics};
 
 /// Connections closed to make room that may still be ending at once;
@@ -66,8 +68,7 @@ pub struct Slot {
     /// for a connection that is never chosen (handed over).
     active_ms: AtomicU64,
     handshaken: AtomicBool,
-    evicted: AtomicBool,
-    wake: Notify,
+    evicted: Flag,
 }
 
 impl Slot {
@@ -100,25 +101,16 @@ impl Slot {
 
     /// Resolves once this connection was chosen to make room (at once
     /// if it already was).
-    pub async fn evicted(&self) {
-        loop {
-            // Created before the check: an eviction in between leaves a
-            // permit (`notify_one`) that the wait takes at once.
-            let notified = self.wake.notified();
-            if self.is_evicted() {
-                return;
-            }
-            notified.await;
-        }
+    pub fn evicted(&self) -> impl Future<Output = ()> + Send + '_ {
+        self.evicted.raised()
     }
 
     fn is_evicted(&self) -> bool {
-        self.evicted.load(Relaxed)
+        self.evicted.is_raised()
     }
 
     fn evict(&self) {
-        self.evicted.store(true, Relaxed);
-        self.wake.notify_one();
+        self.evicted.raise();
     }
 }
 
@@ -203,8 +195,7 @@ impl Slots {
             opened_ms: now,
             active_ms: AtomicU64::new(now),
             handshaken: AtomicBool::new(false),
-            evicted: AtomicBool::new(false),
-            wake: Notify::new(),
+            evicted: Flag::default(),
         });
         live.push(Arc::clone(&slot));
         Admission::Admitted(Taken {
