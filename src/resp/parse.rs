@@ -144,51 +144,85 @@ fn parse_multibulk(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Args>, 
     if count > limits.max_args {
         return Err(ParseError::ArrayLength);
     }
-    // (start, len) of each argument; grows only as headers arrive.
-    let mut spans: Vec<(usize, usize)> = Vec::with_capacity(count.min(16));
+    // First pass: is the request complete and within the limits? Nothing
+    // is kept but where it ends.
+    let first = pos;
     let mut total: usize = 0;
-    for _ in 0..count {
-        match buf.get(pos) {
-            None => return Ok(None),
-            Some(b'$') => {}
-            Some(&other) => return Err(ParseError::ExpectedBulk(char::from(other))),
-        }
-        let Some(end) = header_line(buf, pos)? else {
-            return Ok(None);
-        };
-        let len = buf
-            .get(pos + 1..end)
-            .and_then(parse_int)
-            .and_then(|n| usize::try_from(n).ok())
-            .ok_or(ParseError::BulkLength)?;
-        if len > limits.max_bulk {
-            return Err(ParseError::BulkLength);
-        }
+    // The sum of the lengths is checked as each header arrives, before
+    // its bytes are waited for.
+    let mut within = |len: usize| {
         total = total.saturating_add(len);
         if total > limits.max_request {
             return Err(ParseError::TooLarge(limits.max_request));
         }
-        let start = end + 2;
-        let data_end = start.saturating_add(len);
-        match buf.get(data_end..data_end.saturating_add(2)) {
-            None => return Ok(None),
-            Some(b"\r\n") => {}
-            Some(_) => {
-                // Bytes are there but not CRLF; "\r" alone may still be
-                // completed by the next read only if one byte is missing.
-                return Err(ParseError::MissingCrlf);
-            }
-        }
-        spans.push((start, len));
-        pos = data_end + 2;
+        Ok(())
+    };
+    for _ in 0..count {
+        let Some(bulk) = bulk_at(buf, pos, limits, &mut within)? else {
+            return Ok(None);
+        };
+        pos = bulk.next;
     }
+    // Second pass, over the same checked bytes: the arguments, as views
+    // of the request.
     let request = buf.split_to(pos).freeze();
-    Ok(Some(
-        spans
-            .into_iter()
-            .map(|(start, len)| request.slice(start..start + len))
-            .collect(),
-    ))
+    let mut args = Vec::with_capacity(count);
+    let mut pos = first;
+    while let Some(bulk) = bulk_at(&request, pos, limits, |_| Ok(()))? {
+        args.push(request.slice(bulk.start..bulk.start + bulk.len));
+        pos = bulk.next;
+    }
+    Ok(Some(args))
+}
+
+/// One bulk string of a multibulk request.
+struct Bulk {
+    /// Where its bytes start.
+    start: usize,
+    len: usize,
+    /// Where the next header starts.
+    next: usize,
+}
+
+/// The bulk string whose `$` header is at `pos`, its length passed to
+/// `check` as soon as the header is read. `Ok(None)` while incomplete
+/// (and at the end of `buf`).
+fn bulk_at(
+    buf: &[u8],
+    pos: usize,
+    limits: &Limits,
+    check: impl FnOnce(usize) -> Result<(), ParseError>,
+) -> Result<Option<Bulk>, ParseError> {
+    match buf.get(pos) {
+        None => return Ok(None),
+        Some(b'$') => {}
+        Some(&other) => return Err(ParseError::ExpectedBulk(char::from(other))),
+    }
+    let Some(end) = header_line(buf, pos)? else {
+        return Ok(None);
+    };
+    let len = buf
+        .get(pos + 1..end)
+        .and_then(parse_int)
+        .and_then(|n| usize::try_from(n).ok())
+        .ok_or(ParseError::BulkLength)?;
+    if len > limits.max_bulk {
+        return Err(ParseError::BulkLength);
+    }
+    check(len)?;
+    let start = end + 2;
+    let data_end = start.saturating_add(len);
+    match buf.get(data_end..data_end.saturating_add(2)) {
+        None => Ok(None),
+        Some(b"\r\n") => Ok(Some(Bulk {
+            start,
+            len,
+            next: data_end + 2,
+        })),
+        // Bytes are there but not CRLF; "\r" alone may still be completed
+        // by the next read only if one byte is missing.
+        Some(_) => Err(ParseError::MissingCrlf),
+    }
 }
 
 fn parse_inline(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Args>, ParseError> {
