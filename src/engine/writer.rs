@@ -658,7 +658,6 @@ impl Inner {
         let was_empty = st.buf.is_empty();
         let (epoch, file) = (st.epoch, st.active.id);
         let mut pos = st.len;
-        let mut applied = Vec::with_capacity(ops.len());
         for op in ops {
             let op = op.as_of(now);
             let start = st.buf.len();
@@ -676,12 +675,19 @@ impl Inner {
                 len,
             };
             pos += u64::from(len);
-            applied.push(PendingOp {
+            let applied = PendingOp {
                 hash: hash_key(op.key()),
                 loc,
                 kind: op.kind(),
                 expires_at: op.expires_at(),
-            });
+            };
+            // Queued for the keydir until durable, or applied now: the
+            // lock is held either way, so no reader sees the difference.
+            if self.waits_for_sync() {
+                st.pending.push(applied);
+            } else {
+                self.apply_buffered(st, applied, Some(op.key()));
+            }
         }
         if batch {
             let start = st.buf.len();
@@ -689,13 +695,6 @@ impl Inner {
             pos += (st.buf.len() - start) as u64;
         }
         st.len = pos;
-        if self.waits_for_sync() {
-            st.pending.extend_from_slice(&applied);
-        } else {
-            for (op, p) in ops.iter().zip(&applied) {
-                self.apply_buffered(st, *p, Some(op.key()));
-            }
-        }
         Appended {
             end: st.end(),
             resumes: st.resumes,
