@@ -1,7 +1,7 @@
 //! Counters and a latency histogram that many threads bump on every request
 //! without sharing a cache line.
 //!
-//! A plain `AtomicU64` counter updated by two runtime workers for each
+//! A plain `AtomicU64` counter updated by two connection threads for each
 //! request moves its cache line between their CPUs every time, and
 //! prometheus-client's `Histogram` takes a mutex for each observation. Here
 //! every thread writes its own stripe (a cache-line-aligned cell, picked

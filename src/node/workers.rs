@@ -11,6 +11,13 @@
 //! answered by the thread whose `epoll` reported them; the threads share
 //! nothing per request but the engine.
 //!
+//! The price: nothing moves a connection off a busy thread. A request
+//! that stalls its thread (a read that faults in a cold page of a
+//! segment, a replica's stream reading old segments) delays the other
+//! connections on that thread, where a work-stealing runtime would have
+//! run them elsewhere; the engine's long work (fsync, compaction) runs on
+//! threads of its own.
+//!
 //! A connection handed over to a replication or backup stream stays on
 //! its thread, so its socket's readiness still wakes no other. The rest
 //! of the node (the replica's link to its master, the HTTP server, the
