@@ -16,6 +16,7 @@
 //! to `shutdown_timeout` for its connections to finish and aborts the rest.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -140,46 +141,16 @@ pub async fn serve<F: FrontEnd>(
         front.count(Event::Opened);
         let (node, front) = (Arc::clone(&node), Arc::clone(&front));
         let (worker, seat) = workers.pick();
-        tasks.spawn_on(async move {
-            let _seat = seat;
-            // Accepted, the socket is registered with this loop's runtime:
-            // move it to the worker's, or every readiness event would wake
-            // this runtime to wake the worker.
-            let stream = match stream.into_std().and_then(TcpStream::from_std) {
-                Ok(stream) => stream,
-                Err(e) => {
-                    warn!(%peer, "{} connection dropped: cannot move it to its thread: {e}", F::NAME);
-                    front.count(Event::Closed);
-                    node.metrics.connection_closed();
-                    return;
-                }
-            };
-            let acceptor = node.security.acceptor();
-            // The TLS handshake is part of the connection's handshake.
-            let bound = node.limits.frame_timeout.min(node.limits.handshake_timeout);
-            let accepted = tokio::select! {
-                accepted = tls::accept(stream, acceptor, bound, front.tls_refusal()) => Some(accepted),
-                () = slot.evicted() => None,
-            };
-            match accepted {
-                Some(Accepted::Stream(stream)) => {
-                    let codec = F::codec(&front, &node, &stream);
-                    let served = connection::serve(stream, codec, Arc::clone(&node), &slot).await;
-                    if let Served::HandOff { .. } = served {
-                        slot.pin();
-                        front.hand_off(Arc::clone(&node), served).await;
-                    }
-                }
-                Some(Accepted::Refused(why)) => {
-                    node.metrics.auth_failure(AuthFailure::Tls);
-                    warn!(%peer, "{} connection refused: {why}", F::NAME);
-                }
-                None => debug!(%peer, "{} connection closed in its TLS handshake to admit a new one", F::NAME),
-            }
-            front.count(Event::Closed);
-            node.metrics.connection_closed();
-            drop(slot);
-        }, worker);
+        tasks.spawn_on(
+            async move {
+                let _seat = seat;
+                serve_one(stream, peer, &node, &front, &slot).await;
+                front.count(Event::Closed);
+                node.metrics.connection_closed();
+                drop(slot);
+            },
+            worker,
+        );
     }
     drop(listener);
     while tasks.try_join_next().is_some() {}
@@ -197,6 +168,51 @@ pub async fn serve<F: FrontEnd>(
             F::NAME
         );
         tasks.shutdown().await;
+    }
+}
+
+/// One admitted connection, on its thread: the socket moved to that
+/// thread's reactor, TLS, then the connection loop and any hand-off.
+async fn serve_one<F: FrontEnd>(
+    stream: TcpStream,
+    peer: SocketAddr,
+    node: &Arc<Node>,
+    front: &Arc<F>,
+    slot: &Taken,
+) {
+    // Accepted, the socket is registered with the accept loop's runtime:
+    // moved to this thread's, or every readiness event would wake that
+    // runtime to wake this thread.
+    let stream = match stream.into_std().and_then(TcpStream::from_std) {
+        Ok(stream) => stream,
+        Err(e) => {
+            warn!(%peer, "{} connection dropped: cannot move it to its thread: {e}", F::NAME);
+            return;
+        }
+    };
+    let acceptor = node.security.acceptor();
+    // The TLS handshake is part of the connection's handshake.
+    let bound = node.limits.frame_timeout.min(node.limits.handshake_timeout);
+    let accepted = tokio::select! {
+        accepted = tls::accept(stream, acceptor, bound, front.tls_refusal()) => Some(accepted),
+        () = slot.evicted() => None,
+    };
+    match accepted {
+        Some(Accepted::Stream(stream)) => {
+            let codec = F::codec(front, node, &stream);
+            let served = connection::serve(stream, codec, Arc::clone(node), slot).await;
+            if let Served::HandOff { .. } = served {
+                slot.pin();
+                front.hand_off(Arc::clone(node), served).await;
+            }
+        }
+        Some(Accepted::Refused(why)) => {
+            node.metrics.auth_failure(AuthFailure::Tls);
+            warn!(%peer, "{} connection refused: {why}", F::NAME);
+        }
+        None => {
+            debug!(%peer, "{} connection closed in its TLS handshake to admit a new one", F::NAME)
+        }
     }
 }
 

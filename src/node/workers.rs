@@ -89,16 +89,6 @@ impl Workers {
         Ok(Self { workers })
     }
 
-    /// The threads in the pool.
-    pub fn len(&self) -> usize {
-        self.workers.len()
-    }
-
-    /// Always false: a pool has at least one thread.
-    pub fn is_empty(&self) -> bool {
-        self.workers.is_empty()
-    }
-
     /// The runtime of the thread with the fewest connections, and the
     /// seat that counts the new one there until it is dropped.
     pub fn pick(&self) -> (&Handle, Seat) {

@@ -307,6 +307,12 @@ async fn serve_clients(
     } = parts;
     let Listeners { client, resp } = listeners;
     let client_addr = client.local_addr().unwrap_or(config.listen);
+    // Started before anything opens: a node that cannot have them stops
+    // here, with nothing to undo.
+    let workers =
+        Arc::new(Workers::start(config.io_threads).map_err(|e| {
+            ServerError::Internal(format!("cannot start the connection threads: {e}"))
+        })?);
     let dir = config.data_dir.clone();
     let options = engine_options(config);
     // A candidate may be elected: its data may be the only copy.
@@ -402,10 +408,6 @@ async fn serve_clients(
     // Each front end serves until the shutdown signal, then drains
     // (bounded by --shutdown-timeout-secs); both deal their connections
     // out to the same threads.
-    let workers =
-        Arc::new(Workers::start(config.io_threads).map_err(|e| {
-            ServerError::Internal(format!("cannot start the connection threads: {e}"))
-        })?);
     let binary = tokio::spawn(listener::serve(
         client,
         Arc::clone(&node),
