@@ -119,7 +119,8 @@ bench-vs-redis: deps
 	$(CARGO) build --release --bin kvstore
 	N=$(BENCH_N) ROUNDS=$(BENCH_ROUNDS) ./scripts/bench-vs-redis.sh
 
-# Two builds under the same RESP load, alternating (scripts/bench-ab.sh):
+# Two builds under the same RESP (or LOAD=binary) load, alternating
+# (scripts/bench-ab.sh):
 # make bench-ab A=path/to/old/kvstore B=path/to/new/kvstore
 bench-ab: deps
 	A="$(A)" B="$(B)" ./scripts/bench-ab.sh

@@ -11,8 +11,12 @@
 # request and the median of the same-round ratios B/A: on a shared machine
 # the ratio of two runs taken seconds apart is steadier than either figure.
 #
+# LOAD=binary runs the same tests over the binary protocol instead, with
+# B's `kvstore bench` as the load generator for both builds (PUT for SET).
+#
 # Knobs: ROUNDS (10), DURABILITY (never), N1 (100000 requests at -P 1),
-# N16 (1000000 at -P 16). Needs redis-benchmark and redis-cli (make deps).
+# N16 (1000000 at -P 16), LOAD (resp or binary). Needs redis-benchmark and
+# redis-cli (make deps).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=benches/bench-env.sh
@@ -25,6 +29,8 @@ ROUNDS=${ROUNDS:-10}
 DURABILITY=${DURABILITY:-never}
 N1=${N1:-100000}
 N16=${N16:-1000000}
+LOAD=${LOAD:-resp}
+[[ $LOAD == resp || $LOAD == binary ]] || die "LOAD is resp or binary, not $LOAD"
 for tool in redis-benchmark redis-cli; do
   command -v "$tool" >/dev/null || die "$tool not found (make deps installs it)"
 done
@@ -43,17 +49,27 @@ start() { # binary name -> sets PID, PORT
   PORT=
   for _ in $(seq 1 200); do
     PORT=$(sed -n 's/^resp=.*:\([0-9]*\)$/\1/p' "$dir/ports" 2>/dev/null || true)
-    [[ -n $PORT ]] && redis-cli -p "$PORT" ping >/dev/null 2>&1 && return
+    BPORT=$(sed -n 's/^listen=.*:\([0-9]*\)$/\1/p' "$dir/ports" 2>/dev/null || true)
+    [[ -n $PORT && -n $BPORT ]] && redis-cli -p "$PORT" ping >/dev/null 2>&1 && return
     sleep 0.05
   done
   die "$1 did not answer PING within 10 s (log: $dir/log)"
 }
 
+load() { # test pipeline n -> the load generator's summary lines
+  if [[ $LOAD == binary ]]; then
+    local t=$1; [[ $t == set ]] && t=put
+    "$B" bench --addr "127.0.0.1:$BPORT" -t "$t" -P "$2" -n "$3" -r 1000000 -d 100 -c 50 -q
+  else
+    redis-benchmark -p "$PORT" -t "$1" -P "$2" -n "$3" -r 1000000 -d 100 -c 50 -q
+  fi
+}
+
 run_test() { # test pipeline n -> "rps us-per-request"
   local before after rps
   before=$(bench_cpu_s "$PID")
-  rps=$(redis-benchmark -p "$PORT" -t "$1" -P "$2" -n "$3" -r 1000000 -d 100 -c 50 -q 2>/dev/null \
-    | tr '\r' '\n' | sed -n 's/.*: \([0-9.]*\) requests per second.*/\1/p' | tail -1)
+  rps=$(load "$1" "$2" "$3" 2>/dev/null | tr '\r' '\n' \
+    | sed -n 's/.*: \([0-9.]*\) requests per second.*/\1/p' | tail -1)
   after=$(bench_cpu_s "$PID")
   [[ -n $rps ]] || die "redis-benchmark -t $1 -P $2 gave no figure"
   awk -v a="$before" -v b="$after" -v n="$3" -v r="$rps" \
@@ -63,7 +79,8 @@ run_test() { # test pipeline n -> "rps us-per-request"
 bench_env
 echo "# A: $A"
 echo "# B: $B"
-echo "# $ROUNDS rounds, --durability $DURABILITY, redis-benchmark -c 50 -d 100 -r 1000000, N = $N1 at -P 1, $N16 at -P 16"
+generator="redis-benchmark"; [[ $LOAD == binary ]] && generator="kvstore bench (B's)"
+echo "# $ROUNDS rounds, --durability $DURABILITY, $generator -c 50 -d 100 -r 1000000, N = $N1 at -P 1, $N16 at -P 16"
 rows=$work/rows
 echo "round build test pipeline rps us_per_request"
 for round in $(seq 1 "$ROUNDS"); do

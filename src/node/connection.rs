@@ -13,8 +13,8 @@
 //!   are writes) are started in request order and then awaited together,
 //!   so they share one group commit instead of paying one fsync each; a
 //!   request that follows them waits until they are done, so it sees them.
-//!   Before a run of several starts, the codec may ready what they will
-//!   touch ([`Codec::prepare_writes`]);
+//!   A codec may ready what a run of several will touch, or append
+//!   several of its writes as one ([`Codec::run_writes`]);
 //! - the read buffer grows only as bytes arrive, never by an announced
 //!   length: once less than a quarter of [`READ_CHUNK`] is free, it is
 //!   replaced by one with room for what the request still needs (if the
@@ -162,17 +162,25 @@ pub trait Codec: Send + Sync + Sized + 'static {
     /// Runs one request (it may change the connection's state).
     fn run(&mut self, request: Self::Request) -> impl Future<Output = Self::Answer> + Send + '_;
 
-    /// Called before a run of more than one write starts, with all of its
-    /// requests: the codec may ready what they will touch (the engine's
-    /// index for their keys) so that the writes, which follow each other
-    /// through the engine's single writer, do not wait on memory there.
-    /// It must not change anything a client can observe.
-    fn prepare_writes(&self, _writes: &[Self::Request]) {}
-
     /// Runs one write of a run. The writes of a run are polled together in
     /// request order: each must start its write (append to the log) when
     /// first polled, so log order is request order.
     fn run_write(&self, request: Self::Request) -> impl Future<Output = Self::Answer> + Send + '_;
+
+    /// Runs a run of more than one write and answers each, in request
+    /// order. The default starts each with [`Codec::run_write`], in
+    /// request order, and awaits them together. A codec may ready what
+    /// they will touch first (the engine's index for their keys, so that
+    /// writes following each other through the engine's single writer do
+    /// not wait on memory there), or append several as one, as long as
+    /// the log holds them in request order and each gets the answer it
+    /// would have got alone.
+    fn run_writes(
+        &self,
+        writes: Vec<Self::Request>,
+    ) -> impl Future<Output = Vec<Self::Answer>> + Send + '_ {
+        futures_util::future::join_all(writes.into_iter().map(|r| self.run_write(r)))
+    }
 
     /// Appends `answer` to `out`; `Some` when the connection must close
     /// after it.
@@ -574,10 +582,7 @@ impl<C: Codec> Connection<'_, C> {
                 return self.push(answer).await;
             }
         }
-        let codec = &self.codec;
-        codec.prepare_writes(writes);
-        let answers =
-            futures_util::future::join_all(writes.drain(..).map(|r| codec.run_write(r))).await;
+        let answers = self.codec.run_writes(std::mem::take(writes)).await;
         for answer in answers {
             self.push(answer).await?;
         }

@@ -3,16 +3,21 @@
 //!
 //! The commands are the binary protocol's requests; the RESP front end
 //! runs its writes through [`write`] too, so both protocols share one
-//! write path (a replica redirects, sync mode waits for replicas). Engine
+//! write path (a replica redirects, sync mode waits for replicas), and
+//! both hand consecutive plain puts of a pipeline to the engine as one
+//! append ([`put_groups`], [`write_puts`]). Engine
 //! errors become ERROR responses with a code a client can act on; nothing
 //! here can fail the connection.
 
+use std::ops::Range;
 use std::time::Instant;
 
 use super::ha::{switchover, Admitted};
 use super::Node;
 use crate::engine;
-use crate::engine::{Conditional, Decided, ExpireIf, KeyExpiry, WriteOp};
+use crate::engine::{
+    Conditional, Decided, ExpireIf, KeyExpiry, WriteOp, MAX_KEY_LEN, MAX_VALUE_LEN,
+};
 use crate::metrics::Outcome;
 use crate::protocol::{
     BatchOp, CompactionSummary, ErrorCode, ExpireCondition, Expiry, Hello, HelloOk, KeyTtl,
@@ -42,7 +47,7 @@ pub fn outcome(response: &Response) -> Outcome {
 }
 
 /// Runs `request` and returns its response. Records metrics.
-pub async fn execute(node: &Node, request: Request) -> Response {
+pub async fn execute(node: &Node, request: &Request) -> Response {
     let started = Instant::now();
     let op = request.name();
     let response = run(node, request).await;
@@ -51,38 +56,38 @@ pub async fn execute(node: &Node, request: Request) -> Response {
     response
 }
 
-async fn run(node: &Node, request: Request) -> Response {
+async fn run(node: &Node, request: &Request) -> Response {
     let engine = &node.engine;
     match request {
-        Request::Hello(hello) => hello_answer(node, &hello),
+        Request::Hello(hello) => hello_answer(node, hello),
         Request::Ping => Response::Pong,
-        Request::Get { key } => match engine.get(&key) {
+        Request::Get { key } => match engine.get(key) {
             Ok(Some(value)) => Response::Value(value.into()),
             Ok(None) => Response::NotFound,
             Err(e) => engine_error(e),
         },
-        Request::Exists { key } => match engine.contains(&key) {
+        Request::Exists { key } => match engine.contains(key) {
             Ok(found) => Response::Exists(found),
             Err(e) => engine_error(e),
         },
         Request::Put { key, value } => {
-            match write(node, &[WriteOp::Put(&key, &value)], false).await {
+            match write(node, &[WriteOp::Put(key, value)], false).await {
                 Ok(_) => Response::Ok,
                 Err(answer) => answer,
             }
         }
-        Request::Delete { key } => match write(node, &[WriteOp::Delete(&key)], false).await {
+        Request::Delete { key } => match write(node, &[WriteOp::Delete(key)], false).await {
             Ok(receipt) => Response::Deleted {
                 existed: receipt.existed,
             },
             Err(answer) => answer,
         },
         Request::PutExpiring { key, value, expiry } => {
-            let at = match put_expiry(expiry, engine.now_ms()) {
+            let at = match put_expiry(*expiry, engine.now_ms()) {
                 Ok(at) => at,
                 Err(answer) => return answer,
             };
-            match write(node, &[WriteOp::PutExpiring(&key, &value, at)], false).await {
+            match write(node, &[WriteOp::PutExpiring(key, value, at)], false).await {
                 Ok(_) => Response::Ok,
                 Err(answer) => answer,
             }
@@ -105,7 +110,7 @@ async fn run(node: &Node, request: Request) -> Response {
             expiry,
             only_if,
         } => {
-            let op = match expire_op(&key, expiry, only_if, engine.now_ms()) {
+            let op = match expire_op(key, *expiry, *only_if, engine.now_ms()) {
                 Ok(op) => op,
                 Err(answer) => return answer,
             };
@@ -114,11 +119,11 @@ async fn run(node: &Node, request: Request) -> Response {
                 Err(answer) => answer,
             }
         }
-        Request::Persist { key } => match decide(node, &Conditional::Persist { key: &key }).await {
+        Request::Persist { key } => match decide(node, &Conditional::Persist { key }).await {
             Ok(decided) => Response::Applied(decided.applied),
             Err(answer) => answer,
         },
-        Request::Ttl { key } => match engine.expiry(&key) {
+        Request::Ttl { key } => match engine.expiry(key) {
             Ok(KeyExpiry::Absent) => Response::Ttl(KeyTtl::Absent),
             Ok(KeyExpiry::Never) => Response::Ttl(KeyTtl::Never),
             Ok(KeyExpiry::At(at)) => Response::Ttl(KeyTtl::Expires {
@@ -127,7 +132,7 @@ async fn run(node: &Node, request: Request) -> Response {
             }),
             Err(e) => engine_error(e),
         },
-        Request::Switchover { to } => switch_over(node, to).await,
+        Request::Switchover { to } => switch_over(node, to.clone()).await,
         Request::Promote | Request::Replicate { .. } if node.ha.is_some() => manual_refused(node),
         Request::Promote => match node.replication.promote().await {
             Ok(epoch) => {
@@ -143,7 +148,7 @@ async fn run(node: &Node, request: Request) -> Response {
                     format!("master address {master:?} is not host:port"),
                 );
             }
-            node.replication.replicate(master).await;
+            node.replication.replicate(master.clone()).await;
             Response::Ok
         }
         // The binary codec hands a REPL_SYNC or BACKUP sent alone over to
@@ -356,6 +361,72 @@ pub async fn decide(node: &Node, op: &Conditional<'_>) -> Result<Decided, Respon
     Ok(decided)
 }
 
+/// Most key and value bytes one group of pipelined puts carries into the
+/// engine ([`put_groups`]): enough to share the writer's lock among many
+/// small writes, small enough that a group never nears the engine's
+/// largest append.
+pub const PUT_GROUP_BYTES: usize = 1 << 20;
+
+/// Splits a run of pipelined writes, in order, into the stretches appended
+/// together. `put` gives the key and value of a plain put (no expiry, no
+/// condition); consecutive ones whose key and value the engine takes, up
+/// to [`PUT_GROUP_BYTES`] a stretch, go to the engine as one append
+/// ([`write_puts`]). Every other write is a stretch of its own, and so is
+/// a put the engine refuses, which gets its own answer.
+pub fn put_groups<'a, T>(
+    writes: &'a [T],
+    put: impl Fn(&'a T) -> Option<(&'a [u8], &'a [u8])>,
+) -> Vec<Range<usize>> {
+    let mut groups = Vec::new();
+    // The start and the bytes of the stretch of puts being gathered.
+    let mut open: Option<(usize, usize)> = None;
+    for (i, write) in writes.iter().enumerate() {
+        let size = put(write)
+            .filter(|(key, value)| key.len() <= MAX_KEY_LEN && value.len() <= MAX_VALUE_LEN)
+            .map(|(key, value)| key.len() + value.len());
+        match (size, &mut open) {
+            (Some(size), Some((_, bytes))) if *bytes + size <= PUT_GROUP_BYTES => *bytes += size,
+            (size, _) => {
+                if let Some((start, _)) = open.take() {
+                    groups.push(start..i);
+                }
+                match size {
+                    Some(size) => open = Some((i, size)),
+                    None => groups.push(i..i + 1),
+                }
+            }
+        }
+    }
+    if let Some((start, _)) = open {
+        groups.push(start..writes.len());
+    }
+    groups
+}
+
+/// The answers of a run split by [`put_groups`], in request order: a
+/// group's one answer for each of its writes.
+pub fn spread<A: Clone>(groups: &[Range<usize>], answers: Vec<A>) -> Vec<A> {
+    let mut spread = Vec::with_capacity(groups.last().map_or(0, |g| g.end));
+    for (group, answer) in groups.iter().zip(answers) {
+        spread.extend(std::iter::repeat_n(answer, group.len()));
+    }
+    spread
+}
+
+/// Appends a group of pipelined puts from [`put_groups`] as one, under
+/// the rules of [`write`]: one pass through the engine's single writer and
+/// one wait for durability (and, in sync mode, for the replicas) for all
+/// of them. Each is still a record of its own, in request order, as if
+/// appended one by one; all get the same answer (the refusal each would
+/// have got: a replica's redirect, a poisoned log, a lost lease).
+pub async fn write_puts<'a>(
+    node: &Node,
+    puts: impl Iterator<Item = (&'a [u8], &'a [u8])>,
+) -> Result<engine::Receipt, Response> {
+    let ops: Vec<WriteOp<'_>> = puts.map(|(key, value)| WriteOp::Put(key, value)).collect();
+    write(node, &ops, false).await
+}
+
 /// Whether this node may append a client write now: it is the master,
 /// within its term's fence, not pausing for a switchover, and (sync mode)
 /// has the replicas to acknowledge it. With a coordinator the write holds
@@ -424,4 +495,59 @@ pub fn engine_error(e: engine::Error) -> Response {
         _ => ErrorCode::STORAGE,
     };
     Response::error(code, e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A write of the test run: a plain put of `key` and `value`, or
+    /// anything else.
+    enum W {
+        Put(Vec<u8>, Vec<u8>),
+        Other,
+    }
+
+    fn put_of(w: &W) -> Option<(&[u8], &[u8])> {
+        match w {
+            W::Put(key, value) => Some((key, value)),
+            W::Other => None,
+        }
+    }
+
+    fn put(key_len: usize, value_len: usize) -> W {
+        W::Put(vec![b'k'; key_len], vec![b'v'; value_len])
+    }
+
+    #[test]
+    fn puts_in_a_row_are_grouped_and_every_other_write_runs_alone() {
+        let run = vec![
+            put(1, 1),
+            put(1, 1),
+            W::Other,
+            put(1, 1),
+            put(MAX_KEY_LEN + 1, 1),
+            put(1, 1),
+            put(1, 1),
+            put(1, 1),
+            W::Other,
+            W::Other,
+        ];
+        assert_eq!(
+            put_groups(&run, put_of),
+            vec![0..2, 2..3, 3..4, 4..5, 5..8, 8..9, 9..10]
+        );
+        assert!(put_groups(&[], put_of).is_empty());
+        let answers = spread(&put_groups(&run, put_of), (0..7).collect());
+        assert_eq!(answers, vec![0, 0, 1, 2, 3, 4, 4, 4, 5, 6]);
+    }
+
+    #[test]
+    fn a_group_of_puts_ends_at_its_byte_limit() {
+        // Each put carries a quarter of the limit.
+        let run: Vec<W> = (0..9).map(|_| put(1, PUT_GROUP_BYTES / 4 - 1)).collect();
+        assert_eq!(put_groups(&run, put_of), vec![0..4, 4..8, 8..9]);
+        let run = vec![put(1, PUT_GROUP_BYTES * 2), put(1, 1), put(1, 1)];
+        assert_eq!(put_groups(&run, put_of), vec![0..1, 1..3]);
+    }
 }

@@ -6,7 +6,9 @@
 //!   the expiry writes: [`commands::batchable`]) are runs of writes, so
 //!   they share a group commit; before a run of several starts, the
 //!   engine's index is warmed for all their keys, so the writes do not
-//!   wait on memory inside the engine's single writer;
+//!   wait on memory inside the engine's single writer; consecutive plain
+//!   `SET key value`s of a run go to the engine as one append
+//!   ([`execute::put_groups`]), so they take its writer's lock once;
 //! - the read buffer holds at most one incomplete request, whose size the
 //!   parser bounds; the loop grows it by what has arrived, never by an
 //!   announced length;
@@ -19,6 +21,7 @@
 use std::sync::Arc;
 
 use bytes::BytesMut;
+use futures_util::future::join_all;
 
 use super::auth::{self, Refusal};
 use super::commands;
@@ -26,7 +29,7 @@ use super::parse::{self, Args};
 use super::reply::Reply;
 use super::{Session, Shared};
 use crate::node::connection::{Admit, Closing, Codec, Cut};
-use crate::node::Node;
+use crate::node::{execute, Node};
 
 /// One RESP connection's state.
 pub struct RespCodec {
@@ -85,14 +88,24 @@ impl Codec for RespCodec {
         commands::execute(&self.node, &self.shared, &mut self.session, args).await
     }
 
-    fn prepare_writes(&self, writes: &[Args]) {
-        for args in writes {
-            commands::warm_for_write(&self.node, args);
-        }
+    async fn run_write(&self, args: Args) -> Reply {
+        commands::execute_write(&self.node, &self.shared, &args).await
     }
 
-    async fn run_write(&self, args: Args) -> Reply {
-        commands::execute_write(&self.node, &self.shared, args).await
+    async fn run_writes(&self, writes: Vec<Args>) -> Vec<Reply> {
+        for args in &writes {
+            commands::warm_for_write(&self.node, args);
+        }
+        let groups = execute::put_groups(&writes, commands::plain_set);
+        let (node, shared) = (&self.node, &self.shared);
+        let replies = join_all(groups.iter().map(|group| async {
+            match &writes[group.clone()] {
+                [args] => commands::execute_write(node, shared, args).await,
+                sets => commands::execute_sets(node, shared, sets).await,
+            }
+        }))
+        .await;
+        execute::spread(&groups, replies)
     }
 
     fn encode(&mut self, reply: &Reply, out: &mut BytesMut) -> Option<Closing> {

@@ -55,6 +55,16 @@ pub fn batchable(args: &Args) -> bool {
     }
 }
 
+/// The key and value of a plain `SET key value` (no options): consecutive
+/// ones of a pipeline go to the engine as one append
+/// ([`execute::put_groups`]); `None` for any other write.
+pub fn plain_set(args: &Args) -> Option<(&[u8], &[u8])> {
+    match &args[..] {
+        [name, key, value] if name.eq_ignore_ascii_case(b"set") => Some((key, value)),
+        _ => None,
+    }
+}
+
 /// Readies the engine's index for the keys the [`batchable`] write `args`
 /// will write (a hint: nothing changes; a malformed request is skipped).
 pub fn warm_for_write(node: &Node, args: &Args) {
@@ -107,8 +117,26 @@ pub async fn execute(node: &Node, shared: &Shared, session: &mut Session, args: 
 }
 
 /// Runs a [`batchable`] write (or any write). Records metrics.
-pub async fn execute_write(node: &Node, shared: &Shared, args: Args) -> Reply {
-    timed(node, shared, &args, |spec| write_command(node, spec, &args)).await
+pub async fn execute_write(node: &Node, shared: &Shared, args: &Args) -> Reply {
+    timed(node, shared, args, |spec| write_command(node, spec, args)).await
+}
+
+/// Runs consecutive plain `SET`s of one pipeline (a group from
+/// [`execute::put_groups`]) as one append ([`execute::write_puts`]): all
+/// get the same answer. Counted and timed one by one.
+pub async fn execute_sets(node: &Node, shared: &Shared, sets: &[Args]) -> Reply {
+    let started = Instant::now();
+    let reply = match execute::write_puts(node, sets.iter().filter_map(plain_set)).await {
+        Ok(_) => Reply::ok(),
+        Err(answer) => from_response(answer),
+    };
+    let elapsed = started.elapsed();
+    let op = table::lookup(b"set").map_or(table::UNKNOWN_OP, |spec| spec.op);
+    for _ in sets {
+        shared.count_command();
+        node.metrics.observe_request(op, outcome(&reply), elapsed);
+    }
+    reply
 }
 
 /// Looks the command up, checks its arity, runs `body`, counts it.

@@ -18,8 +18,10 @@
 //! goes on.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::BytesMut;
+use futures_util::future::join_all;
 
 use crate::metrics::AuthFailure;
 use crate::node::connection::{Admit, Closing, Codec, Cut, Served};
@@ -182,10 +184,21 @@ impl Codec for BinaryCodec {
     }
 
     async fn run_write(&self, request: Self::Request) -> Response {
-        match request {
-            Ok(request) => execute::execute(&self.node, request).await,
-            Err(e) => Response::error(e.code(), e.to_string()),
-        }
+        self.run_one(&request).await
+    }
+
+    /// Consecutive plain PUTs of the run go to the engine as one append
+    /// ([`execute::put_groups`]).
+    async fn run_writes(&self, writes: Vec<Self::Request>) -> Vec<Response> {
+        let groups = execute::put_groups(&writes, plain_put);
+        let answers = join_all(groups.iter().map(|group| async {
+            match &writes[group.clone()] {
+                [request] => self.run_one(request).await,
+                puts => self.run_puts(puts).await,
+            }
+        }))
+        .await;
+        execute::spread(&groups, answers)
     }
 
     fn encode(&mut self, response: &Response, out: &mut BytesMut) -> Option<Closing> {
@@ -263,6 +276,29 @@ impl Codec for BinaryCodec {
 }
 
 impl BinaryCodec {
+    async fn run_one(&self, request: &<Self as Codec>::Request) -> Response {
+        match request {
+            Ok(request) => execute::execute(&self.node, request).await,
+            Err(e) => Response::error(e.code(), e.to_string()),
+        }
+    }
+
+    /// A group of PUTs from [`execute::put_groups`], appended as one: all
+    /// get the same answer. Timed and counted one by one.
+    async fn run_puts(&self, puts: &[<Self as Codec>::Request]) -> Response {
+        let started = Instant::now();
+        let response =
+            match execute::write_puts(&self.node, puts.iter().filter_map(plain_put)).await {
+                Ok(_) => Response::Ok,
+                Err(answer) => answer,
+            };
+        let (outcome, elapsed) = (execute::outcome(&response), started.elapsed());
+        for _ in puts {
+            self.node.metrics.observe_request("put", outcome, elapsed);
+        }
+        response
+    }
+
     /// Checks `request` against the connection's credential. HELLO
     /// authenticates (a missing or unknown token ends the connection);
     /// anything else needs the permission [`required_permission`] names.
@@ -353,6 +389,14 @@ impl BinaryCodec {
 
 /// The permission a request needs; `None` for HELLO and PING, which any
 /// connection may send.
+/// The key and value of a plain PUT (no expiry).
+fn plain_put(request: &Result<Request, protocol::Error>) -> Option<(&[u8], &[u8])> {
+    match request {
+        Ok(Request::Put { key, value }) => Some((key, value)),
+        _ => None,
+    }
+}
+
 fn required_permission(request: &Request) -> Option<Permission> {
     match request {
         Request::Hello(_) | Request::Ping => None,

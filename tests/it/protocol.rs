@@ -136,6 +136,44 @@ fn a_read_after_writes_in_one_pipeline_sees_them() {
     }
 }
 
+/// Consecutive PUTs of a pipeline go to the engine as one append; each is
+/// still answered, counted and stored as if sent alone, and the writes
+/// between them (an expiring put, a delete) run in their place.
+#[test]
+fn pipelined_puts_are_answered_counted_and_stored_one_by_one() {
+    let server = Server::start(&[]);
+    let mut client = server.client();
+    let put = |k: &str, v: &str| Request::Put {
+        key: Bytes::from(k.to_owned()),
+        value: Bytes::from(v.to_owned()),
+    };
+    let mut requests: Vec<Request> = (0..20).map(|i| put(&format!("p{i}"), "1")).collect();
+    requests.push(Request::Delete {
+        key: Bytes::from_static(b"p5"),
+    });
+    requests.push(Request::PutExpiring {
+        key: Bytes::from_static(b"p6"),
+        value: Bytes::from_static(b"2"),
+        expiry: kvstore::protocol::Expiry::In(600_000),
+    });
+    requests.extend((0..20).map(|i| put(&format!("q{i}"), "3")));
+    requests.push(put("p0", "4"));
+    let answers = client.pipeline(&requests).expect("pipeline");
+    for (i, answer) in answers.iter().enumerate() {
+        let want = match i {
+            20 => Response::Deleted { existed: true },
+            _ => Response::Ok,
+        };
+        assert_eq!(*answer, want, "answer {i}");
+    }
+    assert_eq!(client.get(b"p0").unwrap().as_deref(), Some(&b"4"[..]));
+    assert_eq!(client.get(b"p5").unwrap(), None);
+    assert_eq!(client.get(b"p6").unwrap().as_deref(), Some(&b"2"[..]));
+    assert_eq!(client.get(b"q19").unwrap().as_deref(), Some(&b"3"[..]));
+    let puts = common::labelled_metric(server.http_addr, "kvstore_requests_total", "op", "put");
+    assert_eq!(puts, 41.0, "PUTs counted one by one");
+}
+
 #[test]
 fn random_bytes_are_refused_and_the_server_stays_up() {
     let server = Server::start(&[]);

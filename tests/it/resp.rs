@@ -376,6 +376,80 @@ fn a_pipelined_run_of_writes_answers_and_stores_as_one_by_one() {
     }
 }
 
+/// Sends `requests` in one TCP write and reads one single-line answer
+/// (`+`, `-` or `:`) for each.
+fn pipeline(addr: SocketAddr, requests: &[Vec<Vec<u8>>]) -> Vec<String> {
+    let mut input = Vec::new();
+    for args in requests {
+        let args: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
+        input.extend(kvstore::resp::parse::encode_request(&args));
+    }
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.write_all(&input).unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(s));
+    (0..requests.len())
+        .map(|i| match lines.next() {
+            Some(Ok(line)) => line,
+            other => panic!("answer {i} of {}: {other:?}", requests.len()),
+        })
+        .collect()
+}
+
+fn total_commands(addr: SocketAddr) -> u64 {
+    let info = cli(addr, &["INFO", "stats"]);
+    info.lines()
+        .find_map(|l| l.strip_prefix("total_commands_processed:"))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no total_commands_processed in {info}"))
+}
+
+/// Consecutive plain SETs of a pipeline go to the engine as one append;
+/// each is still answered, counted and stored as if sent alone: a SET
+/// whose key is over the engine's limit among them is refused alone, a
+/// SET with options among them is decided in its place, and a later SET
+/// of a key in the same group wins.
+#[test]
+fn pipelined_plain_sets_are_answered_counted_and_stored_one_by_one() {
+    for durability in ["never", "always"] {
+        let (_server, addr) = start_with_resp(&["--durability", durability]);
+        let set = |k: &[u8], v: &[u8]| vec![b"SET".to_vec(), k.to_vec(), v.to_vec()];
+        let long_key = vec![b'k'; kvstore::engine::MAX_KEY_LEN + 1];
+        let mut requests = vec![set(b"a", b"1"), set(b"b", b"1")];
+        requests.push(set(&long_key, b"v"));
+        requests.push(set(b"a", b"2"));
+        requests.push(vec![
+            b"SET".to_vec(),
+            b"b".to_vec(),
+            b"nx".to_vec(),
+            b"NX".to_vec(),
+        ]);
+        requests.extend((0..40).map(|i| set(format!("k{i}").as_bytes(), b"x")));
+        requests.push(set(b"a", b"3"));
+        let before = total_commands(addr);
+        let answers = pipeline(addr, &requests);
+        for (i, answer) in answers.iter().enumerate() {
+            match i {
+                2 => assert!(
+                    answer.starts_with("-") && answer.contains("key of 65537 bytes"),
+                    "{durability}: {answer}"
+                ),
+                4 => assert_eq!(answer, "$-1", "{durability}: SET NX of an existing key"),
+                _ => assert_eq!(answer, "+OK", "{durability}: answer {i}"),
+            }
+        }
+        // The pipeline's commands and the INFO that reads the count.
+        assert_eq!(
+            total_commands(addr) - before,
+            requests.len() as u64 + 1,
+            "{durability}"
+        );
+        assert_eq!(cli(addr, &["GET", "a"]), "3", "{durability}");
+        assert_eq!(cli(addr, &["GET", "b"]), "1", "{durability}");
+        assert_eq!(cli(addr, &["DBSIZE"]), "42", "{durability}");
+    }
+}
+
 #[test]
 fn a_replica_refuses_writes_with_readonly_naming_its_master() {
     let replica = Server::start_unready(&[
@@ -396,6 +470,16 @@ fn a_replica_refuses_writes_with_readonly_naming_its_master() {
         refused,
         "READONLY You can't write against a read only replica. master is 127.0.0.1:1"
     );
+    // Pipelined SETs, appended together on a master, are refused each.
+    let sets: Vec<Vec<Vec<u8>>> = (0..3)
+        .map(|i| vec![b"SET".to_vec(), format!("k{i}").into_bytes(), b"v".to_vec()])
+        .collect();
+    for answer in pipeline(addr, &sets) {
+        assert_eq!(
+            answer,
+            "-READONLY You can't write against a read only replica. master is 127.0.0.1:1"
+        );
+    }
     python_client(addr, &["replica", "127.0.0.1:1"]);
     let info = cli(addr, &["INFO", "replication"]);
     assert!(info.contains("master_link_status:down"), "{info}");
