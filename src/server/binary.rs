@@ -387,8 +387,6 @@ impl BinaryCodec {
     }
 }
 
-/// The permission a request needs; `None` for HELLO and PING, which any
-/// connection may send.
 /// The key and value of a plain PUT (no expiry).
 fn plain_put(request: &Result<Request, protocol::Error>) -> Option<(&[u8], &[u8])> {
     match request {
@@ -397,6 +395,8 @@ fn plain_put(request: &Result<Request, protocol::Error>) -> Option<(&[u8], &[u8]
     }
 }
 
+/// The permission a request needs; `None` for HELLO and PING, which any
+/// connection may send.
 fn required_permission(request: &Request) -> Option<Permission> {
     match request {
         Request::Hello(_) | Request::Ping => None,

@@ -16,7 +16,7 @@ use bytes::Bytes;
 use common::replication::*;
 use common::{cli, connect_client, http_get, kvstore_bin, wait_for, Server, START_DEADLINE};
 use kvstore::client::Error;
-use kvstore::protocol::{ErrorCode, Response};
+use kvstore::protocol::{ErrorCode, Request, Response};
 use nix::sys::signal::Signal;
 
 fn keys(prefix: &str, range: std::ops::Range<usize>) -> Vec<Bytes> {
@@ -358,7 +358,28 @@ fn sync_mode_acks_only_what_the_replica_holds() {
         );
     }
 
-    // A frozen replica never acknowledges: the outcome is unknown.
+    // Pipelined puts, appended together, are acknowledged once the
+    // replica holds them all.
+    let puts = |prefix: &str| -> Vec<Request> {
+        (0..50)
+            .map(|i| Request::Put {
+                key: key(prefix, i),
+                value: value(prefix, i, 20),
+            })
+            .collect()
+    };
+    let answers = writer.pipeline(&puts("piped")).unwrap();
+    assert!(answers.iter().all(|a| *a == Response::Ok), "{answers:?}");
+    for i in 0..50 {
+        assert_eq!(
+            reader.get(&key("piped", i)).unwrap().as_deref(),
+            Some(&value("piped", i, 20)[..]),
+            "acknowledged pipelined write {i} is not on the replica"
+        );
+    }
+
+    // A frozen replica never acknowledges: the outcome is unknown, for a
+    // lone put and for each of a pipeline's.
     signal(&r, Signal::SIGSTOP);
     let started = Instant::now();
     match writer.put(b"frozen", b"1") {
@@ -366,6 +387,12 @@ fn sync_mode_acks_only_what_the_replica_holds() {
         other => panic!("expected FATE_UNKNOWN, got {other:?}"),
     }
     assert!(started.elapsed() >= Duration::from_millis(400));
+    for answer in writer.pipeline(&puts("frozen")).unwrap() {
+        match answer {
+            Response::Error { code, .. } => assert_eq!(code, ErrorCode::FATE_UNKNOWN),
+            other => panic!("expected FATE_UNKNOWN, got {other:?}"),
+        }
+    }
     signal(&r, Signal::SIGCONT);
 
     // No replica at all: refused up front.
