@@ -30,6 +30,9 @@ pub struct Faults {
     /// Callers that found the flusher busy and waited for it before doing
     /// the writer's I/O themselves (a roll, a drain), since creation.
     drain_waits: AtomicU32,
+    /// Appends of shipped log bytes that waited for the round under way
+    /// because the writer's buffer was full, since creation.
+    full_buffer_waits: AtomicU32,
     /// Writes to data files through [`write_all_at`], since creation.
     writes: AtomicU32,
 }
@@ -44,6 +47,7 @@ impl Default for Faults {
             apply_gate: Gate::default(),
             index_gate: Gate::default(),
             drain_waits: AtomicU32::new(0),
+            full_buffer_waits: AtomicU32::new(0),
             writes: AtomicU32::new(0),
         }
     }
@@ -145,6 +149,12 @@ impl Faults {
         self.drain_waits.load(Ordering::SeqCst)
     }
 
+    /// How many appends of shipped log bytes waited for the round under
+    /// way because the writer's buffer held its maximum.
+    pub fn full_buffer_waits(&self) -> u32 {
+        self.full_buffer_waits.load(Ordering::SeqCst)
+    }
+
     /// Polls `cond` until it holds or `timeout` passes; returns whether it
     /// held. For tests lining up threads against the hooks above.
     pub fn wait_until(&self, timeout: Duration, cond: impl Fn(&Faults) -> bool) -> bool {
@@ -190,6 +200,10 @@ impl Faults {
 
     pub(crate) fn count_drain_wait(&self) {
         self.drain_waits.fetch_add(1, Ordering::SeqCst);
+    }
+
+    pub(crate) fn count_full_buffer_wait(&self) {
+        self.full_buffer_waits.fetch_add(1, Ordering::SeqCst);
     }
 
     pub(crate) fn pass_apply_gate(&self) {

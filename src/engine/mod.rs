@@ -60,7 +60,7 @@ pub use record::{MAX_KEY_LEN, MAX_VALUE_LEN};
 pub use snapshot::{Snapshot, SnapshotFile};
 pub use stats::Stats;
 pub use sweep::SweepReport;
-pub use writer::{LogAppend, Progress, WriteOp, FLUSH_TICK};
+pub use writer::{LogAppend, Progress, WriteOp, FLUSH_TICK, RAW_BUFFER_MAX};
 
 use error::IoContext;
 use files::FileTable;

@@ -97,6 +97,18 @@ fn reserve_extension(written: u64, end: u64, reserved: u64, capacity: u64) -> Op
 /// tick, so a burst of large writes goes to the OS without waiting.
 pub(crate) const KICK_AT: usize = 64 * 1024;
 
+/// Buffered bytes past which [`Inner::append_raw`] waits for the round
+/// under way before it appends more. A replica catching up receives log
+/// bytes faster than its disk takes them; unbounded, the writer's buffer
+/// (and the spare it alternates with) grows for as long as the network
+/// outpaces the disk (tens of MiB in a catch-up here), and every growth
+/// faults in fresh memory, which on a virtual machine whose host takes
+/// back free memory costs more than the copy itself. Bounded, both
+/// buffers stay this size and are reused, and the link to the master
+/// stops reading instead (TCP flow control); rounds of this size still
+/// keep the disk busy.
+pub const RAW_BUFFER_MAX: usize = 8 << 20;
+
 /// A record appended but not yet in the keydir (`Always` waits for its
 /// fsync; a replica's batch waits for its commit record).
 #[derive(Clone, Copy)]
@@ -981,19 +993,21 @@ impl Inner {
         }
         self.wait_idle(st);
         st.check_writable()?;
-        let bytes = mem::take(&mut st.buf);
         let faults = self.options.faults.as_deref();
         let pos = st.written;
-        let result = fault::write_all_at(faults, &st.file, &bytes, pos)
+        let result = fault::write_all_at(faults, &st.file, &st.buf, pos)
             .and_then(|_| fault::sync_data(faults, &st.file));
         if let Err(e) = result {
             let path = st.active.path.display().to_string();
-            st.buf = bytes;
             self.poison(st, format!("write to {path} failed: {e}"), true);
             self.writer.publish(st);
             return Err(Error::io("write", &st.active.path, e));
         }
-        st.written = pos + bytes.len() as u64;
+        // Emptied in place: the buffer keeps its allocation for the next
+        // appends (see RAW_BUFFER_MAX).
+        let len = st.buf.len();
+        st.buf.clear();
+        st.written = pos + len as u64;
         st.reserved = st.reserved.max(st.written);
         st.buf_pos = st.written;
         st.synced = st.written;
@@ -1211,6 +1225,15 @@ impl Inner {
     pub(crate) fn append_raw(&self, segment_base: u64, bytes: &[u8]) -> Result<LogAppend> {
         let w = &self.writer;
         let mut st = w.state.lock();
+        // Every round ends with a publish, which wakes this wait.
+        if st.busy && st.buf.len() >= RAW_BUFFER_MAX {
+            if let Some(f) = &self.options.faults {
+                f.count_full_buffer_wait();
+            }
+        }
+        while st.busy && st.buf.len() >= RAW_BUFFER_MAX {
+            w.progress.wait(&mut st);
+        }
         st.check_writable()?;
         if segment_base != st.base {
             if segment_base != st.end() {

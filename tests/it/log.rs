@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kvstore::engine::{Engine, Error, Faults, Options, WriteOp};
+use kvstore::engine::{Engine, Error, Faults, Options, WriteOp, RAW_BUFFER_MAX};
 
 use crate::common;
 
@@ -255,4 +255,113 @@ fn chunks_appended_while_an_fsync_runs_share_the_next_one() {
     assert_eq!(fsyncs, 2, "{fsyncs} fsyncs for 40 chunks");
     assert_eq!(replica.get(b"k199").unwrap(), Some(vec![3; 100]));
     assert_eq!(replica.stats().keys, 200);
+}
+
+/// A replica receiving log bytes faster than its disk takes them waits
+/// once a round is under way and the next already holds
+/// [`RAW_BUFFER_MAX`] bytes, instead of buffering without bound: the
+/// round after a held fsync holds at most that much and one more chunk.
+#[test]
+fn shipped_bytes_wait_for_the_disk_once_the_buffer_is_full() {
+    let (mdir, rdir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let big = Options {
+        segment_max_bytes: 64 << 20,
+        ..common::small_segment_options()
+    };
+    let master = Engine::open(mdir.path(), big.clone()).unwrap();
+    // 12.8 MiB of log: more than one buffer's worth behind the first round.
+    for i in 0..200u32 {
+        master
+            .put(format!("k{i}").as_bytes(), &[7; 64 << 10])
+            .unwrap();
+    }
+    let log = all_log_bytes(&master);
+    let faults = Arc::new(Faults::default());
+    let replica = Arc::new(
+        Engine::open(
+            rdir.path(),
+            Options {
+                faults: Some(faults.clone()),
+                ..big
+            },
+        )
+        .unwrap(),
+    );
+    replica.set_auto_roll(false);
+    const CHUNK: usize = 1 << 20;
+    faults.hold_syncs(true);
+    // Released before the engines close, also when an assertion fails
+    // (a close waits for the held fsync).
+    let _release = ReleaseSyncs(faults.clone());
+    let appender = {
+        let (replica, log) = (replica.clone(), log.clone());
+        std::thread::spawn(move || {
+            let mut at = 0;
+            while at < log.len() {
+                let to = (at + CHUNK).min(log.len());
+                at += replica.append_log_deferred(0, &log[at..to]).unwrap().taken;
+            }
+        })
+    };
+    // The first round (the first chunk, or the first few) is held in its
+    // fsync, and the appender, with more than a buffer's worth to go,
+    // waits for it instead of buffering the rest.
+    assert!(
+        faults.wait_until(Duration::from_secs(10), |f| f.syncs_held() == 1),
+        "the first round's fsync never started"
+    );
+    assert!(
+        faults.wait_until(Duration::from_secs(10), |f| f.full_buffer_waits() == 1),
+        "the appender never waited for the held round"
+    );
+    assert!(
+        !appender.is_finished(),
+        "all appended while the round was held"
+    );
+    // Let the first round end: the next takes what was buffered meanwhile
+    // and is held in turn.
+    let segment = rdir.path().join("00000000000000000000.seg");
+    let first = fs::metadata(&segment).unwrap().len();
+    faults.let_one_sync_pass();
+    let second_round_held = faults.wait_until(Duration::from_secs(10), |f| {
+        f.syncs_held() == 1 && fs::metadata(&segment).map(|m| m.len()).unwrap_or(0) > first
+    });
+    assert!(second_round_held, "the second round's fsync never started");
+    let second = fs::metadata(&segment).unwrap().len() - first;
+    assert!(
+        second <= (RAW_BUFFER_MAX + CHUNK) as u64,
+        "the second round wrote {second} bytes: everything appended while the first \
+         was held, without bound"
+    );
+    faults.hold_syncs(false);
+    appender.join().unwrap();
+    let end = master.log_end();
+    let mut progress = replica.subscribe();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while progress.borrow_and_update().durable < end {
+        assert!(Instant::now() < deadline, "the log never became durable");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(
+        all_log_bytes(&replica) == log,
+        "the replica's log differs from the master's"
+    );
+}
+
+/// Every byte of `engine`'s log, read by offset.
+fn all_log_bytes(engine: &Engine) -> Vec<u8> {
+    let mut log = Vec::new();
+    while (log.len() as u64) < engine.log_end() {
+        log.extend_from_slice(&engine.read_log(log.len() as u64, 1 << 20).unwrap().bytes);
+    }
+    log
+}
+
+/// Lets held fsyncs through when dropped.
+struct ReleaseSyncs(Arc<Faults>);
+
+impl Drop for ReleaseSyncs {
+    fn drop(&mut self) {
+        self.0.hold_syncs(false);
+    }
 }
