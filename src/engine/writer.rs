@@ -1225,14 +1225,14 @@ impl Inner {
     pub(crate) fn append_raw(&self, segment_base: u64, bytes: &[u8]) -> Result<LogAppend> {
         let w = &self.writer;
         let mut st = w.state.lock();
-        // Every round ends with a publish, which wakes this wait.
         if st.busy && st.buf.len() >= RAW_BUFFER_MAX {
             if let Some(f) = &self.options.faults {
                 f.count_full_buffer_wait();
             }
-        }
-        while st.busy && st.buf.len() >= RAW_BUFFER_MAX {
-            w.progress.wait(&mut st);
+            // Every round ends with a publish, which wakes this wait.
+            while st.busy && st.buf.len() >= RAW_BUFFER_MAX {
+                w.progress.wait(&mut st);
+            }
         }
         st.check_writable()?;
         if segment_base != st.base {

@@ -18,6 +18,21 @@ fn open_replica(dir: &Path) -> Engine {
     engine
 }
 
+/// A replica's engine whose I/O a test can hold or fail.
+fn open_faulty_replica(dir: &Path, options: Options) -> (Engine, Arc<Faults>) {
+    let faults = Arc::new(Faults::default());
+    let engine = Engine::open(
+        dir,
+        Options {
+            faults: Some(faults.clone()),
+            ..options
+        },
+    )
+    .unwrap();
+    engine.set_auto_roll(false);
+    (engine, faults)
+}
+
 fn segment_files(dir: &Path) -> Vec<(String, Vec<u8>)> {
     let mut out: Vec<_> = fs::read_dir(dir)
         .unwrap()
@@ -207,16 +222,7 @@ fn chunks_appended_while_an_fsync_runs_share_the_next_one() {
     }
     let log = master.read_log(0, 1 << 20).unwrap();
     assert_eq!(log.offset + log.bytes.len() as u64, master.log_end());
-    let faults = Arc::new(Faults::default());
-    let replica = Engine::open(
-        rdir.path(),
-        Options {
-            faults: Some(faults.clone()),
-            ..big
-        },
-    )
-    .unwrap();
-    replica.set_auto_roll(false);
+    let (replica, faults) = open_faulty_replica(rdir.path(), big);
     let fsyncs_before = replica.stats().fsyncs;
     // 40 chunks that split records anywhere. The first starts an fsync,
     // held at the gate; the other 39 are appended while it is held and
@@ -276,18 +282,8 @@ fn shipped_bytes_wait_for_the_disk_once_the_buffer_is_full() {
             .unwrap();
     }
     let log = all_log_bytes(&master);
-    let faults = Arc::new(Faults::default());
-    let replica = Arc::new(
-        Engine::open(
-            rdir.path(),
-            Options {
-                faults: Some(faults.clone()),
-                ..big
-            },
-        )
-        .unwrap(),
-    );
-    replica.set_auto_roll(false);
+    let (replica, faults) = open_faulty_replica(rdir.path(), big);
+    let replica = Arc::new(replica);
     const CHUNK: usize = 1 << 20;
     faults.hold_syncs(true);
     // Released before the engines close, also when an assertion fails
