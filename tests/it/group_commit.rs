@@ -3,7 +3,9 @@
 
 use std::sync::{Arc, Mutex};
 
-use kvstore::engine::{Durability, Engine, Error, Faults, Options};
+use kvstore::engine::{Durability, Engine, Error, Options};
+
+use crate::common;
 
 #[test]
 fn sixty_four_writers_share_fsyncs() {
@@ -72,7 +74,7 @@ fn check_survivors(dir: &std::path::Path, acked: &[Vec<u8>], durability: Durabil
 #[test]
 fn a_full_disk_poisons_the_engine_and_loses_nothing_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
-    let (engine, faults) = faulty_engine(dir.path(), Options::default());
+    let (engine, faults) = common::faulty_engine(dir.path(), Options::default());
     faults.set_write_budget(20_000);
     let (acked, err) = write_until_failure(&engine);
     assert!(!acked.is_empty());
@@ -97,7 +99,7 @@ fn a_full_disk_poisons_the_engine_and_loses_nothing_acknowledged() {
 #[test]
 fn a_failed_fsync_poisons_the_engine() {
     let dir = tempfile::tempdir().unwrap();
-    let (engine, faults) = faulty_engine(dir.path(), Options::default());
+    let (engine, faults) = common::faulty_engine(dir.path(), Options::default());
     let acked = Arc::new(Mutex::new(Vec::new()));
     for i in 0..50u32 {
         let key = format!("key{i}").into_bytes();
@@ -145,26 +147,12 @@ fn a_writer_always_reads_its_own_acknowledged_write() {
     }
 }
 
-/// An engine opened with `options` and fault hooks the test holds.
-fn faulty_engine(dir: &std::path::Path, options: Options) -> (Engine, Arc<Faults>) {
-    let faults = Arc::new(Faults::default());
-    let engine = Engine::open(
-        dir,
-        Options {
-            faults: Some(faults.clone()),
-            ..options
-        },
-    )
-    .unwrap();
-    (engine, faults)
-}
-
 const WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 #[test]
 fn a_lone_synced_writer_writes_and_fsyncs_on_its_own_thread() {
     let dir = tempfile::tempdir().unwrap();
-    let (engine, faults) = faulty_engine(dir.path(), Options::default());
+    let (engine, faults) = common::faulty_engine(dir.path(), Options::default());
     faults.hold_syncs(true);
     let writer = {
         let engine = engine.clone();
@@ -260,7 +248,7 @@ fn an_async_writer_sleeps_through_a_group_commit_that_is_not_its_own() {
     use std::sync::atomic::{AtomicU32, Ordering};
 
     let dir = tempfile::tempdir().unwrap();
-    let (engine, faults) = faulty_engine(dir.path(), Options::default());
+    let (engine, faults) = common::faulty_engine(dir.path(), Options::default());
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -332,7 +320,7 @@ fn an_async_writer_sleeps_through_a_group_commit_that_is_not_its_own() {
 #[test]
 fn under_never_a_stream_of_writes_shares_pwrites_and_still_reaches_the_os() {
     let dir = tempfile::tempdir().unwrap();
-    let (engine, faults) = faulty_engine(
+    let (engine, faults) = common::faulty_engine(
         dir.path(),
         Options {
             durability: Durability::Never,

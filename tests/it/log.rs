@@ -20,15 +20,7 @@ fn open_replica(dir: &Path) -> Engine {
 
 /// A replica's engine whose I/O a test can hold or fail.
 fn open_faulty_replica(dir: &Path, options: Options) -> (Engine, Arc<Faults>) {
-    let faults = Arc::new(Faults::default());
-    let engine = Engine::open(
-        dir,
-        Options {
-            faults: Some(faults.clone()),
-            ..options
-        },
-    )
-    .unwrap();
+    let (engine, faults) = common::faulty_engine(dir, options);
     engine.set_auto_roll(false);
     (engine, faults)
 }
@@ -289,23 +281,24 @@ fn shipped_bytes_wait_for_the_disk_once_the_buffer_is_full() {
     // Released before the engines close, also when an assertion fails
     // (a close waits for the held fsync).
     let _release = ReleaseSyncs(faults.clone());
+    // The first round holds the first chunk alone, in its fsync; then the
+    // appender, with more than a buffer's worth to go, waits for it
+    // instead of buffering the rest.
+    let first_chunk = replica.append_log_deferred(0, &log[..CHUNK]).unwrap().taken;
+    assert!(
+        faults.wait_until(Duration::from_secs(10), |f| f.syncs_held() == 1),
+        "the first round's fsync never started"
+    );
     let appender = {
         let (replica, log) = (replica.clone(), log.clone());
         std::thread::spawn(move || {
-            let mut at = 0;
+            let mut at = first_chunk;
             while at < log.len() {
                 let to = (at + CHUNK).min(log.len());
                 at += replica.append_log_deferred(0, &log[at..to]).unwrap().taken;
             }
         })
     };
-    // The first round (the first chunk, or the first few) is held in its
-    // fsync, and the appender, with more than a buffer's worth to go,
-    // waits for it instead of buffering the rest.
-    assert!(
-        faults.wait_until(Duration::from_secs(10), |f| f.syncs_held() == 1),
-        "the first round's fsync never started"
-    );
     assert!(
         faults.wait_until(Duration::from_secs(10), |f| f.full_buffer_waits() == 1),
         "the appender never waited for the held round"

@@ -298,6 +298,26 @@ impl Drop for Server {
 /// Engine options for in-process tests: 4 KiB segments, so a few hundred
 /// writes span several, and no background compaction (tests compact when
 /// they mean to).
+/// An engine opened with `options` and fault hooks the test holds.
+pub fn faulty_engine(
+    dir: &Path,
+    options: kvstore::engine::Options,
+) -> (
+    kvstore::engine::Engine,
+    std::sync::Arc<kvstore::engine::Faults>,
+) {
+    let faults = std::sync::Arc::new(kvstore::engine::Faults::default());
+    let engine = kvstore::engine::Engine::open(
+        dir,
+        kvstore::engine::Options {
+            faults: Some(faults.clone()),
+            ..options
+        },
+    )
+    .unwrap();
+    (engine, faults)
+}
+
 pub fn small_segment_options() -> kvstore::engine::Options {
     use kvstore::engine::{CompactionPolicy, Options};
     Options {
