@@ -33,6 +33,8 @@ pub struct Faults {
     /// Appends of shipped log bytes that waited for the round under way
     /// because the writer's buffer was full, since creation.
     full_buffer_waits: AtomicU32,
+    /// Times the flusher thread went to sleep with nothing to do.
+    flusher_sleeps: AtomicU32,
     /// Writes to data files through [`write_all_at`], since creation.
     writes: AtomicU32,
 }
@@ -48,6 +50,7 @@ impl Default for Faults {
             index_gate: Gate::default(),
             drain_waits: AtomicU32::new(0),
             full_buffer_waits: AtomicU32::new(0),
+            flusher_sleeps: AtomicU32::new(0),
             writes: AtomicU32::new(0),
         }
     }
@@ -155,6 +158,12 @@ impl Faults {
         self.full_buffer_waits.load(Ordering::SeqCst)
     }
 
+    /// How many times the flusher thread went to sleep with nothing to
+    /// do: once it has, a write wakes it only by kicking it.
+    pub fn flusher_sleeps(&self) -> u32 {
+        self.flusher_sleeps.load(Ordering::SeqCst)
+    }
+
     /// Polls `cond` until it holds or `timeout` passes; returns whether it
     /// held. For tests lining up threads against the hooks above.
     pub fn wait_until(&self, timeout: Duration, cond: impl Fn(&Faults) -> bool) -> bool {
@@ -204,6 +213,10 @@ impl Faults {
 
     pub(crate) fn count_full_buffer_wait(&self) {
         self.full_buffer_waits.fetch_add(1, Ordering::SeqCst);
+    }
+
+    pub(crate) fn count_flusher_sleep(&self) {
+        self.flusher_sleeps.fetch_add(1, Ordering::SeqCst);
     }
 
     pub(crate) fn pass_apply_gate(&self) {

@@ -1130,6 +1130,9 @@ impl Inner {
                     wait = wait.min(PROBE_EVERY);
                 }
                 st.flusher_asleep = true;
+                if let Some(f) = &self.options.faults {
+                    f.count_flusher_sleep();
+                }
                 w.work.wait_for(&mut st, wait);
                 st.flusher_asleep = false;
                 continue;

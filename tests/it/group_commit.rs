@@ -153,6 +153,12 @@ const WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 fn a_lone_synced_writer_writes_and_fsyncs_on_its_own_thread() {
     let dir = tempfile::tempdir().unwrap();
     let (engine, faults) = common::faulty_engine(dir.path(), Options::default());
+    // A flusher thread just started may still be on its first look for
+    // work and take the put's round; once asleep, only a kick wakes it.
+    assert!(
+        faults.wait_until(WAIT, |f| f.flusher_sleeps() >= 1),
+        "the flusher never went to sleep"
+    );
     faults.hold_syncs(true);
     let writer = {
         let engine = engine.clone();
