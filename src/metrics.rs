@@ -427,6 +427,11 @@ impl Metrics {
         self.bytes_received.inc_by(n);
     }
 
+    /// Bytes read from client sockets so far.
+    pub fn bytes_received(&self) -> u64 {
+        self.bytes_received.get()
+    }
+
     /// Counts bytes written to a client socket.
     pub fn add_bytes_sent(&self, n: u64) {
         self.bytes_sent.inc_by(n);

@@ -60,7 +60,11 @@
 //!   whole shape in the first 11 bytes ([`first_bytes`]) and the
 //!   connection closed at once, so a TLS client fails fast instead of
 //!   waiting for a request that never completes; a request that merely
-//!   starts with the same bytes is served.
+//!   starts with the same bytes is served;
+//! - between requests, with nothing read and nothing left to write, a
+//!   plaintext connection whose thread has been asked to give
+//!   connections away ([`super::workers`]) stops here and is resumed by
+//!   the loop on the other thread, its codec's state unchanged.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -72,6 +76,7 @@ use tokio::time::Instant;
 
 use super::memory::{Exhausted, Lease};
 use super::slots::Slot;
+use super::workers::Seat;
 use super::Node;
 use crate::metrics::{AuthFailure, MemoryRefusal};
 use crate::security::tls::{first_bytes, FirstBytes};
@@ -228,6 +233,13 @@ pub enum End {
 /// How [`serve`] finished.
 pub enum Served<C: Codec> {
     Ended(End),
+    /// Asked to move to thread `to` between requests: the socket and the
+    /// codec, to be served there from where they stand (nothing buffered).
+    Moved {
+        stream: tokio::net::TcpStream,
+        codec: C,
+        to: usize,
+    },
     /// The codec handed the connection over; `leftover` holds what was
     /// read past the request that asked for it.
     HandOff {
@@ -242,6 +254,7 @@ pub enum Served<C: Codec> {
 enum Stop<H> {
     End(End),
     HandOff(H),
+    Move(usize),
 }
 
 impl<H> From<End> for Stop<H> {
@@ -250,15 +263,16 @@ impl<H> From<End> for Stop<H> {
     }
 }
 
-/// Serves one connection with `codec` in `slot` until it ends or is
-/// handed over. Never panics on client bytes; what ended it is logged (at
-/// debug level, a TLS client on a plaintext port as a warning) and
-/// counted.
+/// Serves one connection with `codec` in `slot` until it ends, is
+/// handed over, or (with a `seat`) its thread asks it to move. Never
+/// panics on client bytes; what ended it is logged (at debug level, a TLS
+/// client on a plaintext port as a warning) and counted.
 pub async fn serve<C: Codec>(
     stream: ServerStream,
     codec: C,
     node: Arc<Node>,
     slot: &Slot,
+    seat: Option<&Seat>,
 ) -> Served<C> {
     let peer = stream
         .tcp()
@@ -273,6 +287,7 @@ pub async fn serve<C: Codec>(
         codec,
         node,
         slot,
+        seat,
         read_buf: BytesMut::with_capacity(READ_CHUNK),
         read_alloc: READ_CHUNK,
         write_buf: BytesMut::new(),
@@ -290,6 +305,17 @@ pub async fn serve<C: Codec>(
                 codec: conn.codec,
             }
         }
+        Stop::Move(to) => match conn.stream {
+            ServerStream::Plain(stream) => {
+                return Served::Moved {
+                    stream,
+                    codec: conn.codec,
+                    to,
+                }
+            }
+            // Never asked of a TLS connection.
+            ServerStream::Tls(_) => End::Io(std::io::Error::other("a TLS connection cannot move")),
+        },
         Stop::End(end) => end,
     };
     let metrics = &conn.node.metrics;
@@ -325,6 +351,8 @@ struct Connection<'s, C: Codec> {
     codec: C,
     node: Arc<Node>,
     slot: &'s Slot,
+    /// Its place on a connection thread, when it may move to another.
+    seat: Option<&'s Seat>,
     read_buf: BytesMut,
     /// The size of the read buffer's allocation (its `capacity()` shrinks
     /// as requests are split off the front; the allocation does not).
@@ -390,6 +418,9 @@ impl<C: Codec> Connection<'_, C> {
             }
             if self.read_buf.is_empty() {
                 started = None;
+                if let Some(to) = self.departure() {
+                    return Stop::Move(to);
+                }
                 if self.read_alloc > SHRINK_ABOVE {
                     self.read_buf = BytesMut::with_capacity(READ_CHUNK);
                     self.read_alloc = READ_CHUNK;
@@ -460,6 +491,20 @@ impl<C: Codec> Connection<'_, C> {
                 }
             }
         }
+    }
+
+    /// The thread this connection is to move to now, if its thread gives
+    /// connections away and it can go: between requests (the caller's
+    /// part), everything answered and written, past its handshake, not
+    /// shutting down, and not TLS.
+    fn departure(&self) -> Option<usize> {
+        let seat = self.seat?;
+        let settled = self.write_buf.is_empty()
+            && self.owed.is_none()
+            && self.start_checked
+            && !self.stream.is_tls()
+            && self.slot.is_handshaken();
+        settled.then(|| seat.departure()).flatten()
     }
 
     /// Makes room for the next read, more while a large request streams

@@ -25,7 +25,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
 use super::slots::{Admission, Slots, Taken};
-use super::workers::Workers;
+use super::workers::{Seat, Workers};
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
@@ -140,16 +140,17 @@ pub async fn serve<F: FrontEnd>(
         node.metrics.connection_opened();
         front.count(Event::Opened);
         let (node, front) = (Arc::clone(&node), Arc::clone(&front));
-        let (worker, seat) = workers.pick();
+        let seat = workers.pick();
+        let worker = seat.handle().clone();
         tasks.spawn_on(
             async move {
-                let _seat = seat;
-                serve_one(stream, peer, &node, &front, &slot).await;
+                let slot = Arc::new(slot);
+                serve_one(stream, peer, &node, &front, &slot, seat).await;
                 front.count(Event::Closed);
                 node.metrics.connection_closed();
                 drop(slot);
             },
-            worker,
+            &worker,
         );
     }
     drop(listener);
@@ -173,12 +174,16 @@ pub async fn serve<F: FrontEnd>(
 
 /// One admitted connection, on its thread: the socket moved to that
 /// thread's reactor, TLS, then the connection loop and any hand-off.
+/// When the connection moves to another thread, the rest of its life is
+/// a task there, which this one waits for (and aborts, if it is aborted
+/// itself at the end of the drain).
 async fn serve_one<F: FrontEnd>(
     stream: TcpStream,
     peer: SocketAddr,
     node: &Arc<Node>,
     front: &Arc<F>,
-    slot: &Taken,
+    slot: &Arc<Taken>,
+    seat: Seat,
 ) {
     // Accepted, the socket is registered with the accept loop's runtime:
     // moved to this thread's, or every readiness event would wake that
@@ -200,10 +205,31 @@ async fn serve_one<F: FrontEnd>(
     match accepted {
         Some(Accepted::Stream(stream)) => {
             let codec = F::codec(front, node, &stream);
-            let served = connection::serve(stream, codec, Arc::clone(node), slot).await;
-            if let Served::HandOff { .. } = served {
-                slot.pin();
-                front.hand_off(Arc::clone(node), served).await;
+            let mut moved = serve_here(stream, codec, node, front, slot, seat).await;
+            while let Some((stream, codec, seat)) = moved {
+                let (node, front, slot) = (Arc::clone(node), Arc::clone(front), Arc::clone(slot));
+                let mut there = JoinSet::new();
+                let worker = seat.handle().clone();
+                there.spawn_on(
+                    async move {
+                        match TcpStream::from_std(stream) {
+                            Ok(stream) => {
+                                let stream = ServerStream::Plain(stream);
+                                serve_here(stream, codec, &node, &front, &slot, seat).await
+                            }
+                            Err(e) => {
+                                warn!(
+                                    "{} connection dropped: cannot move it to thread {}: {e}",
+                                    F::NAME,
+                                    seat.thread()
+                                );
+                                None
+                            }
+                        }
+                    },
+                    &worker,
+                );
+                moved = there.join_next().await.and_then(Result::ok).flatten();
             }
         }
         Some(Accepted::Refused(why)) => {
@@ -213,6 +239,41 @@ async fn serve_one<F: FrontEnd>(
         None => {
             debug!(%peer, "{} connection closed in its TLS handshake to admit a new one", F::NAME)
         }
+    }
+}
+
+/// A connection that moves: its socket out of every reactor, its codec,
+/// and its seat on the thread it goes to.
+type Moved<C> = (std::net::TcpStream, C, Seat);
+
+/// Serves a connection on the thread of `seat` until it ends (after any
+/// hand-off) or moves to another thread.
+async fn serve_here<F: FrontEnd>(
+    stream: ServerStream,
+    codec: F::Codec,
+    node: &Arc<Node>,
+    front: &Arc<F>,
+    slot: &Arc<Taken>,
+    seat: Seat,
+) -> Option<Moved<F::Codec>> {
+    let served = connection::serve(stream, codec, Arc::clone(node), slot, Some(&seat)).await;
+    match served {
+        Served::Moved { stream, codec, to } => match stream.into_std() {
+            Ok(stream) => Some((stream, codec, seat.move_to(to))),
+            Err(e) => {
+                warn!(
+                    "{} connection dropped: cannot move it to thread {to}: {e}",
+                    F::NAME
+                );
+                None
+            }
+        },
+        Served::HandOff { .. } => {
+            slot.pin();
+            front.hand_off(Arc::clone(node), served).await;
+            None
+        }
+        Served::Ended(_) => None,
     }
 }
 

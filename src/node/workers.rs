@@ -1,58 +1,314 @@
 //! The threads that serve client connections: one single-threaded tokio
-//! runtime per thread, each connection pinned to one of them from accept
-//! to close.
+//! runtime per thread, each connection on one of them at a time.
 //!
 //! A work-stealing runtime lets any worker run any connection, and pays
 //! for it on every request: a socket's readiness wakes a worker that may
 //! not be the one holding the task, and a task made runnable wakes an idle
 //! worker to come and steal it. With one request in flight per connection
 //! most of those wake-ups find nothing to do, and each park and wake is a
-//! context switch. Pinned, a connection's bytes are read, executed and
+//! context switch. Here a connection's bytes are read, executed and
 //! answered by the thread whose `epoll` reported them; the threads share
 //! nothing per request but the engine.
 //!
-//! The price: nothing moves a connection off a busy thread. A request
-//! that stalls its thread (a read that faults in a cold page of a
-//! segment, a replica's stream reading old segments) delays the other
-//! connections on that thread, where a work-stealing runtime would have
-//! run them elsewhere; the engine's long work (fsync, compaction) runs on
+//! **Fill one thread before the next.** Every thread that serves some
+//! connections sleeps and wakes on its own: two threads each serving
+//! half of the clients sleep in `epoll_wait` and are woken for their
+//! sockets about twice as often per request as one thread serving them
+//! all, and that is where most of a request's cost goes when each client
+//! waits for every answer. So connections gather on as few threads as
+//! their load needs. [`Workers::rebalance`], run every
+//! [`BALANCE_EVERY`], reads each thread's time on a CPU (the kernel's
+//! `schedstat`) and the node's work so far (bytes received), and [`plan`]
+//! picks at most one move:
+//! - a thread on a CPU [`SPILL_AT`] of the time or more, two rounds
+//!   running, gives connections to the least busy thread, in proportion
+//!   to the difference (half of them to an idle thread);
+//! - two threads serving connections whose shares add up to at most
+//!   [`PACK_AT`] (one thread would do), for [`PACK_AFTER`] rounds
+//!   running, become one: the less busy gives all its connections to the
+//!   other.
+//!
+//! Neither sign says for certain that a move pays. A thread saturated by
+//! clients that each wait for their answer, on CPUs the node shares with
+//! those clients, is no faster for a second thread: the CPU it would use
+//! is the clients', and the requests only cost more wake-ups. Threads can
+//! look light while they wait on the engine's writer. So every move is a
+//! trial ([`Trial`]): after [`SETTLE`] rounds for its connections to go,
+//! the node's rate of work over [`MEASURE`] rounds is compared with the
+//! rate before it. A spill stays if the rate rose by [`GAIN`], a pack if
+//! it did not fall by as much; otherwise the move is undone and no move
+//! of that kind is tried for a while (from [`MIN_BACKOFF`], doubling up
+//! to [`MAX_BACKOFF`], and again at once when the rate changes by half:
+//! another load). A new connection goes to the least busy thread already
+//! serving that is not saturated, else to an idle thread, else to the
+//! thread with the fewest connections.
+//!
+//! A connection leaves its thread only between requests, with nothing
+//! read or written pending ([`Seat::departure`]): the socket is taken out
+//! of one thread's `epoll` and put into the other's, two system calls,
+//! and the connection's state goes with it. TLS connections (the session
+//! state is tied to its stream) and connections handed over to a
+//! replication or backup stream stay where they are; so does a
+//! connection that stalls its thread (a read that faults in a cold page
+//! of a segment), delaying the others on that thread until the next
+//! round moves them; the engine's long work (fsync, compaction) runs on
 //! threads of its own.
 //!
-//! A connection handed over to a replication or backup stream stays on
-//! its thread, so its socket's readiness still wakes no other. The rest
-//! of the node (the replica's link to its master, the HTTP server, the
-//! coordinator loop) runs on the process's multi-threaded runtime.
+//! The rest of the node (the replica's link to its master, the HTTP
+//! server, the coordinator loop, this balancing) runs on the process's
+//! multi-threaded runtime.
 
+use std::collections::VecDeque;
 use std::io;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
+use parking_lot::Mutex;
 use tokio::runtime::{Builder, Handle};
 use tokio::sync::oneshot;
 
+/// How often [`Workers::rebalance`] looks at the threads' load.
+pub const BALANCE_EVERY: Duration = Duration::from_millis(20);
+
+/// The share of a round a thread spends running its connections from
+/// which it gives some of them away.
+pub const SPILL_AT: f64 = 0.95;
+
+/// Two threads whose shares of a round add up to at most this become one.
+/// Below [`SPILL_AT`] by a margin, so that the thread they become is not
+/// saturated at once (it does less work per request than the two did).
+pub const PACK_AT: f64 = 0.85;
+
+/// A spill is judged over this many rounds once its connections have had
+/// [`SETTLE`] rounds to move: the node's rate of work over them against
+/// the rate over as many rounds before it.
+pub const MEASURE: usize = 5;
+/// Rounds a spill's connections get to move before it is judged.
+pub const SETTLE: usize = 2;
+/// How much a spill must raise the node's rate of work to stay. One
+/// thread more is no gain when what limits the rate is not this node's
+/// threads (clients that wait for every answer, on CPUs the node shares
+/// with them): there it only adds wake-ups, and the spill is undone.
+pub const GAIN: f64 = 1.05;
+/// The wait before the next spill after one that did not pay, doubled
+/// after each such spill up to [`MAX_BACKOFF`]; back to the start once a
+/// spill pays or the rate of work changes by half.
+pub const MIN_BACKOFF: Duration = Duration::from_secs(1);
+pub const MAX_BACKOFF: Duration = Duration::from_secs(16);
+
+/// Rounds in a row that must find two threads light enough for one
+/// before they become one: a short lull (a stall on the engine, the
+/// moment between two bursts) does not undo a spread the load needs.
+pub const PACK_AFTER: usize = 10;
+
+/// Busy shares are kept in thousandths, for atomics.
+const MILLE: f64 = 1000.0;
+
 /// The connection threads of one node.
 pub struct Workers {
+    shared: Arc<Shared>,
+    threads: Vec<Thread>,
+    /// What the last round saw.
+    last: Mutex<Round>,
+}
+
+/// One round of the balancing, for the next.
+struct Round {
+    at: Instant,
+    /// Each thread's nanoseconds on a CPU then, where it could be read.
+    on_cpu: Vec<Option<u64>>,
+    /// Each thread's share of that round spent on a CPU.
+    shares: Vec<f64>,
+    /// Rounds in a row whose plan was to pack.
+    light: usize,
+    /// The node's work counter at the last rounds, newest last.
+    work: VecDeque<(Instant, u64)>,
+    /// A move being judged.
+    trial: Option<Trial>,
+    /// When the next spill, and the next pack, may be tried.
+    backoffs: [Backoff; 2],
+}
+
+/// How long after a move of one kind that did not pay the next may be
+/// tried.
+#[derive(Debug, Clone, Copy)]
+struct Backoff {
+    wait: Duration,
+    until: Instant,
+    /// The rate of work the failed move was judged against.
+    failed_rate: f64,
+}
+
+/// A move on trial: a spill is kept if the node's rate of work rose by
+/// [`GAIN`] over the rounds after it, a pack if it fell by less; else it
+/// is undone.
+#[derive(Debug, Clone, Copy)]
+struct Trial {
+    moved: Move,
+    /// The rate of work before it (bytes a second).
+    before: f64,
+    rounds: usize,
+}
+
+impl Round {
+    /// Bytes a second over the last `rounds` rounds, if that many were
+    /// seen.
+    fn rate(&self, rounds: usize) -> Option<f64> {
+        let (at, work) = *self.work.back()?;
+        let (then, before) = *self.work.get(self.work.len().checked_sub(rounds + 1)?)?;
+        let secs = at.saturating_duration_since(then).as_secs_f64();
+        (secs > 0.0).then(|| work.saturating_sub(before) as f64 / secs)
+    }
+}
+
+struct Thread {
+    stop: Option<oneshot::Sender<()>>,
+    join: Option<JoinHandle<()>>,
+}
+
+/// What seats and the balancing share.
+struct Shared {
     workers: Vec<Worker>,
 }
 
 struct Worker {
     handle: Handle,
+    /// The thread's schedstat file, once the thread has said its id.
+    schedstat: Arc<OnceLock<PathBuf>>,
     /// Connections on this thread now.
-    load: Arc<AtomicUsize>,
-    stop: Option<oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
+    load: AtomicUsize,
+    /// Its share of the last round spent running tasks, in thousandths.
+    busy: AtomicU32,
+    /// The standing order to move connections away: the thread to move
+    /// to in the high half, how many are still to go in the low half.
+    order: AtomicU64,
 }
 
-/// A connection's place on a worker, counted until it is dropped.
-#[derive(Debug)]
+/// Where the kernel keeps a thread's time on a CPU:
+/// `/proc/self/task/<tid>/schedstat`, whose first field is the
+/// nanoseconds the thread has run.
+fn on_cpu(schedstat: &std::path::Path) -> Option<u64> {
+    let text = std::fs::read_to_string(schedstat).ok()?;
+    text.split_whitespace().next()?.parse().ok()
+}
+
+/// A move of connections between threads, as [`plan`] decides it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Move {
+    pub from: usize,
+    pub to: usize,
+    pub count: usize,
+    /// Two threads becoming one (else: a saturated one spilling).
+    pub pack: bool,
+}
+
+/// The one move (if any) that a round makes, from each thread's busy
+/// share of the round and its connections (module docs).
+pub fn plan(busy: &[f64], conns: &[usize]) -> Option<Move> {
+    let n = busy.len().min(conns.len());
+    // Compared in twentieths, so that threads within a few percent of
+    // each other tie and the lower-numbered one keeps its connections.
+    let level = |i: usize| (busy[i] * 20.0).round() as i64;
+    let least_busy = |except: usize, serving: bool| {
+        (0..n)
+            .filter(|&j| j != except && (!serving || conns[j] > 0))
+            .min_by_key(|&j| (level(j), j))
+    };
+    // Spill: the busiest thread, if saturated, shares with the least busy.
+    let busiest = (0..n)
+        .filter(|&i| conns[i] > 1)
+        .max_by_key(|&i| (level(i), std::cmp::Reverse(i)));
+    if let Some(from) = busiest.filter(|&i| busy[i] >= SPILL_AT) {
+        let to = least_busy(from, false).filter(|&j| busy[j] < SPILL_AT)?;
+        let share = (busy[from] - busy[to]) / (2.0 * busy[from]);
+        // Nothing for a gap too small to move one connection over.
+        let count = ((conns[from] as f64 * share).round() as usize).min(conns[from] - 1);
+        return (count > 0).then_some(Move {
+            from,
+            to,
+            count,
+            pack: false,
+        });
+    }
+    // Pack: the least busy thread serving gives everything to the least
+    // busy other one serving, if one thread would do for both.
+    let from = (0..n)
+        .filter(|&i| conns[i] > 0)
+        .min_by_key(|&i| (level(i), std::cmp::Reverse(i)))?;
+    let to = least_busy(from, true)?;
+    (busy[from] + busy[to] <= PACK_AT).then_some(Move {
+        from,
+        to,
+        count: conns[from],
+        pack: true,
+    })
+}
+
+/// A connection's place on a thread, counted until it is dropped.
 pub struct Seat {
-    load: Arc<AtomicUsize>,
+    shared: Arc<Shared>,
+    index: usize,
+}
+
+impl std::fmt::Debug for Seat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Seat").field("thread", &self.index).finish()
+    }
+}
+
+impl Seat {
+    fn take(shared: &Arc<Shared>, index: usize) -> Seat {
+        shared.workers[index].load.fetch_add(1, Ordering::Relaxed);
+        Seat {
+            shared: Arc::clone(shared),
+            index,
+        }
+    }
+
+    /// The runtime of the seat's thread.
+    pub fn handle(&self) -> &Handle {
+        &self.shared.workers[self.index].handle
+    }
+
+    /// The seat's thread, numbered from 0.
+    pub fn thread(&self) -> usize {
+        self.index
+    }
+
+    /// Where this connection should go, if its thread has been asked to
+    /// give connections away: takes one of those departures. Called
+    /// between requests; one atomic load when there is nothing to do.
+    pub fn departure(&self) -> Option<usize> {
+        let order = &self.shared.workers[self.index].order;
+        let mut current = order.load(Ordering::Relaxed);
+        while current & u64::from(u32::MAX) != 0 {
+            match order.compare_exchange_weak(
+                current,
+                current - 1,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return Some((current >> 32) as usize),
+                Err(now) => current = now,
+            }
+        }
+        None
+    }
+
+    /// A seat on thread `to` in place of this one.
+    pub fn move_to(self, to: usize) -> Seat {
+        Seat::take(&self.shared, to.min(self.shared.workers.len() - 1))
+    }
 }
 
 impl Drop for Seat {
     fn drop(&mut self) {
-        self.load.fetch_sub(1, Ordering::Relaxed);
+        self.shared.workers[self.index]
+            .load
+            .fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -61,16 +317,21 @@ impl Workers {
     /// runtime until the pool is dropped.
     pub fn start(count: usize) -> io::Result<Self> {
         let mut workers = Vec::with_capacity(count.max(1));
+        let mut threads = Vec::with_capacity(count.max(1));
         for i in 0..count.max(1) {
             let runtime = Builder::new_current_thread()
                 .enable_all()
                 .thread_name(format!("kvstore-io-{i}"))
                 .build()?;
+            let schedstat = Arc::new(OnceLock::new());
+            let path = Arc::clone(&schedstat);
             let handle = runtime.handle().clone();
             let (stop, stopped) = oneshot::channel::<()>();
-            let thread = std::thread::Builder::new()
+            let join = std::thread::Builder::new()
                 .name(format!("kvstore-io-{i}"))
                 .spawn(move || {
+                    let tid = rustix::thread::gettid().as_raw_nonzero();
+                    let _ = path.set(PathBuf::from(format!("/proc/self/task/{tid}/schedstat")));
                     runtime.block_on(async {
                         let _ = stopped.await;
                     });
@@ -81,42 +342,225 @@ impl Workers {
                 })?;
             workers.push(Worker {
                 handle,
-                load: Arc::new(AtomicUsize::new(0)),
+                schedstat,
+                load: AtomicUsize::new(0),
+                busy: AtomicU32::new(0),
+                order: AtomicU64::new(0),
+            });
+            threads.push(Thread {
                 stop: Some(stop),
-                thread: Some(thread),
+                join: Some(join),
             });
         }
-        Ok(Self { workers })
+        let last = Mutex::new(Round {
+            at: Instant::now(),
+            on_cpu: vec![None; workers.len()],
+            shares: vec![0.0; workers.len()],
+            light: 0,
+            work: VecDeque::new(),
+            trial: None,
+            backoffs: [Backoff {
+                wait: MIN_BACKOFF,
+                until: Instant::now(),
+                failed_rate: 0.0,
+            }; 2],
+        });
+        Ok(Self {
+            shared: Arc::new(Shared { workers }),
+            threads,
+            last,
+        })
     }
 
-    /// The runtime of the thread with the fewest connections, and the
-    /// seat that counts the new one there until it is dropped.
-    pub fn pick(&self) -> (&Handle, Seat) {
-        let worker = self
+    /// A seat for a new connection (module docs): the least busy thread
+    /// already serving that is not saturated, else an idle thread, else
+    /// the one with the fewest connections.
+    pub fn pick(&self) -> Seat {
+        let workers = &self.shared.workers;
+        let busy = |i: usize| workers[i].busy.load(Ordering::Relaxed);
+        let load = |i: usize| workers[i].load.load(Ordering::Relaxed);
+        let spill = (SPILL_AT * MILLE) as u32;
+        let index = (0..workers.len())
+            .filter(|&i| load(i) > 0 && busy(i) < spill)
+            .min_by_key(|&i| (busy(i), load(i)))
+            .or_else(|| (0..workers.len()).find(|&i| load(i) == 0))
+            .or_else(|| (0..workers.len()).min_by_key(|&i| load(i)))
+            .unwrap_or(0);
+        Seat::take(&self.shared, index)
+    }
+
+    /// Each thread's connections now.
+    pub fn loads(&self) -> Vec<usize> {
+        self.shared
             .workers
             .iter()
-            .min_by_key(|w| w.load.load(Ordering::Relaxed))
-            .expect("a pool has at least one thread");
-        worker.load.fetch_add(1, Ordering::Relaxed);
-        let seat = Seat {
-            load: Arc::clone(&worker.load),
+            .map(|w| w.load.load(Ordering::Relaxed))
+            .collect()
+    }
+
+    /// One round of the balancing (module docs): measures each thread's
+    /// share of the time since the last round spent on a CPU, and leaves
+    /// the move [`plan`] decides (if any) as the order its connections
+    /// take up.
+    pub fn rebalance(&self, work: u64) -> Option<Move> {
+        let on_cpu = self
+            .shared
+            .workers
+            .iter()
+            .map(|w| w.schedstat.get().and_then(|p| on_cpu(p)))
+            .collect();
+        self.round(Instant::now(), on_cpu, work)
+    }
+
+    /// [`Workers::rebalance`] on its measures: at `now`, each thread's
+    /// nanoseconds on a CPU (`None` where they could not be read).
+    fn round(&self, now: Instant, on_cpu: Vec<Option<u64>>, work: u64) -> Option<Move> {
+        let workers = &self.shared.workers;
+        let mut last = self.last.lock();
+        let last = &mut *last;
+        let elapsed = now.saturating_duration_since(last.at).as_nanos() as f64;
+        let shares: Option<Vec<f64>> = on_cpu
+            .iter()
+            .zip(&last.on_cpu)
+            .map(|(ran, before)| {
+                let ran = ran.as_ref()?.checked_sub(*before.as_ref()?)?;
+                (elapsed > 0.0).then(|| (ran as f64 / elapsed).min(1.0))
+            })
+            .collect();
+        last.at = now;
+        last.on_cpu = on_cpu;
+        last.work.push_back((now, work));
+        while last.work.len() > 2 * MEASURE + 1 {
+            last.work.pop_front();
+        }
+        let busy = shares.map(|shares| {
+            // Busy: saturated two rounds in a row, not in one noisy one.
+            let busy: Vec<f64> = shares
+                .iter()
+                .zip(&last.shares)
+                .map(|(a, b)| a.min(*b))
+                .collect();
+            last.shares = shares;
+            for (w, b) in workers.iter().zip(&busy) {
+                w.busy.store((b * MILLE) as u32, Ordering::Relaxed);
+            }
+            busy
+        });
+        if let Some(trial) = last.trial.as_mut() {
+            // The move's order stands while its connections go.
+            trial.rounds += 1;
+            let trial = *trial;
+            if trial.rounds < SETTLE + MEASURE {
+                return None;
+            }
+            last.trial = None;
+            let after = last.rate(MEASURE).unwrap_or(0.0);
+            let moved = trial.moved;
+            let kept = if moved.pack {
+                after * GAIN >= trial.before
+            } else {
+                after >= trial.before * GAIN
+            };
+            tracing::trace!(?moved, before = trial.before, after, kept, "move judged");
+            let backoff = &mut last.backoffs[usize::from(moved.pack)];
+            if kept {
+                backoff.wait = MIN_BACKOFF;
+            } else {
+                // Undone: the connections it moved go back.
+                backoff.until = now + backoff.wait;
+                backoff.wait = (backoff.wait * 2).min(MAX_BACKOFF);
+                backoff.failed_rate = trial.before;
+                let undo = Move {
+                    from: moved.to,
+                    to: moved.from,
+                    count: moved.count.min(self.loads()[moved.to]),
+                    pack: !moved.pack,
+                };
+                if undo.count == 0 {
+                    return None;
+                }
+                self.order(undo);
+                return Some(undo);
+            }
+        }
+        // A new round replaces what the last one ordered.
+        for w in workers {
+            w.order.store(0, Ordering::Relaxed);
+        }
+        let Some(busy) = busy else {
+            // Not every thread could be read: no move on a guess.
+            last.light = 0;
+            return None;
         };
-        (&worker.handle, seat)
+        let rate = last.rate(MEASURE);
+        if let Some(rate) = rate {
+            for backoff in &mut last.backoffs {
+                // A different load: what failed before may pay now.
+                let changed = rate > backoff.failed_rate * 1.5 || rate < backoff.failed_rate / 1.5;
+                if changed && backoff.wait > MIN_BACKOFF {
+                    backoff.wait = MIN_BACKOFF;
+                    backoff.until = now;
+                }
+            }
+        }
+        let planned = plan(&busy, &self.loads());
+        last.light = match planned {
+            Some(m) if m.pack => last.light + 1,
+            _ => 0,
+        };
+        // A pack once the threads have stayed light; either kind only
+        // with a rate to judge it by, and not while its backoff runs.
+        let moved = planned
+            .filter(|m| !m.pack || last.light >= PACK_AFTER)
+            .filter(|m| now >= last.backoffs[usize::from(m.pack)].until)?;
+        let before = rate?;
+        last.trial = Some(Trial {
+            moved,
+            before,
+            rounds: 0,
+        });
+        self.order(moved);
+        tracing::trace!(?busy, ?moved, "connection threads rebalanced");
+        Some(moved)
+    }
+
+    /// Leaves `moved` as the order its thread's connections take up.
+    pub(crate) fn order(&self, moved: Move) {
+        let order = ((moved.to as u64) << 32) | moved.count.min(u32::MAX as usize) as u64;
+        self.shared.workers[moved.from]
+            .order
+            .store(order, Ordering::Relaxed);
+    }
+
+    /// Rebalances the pool every [`BALANCE_EVERY`] until it is dropped,
+    /// `work` counting the node's work so far (bytes received from
+    /// clients). A pool of one thread has nothing to balance.
+    pub async fn balance(pool: Weak<Workers>, work: impl Fn() -> u64) {
+        let mut tick = tokio::time::interval(BALANCE_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Some(pool) = pool.upgrade() else { return };
+            if pool.shared.workers.len() < 2 {
+                return;
+            }
+            pool.rebalance(work());
+        }
     }
 }
 
 impl Drop for Workers {
     fn drop(&mut self) {
-        for worker in &mut self.workers {
-            if let Some(stop) = worker.stop.take() {
+        for thread in &mut self.threads {
+            if let Some(stop) = thread.stop.take() {
                 let _ = stop.send(());
             }
         }
-        for worker in &mut self.workers {
+        for thread in &mut self.threads {
             // Never join itself: the last owner may be a task on a worker.
-            if let Some(thread) = worker.thread.take() {
-                if thread.thread().id() != std::thread::current().id() {
-                    let _ = thread.join();
+            if let Some(join) = thread.join.take() {
+                if join.thread().id() != std::thread::current().id() {
+                    let _ = join.join();
                 }
             }
         }
@@ -127,36 +571,298 @@ impl Drop for Workers {
 mod tests {
     use super::*;
 
-    fn loads(pool: &Workers) -> Vec<usize> {
-        pool.workers
-            .iter()
-            .map(|w| w.load.load(Ordering::Relaxed))
-            .collect()
+    fn spill(from: usize, to: usize, count: usize) -> Option<Move> {
+        Some(Move {
+            from,
+            to,
+            count,
+            pack: false,
+        })
+    }
+
+    fn pack(from: usize, to: usize, count: usize) -> Option<Move> {
+        Some(Move {
+            from,
+            to,
+            count,
+            pack: true,
+        })
     }
 
     #[test]
-    fn a_new_connection_goes_to_the_thread_with_the_fewest() {
+    fn a_saturated_thread_gives_half_its_connections_to_an_idle_one() {
+        let moved = plan(&[1.0, 0.0], &[50, 0]);
+        assert_eq!(moved, spill(0, 1, 25));
+        // To a thread already serving some: in proportion to the gap.
+        let moved = plan(&[0.95, 0.55], &[40, 20]);
+        assert_eq!(moved, spill(0, 1, 8));
+        // The busiest of three gives to the least busy.
+        let moved = plan(&[0.3, 1.0, 0.0], &[4, 10, 0]);
+        assert_eq!(moved, spill(1, 2, 5));
+    }
+
+    #[test]
+    fn nothing_moves_where_it_would_not_help() {
+        // Every thread saturated; one connection cannot be split.
+        assert_eq!(plan(&[1.0, 0.95], &[25, 25]), None);
+        assert_eq!(plan(&[1.0, 0.0], &[1, 0]), None);
+        // Between the bounds: neither saturated nor light enough for one.
+        assert_eq!(plan(&[0.9, 0.0], &[50, 0]), None);
+        assert_eq!(plan(&[0.45, 0.45], &[25, 25]), None);
+        // A gap too small to move a connection over.
+        assert_eq!(plan(&[0.96, 0.94], &[25, 25]), None);
+        // Nothing to serve.
+        assert_eq!(plan(&[0.0, 0.0], &[0, 0]), None);
+        assert_eq!(plan(&[], &[]), None);
+    }
+
+    #[test]
+    fn two_light_threads_become_one() {
+        // The higher-numbered of two equally light threads empties.
+        assert_eq!(plan(&[0.2, 0.2], &[3, 5]), pack(1, 0, 5));
+        // Of three, the lightest joins the next lightest.
+        assert_eq!(plan(&[0.5, 0.1, 0.3], &[9, 2, 4]), pack(1, 2, 2));
+        // Idle connections gather too.
+        assert_eq!(plan(&[0.0, 0.0], &[1, 1]), pack(1, 0, 1));
+    }
+
+    #[test]
+    fn new_connections_fill_one_thread_until_it_is_saturated() {
         let pool = Workers::start(3).unwrap();
-        let mut seats: Vec<Seat> = (0..6).map(|_| pool.pick().1).collect();
-        assert_eq!(loads(&pool), vec![2, 2, 2]);
-        // The two connections of the second thread close: the next two go
-        // there.
-        seats.retain(|s| !Arc::ptr_eq(&s.load, &pool.workers[1].load));
-        assert_eq!(loads(&pool), vec![2, 0, 2]);
-        seats.push(pool.pick().1);
-        seats.push(pool.pick().1);
-        assert_eq!(loads(&pool), vec![2, 2, 2]);
+        let mut seats: Vec<Seat> = (0..4).map(|_| pool.pick()).collect();
+        assert_eq!(pool.loads(), vec![4, 0, 0]);
+        // Thread 0 saturated: the next goes to an idle thread, and the
+        // one after that to the thread now serving that is not.
+        pool.shared.workers[0].busy.store(950, Ordering::Relaxed);
+        seats.push(pool.pick());
+        seats.push(pool.pick());
+        assert_eq!(pool.loads(), vec![4, 2, 0]);
+        // All saturated: the fewest connections.
+        for w in &pool.shared.workers {
+            w.busy.store(1000, Ordering::Relaxed);
+        }
+        seats.push(pool.pick());
+        assert_eq!(pool.loads(), vec![4, 2, 1]);
+        // Closed connections leave their thread.
+        seats.retain(|s| s.thread() != 1);
+        assert_eq!(pool.loads(), vec![4, 0, 1]);
+    }
+
+    /// Feeds `pool` `count` rounds, `BALANCE_EVERY` apart, in which each
+    /// thread ran the given share of the time and the node did `work`
+    /// bytes of work; the moves ordered, with the round they came in.
+    fn rounds(pool: &Workers, shares: &[f64], work: u64, count: usize) -> Vec<(usize, Move)> {
+        let step = BALANCE_EVERY.as_nanos() as f64;
+        let (mut at, baseline, mut done) = {
+            let last = pool.last.lock();
+            (
+                last.at,
+                last.on_cpu.clone(),
+                last.work.back().map_or(0, |w| w.1),
+            )
+        };
+        let mut ran: Vec<u64> = baseline.iter().map(|r| r.unwrap_or(0)).collect();
+        if baseline.iter().any(Option::is_none) {
+            pool.round(at, ran.iter().map(|&r| Some(r)).collect(), done);
+        }
+        let mut moves = Vec::new();
+        for k in 0..count {
+            at += BALANCE_EVERY;
+            for (r, share) in ran.iter_mut().zip(shares) {
+                *r += (share * step) as u64;
+            }
+            done += work;
+            let on_cpu = ran.iter().map(|&r| Some(r)).collect();
+            if let Some(m) = pool.round(at, on_cpu, done) {
+                moves.push((k, m));
+            }
+        }
+        moves
+    }
+
+    /// Each seat takes up its thread's order, as its connection would at
+    /// its next pause between requests: the departures, and the seats
+    /// where they are now.
+    fn depart(seats: Vec<Seat>) -> (Vec<Option<usize>>, Vec<Seat>) {
+        seats
+            .into_iter()
+            .map(|seat| match seat.departure() {
+                Some(to) => (Some(to), seat.move_to(to)),
+                None => (None, seat),
+            })
+            .unzip()
+    }
+
+    /// The rounds in one backoff.
+    fn rounds_in(backoff: Duration) -> usize {
+        (backoff.as_nanos() / BALANCE_EVERY.as_nanos()) as usize
+    }
+
+    /// A pool of two threads, four connections on the first, saturated
+    /// until it spills half of them to the second; the seats, moved.
+    fn spilled() -> (Workers, Vec<Seat>) {
+        let pool = Workers::start(2).unwrap();
+        let seats: Vec<Seat> = (0..4).map(|_| pool.pick()).collect();
+        assert!(seats.iter().all(|s| s.thread() == 0));
+        // One saturated round among idle ones moves nothing.
+        assert_eq!(rounds(&pool, &[0.0, 0.0], 1000, MEASURE), vec![]);
+        assert_eq!(rounds(&pool, &[1.0, 0.0], 1000, 1), vec![]);
+        // Saturated round after round: half go to the idle thread.
+        let moves = rounds(&pool, &[1.0, 0.0], 1000, 1);
+        assert_eq!(moves, vec![(0, spill(0, 1, 2).unwrap())]);
+        let (departures, seats) = depart(seats);
+        assert_eq!(departures, vec![Some(1), Some(1), None, None]);
+        assert_eq!(pool.loads(), vec![2, 2]);
+        (pool, seats)
+    }
+
+    #[test]
+    fn a_spill_that_raises_the_rate_of_work_stays() {
+        let (pool, _seats) = spilled();
+        // Twice the work with both threads busy: judged and kept.
+        assert_eq!(
+            rounds(&pool, &[0.9, 0.9], 2000, SETTLE + MEASURE + 20),
+            vec![]
+        );
+        assert_eq!(pool.loads(), vec![2, 2]);
+        // Both threads saturated: nowhere to spill to.
+        assert_eq!(rounds(&pool, &[1.0, 1.0], 2000, 20), vec![]);
+    }
+
+    #[test]
+    fn a_spill_that_does_not_raise_the_rate_of_work_is_undone_and_retried_later() {
+        let (pool, seats) = spilled();
+        // The same work as before the spill: undone after the judging.
+        let moves = rounds(&pool, &[0.9, 0.6], 1000, SETTLE + MEASURE);
+        assert_eq!(moves, vec![(SETTLE + MEASURE - 1, pack(1, 0, 2).unwrap())]);
+        let departures: Vec<_> = seats.iter().map(Seat::departure).collect();
+        assert_eq!(departures, vec![Some(0), Some(0), None, None]);
+        drop(seats);
+        let _seats: Vec<Seat> = (0..4).map(|_| Seat::take(&pool.shared, 0)).collect();
+        // Saturated again: no spill until the backoff has passed, then
+        // one more trial, and after each that fails (and is undone, with
+        // nobody moved: no order) the backoff doubles.
+        let trial = SETTLE + MEASURE;
+        let total = 3 * trial + rounds_in(MIN_BACKOFF * (1 + 2 + 4)) + 10;
+        let moves = rounds(&pool, &[1.0, 0.0], 1000, total);
+        assert!(moves.iter().all(|(_, m)| !m.pack), "{moves:?}");
+        let spills: Vec<usize> = moves.iter().map(|(at, _)| *at).collect();
+        assert_eq!(spills.len(), 3, "{spills:?}");
+        for (k, gap) in spills.windows(2).map(|w| w[1] - w[0]).enumerate() {
+            let expected = trial + rounds_in(MIN_BACKOFF * 2u32.pow(k as u32 + 1));
+            assert!(
+                gap.abs_diff(expected) <= 1,
+                "gap {k}: {gap}, not {expected}: {spills:?}"
+            );
+        }
+        // A load much heavier than the one that failed is tried at once.
+        let moves = rounds(&pool, &[1.0, 0.0], 3000, MEASURE + 2);
+        assert!(moves.iter().any(|(_, m)| !m.pack), "{moves:?}");
+    }
+
+    /// A pool of two threads, one connection on the first and two on the
+    /// second, light until the second is ordered to join the first; the
+    /// seats, moved.
+    fn packed() -> (Workers, Vec<Seat>) {
+        let pool = Workers::start(2).unwrap();
+        let seats = vec![
+            Seat::take(&pool.shared, 0),
+            Seat::take(&pool.shared, 1),
+            Seat::take(&pool.shared, 1),
+        ];
+        assert_eq!(rounds(&pool, &[0.3, 0.2], 1000, PACK_AFTER - 2), vec![]);
+        // Busier (two rounds running) starts the count again.
+        assert_eq!(rounds(&pool, &[0.6, 0.5], 1000, 2), vec![]);
+        assert_eq!(rounds(&pool, &[0.3, 0.2], 1000, PACK_AFTER - 1), vec![]);
+        let moves = rounds(&pool, &[0.3, 0.2], 1000, 1);
+        assert_eq!(moves, vec![(0, pack(1, 0, 2).unwrap())]);
+        // Two departures from thread 1, none from thread 0.
+        let (departures, seats) = depart(seats);
+        assert_eq!(departures, vec![None, Some(0), Some(0)]);
+        assert_eq!(pool.loads(), vec![3, 0]);
+        (pool, seats)
+    }
+
+    #[test]
+    fn light_threads_are_ordered_together_once_they_stay_light() {
+        let (pool, seats) = packed();
+        // The same work on one thread: kept.
+        let moves = rounds(&pool, &[0.5, 0.0], 1000, SETTLE + MEASURE + 20);
+        assert_eq!(moves, vec![]);
+        assert!(seats.iter().all(|s| s.departure().is_none()));
+    }
+
+    #[test]
+    fn a_pack_that_lowers_the_rate_of_work_is_undone() {
+        let (pool, seats) = packed();
+        let moves = rounds(&pool, &[0.7, 0.0], 800, SETTLE + MEASURE);
+        assert_eq!(moves, vec![(SETTLE + MEASURE - 1, spill(0, 1, 2).unwrap())]);
+        let (departures, _seats) = depart(seats);
+        assert_eq!(departures.iter().filter(|d| **d == Some(1)).count(), 2);
+        assert_eq!(pool.loads(), vec![1, 2]);
+        // Light again, but no pack until its backoff has passed.
+        let wait = rounds_in(MIN_BACKOFF);
+        let moves = rounds(&pool, &[0.3, 0.2], 800, wait + 1);
+        assert_eq!(moves.len(), 1, "{moves:?}");
+        assert!(moves[0].0 + 2 >= wait && moves[0].1.pack, "{moves:?}");
+    }
+
+    #[test]
+    fn a_round_without_every_thread_measured_moves_nothing() {
+        let pool = Workers::start(2).unwrap();
+        let _seats: Vec<Seat> = (0..2).map(|_| Seat::take(&pool.shared, 1)).collect();
+        let _other = Seat::take(&pool.shared, 0);
+        let start = pool.last.lock().at;
+        for k in 1..10u32 {
+            let at = start + BALANCE_EVERY * k;
+            assert_eq!(pool.round(at, vec![Some(0), None], 0), None);
+        }
+    }
+
+    #[test]
+    fn a_threads_time_on_a_cpu_is_read_from_the_kernel() {
+        let pool = Workers::start(1).unwrap();
+        let worker = &pool.shared.workers[0];
+        // The thread names its file as it starts.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let path = loop {
+            if let Some(path) = worker.schedstat.get() {
+                break path.clone();
+            }
+            assert!(Instant::now() < deadline, "the thread never started");
+            std::thread::yield_now();
+        };
+        let before = on_cpu(&path).expect("schedstat readable");
+        // A task that runs for a while on the thread: its time shows.
+        let spin = worker.handle.spawn(async {
+            let until = Instant::now() + Duration::from_millis(30);
+            while Instant::now() < until {
+                std::hint::spin_loop();
+            }
+        });
+        Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(spin)
+            .unwrap();
+        let after = on_cpu(&path).unwrap();
+        assert!(after > before, "{before} -> {after}");
+        assert_eq!(
+            on_cpu(std::path::Path::new("/proc/self/task/0/schedstat")),
+            None
+        );
     }
 
     #[test]
     fn a_connection_runs_on_its_thread_until_the_pool_stops() {
         let pool = Workers::start(2).unwrap();
-        let (handle, _seat) = pool.pick();
-        let handle = handle.clone();
+        let seat = pool.pick();
+        let handle = seat.handle().clone();
         let here = Builder::new_current_thread().build().unwrap();
         let name = || std::thread::current().name().map(str::to_owned);
         let ran_on = here.block_on(handle.spawn(async move { name() })).unwrap();
         assert_eq!(ran_on.as_deref(), Some("kvstore-io-0"));
+        drop(seat);
         drop(pool);
         // The thread is gone: what is handed to it now is never run.
         let late = here.block_on(handle.spawn(async move { name() }));

@@ -23,6 +23,8 @@ pub mod info;
 pub mod parse;
 pub mod reply;
 pub mod table;
+#[cfg(test)]
+mod thread_moves;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};

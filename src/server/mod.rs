@@ -313,6 +313,13 @@ async fn serve_clients(
         Arc::new(Workers::start(config.io_threads).map_err(|e| {
             ServerError::Internal(format!("cannot start the connection threads: {e}"))
         })?);
+    // Gathers connections on as few threads as their load needs.
+    let balancing = {
+        let metrics = Arc::clone(&metrics);
+        tokio::spawn(Workers::balance(Arc::downgrade(&workers), move || {
+            metrics.bytes_received()
+        }))
+    };
     let dir = config.data_dir.clone();
     let options = engine_options(config);
     // A candidate may be elected: its data may be the only copy.
@@ -449,6 +456,7 @@ async fn serve_clients(
         let _ = resp.await;
     }
     // Every connection is done: stop their threads.
+    balancing.abort();
     let _ = tokio::task::spawn_blocking(move || drop(workers)).await;
     drop(node);
     engine_health.abort();
