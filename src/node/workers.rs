@@ -20,9 +20,9 @@
 //! [`BALANCE_EVERY`], reads each thread's time on a CPU (the kernel's
 //! `schedstat`) and the node's work so far (bytes received), and [`plan`]
 //! picks at most one move:
-//! - a thread on a CPU [`SPILL_AT`] of the time or more, two rounds
-//!   running, gives connections to the least busy thread, in proportion
-//!   to the difference (half of them to an idle thread);
+//! - a thread on a CPU [`SPILL_AT`] of a round or more gives connections
+//!   to the least busy thread, in proportion to the difference (half of
+//!   them to an idle thread);
 //! - two threads serving connections whose shares add up to at most
 //!   [`PACK_AT`] (one thread would do), for [`PACK_AFTER`] rounds
 //!   running, become one: the less busy gives all its connections to the
@@ -120,8 +120,6 @@ struct Round {
     at: Instant,
     /// Each thread's nanoseconds on a CPU then, where it could be read.
     on_cpu: Vec<Option<u64>>,
-    /// Each thread's share of that round spent on a CPU.
-    shares: Vec<f64>,
     /// Rounds in a row whose plan was to pack.
     light: usize,
     /// The node's work counter at the last rounds, newest last.
@@ -151,6 +149,9 @@ struct Trial {
     /// The rate of work before it (bytes a second).
     before: f64,
     rounds: usize,
+    /// [`Shared::churn`] when it started: a trial during which clients
+    /// came or went compares two different loads, and decides nothing.
+    churn: u64,
 }
 
 impl Round {
@@ -172,6 +173,8 @@ struct Thread {
 /// What seats and the balancing share.
 struct Shared {
     workers: Vec<Worker>,
+    /// Connections opened and closed so far (not moves).
+    churn: AtomicU64,
 }
 
 struct Worker {
@@ -251,6 +254,8 @@ pub fn plan(busy: &[f64], conns: &[usize]) -> Option<Move> {
 pub struct Seat {
     shared: Arc<Shared>,
     index: usize,
+    /// Given up for a seat on another thread: the connection goes on.
+    moved: bool,
 }
 
 impl std::fmt::Debug for Seat {
@@ -265,6 +270,7 @@ impl Seat {
         Seat {
             shared: Arc::clone(shared),
             index,
+            moved: false,
         }
     }
 
@@ -299,7 +305,8 @@ impl Seat {
     }
 
     /// A seat on thread `to` in place of this one.
-    pub fn move_to(self, to: usize) -> Seat {
+    pub fn move_to(mut self, to: usize) -> Seat {
+        self.moved = true;
         Seat::take(&self.shared, to.min(self.shared.workers.len() - 1))
     }
 }
@@ -309,6 +316,9 @@ impl Drop for Seat {
         self.shared.workers[self.index]
             .load
             .fetch_sub(1, Ordering::Relaxed);
+        if !self.moved {
+            self.shared.churn.fetch_add(1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -355,7 +365,6 @@ impl Workers {
         let last = Mutex::new(Round {
             at: Instant::now(),
             on_cpu: vec![None; workers.len()],
-            shares: vec![0.0; workers.len()],
             light: 0,
             work: VecDeque::new(),
             trial: None,
@@ -366,7 +375,10 @@ impl Workers {
             }; 2],
         });
         Ok(Self {
-            shared: Arc::new(Shared { workers }),
+            shared: Arc::new(Shared {
+                workers,
+                churn: AtomicU64::new(0),
+            }),
             threads,
             last,
         })
@@ -386,6 +398,7 @@ impl Workers {
             .or_else(|| (0..workers.len()).find(|&i| load(i) == 0))
             .or_else(|| (0..workers.len()).min_by_key(|&i| load(i)))
             .unwrap_or(0);
+        self.shared.churn.fetch_add(1, Ordering::Relaxed);
         Seat::take(&self.shared, index)
     }
 
@@ -433,18 +446,12 @@ impl Workers {
         while last.work.len() > 2 * MEASURE + 1 {
             last.work.pop_front();
         }
-        let busy = shares.map(|shares| {
-            // Busy: saturated two rounds in a row, not in one noisy one.
-            let busy: Vec<f64> = shares
-                .iter()
-                .zip(&last.shares)
-                .map(|(a, b)| a.min(*b))
-                .collect();
-            last.shares = shares;
-            for (w, b) in workers.iter().zip(&busy) {
+        // A single round's shares: a spill that a noisy round set off is
+        // judged, and undone, like any other that does not pay.
+        let busy = shares.inspect(|busy| {
+            for (w, b) in workers.iter().zip(busy) {
                 w.busy.store((b * MILLE) as u32, Ordering::Relaxed);
             }
-            busy
         });
         if let Some(trial) = last.trial.as_mut() {
             // The move's order stands while its connections go.
@@ -456,12 +463,21 @@ impl Workers {
             last.trial = None;
             let after = last.rate(MEASURE).unwrap_or(0.0);
             let moved = trial.moved;
-            let kept = if moved.pack {
-                after * GAIN >= trial.before
-            } else {
-                after >= trial.before * GAIN
-            };
-            tracing::trace!(?moved, before = trial.before, after, kept, "move judged");
+            let churned = self.shared.churn.load(Ordering::Relaxed) != trial.churn;
+            let kept = churned
+                || if moved.pack {
+                    after * GAIN >= trial.before
+                } else {
+                    after >= trial.before * GAIN
+                };
+            tracing::trace!(
+                ?moved,
+                before = trial.before,
+                after,
+                churned,
+                kept,
+                "move judged"
+            );
             let backoff = &mut last.backoffs[usize::from(moved.pack)];
             if kept {
                 backoff.wait = MIN_BACKOFF;
@@ -518,6 +534,7 @@ impl Workers {
             moved,
             before,
             rounds: 0,
+            churn: self.shared.churn.load(Ordering::Relaxed),
         });
         self.order(moved);
         tracing::trace!(?busy, ?moved, "connection threads rebalanced");
@@ -704,10 +721,9 @@ mod tests {
         let pool = Workers::start(2).unwrap();
         let seats: Vec<Seat> = (0..4).map(|_| pool.pick()).collect();
         assert!(seats.iter().all(|s| s.thread() == 0));
-        // One saturated round among idle ones moves nothing.
-        assert_eq!(rounds(&pool, &[0.0, 0.0], 1000, MEASURE), vec![]);
-        assert_eq!(rounds(&pool, &[1.0, 0.0], 1000, 1), vec![]);
-        // Saturated round after round: half go to the idle thread.
+        // Below saturation, nothing moves.
+        assert_eq!(rounds(&pool, &[0.9, 0.0], 1000, MEASURE), vec![]);
+        // A saturated round: half go to the idle thread.
         let moves = rounds(&pool, &[1.0, 0.0], 1000, 1);
         assert_eq!(moves, vec![(0, spill(0, 1, 2).unwrap())]);
         let (departures, seats) = depart(seats);
@@ -727,6 +743,17 @@ mod tests {
         assert_eq!(pool.loads(), vec![2, 2]);
         // Both threads saturated: nowhere to spill to.
         assert_eq!(rounds(&pool, &[1.0, 1.0], 2000, 20), vec![]);
+    }
+
+    #[test]
+    fn a_spill_judged_while_clients_come_or_go_stays() {
+        let (pool, mut seats) = spilled();
+        // A client leaves during the trial: the load before and after are
+        // not the same load, so the same work decides nothing.
+        drop(seats.pop());
+        let moves = rounds(&pool, &[0.9, 0.6], 1000, SETTLE + MEASURE + 5);
+        assert_eq!(moves, vec![]);
+        assert_eq!(pool.loads(), vec![1, 2]);
     }
 
     #[test]
@@ -771,8 +798,8 @@ mod tests {
             Seat::take(&pool.shared, 1),
         ];
         assert_eq!(rounds(&pool, &[0.3, 0.2], 1000, PACK_AFTER - 2), vec![]);
-        // Busier (two rounds running) starts the count again.
-        assert_eq!(rounds(&pool, &[0.6, 0.5], 1000, 2), vec![]);
+        // One busier round starts the count again.
+        assert_eq!(rounds(&pool, &[0.6, 0.5], 1000, 1), vec![]);
         assert_eq!(rounds(&pool, &[0.3, 0.2], 1000, PACK_AFTER - 1), vec![]);
         let moves = rounds(&pool, &[0.3, 0.2], 1000, 1);
         assert_eq!(moves, vec![(0, pack(1, 0, 2).unwrap())]);
