@@ -27,6 +27,9 @@ use crate::replication::Replication;
 mod disk;
 mod replication;
 pub mod striped;
+mod threads;
+
+pub use threads::IoThreads;
 
 use striped::LatencyHistogram;
 
@@ -227,6 +230,7 @@ pub struct Metrics {
     last_backup: Gauge<f64, AtomicU64>,
     engine: Arc<OnceLock<Engine>>,
     replication: Arc<OnceLock<Arc<Replication>>>,
+    io_threads: Arc<OnceLock<threads::IoThreadFigures>>,
 }
 
 impl fmt::Debug for Metrics {
@@ -379,6 +383,10 @@ impl Metrics {
         registry.register_collector(Box::new(replication::ReplicationCollector {
             replication: Arc::clone(&replication),
         }));
+        let io_threads = Arc::new(OnceLock::new());
+        registry.register_collector(Box::new(threads::IoThreadCollector {
+            figures: Arc::clone(&io_threads),
+        }));
 
         Metrics {
             registry,
@@ -400,6 +408,7 @@ impl Metrics {
             last_backup,
             engine,
             replication,
+            io_threads,
         }
     }
 
@@ -520,6 +529,16 @@ impl Metrics {
         let _ = self.replication.set(replication);
     }
 
+    /// Makes the connection threads' figures (read by `figures`, `None`
+    /// once they stopped) part of every scrape. Only the first attached
+    /// counts.
+    pub fn attach_io_threads(
+        &self,
+        figures: impl Fn() -> Option<IoThreads> + Send + Sync + 'static,
+    ) {
+        let _ = self.io_threads.set(Box::new(figures));
+    }
+
     /// Encodes every metric in the Prometheus text format (version 0.0.4).
     pub fn encode(&self) -> Result<String, fmt::Error> {
         let mut out = String::with_capacity(8 * 1024);
@@ -576,9 +595,32 @@ fn counter(enc: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -> fmt::
     c.encode(enc.encode_descriptor(name, help, None, c.metric_type())?)
 }
 
-fn gauge(enc: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -> fmt::Result {
+fn gauge<N>(enc: &mut DescriptorEncoder, name: &str, help: &str, v: N) -> fmt::Result
+where
+    ConstGauge<N>: EncodeMetric,
+{
     let g = ConstGauge::new(v);
     g.encode(enc.encode_descriptor(name, help, None, g.metric_type())?)
+}
+
+/// One gauge family with a sample for each `(value of label, figure)`.
+fn labelled_gauges<L: AsRef<str>, N>(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    label: &str,
+    samples: impl IntoIterator<Item = (L, N)>,
+) -> fmt::Result
+where
+    ConstGauge<N>: EncodeMetric,
+{
+    let probe = ConstGauge::new(0u64);
+    let mut family = enc.encode_descriptor(name, help, None, probe.metric_type())?;
+    for (value, figure) in samples {
+        let labels = [(label, value.as_ref())];
+        ConstGauge::new(figure).encode(family.encode_family(&labels)?)?;
+    }
+    Ok(())
 }
 
 impl Collector for EngineCollector {

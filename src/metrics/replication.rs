@@ -12,9 +12,9 @@ use std::sync::{Arc, OnceLock};
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
-use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 
+use super::{counter, gauge, labelled_gauges};
 use crate::replication::{ReplicaStats, Replication};
 
 /// Reads [`Replication::stats`] at scrape time.
@@ -27,19 +27,6 @@ impl fmt::Debug for ReplicationCollector {
         f.debug_struct("ReplicationCollector")
             .finish_non_exhaustive()
     }
-}
-
-fn gauge<N>(enc: &mut DescriptorEncoder, name: &str, help: &str, v: N) -> fmt::Result
-where
-    ConstGauge<N>: EncodeMetric,
-{
-    let g = ConstGauge::new(v);
-    g.encode(enc.encode_descriptor(name, help, None, g.metric_type())?)
-}
-
-fn counter(enc: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -> fmt::Result {
-    let c = ConstCounter::new(v);
-    c.encode(enc.encode_descriptor(name, help, None, c.metric_type())?)
 }
 
 /// `kvstore_master{epoch="N"}`: 1 on the master, 0 on a replica, with the
@@ -67,13 +54,8 @@ fn per_replica<N>(
 where
     ConstGauge<N>: EncodeMetric,
 {
-    let probe = ConstGauge::new(0u64);
-    let mut family = enc.encode_descriptor(name, help, None, probe.metric_type())?;
-    for r in replicas {
-        let labels = [("replica", r.id.as_str())];
-        ConstGauge::new(value(r)).encode(family.encode_family(&labels)?)?;
-    }
-    Ok(())
+    let samples = replicas.iter().map(|r| (r.id.as_str(), value(r)));
+    labelled_gauges(enc, name, help, "replica", samples)
 }
 
 impl Collector for ReplicationCollector {

@@ -70,6 +70,8 @@ use parking_lot::Mutex;
 use tokio::runtime::{Builder, Handle};
 use tokio::sync::oneshot;
 
+use crate::metrics::IoThreads;
+
 /// How often [`Workers::rebalance`] looks at the threads' load.
 pub const BALANCE_EVERY: Duration = Duration::from_millis(20);
 
@@ -175,6 +177,8 @@ struct Shared {
     workers: Vec<Worker>,
     /// Connections opened and closed so far (not moves).
     churn: AtomicU64,
+    /// Connections moved from one thread to another so far.
+    moves: AtomicU64,
 }
 
 struct Worker {
@@ -307,6 +311,7 @@ impl Seat {
     /// A seat on thread `to` in place of this one.
     pub fn move_to(mut self, to: usize) -> Seat {
         self.moved = true;
+        self.shared.moves.fetch_add(1, Ordering::Relaxed);
         Seat::take(&self.shared, to.min(self.shared.workers.len() - 1))
     }
 }
@@ -378,6 +383,7 @@ impl Workers {
             shared: Arc::new(Shared {
                 workers,
                 churn: AtomicU64::new(0),
+                moves: AtomicU64::new(0),
             }),
             threads,
             last,
@@ -409,6 +415,23 @@ impl Workers {
             .iter()
             .map(|w| w.load.load(Ordering::Relaxed))
             .collect()
+    }
+
+    /// The threads as `/metrics` shows them: each one's connections and
+    /// share of the last round on a CPU (measured only where there is
+    /// something to balance: two threads or more), and the moves so far.
+    pub fn figures(&self) -> IoThreads {
+        let workers = &self.shared.workers;
+        IoThreads {
+            connections: self.loads().into_iter().map(|n| n as u64).collect(),
+            busy: (workers.len() > 1).then(|| {
+                workers
+                    .iter()
+                    .map(|w| f64::from(w.busy.load(Ordering::Relaxed)) / MILLE)
+                    .collect()
+            }),
+            moves: self.shared.moves.load(Ordering::Relaxed),
+        }
     }
 
     /// One round of the balancing (module docs): measures each thread's
@@ -665,6 +688,18 @@ mod tests {
         assert_eq!(pool.loads(), vec![4, 0, 1]);
     }
 
+    #[test]
+    fn a_single_thread_shows_no_busy_ratio() {
+        let pool = Workers::start(1).unwrap();
+        let _seat = pool.pick();
+        let shown = IoThreads {
+            connections: vec![1],
+            busy: None,
+            moves: 0,
+        };
+        assert_eq!(pool.figures(), shown);
+    }
+
     /// Feeds `pool` `count` rounds, `BALANCE_EVERY` apart, in which each
     /// thread ran the given share of the time and the node did `work`
     /// bytes of work; the moves ordered, with the round they came in.
@@ -729,6 +764,13 @@ mod tests {
         let (departures, seats) = depart(seats);
         assert_eq!(departures, vec![Some(1), Some(1), None, None]);
         assert_eq!(pool.loads(), vec![2, 2]);
+        // What `/metrics` shows: the last round's shares, the moves.
+        let shown = IoThreads {
+            connections: vec![2, 2],
+            busy: Some(vec![1.0, 0.0]),
+            moves: 2,
+        };
+        assert_eq!(pool.figures(), shown);
         (pool, seats)
     }
 

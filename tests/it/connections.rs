@@ -335,6 +335,31 @@ fn light_clients_gather_on_one_io_thread() {
             assert_eq!(read.as_deref(), Some(&b"v"[..]));
         }
     }
+    // `/metrics` shows the same picture: six on thread 0, none moved.
+    let on = |thread: &str| {
+        common::labelled_metric(
+            server.http_addr,
+            "kvstore_io_thread_connections",
+            "thread",
+            thread,
+        )
+    };
+    assert_eq!([on("0"), on("1"), on("2")], [6.0, 0.0, 0.0]);
+    assert_eq!(
+        metric(server.http_addr, "kvstore_io_thread_moves_total"),
+        0.0
+    );
+    let busy: Vec<f64> = common::scrape(server.http_addr)
+        .samples
+        .into_iter()
+        .filter(|s| s.metric == "kvstore_io_thread_busy_ratio")
+        .map(|s| match s.value {
+            prometheus_parse::Value::Gauge(v) => v,
+            other => panic!("busy ratio is not a gauge: {other:?}"),
+        })
+        .collect();
+    assert_eq!(busy.len(), 3, "a busy ratio per thread: {busy:?}");
+    assert!(busy.iter().all(|b| (0.0..=1.0).contains(b)), "{busy:?}");
     let after = io_thread_run_ns(server.pid());
     for (name, ran) in &after {
         let was = before.get(name).copied().unwrap_or(0);
@@ -347,4 +372,8 @@ fn light_clients_gather_on_one_io_thread() {
             assert_eq!(*ran, was, "{name} ran while one thread could serve all six");
         }
     }
+    drop(clients);
+    common::wait_for(common::START_DEADLINE, "thread 0 empty", || {
+        (on("0") == 0.0).then_some(())
+    });
 }
