@@ -403,10 +403,15 @@ fn the_sweep_under_concurrent_writes_leaves_exactly_the_keys_without_expiry() {
     const WRITERS: usize = 4;
     const PER_WRITER: usize = 1_500;
     let last_expiry = std::sync::atomic::AtomicU64::new(0);
+    // Puts whose expiry may have passed before they were appended (a
+    // writer descheduled that long, on a loaded machine): those are
+    // logged as deletes, not swept.
+    let late = std::sync::atomic::AtomicU64::new(0);
     std::thread::scope(|s| {
         for w in 0..WRITERS {
             let engine = &engine;
             let last_expiry = &last_expiry;
+            let late = &late;
             s.spawn(move || {
                 for i in 0..PER_WRITER {
                     let key = format!("w{w}-{i}").into_bytes();
@@ -415,6 +420,9 @@ fn the_sweep_under_concurrent_writes_leaves_exactly_the_keys_without_expiry() {
                     } else {
                         let at = engine.now_ms() + 50 + (i as u64 * 37) % 400;
                         engine.put_expiring(&key, b"ttl", at).unwrap();
+                        if engine.now_ms() >= at {
+                            late.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
                         last_expiry.fetch_max(at, std::sync::atomic::Ordering::Relaxed);
                     }
                 }
@@ -441,5 +449,12 @@ fn the_sweep_under_concurrent_writes_leaves_exactly_the_keys_without_expiry() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert_eq!(engine.stats().expired_keys, keep * 3);
+    // Each expiring key deleted once: by the sweep, unless it was late.
+    let expired = engine.stats().expired_keys;
+    let late = late.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        (keep * 3 - late..=keep * 3).contains(&expired),
+        "{expired} keys swept, {late} puts late, of {}",
+        keep * 3
+    );
 }
