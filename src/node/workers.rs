@@ -54,6 +54,9 @@
 //! round moves them; the engine's long work (fsync, compaction) runs on
 //! threads of its own.
 //!
+//! While no client sends anything, rounds come further apart (doubling
+//! up to [`IDLE_EVERY`]); a new connection brings them back at once.
+//!
 //! The rest of the node (the replica's link to its master, the HTTP
 //! server, the coordinator loop, this balancing) runs on the process's
 //! multi-threaded runtime.
@@ -68,12 +71,18 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use tokio::runtime::{Builder, Handle};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, Notify};
 
 use crate::metrics::IoThreads;
 
 /// How often [`Workers::rebalance`] looks at the threads' load.
 pub const BALANCE_EVERY: Duration = Duration::from_millis(20);
+
+/// The longest wait between rounds: while no client sends anything the
+/// wait doubles from [`BALANCE_EVERY`] up to this, so an idle node does
+/// not wake 50 times a second; a new connection, or a round that sees
+/// work, brings it back to [`BALANCE_EVERY`].
+pub const IDLE_EVERY: Duration = Duration::from_millis(320);
 
 /// The share of a round a thread spends running its connections from
 /// which it gives some of them away.
@@ -179,6 +188,8 @@ struct Shared {
     churn: AtomicU64,
     /// Connections moved from one thread to another so far.
     moves: AtomicU64,
+    /// Told of every new connection, to end an idle wait between rounds.
+    arrived: Notify,
 }
 
 struct Worker {
@@ -384,6 +395,7 @@ impl Workers {
                 workers,
                 churn: AtomicU64::new(0),
                 moves: AtomicU64::new(0),
+                arrived: Notify::new(),
             }),
             threads,
             last,
@@ -405,6 +417,7 @@ impl Workers {
             .or_else(|| (0..workers.len()).min_by_key(|&i| load(i)))
             .unwrap_or(0);
         self.shared.churn.fetch_add(1, Ordering::Relaxed);
+        self.shared.arrived.notify_one();
         Seat::take(&self.shared, index)
     }
 
@@ -573,19 +586,52 @@ impl Workers {
     }
 
     /// Rebalances the pool every [`BALANCE_EVERY`] until it is dropped,
-    /// `work` counting the node's work so far (bytes received from
-    /// clients). A pool of one thread has nothing to balance.
+    /// less often while idle ([`next_wait`]), `work` counting the node's
+    /// work so far (bytes received from clients). A pool of one thread
+    /// has nothing to balance.
     pub async fn balance(pool: Weak<Workers>, work: impl Fn() -> u64) {
-        let mut tick = tokio::time::interval(BALANCE_EVERY);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut wait = BALANCE_EVERY;
+        let mut seen = None;
         loop {
-            tick.tick().await;
-            let Some(pool) = pool.upgrade() else { return };
-            if pool.shared.workers.len() < 2 {
-                return;
+            let shared = match pool.upgrade() {
+                Some(pool) if pool.shared.workers.len() > 1 => Arc::clone(&pool.shared),
+                _ => return,
+            };
+            // A connection that arrives during a long wait ends it, once
+            // a round's length has passed: the round then measures the
+            // idle time, and the next, one round later, the new load. No
+            // round measures less than [`BALANCE_EVERY`].
+            let started = tokio::time::Instant::now();
+            let mut deadline = started + wait;
+            let mut arrived = false;
+            loop {
+                tokio::select! {
+                    () = tokio::time::sleep_until(deadline) => break,
+                    () = shared.arrived.notified() => {
+                        arrived = true;
+                        let soonest = (started + BALANCE_EVERY).max(tokio::time::Instant::now());
+                        deadline = deadline.min(soonest);
+                    }
+                }
             }
-            pool.rebalance(work());
+            drop(shared);
+            let Some(pool) = pool.upgrade() else { return };
+            let done = work();
+            wait = next_wait(wait, seen != Some(done), arrived);
+            seen = Some(done);
+            pool.rebalance(done);
         }
+    }
+}
+
+/// The wait before the next round after one that waited `wait`: back to
+/// [`BALANCE_EVERY`] when the node `worked` since the round before or a
+/// connection `arrived`, else twice as long, up to [`IDLE_EVERY`].
+fn next_wait(wait: Duration, worked: bool, arrived: bool) -> Duration {
+    if worked || arrived {
+        BALANCE_EVERY
+    } else {
+        (wait * 2).min(IDLE_EVERY)
     }
 }
 
@@ -686,6 +732,70 @@ mod tests {
         // Closed connections leave their thread.
         seats.retain(|s| s.thread() != 1);
         assert_eq!(pool.loads(), vec![4, 0, 1]);
+    }
+
+    #[test]
+    fn rounds_come_further_apart_while_idle_and_close_up_on_work() {
+        let mut wait = BALANCE_EVERY;
+        let mut waits = Vec::new();
+        for _ in 0..6 {
+            wait = next_wait(wait, false, false);
+            waits.push(wait.as_millis());
+        }
+        assert_eq!(waits, [40, 80, 160, 320, 320, 320]);
+        assert_eq!(next_wait(IDLE_EVERY, true, false), BALANCE_EVERY);
+        assert_eq!(next_wait(IDLE_EVERY, false, true), BALANCE_EVERY);
+    }
+
+    /// The balancing of a two-thread pool on a paused clock, with work
+    /// that grows while `busy` is set: how many rounds it ran.
+    struct Balancing {
+        pool: Arc<Workers>,
+        rounds: Arc<AtomicUsize>,
+        busy: Arc<std::sync::atomic::AtomicBool>,
+    }
+
+    impl Balancing {
+        fn start() -> Balancing {
+            let pool = Arc::new(Workers::start(2).unwrap());
+            let rounds = Arc::new(AtomicUsize::new(0));
+            let busy = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let (counted, working) = (Arc::clone(&rounds), Arc::clone(&busy));
+            tokio::spawn(Workers::balance(Arc::downgrade(&pool), move || {
+                let round = counted.fetch_add(1, Ordering::Relaxed) as u64;
+                // Bytes received so far: growing only while busy.
+                if working.load(Ordering::Relaxed) {
+                    round
+                } else {
+                    0
+                }
+            }));
+            Balancing { pool, rounds, busy }
+        }
+
+        async fn rounds_in(&self, time: Duration) -> usize {
+            let before = self.rounds.load(Ordering::Relaxed);
+            tokio::time::sleep(time).await;
+            self.rounds.load(Ordering::Relaxed) - before
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_node_balances_rarely_and_a_new_connection_or_work_wakes_it() {
+        let balancing = Balancing::start();
+        // Idle: rounds at 20, 40, 80, 160, 320, 640, 960 ms, then every
+        // 320 ms.
+        assert_eq!(balancing.rounds_in(Duration::from_millis(1000)).await, 7);
+        assert_eq!(balancing.rounds_in(Duration::from_millis(1280)).await, 4);
+        // A connection 40 ms into a 320 ms wait: a round at once, and
+        // the next 20 ms later (then idle again: 40 ms after that).
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        let _seat = balancing.pool.pick();
+        assert_eq!(balancing.rounds_in(Duration::from_millis(1)).await, 1);
+        assert_eq!(balancing.rounds_in(Duration::from_millis(20)).await, 1);
+        // Work: every 20 ms.
+        balancing.busy.store(true, Ordering::Relaxed);
+        assert!(balancing.rounds_in(Duration::from_millis(200)).await >= 9);
     }
 
     #[test]
