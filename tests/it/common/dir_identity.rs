@@ -142,6 +142,13 @@ pub fn emptied_replica_is_not_elected(backend: &dyn Backend) {
         Some(dir_id(&nodes[m].data_dir())),
         "the master lists itself with its own directory"
     );
+    // The master counts the replica for its writes once it has seen
+    // the record it published stored, a moment after the record is read
+    // here.
+    wait_for(ELECTION_DEADLINE, "the master counting the replica", || {
+        let members = super::metric(nodes[m].http_addr, "kvstore_replication_in_sync_members");
+        (members == 2.0).then_some(())
+    });
     let keys: Vec<String> = (0..WRITES).map(|i| format!("acked-{i:02}")).collect();
     let mut c = BlockingClient::connect(nodes[m].addr.to_string(), options()).expect("connect");
     for k in &keys {
