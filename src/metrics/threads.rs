@@ -65,7 +65,7 @@ impl Collector for IoThreadCollector {
             per_thread(
                 &mut enc,
                 "io_thread_busy_ratio",
-                "Share of the last balancing round (20 ms) each connection thread spent on a CPU.",
+                "Share of the last balancing round (20 ms under load) each connection thread spent on a CPU.",
                 busy,
             )?;
         }
