@@ -529,13 +529,9 @@ impl Metrics {
         let _ = self.replication.set(replication);
     }
 
-    /// Makes the connection threads' figures (read by `figures`, `None`
-    /// once they stopped) part of every scrape. Only the first attached
-    /// counts.
-    pub fn attach_io_threads(
-        &self,
-        figures: impl Fn() -> Option<IoThreads> + Send + Sync + 'static,
-    ) {
+    /// Makes the connection threads' figures (read by `figures`) part of
+    /// every scrape. Only the first attached counts.
+    pub fn attach_io_threads(&self, figures: impl Fn() -> IoThreads + Send + Sync + 'static) {
         let _ = self.io_threads.set(Box::new(figures));
     }
 

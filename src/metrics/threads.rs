@@ -23,8 +23,8 @@ pub struct IoThreads {
     pub moves: u64,
 }
 
-/// What a scrape calls for the figures; `None` once the threads stopped.
-pub(super) type IoThreadFigures = Box<dyn Fn() -> Option<IoThreads> + Send + Sync>;
+/// What a scrape calls for the figures.
+pub(super) type IoThreadFigures = Box<dyn Fn() -> IoThreads + Send + Sync>;
 
 pub(super) struct IoThreadCollector {
     pub(super) figures: Arc<OnceLock<IoThreadFigures>>,
@@ -52,9 +52,10 @@ where
 
 impl Collector for IoThreadCollector {
     fn encode(&self, mut enc: DescriptorEncoder) -> fmt::Result {
-        let Some(threads) = self.figures.get().and_then(|figures| figures()) else {
+        let Some(figures) = self.figures.get() else {
             return Ok(());
         };
+        let threads = figures();
         per_thread(
             &mut enc,
             "io_thread_connections",

@@ -243,18 +243,35 @@ impl Workers {
 
     /// Each thread's connections now.
     pub fn loads(&self) -> Vec<usize> {
-        self.shared
-            .workers
-            .iter()
-            .map(|w| w.load.load(Ordering::Relaxed))
-            .collect()
+        self.shared.loads()
     }
 
     /// The threads as `/metrics` shows them: each one's connections and
     /// share of the last round on a CPU (measured only where there is
     /// something to balance: two threads or more), and the moves so far.
     pub fn figures(&self) -> IoThreads {
-        let workers = &self.shared.workers;
+        self.shared.figures()
+    }
+
+    /// [`Workers::figures`] for `/metrics` to read at each scrape. It
+    /// holds the counts, not the pool: a scrape never keeps the threads
+    /// running, nor becomes the last owner that stops them.
+    pub fn figures_source(&self) -> impl Fn() -> IoThreads + Send + Sync + 'static {
+        let shared = Arc::clone(&self.shared);
+        move || shared.figures()
+    }
+}
+
+impl Shared {
+    fn loads(&self) -> Vec<usize> {
+        self.workers
+            .iter()
+            .map(|w| w.load.load(Ordering::Relaxed))
+            .collect()
+    }
+
+    fn figures(&self) -> IoThreads {
+        let workers = &self.workers;
         IoThreads {
             connections: self.loads().into_iter().map(|n| n as u64).collect(),
             busy: (workers.len() > 1).then(|| {
@@ -263,7 +280,7 @@ impl Workers {
                     .map(|w| f64::from(w.busy.load(Ordering::Relaxed)) / MILLE)
                     .collect()
             }),
-            moves: self.shared.moves.load(Ordering::Relaxed),
+            moves: self.moves.load(Ordering::Relaxed),
         }
     }
 }

@@ -313,10 +313,7 @@ async fn serve_clients(
         Arc::new(Workers::start(config.io_threads).map_err(|e| {
             ServerError::Internal(format!("cannot start the connection threads: {e}"))
         })?);
-    {
-        let workers = Arc::downgrade(&workers);
-        metrics.attach_io_threads(move || workers.upgrade().map(|w| w.figures()));
-    }
+    metrics.attach_io_threads(workers.figures_source());
     // Gathers connections on as few threads as their load needs.
     let balancing = {
         let metrics = Arc::clone(&metrics);

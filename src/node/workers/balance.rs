@@ -346,13 +346,14 @@ impl Workers {
     /// work so far (bytes received from clients). A pool of one thread
     /// has nothing to balance.
     pub async fn balance(pool: Weak<Workers>, work: impl Fn() -> u64) {
+        // What new connections notify; holding it keeps no thread running.
+        let shared = match pool.upgrade() {
+            Some(pool) if pool.shared.workers.len() > 1 => Arc::clone(&pool.shared),
+            _ => return,
+        };
         let mut wait = BALANCE_EVERY;
         let mut seen = None;
         loop {
-            let shared = match pool.upgrade() {
-                Some(pool) if pool.shared.workers.len() > 1 => Arc::clone(&pool.shared),
-                _ => return,
-            };
             // A connection that arrives during a long wait ends it, once
             // a round's length has passed: the round then measures the
             // idle time, and the next, one round later, the new load. No
@@ -370,7 +371,6 @@ impl Workers {
                     }
                 }
             }
-            drop(shared);
             let Some(pool) = pool.upgrade() else { return };
             let done = work();
             wait = next_wait(wait, seen != Some(done), arrived);
