@@ -33,8 +33,10 @@ pub struct Faults {
     /// Appends of shipped log bytes that waited for the round under way
     /// because the writer's buffer was full, since creation.
     full_buffer_waits: AtomicU32,
-    /// Times the flusher thread went to sleep with nothing to do.
+    /// Times the flusher thread went to sleep with nothing to do, and
+    /// times it woke from such a sleep.
     flusher_sleeps: AtomicU32,
+    flusher_wakes: AtomicU32,
     /// Writes to data files through [`write_all_at`], since creation.
     writes: AtomicU32,
 }
@@ -51,6 +53,7 @@ impl Default for Faults {
             drain_waits: AtomicU32::new(0),
             full_buffer_waits: AtomicU32::new(0),
             flusher_sleeps: AtomicU32::new(0),
+            flusher_wakes: AtomicU32::new(0),
             writes: AtomicU32::new(0),
         }
     }
@@ -164,6 +167,12 @@ impl Faults {
         self.flusher_sleeps.load(Ordering::SeqCst)
     }
 
+    /// Whether the flusher thread sleeps now with nothing to do (it has
+    /// not yet run since the last sleep began).
+    pub fn flusher_asleep(&self) -> bool {
+        self.flusher_wakes.load(Ordering::SeqCst) != self.flusher_sleeps.load(Ordering::SeqCst)
+    }
+
     /// Polls `cond` until it holds or `timeout` passes; returns whether it
     /// held. For tests lining up threads against the hooks above.
     pub fn wait_until(&self, timeout: Duration, cond: impl Fn(&Faults) -> bool) -> bool {
@@ -217,6 +226,10 @@ impl Faults {
 
     pub(crate) fn count_flusher_sleep(&self) {
         self.flusher_sleeps.fetch_add(1, Ordering::SeqCst);
+    }
+
+    pub(crate) fn count_flusher_wake(&self) {
+        self.flusher_wakes.fetch_add(1, Ordering::SeqCst);
     }
 
     pub(crate) fn pass_apply_gate(&self) {

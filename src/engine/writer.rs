@@ -974,6 +974,10 @@ impl Inner {
         st.buf.clear();
         st.pending.clear();
         self.stats.set_poisoned();
+        // A flusher asleep for a whole `interval` (it found another thread
+        // doing the round that failed) would probe only after it: woken,
+        // it sleeps until the next probe instead.
+        self.writer.kick();
     }
 
     /// Waits until no one does I/O on the active file.
@@ -1135,6 +1139,9 @@ impl Inner {
                 }
                 w.work.wait_for(&mut st, wait);
                 st.flusher_asleep = false;
+                if let Some(f) = &self.options.faults {
+                    f.count_flusher_wake();
+                }
                 continue;
             }
             let sync = self.waits_for_sync() || st.flush_requested || sync_due || st.closed;

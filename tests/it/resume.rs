@@ -194,6 +194,68 @@ fn under_interval_writes_past_the_durable_end_are_rolled_back() {
     assert_eq!(engine.get(&key(50)).unwrap(), Some(value(50)));
 }
 
+/// A flush whose fsync fails on the caller's own thread, while the
+/// flusher (kicked by that flush, and finding the round already taken)
+/// went back to sleep for a whole `interval`: the poison wakes it, and it
+/// probes a second later rather than an hour later.
+#[test]
+fn a_round_failed_on_a_callers_thread_wakes_the_sleeping_flusher_to_probe() {
+    let dir = tempfile::tempdir().unwrap();
+    let faults = Arc::new(Faults::default());
+    let engine = open(
+        dir.path(),
+        Durability::Interval(Duration::from_secs(3600)),
+        &faults,
+    );
+    // Who takes a flush's round, its caller or the kicked flusher, is a
+    // race; the caller usually wins. Retried until it does.
+    for attempt in 0..50u32 {
+        for i in attempt * 10..attempt * 10 + 10 {
+            engine.put(&key(i), &value(i)).unwrap();
+        }
+        assert!(
+            faults.wait_until(DEADLINE, |f| f.flusher_asleep()),
+            "the flusher never went to sleep"
+        );
+        let slept = faults.flusher_sleeps();
+        faults.hold_syncs(true);
+        let flush = {
+            let engine = engine.clone();
+            std::thread::Builder::new()
+                .name("flush-caller".into())
+                .spawn(move || engine.flush())
+                .unwrap()
+        };
+        assert!(
+            faults.wait_until(DEADLINE, |f| f.syncs_held() == 1),
+            "the flush never reached its fsync"
+        );
+        if faults.last_held_sync_thread().as_deref() != Some("flush-caller") {
+            faults.hold_syncs(false);
+            flush.join().unwrap().unwrap();
+            continue;
+        }
+        // The flusher woke for the flush, found the round taken, and slept
+        // again: with nothing else to wake it, for the whole interval.
+        assert!(
+            faults.wait_until(DEADLINE, |f| f.flusher_sleeps() > slept
+                && f.flusher_asleep()),
+            "the flusher, kicked by the flush, never went back to sleep"
+        );
+        faults.set_fail_sync(true);
+        faults.hold_syncs(false);
+        assert!(flush.join().unwrap().is_err(), "the fsync failed");
+        assert!(engine.stats().poisoned.is_some());
+        faults.set_fail_sync(false);
+        wait_resumed(&engine);
+        assert_eq!(engine.stats().resumes, 1);
+        engine.put(b"after", b"resume").unwrap();
+        engine.flush().unwrap();
+        return;
+    }
+    panic!("in 50 flushes the flusher always took the round");
+}
+
 #[test]
 fn readers_keep_finding_every_key_while_a_recovery_swaps_the_index() {
     let dir = tempfile::tempdir().unwrap();
