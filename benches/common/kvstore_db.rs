@@ -10,9 +10,9 @@
 
 use std::path::Path;
 
-use kvstore::engine::{Durability, Engine, Options};
+use kvstore::engine::{Durability, Engine, Options, WriteOp};
 
-use super::workload::{Db, Key};
+use super::workload::{AsyncPut, Db, Key};
 
 pub struct Kvstore(Engine);
 
@@ -81,5 +81,14 @@ impl Db for Kvstore {
 
     fn fsyncs(&self) -> Option<u64> {
         Some(self.0.stats().fsyncs)
+    }
+
+    fn put_async<'a>(&'a self, key: &'a [u8], value: &'a [u8]) -> Option<AsyncPut<'a>> {
+        Some(Box::pin(async move {
+            self.0
+                .write_async(&[WriteOp::Put(key, value)], false)
+                .await
+                .expect("kvstore: put");
+        }))
     }
 }

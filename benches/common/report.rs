@@ -120,6 +120,30 @@ pub const PUTS_PER_FSYNC_64W: Metric = metric(
     Unit::Ratio,
     Better::Higher,
 );
+pub const SYNCED_1T: Metric = metric(
+    "synced_1t",
+    "synced puts, 1 task",
+    Unit::OpsPerSec,
+    Better::Higher,
+);
+pub const SYNCED_64T: Metric = metric(
+    "synced_64t",
+    "synced puts, 64 tasks on 2 threads",
+    Unit::OpsPerSec,
+    Better::Higher,
+);
+pub const SYNCED_SCALE_T: Metric = metric(
+    "synced_scale_t",
+    "64 tasks / 1 task",
+    Unit::Ratio,
+    Better::Higher,
+);
+pub const PUTS_PER_FSYNC_64T: Metric = metric(
+    "puts_per_fsync_64t",
+    "puts per fsync, 64 tasks",
+    Unit::Ratio,
+    Better::Higher,
+);
 pub const REOPEN: Metric = metric(
     "reopen_s",
     "reopen + first get (first)",
@@ -197,6 +221,10 @@ pub const METRICS: &[Metric] = &[
     SYNCED_64W,
     SYNCED_SCALE,
     PUTS_PER_FSYNC_64W,
+    SYNCED_1T,
+    SYNCED_64T,
+    SYNCED_SCALE_T,
+    PUTS_PER_FSYNC_64T,
     REOPEN,
     REOPEN_BEST,
     REOPEN_CPU,

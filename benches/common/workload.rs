@@ -15,10 +15,13 @@
 //!    then the bytes in the directory;
 //! 4. reopen: open + the first get, timed, three times;
 //! 5. in a fresh directory, puts that are durable when they return: one
-//!    writer, and 64 writers on 64 threads, alternating in 4 rounds. Each
-//!    phase is bounded by an operation count and a time cap, so a store
-//!    without group commit still ends in reasonable time; its rate is over
-//!    the operations it did.
+//!    writer, and 64 writers on 64 threads, alternating in 4 rounds; where
+//!    the store has puts that wait without blocking a thread (kvstore: the
+//!    path the node's connections write by), in the same rounds one such
+//!    writer and 64, as tasks on two threads. Each phase is bounded by an
+//!    operation count and a time cap, so a store without group commit
+//!    still ends in reasonable time; its rate is over the operations it
+//!    did.
 //!
 //! Every get is checked (the value length); after the load, a sample of keys
 //! is read back and compared byte for byte, untimed.
@@ -30,7 +33,9 @@
 //! executable, on the build disk, because `/tmp` may be a tmpfs whose fsync
 //! costs nothing).
 
+use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
@@ -47,6 +52,12 @@ pub const REOPENS: usize = 3;
 pub const SYNC_ROUNDS: usize = 4;
 /// Threads of the second get phase.
 pub const GET_THREADS: usize = 2;
+/// Threads the task writers run on, each a current-thread runtime, as
+/// the node's connection threads are.
+pub const TASK_THREADS: usize = 2;
+
+/// A put that waits without blocking a thread: durable when it ends.
+pub type AsyncPut<'a> = Pin<Box<dyn Future<Output = ()> + 'a>>;
 
 pub type Key = [u8; KEY_LEN];
 
@@ -70,6 +81,12 @@ pub trait Db: Send + Sync + Sized {
     }
     /// fsyncs issued so far, where the store counts them.
     fn fsyncs(&self) -> Option<u64> {
+        None
+    }
+    /// With `synced`, a put that is durable when the returned future ends
+    /// and waits without blocking a thread, where the store has one. Like
+    /// every future, it does nothing until polled.
+    fn put_async<'a>(&'a self, _key: &'a [u8], _value: &'a [u8]) -> Option<AsyncPut<'a>> {
         None
     }
     /// Removes from a closed store in `dir` what only a clean close leaves
@@ -332,12 +349,19 @@ pub fn run<D: Db>(name: &str, cfg: &Config) -> Results {
     let over_path = root.join("bare-over.log");
     let (mut ops_over, mut secs_over) = (0u64, 0f64);
     let mut fsyncs_64 = Some(0u64);
-    for _ in 0..SYNC_ROUNDS {
+    let (mut ops_1t, mut secs_1t, mut ops_64t, mut secs_64t) = (0u64, 0f64, 0u64, 0f64);
+    let mut fsyncs_64t = Some(0u64);
+    let tasks = db.put_async(&[], &[]).is_some();
+    // A round's share of `ops` key numbers, from the next one unused.
+    let share = |ops: u64| {
         let start = next.load(Ordering::Relaxed);
-        let quota = cfg.sync_ops_1 / SYNC_ROUNDS as u64;
-        let (ops, secs) = synced(&db, &values, &next, 1, start + quota, round_cap);
+        Quota::new(&next, start + ops / SYNC_ROUNDS as u64, round_cap)
+    };
+    for _ in 0..SYNC_ROUNDS {
+        let (ops, secs) = synced(&db, &values, share(cfg.sync_ops_1), 1);
         ops_1 += ops;
         secs_1 += secs;
+        let quota = cfg.sync_ops_1 / SYNC_ROUNDS as u64;
         let (ops, secs) = bare_appends(&bare_path, quota, round_cap);
         ops_bare += ops;
         secs_bare += secs;
@@ -346,15 +370,21 @@ pub fn run<D: Db>(name: &str, cfg: &Config) -> Results {
         secs_over += secs;
 
         let before = db.fsyncs();
-        let start = next.load(Ordering::Relaxed);
-        let quota = cfg.sync_ops_64 / SYNC_ROUNDS as u64;
-        let (ops, secs) = synced(&db, &values, &next, WRITERS, start + quota, round_cap);
+        let (ops, secs) = synced(&db, &values, share(cfg.sync_ops_64), WRITERS);
         ops_64 += ops;
         secs_64 += secs;
-        fsyncs_64 = match (fsyncs_64, before, db.fsyncs()) {
-            (Some(sum), Some(b), Some(a)) => Some(sum + a.saturating_sub(b)),
-            _ => None,
-        };
+        fsyncs_64 = add_fsyncs(fsyncs_64, before, db.fsyncs());
+
+        if tasks {
+            let (ops, secs) = synced_tasks(&db, &values, share(cfg.sync_ops_1), 1);
+            ops_1t += ops;
+            secs_1t += secs;
+            let before = db.fsyncs();
+            let (ops, secs) = synced_tasks(&db, &values, share(cfg.sync_ops_64), WRITERS);
+            ops_64t += ops;
+            secs_64t += secs;
+            fsyncs_64t = add_fsyncs(fsyncs_64t, before, db.fsyncs());
+        }
     }
     progress(
         name,
@@ -388,6 +418,25 @@ pub fn run<D: Db>(name: &str, cfg: &Config) -> Results {
     out.push((SYNCED_SCALE.id, rate_64 / rate_1));
     if let Some(f) = fsyncs_64 {
         out.push((PUTS_PER_FSYNC_64W.id, ops_64 as f64 / f.max(1) as f64));
+    }
+    if tasks {
+        progress(
+            name,
+            &format!("{ops_1t} synced puts, 1 task: {secs_1t:.2} s"),
+        );
+        progress(
+            name,
+            &format!(
+                "{ops_64t} synced puts, {WRITERS} tasks on {TASK_THREADS} threads: {secs_64t:.2} s"
+            ),
+        );
+        let (rate_1t, rate_64t) = (ops_1t as f64 / secs_1t, ops_64t as f64 / secs_64t);
+        out.push((SYNCED_1T.id, rate_1t));
+        out.push((SYNCED_64T.id, rate_64t));
+        out.push((SYNCED_SCALE_T.id, rate_64t / rate_1t));
+        if let Some(f) = fsyncs_64t {
+            out.push((PUTS_PER_FSYNC_64T.id, ops_64t as f64 / f.max(1) as f64));
+        }
     }
     db.close();
     let _ = std::fs::remove_dir_all(&root);
@@ -510,39 +559,96 @@ fn bare_overwrites(path: &Path, quota: u64, cap: Duration) -> (u64, f64) {
     (ops, started.elapsed().as_secs_f64())
 }
 
-/// Synced puts from `writers` threads that take key numbers from `next`
-/// until it reaches `end` or `cap` has passed. Returns (ops, seconds).
-fn synced<D: Db>(
-    db: &D,
-    values: &Values,
-    next: &AtomicU64,
-    writers: usize,
+/// Key numbers for a synced phase, taken from `next` until it reaches
+/// `end` or `cap` has passed since the phase began; `done` counts the puts
+/// made.
+struct Quota<'a> {
+    next: &'a AtomicU64,
     end: u64,
     cap: Duration,
-) -> (u64, f64) {
-    let done = AtomicU64::new(0);
-    let barrier = Barrier::new(writers + 1);
-    let t = std::thread::scope(|s| {
-        for _ in 0..writers {
-            s.spawn(|| {
-                barrier.wait();
-                let t = Instant::now();
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= end || t.elapsed() > cap {
-                        break;
-                    }
-                    db.put(&key(SYNC_SEED, i), values.get(i));
-                    done.fetch_add(1, Ordering::Relaxed);
-                }
-            });
+    done: AtomicU64,
+}
+
+impl Quota<'_> {
+    fn new(next: &AtomicU64, end: u64, cap: Duration) -> Quota<'_> {
+        Quota {
+            next,
+            end,
+            cap,
+            done: AtomicU64::new(0),
         }
-        barrier.wait();
-        // The scope joins the writers before it returns, so this clock runs
-        // from the moment they start until the last one is done.
-        Instant::now()
-    });
-    (done.into_inner(), t.elapsed().as_secs_f64())
+    }
+
+    fn take(&self, began: Instant) -> Option<u64> {
+        let i = self.next.fetch_add(1, Ordering::Relaxed);
+        (i < self.end && began.elapsed() <= self.cap).then_some(i)
+    }
+
+    fn count(&self) {
+        self.done.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Runs `body(thread, began)` on `threads` threads started together.
+    /// Returns (puts made, seconds from the start until the last thread
+    /// was done).
+    fn run(self, threads: usize, body: impl Fn(usize, &Self) + Sync) -> (u64, f64) {
+        let barrier = Barrier::new(threads + 1);
+        let t = std::thread::scope(|s| {
+            for thread in 0..threads {
+                let (barrier, body, quota) = (&barrier, &body, &self);
+                s.spawn(move || {
+                    barrier.wait();
+                    body(thread, quota);
+                });
+            }
+            barrier.wait();
+            // The scope joins the threads before it returns, so this clock
+            // runs from the moment they start until the last one is done.
+            Instant::now()
+        });
+        (self.done.into_inner(), t.elapsed().as_secs_f64())
+    }
+}
+
+/// Synced puts from `writers` threads that take key numbers from
+/// `quota`. Returns (ops, seconds).
+fn synced<D: Db>(db: &D, values: &Values, quota: Quota, writers: usize) -> (u64, f64) {
+    quota.run(writers, |_, quota| {
+        let began = Instant::now();
+        while let Some(i) = quota.take(began) {
+            db.put(&key(SYNC_SEED, i), values.get(i));
+            quota.count();
+        }
+    })
+}
+
+/// [`synced`] with `writers` tasks instead of threads ([`Db::put_async`]),
+/// dealt over [`TASK_THREADS`] threads that each run a current-thread
+/// runtime.
+fn synced_tasks<D: Db>(db: &D, values: &Values, quota: Quota, writers: usize) -> (u64, f64) {
+    quota.run(TASK_THREADS, |thread, quota| {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("a runtime for the task writers");
+        let began = Instant::now();
+        let mine = writers / TASK_THREADS + usize::from(thread < writers % TASK_THREADS);
+        let writer = || async {
+            while let Some(i) = quota.take(began) {
+                let k = key(SYNC_SEED, i);
+                db.put_async(&k, values.get(i))
+                    .expect("the store has async puts")
+                    .await;
+                quota.count();
+            }
+        };
+        runtime.block_on(futures_util::future::join_all((0..mine).map(|_| writer())));
+    })
+}
+
+/// The fsyncs of the phases so far, plus those between `before` and
+/// `after`; `None` once a count is missing.
+fn add_fsyncs(sum: Option<u64>, before: Option<u64>, after: Option<u64>) -> Option<u64> {
+    Some(sum? + after?.saturating_sub(before?))
 }
 
 fn verify_sample<D: Db>(db: &D, keys: &[Key], values: &Values) {
