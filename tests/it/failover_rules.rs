@@ -274,6 +274,22 @@ fn async_the_most_advanced_candidate_wins_and_the_old_masters_loss_is_counted() 
     assert!(lost > 0);
 
     // The master dies; A and B come back as candidates with what they had.
+    // Both see the seat go vacant at once. B, with a shorter grace, looks
+    // at the members sooner (100 ms after, A 250 ms), so it finds A still
+    // a candidate and ahead of it, and must defer; with equal graces B
+    // might look only after A had won, and never have to. B's grace
+    // (500 ms) still leaves A time to take the seat before B would
+    // campaign itself.
+    nodes[b].set_args(
+        &node_args(
+            &etcd,
+            b,
+            &["--replication-mode", "async", "--campaign-grace-ms", "500"],
+        )
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>(),
+    );
     nodes[m].sigkill();
     nodes[a].restart();
     nodes[b].restart();
@@ -289,8 +305,9 @@ fn async_the_most_advanced_candidate_wins_and_the_old_masters_loss_is_counted() 
         nodes[b]
             .logs()
             .contains("a more advanced candidate should take the seat"),
-        "B did not defer to A:\n{}",
-        nodes[b].logs()
+        "B did not defer to A:\n{}\nA's log:\n{}",
+        nodes[b].logs(),
+        nodes[a].logs()
     );
     for i in 0..20 {
         assert!(holds(nodes[a].addr, &format!("mid-{i}")), "mid-{i} lost");
