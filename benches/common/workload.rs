@@ -338,19 +338,16 @@ pub fn run<D: Db>(name: &str, cfg: &Config) -> Results {
     let db = D::open(&sync_dir, true);
     let next = AtomicU64::new(0);
     let round_cap = cfg.sync_cap / SYNC_ROUNDS as u32;
-    let (mut ops_1, mut secs_1, mut ops_64, mut secs_64) = (0u64, 0f64, 0u64, 0f64);
+    let (mut one, mut many) = (Tally::default(), Tally::default());
     // The disk's own limit for one writer, in the same rounds: a bare
     // append of 128 bytes (about one record) and fdatasync, in a file
     // beside the store's directory on the same file system; and the same
     // writes over blocks written and fsynced beforehand, whose fdatasync
     // need not write the file's size or block map.
     let bare_path = root.join("bare.log");
-    let (mut ops_bare, mut secs_bare) = (0u64, 0f64);
     let over_path = root.join("bare-over.log");
-    let (mut ops_over, mut secs_over) = (0u64, 0f64);
-    let mut fsyncs_64 = Some(0u64);
-    let (mut ops_1t, mut secs_1t, mut ops_64t, mut secs_64t) = (0u64, 0f64, 0u64, 0f64);
-    let mut fsyncs_64t = Some(0u64);
+    let (mut bare, mut over) = (Tally::default(), Tally::default());
+    let (mut one_task, mut many_tasks) = (Tally::default(), Tally::default());
     let tasks = db.put_async(&[], &[]).is_some();
     // A round's share of `ops` key numbers, from the next one unused.
     let share = |ops: u64| {
@@ -358,84 +355,79 @@ pub fn run<D: Db>(name: &str, cfg: &Config) -> Results {
         Quota::new(&next, start + ops / SYNC_ROUNDS as u64, round_cap)
     };
     for _ in 0..SYNC_ROUNDS {
-        let (ops, secs) = synced(&db, &values, share(cfg.sync_ops_1), 1);
-        ops_1 += ops;
-        secs_1 += secs;
+        one.add(synced(&db, &values, share(cfg.sync_ops_1), 1));
         let quota = cfg.sync_ops_1 / SYNC_ROUNDS as u64;
-        let (ops, secs) = bare_appends(&bare_path, quota, round_cap);
-        ops_bare += ops;
-        secs_bare += secs;
-        let (ops, secs) = bare_overwrites(&over_path, quota, round_cap);
-        ops_over += ops;
-        secs_over += secs;
-
-        let before = db.fsyncs();
-        let (ops, secs) = synced(&db, &values, share(cfg.sync_ops_64), WRITERS);
-        ops_64 += ops;
-        secs_64 += secs;
-        fsyncs_64 = add_fsyncs(fsyncs_64, before, db.fsyncs());
-
+        bare.add(bare_appends(&bare_path, quota, round_cap));
+        over.add(bare_overwrites(&over_path, quota, round_cap));
+        many.add_counting_fsyncs(&db, || {
+            synced(&db, &values, share(cfg.sync_ops_64), WRITERS)
+        });
         if tasks {
-            let (ops, secs) = synced_tasks(&db, &values, share(cfg.sync_ops_1), 1);
-            ops_1t += ops;
-            secs_1t += secs;
-            let before = db.fsyncs();
-            let (ops, secs) = synced_tasks(&db, &values, share(cfg.sync_ops_64), WRITERS);
-            ops_64t += ops;
-            secs_64t += secs;
-            fsyncs_64t = add_fsyncs(fsyncs_64t, before, db.fsyncs());
+            one_task.add(synced_tasks(&db, &values, share(cfg.sync_ops_1), 1));
+            many_tasks.add_counting_fsyncs(&db, || {
+                synced_tasks(&db, &values, share(cfg.sync_ops_64), WRITERS)
+            });
         }
     }
     progress(
         name,
-        &format!("{ops_1} synced puts, 1 writer: {secs_1:.2} s"),
+        &format!("{} synced puts, 1 writer: {:.2} s", one.ops, one.secs),
     );
     progress(
         name,
-        &format!("{ops_64} synced puts, {WRITERS} writers: {secs_64:.2} s"),
+        &format!(
+            "{} synced puts, {WRITERS} writers: {:.2} s",
+            many.ops, many.secs
+        ),
     );
     progress(
         name,
-        &format!("{ops_bare} bare 128 B appends + fdatasync: {secs_bare:.2} s"),
+        &format!(
+            "{} bare 128 B appends + fdatasync: {:.2} s",
+            bare.ops, bare.secs
+        ),
     );
     progress(
         name,
-        &format!("{ops_over} bare 128 B overwrites + fdatasync: {secs_over:.2} s"),
+        &format!(
+            "{} bare 128 B overwrites + fdatasync: {:.2} s",
+            over.ops, over.secs
+        ),
     );
     let _ = std::fs::remove_file(&bare_path);
     let _ = std::fs::remove_file(&over_path);
-    let (rate_1, rate_64) = (ops_1 as f64 / secs_1, ops_64 as f64 / secs_64);
-    let rate_bare = ops_bare as f64 / secs_bare;
-    out.push((SYNCED_1W.id, rate_1));
-    out.push((BARE_SYNC_1W.id, rate_bare));
-    out.push((SYNCED_VS_BARE.id, rate_1 / rate_bare));
-    let rate_over = ops_over as f64 / secs_over;
-    out.push((BARE_OVERWRITE_1W.id, rate_over));
-    out.push((SYNCED_VS_OVERWRITE.id, rate_1 / rate_over));
-    out.push((SYNCED_1W_OPS.id, ops_1 as f64));
-    out.push((SYNCED_64W.id, rate_64));
-    out.push((SYNCED_64W_OPS.id, ops_64 as f64));
-    out.push((SYNCED_SCALE.id, rate_64 / rate_1));
-    if let Some(f) = fsyncs_64 {
-        out.push((PUTS_PER_FSYNC_64W.id, ops_64 as f64 / f.max(1) as f64));
+    out.push((SYNCED_1W.id, one.rate()));
+    out.push((BARE_SYNC_1W.id, bare.rate()));
+    out.push((SYNCED_VS_BARE.id, one.rate() / bare.rate()));
+    out.push((BARE_OVERWRITE_1W.id, over.rate()));
+    out.push((SYNCED_VS_OVERWRITE.id, one.rate() / over.rate()));
+    out.push((SYNCED_1W_OPS.id, one.ops as f64));
+    out.push((SYNCED_64W.id, many.rate()));
+    out.push((SYNCED_64W_OPS.id, many.ops as f64));
+    out.push((SYNCED_SCALE.id, many.rate() / one.rate()));
+    if let Some(per) = many.per_fsync() {
+        out.push((PUTS_PER_FSYNC_64W.id, per));
     }
     if tasks {
         progress(
             name,
-            &format!("{ops_1t} synced puts, 1 task: {secs_1t:.2} s"),
+            &format!(
+                "{} synced puts, 1 task: {:.2} s",
+                one_task.ops, one_task.secs
+            ),
         );
         progress(
             name,
             &format!(
-                "{ops_64t} synced puts, {WRITERS} tasks on {TASK_THREADS} threads: {secs_64t:.2} s"
+                "{} synced puts, {WRITERS} tasks on {TASK_THREADS} threads: {:.2} s",
+                many_tasks.ops, many_tasks.secs
             ),
         );
-        let (rate_1t, rate_64t) = (ops_1t as f64 / secs_1t, ops_64t as f64 / secs_64t);
-        out.push((SYNCED_1T.id, rate_1t));
-        out.push((SYNCED_64T.id, rate_64t));
-        out.push((SYNCED_SCALE_T.id, rate_64t / rate_1t));
-        if let Some(f) = fsyncs_64t {
-            out.push((PUTS_PER_FSYNC_64T.id, ops_64t as f64 / f.max(1) as f64));
+        out.push((SYNCED_1T.id, one_task.rate()));
+        out.push((SYNCED_64T.id, many_tasks.rate()));
+        out.push((SYNCED_SCALE_T.id, many_tasks.rate() / one_task.rate()));
+        if let Some(per) = many_tasks.per_fsync() {
+            out.push((PUTS_PER_FSYNC_64T.id, per));
         }
     }
     db.close();
@@ -588,7 +580,7 @@ impl Quota<'_> {
         self.done.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Runs `body(thread, began)` on `threads` threads started together.
+    /// Runs `body(thread, quota)` on `threads` threads started together.
     /// Returns (puts made, seconds from the start until the last thread
     /// was done).
     fn run(self, threads: usize, body: impl Fn(usize, &Self) + Sync) -> (u64, f64) {
@@ -645,10 +637,46 @@ fn synced_tasks<D: Db>(db: &D, values: &Values, quota: Quota, writers: usize) ->
     })
 }
 
-/// The fsyncs of the phases so far, plus those between `before` and
-/// `after`; `None` once a count is missing.
-fn add_fsyncs(sum: Option<u64>, before: Option<u64>, after: Option<u64>) -> Option<u64> {
-    Some(sum? + after?.saturating_sub(before?))
+/// One kind of synced phase, added up over the rounds: puts made,
+/// seconds, and the store's fsyncs during them (`None` once the store
+/// did not count them).
+struct Tally {
+    ops: u64,
+    secs: f64,
+    fsyncs: Option<u64>,
+}
+
+impl Default for Tally {
+    fn default() -> Self {
+        Tally {
+            ops: 0,
+            secs: 0.0,
+            fsyncs: Some(0),
+        }
+    }
+}
+
+impl Tally {
+    fn add(&mut self, (ops, secs): (u64, f64)) {
+        self.ops += ops;
+        self.secs += secs;
+    }
+
+    /// [`Tally::add`] for a phase whose fsyncs are counted too.
+    fn add_counting_fsyncs<D: Db>(&mut self, db: &D, phase: impl FnOnce() -> (u64, f64)) {
+        let before = db.fsyncs();
+        self.add(phase());
+        let during = db.fsyncs().zip(before).map(|(a, b)| a.saturating_sub(b));
+        self.fsyncs = self.fsyncs.zip(during).map(|(sum, d)| sum + d);
+    }
+
+    fn rate(&self) -> f64 {
+        self.ops as f64 / self.secs
+    }
+
+    fn per_fsync(&self) -> Option<f64> {
+        Some(self.ops as f64 / self.fsyncs?.max(1) as f64)
+    }
 }
 
 fn verify_sample<D: Db>(db: &D, keys: &[Key], values: &Values) {
