@@ -18,9 +18,13 @@
 # data (docs/charts/data/vs-redis.csv) and redraws the charts.
 #
 # Beside throughput it reports each server's CPU time per request (user +
-# system from /proc, read around each test): at -P 1 neither server nor
-# load generator fills a CPU (each request is a round trip between them),
-# so this is the figure that says which server does less work. And, for
+# system from /proc, read around each test), the figure that says which
+# server does less work, and the load generator's CPU time as a share of
+# one CPU over its run (user + system of the redis-benchmark process, from
+# the shell's `time`): redis-benchmark is one thread, so near 100 % it is
+# the bottleneck and the throughput measures the client, whichever server
+# answers (at -P 1 most of that time is the client's own system calls on
+# loopback TCP, which no server can make cheaper). And, for
 # the `always` pairing, the fsync cap: at most 50 / (fdatasync latency of a
 # round of 50 writes) SETs a second for a server that acknowledges only
 # fsynced writes, measured with dd on the same disk each round; the SET at
@@ -128,15 +132,28 @@ bench() { # label server port P round server-pid
   local set=(-t set -d 100) get=(-t get -d 100) before
   [[ -z $TTL ]] || set=(SET key:__rand_int__ "$value" EX "$TTL") get=(GET key:__rand_int__)
   : >"$cpu"
+  : >"$cpu.gen"
+  local out=$OUT/$1-$2-P$4-r$5.out
   before=$(bench_cpu_s "$6")
-  redis-benchmark "${common[@]}" "${set[@]}" | sed '2s/^"[^"]*"/"SET"/' >"$file"
+  generate "$out" "$cpu.gen" SET "${common[@]}" "${set[@]}"
+  sed '2s/^"[^"]*"/"SET"/' "$out" >"$file"
   echo "SET $(per_request_us "$before" "$(bench_cpu_s "$6")")" >>"$cpu"
   before=$(bench_cpu_s "$6")
-  redis-benchmark "${common[@]}" "${get[@]}" | sed -n '2s/^"[^"]*"/"GET"/p' >>"$file"
+  generate "$out" "$cpu.gen" GET "${common[@]}" "${get[@]}"
+  sed -n '2s/^"[^"]*"/"GET"/p' "$out" >>"$file"
   echo "GET $(per_request_us "$before" "$(bench_cpu_s "$6")")" >>"$cpu"
+  rm -f "$out"
 }
 per_request_us() { # CPU-s-before CPU-s-after -> server CPU µs per request
   awk -v a="$1" -v b="$2" -v n="$N" 'BEGIN { printf "%.2f", (b - a) * 1e6 / n }'
+}
+# Runs redis-benchmark with ARGS, its output to OUT, and appends
+# "TEST <percent>" to GEN: its CPU time (user + system) as a share of one
+# CPU over the run.
+generate() { # OUT GEN TEST ARGS...
+  local TIMEFORMAT='%U %S %R' times
+  times=$( { time redis-benchmark "${@:4}" >"$1" 2>&3; } 3>&2 2>&1 )
+  awk -v t="$3" '{ printf "%s %.0f\n", t, ($3 > 0 ? 100 * ($1 + $2) / $3 : 0) }' <<<"$times" >>"$2"
 }
 
 # What fsync allows a server that acknowledges a SET only once it is
@@ -201,7 +218,7 @@ binrps() { # file SET|GET -> requests/s of kvstore bench's PUT or GET line
   local op=$2; [[ $op != SET ]] || op=PUT
   sed -n "s/^$op: \([0-9.]*\) requests per second.*/\1/p" "$1"
 }
-cpu_us() { sed -n "s/^$2 //p" "$1" 2>/dev/null; } # file SET|GET -> server CPU µs/request
+cpu_us() { sed -n "s/^$2 //p" "$1" 2>/dev/null; } # file SET|GET -> server CPU µs/request (or, of FILE.gen, the generator's CPU %)
 p50() { awk -F'","' -v t="$2" '{gsub(/"/,"",$1); gsub(/"/,"",$5)} $1==t {print $5}' "$1"; }
 # median of the numbers on stdin, one a line
 median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "n/a"; else if (NR % 2) print v[(NR + 1) / 2]; else printf "%.2f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
@@ -211,14 +228,14 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0 && a ~ /^[0-9.]+$/) printf 
 # The chart is of plain SET/GET; a TTL run keeps its rounds beside the raw CSVs.
 if [[ -z $TTL ]]; then csv=$(bench_csv vs-redis); else csv=$OUT/vs-redis-ttl.csv; fi
 when=$(bench_date)
-echo "date,pairing,pipeline,test,round,redis_rps,kvstore_rps,ratio,binary_rps,binary_ratio,redis_cpu_us,kvstore_cpu_us" >"$csv"
+echo "date,pairing,pipeline,test,round,redis_rps,kvstore_rps,ratio,binary_rps,binary_ratio,redis_cpu_us,kvstore_cpu_us,redis_client_cpu_pct,kvstore_client_cpu_pct" >"$csv"
 echo
 echo "redis-benchmark ${TTL:+(SET ... EX $TTL, GET) }-t set, then -t get, -n $N -r 1000000 -d 100 -c 50, $ROUNDS rounds; ratio = kvstore / Redis in the same round"
 bench_env
-row='| %-34s | %-3s | %-4s | %-22s | %6s | %12s | %12s | %9s | %9s | %8s | %8s | %12s | %6s |\n'
+row='| %-34s | %-3s | %-4s | %-22s | %6s | %12s | %12s | %9s | %9s | %8s | %8s | %9s | %12s | %6s |\n'
 # shellcheck disable=SC2059 # the format is the one above
-printf "$row" "pairing" "P" "test" "ratio per round" "median" "Redis rps" "kvstore rps" "Redis p50" "kv p50" "Redis us" "kv us" "binary rps" "binary"
-printf '|%s|\n' "------------------------------------|-----|------|------------------------|--------|--------------|--------------|-----------|-----------|----------|----------|--------------|-------"
+printf "$row" "pairing" "P" "test" "ratio per round" "median" "Redis rps" "kvstore rps" "Redis p50" "kv p50" "Redis us" "kv us" "client %" "binary rps" "binary"
+printf '|%s|\n' "------------------------------------|-----|------|------------------------|--------|--------------|--------------|-----------|-----------|----------|----------|-----------|--------------|-------"
 for pairing in $PAIRINGS; do
   case $pairing in
     always) label="appendfsync always / always"; short=always ;;
@@ -227,7 +244,7 @@ for pairing in $PAIRINGS; do
   esac
   for P in 1 16; do
     for t in SET GET; do
-      ratios=() rs=() ks=() rps50=() kps50=() bs=() bratios=() rcpu=() kcpu=()
+      ratios=() rs=() ks=() rps50=() kps50=() bs=() bratios=() rcpu=() kcpu=() rgen=() kgen=()
       for round in $(seq 1 "$ROUNDS"); do
         rf=$OUT/$pairing-redis-P$P-r$round.csv kf=$OUT/$pairing-kvstore-P$P-r$round.csv
         r=$(rps "$rf" "$t"); k=$(rps "$kf" "$t")
@@ -237,17 +254,20 @@ for pairing in $PAIRINGS; do
         bs+=("$b"); bratios+=("$(ratio "$b" "$r")")
         rc=$(cpu_us "${rf%.csv}.cpu" "$t"); kc=$(cpu_us "${kf%.csv}.cpu" "$t")
         rcpu+=("${rc:-n/a}"); kcpu+=("${kc:-n/a}")
-        echo "$when,$short,$P,$t,$round,$r,$k,${ratios[-1]},${b/n\/a/},${bratios[-1]/n\/a/},$rc,$kc" >>"$csv"
+        rg=$(cpu_us "${rf%.csv}.cpu.gen" "$t"); kg=$(cpu_us "${kf%.csv}.cpu.gen" "$t")
+        rgen+=("${rg:-n/a}"); kgen+=("${kg:-n/a}")
+        echo "$when,$short,$P,$t,$round,$r,$k,${ratios[-1]},${b/n\/a/},${bratios[-1]/n\/a/},$rc,$kc,$rg,$kg" >>"$csv"
       done
       # shellcheck disable=SC2059 # the format is the one above
       printf "$row" "$label" "$P" "$t" \
         "$(IFS=,; all="${ratios[*]}"; echo "${all//,/, }")" "$(med "${ratios[@]}")" \
         "$(med "${rs[@]}")" "$(med "${ks[@]}")" "$(med "${rps50[@]}")" "$(med "${kps50[@]}")" \
-        "$(med "${rcpu[@]}")" "$(med "${kcpu[@]}")" "$(med "${bs[@]}")" "$(med "${bratios[@]}")"
+        "$(med "${rcpu[@]}")" "$(med "${kcpu[@]}")" "$(med "${rgen[@]}")/$(med "${kgen[@]}")" \
+        "$(med "${bs[@]}")" "$(med "${bratios[@]}")"
     done
   done
 done
-echo "(Redis rps, kvstore rps and p50: medians over the rounds; Redis us, kv us: the server process's CPU time (user + system) per request, median over the rounds; binary: kvstore bench on the binary protocol, its rps and the median of its same-round ratios to Redis)"
+echo "(Redis rps, kvstore rps and p50: medians over the rounds; Redis us, kv us: the server process's CPU time (user + system) per request, median over the rounds; client %: the load generator's CPU time as a share of one CPU, against Redis/against kvstore, medians over the rounds (near 100: redis-benchmark, one thread, is the bottleneck); binary: kvstore bench on the binary protocol, its rps and the median of its same-round ratios to Redis)"
 if [[ " $PAIRINGS " == *" always "* ]]; then
   # The always SET at -P 1 is held to min(1.1x Redis, 0.95x the fsync cap).
   caps=() targets=() met=()

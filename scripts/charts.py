@@ -10,7 +10,7 @@ package, no network), so the bench scripts can run it anywhere
 run its figures come from, printed under the chart's title.
 
 Charts, by CSV name:
-  vs-redis          date,pairing,pipeline,test,round,redis_rps,kvstore_rps,ratio[,binary_rps,binary_ratio[,redis_cpu_us,kvstore_cpu_us]]
+  vs-redis          date,pairing,pipeline,test,round,redis_rps,kvstore_rps,ratio[,binary_rps,binary_ratio[,redis_cpu_us,kvstore_cpu_us[,redis_client_cpu_pct,kvstore_client_cpu_pct]]]
                     (scripts/bench-vs-redis.sh): the median of the
                     same-round ratios kvstore / Redis per cell, each round
                     as a dot, lines at 1.0 and at the 1.1 target.
