@@ -11,6 +11,13 @@ use super::keydir::Loc;
 use super::record::{self, EXPIRY_LEN, HEADER_LEN};
 use super::segment::{DataFile, FILE_HEADER_LEN};
 
+/// A CPU cache line, in bytes.
+const LINE: usize = 64;
+/// Cache lines of a record [`FileTable::prefetch`] asks for: enough for a
+/// record with a short key and a value of up to about 200 bytes; a longer
+/// value's copy costs more than its first misses.
+const PREFETCH_LINES: usize = 4;
+
 #[derive(Clone, Default, Debug)]
 pub struct FileTable {
     by_id: HashMap<u32, Arc<DataFile>, BuildHasherDefault<IdHasher>>,
@@ -69,6 +76,27 @@ impl FileTable {
             .sum()
     }
 
+    /// Asks the CPU to start loading the record at `loc` into its caches
+    /// (its first [`PREFETCH_LINES`] cache lines: the header, the key and
+    /// a small value), and returns at once: a hint, which neither waits
+    /// for memory nor faults, whatever the mapping holds. Nothing when the
+    /// file is gone.
+    pub fn prefetch(&self, loc: Loc) {
+        let Some(record) = self
+            .get(loc.file)
+            .and_then(|f| f.slice(u64::from(loc.pos), loc.len as usize))
+        else {
+            return;
+        };
+        // The line holding the first byte, then each line after it.
+        let first = record.as_ptr() as usize & !(LINE - 1);
+        let end = record.as_ptr() as usize + record.len();
+        for line in (first..end).step_by(LINE).take(PREFETCH_LINES) {
+            let offset = line.saturating_sub(record.as_ptr() as usize);
+            prefetch_line(&record[offset..]);
+        }
+    }
+
     /// The key of the record at `loc` and its expiry, read through the
     /// file's mapping. `None` if the file is gone or the bytes are not
     /// readable or not a record header.
@@ -91,4 +119,19 @@ impl FileTable {
 pub struct KeyAt<'a> {
     pub key: &'a [u8],
     pub expires_at: Option<u64>,
+}
+
+/// Asks the CPU to load the cache line holding `bytes[0]` (see
+/// [`FileTable::prefetch`]); nothing on CPUs other than x86-64.
+fn prefetch_line(bytes: &[u8]) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch reads nothing the program sees and never faults,
+    // even for an address that is not mapped; SSE, which it needs, is part
+    // of every x86-64 CPU.
+    unsafe {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        _mm_prefetch::<_MM_HINT_T0>(bytes.as_ptr().cast());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = bytes;
 }

@@ -637,6 +637,16 @@ impl Inner {
         }
     }
 
+    /// [`super::Engine::warm_for_read`]: the key's slot is looked up and
+    /// the records it names prefetched.
+    pub(crate) fn warm_for_read(&self, key: &[u8]) {
+        let keydir = self.keydir.load();
+        let table = self.files.load();
+        for loc in keydir.candidates(hash_key(key)).iter() {
+            table.prefetch(loc);
+        }
+    }
+
     /// Seals the active segment first if `len` more bytes would overfill
     /// it (a master's writer only; a replica's segments end where its
     /// master's do).

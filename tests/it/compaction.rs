@@ -323,3 +323,30 @@ fn a_roll_queued_behind_another_roll_does_not_collide_with_it() {
         engine.close().unwrap();
     }
 }
+
+/// Warming reads is a hint that changes nothing: before and after a
+/// compaction has moved every record to new files, for present, deleted
+/// and never-written keys, the reads that follow answer as without it.
+#[test]
+fn warming_reads_before_and_after_a_compaction_changes_no_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path(), options(None)).unwrap();
+    let model = load(&engine, 5);
+    let keys: Vec<Vec<u8>> = (0..45).map(|k| format!("k{k:02}").into_bytes()).collect();
+    let check = |when: &str| {
+        for key in &keys {
+            engine.warm_for_read(key);
+        }
+        for key in &keys {
+            assert_eq!(
+                engine.get(key).unwrap().as_ref(),
+                model.get(key),
+                "{when}: {}",
+                String::from_utf8_lossy(key)
+            );
+        }
+    };
+    check("before");
+    engine.compact().unwrap();
+    check("after the compaction");
+}
