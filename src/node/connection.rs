@@ -91,6 +91,9 @@ pub const FLUSH_AT: usize = 256 * 1024;
 pub const SHRINK_ABOVE: usize = 2 * FLUSH_AT;
 /// Most writes started together before they are awaited.
 pub const MAX_WRITE_RUN: usize = 1024;
+/// Most reads readied together before the first runs: what they touch
+/// must still be in the CPU's caches when they run.
+pub const MAX_READ_RUN: usize = 64;
 /// Stand-in for "no idle timeout": far away, but no overflow.
 pub const NEVER: Duration = Duration::from_secs(365 * 24 * 3600);
 /// At shutdown, how long the loop waits for a client that neither closes
@@ -101,6 +104,10 @@ pub const LINGER: Duration = Duration::from_millis(500);
 pub enum Admit<C: Codec> {
     /// Run it now, after the writes before it.
     Run(C::Request),
+    /// A read that only looks at the store: run in order like
+    /// [`Admit::Run`], but consecutive reads are gathered, so that the
+    /// codec readies them all ([`Codec::warm_reads`]) before the first runs.
+    Read(C::Request),
     /// A write that may share a group commit with the writes around it.
     Write(C::Request),
     /// Send this instead of running anything (a refusal of the auth gate,
@@ -186,6 +193,11 @@ pub trait Codec: Send + Sync + Sized + 'static {
     ) -> impl Future<Output = Vec<Self::Answer>> + Send + '_ {
         futures_util::future::join_all(writes.into_iter().map(|r| self.run_write(r)))
     }
+
+    /// Readies what a run of more than one read will touch (the engine's
+    /// index and log for their keys), so that their waits on memory
+    /// overlap instead of following one another. A hint: changes nothing.
+    fn warm_reads(&self, _reads: &[Self::Request]) {}
 
     /// Appends `answer` to `out`; `Some` when the connection must close
     /// after it.
@@ -557,7 +569,10 @@ impl<C: Codec> Connection<'_, C> {
     /// order. `Err` when the connection ends or is handed over (after the
     /// closing answer has been queued).
     async fn answer_buffered(&mut self) -> Result<(), Stop<C::HandOff>> {
+        // At most one of the two holds requests: a write runs the reads
+        // before it, a read the writes before it.
         let mut writes: Vec<C::Request> = Vec::new();
+        let mut reads: Vec<C::Request> = Vec::new();
         let mut pipelined = false;
         loop {
             if self.owed == Some(0) {
@@ -567,7 +582,7 @@ impl<C: Codec> Connection<'_, C> {
                 Ok(Some(request)) => request,
                 Ok(None) => break,
                 Err(answer) => {
-                    self.run_writes(&mut writes).await?;
+                    self.run_pending(&mut writes, &mut reads).await?;
                     self.push(answer).await?;
                     // A decoding failure always ends the connection.
                     return Err(End::Closed(Closing {
@@ -590,28 +605,59 @@ impl<C: Codec> Connection<'_, C> {
             match admitted {
                 Admit::Skip => {}
                 Admit::Write(request) => {
+                    self.run_reads(&mut reads).await?;
                     writes.push(request);
                     if writes.len() >= MAX_WRITE_RUN {
                         self.run_writes(&mut writes).await?;
                     }
                 }
-                Admit::Answer(answer) => {
+                Admit::Read(request) => {
                     self.run_writes(&mut writes).await?;
+                    reads.push(request);
+                    if reads.len() >= MAX_READ_RUN {
+                        self.run_reads(&mut reads).await?;
+                    }
+                }
+                Admit::Answer(answer) => {
+                    self.run_pending(&mut writes, &mut reads).await?;
                     self.push(answer).await?;
                 }
                 Admit::Run(request) => {
-                    self.run_writes(&mut writes).await?;
+                    self.run_pending(&mut writes, &mut reads).await?;
                     let answer = self.codec.run(request).await;
                     self.push(answer).await?;
                 }
                 Admit::HandOff(hand_off) => {
-                    self.run_writes(&mut writes).await?;
+                    self.run_pending(&mut writes, &mut reads).await?;
                     self.flush().await?;
                     return Err(Stop::HandOff(hand_off));
                 }
             }
         }
-        self.run_writes(&mut writes).await
+        self.run_pending(&mut writes, &mut reads).await
+    }
+
+    /// Runs the gathered requests (writes or reads: never both).
+    async fn run_pending(
+        &mut self,
+        writes: &mut Vec<C::Request>,
+        reads: &mut Vec<C::Request>,
+    ) -> Result<(), Stop<C::HandOff>> {
+        self.run_writes(writes).await?;
+        self.run_reads(reads).await
+    }
+
+    /// Runs a run of consecutive reads in order, each readied first when
+    /// there are several (a lone read gains nothing from it).
+    async fn run_reads(&mut self, reads: &mut Vec<C::Request>) -> Result<(), Stop<C::HandOff>> {
+        if reads.len() > 1 {
+            self.codec.warm_reads(reads);
+        }
+        for request in reads.drain(..) {
+            let answer = self.codec.run(request).await;
+            self.push(answer).await?;
+        }
+        Ok(())
     }
 
     /// Executes a run of consecutive writes: `join_all` polls them in

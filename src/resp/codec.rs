@@ -9,6 +9,9 @@
 //!   wait on memory inside the engine's single writer; consecutive plain
 //!   `SET key value`s of a run go to the engine as one append
 //!   ([`execute::put_groups`]), so they take its writer's lock once;
+//! - consecutive `GET key`s of one pipeline are gathered, and the engine's
+//!   index and log warmed for all their keys before the first runs, so
+//!   that their misses of memory overlap ([`commands::warm_for_read`]);
 //! - the read buffer holds at most one incomplete request, whose size the
 //!   parser bounds; the loop grows it by what has arrived, never by an
 //!   announced length;
@@ -72,6 +75,7 @@ impl Codec for RespCodec {
         }
         match auth::gate(&self.node, &mut self.session, args) {
             Ok(args) if commands::batchable(&args) => Admit::Write(args),
+            Ok(args) if commands::plain_get(&args).is_some() => Admit::Read(args),
             Ok(args) => Admit::Run(args),
             Err(Refusal::Answer(reply)) => Admit::Answer(reply),
             Err(Refusal::Close(reply)) => {
@@ -90,6 +94,12 @@ impl Codec for RespCodec {
 
     async fn run_write(&self, args: Args) -> Reply {
         commands::execute_write(&self.node, &self.shared, &args).await
+    }
+
+    fn warm_reads(&self, reads: &[Args]) {
+        for args in reads {
+            commands::warm_for_read(&self.node, args);
+        }
     }
 
     async fn run_writes(&self, writes: Vec<Args>) -> Vec<Reply> {

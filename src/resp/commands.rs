@@ -65,6 +65,23 @@ pub fn plain_set(args: &Args) -> Option<(&[u8], &[u8])> {
     }
 }
 
+/// The key of a `GET key`: a read the connection loop may gather with
+/// the `GET`s after it and warm together ([`warm_for_read`]).
+pub fn plain_get(args: &Args) -> Option<&[u8]> {
+    match &args[..] {
+        [name, key] if name.eq_ignore_ascii_case(b"get") => Some(key),
+        _ => None,
+    }
+}
+
+/// Readies the engine's index and log for the key of the [`plain_get`]
+/// `args` (a hint: nothing changes).
+pub fn warm_for_read(node: &Node, args: &Args) {
+    if let Some(key) = plain_get(args) {
+        node.engine.warm_for_read(key);
+    }
+}
+
 /// Readies the engine's index for the keys the [`batchable`] write `args`
 /// will write (a hint: nothing changes; a malformed request is skipped).
 pub fn warm_for_write(node: &Node, args: &Args) {

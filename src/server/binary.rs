@@ -175,6 +175,7 @@ impl Codec for BinaryCodec {
             | Request::Batch(_)
             | Request::Expire { .. }
             | Request::Persist { .. } => Admit::Write(Ok(request)),
+            Request::Get { .. } => Admit::Read(Ok(request)),
             request => Admit::Run(Ok(request)),
         }
     }
@@ -185,6 +186,14 @@ impl Codec for BinaryCodec {
 
     async fn run_write(&self, request: Self::Request) -> Response {
         self.run_one(&request).await
+    }
+
+    fn warm_reads(&self, reads: &[Self::Request]) {
+        for request in reads {
+            if let Ok(Request::Get { key }) = request {
+                self.node.engine.warm_for_read(key);
+            }
+        }
     }
 
     /// Consecutive plain PUTs of the run go to the engine as one append

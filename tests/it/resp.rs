@@ -376,6 +376,62 @@ fn a_pipelined_run_of_writes_answers_and_stores_as_one_by_one() {
     }
 }
 
+/// A pipeline's GETs are gathered into runs and readied together before
+/// they run, but each still reads what the requests before it in the
+/// pipeline wrote, and no later write: GETs between SETs and DELs of the
+/// same key, malformed GETs among them, and a run longer than the loop
+/// gathers at once (100 GETs), under each durability policy.
+#[test]
+fn pipelined_gets_among_writes_read_what_the_requests_before_them_wrote() {
+    let bulk = |v: &str| format!("${}\r\n{v}\r\n", v.len());
+    for durability in ["never", "always"] {
+        let (_server, addr) = start_with_resp(&["--durability", durability]);
+        assert_eq!(cli(addr, &["SET", "a", "0"]), "OK");
+        let mut requests: Vec<Vec<String>> = Vec::new();
+        let mut expected = String::new();
+        let mut ask = |args: &[&str], answer: String| {
+            requests.push(args.iter().map(|a| a.to_string()).collect());
+            expected.push_str(&answer);
+        };
+        ask(&["GET", "a"], bulk("0"));
+        ask(&["SET", "a", "1"], "+OK\r\n".into());
+        ask(&["GET", "a"], bulk("1"));
+        ask(&["GET", "a"], bulk("1"));
+        ask(&["SET", "a", "2"], "+OK\r\n".into());
+        ask(&["GET", "a"], bulk("2"));
+        ask(&["GET", "missing"], "$-1\r\n".into());
+        ask(
+            &["GET"],
+            "-ERR wrong number of arguments for 'get' command\r\n".into(),
+        );
+        ask(&["GET", "a"], bulk("2"));
+        ask(&["DEL", "a"], ":1\r\n".into());
+        ask(&["GET", "a"], "$-1\r\n".into());
+        for i in 0..100 {
+            ask(
+                &["SET", &format!("k{i}"), &format!("v{i}")],
+                "+OK\r\n".into(),
+            );
+        }
+        for i in (0..100).rev() {
+            ask(&["GET", &format!("k{i}")], bulk(&format!("v{i}")));
+        }
+        ask(&["SET", "k0", "last"], "+OK\r\n".into());
+        ask(&["GET", "k0"], bulk("last"));
+        let mut input = Vec::new();
+        for args in &requests {
+            let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+            input.extend(kvstore::resp::parse::encode_request(&args));
+        }
+        let mut s = TcpStream::connect(addr).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        s.write_all(&input).unwrap();
+        let mut answers = vec![0u8; expected.len()];
+        s.read_exact(&mut answers).expect("every answer");
+        assert_eq!(String::from_utf8_lossy(&answers), expected, "{durability}");
+    }
+}
+
 /// Sends `requests` in one TCP write and reads one single-line answer
 /// (`+`, `-` or `:`) for each.
 fn pipeline(addr: SocketAddr, requests: &[Vec<Vec<u8>>]) -> Vec<String> {

@@ -124,6 +124,48 @@ fn a_sixteen_mib_value_round_trips() {
     assert_eq!(c.get(b"small").unwrap().as_deref(), Some(&b"s"[..]));
 }
 
+/// The binary protocol's pipelined GETs are gathered into runs and
+/// readied together, and each still reads what the requests before it in
+/// the pipeline wrote, and no later write (as over RESP).
+#[test]
+fn pipelined_gets_among_writes_read_what_the_requests_before_them_wrote() {
+    let server = Server::start(&["--durability", "never"]);
+    let mut c = server.client();
+    let put = |k: &str, v: &str| Request::Put {
+        key: Bytes::from(k.to_string()),
+        value: Bytes::from(v.to_string()),
+    };
+    let get = |k: &str| Request::Get {
+        key: Bytes::from(k.to_string()),
+    };
+    let value = |v: &str| Response::Value(Bytes::from(v.to_string()));
+    let mut ops = vec![put("a", "1"), get("a"), get("a"), put("a", "2"), get("a")];
+    let mut expected = vec![
+        Response::Ok,
+        value("1"),
+        value("1"),
+        Response::Ok,
+        value("2"),
+    ];
+    ops.push(Request::Delete {
+        key: Bytes::from_static(b"a"),
+    });
+    expected.push(Response::Deleted { existed: true });
+    ops.extend([get("a"), get("missing")]);
+    expected.extend([Response::NotFound, Response::NotFound]);
+    for i in 0..100 {
+        ops.push(put(&format!("k{i}"), &format!("v{i}")));
+        expected.push(Response::Ok);
+    }
+    for i in (0..100).rev() {
+        ops.push(get(&format!("k{i}")));
+        expected.push(value(&format!("v{i}")));
+    }
+    ops.extend([put("k0", "last"), get("k0")]);
+    expected.extend([Response::Ok, value("last")]);
+    assert_eq!(c.pipeline(&ops).unwrap(), expected);
+}
+
 fn write_keys(server: &Server, n: usize) {
     let mut c = server.client();
     let puts: Vec<Request> = (0..n)
