@@ -12,7 +12,7 @@ use std::path::Path;
 
 use kvstore::engine::{Durability, Engine, Options, WriteOp};
 
-use super::workload::{AsyncPut, Db, Key};
+use super::workload::{AsyncPut, Db, Key, GET_RUN};
 
 pub struct Kvstore(Engine);
 
@@ -50,6 +50,17 @@ impl Db for Kvstore {
                     .map_or(0, |v| v.len() as u64)
             })
             .sum()
+    }
+
+    fn get_warmed(&self, keys: &[Key]) -> Option<u64> {
+        let mut found = 0;
+        for run in keys.chunks(GET_RUN) {
+            for key in run {
+                self.0.warm_for_read(key);
+            }
+            found += self.get_many(run);
+        }
+        Some(found)
     }
 
     fn get(&self, key: &[u8]) -> Option<Vec<u8>> {

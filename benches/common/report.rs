@@ -66,6 +66,12 @@ pub const GETS_1T_FIRST: Metric = metric(
     Better::Higher,
 );
 pub const GETS_1T: Metric = metric("gets_1t", "gets, 1 thread", Unit::OpsPerSec, Better::Higher);
+pub const GETS_1T_WARMED: Metric = metric(
+    "gets_1t_warmed",
+    "gets, 1 thread, warmed runs",
+    Unit::OpsPerSec,
+    Better::Higher,
+);
 pub const GETS_2T: Metric = metric(
     "gets_2t",
     "gets, 2 threads",
@@ -212,6 +218,7 @@ pub const METRICS: &[Metric] = &[
     GETS_1T_FIRST,
     GETS_1T,
     GETS_1T_CPU,
+    GETS_1T_WARMED,
     GETS_2T,
     SYNCED_1W,
     BARE_SYNC_1W,
