@@ -29,8 +29,11 @@
 //! rate before it. A spill stays if the rate rose by [`GAIN`], a pack if
 //! it did not fall by as much; otherwise the move is undone and no move
 //! of that kind is tried for a while (from [`MIN_BACKOFF`], doubling up
-//! to [`MAX_BACKOFF`], and again at once when the rate changes by half:
-//! another load).
+//! to [`MAX_BACKOFF`]; a spill again at once when the rate grows by half,
+//! a pack when it falls by a third: a load it may pay under. An idle
+//! spell does not re-arm a spill: clients that each wait for their answer
+//! saturate the thread that serves them, and a second thread only costs
+//! them more wake-ups, burst after burst).
 //!
 //! While no client sends anything, rounds come further apart (doubling
 //! up to [`IDLE_EVERY`]); a new connection brings them back at once.
@@ -119,6 +122,17 @@ struct Trial {
     /// `Shared::churn` when it started: a trial during which clients
     /// came or went compares two different loads, and decides nothing.
     churn: u64,
+}
+
+impl Backoff {
+    /// Lets the next move of its kind be tried at once, and after a
+    /// failure waited for from [`MIN_BACKOFF`] again.
+    fn reset(&mut self, now: Instant) {
+        if self.wait > MIN_BACKOFF {
+            self.wait = MIN_BACKOFF;
+            self.until = now;
+        }
+    }
 }
 
 impl Round {
@@ -302,13 +316,16 @@ impl Workers {
         };
         let rate = last.rate(MEASURE);
         if let Some(rate) = rate {
-            for backoff in &mut last.backoffs {
-                // A different load: what failed before may pay now.
-                let changed = rate > backoff.failed_rate * 1.5 || rate < backoff.failed_rate / 1.5;
-                if changed && backoff.wait > MIN_BACKOFF {
-                    backoff.wait = MIN_BACKOFF;
-                    backoff.until = now;
-                }
+            // Another load, that a move which failed may pay under: a
+            // spill under a heavier one (a lighter one, or an idle spell
+            // between two bursts, needs a second thread even less), a
+            // pack under a lighter one.
+            let [spill, pack] = &mut last.backoffs;
+            if rate > spill.failed_rate * 1.5 {
+                spill.reset(now);
+            }
+            if rate < pack.failed_rate / 1.5 {
+                pack.reset(now);
             }
         }
         let planned = plan(&busy, &self.loads());
@@ -642,6 +659,12 @@ mod tests {
                 "gap {k}: {gap}, not {expected}: {spills:?}"
             );
         }
+        // An idle spell, then the same load again (the gap between two
+        // bursts of the same clients): the backoff still runs.
+        let idle = rounds(&pool, &[0.0, 0.0], 0, 2 * MEASURE);
+        assert_eq!(idle, vec![]);
+        let moves = rounds(&pool, &[1.0, 0.0], 1000, rounds_in(MIN_BACKOFF * 2));
+        assert_eq!(moves, vec![], "the idle spell re-armed the spill");
         // A load much heavier than the one that failed is tried at once.
         let moves = rounds(&pool, &[1.0, 0.0], 3000, MEASURE + 2);
         assert!(moves.iter().any(|(_, m)| !m.pack), "{moves:?}");
@@ -679,19 +702,38 @@ mod tests {
         assert!(seats.iter().all(|s| s.departure().is_none()));
     }
 
-    #[test]
-    fn a_pack_that_lowers_the_rate_of_work_is_undone() {
+    /// [`packed`], then a rate of work that falls: the pack is undone
+    /// (two connections go back to the second thread); the seats, moved.
+    fn pack_undone() -> (Workers, Vec<Seat>) {
         let (pool, seats) = packed();
         let moves = rounds(&pool, &[0.7, 0.0], 800, SETTLE + MEASURE);
         assert_eq!(moves, vec![(SETTLE + MEASURE - 1, spill(0, 1, 2).unwrap())]);
-        let (departures, _seats) = depart(seats);
+        let (departures, seats) = depart(seats);
         assert_eq!(departures.iter().filter(|d| **d == Some(1)).count(), 2);
         assert_eq!(pool.loads(), vec![1, 2]);
+        (pool, seats)
+    }
+
+    #[test]
+    fn a_pack_that_lowers_the_rate_of_work_is_undone() {
+        let (pool, _seats) = pack_undone();
         // Light again, but no pack until its backoff has passed.
         let wait = rounds_in(MIN_BACKOFF);
         let moves = rounds(&pool, &[0.3, 0.2], 800, wait + 1);
         assert_eq!(moves.len(), 1, "{moves:?}");
         assert!(moves[0].0 + 2 >= wait && moves[0].1.pack, "{moves:?}");
+    }
+
+    #[test]
+    fn a_failed_pack_is_tried_again_at_once_under_a_much_lighter_load_only() {
+        let (pool, _seats) = pack_undone();
+        // Its backoff runs (1 s): twice the work, on threads
+        // light enough to pack, does not end it.
+        let heavier = rounds(&pool, &[0.4, 0.4], 1600, rounds_in(MIN_BACKOFF) - 5);
+        assert_eq!(heavier, vec![], "a heavier load re-armed the pack");
+        // A third of the work: tried as soon as the rate shows it.
+        let moves = rounds(&pool, &[0.2, 0.1], 250, MEASURE + 1);
+        assert!(moves.first().is_some_and(|(_, m)| m.pack), "{moves:?}");
     }
 
     #[test]
