@@ -218,7 +218,7 @@ binrps() { # file SET|GET -> requests/s of kvstore bench's PUT or GET line
   local op=$2; [[ $op != SET ]] || op=PUT
   sed -n "s/^$op: \([0-9.]*\) requests per second.*/\1/p" "$1"
 }
-cpu_us() { sed -n "s/^$2 //p" "$1" 2>/dev/null; } # file SET|GET -> server CPU µs/request (or, of FILE.gen, the generator's CPU %)
+recorded() { sed -n "s/^$2 //p" "$1" 2>/dev/null; } # file SET|GET -> the figure bench recorded for that test (.cpu: server CPU µs/request; .cpu.gen: the generator's CPU %)
 p50() { awk -F'","' -v t="$2" '{gsub(/"/,"",$1); gsub(/"/,"",$5)} $1==t {print $5}' "$1"; }
 # median of the numbers on stdin, one a line
 median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "n/a"; else if (NR % 2) print v[(NR + 1) / 2]; else printf "%.2f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
@@ -252,9 +252,9 @@ for pairing in $PAIRINGS; do
         rps50+=("$(p50 "$rf" "$t")"); kps50+=("$(p50 "$kf" "$t")")
         b=$(binrps "$OUT/$pairing-binary-P$P-r$round.txt" "$t"); b=${b:-n/a}
         bs+=("$b"); bratios+=("$(ratio "$b" "$r")")
-        rc=$(cpu_us "${rf%.csv}.cpu" "$t"); kc=$(cpu_us "${kf%.csv}.cpu" "$t")
+        rc=$(recorded "${rf%.csv}.cpu" "$t"); kc=$(recorded "${kf%.csv}.cpu" "$t")
         rcpu+=("${rc:-n/a}"); kcpu+=("${kc:-n/a}")
-        rg=$(cpu_us "${rf%.csv}.cpu.gen" "$t"); kg=$(cpu_us "${kf%.csv}.cpu.gen" "$t")
+        rg=$(recorded "${rf%.csv}.cpu.gen" "$t"); kg=$(recorded "${kf%.csv}.cpu.gen" "$t")
         rgen+=("${rg:-n/a}"); kgen+=("${kg:-n/a}")
         echo "$when,$short,$P,$t,$round,$r,$k,${ratios[-1]},${b/n\/a/},${bratios[-1]/n\/a/},$rc,$kc,$rg,$kg" >>"$csv"
       done

@@ -627,23 +627,26 @@ impl Inner {
     /// headers it names are read and dropped. Under `always` the flusher
     /// applies writes outside the lock, once durable: nothing to do.
     pub(crate) fn warm_for_write(&self, key: &[u8]) {
-        if self.waits_for_sync() {
-            return;
-        }
-        let keydir = self.keydir.load();
-        let table = self.files.load();
-        for loc in keydir.candidates(hash_key(key)).iter() {
-            std::hint::black_box(table.key_at(loc));
+        if !self.waits_for_sync() {
+            self.with_candidates(key, |table, loc| {
+                std::hint::black_box(table.key_at(loc));
+            });
         }
     }
 
     /// [`super::Engine::warm_for_read`]: the key's slot is looked up and
     /// the records it names prefetched.
     pub(crate) fn warm_for_read(&self, key: &[u8]) {
+        self.with_candidates(key, FileTable::prefetch);
+    }
+
+    /// Looks `key` up and calls `f` with the file table and each
+    /// location the index names for it.
+    fn with_candidates(&self, key: &[u8], mut f: impl FnMut(&FileTable, Loc)) {
         let keydir = self.keydir.load();
         let table = self.files.load();
         for loc in keydir.candidates(hash_key(key)).iter() {
-            table.prefetch(loc);
+            f(&table, loc);
         }
     }
 

@@ -348,10 +348,6 @@ fn a_pipelined_run_of_writes_answers_and_stores_as_one_by_one() {
             &[b"DEL", b"new"],
             &[b"SET", b"new", b"d"],
         ];
-        let mut input = Vec::new();
-        for args in requests {
-            input.extend(kvstore::resp::parse::encode_request(args));
-        }
         let expected: &[u8] = b"+OK\r\n+OK\r\n+OK\r\n\
             -ERR wrong number of arguments for 'set' command\r\n\
             +OK\r\n\
@@ -359,9 +355,7 @@ fn a_pipelined_run_of_writes_answers_and_stores_as_one_by_one() {
             :1\r\n\
             -ERR wrong number of arguments for 'del' command\r\n\
             :1\r\n+OK\r\n";
-        let mut s = TcpStream::connect(addr).expect("connect");
-        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-        s.write_all(&input).unwrap();
+        let mut s = send_pipeline(addr, requests);
         let mut answers = vec![0u8; expected.len()];
         s.read_exact(&mut answers).expect("every answer");
         assert_eq!(
@@ -418,31 +412,35 @@ fn pipelined_gets_among_writes_read_what_the_requests_before_them_wrote() {
         }
         ask(&["SET", "k0", "last"], "+OK\r\n".into());
         ask(&["GET", "k0"], bulk("last"));
-        let mut input = Vec::new();
-        for args in &requests {
-            let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
-            input.extend(kvstore::resp::parse::encode_request(&args));
-        }
-        let mut s = TcpStream::connect(addr).expect("connect");
-        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-        s.write_all(&input).unwrap();
+        let mut s = send_pipeline(addr, &requests);
         let mut answers = vec![0u8; expected.len()];
         s.read_exact(&mut answers).expect("every answer");
         assert_eq!(String::from_utf8_lossy(&answers), expected, "{durability}");
     }
 }
 
-/// Sends `requests` in one TCP write and reads one single-line answer
-/// (`+`, `-` or `:`) for each.
-fn pipeline(addr: SocketAddr, requests: &[Vec<Vec<u8>>]) -> Vec<String> {
+/// Connects and sends `requests` (each a command and its arguments) in
+/// one TCP write; the connection, to read the answers from.
+fn send_pipeline<R, A>(addr: SocketAddr, requests: &[R]) -> TcpStream
+where
+    R: AsRef<[A]>,
+    A: AsRef<[u8]>,
+{
     let mut input = Vec::new();
     for args in requests {
-        let args: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
+        let args: Vec<&[u8]> = args.as_ref().iter().map(AsRef::as_ref).collect();
         input.extend(kvstore::resp::parse::encode_request(&args));
     }
     let mut s = TcpStream::connect(addr).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     s.write_all(&input).unwrap();
+    s
+}
+
+/// Sends `requests` in one TCP write and reads one single-line answer
+/// (`+`, `-` or `:`) for each.
+fn pipeline(addr: SocketAddr, requests: &[Vec<Vec<u8>>]) -> Vec<String> {
+    let s = send_pipeline(addr, requests);
     let mut lines = std::io::BufRead::lines(std::io::BufReader::new(s));
     (0..requests.len())
         .map(|i| match lines.next() {
