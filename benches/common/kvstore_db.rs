@@ -55,9 +55,7 @@ impl Db for Kvstore {
     fn get_warmed(&self, keys: &[Key]) -> Option<u64> {
         let mut found = 0;
         for run in keys.chunks(GET_RUN) {
-            for key in run {
-                self.0.warm_for_read(key);
-            }
+            self.0.warm_for_reads(run.iter().map(|key| &key[..]));
             found += self.get_many(run);
         }
         Some(found)

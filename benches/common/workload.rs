@@ -77,7 +77,7 @@ pub trait Db: Send + Sync + Sized {
     fn get_many(&self, keys: &[Key]) -> u64;
     /// [`Db::get_many`] as a node answers pipelined GETs, where the store
     /// has a way to ready a run of reads before it runs them (kvstore:
-    /// `Engine::warm_for_read`): in runs of [`GET_RUN`] keys, each run
+    /// `Engine::warm_for_reads`): in runs of [`GET_RUN`] keys, each run
     /// warmed first.
     fn get_warmed(&self, _keys: &[Key]) -> Option<u64> {
         None

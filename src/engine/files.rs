@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use super::idhash::IdHasher;
 use super::keydir::Loc;
+use super::prefetch::prefetch;
 use super::record::{self, EXPIRY_LEN, HEADER_LEN};
 use super::segment::{DataFile, FILE_HEADER_LEN};
 
@@ -93,7 +94,7 @@ impl FileTable {
         let end = record.as_ptr() as usize + record.len();
         for line in (first..end).step_by(LINE).take(PREFETCH_LINES) {
             let offset = line.saturating_sub(record.as_ptr() as usize);
-            prefetch_line(&record[offset..]);
+            prefetch(&record[offset..]);
         }
     }
 
@@ -119,19 +120,4 @@ impl FileTable {
 pub struct KeyAt<'a> {
     pub key: &'a [u8],
     pub expires_at: Option<u64>,
-}
-
-/// Asks the CPU to load the cache line holding `bytes[0]` (see
-/// [`FileTable::prefetch`]); nothing on CPUs other than x86-64.
-fn prefetch_line(bytes: &[u8]) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: a prefetch reads nothing the program sees and never faults,
-    // even for an address that is not mapped; SSE, which it needs, is part
-    // of every x86-64 CPU.
-    unsafe {
-        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        _mm_prefetch::<_MM_HINT_T0>(bytes.as_ptr().cast());
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = bytes;
 }

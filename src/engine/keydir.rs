@@ -4,7 +4,9 @@
 //! To keep the per-key cost small the keydir does not hold keys. Each entry
 //! is 16 bytes: 32 bits of the key's hash (the *fingerprint*) and the
 //! record's location (file id, position, length). The rest of the 64-bit
-//! hash picks one of [`SHARDS`] shards. Two keys can share a fingerprint, so
+//! hash picks one of [`SHARDS`] shards, each a table of its own
+//! ([`table`]: one cache line per look-up, which a caller can ask for
+//! ahead of time, [`KeyDir::prefetch`]). Two keys can share a fingerprint, so
 //! every match is confirmed by comparing the key stored in the record on
 //! disk (a read through the memory map); the `is_key` callbacks do that.
 //! This is the layout of FASTER's hash index: the log holds the keys.
@@ -16,11 +18,13 @@
 //! by the same apply paths; an entry here says nothing about expiry (the
 //! record does), so keys without expiry cost nothing more.
 
-use hashbrown::HashTable;
+mod table;
+
 use parking_lot::{RwLock, RwLockWriteGuard};
 use xxhash_rust::xxh3::xxh3_64;
 
 use super::expiries::ExpiryIndex;
+use table::{Slot, Table};
 
 /// Number of independently locked shards.
 pub const SHARDS: usize = 64;
@@ -33,12 +37,6 @@ pub struct Loc {
     pub file: u32,
     pub pos: u32,
     pub len: u32,
-}
-
-#[derive(Clone, Copy)]
-struct Slot {
-    fp: u32,
-    loc: Loc,
 }
 
 /// A key's 64-bit hash: the shard and fingerprint come from it, and hint
@@ -55,13 +53,6 @@ pub fn shard_of(hash: u64) -> usize {
 
 fn fingerprint(hash: u64) -> u32 {
     hash as u32
-}
-
-/// The hash the table itself uses, rebuilt from the fingerprint (the table
-/// never sees the key). Multiplying by an odd constant spreads the
-/// fingerprint's entropy into the high bits hashbrown uses for its tags.
-fn table_hash(fp: u32) -> u64 {
-    u64::from(fp).wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }
 
 /// Candidate locations for one key, most of the time exactly one.
@@ -85,8 +76,14 @@ impl Candidates {
     }
 }
 
+/// A shard's lock on a cache line of its own: readers of two shards on two
+/// CPUs do not take the same line from each other.
+#[repr(align(64))]
+#[derive(Default)]
+struct Shard(RwLock<Table>);
+
 pub struct KeyDir {
-    shards: Box<[RwLock<HashTable<Slot>>]>,
+    shards: Box<[Shard]>,
     /// The keys that have an expiry, by expiry time.
     pub expiries: ExpiryIndex,
 }
@@ -100,7 +97,7 @@ impl Default for KeyDir {
 impl KeyDir {
     pub fn new() -> Self {
         KeyDir {
-            shards: (0..SHARDS).map(|_| RwLock::new(HashTable::new())).collect(),
+            shards: (0..SHARDS).map(|_| Shard::default()).collect(),
             expiries: ExpiryIndex::default(),
         }
     }
@@ -108,35 +105,42 @@ impl KeyDir {
     /// Every location whose fingerprint matches `hash`; the caller confirms
     /// the key by reading the record.
     pub fn candidates(&self, hash: u64) -> Candidates {
-        let fp = fingerprint(hash);
-        let shard = self.shards[shard_of(hash)].read();
         let mut out = Candidates::default();
-        for slot in shard.iter_hash(table_hash(fp)) {
-            if slot.fp == fp {
-                out.push(slot.loc);
-            }
+        for slot in self.shard(hash).read().matching(fingerprint(hash)) {
+            out.push(slot.loc);
         }
         out
+    }
+
+    /// Asks the CPU to load the part of the index a look-up of `hash`
+    /// reads first, and returns without waiting for it: a caller with
+    /// several keys at hand prefetches them all, then looks them up.
+    pub fn prefetch(&self, hash: u64) {
+        self.shard(hash).read().prefetch(fingerprint(hash));
+    }
+
+    fn shard(&self, hash: u64) -> &RwLock<Table> {
+        &self.shards[shard_of(hash)].0
     }
 
     /// Points the key at `loc`, returning the location it replaced.
     /// `is_key(existing)` must say whether a record at `existing` holds the
     /// same key (it is called only for fingerprint matches).
     pub fn insert(&self, hash: u64, loc: Loc, is_key: impl FnMut(Loc) -> bool) -> Option<Loc> {
-        insert_in(&mut self.shards[shard_of(hash)].write(), hash, loc, is_key)
+        insert_in(&mut self.shard(hash).write(), hash, loc, is_key)
     }
 
     /// Removes the key, returning where its record was.
     pub fn remove(&self, hash: u64, is_key: impl FnMut(Loc) -> bool) -> Option<Loc> {
-        remove_in(&mut self.shards[shard_of(hash)].write(), hash, is_key)
+        remove_in(&mut self.shard(hash).write(), hash, is_key)
     }
 
     /// Holds shard `shard` for filling while the index is built at open,
     /// with room for `additional` more entries: the inserts then take no
     /// lock each and never grow the table.
     pub fn fill_shard(&self, shard: usize, additional: usize) -> ShardFill<'_> {
-        let mut table = self.shards[shard].write();
-        table.reserve(additional, |s| table_hash(s.fp));
+        let mut table = self.shards[shard].0.write();
+        table.reserve(additional);
         ShardFill {
             shard,
             table,
@@ -147,9 +151,8 @@ impl KeyDir {
     /// Moves an entry from `old` to `new` only if it still points at `old`
     /// (compaction uses this: a key written meanwhile keeps its new value).
     pub fn replace_if(&self, hash: u64, old: Loc, new: Loc) -> bool {
-        let fp = fingerprint(hash);
-        let mut shard = self.shards[shard_of(hash)].write();
-        match shard.find_mut(table_hash(fp), |s| s.fp == fp && s.loc == old) {
+        let mut shard = self.shard(hash).write();
+        match shard.find_mut(fingerprint(hash), |s| s.loc == old) {
             Some(slot) => {
                 slot.loc = new;
                 true
@@ -161,28 +164,18 @@ impl KeyDir {
     /// Removes the entry only if it still points at `loc` (compaction
     /// dropping an expired record: a key written meanwhile stays).
     pub fn remove_if(&self, hash: u64, loc: Loc) -> bool {
-        let fp = fingerprint(hash);
-        let mut shard = self.shards[shard_of(hash)].write();
-        match shard.find_entry(table_hash(fp), |s| s.fp == fp && s.loc == loc) {
-            Ok(entry) => {
-                entry.remove();
-                true
-            }
-            Err(_) => false,
-        }
+        let mut shard = self.shard(hash).write();
+        shard.remove(fingerprint(hash), |s| s.loc == loc).is_some()
     }
 
     /// Whether the record at `loc` is the newest for its key.
     pub fn is_current(&self, hash: u64, loc: Loc) -> bool {
-        let fp = fingerprint(hash);
-        let shard = self.shards[shard_of(hash)].read();
-        shard
-            .find(table_hash(fp), |s| s.fp == fp && s.loc == loc)
-            .is_some()
+        let shard = self.shard(hash).read();
+        shard.find(fingerprint(hash), |s| s.loc == loc).is_some()
     }
 
     pub fn len(&self) -> usize {
-        self.shards.iter().map(|s| s.read().len()).sum()
+        self.shards.iter().map(|s| s.0.read().len()).sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -191,14 +184,17 @@ impl KeyDir {
 
     /// Heap bytes held by the index tables.
     pub fn allocated_bytes(&self) -> usize {
-        self.shards.iter().map(|s| s.read().allocation_size()).sum()
+        self.shards
+            .iter()
+            .map(|s| s.0.read().allocation_size())
+            .sum()
     }
 
     /// Calls `f` with every location, shard by shard (shards are locked one
     /// at a time, so concurrent writes may or may not be seen).
     pub fn for_each(&self, mut f: impl FnMut(Loc)) {
         for shard in self.shards.iter() {
-            for slot in shard.read().iter() {
+            for slot in shard.0.read().iter() {
                 f(slot.loc);
             }
         }
@@ -206,30 +202,23 @@ impl KeyDir {
 }
 
 fn insert_in(
-    table: &mut HashTable<Slot>,
+    table: &mut Table,
     hash: u64,
     loc: Loc,
     mut is_key: impl FnMut(Loc) -> bool,
 ) -> Option<Loc> {
     let fp = fingerprint(hash);
-    let th = table_hash(fp);
-    if let Some(slot) = table.find_mut(th, |s| s.fp == fp && is_key(s.loc)) {
+    if let Some(slot) = table.find_mut(fp, |s| is_key(s.loc)) {
         return Some(std::mem::replace(&mut slot.loc, loc));
     }
-    table.insert_unique(th, Slot { fp, loc }, |s| table_hash(s.fp));
+    table.insert_unique(Slot { fp, loc });
     None
 }
 
-fn remove_in(
-    table: &mut HashTable<Slot>,
-    hash: u64,
-    mut is_key: impl FnMut(Loc) -> bool,
-) -> Option<Loc> {
-    let fp = fingerprint(hash);
-    match table.find_entry(table_hash(fp), |s| s.fp == fp && is_key(s.loc)) {
-        Ok(entry) => Some(entry.remove().0.loc),
-        Err(_) => None,
-    }
+fn remove_in(table: &mut Table, hash: u64, mut is_key: impl FnMut(Loc) -> bool) -> Option<Loc> {
+    table
+        .remove(fingerprint(hash), |s| is_key(s.loc))
+        .map(|s| s.loc)
 }
 
 /// Where index changes go: the keydir itself (each change takes its
@@ -261,7 +250,7 @@ impl Slots for &KeyDir {
 /// hash given to it must belong to its shard ([`shard_of`]).
 pub struct ShardFill<'a> {
     shard: usize,
-    table: RwLockWriteGuard<'a, HashTable<Slot>>,
+    table: RwLockWriteGuard<'a, Table>,
     expiries: &'a ExpiryIndex,
 }
 
@@ -326,7 +315,7 @@ mod tests {
     }
 
     #[test]
-    fn entries_stay_small() {
-        assert_eq!(std::mem::size_of::<Slot>(), 16);
+    fn a_shard_lock_has_its_cache_line() {
+        assert_eq!(std::mem::align_of::<Shard>(), 64);
     }
 }

@@ -27,6 +27,7 @@ mod log;
 mod maintenance;
 pub mod manifest;
 pub mod options;
+mod prefetch;
 pub mod record;
 pub mod recovery;
 mod resume;
@@ -71,6 +72,11 @@ use segment::{DataFile, FileKind, FILE_HEADER_LEN};
 use stats::Counters;
 use sweep::Sweeper;
 use writer::Writer;
+
+/// Keys whose index buckets [`Engine::warm_for_reads`] and
+/// [`Engine::warm_for_writes`] ask the CPU for at once, before looking the
+/// first up: about as many loads as a CPU keeps in flight.
+pub const WARM_GROUP: usize = 16;
 
 /// Name of the lock file that makes a data directory single-owner.
 pub const LOCK_FILE: &str = "LOCK";
@@ -328,29 +334,30 @@ impl Engine {
         self.write_blocking(ops, true).map(|_| ())
     }
 
-    /// Readies the index for a write of `key` that follows soon. Under
+    /// Readies the index for writes of `keys` that follow soon. Under
     /// `interval` and `never` a write applies to the keydir under the
     /// writer lock, and an overwrite misses memory twice there: the key's
-    /// slot, and the old record's header in the mapped log, read to
-    /// confirm the key. This touches both outside the lock. A caller with
-    /// several writes at hand (a pipeline) warms them all before it runs
-    /// the first; a lone write gains nothing and pays the look-up twice,
-    /// so it is not warmed. Changes nothing (the write looks again).
-    pub fn warm_for_write(&self, key: &[u8]) {
-        self.inner().warm_for_write(key);
+    /// bucket in the index, and the old record's header in the mapped log,
+    /// read to confirm the key. This touches both outside the lock, the
+    /// buckets of up to [`WARM_GROUP`] keys at once. A caller with several
+    /// writes at hand (a pipeline) warms them all before it runs the first;
+    /// a lone write gains nothing and pays the look-up twice, so it is not
+    /// warmed. Changes nothing (the writes look again).
+    pub fn warm_for_writes<'k>(&self, keys: impl IntoIterator<Item = &'k [u8]>) {
+        self.inner().warm_for_writes(keys);
     }
 
-    /// Readies the log for a read of `key` that follows soon. A read of a
-    /// key not in the CPU's caches waits on memory three times, each wait
-    /// after the one before: the index's control bytes, the key's slot,
-    /// the record in the mapped log. This looks the key up (the first two
-    /// waits, as the read would) and asks the CPU to load the record
-    /// without waiting for it, so a caller with several reads at hand (a
-    /// pipeline of GETs) warms them all, then runs them: each record
-    /// arrives while the next key is looked up. A lone read gains nothing
-    /// and pays the look-up twice. Changes nothing (the read looks again).
-    pub fn warm_for_read(&self, key: &[u8]) {
-        self.inner().warm_for_read(key);
+    /// Readies the index and the log for reads of `keys` that follow soon.
+    /// A read of a key not in the CPU's caches waits on memory twice, the
+    /// second wait after the first: the key's bucket in the index, then
+    /// the record in the mapped log. This asks the CPU for the buckets of
+    /// up to [`WARM_GROUP`] keys at once, then looks each key up and asks
+    /// for its record, without waiting for either: the misses of a
+    /// pipeline of GETs overlap, where one read alone waits for each in
+    /// turn. A lone read gains nothing and pays the look-up twice. Changes
+    /// nothing (the reads look again).
+    pub fn warm_for_reads<'k>(&self, keys: impl IntoIterator<Item = &'k [u8]>) {
+        self.inner().warm_for_reads(keys);
     }
 
     /// Appends `ops` (atomically when `atomic`) and waits, without blocking

@@ -55,7 +55,7 @@ use super::options::Durability;
 use super::record::{self, Kind, Record, MAX_APPEND_BYTES};
 use super::recovery::{apply_entry, update_expiries};
 use super::segment::{self, DataFile, FileKind, FILE_HEADER_LEN};
-use super::Inner;
+use super::{Inner, WARM_GROUP};
 
 /// How often a poisoned engine tries to resume ([`super::resume`]).
 pub(crate) const PROBE_EVERY: Duration = Duration::from_secs(1);
@@ -623,31 +623,53 @@ impl Inner {
         })
     }
 
-    /// [`super::Engine::warm_for_write`]: the key's slot and the record
-    /// headers it names are read and dropped. Under `always` the flusher
+    /// [`super::Engine::warm_for_writes`]: the record headers the index
+    /// names for each key are read and dropped. Under `always` the flusher
     /// applies writes outside the lock, once durable: nothing to do.
-    pub(crate) fn warm_for_write(&self, key: &[u8]) {
+    pub(crate) fn warm_for_writes<'k>(&self, keys: impl IntoIterator<Item = &'k [u8]>) {
         if !self.waits_for_sync() {
-            self.with_candidates(key, |table, loc| {
+            self.with_candidates(keys, |table, loc| {
                 std::hint::black_box(table.key_at(loc));
             });
         }
     }
 
-    /// [`super::Engine::warm_for_read`]: the key's slot is looked up and
-    /// the records it names prefetched.
-    pub(crate) fn warm_for_read(&self, key: &[u8]) {
-        self.with_candidates(key, FileTable::prefetch);
+    /// [`super::Engine::warm_for_reads`]: the records the index names for
+    /// each key are prefetched.
+    pub(crate) fn warm_for_reads<'k>(&self, keys: impl IntoIterator<Item = &'k [u8]>) {
+        self.with_candidates(keys, FileTable::prefetch);
     }
 
-    /// Looks `key` up and calls `f` with the file table and each
-    /// location the index names for it.
-    fn with_candidates(&self, key: &[u8], mut f: impl FnMut(&FileTable, Loc)) {
+    /// Looks `keys` up, [`WARM_GROUP`] at a time (the index buckets of a
+    /// group prefetched before the first is looked up), and calls `f` with
+    /// the file table and each location the index names for each key.
+    fn with_candidates<'k>(
+        &self,
+        keys: impl IntoIterator<Item = &'k [u8]>,
+        mut f: impl FnMut(&FileTable, Loc),
+    ) {
         let keydir = self.keydir.load();
         let table = self.files.load();
-        for loc in keydir.candidates(hash_key(key)).iter() {
-            f(&table, loc);
+        let mut look_up = |hashes: &[u64]| {
+            for &hash in hashes {
+                for loc in keydir.candidates(hash).iter() {
+                    f(&table, loc);
+                }
+            }
+        };
+        let mut group = [0u64; WARM_GROUP];
+        let mut n = 0;
+        for key in keys {
+            let hash = hash_key(key);
+            keydir.prefetch(hash);
+            group[n] = hash;
+            n += 1;
+            if n == WARM_GROUP {
+                look_up(&group);
+                n = 0;
+            }
         }
+        look_up(&group[..n]);
     }
 
     /// Seals the active segment first if `len` more bytes would overfill

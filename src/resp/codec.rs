@@ -11,7 +11,7 @@
 //!   ([`execute::put_groups`]), so they take its writer's lock once;
 //! - consecutive `GET key`s of one pipeline are gathered, and the engine's
 //!   index and log warmed for all their keys before the first runs, so
-//!   that their misses of memory overlap ([`commands::warm_for_read`]);
+//!   that their misses of memory overlap ([`commands::warm_for_reads`]);
 //! - the read buffer holds at most one incomplete request, whose size the
 //!   parser bounds; the loop grows it by what has arrived, never by an
 //!   announced length;
@@ -97,15 +97,11 @@ impl Codec for RespCodec {
     }
 
     fn warm_reads(&self, reads: &[Args]) {
-        for args in reads {
-            commands::warm_for_read(&self.node, args);
-        }
+        commands::warm_for_reads(&self.node, reads);
     }
 
     async fn run_writes(&self, writes: Vec<Args>) -> Vec<Reply> {
-        for args in &writes {
-            commands::warm_for_write(&self.node, args);
-        }
+        commands::warm_for_writes(&self.node, &writes);
         let groups = execute::put_groups(&writes, commands::plain_set);
         let (node, shared) = (&self.node, &self.shared);
         let replies = join_all(groups.iter().map(|group| async {

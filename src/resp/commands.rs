@@ -66,7 +66,7 @@ pub fn plain_set(args: &Args) -> Option<(&[u8], &[u8])> {
 }
 
 /// The key of a `GET key`: a read the connection loop may gather with
-/// the `GET`s after it and warm together ([`warm_for_read`]).
+/// the `GET`s after it and warm together ([`warm_for_reads`]).
 pub fn plain_get(args: &Args) -> Option<&[u8]> {
     match &args[..] {
         [name, key] if name.eq_ignore_ascii_case(b"get") => Some(key),
@@ -74,28 +74,29 @@ pub fn plain_get(args: &Args) -> Option<&[u8]> {
     }
 }
 
-/// Readies the engine's index and log for the key of the [`plain_get`]
-/// `args` (a hint: nothing changes).
-pub fn warm_for_read(node: &Node, args: &Args) {
-    if let Some(key) = plain_get(args) {
-        node.engine.warm_for_read(key);
-    }
+/// Readies the engine's index and log for the keys of the [`plain_get`]s
+/// among `reads` (a hint: nothing changes).
+pub fn warm_for_reads(node: &Node, reads: &[Args]) {
+    node.engine
+        .warm_for_reads(reads.iter().filter_map(plain_get));
 }
 
-/// Readies the engine's index for the keys the [`batchable`] write `args`
-/// will write (a hint: nothing changes; a malformed request is skipped).
-pub fn warm_for_write(node: &Node, args: &Args) {
-    let Some(name) = args.first() else { return };
+/// Readies the engine's index for the keys the [`batchable`] `writes` will
+/// write (a hint: nothing changes; a malformed request is skipped).
+pub fn warm_for_writes(node: &Node, writes: &[Args]) {
+    node.engine
+        .warm_for_writes(writes.iter().flat_map(written_keys));
+}
+
+/// The keys a [`batchable`] write names: MSET every other argument, the
+/// rest their first.
+fn written_keys(args: &Args) -> impl Iterator<Item = &[u8]> {
     let keys: &[Bytes] = args.get(1..).unwrap_or_default();
-    // MSET names a key every other argument; the rest name one, first.
-    let step = if name.eq_ignore_ascii_case(b"mset") {
-        2
-    } else {
-        keys.len().max(1)
+    let step = match args.first() {
+        Some(name) if name.eq_ignore_ascii_case(b"mset") => 2,
+        _ => keys.len().max(1),
     };
-    for key in keys.iter().step_by(step) {
-        node.engine.warm_for_write(key);
-    }
+    keys.iter().step_by(step).map(|key| &key[..])
 }
 
 /// Runs any command. Records metrics.

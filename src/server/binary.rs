@@ -189,11 +189,12 @@ impl Codec for BinaryCodec {
     }
 
     fn warm_reads(&self, reads: &[Self::Request]) {
-        for request in reads {
-            if let Ok(Request::Get { key }) = request {
-                self.node.engine.warm_for_read(key);
-            }
-        }
+        self.node
+            .engine
+            .warm_for_reads(reads.iter().filter_map(|request| match request {
+                Ok(Request::Get { key }) => Some(&key[..]),
+                _ => None,
+            }));
     }
 
     /// Consecutive plain PUTs of the run go to the engine as one append

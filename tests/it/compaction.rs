@@ -334,9 +334,7 @@ fn warming_reads_before_and_after_a_compaction_changes_no_answer() {
     let model = load(&engine, 5);
     let keys: Vec<Vec<u8>> = (0..45).map(|k| format!("k{k:02}").into_bytes()).collect();
     let check = |when: &str| {
-        for key in &keys {
-            engine.warm_for_read(key);
-        }
+        engine.warm_for_reads(keys.iter().map(|key| &key[..]));
         for key in &keys {
             assert_eq!(
                 engine.get(key).unwrap().as_ref(),
