@@ -197,9 +197,13 @@ impl Codec for BinaryCodec {
             }));
     }
 
-    /// Consecutive plain PUTs of the run go to the engine as one append
-    /// ([`execute::put_groups`]).
+    /// The keys' index entries are warmed first, as RESP's are
+    /// ([`crate::engine::Engine::warm_for_writes`]); consecutive plain PUTs
+    /// of the run go to the engine as one append ([`execute::put_groups`]).
     async fn run_writes(&self, writes: Vec<Self::Request>) -> Vec<Response> {
+        self.node
+            .engine
+            .warm_for_writes(writes.iter().filter_map(written_key));
         let groups = execute::put_groups(&writes, plain_put);
         let answers = join_all(groups.iter().map(|group| async {
             match &writes[group.clone()] {
@@ -401,6 +405,14 @@ impl BinaryCodec {
 fn plain_put(request: &Result<Request, protocol::Error>) -> Option<(&[u8], &[u8])> {
     match request {
         Ok(Request::Put { key, value }) => Some((key, value)),
+        _ => None,
+    }
+}
+
+/// The key a PUT or DELETE writes.
+fn written_key(request: &Result<Request, protocol::Error>) -> Option<&[u8]> {
+    match request {
+        Ok(Request::Put { key, .. } | Request::Delete { key }) => Some(key),
         _ => None,
     }
 }
