@@ -208,21 +208,18 @@ impl Table {
     }
 
     fn find_at(&self, fp: u32, is_it: &mut impl FnMut(&Slot) -> bool) -> Option<At> {
-        self.probe(fp).find_map(|b| {
-            let i = self.buckets[b]
-                .0
-                .iter()
-                .position(|s| s.is_live() && s.fp == fp && is_it(s))?;
-            Some((b, i))
-        })
+        self.first_at(fp, |s| s.is_live() && s.fp == fp && is_it(s))
     }
 
     /// The first slot that is not live along the probe of `fp`.
     fn free_at(&self, fp: u32) -> Option<At> {
-        self.probe(fp).find_map(|b| {
-            let i = self.buckets[b].0.iter().position(|s| !s.is_live())?;
-            Some((b, i))
-        })
+        self.first_at(fp, |s| !s.is_live())
+    }
+
+    /// The first slot along the probe of `fp` for which `pick` holds.
+    fn first_at(&self, fp: u32, mut pick: impl FnMut(&Slot) -> bool) -> Option<At> {
+        self.probe(fp)
+            .find_map(|b| Some((b, self.buckets[b].0.iter().position(&mut pick)?)))
     }
 }
 
