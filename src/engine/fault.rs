@@ -37,6 +37,9 @@ pub struct Faults {
     /// times it woke from such a sleep.
     flusher_sleeps: AtomicU32,
     flusher_wakes: AtomicU32,
+    /// Rounds a connection thread deferred to its park and handed to the
+    /// flusher because it stayed busy ([`super::park`]), since creation.
+    handed_over: AtomicU32,
     /// Writes to data files through [`write_all_at`], since creation.
     writes: AtomicU32,
 }
@@ -54,6 +57,7 @@ impl Default for Faults {
             full_buffer_waits: AtomicU32::new(0),
             flusher_sleeps: AtomicU32::new(0),
             flusher_wakes: AtomicU32::new(0),
+            handed_over: AtomicU32::new(0),
             writes: AtomicU32::new(0),
         }
     }
@@ -167,6 +171,12 @@ impl Faults {
         self.flusher_sleeps.load(Ordering::SeqCst)
     }
 
+    /// How many rounds deferred to a busy thread's park went to the
+    /// flusher instead.
+    pub fn rounds_handed_over(&self) -> u32 {
+        self.handed_over.load(Ordering::SeqCst)
+    }
+
     /// Whether the flusher thread sleeps now with nothing to do (it has
     /// not yet run since the last sleep began).
     pub fn flusher_asleep(&self) -> bool {
@@ -230,6 +240,10 @@ impl Faults {
 
     pub(crate) fn count_flusher_wake(&self) {
         self.flusher_wakes.fetch_add(1, Ordering::SeqCst);
+    }
+
+    pub(crate) fn count_hand_over(&self) {
+        self.handed_over.fetch_add(1, Ordering::SeqCst);
     }
 
     pub(crate) fn pass_apply_gate(&self) {

@@ -27,6 +27,7 @@ mod log;
 mod maintenance;
 pub mod manifest;
 pub mod options;
+pub mod park;
 mod prefetch;
 pub mod record;
 pub mod recovery;
@@ -42,7 +43,7 @@ mod writer;
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
 
 use arc_swap::ArcSwap;
@@ -129,6 +130,8 @@ pub(crate) struct Inner {
     pub(crate) compaction_floor: Mutex<Option<u64>>,
     pub(crate) maintenance: Maintenance,
     pub(crate) sweeper: Sweeper,
+    /// This engine, for a round deferred to a thread's park ([`park`]).
+    me: Weak<Inner>,
 }
 
 /// Takes the directory's lock file, or says who has it.
@@ -178,7 +181,7 @@ impl Engine {
             st.hinted_len = hinted_len;
             st.gathered = gathered;
         }
-        let inner = Arc::new(Inner {
+        let inner = Arc::new_cyclic(|me| Inner {
             dir,
             options,
             _lock: lock,
@@ -192,6 +195,7 @@ impl Engine {
             compaction_floor: Mutex::new(None),
             maintenance: Maintenance::default(),
             sweeper: Sweeper::default(),
+            me: me.clone(),
         });
         inner.sweeper.set_active(inner.options.expiry.active);
         inner.stats.set_live(rec.live_bytes);

@@ -52,6 +52,7 @@ use super::files::FileTable;
 use super::hint::{Gathered, HintEntry};
 use super::keydir::{hash_key, Loc};
 use super::options::Durability;
+use super::park;
 use super::record::{self, Kind, Record, MAX_APPEND_BYTES};
 use super::recovery::{apply_entry, update_expiries};
 use super::segment::{self, DataFile, FileKind, FILE_HEADER_LEN};
@@ -552,6 +553,8 @@ pub(crate) struct Appended {
     pub end: u64,
     /// Live recoveries when it was appended.
     pub resumes: u64,
+    /// Bytes buffered, this append included.
+    buffered: usize,
     kick: bool,
 }
 
@@ -745,6 +748,7 @@ impl Inner {
         Appended {
             end: st.end(),
             resumes: st.resumes,
+            buffered: st.buf.len(),
             kick: self.waits_for_sync()
                 || (was_empty && st.flusher_asleep)
                 || st.buf.len() >= KICK_AT,
@@ -752,10 +756,43 @@ impl Inner {
     }
 
     /// Wakes the flusher for what [`Inner::append_locked`] appended.
+    /// Under `always`, a thread that takes its rounds at park leaves the
+    /// flusher asleep ([`park`]) until a round passes
+    /// [`park::ROUND_AT_PARK_MAX`].
     pub(crate) fn kick_after(&self, appended: Appended) {
-        if appended.kick {
-            self.writer.kick();
+        if !appended.kick {
+            return;
         }
+        if self.waits_for_sync() {
+            if appended.buffered <= park::ROUND_AT_PARK_MAX {
+                if park::defer(self) {
+                    return;
+                }
+            } else {
+                // The flusher takes the bytes deferred before these too.
+                park::take(self);
+            }
+        }
+        self.writer.kick();
+    }
+
+    /// Writes and fsyncs what is buffered, on this thread, as it parks
+    /// ([`park::before_park`]); the flusher takes it instead when a round
+    /// is under way, and what is appended meanwhile.
+    pub(crate) fn round_at_park(&self) {
+        let mut st = self.writer.state.lock();
+        if st.buf.is_empty() {
+            // Taken by another round.
+            return;
+        }
+        if !st.busy && !st.closed && st.poisoned.is_none() {
+            self.flush_round(&mut st, true);
+            if st.buf.is_empty() {
+                return;
+            }
+        }
+        drop(st);
+        self.writer.kick();
     }
 
     /// Applies one record to the keydir while the writer lock is held; the
@@ -921,7 +958,7 @@ impl Inner {
         let settled = |p: &Progress| p.durable >= end || p.poisoned || p.resumes != resumes;
         let mut progress = *w.published.lock();
         if !settled(&progress) {
-            let (woken, wake) = oneshot::channel();
+            let (woken, mut wake) = oneshot::channel();
             w.tasks.lock().push(ParkedTask { end, woken });
             // Registered before this second look, so a publish in between
             // finds the task in the list.
@@ -930,8 +967,20 @@ impl Inner {
                 // Sent by the publish that makes `end` durable, poisons
                 // the log or follows a live recovery; dropped unsent only
                 // when the writer goes away (the checks below then say
-                // the engine is closed).
-                let _ = wake.await;
+                // the engine is closed). A round deferred to this
+                // thread's park goes to the flusher if the thread stays
+                // busy.
+                let _ = if park::deferred(self) {
+                    match tokio::time::timeout(park::PARK_WAIT_LIMIT, &mut wake).await {
+                        Ok(woken) => woken,
+                        Err(_) => {
+                            park::hand_over(self);
+                            wake.await
+                        }
+                    }
+                } else {
+                    wake.await
+                };
                 progress = *w.published.lock();
             }
         }

@@ -43,6 +43,7 @@ use parking_lot::Mutex;
 use tokio::runtime::{Builder, Handle};
 use tokio::sync::{oneshot, Notify};
 
+use crate::engine::park;
 use crate::metrics::IoThreads;
 
 pub use balance::Move;
@@ -178,6 +179,7 @@ impl Workers {
         for i in 0..count.max(1) {
             let runtime = Builder::new_current_thread()
                 .enable_all()
+                .on_thread_park(park::before_park)
                 .thread_name(format!("kvstore-io-{i}"))
                 .build()?;
             let schedstat = Arc::new(OnceLock::new());
@@ -187,6 +189,8 @@ impl Workers {
             let join = std::thread::Builder::new()
                 .name(format!("kvstore-io-{i}"))
                 .spawn(move || {
+                    // Durable writes commit as the thread runs out of work.
+                    park::enable_on_this_thread();
                     let tid = rustix::thread::gettid().as_raw_nonzero();
                     let _ = path.set(PathBuf::from(format!("/proc/self/task/{tid}/schedstat")));
                     runtime.block_on(async {

@@ -12,6 +12,7 @@ mod chaos;
 mod charts;
 mod cli;
 mod cluster;
+mod commit_at_park;
 mod compaction;
 mod config;
 mod connections;
