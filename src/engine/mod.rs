@@ -504,6 +504,7 @@ impl Inner {
         f: impl FnOnce(Record<'_>) -> R,
     ) -> Result<Option<R>> {
         record::check_lengths(key.len(), 0)?;
+        park::note_read();
         let hash = hash_key(key);
         let mut f = Some(f);
         for _ in 0..READ_RETRIES {

@@ -12,8 +12,11 @@
 //! then the runtime's park hook ([`before_park`]) writes and fsyncs them
 //! as one round on the thread itself, and the tasks it makes durable are
 //! woken on their own thread. Requests that arrive during the fsync gather
-//! in the sockets and make the next round. Other work of the thread waits
-//! for the fsync meanwhile, as in Redis under `appendfsync always`.
+//! in the sockets and make the next round. Other work of the thread would
+//! wait for the fsync meanwhile, as in Redis under `appendfsync always`:
+//! a thread that has served a read since its last round hands the round
+//! to the flusher at park instead, so that reads beside durable writes are
+//! not held up by them.
 //!
 //! A round past [`ROUND_AT_PARK_MAX`] bytes goes to the flusher at once,
 //! as does a round that cannot be taken at park (another thread's or the
@@ -23,7 +26,7 @@
 //! ([`Inner::wait_durable_async`]), so a busy thread delays a durable write
 //! by at most that.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::ptr;
 use std::sync::Weak;
 use std::time::Duration;
@@ -46,6 +49,8 @@ thread_local! {
     /// `None` on threads that do not take rounds at park; else the engine
     /// whose round waits for this thread to park, if any.
     static DEFERRED: RefCell<Option<Option<Weak<Inner>>>> = const { RefCell::new(None) };
+    /// Whether this thread served a read since its last deferred round.
+    static READ_SINCE_ROUND: Cell<bool> = const { Cell::new(false) };
 }
 
 /// Makes the `always` rounds of writes from async tasks on this thread
@@ -63,12 +68,23 @@ pub fn enable_on_this_thread() {
 }
 
 /// The runtime's `on_thread_park` hook: writes and fsyncs the round
-/// this thread deferred.
+/// this thread deferred, or hands it to the flusher if the thread has
+/// served reads since its last round.
 pub fn before_park() {
     let pending = DEFERRED.with(|d| d.borrow_mut().as_mut().and_then(Option::take));
     if let Some(inner) = pending.and_then(|weak| weak.upgrade()) {
-        inner.round_at_park();
+        if READ_SINCE_ROUND.replace(false) {
+            inner.writer.kick();
+        } else {
+            inner.round_at_park();
+        }
     }
+}
+
+/// Notes that this thread served a read: its next round goes to the
+/// flusher, so that reads arriving during the fsync are not held up.
+pub(super) fn note_read() {
+    READ_SINCE_ROUND.set(true);
 }
 
 /// Whether this thread takes `inner`'s round at park: then the flusher

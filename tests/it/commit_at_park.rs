@@ -101,6 +101,53 @@ fn the_writes_a_thread_has_read_make_one_round_fsynced_on_that_thread() {
     }
 }
 
+/// A thread that served a read since its last round hands the round to
+/// the flusher at park, so reads arriving during the fsync are served;
+/// with no read since, it runs the next round itself again.
+#[test]
+fn a_round_after_reads_goes_to_the_flusher_and_the_next_one_stays() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, faults) = engine_with_flusher_asleep(dir.path());
+    engine.put(b"read-me", b"v").unwrap();
+    faults.hold_syncs(true);
+    let (first_done, first_seen) = std::sync::mpsc::channel::<()>();
+    let (go_on, second) = std::sync::mpsc::channel::<()>();
+    let thread = {
+        let engine = engine.clone();
+        on_connection_thread("conn-thread", move |runtime| {
+            runtime.block_on(async {
+                assert_eq!(engine.get(b"read-me").unwrap(), Some(b"v".to_vec()));
+                put(&engine, "after-a-read").await;
+                first_done.send(()).unwrap();
+                second.recv().unwrap();
+                put(&engine, "writes-only").await;
+            })
+        })
+    };
+    let held_on = |what: &str| {
+        assert!(
+            faults.wait_until(WAIT, |f| f.syncs_held() == 1),
+            "{what} never reached an fsync"
+        );
+        let thread = faults.last_held_sync_thread();
+        faults.let_one_sync_pass();
+        thread
+    };
+    assert_eq!(
+        held_on("the write after a read").as_deref(),
+        Some("kvstore-flusher")
+    );
+    first_seen.recv_timeout(WAIT).unwrap();
+    go_on.send(()).unwrap();
+    assert_eq!(
+        held_on("the write after no read").as_deref(),
+        Some("conn-thread")
+    );
+    faults.hold_syncs(false);
+    thread.join().unwrap();
+    assert_eq!(faults.rounds_handed_over(), 0);
+}
+
 /// A round past `ROUND_AT_PARK_MAX` (a pipelining load) goes to the
 /// flusher at once, which overlaps its fsync with the thread's reading.
 #[test]
