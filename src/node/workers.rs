@@ -24,8 +24,12 @@
 //! replication or backup stream stay where they are; so does a
 //! connection that stalls its thread (a read that faults in a cold page
 //! of a segment), delaying the others on that thread until the next
-//! round moves them; the engine's long work (fsync, compaction) runs on
-//! threads of its own.
+//! round moves them; the engine's long work (compaction, the fsyncs of
+//! the `interval` policy and of pipelining or mixed loads) runs on threads
+//! of its own. Under `always`, a thread that has served only writes since
+//! its last group commit runs the next one itself when it runs out of
+//! work (`engine::park`): its connections wait for that fsync, as they
+//! would for the flusher's.
 //!
 //! The rest of the node (the replica's link to its master, the HTTP
 //! server, the coordinator loop, this balancing) runs on the process's
