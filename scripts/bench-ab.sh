@@ -14,9 +14,16 @@
 # LOAD=binary runs the same tests over the binary protocol instead, with
 # B's `kvstore bench` as the load generator for both builds (PUT for SET).
 #
+# MIXED=1 adds, after those tests, reads beside writes: 3 x N1 -P 1 SETs
+# (50 connections) with N1 / 2 GETs (10 connections) started half a second
+# into them; per build the SETs/s, the GETs/s and the GETs' p50 latency,
+# and the server CPU per request of both together. (Under `always` a
+# connection thread runs its own group commits when it has served only
+# writes: this shows what the reads beside them pay.)
+#
 # Knobs: ROUNDS (10), DURABILITY (never), N1 (100000 requests at -P 1),
-# N16 (1000000 at -P 16), LOAD (resp or binary). Needs redis-benchmark and
-# redis-cli (make deps).
+# N16 (1000000 at -P 16), LOAD (resp or binary), MIXED (0). Needs
+# redis-benchmark and redis-cli (make deps).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=benches/bench-env.sh
@@ -30,7 +37,9 @@ DURABILITY=${DURABILITY:-never}
 N1=${N1:-100000}
 N16=${N16:-1000000}
 LOAD=${LOAD:-resp}
+MIXED=${MIXED:-0}
 [[ $LOAD == resp || $LOAD == binary ]] || die "LOAD is resp or binary, not $LOAD"
+[[ $MIXED == 0 || $LOAD == resp ]] || die "MIXED=1 runs over RESP only"
 for tool in redis-benchmark redis-cli; do
   command -v "$tool" >/dev/null || die "$tool not found (make deps installs it)"
 done
@@ -76,6 +85,25 @@ run_test() { # test pipeline n -> "rps us-per-request"
     'BEGIN { printf "%.0f %.2f", r, (b - a) * 1e6 / n }'
 }
 
+# Reads beside writes -> "set-rps get-rps get-p50-ms us-per-request"
+run_mixed() {
+  local before after sets gets writer
+  before=$(bench_cpu_s "$PID")
+  redis-benchmark -p "$PORT" -t set -n $((N1 * 3)) -r 1000000 -d 100 -c 50 -q \
+    >"$work/mixed-sets" 2>&1 &
+  writer=$!
+  sleep 0.5
+  gets=$(redis-benchmark -p "$PORT" -t get -n $((N1 / 2)) -r 1000000 -d 100 -c 10 -q 2>/dev/null \
+    | tr '\r' '\n' | sed -n 's/.*: \([0-9.]*\) requests per second, p50=\([0-9.]*\).*/\1 \2/p' | tail -1)
+  kill -0 "$writer" 2>/dev/null || die "the SETs ended before the GETs: raise N1"
+  wait "$writer"
+  after=$(bench_cpu_s "$PID")
+  sets=$(tr '\r' '\n' <"$work/mixed-sets" | sed -n 's/.*: \([0-9.]*\) requests per second.*/\1/p' | tail -1)
+  [[ -n $sets && -n $gets ]] || die "redis-benchmark gave no figure for reads beside writes"
+  awk -v a="$before" -v b="$after" -v n=$((N1 * 3 + N1 / 2)) -v s="$sets" -v g="$gets" \
+    'BEGIN { split(g, x, " "); printf "%.0f %.0f %.3f %.2f", s, x[1], x[2], (b - a) * 1e6 / n }'
+}
+
 bench_env
 echo "# A: $A"
 echo "# B: $B"
@@ -93,6 +121,9 @@ for round in $(seq 1 "$ROUNDS"); do
       read -r test pipeline n <<<"$spec"
       echo "$round $build $test $pipeline $(run_test "$test" "$pipeline" "$n")" | tee -a "$rows"
     done
+    if [[ $MIXED == 1 ]]; then
+      echo "$round $build mixed 1 $(run_mixed)" | tee -a "$rows"
+    fi
     kill "$PID"; wait "$PID" 2>/dev/null || true; PID=
   done
 done
@@ -118,4 +149,25 @@ for spec in "set 1" "get 1" "set 16" "get 16"; do
     }' "$rows"
 done
 echo "(medians over the rounds; B/A: median of the same-round ratios)"
+if [[ $MIXED == 1 ]]; then
+  echo
+  echo "Reads beside writes: $((N1 * 3)) SETs -P 1 (50 connections), $((N1 / 2)) GETs (10 connections) during them"
+  echo
+  echo "| figure | A | B | B/A |"
+  echo "|---|---|---|---|"
+  awk '
+    function median(v, n,   i, j, x) {
+      for (i = 2; i <= n; i++) { x = v[i]; for (j = i - 1; j >= 1 && v[j] > x; j--) v[j + 1] = v[j]; v[j + 1] = x }
+      return n % 2 ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
+    }
+    $3 == "mixed" { for (f = 5; f <= 8; f++) val[$2, $1, f] = $f; rounds[$1] = 1 }
+    END {
+      split("SETs/s,GETs/s,GET p50 ms,CPU us per request", name, ",")
+      for (f = 5; f <= 8; f++) {
+        n = 0
+        for (r in rounds) { n++; a[n] = val["A", r, f]; b[n] = val["B", r, f]; q[n] = val["B", r, f] / val["A", r, f] }
+        printf "| %s | %s | %s | %.3f |\n", name[f - 4], median(a, n), median(b, n), median(q, n)
+      }
+    }' "$rows"
+fi
 bench_env
