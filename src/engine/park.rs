@@ -20,11 +20,11 @@
 //!
 //! A round past [`ROUND_AT_PARK_MAX`] bytes goes to the flusher at once,
 //! as does a round that cannot be taken at park (another thread's or the
-//! flusher's round is under way). A thread that
-//! never runs out of work would never park: a task waiting on a deferred
-//! round hands it to the flusher after [`PARK_WAIT_LIMIT`]
-//! ([`Inner::wait_durable_async`]), so a busy thread delays a durable write
-//! by at most that.
+//! flusher's round is under way, the log is poisoned or closing). A
+//! thread that never runs out of work would never park: a task waiting on
+//! a deferred round hands it to the flusher after [`PARK_WAIT_LIMIT`]
+//! ([`Inner::wait_durable_async`]), so a busy thread delays a durable
+//! write by at most that.
 
 use std::cell::{Cell, RefCell};
 use std::ptr;
