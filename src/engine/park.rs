@@ -23,7 +23,7 @@
 //! flusher's round is under way, the log is poisoned or closing). A
 //! thread that never runs out of work would never park: a task waiting on
 //! a deferred round hands it to the flusher after [`PARK_WAIT_LIMIT`]
-//! ([`Inner::wait_durable_async`]), so a busy thread delays a durable
+//! (in the engine's `wait_durable_async`), so a busy thread delays a durable
 //! write by at most that.
 
 use std::cell::{Cell, RefCell};
