@@ -640,6 +640,11 @@ impl Collector for EngineCollector {
                 s.fsyncs,
             ),
             (
+                "engine_fsyncs_at_park",
+                "Of those, fsyncs a connection thread ran itself as it ran out of work (always: group commit at park).",
+                s.fsyncs_at_park,
+            ),
+            (
                 "engine_compactions",
                 "Compactions completed.",
                 s.compactions,

@@ -35,6 +35,9 @@ pub struct Stats {
     pub batches: u64,
     pub bytes_written: u64,
     pub fsyncs: u64,
+    /// Of `fsyncs`, those a connection thread ran itself as it ran out of
+    /// work (`always`: group commit at park, [`super::park`]).
+    pub fsyncs_at_park: u64,
     pub compactions: u64,
     /// Keys with an expiry (entries of the expiry index).
     pub keys_with_expiry: u64,
@@ -92,6 +95,7 @@ pub(crate) struct Counters {
     batches: AtomicU64,
     bytes_written: AtomicU64,
     fsyncs: AtomicU64,
+    fsyncs_at_park: AtomicU64,
     compactions: AtomicU64,
     expired: AtomicU64,
     sweeps: AtomicU64,
@@ -147,6 +151,10 @@ impl Counters {
         self.fsyncs.fetch_add(1, Relaxed);
     }
 
+    pub fn count_fsync_at_park(&self) {
+        self.fsyncs_at_park.fetch_add(1, Relaxed);
+    }
+
     pub fn count_compaction(&self) {
         self.compactions.fetch_add(1, Relaxed);
     }
@@ -171,6 +179,7 @@ impl Counters {
         s.batches = self.batches.load(Relaxed);
         s.bytes_written = self.bytes_written.load(Relaxed);
         s.fsyncs = self.fsyncs.load(Relaxed);
+        s.fsyncs_at_park = self.fsyncs_at_park.load(Relaxed);
         s.compactions = self.compactions.load(Relaxed);
         s.expired_keys = self.expired.load(Relaxed);
         s.expiry_sweeps = self.sweeps.load(Relaxed);

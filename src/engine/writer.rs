@@ -786,7 +786,11 @@ impl Inner {
             return;
         }
         if !st.busy && !st.closed && st.poisoned.is_none() {
+            let synced = st.synced;
             self.flush_round(&mut st, true);
+            if st.synced > synced {
+                self.stats.count_fsync_at_park();
+            }
             if st.buf.is_empty() {
                 return;
             }

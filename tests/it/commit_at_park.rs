@@ -92,6 +92,7 @@ fn the_writes_a_thread_has_read_make_one_round_fsynced_on_that_thread() {
         1,
         "32 writes read in one pass took more than one round"
     );
+    assert_eq!(engine.stats().fsyncs_at_park, 1);
     assert_eq!(faults.rounds_handed_over(), 0);
     for i in 0..32 {
         assert_eq!(
@@ -229,6 +230,7 @@ fn a_thread_that_never_runs_out_of_work_hands_its_round_to_the_flusher() {
     // Handed over by the waiting write, not found by the flusher's
     // periodic look for work.
     assert_eq!(faults.rounds_handed_over(), 1);
+    assert_eq!(engine.stats().fsyncs_at_park, 0);
     faults.hold_syncs(false);
     assert!(
         thread.join().unwrap(),
@@ -295,4 +297,29 @@ fn writers_on_two_connection_threads_and_blocking_ones_all_return_and_survive() 
             "{key}"
         );
     }
+}
+
+/// The node's connection threads are set up for it: under `always` (the
+/// default), a client that only writes has each of its writes fsynced by
+/// its connection's thread, as the metric shows; a read sends the next
+/// round to the flusher.
+#[test]
+fn a_node_fsyncs_a_write_only_clients_writes_on_its_connection_thread() {
+    let server = common::Server::start(&[]);
+    let at_park = || common::metric(server.http_addr, "kvstore_engine_fsyncs_at_park_total");
+    let before = at_park();
+    let mut client = server.client();
+    for i in 0..10 {
+        client.put(format!("k{i}").as_bytes(), b"v").unwrap();
+    }
+    // One round per write: the client waits for each answer, and the
+    // thread runs out of work after each request.
+    assert_eq!(at_park() - before, 10.0);
+    assert_eq!(client.get(b"k0").unwrap().as_deref(), Some(&b"v"[..]));
+    client.put(b"after-a-read", b"v").unwrap();
+    assert_eq!(
+        at_park() - before,
+        10.0,
+        "the round after a read ran at park"
+    );
 }
