@@ -52,6 +52,16 @@ fn engine_with_flusher_asleep(dir: &std::path::Path) -> (Engine, Arc<Faults>) {
     (engine, faults)
 }
 
+/// Waits until an fsync is held at the gate (`Faults::hold_syncs`) and
+/// names the thread that runs it.
+fn thread_at_held_fsync(faults: &Faults, what: &str) -> Option<String> {
+    assert!(
+        faults.wait_until(WAIT, |f| f.syncs_held() == 1),
+        "{what} never reached an fsync"
+    );
+    faults.last_held_sync_thread()
+}
+
 #[test]
 fn the_writes_a_thread_has_read_make_one_round_fsynced_on_that_thread() {
     let dir = tempfile::tempdir().unwrap();
@@ -76,12 +86,8 @@ fn the_writes_a_thread_has_read_make_one_round_fsynced_on_that_thread() {
             })
         })
     };
-    assert!(
-        faults.wait_until(WAIT, |f| f.syncs_held() == 1),
-        "the writes never reached an fsync"
-    );
     assert_eq!(
-        faults.last_held_sync_thread().as_deref(),
+        thread_at_held_fsync(&faults, "the writes").as_deref(),
         Some("conn-thread"),
         "the round of a thread that commits at park was fsynced elsewhere"
     );
@@ -126,11 +132,7 @@ fn a_round_after_reads_goes_to_the_flusher_and_the_next_one_stays() {
         })
     };
     let held_on = |what: &str| {
-        assert!(
-            faults.wait_until(WAIT, |f| f.syncs_held() == 1),
-            "{what} never reached an fsync"
-        );
-        let thread = faults.last_held_sync_thread();
+        let thread = thread_at_held_fsync(&faults, what);
         faults.let_one_sync_pass();
         thread
     };
@@ -174,12 +176,8 @@ fn a_round_past_the_limit_goes_to_the_flusher_at_once() {
             })
         })
     };
-    assert!(
-        faults.wait_until(WAIT, |f| f.syncs_held() == 1),
-        "the writes never reached an fsync"
-    );
     assert_eq!(
-        faults.last_held_sync_thread().as_deref(),
+        thread_at_held_fsync(&faults, "the writes").as_deref(),
         Some("kvstore-flusher")
     );
     faults.hold_syncs(false);
@@ -219,12 +217,8 @@ fn a_thread_that_never_runs_out_of_work_hands_its_round_to_the_flusher() {
             })
         })
     };
-    assert!(
-        faults.wait_until(WAIT, |f| f.syncs_held() == 1),
-        "the write of a thread that never parks never reached an fsync"
-    );
     assert_eq!(
-        faults.last_held_sync_thread().as_deref(),
+        thread_at_held_fsync(&faults, "the write of a thread that never parks").as_deref(),
         Some("kvstore-flusher")
     );
     // Handed over by the waiting write, not found by the flusher's
