@@ -294,7 +294,7 @@ replica_at() {
   shift
   t0=$(date +%s.%N)
   start cr --role replica --master-addr "$cm_addr" --durability always "${seg_flags[@]}" "$@"
-  out=$(python3 "$HERE/repl_lag_sampler.py" --catchup "$cm_http" "$HTTP" "$t0" "$from" durable)
+  out=$(python3 "$HERE/repl_lag_sampler.py" --catchup "$cm_http" "$RESP" "$t0" "$from" durable)
   # The replica's CPU seconds (user + system) and minor page faults so
   # far: less sensitive to other load on the machine than the seconds.
   # shellcheck disable=SC2154 # PID_cr is set by start (eval)
@@ -349,7 +349,7 @@ wait_ready "$HTTP"
 # stopped there, is saved for every partial round.
 "$BIN" bench --addr "$cm_addr" -t put -P 16 -c 1 -n 1000 -d 100 -q >/dev/null
 base=$(master_end)
-python3 "$HERE/repl_lag_sampler.py" --catchup "$cm_http" "$HTTP" "$(date +%s.%N)" "$base" durable >/dev/null
+python3 "$HERE/repl_lag_sampler.py" --catchup "$cm_http" "$RESP" "$(date +%s.%N)" "$base" durable >/dev/null
 # shellcheck disable=SC2154 # PID_cr is set by start (eval)
 kill "$PID_cr"; wait "$PID_cr" 2>/dev/null || true
 mv "$WORK/cr/data" "$WORK/cr-base"
