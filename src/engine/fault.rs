@@ -406,13 +406,34 @@ pub(crate) fn write_at(
     pos: u64,
     before_sync: bool,
 ) -> io::Result<()> {
-    let Some(faults) = faults else {
-        return write_in_pieces(file, buf, pos, before_sync);
+    write_pieces_at(faults, file, &[buf], pos, before_sync)
+}
+
+/// [`write_at`] of `pieces` one after the other from `pos`: one write
+/// for the fault hooks, whatever the number of pieces.
+pub(crate) fn write_pieces_at(
+    faults: Option<&Faults>,
+    file: &std::fs::File,
+    pieces: &[&[u8]],
+    pos: u64,
+    before_sync: bool,
+) -> io::Result<()> {
+    let total: usize = pieces.iter().map(|p| p.len()).sum();
+    let mut allowed = match faults {
+        None => total,
+        Some(faults) => {
+            faults.writes.fetch_add(1, Ordering::SeqCst);
+            faults.allow_write(total)
+        }
     };
-    faults.writes.fetch_add(1, Ordering::SeqCst);
-    let allowed = faults.allow_write(buf.len());
-    write_in_pieces(file, &buf[..allowed], pos, before_sync)?;
-    if allowed < buf.len() {
+    let mut at = pos;
+    for piece in pieces {
+        let piece = &piece[..piece.len().min(allowed)];
+        write_in_pieces(file, piece, at, before_sync)?;
+        at += piece.len() as u64;
+        allowed -= piece.len();
+    }
+    if at - pos < total as u64 {
         return Err(Faults::disk_full());
     }
     Ok(())

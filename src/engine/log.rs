@@ -11,7 +11,7 @@ use super::epochs::{EpochHistory, EpochStart, TailCut};
 use super::error::{Error, IoContext, Result};
 use super::recovery::{build_index, open_active};
 use super::segment::{self, FileKind, FILE_HEADER_LEN};
-use super::writer::{LogAppend, WriterState};
+use super::writer::{LogAppend, Shipped, WriterState};
 use super::{global_offset, Engine, Inner};
 use crate::durable;
 
@@ -124,7 +124,16 @@ impl Engine {
     /// they become readable at that fsync, otherwise at once. Watch
     /// [`Engine::subscribe`] for the written and durable ends.
     pub fn append_log_deferred(&self, segment_base: u64, bytes: &[u8]) -> Result<LogAppend> {
-        self.inner().append_raw(segment_base, bytes)
+        self.inner()
+            .append_raw(segment_base, Shipped::Copied(bytes))
+    }
+
+    /// [`Engine::append_log_deferred`] without copying: the writer's
+    /// buffer holds the records taken as a view of `bytes` until they are
+    /// written, so a replica writes its master's log from the buffers it
+    /// received it in.
+    pub fn append_log_held(&self, segment_base: u64, bytes: &Bytes) -> Result<LogAppend> {
+        self.inner().append_raw(segment_base, Shipped::Held(bytes))
     }
 
     /// Cuts the log back to offset `to` (a record boundary), discarding

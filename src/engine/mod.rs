@@ -24,6 +24,7 @@ pub mod hint;
 mod idhash;
 mod keydir;
 mod log;
+mod logbuf;
 mod maintenance;
 pub mod manifest;
 pub mod options;

@@ -42,6 +42,7 @@ use std::mem;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use parking_lot::{Condvar, Mutex, MutexGuard};
 use tokio::sync::{oneshot, watch};
 
@@ -51,6 +52,7 @@ use super::fault;
 use super::files::FileTable;
 use super::hint::{Gathered, HintEntry};
 use super::keydir::{hash_key, Loc};
+use super::logbuf::LogBuf;
 use super::options::Durability;
 use super::park;
 use super::record::{self, Kind, Record, MAX_APPEND_BYTES};
@@ -101,14 +103,32 @@ pub(crate) const KICK_AT: usize = 64 * 1024;
 /// Buffered bytes past which [`Inner::append_raw`] waits for the round
 /// under way before it appends more. A replica catching up receives log
 /// bytes faster than its disk takes them; unbounded, the writer's buffer
-/// (and the spare it alternates with) grows for as long as the network
-/// outpaces the disk (tens of MiB in a catch-up here), and every growth
-/// faults in fresh memory, which on a virtual machine whose host takes
-/// back free memory costs more than the copy itself. Bounded, both
-/// buffers stay this size and are reused, and the link to the master
-/// stops reading instead (TCP flow control); rounds of this size still
-/// keep the disk busy.
+/// grows for as long as the network outpaces the disk (tens of MiB in a
+/// catch-up here), and every growth faults in fresh memory, which on a
+/// virtual machine whose host takes back free memory costs more than the
+/// copy itself. Bounded, the buffers stay this size and are reused (the
+/// receive blocks whose chunks the buffer holds, [`LogBuf`], or the
+/// vector copied into), and the link to the master stops reading instead
+/// (TCP flow control); rounds of this size still keep the disk busy.
 pub const RAW_BUFFER_MAX: usize = 8 << 20;
+
+/// Log bytes shipped from a master, for [`Inner::append_raw`].
+pub(crate) enum Shipped<'a> {
+    /// Copied into the writer's buffer.
+    Copied(&'a [u8]),
+    /// Held by the writer's buffer as they are, a view of the same
+    /// allocation (see [`LogBuf`]).
+    Held(&'a Bytes),
+}
+
+impl Shipped<'_> {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Shipped::Copied(bytes) => bytes,
+            Shipped::Held(bytes) => bytes,
+        }
+    }
+}
 
 /// A record appended but not yet in the keydir (`Always` waits for its
 /// fsync; a replica's batch waits for its commit record).
@@ -161,8 +181,8 @@ pub(crate) struct WriterState {
     reserved: u64,
     synced: u64,
     buf_pos: u64,
-    inflight: Arc<Vec<u8>>,
-    buf: Vec<u8>,
+    inflight: Arc<LogBuf>,
+    buf: LogBuf,
     spare: Vec<u8>,
     /// Records appended, not yet taken by the flusher, not in the keydir.
     pub(crate) pending: Vec<PendingOp>,
@@ -237,12 +257,11 @@ impl WriterState {
     /// this process's buffers.
     pub(crate) fn buffered(&self, pos: u64, len: usize) -> Option<&[u8]> {
         let (src, start) = if pos >= self.buf_pos {
-            (&self.buf[..], pos - self.buf_pos)
+            (&self.buf, pos - self.buf_pos)
         } else {
-            (&self.inflight[..], pos.checked_sub(self.written)?)
+            (&*self.inflight, pos.checked_sub(self.written)?)
         };
-        let start = usize::try_from(start).ok()?;
-        src.get(start..start.checked_add(len)?)
+        src.get(usize::try_from(start).ok()?, len)
     }
 
     /// Makes `active` (holding only complete records) the file appended to.
@@ -337,7 +356,7 @@ impl Writer {
             synced: len,
             buf_pos: len,
             inflight: Arc::default(),
-            buf: Vec::new(),
+            buf: LogBuf::default(),
             spare: Vec::new(),
             pending: Vec::new(),
             flushing: Arc::default(),
@@ -712,7 +731,7 @@ impl Inner {
             let op = op.as_of(now);
             let start = st.buf.len();
             record::encode_record(
-                &mut st.buf,
+                st.buf.encoded(),
                 &Record {
                     expires_at: op.expires_at(),
                     ..Record::new(op.kind(), batch, epoch, op.key(), op.value())
@@ -741,7 +760,7 @@ impl Inner {
         }
         if batch {
             let start = st.buf.len();
-            record::encode_commit(&mut st.buf, epoch, ops.len() as u32);
+            record::encode_commit(st.buf.encoded(), epoch, ops.len() as u32);
             pos += (st.buf.len() - start) as u64;
         }
         st.len = pos;
@@ -1053,8 +1072,11 @@ impl Inner {
         } else {
             tracing::error!(%reason, "storage engine poisoned: refusing further writes");
         }
-        let dropped =
-            super::tail::count_records(&st.inflight) + super::tail::count_records(&st.buf);
+        let dropped = [&*st.inflight, &st.buf]
+            .into_iter()
+            .flat_map(LogBuf::pieces)
+            .map(super::tail::count_records)
+            .fold(0u32, u32::saturating_add);
         st.dropped_records = st.dropped_records.saturating_add(dropped);
         st.poisoned = Some(reason);
         st.resumable = resumable;
@@ -1087,7 +1109,7 @@ impl Inner {
         st.check_writable()?;
         let faults = self.options.faults.as_deref();
         let pos = st.written;
-        let result = fault::write_all_at(faults, &st.file, &st.buf, pos)
+        let result = fault::write_pieces_at(faults, &st.file, &st.buf.pieces(), pos, false)
             .and_then(|_| fault::sync_data(faults, &st.file));
         if let Err(e) = result {
             let path = st.active.path.display().to_string();
@@ -1252,7 +1274,7 @@ impl Inner {
         if sync {
             st.flush_requested = false;
         }
-        let spare = mem::take(&mut st.spare);
+        let spare = LogBuf::with_spare(mem::take(&mut st.spare));
         let bytes = Arc::new(mem::replace(&mut st.buf, spare));
         st.inflight = bytes.clone();
         st.buf_pos = st.len;
@@ -1267,7 +1289,7 @@ impl Inner {
         st.busy = true;
         let faults = self.options.faults.as_deref();
         let result = MutexGuard::unlocked(st, || {
-            fault::write_at(faults, &file, &bytes, pos, sync)?;
+            fault::write_pieces_at(faults, &file, &bytes.pieces(), pos, sync)?;
             // Zeros the fsync below makes durable with the records. A fill
             // that fails part-way (a full disk) leaves zeros and then
             // nothing up to `to`: the file is still at most `to` long.
@@ -1306,9 +1328,8 @@ impl Inner {
                 }
             }
         }
-        if let Ok(mut v) = Arc::try_unwrap(bytes) {
-            v.clear();
-            st.spare = v;
+        if let Ok(buf) = Arc::try_unwrap(bytes) {
+            st.spare = buf.into_spare();
         }
         st.busy = false;
         w.publish_unwoken(st);
@@ -1320,8 +1341,9 @@ impl Inner {
     /// Only whole records are taken. Does not wait for durability: the
     /// flusher group-commits these bytes with whatever else is appended
     /// before its next fsync, like writes on a master.
-    pub(crate) fn append_raw(&self, segment_base: u64, bytes: &[u8]) -> Result<LogAppend> {
+    pub(crate) fn append_raw(&self, segment_base: u64, shipped: Shipped<'_>) -> Result<LogAppend> {
         let w = &self.writer;
+        let bytes = shipped.bytes();
         let mut st = w.state.lock();
         if st.busy && st.buf.len() >= RAW_BUFFER_MAX {
             if let Some(f) = &self.options.faults {
@@ -1411,7 +1433,10 @@ impl Inner {
             st.set_epochs(new_epochs);
         }
         let was_empty = st.buf.is_empty();
-        st.buf.extend_from_slice(&bytes[..taken]);
+        match shipped {
+            Shipped::Copied(bytes) => st.buf.extend_from_slice(&bytes[..taken]),
+            Shipped::Held(bytes) => st.buf.push_shipped(bytes.slice(..taken)),
+        }
         let from = st.len;
         st.len += taken as u64;
         let mut ready = Vec::new();

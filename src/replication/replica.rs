@@ -35,11 +35,13 @@ const STAGING_DIR: &str = ".resync";
 /// the chunks split from it are dropped (applied, or written to a staged
 /// file): seven 1 MiB chunks fit in one.
 const RECEIVE_BLOCK: usize = 8 << 20;
-/// Receive blocks kept: enough for what a full resync holds at once (a
-/// file write of up to `FILE_WRITE_BATCH` in progress and as much gathered
-/// for the next, which may span three blocks) plus the block being read
-/// into.
-const RECEIVE_BLOCKS: usize = 4;
+/// Receive blocks kept: enough for what the log stream holds at once (the
+/// engine's buffer and the round it is writing hold the chunks they take,
+/// up to twice `RAW_BUFFER_MAX`, and the append under way up to
+/// `MAX_APPEND_BATCH`: each may span a block more than its size) plus the
+/// block being read into; a full resync holds less (a file write of up to
+/// `FILE_WRITE_BATCH` in progress and as much gathered for the next).
+const RECEIVE_BLOCKS: usize = 8;
 
 /// Follows `master` until `stop` turns true.
 pub async fn follow(repl: Arc<Replication>, master: String, mut stop: watch::Receiver<bool>) {
@@ -323,7 +325,8 @@ struct Appended {
 }
 
 /// Appends `carry` then `parts` (log bytes of the segment `base`, in
-/// order) to the local log, each chunk from the buffer it arrived in. A
+/// order) to the local log, each chunk from the buffer it arrived in,
+/// which the engine's buffer holds until the chunk is written (no copy). A
 /// record cut by a chunk boundary is made whole in `carry` by copying its
 /// missing bytes only; whatever is left incomplete at the end is returned
 /// for the next chunk. The engine verifies every record's checksum.
@@ -335,11 +338,10 @@ fn append_parts(
 ) -> Result<Appended, engine::Error> {
     let mut taken = 0u64;
     let mut end = None;
-    let mut append = |bytes: &[u8]| -> Result<usize, engine::Error> {
-        let appended = engine.append_log_deferred(base, bytes)?;
+    let mut note = |appended: engine::LogAppend| {
         taken += appended.taken as u64;
         end = Some(appended.end);
-        Ok(appended.taken)
+        appended.taken
     };
     for mut part in parts {
         if !carry.is_empty() {
@@ -347,7 +349,7 @@ fn append_parts(
             let missing = missing.min(part.len());
             carry.extend_from_slice(&part[..missing]);
             part.advance(missing);
-            let n = append(&carry)?;
+            let n = note(engine.append_log_deferred(base, &carry)?);
             carry.advance(n);
             if !carry.is_empty() {
                 // Still no whole record (a short chunk): keep gathering.
@@ -358,7 +360,7 @@ fn append_parts(
         if part.is_empty() {
             continue;
         }
-        let n = append(&part)?;
+        let n = note(engine.append_log_held(base, &part)?);
         carry.extend_from_slice(&part[n..]);
     }
     Ok(Appended { taken, end, carry })

@@ -337,6 +337,122 @@ fn shipped_bytes_wait_for_the_disk_once_the_buffer_is_full() {
     );
 }
 
+/// A replica writes shipped chunks from the buffers they arrived in
+/// (`append_log_held`): the engine holds views of them, not copies, until
+/// its round writes them; a record of its own encoded while they wait
+/// follows them in the log; and the log it writes is the master's, byte
+/// for byte.
+#[test]
+fn held_chunks_are_written_from_their_own_buffers_and_keep_their_order() {
+    let (mdir, rdir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let big = Options {
+        segment_max_bytes: 1 << 20,
+        ..common::small_segment_options()
+    };
+    let master = Engine::open(mdir.path(), big.clone()).unwrap();
+    for i in 0..300u32 {
+        let value = i.to_le_bytes().repeat(1 + i as usize % 97);
+        master
+            .put(format!("k{}", i % 120).as_bytes(), &value)
+            .unwrap();
+    }
+    let log = bytes::Bytes::from(all_log_bytes(&master));
+    let (replica, faults) = open_faulty_replica(rdir.path(), big);
+    let replica = Arc::new(replica);
+    // The first chunk's round is held in its fsync; the others wait in the
+    // writer's buffer meanwhile, as views of `log`.
+    faults.hold_syncs(true);
+    let _release = ReleaseSyncs(faults.clone());
+    let mut at = 0;
+    let mut carry = Vec::new();
+    let mut chunks = Vec::new();
+    for (i, cut) in (0..log.len())
+        .step_by(1013)
+        .skip(1)
+        .chain([log.len()])
+        .enumerate()
+    {
+        // As the replica's stream does: the record a chunk boundary cut
+        // is made whole in a copy, the rest is appended as it arrived.
+        let chunk = log.slice(at..cut);
+        at = cut;
+        let mut chunk_at = 0;
+        if !carry.is_empty() {
+            let missing = record_len(&carry, &chunk) - carry.len();
+            let missing = missing.min(chunk.len());
+            carry.extend_from_slice(&chunk[..missing]);
+            chunk_at = missing;
+            let taken = replica.append_log_deferred(0, &carry).unwrap().taken;
+            carry.drain(..taken);
+            if !carry.is_empty() {
+                carry.extend_from_slice(&chunk[chunk_at..]);
+                continue;
+            }
+        }
+        let rest = chunk.slice(chunk_at..);
+        let taken = replica.append_log_held(0, &rest).unwrap().taken;
+        carry.extend_from_slice(&rest[taken..]);
+        chunks.push(rest);
+        if i == 0 {
+            assert!(
+                faults.wait_until(Duration::from_secs(10), |f| f.syncs_held() == 1),
+                "the first chunk's fsync never started"
+            );
+        }
+    }
+    assert!(carry.is_empty());
+    // Held, not copied: every chunk still shares its allocation with the
+    // engine's buffer (the first with the round in its fsync).
+    for (i, chunk) in chunks.iter().enumerate() {
+        assert!(!chunk.is_unique(), "chunk {i} was copied or let go");
+    }
+    drop(chunks);
+    assert!(!log.is_unique(), "the engine let go of the shipped chunks");
+    // A write of the replica's own while the chunks wait: after them.
+    let own = {
+        let replica = replica.clone();
+        std::thread::spawn(move || replica.put(b"own", b"after the shipped log").unwrap())
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while replica.stats().log_end == log.len() as u64 {
+        assert!(
+            Instant::now() < deadline,
+            "the replica's own write was never appended"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    faults.hold_syncs(false);
+    own.join().unwrap();
+    assert!(log.is_unique(), "the written chunks are still held");
+    let written = all_log_bytes(&replica);
+    assert_eq!(&written[..log.len()], &log[..], "the shipped log differs");
+    assert!(written.len() > log.len());
+    drop(replica);
+    let replica = open_replica(rdir.path());
+    for k in (0..120).map(|i| format!("k{i}")) {
+        assert_eq!(
+            replica.get(k.as_bytes()).unwrap(),
+            master.get(k.as_bytes()).unwrap(),
+            "{k}"
+        );
+    }
+    assert_eq!(
+        replica.get(b"own").unwrap().as_deref(),
+        Some(&b"after the shipped log"[..])
+    );
+}
+
+/// The length of the record `head` starts (its header complete in
+/// `head` followed by `next`).
+fn record_len(head: &[u8], next: &[u8]) -> usize {
+    let mut joined = head.to_vec();
+    joined.extend_from_slice(&next[..next.len().min(64)]);
+    kvstore::engine::record::decode_header(&joined)
+        .unwrap()
+        .expect("a whole header")
+        .record_len()
+}
+
 /// Every byte of `engine`'s log, read by offset.
 fn all_log_bytes(engine: &Engine) -> Vec<u8> {
     let mut log = Vec::new();
