@@ -112,12 +112,19 @@ pub(crate) const KICK_AT: usize = 64 * 1024;
 /// (TCP flow control); rounds of this size still keep the disk busy.
 pub const RAW_BUFFER_MAX: usize = 8 << 20;
 
+/// Shipped bytes held by the buffer rather than copied into it
+/// ([`Shipped::Held`]) only from this many: a replica following a busy
+/// master receives many small frames, and a write call per held piece
+/// would cost more than copying them into one.
+const HOLD_AT_LEAST: usize = 64 << 10;
+
 /// Log bytes shipped from a master, for [`Inner::append_raw`].
 pub(crate) enum Shipped<'a> {
     /// Copied into the writer's buffer.
     Copied(&'a [u8]),
     /// Held by the writer's buffer as they are, a view of the same
-    /// allocation (see [`LogBuf`]).
+    /// allocation (see [`LogBuf`]), if at least [`HOLD_AT_LEAST`] bytes
+    /// are taken; copied otherwise.
     Held(&'a Bytes),
 }
 
@@ -1434,8 +1441,10 @@ impl Inner {
         }
         let was_empty = st.buf.is_empty();
         match shipped {
-            Shipped::Copied(bytes) => st.buf.extend_from_slice(&bytes[..taken]),
-            Shipped::Held(bytes) => st.buf.push_shipped(bytes.slice(..taken)),
+            Shipped::Held(bytes) if taken >= HOLD_AT_LEAST => {
+                st.buf.push_shipped(bytes.slice(..taken));
+            }
+            _ => st.buf.extend_from_slice(&bytes[..taken]),
         }
         let from = st.len;
         st.len += taken as u64;

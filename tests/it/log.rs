@@ -345,19 +345,20 @@ fn shipped_bytes_wait_for_the_disk_once_the_buffer_is_full() {
 #[test]
 fn held_chunks_are_written_from_their_own_buffers_and_keep_their_order() {
     let (mdir, rdir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let big = Options {
-        segment_max_bytes: 1 << 20,
+    let one_segment = Options {
+        segment_max_bytes: 8 << 20,
         ..common::small_segment_options()
     };
-    let master = Engine::open(mdir.path(), big.clone()).unwrap();
-    for i in 0..300u32 {
-        let value = i.to_le_bytes().repeat(1 + i as usize % 97);
+    let master = Engine::open(mdir.path(), one_segment.clone()).unwrap();
+    for i in 0..3000u32 {
+        let value = i.to_le_bytes().repeat(1 + i as usize % 397);
         master
             .put(format!("k{}", i % 120).as_bytes(), &value)
             .unwrap();
     }
     let log = bytes::Bytes::from(all_log_bytes(&master));
-    let (replica, faults) = open_faulty_replica(rdir.path(), big);
+    assert!(log.len() > 1 << 20 && (log.len() as u64) < one_segment.segment_max_bytes);
+    let (replica, faults) = open_faulty_replica(rdir.path(), one_segment);
     let replica = Arc::new(replica);
     // The first chunk's round is held in its fsync; the others wait in the
     // writer's buffer meanwhile, as views of `log`.
@@ -366,15 +367,18 @@ fn held_chunks_are_written_from_their_own_buffers_and_keep_their_order() {
     let mut at = 0;
     let mut carry = Vec::new();
     let mut chunks = Vec::new();
-    for (i, cut) in (0..log.len())
-        .step_by(1013)
+    // Chunks of about 100 KB, past the size below which they are copied,
+    // and a short last one, which is.
+    let short_last = log.len() - 3000;
+    let cuts = (0..short_last)
+        .step_by(100_003)
         .skip(1)
-        .chain([log.len()])
-        .enumerate()
-    {
+        .chain([short_last, log.len()]);
+    for (i, cut) in cuts.enumerate() {
         // As the replica's stream does: the record a chunk boundary cut
         // is made whole in a copy, the rest is appended as it arrived.
-        let chunk = log.slice(at..cut);
+        // Each in an allocation of its own, as frames arrive in theirs.
+        let chunk = bytes::Bytes::copy_from_slice(&log[at..cut]);
         at = cut;
         let mut chunk_at = 0;
         if !carry.is_empty() {
@@ -401,13 +405,17 @@ fn held_chunks_are_written_from_their_own_buffers_and_keep_their_order() {
         }
     }
     assert!(carry.is_empty());
-    // Held, not copied: every chunk still shares its allocation with the
-    // engine's buffer (the first with the round in its fsync).
-    for (i, chunk) in chunks.iter().enumerate() {
+    // Held, not copied: every large chunk still shares its allocation with
+    // the engine's buffer (the first with the round in its fsync); the
+    // short last one was copied.
+    let (last, large) = chunks.split_last().unwrap();
+    assert!(last.len() < 64 << 10, "{}", last.len());
+    assert!(large.len() > 5);
+    for (i, chunk) in large.iter().enumerate() {
+        assert!(chunk.len() >= 64 << 10, "chunk {i}: {}", chunk.len());
         assert!(!chunk.is_unique(), "chunk {i} was copied or let go");
     }
-    drop(chunks);
-    assert!(!log.is_unique(), "the engine let go of the shipped chunks");
+    assert!(last.is_unique(), "the short chunk is held");
     // A write of the replica's own while the chunks wait: after them.
     let own = {
         let replica = replica.clone();
@@ -423,7 +431,9 @@ fn held_chunks_are_written_from_their_own_buffers_and_keep_their_order() {
     }
     faults.hold_syncs(false);
     own.join().unwrap();
-    assert!(log.is_unique(), "the written chunks are still held");
+    for (i, chunk) in chunks.iter().enumerate() {
+        assert!(chunk.is_unique(), "chunk {i} is still held once written");
+    }
     let written = all_log_bytes(&replica);
     assert_eq!(&written[..log.len()], &log[..], "the shipped log differs");
     assert!(written.len() > log.len());
