@@ -221,13 +221,19 @@ fn latest_complete(root: &Path) -> Result<Option<(PathBuf, BackupManifest)>> {
     Ok(None)
 }
 
+/// A new directory for a backup started at `now_ms`, named so that it
+/// sorts after every directory already in `root`: retention and restore
+/// take the order of the names as the order of the backups. Its UTC
+/// timestamp, or when a directory already sorts at or after that (a
+/// backup in the same second, a clock set back), the next name after the
+/// last one (`20261125T031700Z-001`, `-002`, ...).
 fn new_backup_dir(root: &Path, now_ms: u64) -> Result<PathBuf> {
     let stamp = time::compact_utc(now_ms);
-    for n in 0..1000u32 {
-        let name = if n == 0 {
-            stamp.clone()
-        } else {
-            format!("{stamp}-{n}")
+    for _ in 0..1000 {
+        let last = last_dir_name(root)?;
+        let name = match last {
+            Some(last) if last.as_str() >= stamp.as_str() => name_after(&last),
+            _ => stamp.clone(),
         };
         let dir = root.join(name);
         match fs::create_dir(&dir) {
@@ -235,14 +241,46 @@ fn new_backup_dir(root: &Path, now_ms: u64) -> Result<PathBuf> {
                 sync_dir(root)?;
                 return Ok(dir);
             }
+            // Another backup took the name meanwhile: look again.
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
             Err(e) => return Err(Error::io(format!("create {}", dir.display()), e)),
         }
     }
     Err(Error::io(
         format!("create a backup directory under {}", root.display()),
-        std::io::Error::other("too many backups with the same timestamp"),
+        std::io::Error::other("every name tried was taken by another backup"),
     ))
+}
+
+/// The name of the directory in `root` that sorts last, if any.
+fn last_dir_name(root: &Path) -> Result<Option<String>> {
+    let entries =
+        fs::read_dir(root).map_err(|e| Error::io(format!("list {}", root.display()), e))?;
+    let mut last: Option<String> = None;
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io(format!("list {}", root.display()), e))?;
+        let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+        if let (true, Ok(name)) = (is_dir, entry.file_name().into_string()) {
+            if last.as_ref().is_none_or(|l| name > *l) {
+                last = Some(name);
+            }
+        }
+    }
+    Ok(last)
+}
+
+/// A name that sorts right after `last`: its counter plus one
+/// (`STAMP-007` after `STAMP-006`), or `-001` appended.
+fn name_after(last: &str) -> String {
+    if let Some((stem, counter)) = last.rsplit_once('-') {
+        if counter.len() == 3 && counter.bytes().all(|b| b.is_ascii_digit()) {
+            let n: u32 = counter.parse().unwrap_or(999);
+            if n < 999 {
+                return format!("{stem}-{:03}", n + 1);
+            }
+        }
+    }
+    format!("{last}-001")
 }
 
 /// The backup connection: the protocol's framed stream, driven from this
@@ -583,4 +621,48 @@ fn apply_retention(root: &Path, current: &Path, keep: Option<usize>) -> Result<V
         sync_dir(root)?;
     }
     Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_name_after_another_sorts_after_it() {
+        for (last, next) in [
+            ("20261125T031700Z", "20261125T031700Z-001"),
+            ("20261125T031700Z-001", "20261125T031700Z-002"),
+            ("20261125T031700Z-999", "20261125T031700Z-999-001"),
+            ("20261125T031700Z-9", "20261125T031700Z-9-001"),
+            ("restored", "restored-001"),
+        ] {
+            assert_eq!(name_after(last), next);
+            assert!(next > last, "{next} sorts before {last}");
+        }
+    }
+
+    #[test]
+    fn new_backup_directories_sort_in_the_order_they_were_made() {
+        let root = tempfile::tempdir().unwrap();
+        let now = 1_764_040_620_000; // 2025-11-25T03:17:00Z
+        let made: Vec<PathBuf> = (0..12)
+            .map(|_| new_backup_dir(root.path(), now).unwrap())
+            .collect();
+        let mut sorted = made.clone();
+        sorted.sort();
+        assert_eq!(sorted, made);
+        assert!(made[0].ends_with("20251125T031700Z"), "{:?}", made[0]);
+        assert!(made[11].ends_with("20251125T031700Z-011"), "{:?}", made[11]);
+        // Retention removed the oldest: its free name is not taken again,
+        // it would sort before the backups it follows.
+        fs::remove_dir(&made[0]).unwrap();
+        let next = new_backup_dir(root.path(), now).unwrap();
+        assert!(next.ends_with("20251125T031700Z-012"), "{next:?}");
+        // A clock set back a minute: still after the last.
+        let earlier = new_backup_dir(root.path(), now - 60_000).unwrap();
+        assert!(earlier > next, "{earlier:?} sorts before {next:?}");
+        // A later second starts from its own timestamp again.
+        let later = new_backup_dir(root.path(), now + 1_000).unwrap();
+        assert!(later.ends_with("20251125T031701Z"), "{later:?}");
+    }
 }
