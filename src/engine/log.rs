@@ -131,8 +131,8 @@ impl Engine {
     /// [`Engine::append_log_deferred`] without copying: the writer's
     /// buffer holds the records taken as a view of `bytes` until they are
     /// written, so a replica writes its master's log from the buffers it
-    /// received it in (runs of records under 64 KiB are copied: one write
-    /// call per small piece would cost more than the copy).
+    /// received it in (runs of records under 64 KiB are copied: a held
+    /// piece costs a write call and pins its receive block).
     pub fn append_log_held(&self, segment_base: u64, bytes: &Bytes) -> Result<LogAppend> {
         self.inner().append_raw(segment_base, Shipped::Held(bytes))
     }

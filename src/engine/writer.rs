@@ -114,8 +114,9 @@ pub const RAW_BUFFER_MAX: usize = 8 << 20;
 
 /// Shipped bytes held by the buffer rather than copied into it
 /// ([`Shipped::Held`]) only from this many: a replica following a busy
-/// master receives many small frames, and a write call per held piece
-/// would cost more than copying them into one.
+/// master receives many small frames, and each held piece costs a write
+/// call of its own and keeps its whole receive block from being read
+/// into again.
 const HOLD_AT_LEAST: usize = 64 << 10;
 
 /// Log bytes shipped from a master, for [`Inner::append_raw`].
