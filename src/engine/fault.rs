@@ -326,7 +326,7 @@ impl Gate {
     }
 }
 
-/// The largest single `pwrite` of the engine's data. The kernel sizes the
+/// The longest single write call of the engine's data. The kernel sizes the
 /// page-cache folios of a write by its length and alignment: an aligned
 /// write of 1 MiB or more takes folios that large, which on a virtual
 /// machine whose host reclaims free guest memory (free page reporting)
@@ -337,18 +337,111 @@ impl Gate {
 /// machines the extra calls (four per MiB) cost nothing measurable.
 pub(crate) const MAX_WRITE_BYTES: usize = 256 << 10;
 
-/// Writes `buf` at `pos` in calls of at most [`MAX_WRITE_BYTES`]; with
-/// `ahead`, has the kernel start writing each piece to the disk once it
-/// is in the page cache, without waiting for it.
-fn write_in_pieces(file: &std::fs::File, buf: &[u8], pos: u64, ahead: bool) -> io::Result<()> {
-    use std::os::unix::fs::FileExt;
-    let mut at = pos;
-    for piece in buf.chunks(MAX_WRITE_BYTES) {
-        file.write_all_at(piece, at)?;
+/// At most this many buffers go into one `pwritev`. A call joins the
+/// end of one of the writer's pieces to the start of the next, and held
+/// chunks are at least 64 KiB, so a call rarely spans more than five; one
+/// that would span more ends early, and the next starts where it ended.
+const MAX_WRITE_PIECES: usize = 16;
+
+/// Writes `pieces` one after the other from `pos`. A write of up to
+/// [`MAX_WRITE_BYTES`] is one call; a longer one is cut where the file
+/// offset is a multiple of it ([`write_calls`]). With `ahead` (an
+/// fdatasync follows), has the kernel start writing each call's range to
+/// the disk once it is in the page cache, without waiting for it.
+fn write_in_pieces(
+    file: &std::fs::File,
+    pieces: &[&[u8]],
+    pos: u64,
+    ahead: bool,
+) -> io::Result<()> {
+    write_calls(pieces, pos, |slices, at, len| {
+        write_all_vectored_at(file, slices, at)?;
         if ahead {
-            start_writeback(file, at, piece.len());
+            start_writeback(file, at, len as u64);
         }
-        at += piece.len() as u64;
+        Ok(())
+    })
+}
+
+/// Cuts `pieces`, to be written one after the other from `pos`, into
+/// write calls, and makes each: `call(slices, at, len)` writes `slices`
+/// (`len` bytes in all) at file offset `at`. A write of up to
+/// [`MAX_WRITE_BYTES`] is one call. A longer one is cut where the file
+/// offset is a multiple of [`MAX_WRITE_BYTES`], whatever the pieces'
+/// boundaries (a call may span the end of one piece and the start of the
+/// next): such a call gets page-cache folios of its size, aligned, and
+/// its range goes to the disk on the same boundaries. A replica's log
+/// rarely starts a chunk on one: 512 MiB written from offset 133,000 in
+/// 256 KiB calls counted from there took 0.21-0.24 s, in calls cut on
+/// the file's 256 KiB boundaries 0.18-0.19 s, as from offset 0.
+fn write_calls(
+    pieces: &[&[u8]],
+    pos: u64,
+    mut call: impl FnMut(&mut [io::IoSlice<'_>], u64, usize) -> io::Result<()>,
+) -> io::Result<()> {
+    let total: usize = pieces.iter().map(|p| p.len()).sum();
+    if total == 0 {
+        return Ok(());
+    }
+    let unit = MAX_WRITE_BYTES as u64;
+    let (mut piece, mut offset, mut at) = (0usize, 0usize, pos);
+    while piece < pieces.len() {
+        let room = if total <= MAX_WRITE_BYTES {
+            total
+        } else {
+            (unit - at % unit) as usize
+        };
+        let mut slices = [io::IoSlice::new(&[]); MAX_WRITE_PIECES];
+        let (mut len, mut used) = (0usize, 0usize);
+        while len < room && used < MAX_WRITE_PIECES && piece < pieces.len() {
+            let rest = &pieces[piece][offset..];
+            let take = rest.len().min(room - len);
+            if take > 0 {
+                slices[used] = io::IoSlice::new(&rest[..take]);
+                used += 1;
+                len += take;
+            }
+            offset += take;
+            if offset == pieces[piece].len() {
+                (piece, offset) = (piece + 1, 0);
+            }
+        }
+        if len > 0 {
+            call(&mut slices[..used], at, len)?;
+            at += len as u64;
+        }
+    }
+    Ok(())
+}
+
+/// `pwritev` of all of `slices` at `pos`, again after a short write.
+fn write_all_vectored_at(
+    file: &std::fs::File,
+    mut slices: &mut [io::IoSlice<'_>],
+    mut pos: u64,
+) -> io::Result<()> {
+    while !slices.is_empty() {
+        use std::os::fd::AsRawFd;
+        let offset = libc::off64_t::try_from(pos)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "file offset too large"))?;
+        let count = libc::c_int::try_from(slices.len()).unwrap_or(libc::c_int::MAX);
+        // SAFETY: `IoSlice` is ABI-compatible with `iovec` on Unix, and the
+        // slices borrow memory that lives across the call; the file
+        // descriptor is kept open by `file`.
+        let n = unsafe { libc::pwritev64(file.as_raw_fd(), slices.as_ptr().cast(), count, offset) };
+        match n {
+            0 => return Err(io::ErrorKind::WriteZero.into()),
+            n if n > 0 => {
+                io::IoSlice::advance_slices(&mut slices, n as usize);
+                pos += n as u64;
+            }
+            _ => {
+                let e = io::Error::last_os_error();
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+        }
     }
     Ok(())
 }
@@ -361,8 +454,10 @@ pub(crate) fn zero_fill(file: &std::fs::File, from: u64, to: u64) -> io::Result<
     static ZEROS: [u8; MAX_WRITE_BYTES] = [0; MAX_WRITE_BYTES];
     let mut at = from;
     while at < to {
-        let len = usize::try_from(to - at).map_or(MAX_WRITE_BYTES, |n| n.min(MAX_WRITE_BYTES));
-        write_in_pieces(file, &ZEROS[..len], at, true)?;
+        // Up to the next multiple of MAX_WRITE_BYTES, as `write_calls` cuts.
+        let room = MAX_WRITE_BYTES as u64 - at % MAX_WRITE_BYTES as u64;
+        let len = (to - at).min(room) as usize;
+        write_in_pieces(file, &[&ZEROS[..len]], at, true)?;
         at += len as u64;
     }
     Ok(())
@@ -371,7 +466,7 @@ pub(crate) fn zero_fill(file: &std::fs::File, from: u64, to: u64) -> io::Result<
 /// `sync_file_range(SYNC_FILE_RANGE_WRITE)`: queues the dirty pages of the
 /// range for writing and returns. Advice for speed only: the fsync that
 /// follows is what makes the bytes durable, and reports any error.
-fn start_writeback(file: &std::fs::File, at: u64, len: usize) {
+fn start_writeback(file: &std::fs::File, at: u64, len: u64) {
     use std::os::fd::AsRawFd;
     let (Ok(at), Ok(len)) = (libc::off64_t::try_from(at), libc::off64_t::try_from(len)) else {
         return;
@@ -418,22 +513,21 @@ pub(crate) fn write_pieces_at(
     pos: u64,
     before_sync: bool,
 ) -> io::Result<()> {
-    let total: usize = pieces.iter().map(|p| p.len()).sum();
-    let mut allowed = match faults {
-        None => total,
-        Some(faults) => {
-            faults.writes.fetch_add(1, Ordering::SeqCst);
-            faults.allow_write(total)
-        }
+    let Some(faults) = faults else {
+        return write_in_pieces(file, pieces, pos, before_sync);
     };
-    let mut at = pos;
+    faults.writes.fetch_add(1, Ordering::SeqCst);
+    let total: usize = pieces.iter().map(|p| p.len()).sum();
+    let mut allowed = faults.allow_write(total);
+    let cut = total - allowed;
+    let mut allowed_pieces = Vec::with_capacity(pieces.len());
     for piece in pieces {
         let piece = &piece[..piece.len().min(allowed)];
-        write_in_pieces(file, piece, at, before_sync)?;
-        at += piece.len() as u64;
         allowed -= piece.len();
+        allowed_pieces.push(piece);
     }
-    if at - pos < total as u64 {
+    write_in_pieces(file, &allowed_pieces, pos, before_sync)?;
+    if cut > 0 {
         return Err(Faults::disk_full());
     }
     Ok(())
@@ -493,5 +587,107 @@ mod tests {
         file.read_exact_at(&mut back, 0).unwrap();
         assert_eq!(back, buf[..allowed]);
         assert_eq!(file.metadata().unwrap().len(), allowed as u64);
+    }
+
+    /// The calls [`write_calls`] makes for `lens`-long pieces written
+    /// from `pos`: (offset, length, buffers) of each, after checking that
+    /// they write every byte of the pieces once, in order, from `pos`.
+    fn calls_for(lens: &[usize], pos: u64) -> Vec<(u64, usize, usize)> {
+        let data = pattern(lens.iter().sum());
+        let mut pieces = Vec::new();
+        let mut from = 0;
+        for &len in lens {
+            pieces.push(&data[from..from + len]);
+            from += len;
+        }
+        let (mut calls, mut written) = (Vec::new(), Vec::new());
+        write_calls(&pieces, pos, |slices, at, len| {
+            assert_eq!(at, pos + written.len() as u64, "calls are contiguous");
+            let before = written.len();
+            for slice in slices.iter() {
+                written.extend_from_slice(slice);
+            }
+            assert_eq!(written.len() - before, len, "len is the call's bytes");
+            calls.push((at, len, slices.len()));
+            Ok(())
+        })
+        .unwrap();
+        assert!(
+            written == data,
+            "the calls write the pieces' bytes in order"
+        );
+        calls
+    }
+
+    #[test]
+    fn a_short_write_is_one_call_whatever_its_pieces() {
+        let unit = MAX_WRITE_BYTES;
+        for (lens, pos) in [
+            (vec![100], 0),
+            (vec![100, 0, 4000], unit as u64 - 50),
+            (vec![unit / 2, unit / 2], 133_000),
+            (vec![], 7),
+        ] {
+            let calls = calls_for(&lens, pos);
+            let total: usize = lens.iter().sum();
+            let expected = usize::from(total > 0);
+            assert_eq!(calls.len(), expected, "{lens:?} at {pos}: {calls:?}");
+        }
+    }
+
+    #[test]
+    fn a_long_write_is_cut_on_the_file_s_boundaries_not_the_pieces() {
+        let unit = MAX_WRITE_BYTES;
+        for (lens, pos) in [
+            (vec![3 * unit + 5], 133_000),
+            (vec![unit + 1], 0),
+            (vec![1 << 20, 1 << 20, 70_000, 1 << 20], 133_000),
+            (vec![300_000, 0, 300_000, 65_536, 65_536], 4096),
+        ] {
+            let calls = calls_for(&lens, pos);
+            let total: usize = lens.iter().sum();
+            let (last_at, last_len, _) = *calls.last().unwrap();
+            assert_eq!(last_at + last_len as u64, pos + total as u64);
+            for &(at, len, _) in &calls[..calls.len() - 1] {
+                assert!(len <= unit, "{lens:?} at {pos}: a call of {len}");
+                assert_eq!(
+                    (at + len as u64) % unit as u64,
+                    0,
+                    "{lens:?} at {pos}: {calls:?}"
+                );
+            }
+            // Only the first and the last may be short.
+            let full = calls.iter().filter(|c| c.1 == unit).count();
+            assert!(full + 2 >= calls.len(), "{lens:?} at {pos}: {calls:?}");
+        }
+    }
+
+    #[test]
+    fn a_call_joins_at_most_so_many_pieces() {
+        let lens = vec![10; 3 * MAX_WRITE_PIECES + 1];
+        let calls = calls_for(&lens, 5);
+        assert_eq!(calls.len(), 4, "{calls:?}");
+        assert!(calls.iter().all(|c| c.2 <= MAX_WRITE_PIECES));
+        let lens = vec![MAX_WRITE_BYTES / 8; 3 * MAX_WRITE_PIECES];
+        let calls = calls_for(&lens, 100);
+        assert!(calls
+            .iter()
+            .all(|c| c.2 <= MAX_WRITE_PIECES && c.1 <= MAX_WRITE_BYTES));
+    }
+
+    #[test]
+    fn pieces_written_across_calls_land_whole_and_in_place() {
+        for before_sync in [false, true] {
+            let (_dir, file) = new_file();
+            let at = 133_000;
+            let data = pattern(3 * MAX_WRITE_BYTES + 99_999);
+            let (a, rest) = data.split_at(70_000);
+            let (b, c) = rest.split_at(MAX_WRITE_BYTES + 3);
+            write_pieces_at(None, &file, &[a, &[], b, c], at, before_sync).unwrap();
+            let mut back = vec![0; data.len()];
+            file.read_exact_at(&mut back, at).unwrap();
+            assert!(back == data, "misplaced bytes (before_sync: {before_sync})");
+            assert_eq!(file.metadata().unwrap().len(), at + data.len() as u64);
+        }
     }
 }
