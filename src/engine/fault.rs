@@ -343,24 +343,60 @@ pub(crate) const MAX_WRITE_BYTES: usize = 256 << 10;
 /// that would span more ends early, and the next starts where it ended.
 const MAX_WRITE_PIECES: usize = 16;
 
+/// How much written data [`write_in_pieces`] gathers before it has the
+/// kernel start writing it to the disk: ranges end where the file offset
+/// is a multiple of this. Measured here (512 MiB in 256 KiB writes with an
+/// fdatasync every 8 MiB), handing over every 1 MiB took 0.18 s, every
+/// 256 KiB 0.20 s, every 2 MiB 0.20 s: fewer, larger disk writes, yet
+/// started soon enough to run beside the copying of the next ones.
+const WRITEBACK_BYTES: u64 = 1 << 20;
+
 /// Writes `pieces` one after the other from `pos`. A write of up to
 /// [`MAX_WRITE_BYTES`] is one call; a longer one is cut where the file
 /// offset is a multiple of it ([`write_calls`]). With `ahead` (an
-/// fdatasync follows), has the kernel start writing each call's range to
-/// the disk once it is in the page cache, without waiting for it.
+/// fdatasync follows), has the kernel start writing each
+/// [`WRITEBACK_BYTES`] range to the disk once it is in the page cache,
+/// without waiting for it, so the disk writes the first ranges while
+/// the next are copied, and the rest once all is written.
 fn write_in_pieces(
     file: &std::fs::File,
     pieces: &[&[u8]],
     pos: u64,
     ahead: bool,
 ) -> io::Result<()> {
+    write_and_hand_over(
+        pieces,
+        pos,
+        ahead,
+        |slices, at| write_all_vectored_at(file, slices, at),
+        |at, len| start_writeback(file, at, len),
+    )
+}
+
+/// [`write_in_pieces`] with its two system calls passed in: `write`
+/// writes the slices at an offset, `hand_over` starts the disk write of a
+/// range.
+fn write_and_hand_over(
+    pieces: &[&[u8]],
+    pos: u64,
+    ahead: bool,
+    mut write: impl FnMut(&mut [io::IoSlice<'_>], u64) -> io::Result<()>,
+    mut hand_over: impl FnMut(u64, u64),
+) -> io::Result<()> {
+    let (mut handed, mut end) = (pos, pos);
     write_calls(pieces, pos, |slices, at, len| {
-        write_all_vectored_at(file, slices, at)?;
-        if ahead {
-            start_writeback(file, at, len as u64);
+        write(slices, at)?;
+        end = at + len as u64;
+        if ahead && end % WRITEBACK_BYTES == 0 {
+            hand_over(handed, end - handed);
+            handed = end;
         }
         Ok(())
-    })
+    })?;
+    if ahead && handed < end {
+        hand_over(handed, end - handed);
+    }
+    Ok(())
 }
 
 /// Cuts `pieces`, to be written one after the other from `pos`, into
@@ -673,6 +709,55 @@ mod tests {
         assert!(calls
             .iter()
             .all(|c| c.2 <= MAX_WRITE_PIECES && c.1 <= MAX_WRITE_BYTES));
+    }
+
+    /// The ranges [`write_and_hand_over`] hands to the disk for a write of
+    /// `len` bytes at `pos`.
+    fn handed_over(len: usize, pos: u64, ahead: bool) -> Vec<(u64, u64)> {
+        let data = pattern(len);
+        let mut ranges = Vec::new();
+        write_and_hand_over(
+            &[&data],
+            pos,
+            ahead,
+            |_, _| Ok(()),
+            |at, n| ranges.push((at, n)),
+        )
+        .unwrap();
+        ranges
+    }
+
+    #[test]
+    fn writes_are_handed_to_the_disk_per_mib_of_the_file_then_the_rest() {
+        let mib = WRITEBACK_BYTES;
+        for (len, pos) in [
+            (8 << 20, 133_000),
+            (3 << 20, 0),
+            (100, 5),
+            (300_000, mib - 10),
+        ] {
+            let ranges = handed_over(len, pos, true);
+            let mut at = pos;
+            for &(from, n) in &ranges {
+                assert_eq!(from, at, "{len} at {pos}: {ranges:?}");
+                at += n;
+            }
+            assert_eq!(
+                at,
+                pos + len as u64,
+                "{len} at {pos}: every byte is handed over once"
+            );
+            for &(from, n) in &ranges[..ranges.len() - 1] {
+                assert_eq!((from + n) % mib, 0, "{len} at {pos}: {ranges:?}");
+                assert!(n <= mib);
+            }
+        }
+        // 8 MiB from 133,000: the MiB boundaries it crosses, then the rest.
+        assert_eq!(handed_over(8 << 20, 133_000, true).len(), 9);
+        assert!(
+            handed_over(8 << 20, 133_000, false).is_empty(),
+            "no fsync follows"
+        );
     }
 
     #[test]
