@@ -453,33 +453,45 @@ fn write_calls(
 /// `pwritev` of all of `slices` at `pos`, again after a short write.
 fn write_all_vectored_at(
     file: &std::fs::File,
+    slices: &mut [io::IoSlice<'_>],
+    pos: u64,
+) -> io::Result<()> {
+    write_all_vectored(slices, pos, |slices, at| pwritev(file, slices, at))
+}
+
+/// Writes all of `slices` from `pos` with `write_once` (one `pwritev`:
+/// the bytes it wrote), calling it again after a short write or an
+/// interruption.
+fn write_all_vectored(
     mut slices: &mut [io::IoSlice<'_>],
     mut pos: u64,
+    mut write_once: impl FnMut(&[io::IoSlice<'_>], u64) -> io::Result<usize>,
 ) -> io::Result<()> {
     while !slices.is_empty() {
-        use std::os::fd::AsRawFd;
-        let offset = libc::off64_t::try_from(pos)
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "file offset too large"))?;
-        let count = libc::c_int::try_from(slices.len()).unwrap_or(libc::c_int::MAX);
-        // SAFETY: `IoSlice` is ABI-compatible with `iovec` on Unix, and the
-        // slices borrow memory that lives across the call; the file
-        // descriptor is kept open by `file`.
-        let n = unsafe { libc::pwritev64(file.as_raw_fd(), slices.as_ptr().cast(), count, offset) };
-        match n {
-            0 => return Err(io::ErrorKind::WriteZero.into()),
-            n if n > 0 => {
-                io::IoSlice::advance_slices(&mut slices, n as usize);
+        match write_once(slices, pos) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                io::IoSlice::advance_slices(&mut slices, n);
                 pos += n as u64;
             }
-            _ => {
-                let e = io::Error::last_os_error();
-                if e.kind() != io::ErrorKind::Interrupted {
-                    return Err(e);
-                }
-            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
         }
     }
     Ok(())
+}
+
+/// One `pwritev(2)` of `slices` at `pos`: the bytes written.
+fn pwritev(file: &std::fs::File, slices: &[io::IoSlice<'_>], pos: u64) -> io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    let offset = libc::off64_t::try_from(pos)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "file offset too large"))?;
+    let count = libc::c_int::try_from(slices.len()).unwrap_or(libc::c_int::MAX);
+    // SAFETY: `IoSlice` is ABI-compatible with `iovec` on Unix, and the
+    // slices borrow memory that lives across the call; the file
+    // descriptor is kept open by `file`.
+    let n = unsafe { libc::pwritev64(file.as_raw_fd(), slices.as_ptr().cast(), count, offset) };
+    usize::try_from(n).map_err(|_| io::Error::last_os_error())
 }
 
 /// Writes zeros over `[from, to)` of `file`, in pieces like any other
@@ -757,6 +769,49 @@ mod tests {
         assert!(
             handed_over(8 << 20, 133_000, false).is_empty(),
             "no fsync follows"
+        );
+    }
+
+    #[test]
+    fn a_short_or_interrupted_write_is_continued_where_it_stopped() {
+        let data = pattern(10_000);
+        let (a, b) = data.split_at(3_333);
+        let mut slices = [io::IoSlice::new(a), io::IoSlice::new(b)];
+        let mut file = vec![0u8; 20_000];
+        let mut calls = 0;
+        write_all_vectored(&mut slices, 500, |slices, at| {
+            calls += 1;
+            if calls % 3 == 0 {
+                return Err(io::ErrorKind::Interrupted.into());
+            }
+            // At most 1,000 bytes a call, as a disk near full or a signal
+            // may cut a write short.
+            let mut n = 0;
+            for slice in slices {
+                let take = slice.len().min(1_000 - n);
+                let at = at as usize + n;
+                file[at..at + take].copy_from_slice(&slice[..take]);
+                n += take;
+                if n == 1_000 {
+                    break;
+                }
+            }
+            Ok(n)
+        })
+        .unwrap();
+        assert!(file[500..10_500] == data[..], "every byte once, in place");
+        assert!(file[..500].iter().chain(&file[10_500..]).all(|&b| b == 0));
+        assert!(
+            calls >= 10,
+            "{calls} calls for 10 short writes and the interruptions"
+        );
+
+        let mut slices = [io::IoSlice::new(a)];
+        let err = write_all_vectored(&mut slices, 0, |_, _| Ok(0)).unwrap_err();
+        assert_eq!(
+            err.kind(),
+            io::ErrorKind::WriteZero,
+            "a write that takes nothing fails"
         );
     }
 
