@@ -494,21 +494,20 @@ fn pwritev(file: &std::fs::File, slices: &[io::IoSlice<'_>], pos: u64) -> io::Re
     usize::try_from(n).map_err(|_| io::Error::last_os_error())
 }
 
-/// Writes zeros over `[from, to)` of `file`, in pieces like any other
-/// write, starting each piece's disk write. For the active segment's
-/// reserve ([`super::writer`]); not through the fault hooks, since a
-/// reserve that cannot be written is skipped, never a failed write.
+/// Writes zeros over `[from, to)` of `file`, as any other write (calls
+/// cut on the file's boundaries, handed to the disk as they are written).
+/// For the active segment's reserve ([`super::writer`]), at most about a
+/// MiB; not through the fault hooks, since a reserve that cannot be
+/// written is skipped, never a failed write.
 pub(crate) fn zero_fill(file: &std::fs::File, from: u64, to: u64) -> io::Result<()> {
     static ZEROS: [u8; MAX_WRITE_BYTES] = [0; MAX_WRITE_BYTES];
-    let mut at = from;
-    while at < to {
-        // Up to the next multiple of MAX_WRITE_BYTES, as `write_calls` cuts.
-        let room = MAX_WRITE_BYTES as u64 - at % MAX_WRITE_BYTES as u64;
-        let len = (to - at).min(room) as usize;
-        write_in_pieces(file, &[&ZEROS[..len]], at, true)?;
-        at += len as u64;
-    }
-    Ok(())
+    let len = usize::try_from(to.saturating_sub(from))
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "range too long"))?;
+    let pieces: Vec<&[u8]> = (0..len)
+        .step_by(MAX_WRITE_BYTES)
+        .map(|at| &ZEROS[..(len - at).min(MAX_WRITE_BYTES)])
+        .collect();
+    write_in_pieces(file, &pieces, from, true)
 }
 
 /// `sync_file_range(SYNC_FILE_RANGE_WRITE)`: queues the dirty pages of the
