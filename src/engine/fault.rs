@@ -368,7 +368,7 @@ fn write_in_pieces(
         pieces,
         pos,
         ahead,
-        |slices, at| write_all_vectored_at(file, slices, at),
+        |slices, at| write_all_vectored(slices, at, |s, at| pwritev(file, s, at)),
         |at, len| start_writeback(file, at, len),
     )
 }
@@ -448,15 +448,6 @@ fn write_calls(
         }
     }
     Ok(())
-}
-
-/// `pwritev` of all of `slices` at `pos`, again after a short write.
-fn write_all_vectored_at(
-    file: &std::fs::File,
-    slices: &mut [io::IoSlice<'_>],
-    pos: u64,
-) -> io::Result<()> {
-    write_all_vectored(slices, pos, |slices, at| pwritev(file, slices, at))
 }
 
 /// Writes all of `slices` from `pos` with `write_once` (one `pwritev`:
@@ -607,6 +598,14 @@ mod tests {
         (dir, file)
     }
 
+    /// Asserts that `file` holds `data` at `at` and ends with it.
+    fn assert_file_holds(file: &std::fs::File, at: u64, data: &[u8], before_sync: bool) {
+        let mut back = vec![0; data.len()];
+        file.read_exact_at(&mut back, at).unwrap();
+        assert!(back == data, "misplaced bytes (before_sync: {before_sync})");
+        assert_eq!(file.metadata().unwrap().len(), at + data.len() as u64);
+    }
+
     #[test]
     fn a_write_longer_than_one_piece_lands_whole_and_in_place() {
         for before_sync in [false, true] {
@@ -614,10 +613,7 @@ mod tests {
             let at = 4097;
             let buf = pattern(2 * MAX_WRITE_BYTES + 12_345);
             write_at(None, &file, &buf, at, before_sync).unwrap();
-            let mut back = vec![0; buf.len()];
-            file.read_exact_at(&mut back, at).unwrap();
-            assert!(back == buf, "misplaced bytes (before_sync: {before_sync})");
-            assert_eq!(file.metadata().unwrap().len(), at + buf.len() as u64);
+            assert_file_holds(&file, at, &buf, before_sync);
         }
     }
 
@@ -823,10 +819,7 @@ mod tests {
             let (a, rest) = data.split_at(70_000);
             let (b, c) = rest.split_at(MAX_WRITE_BYTES + 3);
             write_pieces_at(None, &file, &[a, &[], b, c], at, before_sync).unwrap();
-            let mut back = vec![0; data.len()];
-            file.read_exact_at(&mut back, at).unwrap();
-            assert!(back == data, "misplaced bytes (before_sync: {before_sync})");
-            assert_eq!(file.metadata().unwrap().len(), at + data.len() as u64);
+            assert_file_holds(&file, at, &data, before_sync);
         }
     }
 }

@@ -132,7 +132,7 @@ impl Engine {
     /// buffer holds the records taken as a view of `bytes` until they are
     /// written, so a replica writes its master's log from the buffers it
     /// received it in (runs of records under 64 KiB are copied: a held
-    /// piece costs a write call and pins its receive block).
+    /// piece pins its receive block until it is written).
     pub fn append_log_held(&self, segment_base: u64, bytes: &Bytes) -> Result<LogAppend> {
         self.inner().append_raw(segment_base, Shipped::Held(bytes))
     }

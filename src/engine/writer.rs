@@ -114,9 +114,10 @@ pub const RAW_BUFFER_MAX: usize = 8 << 20;
 
 /// Shipped bytes held by the buffer rather than copied into it
 /// ([`Shipped::Held`]) only from this many: a replica following a busy
-/// master receives many small frames, and each held piece costs a write
-/// call of its own and keeps its whole receive block from being read
-/// into again.
+/// master receives many small frames, and each held piece keeps its
+/// whole receive block from being read into again until it is written.
+/// (Held pieces share write calls: [`super::fault::write_pieces_at`]
+/// joins them with `pwritev`.)
 const HOLD_AT_LEAST: usize = 64 << 10;
 
 /// Log bytes shipped from a master, for [`Inner::append_raw`].
